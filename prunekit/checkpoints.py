@@ -1,0 +1,225 @@
+"""Safe checkpoints: state dicts in ``.pt``/``.pth`` (read with ``weights_only=True``) and ``.safetensors``.
+
+A prunekit file carries a small header next to the weights (architecture name, number of classes, and
+free-form JSON metadata such as the data set and the accuracy): inside the ``.pt`` dict under ``"prunekit"``,
+or in the safetensors metadata. A plain state dict (any ``torch.save(model.state_dict())``) loads too when
+the architecture is named. Pruned models need nothing else: :func:`conform_to_state_dict` rebuilds the
+layers whose stored shapes are smaller, so the model's class is never edited.
+
+Every failure raises :class:`CheckpointError`, whose message names the file, the problem and what to do.
+"""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from .models import build_model
+
+__all__ = ["DEFAULT_CHECKPOINT", "EARLY_CHECKPOINT", "CheckpointError", "save_checkpoint", "load_checkpoint", "read_checkpoint", "conform_to_state_dict"]
+
+FORMAT = "prunekit-checkpoint/1"
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+DEFAULT_CHECKPOINT = ASSETS / "resnet20_cifar10.safetensors"  # the embedded default (assets/README.md)
+EARLY_CHECKPOINT = ASSETS / "resnet20_cifar10_epoch001.safetensors"  # its epoch-1 weights
+SUFFIXES = (".pt", ".pth", ".safetensors")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint cannot be used; the message names the file and the problem."""
+
+    def __init__(self, path: str | os.PathLike, problem: str, hint: str = ""):
+        self.path, self.problem = str(path), problem
+        super().__init__(f"{Path(path).name}: {problem}" + (f" {hint}" if hint else ""))
+
+
+def save_checkpoint(
+    model: nn.Module, path: str | os.PathLike, *, arch: str, num_classes: int, meta: dict[str, Any] | None = None
+) -> Path:
+    """Write ``model``'s state dict and a header to ``path`` (.pt, .pth or .safetensors), atomically."""
+    path = Path(path)
+    if path.suffix not in SUFFIXES:
+        raise ValueError(f"checkpoint file must end in one of {SUFFIXES}, got {path.name!r}")
+    header = {"format": FORMAT, "arch": arch, "num_classes": int(num_classes), "meta": meta or {}}
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import save_file
+
+        save_file(state, str(tmp), metadata={"prunekit": json.dumps(header)})
+    else:
+        torch.save({"prunekit": header, "state_dict": state}, tmp)
+    tmp.replace(path)
+    return path
+
+
+def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """-> (state dict, header); the header is ``{}`` for a plain state dict. Never unpickles code."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(path, "file not found.", "Check the path.")
+    if path.suffix not in SUFFIXES:
+        raise CheckpointError(path, f"unsupported file type {path.suffix!r}.", f"Use one of {', '.join(SUFFIXES)}.")
+    if path.suffix == ".safetensors":
+        return _read_safetensors(path)
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "weights only" in str(exc).lower() or "unsupported global" in str(exc).lower():
+            raise CheckpointError(
+                path,
+                "contains pickled Python objects (code), not only tensors; prunekit refuses to unpickle it.",
+                "Re-save it as a state dict (torch.save(model.state_dict(), ...)) or as .safetensors.",
+            ) from None
+        raise CheckpointError(path, f"is not a readable PyTorch file ({exc}).", _BROKEN_HINT) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, AttributeError, TypeError) as exc:
+        raise CheckpointError(path, f"is not a readable PyTorch file ({type(exc).__name__}).", _BROKEN_HINT) from None
+    header: dict[str, Any] = {}
+    if isinstance(obj, dict) and isinstance(obj.get("prunekit"), dict):
+        header = obj["prunekit"]
+    if isinstance(obj, dict):  # unwrap common containers
+        for key in ("state_dict", "model", "model_state_dict"):
+            if isinstance(obj.get(key), dict):
+                obj = obj[key]
+                break
+    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(
+            path, "holds no state dict (a mapping of parameter names to tensors).", "Save model.state_dict()."
+        )
+    state = {k.removeprefix("module."): v for k, v in obj.items()}  # DataParallel / DDP prefixes
+    return state, header
+
+
+_BROKEN_HINT = "The file is truncated or corrupted, or not a checkpoint at all: save it again."
+
+
+def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            state = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(path, f"is not a readable safetensors file ({exc}).", _BROKEN_HINT) from None
+    try:
+        header = json.loads(meta["prunekit"]) if "prunekit" in meta else {}
+    except json.JSONDecodeError:
+        raise CheckpointError(path, "has a corrupted prunekit header.", _BROKEN_HINT) from None
+    if not state:
+        raise CheckpointError(path, "holds no tensors.", "Save model.state_dict().")
+    return state, header
+
+
+def load_checkpoint(
+    path: str | os.PathLike, *, arch: str | None = None, num_classes: int | None = None
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Build the model a checkpoint holds and load its weights -> (model in eval mode, header).
+
+    ``arch`` and ``num_classes`` come from the file's header; pass them for a plain state dict (they
+    override the header when given). Layers whose stored shapes are smaller (a pruned model) are rebuilt.
+    """
+    state, header = read_checkpoint(path)
+    arch = arch or header.get("arch")
+    if not arch:
+        raise CheckpointError(path, "is a plain state dict without a prunekit header.", "Name its architecture.")
+    if num_classes is None:
+        num_classes = header.get("num_classes") or _guess_num_classes(state)
+    try:
+        model = build_model(arch, num_classes=int(num_classes))
+    except KeyError as exc:
+        raise CheckpointError(path, str(exc.args[0])) from None
+    try:
+        conform_to_state_dict(model, state)
+        model.load_state_dict(state, strict=True)
+    except (RuntimeError, ValueError) as exc:
+        raise CheckpointError(
+            path, f"its weights do not fit the architecture {arch!r}: {_first_lines(exc)}",
+            "Pick the architecture these weights were trained for.",
+        ) from None
+    model.eval()
+    c, h, w = _input_size(arch)
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, c, h, w))
+    except RuntimeError as exc:
+        raise CheckpointError(
+            path, f"its layer shapes are inconsistent with {arch!r}: {_first_lines(exc)}", "Re-export the model."
+        ) from None
+    return model, header
+
+
+def _input_size(arch: str) -> tuple[int, int, int]:
+    from .models import model_info
+
+    return model_info(arch).input_size
+
+
+def _first_lines(exc: Exception, n: int = 3) -> str:
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    return " ".join(lines[:n])[:400]
+
+
+def _guess_num_classes(state: dict[str, torch.Tensor]) -> int:
+    """Rows of the last 2-D weight (the classifier) in a state dict."""
+    weights = [v for k, v in state.items() if k.endswith("weight") and v.ndim == 2]
+    return int(weights[-1].shape[0]) if weights else 10
+
+
+def conform_to_state_dict(model: nn.Module, state: dict[str, torch.Tensor]) -> nn.Module:
+    """Resize ``model``'s convs, BNs, linears and buffers in place to the shapes stored in ``state``.
+
+    Only channel counts may differ (a pruned model): a different kernel size, a missing or extra key
+    raises ``ValueError``. A depthwise conv (groups == in == out) stays depthwise.
+    """
+    own = model.state_dict()
+    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    if missing or unexpected:
+        raise ValueError(f"missing keys {missing[:5]}{'...' if len(missing) > 5 else ''}, "
+                         f"unexpected keys {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}")
+    for name, module in list(model.named_modules()):
+        prefix = f"{name}." if name else ""
+        if isinstance(module, nn.Conv2d):
+            w = state[prefix + "weight"]
+            if tuple(w.shape) != tuple(module.weight.shape):
+                _set(model, name, _resized_conv(module, w, name))
+        elif isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            n = state[prefix + "running_mean"].shape[0] if module.track_running_stats else state[prefix + "weight"].shape[0]
+            if n != module.num_features:
+                new = type(module)(n, module.eps, module.momentum, module.affine, module.track_running_stats)
+                _set(model, name, new)
+        elif isinstance(module, nn.Linear):
+            w = state[prefix + "weight"]
+            if tuple(w.shape) != tuple(module.weight.shape):
+                _set(model, name, nn.Linear(w.shape[1], w.shape[0], bias=module.bias is not None))
+        for bname, buf in list(module.named_buffers(recurse=False)):
+            stored = state.get(prefix + bname)
+            if stored is not None and buf is not None and stored.shape != buf.shape:
+                module.register_buffer(bname, torch.zeros_like(stored))
+    return model
+
+
+def _resized_conv(conv: nn.Conv2d, w: torch.Tensor, name: str) -> nn.Conv2d:
+    if tuple(w.shape[2:]) != tuple(conv.kernel_size):
+        raise ValueError(f"{name}: kernel {tuple(w.shape[2:])} stored, {tuple(conv.kernel_size)} expected")
+    out_ch = w.shape[0]
+    depthwise = conv.groups > 1 and conv.groups == conv.in_channels == conv.out_channels
+    groups = out_ch if depthwise else conv.groups
+    in_ch = out_ch if depthwise else w.shape[1] * groups
+    return nn.Conv2d(
+        in_ch, out_ch, conv.kernel_size, conv.stride, conv.padding, conv.dilation, groups,
+        bias=conv.bias is not None, padding_mode=conv.padding_mode,
+    )
+
+
+def _set(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent_name, _, attr = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, attr, new)

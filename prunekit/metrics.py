@@ -1,0 +1,102 @@
+"""Measurements of a model: the device to use, accuracy and loss on a data set, MACs and a per-layer table."""
+from __future__ import annotations
+
+from typing import Iterable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+__all__ = ["best_device", "evaluate", "count_macs", "layer_table"]
+
+
+def best_device() -> torch.device:
+    """CUDA if available, then Apple MPS, else the CPU."""
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, float]:
+    """Top-1 accuracy (in %) and mean cross-entropy of ``model`` (already on the batches' device) over
+    ``batches`` of (x (B, C, H, W), y (B,)). The model is put in eval mode and restored afterwards."""
+    was_training = model.training
+    model.eval()
+    correct, loss_sum, n = 0, 0.0, 0
+    try:
+        for x, y in batches:
+            logits = model(x).float()
+            loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
+            correct += (logits.argmax(1) == y).sum().item()
+            n += len(y)
+    finally:
+        model.train(was_training)
+    if n == 0:
+        raise ValueError("evaluate() got no batches")
+    return {"accuracy": 100.0 * correct / n, "loss": loss_sum / n, "n": n}
+
+
+def count_macs(model: nn.Module, input_size: tuple[int, int, int]) -> int:
+    """Multiply-accumulates of one forward pass on a (1, *input_size) input, counted by
+    ``torch.utils.flop_counter`` (conv and linear layers; FLOPs = 2 x MACs)."""
+    return int(_flop_counts(model, input_size)["Global"] // 2)
+
+
+def layer_table(model: nn.Module, input_size: tuple[int, int, int]):
+    """One row per conv / linear layer: name, type, in/out channels, kernel, stride, groups, output size,
+    params and MACs (from ``torch.utils.flop_counter``) -> pandas DataFrame in forward order."""
+    import pandas as pd
+
+    flops = _flop_counts(model, input_size)
+    shapes: dict[str, tuple] = {}
+    handles = [
+        m.register_forward_hook(lambda mod, inp, out, n=n: shapes.__setitem__(n, tuple(out.shape[1:])))
+        for n, m in model.named_modules()
+        if isinstance(m, (nn.Conv2d, nn.Linear))
+    ]
+    try:
+        _forward_zeros(model, input_size)
+    finally:
+        for h in handles:
+            h.remove()
+    root = type(model).__name__
+    rows = []
+    for name in shapes:  # dict order = forward order
+        m = model.get_submodule(name)
+        conv = isinstance(m, nn.Conv2d)
+        rows.append({
+            "layer": name,
+            "type": "conv" if conv and m.groups == 1 else ("depthwise conv" if conv and m.groups == m.in_channels
+                                                            else "grouped conv" if conv else "linear"),
+            "in": m.in_channels if conv else m.in_features,
+            "out": m.out_channels if conv else m.out_features,
+            "kernel": "x".join(map(str, m.kernel_size)) if conv else "",
+            "stride": m.stride[0] if conv else 1,
+            "output": "x".join(map(str, shapes[name])),
+            "params": sum(p.numel() for p in m.parameters()),
+            "macs": int(flops.get(f"{root}.{name}", 0) // 2),
+        })
+    return pd.DataFrame(rows)
+
+
+def _forward_zeros(model: nn.Module, input_size: tuple[int, int, int]) -> None:
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, *input_size, device=device))
+    finally:
+        model.train(was_training)
+
+
+def _flop_counts(model: nn.Module, input_size: tuple[int, int, int]) -> dict[str, int]:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False, depth=None) as counter:
+        _forward_zeros(model, input_size)
+    return {name: sum(ops.values()) for name, ops in counter.get_flop_counts().items()}

@@ -1,0 +1,69 @@
+import json
+import math
+
+import pytest
+import torch
+
+from prunekit.data import DeviceLoader
+from prunekit.models import build_model
+from prunekit.train import TrainConfig, fit, lr_factor
+from tests.conftest import tiny_arrays
+
+
+def test_lr_schedules_at_known_points():
+    assert lr_factor(0, 100, 10, "cosine") == pytest.approx(0.1)
+    assert lr_factor(9, 100, 10, "cosine") == pytest.approx(1.0)
+    assert lr_factor(55, 100, 10, "cosine") == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.5)))
+    assert lr_factor(60, 100, 0, "step") == pytest.approx(0.1)
+    assert lr_factor(80, 100, 0, "step") == pytest.approx(0.01)
+    assert lr_factor(50, 100, 0, "onecycle") == pytest.approx(0.5)
+
+
+def test_config_refuses_bad_values():
+    with pytest.raises(ValueError, match="schedule"):
+        TrainConfig(schedule="linear")
+    with pytest.raises(ValueError):
+        TrainConfig(lr=-1)
+
+
+def _loaders(seed=0):
+    data = tiny_arrays(64, classes=2)
+    data.images[data.labels == 1] //= 4  # a learnable difference: class 1 is darker
+    return DeviceLoader(data, 16, train=True, seed=seed), DeviceLoader(data, 32, train=False)
+
+
+def test_a_tiny_model_learns_and_writes_its_files(tmp_path):
+    torch.manual_seed(0)
+    model = build_model("resnet20", num_classes=2)
+    rows = fit(model, *_loaders(), TrainConfig(epochs=4, lr=0.05, warmup_epochs=0), tmp_path, arch="resnet20",
+               num_classes=2, progress=False)
+    assert rows[-1]["train_loss"] < rows[0]["train_loss"]
+    assert {"epoch001.safetensors", "model.safetensors", "state.pt", "metrics.jsonl"} <= {p.name for p in tmp_path.iterdir()}
+    assert [json.loads(x)["epoch"] for x in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3, 4]
+
+
+def test_resume_gives_the_weights_of_an_uninterrupted_run(tmp_path):
+    config = TrainConfig(epochs=3, lr=0.05, warmup_epochs=0, seed=1)
+    torch.manual_seed(0)
+    straight = build_model("resnet20", num_classes=2)
+    fit(straight, *_loaders(), config, tmp_path / "a", arch="resnet20", num_classes=2, progress=False)
+
+    torch.manual_seed(0)
+    interrupted = build_model("resnet20", num_classes=2)
+    with pytest.raises(_Stop):  # "killed" right after epoch 2 was saved
+        fit(interrupted, *_loaders(), config, tmp_path / "b", arch="resnet20", num_classes=2, progress=False,
+            on_epoch=lambda row: _stop_after(row, 2))
+    resumed = build_model("resnet20", num_classes=2)  # fresh weights: everything must come from the state
+    rows = fit(resumed, *_loaders(), config, tmp_path / "b", arch="resnet20", num_classes=2, progress=False)
+    assert [r["epoch"] for r in rows] == [1, 2, 3]
+    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-6), name
+
+
+class _Stop(Exception):
+    pass
+
+
+def _stop_after(row, epoch):
+    if row["epoch"] == epoch:
+        raise _Stop
