@@ -1,6 +1,6 @@
 """Model & data: the model card (layers, parameters, MACs, accuracy when known), the data and the device."""
-from plotly.subplots import make_subplots
 import streamlit as st
+from plotly.subplots import make_subplots
 
 from pages.shared import device_label, human, selection
 from prunekit import model_info

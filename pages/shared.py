@@ -13,7 +13,7 @@ from pathlib import Path
 import streamlit as st
 import torch
 
-from prunekit import CheckpointError, best_device, build_model, list_models, load_checkpoint, model_info
+from prunekit import CheckpointError, best_device, build_model, list_models, load_checkpoint
 from prunekit.checkpoints import DEFAULT_CHECKPOINT
 from prunekit.data import data_root, list_datasets, locate
 

@@ -22,7 +22,8 @@ import torch.nn as nn
 
 from .models import build_model
 
-__all__ = ["DEFAULT_CHECKPOINT", "EARLY_CHECKPOINT", "CheckpointError", "save_checkpoint", "load_checkpoint", "read_checkpoint", "conform_to_state_dict"]
+__all__ = ["DEFAULT_CHECKPOINT", "EARLY_CHECKPOINT", "CheckpointError", "save_checkpoint", "load_checkpoint",
+           "read_checkpoint", "conform_to_state_dict"]
 
 FORMAT = "prunekit-checkpoint/1"
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
@@ -191,7 +192,8 @@ def conform_to_state_dict(model: nn.Module, state: dict[str, torch.Tensor]) -> n
             if tuple(w.shape) != tuple(module.weight.shape):
                 _set(model, name, _resized_conv(module, w, name))
         elif isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
-            n = state[prefix + "running_mean"].shape[0] if module.track_running_stats else state[prefix + "weight"].shape[0]
+            key = "running_mean" if module.track_running_stats else "weight"
+            n = state[prefix + key].shape[0]
             if n != module.num_features:
                 new = type(module)(n, module.eps, module.momentum, module.affine, module.track_running_stats)
                 _set(model, name, new)

@@ -65,8 +65,8 @@ def _datasets(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .models import list_models
     from .data import list_datasets
+    from .models import list_models
 
     parser = argparse.ArgumentParser(prog="python -m prunekit", description="Filter saliency and pruning for CNNs.")
     sub = parser.add_subparsers(dest="command", required=True)

@@ -91,7 +91,7 @@ class ArraySet:
         std = torch.tensor(self.std, device=images.device).view(1, -1, 1, 1)
         return (images.float() / 255.0 - mean) / std
 
-    def subset(self, n: int, seed: int = 0) -> "ArraySet":
+    def subset(self, n: int, seed: int = 0) -> ArraySet:
         """``n`` images drawn without replacement by ``seed`` (all of them if n >= N)."""
         if n >= len(self):
             return self

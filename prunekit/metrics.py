@@ -1,7 +1,7 @@
 """Measurements of a model: the device to use, accuracy and loss on a data set, MACs and a per-layer table."""
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 import torch.nn as nn

@@ -15,8 +15,8 @@ ResNet-56 0.85M); ``shortcut="B"`` swaps in a 1x1 conv + BN projection.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn as nn

@@ -8,8 +8,18 @@ import torch.nn.functional as F
 from PIL import Image
 
 import prunekit.data as data
-from prunekit.data import (ArraySet, DataNotFoundError, DeviceLoader, batch_crop, data_root, load_arrays,
-                           load_box_probe, locate, make_box_probe, save_box_probe)
+from prunekit.data import (
+    ArraySet,
+    DataNotFoundError,
+    DeviceLoader,
+    batch_crop,
+    data_root,
+    load_arrays,
+    load_box_probe,
+    locate,
+    make_box_probe,
+    save_box_probe,
+)
 from tests.conftest import tiny_arrays
 
 
@@ -218,3 +228,15 @@ def test_box_probe_file_errors_name_the_problem(tmp_path):
     (tmp_path / "boxes.csv").write_text("file,x0,y0,x1,y1\n../a.png,1,2,3,30\n")
     with pytest.raises(ValueError, match="outside"):
         load_box_probe(tmp_path)
+
+
+def test_image_folder_tree_loads_with_standard_transforms(tmp_path):
+    for cls in ("cat", "dog"):
+        (tmp_path / cls).mkdir()
+        for i in range(2):
+            Image.fromarray(np.full((80, 60, 3), 100, np.uint8)).save(tmp_path / cls / f"{i}.jpg")
+    ds = data.folder_dataset(tmp_path, train=False, image_size=48)
+    x, y = ds[3]
+    assert x.shape == (3, 48, 48) and y == 1 and ds.classes == ["cat", "dog"]
+    with pytest.raises(DataNotFoundError, match="does not exist"):
+        data.folder_dataset(tmp_path / "nope", train=True)

@@ -38,7 +38,8 @@ def test_a_tiny_model_learns_and_writes_its_files(tmp_path):
     rows = fit(model, *_loaders(), TrainConfig(epochs=4, lr=0.05, warmup_epochs=0), tmp_path, arch="resnet20",
                num_classes=2, progress=False)
     assert rows[-1]["train_loss"] < rows[0]["train_loss"]
-    assert {"epoch001.safetensors", "model.safetensors", "state.pt", "metrics.jsonl"} <= {p.name for p in tmp_path.iterdir()}
+    files = {p.name for p in tmp_path.iterdir()}
+    assert {"epoch001.safetensors", "model.safetensors", "state.pt", "metrics.jsonl"} <= files
     assert [json.loads(x)["epoch"] for x in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3, 4]
 
 
