@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 import torchvision
 
 __all__ = ["ModelInfo", "register_model", "build_model", "list_models", "model_info", "count_params"]
@@ -81,21 +82,26 @@ def count_params(model: nn.Module) -> int:
 
 
 class PadShortcut(nn.Module):
-    """Option-A shortcut: ``x[:, :, ::stride, ::stride]`` added into channels ``index`` of the branch.
+    """Option-A shortcut: subsample by ``stride`` and place the C_in input channels into the C_out output
+    channels flagged by ``receives``; the other output channels are zero (the zero padding of option A).
 
-    ``index`` (a buffer, saved in the state dict) holds, for each input channel, the channel of the
-    residual branch it is added to; a fresh model adds input channel i into channel i and leaves the
-    extra channels without a shortcut (the zero padding of option A). Pruning rewrites ``index``.
+    ``receives`` (a bool buffer of length C_out, saved in the state dict) starts as C_in ones then zeros.
+    Pruning removes entries of it (an output channel) or ones (an input channel), so input channel i always
+    goes to the i-th flagged output channel; a pruned file rebuilds the mask's length from its own shape.
     """
 
-    def __init__(self, in_planes: int, stride: int):
+    def __init__(self, in_planes: int, out_planes: int, stride: int):
         super().__init__()
+        if out_planes < in_planes:
+            raise ValueError(f"option-A shortcut needs out_planes >= in_planes, got {in_planes} -> {out_planes}")
         self.stride = stride
-        self.register_buffer("index", torch.arange(in_planes))
+        self.register_buffer("receives", torch.arange(out_planes) < in_planes)
 
-    def forward(self, x: torch.Tensor, branch: torch.Tensor) -> torch.Tensor:
-        """x: (N, C_in, H, W); branch: (N, C_out, H/stride, W/stride) -> (N, C_out, H/stride, W/stride)."""
-        return branch.index_add(1, self.index, x[:, :, :: self.stride, :: self.stride])
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (N, C_in, H, W) -> (N, C_out, H / stride, W / stride)."""
+        x = F.avg_pool2d(x, 1, self.stride) if self.stride > 1 else x
+        out = x.new_zeros(x.shape[0], self.receives.numel(), x.shape[2], x.shape[3])
+        return out.index_copy(1, self.receives.nonzero().squeeze(1), x)
 
 
 class BasicBlock(nn.Module):
@@ -108,26 +114,19 @@ class BasicBlock(nn.Module):
         self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(planes)
         self.relu = nn.ReLU(inplace=True)
-        self.pad: PadShortcut | None = None
-        self.downsample: nn.Module | None = None
+        self.shortcut: nn.Module = nn.Identity()
         if stride != 1 or in_planes != planes:
             if shortcut == "A":
-                self.pad = PadShortcut(in_planes, stride)
+                self.shortcut = PadShortcut(in_planes, planes, stride)
             else:
-                self.downsample = nn.Sequential(
+                self.shortcut = nn.Sequential(
                     nn.Conv2d(in_planes, planes, 1, stride, bias=False), nn.BatchNorm2d(planes)
                 )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
-        if self.pad is not None:
-            out = self.pad(x, out)
-        elif self.downsample is not None:
-            out = out + self.downsample(x)
-        else:
-            out = out + x
-        return self.relu(out)
+        return self.relu(out + self.shortcut(x))
 
 
 class CifarResNet(nn.Module):

@@ -78,3 +78,17 @@ def test_32x32_variants_keep_spatial_resolution():
         trunk = nn.Sequential(*list(model.children())[:-2]) if name.startswith("resnet") else model.features
         with torch.no_grad():
             assert trunk(torch.zeros(1, 3, 32, 32)).shape[-1] == last
+
+
+def test_pad_shortcut_places_inputs_at_the_flagged_channels():
+    from prunekit.models import PadShortcut
+
+    pad = PadShortcut(2, 4, stride=2)
+    pad.receives = torch.tensor([True, False, False, True])  # as after pruning
+    x = torch.arange(2 * 4 * 4, dtype=torch.float32).view(1, 2, 4, 4)
+    out = pad(x)
+    assert out.shape == (1, 4, 2, 2)
+    assert torch.equal(out[0, 0], x[0, 0, ::2, ::2]) and torch.equal(out[0, 3], x[0, 1, ::2, ::2])
+    assert not out[0, 1:3].any()
+    with pytest.raises(ValueError, match="out_planes >= in_planes"):
+        PadShortcut(8, 4, 1)
