@@ -13,75 +13,80 @@ def _layers(_model, key: str, input_size: tuple):
     return layer_table(_model, input_size)
 
 
+def model_card(sel) -> None:
+    info = model_info(sel.arch)
+    meta = sel.header.get("meta", {})
+    table = _layers(sel.model, f"{sel.label}|{sel.arch}|{id(sel.model)}", info.input_size)
+    params = sum(p.numel() for p in sel.model.parameters())
+    macs = int(table["macs"].sum())
+
+    st.subheader(sel.label)
+    st.caption(info.description)
+    cols = st.columns(5)
+    cols[0].metric("Architecture", sel.arch)
+    cols[1].metric("Parameters", human(params), help=f"{params:,} trainable parameters")
+    cols[2].metric("MACs / image", human(macs), help=f"{macs:,} multiply-adds for one "
+                   f"{'x'.join(map(str, info.input_size))} input (torch.utils.flop_counter; FLOPs = 2 x MACs)")
+    acc = meta.get("test_accuracy")
+    cols[3].metric("Test accuracy", f"{acc:.2f}%" if acc is not None else "unknown",
+                   help=f"top-1 on the {meta.get('data', '?')} test split" if acc is not None else
+                   "this checkpoint records no accuracy")
+    cols[4].metric("Device", device_label().split(" ")[0].rstrip(":"), help=device_label())
+
+    if meta:
+        with st.expander("How this model was trained", expanded=False):
+            cfg = meta.get("train_config", {})
+            st.markdown(
+                f"- **Data**: {meta.get('data', '?')} "
+                + ("(the CIFAR-10 JPEG copy: JPEG quality 75, so accuracy runs a little below the original's)"
+                   if meta.get("data") == "cifar10" else "")
+                + f"\n- **Epochs**: {meta.get('epochs', '?')}, batch {cfg.get('batch_size', '?')}, SGD lr "
+                f"{cfg.get('lr', '?')} ({cfg.get('schedule', '?')}), weight decay {cfg.get('weight_decay', '?')}"
+                + f"\n- **Device**: {meta.get('device', '?')}, torch {meta.get('torch', '?')}"
+            )
+            if meta.get("command"):
+                st.code(meta["command"], language="bash")
+
+    st.subheader("Where the cost sits")
+    titles = ("compute: multiply-adds per image (millions)", "weights: parameters (thousands)")
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.06, subplot_titles=titles)
+    fig.add_bar(x=table["layer"], y=table["macs"] / 1e6, name="MACs (M)", marker_color="#2f6fed", row=1, col=1)
+    fig.add_bar(x=table["layer"], y=table["params"] / 1e3, name="params (k)", marker_color="#f2a541", row=2, col=1)
+    fig.update_layout(height=420, margin=dict(l=10, r=10, t=30, b=10), showlegend=False)
+    fig.update_xaxes(tickangle=-45, tickfont=dict(size=10), row=2, col=1)
+    fig.update_annotations(font_size=13, x=0, xanchor="left")
+    st.plotly_chart(fig, width="stretch")
+    st.caption(
+        "Each column is one conv or linear layer, in forward order: the top bar is its compute per image, the bottom "
+        "bar its weights. Early layers work on large maps, so they cost compute; late layers hold most weights. "
+        "Pruning a layer's filters shrinks both of its bars and the input side of the next layer."
+    )
+
+    with st.expander(f"All {len(table)} layers", expanded=False):
+        st.dataframe(table, hide_index=True, width="stretch",
+                     column_config={"params": st.column_config.NumberColumn(format="%d"),
+                                    "macs": st.column_config.NumberColumn("MACs", format="%d")})
+
+
+def data_status(sel) -> None:
+    st.subheader("Data")
+    if sel.data_path is None:
+        st.warning(how_to_get(sel.dataset), icon=":material/folder_off:")
+        st.markdown(
+            "**What works without data:** this model card and every weight-based view (L1/L2 norms, FPGM, "
+            "information capacity and independence, AFIE). Feature maps, entropies and accuracy need images: "
+            "for CIFAR-10, `torchvision` downloads it into the data root when you are online, or set "
+            "`PRUNEKIT_DATA` to a folder that holds `cifar-10-batches-py` or `cifar10-jpeg.tar.gz`."
+        )
+    else:
+        st.success(f"{sel.dataset} found at `{sel.data_path}`", icon=":material/folder_open:")
+
+
 sel = selection()
 st.title("Model & data")
 st.caption("The network you are exploring, layer by layer. Pick another model or data set in the sidebar.")
-
 if sel.model is None:
     st.info(sel.error or "No model selected.", icon=":material/info:")
-    st.stop()
-
-info = model_info(sel.arch)
-meta = sel.header.get("meta", {})
-table = _layers(sel.model, f"{sel.label}|{sel.arch}|{id(sel.model)}", info.input_size)
-params = sum(p.numel() for p in sel.model.parameters())
-macs = int(table["macs"].sum())
-
-st.subheader(sel.label)
-st.caption(info.description)
-cols = st.columns(5)
-cols[0].metric("Architecture", sel.arch)
-cols[1].metric("Parameters", human(params), help=f"{params:,} trainable parameters")
-cols[2].metric("MACs / image", human(macs), help=f"{macs:,} multiply-adds for one "
-               f"{'x'.join(map(str, info.input_size))} input (torch.utils.flop_counter; FLOPs = 2 x MACs)")
-acc = meta.get("test_accuracy")
-cols[3].metric("Test accuracy", f"{acc:.2f}%" if acc is not None else "unknown",
-               help=f"top-1 on the {meta.get('data', '?')} test split" if acc is not None else
-               "this checkpoint records no accuracy")
-cols[4].metric("Device", device_label().split(" ")[0].rstrip(":"), help=device_label())
-
-if meta:
-    with st.expander("How this model was trained", expanded=False):
-        cfg = meta.get("train_config", {})
-        st.markdown(
-            f"- **Data**: {meta.get('data', '?')} "
-            + ("(the CIFAR-10 JPEG copy: JPEG quality 75, so accuracy runs a little below the original's)"
-               if meta.get("data") == "cifar10" else "")
-            + f"\n- **Epochs**: {meta.get('epochs', '?')}, batch {cfg.get('batch_size', '?')}, SGD lr "
-            f"{cfg.get('lr', '?')} ({cfg.get('schedule', '?')}), weight decay {cfg.get('weight_decay', '?')}"
-            + f"\n- **Device**: {meta.get('device', '?')}, torch {meta.get('torch', '?')}"
-        )
-        if meta.get("command"):
-            st.code(meta["command"], language="bash")
-
-st.subheader("Where the cost sits")
-fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.06,
-                    subplot_titles=("compute: multiply-adds per image (millions)", "weights: parameters (thousands)"))
-fig.add_bar(x=table["layer"], y=table["macs"] / 1e6, name="MACs (M)", marker_color="#2f6fed", row=1, col=1)
-fig.add_bar(x=table["layer"], y=table["params"] / 1e3, name="params (k)", marker_color="#f2a541", row=2, col=1)
-fig.update_layout(height=420, margin=dict(l=10, r=10, t=30, b=10), showlegend=False)
-fig.update_xaxes(tickangle=-45, tickfont=dict(size=10), row=2, col=1)
-fig.update_annotations(font_size=13, x=0, xanchor="left")
-st.plotly_chart(fig, width="stretch")
-st.caption(
-    "Each column is one conv or linear layer, in forward order: the top bar is its compute per image, the bottom "
-    "bar its weights. Early layers work on large maps, so they cost compute; late layers hold most weights. "
-    "Pruning a layer's filters shrinks both of its bars and the input side of the next layer."
-)
-
-with st.expander(f"All {len(table)} layers", expanded=False):
-    st.dataframe(table, hide_index=True, width="stretch",
-                 column_config={"params": st.column_config.NumberColumn(format="%d"),
-                                "macs": st.column_config.NumberColumn("MACs", format="%d")})
-
-st.subheader("Data")
-if sel.data_path is None:
-    st.warning(how_to_get(sel.dataset), icon=":material/folder_off:")
-    st.markdown(
-        "**What works without data:** this model card and every weight-based view (L1/L2 norms, FPGM, "
-        "information capacity and independence, AFIE). Feature maps, entropies and accuracy need images: "
-        "for CIFAR-10, `torchvision` downloads it into the data root when you are online, or set "
-        "`PRUNEKIT_DATA` to a folder that holds `cifar-10-batches-py` or `cifar10-jpeg.tar.gz`."
-    )
 else:
-    st.success(f"{sel.dataset} found at `{sel.data_path}`", icon=":material/folder_open:")
+    model_card(sel)
+data_status(sel)

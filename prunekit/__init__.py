@@ -3,14 +3,19 @@
 The public API, re-exported from the modules that hold it.
 """
 from .checkpoints import CheckpointError, load_checkpoint, save_checkpoint
+from .criteria import get_criterion, list_criteria
 from .data import ArraySet, BoxProbeSet, DataNotFoundError, DeviceLoader, data_root, load_arrays, make_box_probe
+from .layers import conv_layers
 from .metrics import best_device, evaluate
 from .models import build_model, count_params, list_models, model_info
+from .prune import coupled_groups, prune_model
+from .scores import score
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ArraySet", "BoxProbeSet", "CheckpointError", "DataNotFoundError", "DeviceLoader", "best_device",
-    "build_model", "count_params", "data_root", "evaluate", "list_models", "load_arrays", "load_checkpoint",
-    "make_box_probe", "model_info", "save_checkpoint",
+    "build_model", "conv_layers", "count_params", "coupled_groups", "data_root", "evaluate", "get_criterion",
+    "list_criteria", "list_models", "load_arrays", "load_checkpoint", "make_box_probe", "model_info",
+    "prune_model", "save_checkpoint", "score",
 ]

@@ -1,4 +1,4 @@
-"""Command line: ``python -m prunekit train|models|datasets ...``."""
+"""Command line: ``python -m prunekit train|models|datasets|criteria|score ...``."""
 from __future__ import annotations
 
 import argparse
@@ -64,6 +64,78 @@ def _datasets(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_params(pairs: list[str]) -> dict[str, str]:
+    """``["bins=16", "estimator=pooled"]`` -> ``{"bins": "16", "estimator": "pooled"}`` (values are converted
+    and validated by the criterion)."""
+    params = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise ValueError(f"--param takes NAME=VALUE, got {pair!r}")
+        params[name.strip()] = value.strip()
+    return params
+
+
+def _score(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .checkpoints import load_checkpoint
+    from .criteria import get_criterion
+    from .data import load_arrays, make_box_probe, num_classes
+    from .metrics import best_device
+    from .models import build_model
+    from .probe import Probe
+    from .scores import score
+
+    crit = get_criterion(args.criterion, **_parse_params(args.param))
+    device = torch.device(args.device) if args.device else best_device()
+    if args.checkpoint:
+        model, _ = load_checkpoint(args.checkpoint, arch=args.model)
+    else:
+        print(f"warning: no --checkpoint, scoring a freshly initialised {args.model}", file=sys.stderr)
+        model = build_model(args.model, num_classes=num_classes(args.data))
+    model.to(device)
+    probe = None
+    if crit.needs_data:
+        train_set = load_arrays(args.data, "train", args.data_root)
+        if crit.needs_boxes:
+            boxes = make_box_probe(train_set, args.n, seed=args.seed)
+            probe = Probe.from_boxes(boxes, batch_size=args.batch_size, mean=train_set.mean, std=train_set.std)
+        else:
+            probe = Probe.from_arrays(train_set, args.n, batch_size=args.batch_size, seed=args.seed)
+    with tqdm(desc=crit.name, unit="step", file=sys.stderr) as bar:
+
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        df = score(model, crit, args.layers, probe, cache=not args.no_cache, progress=progress)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    df.to_csv(out, index=False)
+    print(json.dumps({"criterion": repr(crit), "layers": int(df["layer"].nunique()), "filters": len(df),
+                      "cached": df.attrs["cached"], "device": str(device), "out": str(out)}))
+    if crit.caveat:
+        print(f"note: {crit.caveat}", file=sys.stderr)
+    return 0
+
+
+def _criteria(args: argparse.Namespace) -> int:
+    import textwrap
+
+    from .criteria import criterion_class, list_criteria
+
+    for name in list_criteria():
+        cls = criterion_class(name)
+        needs = [w for w, flag in (("data", cls.needs_data), ("labels", cls.needs_labels),
+                                   ("boxes", cls.needs_boxes)) if flag]
+        print(f"{name}  [{'needs ' + ', '.join(needs) if needs else 'data-free'}]")
+        print(textwrap.fill(cls.description, 100, initial_indent="    ", subsequent_indent="    "))
+        for p in cls.params:
+            print(f"    --param {p.name}={p.default}".ljust(40) + f"{p.doc}; {p.allowed()}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .data import list_datasets
     from .models import list_models
@@ -95,6 +167,28 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("datasets", help="list the data sets and the data root")
     d.add_argument("--data-root", default=None)
     d.set_defaults(func=_datasets)
+
+    c = sub.add_parser("criteria", help="list the saliency criteria, their descriptions and parameters")
+    c.set_defaults(func=_criteria)
+
+    from .criteria import list_criteria
+
+    s = sub.add_parser("score", help="score every filter of a model with a criterion; writes a CSV")
+    s.add_argument("--model", required=True, choices=list_models())
+    s.add_argument("--checkpoint", default=None, help="weights to score (.pt/.pth/.safetensors); default: fresh")
+    s.add_argument("--data", default="cifar10", choices=list_datasets(), help="probe images (training split)")
+    s.add_argument("--data-root", default=None)
+    s.add_argument("--criterion", required=True, choices=list_criteria())
+    s.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                   help="a criterion parameter (repeatable); see `python -m prunekit criteria`")
+    s.add_argument("--layers", nargs="+", default=None, help="conv names to score (default: every conv)")
+    s.add_argument("--n", type=int, default=640, help="probe images (default 640 = 5 x 128)")
+    s.add_argument("--batch-size", type=int, default=128)
+    s.add_argument("--seed", type=int, default=0, help="seed of the probe images")
+    s.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best available)")
+    s.add_argument("--no-cache", action="store_true", help="recompute even if the scores are cached")
+    s.add_argument("--out", required=True, help="output CSV (layer, filter, criterion, score, rank)")
+    s.set_defaults(func=_score)
     return parser
 
 

@@ -33,6 +33,7 @@ __all__ = [
     "data_root",
     "cache_dir",
     "list_datasets",
+    "normalization",
     "locate",
     "how_to_get",
     "load_arrays",
@@ -147,6 +148,12 @@ def list_datasets() -> list[str]:
 def num_classes(name: str) -> int:
     """Number of classes of a named 32x32 data set."""
     return _spec(name).num_classes
+
+
+def normalization(name: str) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
+    """(mean, std) per channel, on the [0, 1] scale, of a named 32x32 data set."""
+    spec = _spec(name)
+    return spec.mean, spec.std
 
 
 def _spec(name: str) -> _Spec:

@@ -82,12 +82,12 @@ def count_params(model: nn.Module) -> int:
 
 
 class PadShortcut(nn.Module):
-    """Option-A shortcut: subsample by ``stride`` and place the C_in input channels into the C_out output
-    channels flagged by ``receives``; the other output channels are zero (the zero padding of option A).
+    """Option-A shortcut: subsample by ``stride`` and copy the input channels into output channels; the other
+    output channels are zero (the zero padding of option A).
 
-    ``receives`` (a bool buffer of length C_out, saved in the state dict) starts as C_in ones then zeros.
-    Pruning removes entries of it (an output channel) or ones (an input channel), so input channel i always
-    goes to the i-th flagged output channel; a pruned file rebuilds the mask's length from its own shape.
+    ``route`` (a bool buffer (C_out, C_in), saved in the state dict) has route[o, i] = True when input channel i
+    goes to output channel o; a fresh model routes channel i to channel i. Pruning deletes its rows (output
+    channels) and columns (input channels), so a pruned file rebuilds both sizes from the buffer's shape.
     """
 
     def __init__(self, in_planes: int, out_planes: int, stride: int):
@@ -95,13 +95,14 @@ class PadShortcut(nn.Module):
         if out_planes < in_planes:
             raise ValueError(f"option-A shortcut needs out_planes >= in_planes, got {in_planes} -> {out_planes}")
         self.stride = stride
-        self.register_buffer("receives", torch.arange(out_planes) < in_planes)
+        self.register_buffer("route", torch.eye(out_planes, in_planes, dtype=torch.bool))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (N, C_in, H, W) -> (N, C_out, H / stride, W / stride)."""
         x = F.avg_pool2d(x, 1, self.stride) if self.stride > 1 else x
-        out = x.new_zeros(x.shape[0], self.receives.numel(), x.shape[2], x.shape[3])
-        return out.index_copy(1, self.receives.nonzero().squeeze(1), x)
+        dst, src = self.route.nonzero().unbind(1)
+        out = x.new_zeros(x.shape[0], self.route.shape[0], x.shape[2], x.shape[3])
+        return out.index_copy(1, dst, x.index_select(1, src))
 
 
 class BasicBlock(nn.Module):

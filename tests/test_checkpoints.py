@@ -72,12 +72,12 @@ def test_pruned_resnet_rebuilds_its_smaller_shapes(tmp_path):
 def test_pruned_option_a_shortcut_rebuilds_its_mask(tmp_path):
     model = build_model("resnet20")
     state = {k: v.clone() for k, v in model.state_dict().items()}
-    state["layer2.0.shortcut.receives"] = torch.tensor([True] * 10 + [False] * 12)  # 32 -> 22 outputs
+    state["layer2.0.shortcut.route"] = torch.eye(22, 12, dtype=torch.bool)  # 16 -> 32 became 12 -> 22
     from prunekit.checkpoints import conform_to_state_dict
 
     conform_to_state_dict(model, state)
     model.load_state_dict(state)
-    assert model.layer2[0].shortcut.receives.shape == (22,) and int(model.layer2[0].shortcut.receives.sum()) == 10
+    assert model.layer2[0].shortcut.route.shape == (22, 12)
 
 
 def test_depthwise_conv_stays_depthwise_when_rebuilt():

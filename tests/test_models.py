@@ -80,15 +80,16 @@ def test_32x32_variants_keep_spatial_resolution():
             assert trunk(torch.zeros(1, 3, 32, 32)).shape[-1] == last
 
 
-def test_pad_shortcut_places_inputs_at_the_flagged_channels():
+def test_pad_shortcut_routes_inputs_to_their_channels():
     from prunekit.models import PadShortcut
 
-    pad = PadShortcut(2, 4, stride=2)
-    pad.receives = torch.tensor([True, False, False, True])  # as after pruning
-    x = torch.arange(2 * 4 * 4, dtype=torch.float32).view(1, 2, 4, 4)
+    pad = PadShortcut(3, 4, stride=2)
+    assert torch.equal(pad.route, torch.eye(4, 3, dtype=torch.bool))
+    pad.route = torch.tensor([[1, 0, 0], [0, 0, 0], [0, 0, 0], [0, 0, 1]], dtype=torch.bool)  # as after pruning
+    x = torch.arange(3 * 4 * 4, dtype=torch.float32).view(1, 3, 4, 4)
     out = pad(x)
     assert out.shape == (1, 4, 2, 2)
-    assert torch.equal(out[0, 0], x[0, 0, ::2, ::2]) and torch.equal(out[0, 3], x[0, 1, ::2, ::2])
-    assert not out[0, 1:3].any()
+    assert torch.equal(out[0, 0], x[0, 0, ::2, ::2]) and torch.equal(out[0, 3], x[0, 2, ::2, ::2])
+    assert not out[0, 1:3].any()  # input channel 1 is dropped, outputs 1 and 2 get nothing
     with pytest.raises(ValueError, match="out_planes >= in_planes"):
         PadShortcut(8, 4, 1)

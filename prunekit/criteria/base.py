@@ -1,0 +1,227 @@
+"""The one interface of every saliency criterion, its parameters, and the registry.
+
+>>> crit = get_criterion("sfm_entropy", estimator="pooled")
+>>> scores = crit.score(model, probe=train_set)     # {conv name: float32 (out_channels,)}, higher = more important
+>>> scores.info                                     # per-criterion diagnostics (e.g. the ensembles' R^2)
+>>> list_criteria()                                 # every registered name
+
+A criterion (as captum's attribution classes share ``attribute``) has a single verb, :meth:`Criterion.score`,
+and carries its name, a description (source, and which parts prunekit reconstructed), its parameters with
+defaults and valid ranges, and whether it needs probe data, labels or boxes. Parameters are validated when the
+criterion is built: a bad value raises ``ValueError`` saying what is allowed.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+import torch.nn as nn
+
+from ..hooks import eval_mode
+from ..layers import ConvLayer, select_layers
+from ..probe import Probe, as_probe
+from .streaming import Progress, no_progress
+
+__all__ = [
+    "Param", "Criterion", "LayerwiseCriterion", "Scores", "register_criterion", "list_criteria", "get_criterion",
+    "criterion_class",
+]
+
+@dataclass(frozen=True)
+class Param:
+    """A criterion parameter: its default, a one-line doc, and what is allowed: ``choices``, or a range
+    ``low``..``high`` (either may be None = unbounded; ``open_low``/``open_high`` exclude the bound).
+    The type is the default's (bool, int, float or str); ints are accepted where floats are."""
+
+    name: str
+    default: Any
+    doc: str
+    choices: tuple | None = None
+    low: float | None = None
+    high: float | None = None
+    open_low: bool = False
+    open_high: bool = False
+
+    def allowed(self) -> str:
+        """What is allowed, in words (used in error messages and help)."""
+        if self.choices is not None:
+            return "one of " + ", ".join(repr(c) for c in self.choices)
+        kind = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}[type(self.default)]
+        if self.low is None and self.high is None:
+            return kind
+        lo = "-inf" if self.low is None else f"{self.low:g}"
+        hi = "inf" if self.high is None else f"{self.high:g}"
+        return f"{kind} in {'(' if self.open_low or self.low is None else '['}{lo}, {hi}" + (
+            ")" if self.open_high or self.high is None else "]"
+        )
+
+    def validate(self, value: Any) -> Any:
+        """``value`` converted to the parameter's type (strings too, as from the command line), or
+        ``ValueError`` naming the parameter and what is allowed."""
+        kind = type(self.default)
+        try:
+            value = self._convert(value, kind)
+        except (TypeError, ValueError):
+            raise ValueError(f"{self.name} must be {self.allowed()}, got {value!r}") from None
+        if self.choices is not None and value not in self.choices:
+            raise ValueError(f"{self.name} must be {self.allowed()}, got {value!r}")
+        if kind in (int, float):
+            bad = (
+                (isinstance(value, float) and not math.isfinite(value))
+                or (self.low is not None and (value < self.low or (self.open_low and value == self.low)))
+                or (self.high is not None and (value > self.high or (self.open_high and value == self.high)))
+            )
+            if bad:
+                raise ValueError(f"{self.name} must be {self.allowed()}, got {value!r}")
+        return value
+
+    @staticmethod
+    def _convert(value: Any, kind: type) -> Any:
+        if kind is bool:
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.lower() in ("true", "1", "yes", "false", "0", "no"):
+                return value.lower() in ("true", "1", "yes")
+            raise ValueError
+        if kind is int:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError
+            return int(value)
+        if kind is float:
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        if not isinstance(value, str):
+            raise ValueError
+        return value
+
+
+class Scores(dict):
+    """``{conv name: float32 CPU tensor (out_channels,)}``, higher = more important, plus ``info``: a
+    JSON-serialisable dict of diagnostics (e.g. ``{"r2": {layer: float}}`` for linear ensembles)."""
+
+    def __init__(self, scores: dict[str, torch.Tensor], info: dict[str, Any] | None = None):
+        super().__init__({k: v.detach().float().cpu() for k, v in scores.items()})
+        self.info = info or {}
+
+
+class Criterion:
+    """Base class of every criterion. Subclasses set the class attributes and implement :meth:`_score`.
+
+    Class attributes: ``name`` (registry key), ``description`` (source; which parts are reconstructed),
+    ``params`` (tuple of :class:`Param`), ``needs_data`` / ``needs_labels`` / ``needs_boxes``, and ``seed_doc``:
+    the number of the seed document (0-4) a criterion reconstructs, None for a baseline.
+    Instances hold validated parameter values in ``self.config``.
+    """
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    params: ClassVar[tuple[Param, ...]] = ()
+    needs_data: ClassVar[bool] = False
+    needs_labels: ClassVar[bool] = False
+    needs_boxes: ClassVar[bool] = False
+    seed_doc: ClassVar[int | None] = None
+
+    def __init__(self, **params: Any):
+        known = {p.name: p for p in self.params}
+        unknown = sorted(set(params) - set(known))
+        if unknown:
+            listed = ", ".join(known) or "none"
+            raise ValueError(f"{self.name} has no parameter {', '.join(unknown)}; its parameters: {listed}")
+        self.config: dict[str, Any] = {p.name: p.validate(params.get(p.name, p.default)) for p in self.params}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.config.items())
+        return f"{type(self).__name__}({args})"
+
+    @property
+    def caveat(self) -> str:
+        """A warning the user must see with these parameters ('' if none), e.g. an inverted sense."""
+        return ""
+
+    def score(
+        self,
+        model: nn.Module,
+        layers: Iterable[ConvLayer | str] | None = None,
+        probe: Any = None,
+        *,
+        progress: Progress | None = None,
+    ) -> Scores:
+        """Score every output filter of ``layers`` (default: every conv of ``model``).
+
+        model: on its device; put in eval mode while scoring (BN uses running statistics), then restored.
+        probe: needed when ``needs_data``; anything :func:`prunekit.probe.as_probe` accepts.
+        progress: optional ``progress(done, total)`` callback.
+        Returns :class:`Scores`: one float32 tensor (out_channels,) per layer, higher = more important.
+        """
+        chosen = select_layers(model, layers)
+        if self.needs_data:
+            probe = as_probe(probe)
+            if len(probe) == 0:
+                raise ValueError(f"{self.name} got an empty probe set: it needs at least one batch of images")
+            if self.needs_boxes and not probe.has_boxes:
+                raise ValueError(f"{self.name} needs a box-labelled probe set (a BoxProbeSet, or (x, y, boxes) "
+                                 "batches); got batches without boxes")
+        else:
+            probe = None
+        with eval_mode(model):
+            result = self._score(model, chosen, probe, progress or no_progress)
+        for layer in chosen:
+            got = result.get(layer.name)
+            if got is None or tuple(got.shape) != (layer.out_channels,):
+                shape = None if got is None else tuple(got.shape)
+                raise RuntimeError(f"{self.name} returned {shape} for {layer.name}, expected ({layer.out_channels},)")
+        return result
+
+    def _score(self, model: nn.Module, layers: list[ConvLayer], probe: Probe | None, progress: Progress) -> Scores:
+        raise NotImplementedError
+
+
+class LayerwiseCriterion(Criterion):
+    """A data-free criterion computed one layer at a time by :meth:`layer_scores`."""
+
+    def _score(self, model: nn.Module, layers: list[ConvLayer], probe: Probe | None, progress: Progress) -> Scores:
+        out = {}
+        with torch.no_grad():
+            for i, layer in enumerate(layers):
+                out[layer.name] = self.layer_scores(model, layer)
+                progress(i + 1, len(layers))
+        return Scores(out)
+
+    def layer_scores(self, model: nn.Module, layer: ConvLayer) -> torch.Tensor:
+        """The scores (out_channels,) of one layer."""
+        raise NotImplementedError
+
+
+_REGISTRY: dict[str, type[Criterion]] = {}
+
+
+def register_criterion(cls: type[Criterion]) -> type[Criterion]:
+    """Class decorator: add a :class:`Criterion` subclass to the registry under ``cls.name``."""
+    if cls.name in _REGISTRY:
+        raise ValueError(f"criterion {cls.name!r} is already registered")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def list_criteria() -> list[str]:
+    """Every registered criterion name: the seed criteria by seed number, then the baselines in registration
+    order."""
+    order = {name: i for i, name in enumerate(_REGISTRY)}
+    return sorted(_REGISTRY, key=lambda n: (_REGISTRY[n].seed_doc is None, _REGISTRY[n].seed_doc or 0, order[n]))
+
+
+def criterion_class(name: str) -> type[Criterion]:
+    """The class registered as ``name``; ``KeyError`` listing the known names when unknown."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise KeyError(f"unknown criterion {name!r}; known criteria: {', '.join(list_criteria())}") from None
+
+
+def get_criterion(name: str, **params: Any) -> Criterion:
+    """Build the criterion ``name`` with ``params`` (validated; defaults for the rest)."""
+    return criterion_class(name)(**params)

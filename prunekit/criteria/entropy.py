@@ -1,0 +1,137 @@
+"""SFM: the information entropy of each filter's feature map (seed 000), with three streamed estimators.
+
+Source: "saliency of the feature map" (SFM, seed 000, abstract only): the entropy of a filter's feature map is
+its importance; low-entropy filters are pruned early in training.
+Reconstructed (methods.md), default ``estimator="gap"``: the estimator of Luo and Wu (2017), which SFM builds
+on: per probe image the spatial mean of the channel's map (global average pooling), the N values histogrammed
+in ``bins`` equal bins over the channel's own [min, max], H = -sum p ln p (nats; a constant channel scores 0).
+``"pooled"``: one histogram of every value of the channel over images and positions, range from the probe set.
+``"spatial"``: per image, softmax over the H*W positions, its entropy, averaged over images. **Opposite sense**:
+a flat (uninformative) map has the *maximum* spatial entropy, ln(H*W).
+
+Streaming: a histogram over a range that is only known at the end would need every value kept. Instead the
+probe is read **twice**: a first pass takes each channel's min and max, a second pass counts into the bins.
+Memory is O(C * bins) per layer whatever the number of probe images; all layers share each pass.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+from ..hooks import eval_mode
+from ..layers import ConvLayer
+from ..probe import Batch, Probe
+from .base import Criterion, Param, Scores, register_criterion
+from .stats import bin_counts, entropy
+from .streaming import Progress, Ticker, stream
+
+__all__ = ["SFMEntropy", "Histogram", "value_histograms"]
+
+ESTIMATORS = ("gap", "pooled", "spatial")
+
+
+@dataclass
+class Histogram:
+    """Per-filter histograms of one layer: counts int64 (C, bins) over equal bins from lo[c] to hi[c]
+    (float (C,)); estimator: 'gap' (one spatial mean per image) or 'pooled' (every value)."""
+
+    counts: torch.Tensor
+    lo: torch.Tensor
+    hi: torch.Tensor
+    estimator: str
+
+    def entropy(self) -> torch.Tensor:
+        """H = -sum p ln p per filter, float64 (C,)."""
+        return entropy(self.counts)
+
+
+def _values(fmap: torch.Tensor, estimator: str) -> torch.Tensor:
+    """The values histogrammed: (B, C) spatial means for 'gap', the map (B, C, H, W) itself for 'pooled'."""
+    return fmap.mean((2, 3)) if estimator == "gap" else fmap
+
+
+def value_histograms(
+    model: nn.Module,
+    layers: list[ConvLayer],
+    probe: Probe,
+    *,
+    estimator: str = "gap",
+    bins: int = 32,
+    progress: Progress | None = None,
+) -> dict[str, Histogram]:
+    """The histograms behind the gap / pooled entropies, for every layer, in two streamed passes (ranges,
+    then counts); ``progress(done, 2 * len(probe))`` after each batch. The model is in eval mode meanwhile."""
+    if estimator not in ("gap", "pooled"):
+        raise ValueError(f"histograms exist for estimator 'gap' or 'pooled', got {estimator!r}")
+    tick = Ticker(2 * len(probe), progress)
+    lo: dict[str, torch.Tensor] = {}
+    hi: dict[str, torch.Tensor] = {}
+    counts: dict[str, torch.Tensor] = {}
+
+    def ranges(layer: ConvLayer, fmap: torch.Tensor, batch: Batch) -> None:
+        v = _values(fmap, estimator)
+        dims = [d for d in range(v.ndim) if d != 1]  # every dim but the channels
+        b_lo, b_hi = v.amin(dims), v.amax(dims)
+        lo[layer.name] = torch.minimum(lo[layer.name], b_lo) if layer.name in lo else b_lo
+        hi[layer.name] = torch.maximum(hi[layer.name], b_hi) if layer.name in hi else b_hi
+
+    def count(layer: ConvLayer, fmap: torch.Tensor, batch: Batch) -> None:
+        c = bin_counts(_values(fmap, estimator), lo[layer.name], hi[layer.name], bins)
+        counts[layer.name] = counts[layer.name] + c if layer.name in counts else c
+
+    with eval_mode(model):
+        stream(model, layers, probe, ranges, tick)
+        stream(model, layers, probe, count, tick)
+    return {name: Histogram(counts[name], lo[name], hi[name], estimator) for name in counts}
+
+
+def spatial_entropy(fmap: torch.Tensor) -> torch.Tensor:
+    """fmap (B, C, H, W) -> float64 (B, C): entropy (nats) of the softmax over the H*W positions."""
+    logp = torch.log_softmax(fmap.flatten(2).double(), dim=-1)
+    return -(logp.exp() * logp).sum(-1)
+
+
+@register_criterion
+class SFMEntropy(Criterion):
+    """SFM entropy; see the module docstring for the estimators and the streaming."""
+
+    name = "sfm_entropy"
+    seed_doc = 0
+    description = (
+        "SFM (seed 000): entropy of each filter's feature map over the probe set; low entropy = prunable. "
+        "Established: entropy as importance, pruning early in training. Reconstructed: the estimator. "
+        "'gap' (default; Luo & Wu 2017): histogram of the per-image spatial means over the channel's own range; "
+        "'pooled': histogram of every value; 'spatial': per-image softmax entropy over positions, averaged "
+        "(opposite sense: a flat map has the maximum). Two streamed passes for gap/pooled (ranges, then counts)."
+    )
+    params = (
+        Param("estimator", "gap", "how the entropy is estimated", choices=ESTIMATORS),
+        Param("bins", 32, "histogram bins (gap and pooled)", low=2, high=4096),
+    )
+    needs_data = True
+
+    @property
+    def caveat(self) -> str:
+        if self.config["estimator"] == "spatial":
+            return ("spatial entropy has the opposite sense: a flat, uninformative map has the maximum entropy "
+                    "ln(H*W), so a high score is not evidence of importance here")
+        return ""
+
+    def _score(self, model: nn.Module, layers: list[ConvLayer], probe: Probe, progress: Progress) -> Scores:
+        estimator = self.config["estimator"]
+        if estimator != "spatial":
+            hists = value_histograms(model, layers, probe, estimator=estimator, bins=self.config["bins"],
+                                     progress=progress)
+            return Scores({name: h.entropy() for name, h in hists.items()})
+        sums: dict[str, torch.Tensor] = {}
+        images: dict[str, int] = {}
+
+        def accumulate(layer: ConvLayer, fmap: torch.Tensor, batch: Batch) -> None:
+            h = spatial_entropy(fmap).sum(0)
+            sums[layer.name] = sums[layer.name] + h if layer.name in sums else h
+            images[layer.name] = images.get(layer.name, 0) + len(fmap)
+
+        stream(model, layers, probe, accumulate, Ticker(len(probe), progress))
+        return Scores({name: s / images[name] for name, s in sums.items()})

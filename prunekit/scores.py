@@ -1,0 +1,117 @@
+"""Scores as a tidy table, cached on disk.
+
+>>> df = score(model, "sfm_entropy", probe=train_set, estimator="pooled")
+>>> df.columns   # layer, filter, criterion, score, rank
+>>> df.attrs     # {"criterion", "params", "info", "key", "cached"}
+
+``rank`` is the filter's place within its layer, 1 = the highest score (the most important), ties broken by
+the lower filter index. A result is cached under ``cache_dir()/scores`` keyed by the hash of the model's
+weights (and its class), the probe set's identity (:attr:`prunekit.probe.Probe.key`, for data-driven
+criteria), the criterion's name and parameters and the scored layers; the same request again is read from
+the cache instead of computed.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+import torch.nn as nn
+
+from .criteria import Criterion, Scores, get_criterion
+from .criteria.streaming import Progress
+from .data import cache_dir
+from .layers import ConvLayer, select_layers
+from .probe import as_probe
+
+__all__ = ["score", "to_frame", "weights_hash", "COLUMNS"]
+
+COLUMNS = ["layer", "filter", "criterion", "score", "rank"]
+
+
+def weights_hash(model: nn.Module) -> str:
+    """A hex digest of the model's class and state dict (names, dtypes, shapes and values)."""
+    h = hashlib.sha256(type(model).__qualname__.encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())  # bytes, whatever the dtype (bf16 too)
+    return h.hexdigest()
+
+
+def to_frame(scores: Scores, criterion: str) -> pd.DataFrame:
+    """:class:`~prunekit.criteria.Scores` -> DataFrame with :data:`COLUMNS`, layers in the given order."""
+    frames = []
+    for layer, values in scores.items():
+        f = pd.DataFrame({"layer": layer, "filter": range(len(values)), "criterion": criterion,
+                          "score": values.double().numpy()})
+        f["rank"] = f["score"].rank(method="first", ascending=False).astype(int)
+        frames.append(f)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=COLUMNS)
+
+
+def score(
+    model: nn.Module,
+    criterion: str | Criterion,
+    layers: Iterable[ConvLayer | str] | None = None,
+    probe: Any = None,
+    *,
+    cache: bool = True,
+    progress: Progress | None = None,
+    **params: Any,
+) -> pd.DataFrame:
+    """Score the filters of ``layers`` (default: every conv) of ``model`` with ``criterion``.
+
+    criterion: a registered name (``params`` are its parameters) or a built :class:`Criterion`.
+    probe: for data-driven criteria, anything :func:`prunekit.probe.as_probe` accepts; ignored otherwise.
+    cache: read and write ``cache_dir()/scores``. progress: ``progress(done, total)`` while computing.
+    Returns the tidy DataFrame (:data:`COLUMNS`); ``attrs`` holds the criterion's name, parameters and
+    diagnostics (``info``), the cache ``key`` and whether the result was ``cached``.
+    """
+    if isinstance(criterion, Criterion):
+        if params:
+            raise ValueError("pass parameters either to get_criterion() or to score() with a criterion name, "
+                             "not with a built criterion")
+        crit = criterion
+    else:
+        crit = get_criterion(criterion, **params)
+    chosen = select_layers(model, layers)
+    data = as_probe(probe) if crit.needs_data else None
+    key = _request_key(model, crit, chosen, data.key if data is not None else "")
+    table = cache_dir() / "scores" / f"{crit.name}-{key}.csv"
+    meta_file = table.with_suffix(".json")
+    if cache and table.is_file() and meta_file.is_file():
+        df = pd.read_csv(table)
+        df.attrs = {**json.loads(meta_file.read_text()), "cached": True}
+        return df
+    result = crit.score(model, chosen, data, progress=progress)
+    df = to_frame(result, crit.name)
+    meta = {"criterion": crit.name, "params": crit.config, "info": result.info, "key": key}
+    if cache:
+        table.parent.mkdir(parents=True, exist_ok=True)
+        _write_atomic(meta_file, json.dumps(meta))
+        _write_atomic(table, df.to_csv(index=False))
+    df.attrs = {**meta, "cached": False}
+    return df
+
+
+def _request_key(model: nn.Module, crit: Criterion, layers: list[ConvLayer], probe_key: str) -> str:
+    request = {
+        "weights": weights_hash(model),
+        "probe": probe_key,
+        "criterion": crit.name,
+        "params": crit.config,
+        "layers": [layer.name for layer in layers],
+    }
+    return hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)

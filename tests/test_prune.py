@@ -1,0 +1,82 @@
+"""Physical pruning: the smaller model computes exactly what the original computes with the removed channels
+switched off (their maps zeroed where every consumer reads them)."""
+import math
+
+import pytest
+import torch
+
+from prunekit.models import build_model, model_info
+from prunekit.prune import coupled_groups, kept_channels, prune_model, validate_ratios
+
+
+def _reference(model, groups, removed):
+    """The original model with forward pre-hooks zeroing the removed channels at every consumer's input."""
+    hooks = []
+    for g in groups:
+        if g.root not in removed:
+            continue
+        idx = torch.tensor(removed[g.root])
+        for name in g.consumers:
+            def zero(module, args, idx=idx):
+                x = args[0].clone()
+                x[:, idx] = 0
+                return (x,)
+            hooks.append(model.get_submodule(name).register_forward_pre_hook(zero))
+    return hooks
+
+
+@pytest.mark.parametrize("name", ["resnet20", "resnet56", "vgg16_bn", "resnet18_cifar", "mobilenet_v2_cifar"])
+def test_pruned_outputs_equal_the_original_with_those_channels_zeroed(name):
+    torch.manual_seed(0)
+    model = build_model(name).eval()
+    for m in model.modules():  # non-trivial BN statistics so that a wrong channel shows
+        if isinstance(m, (torch.nn.BatchNorm2d, torch.nn.BatchNorm1d)):
+            m.running_mean.uniform_(-0.3, 0.3)
+            m.running_var.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.3, 0.3)
+    size = model_info(name).input_size
+    groups, _ = coupled_groups(model, size)
+    g = torch.Generator().manual_seed(1)
+    ratios = {grp.root: float(torch.rand(1, generator=g)) * 0.7 for grp in groups}
+    scores = {n: torch.rand(m.out_channels, generator=g) for n, m in model.named_modules()
+              if isinstance(m, torch.nn.Conv2d)}
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    pruned, removed = prune_model(model, ratios, scores, size)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # input untouched
+    for grp in groups:
+        for member in grp.members:
+            assert pruned.get_submodule(member).out_channels == kept_channels(grp.channels, ratios[grp.root])
+    x = torch.randn(4, *size)
+    hooks = _reference(model, groups, removed)
+    try:
+        with torch.no_grad():
+            expected = model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    with torch.no_grad():
+        got = pruned(x)
+    assert (got - expected).abs().max().item() < 1e-5 * max(1.0, expected.abs().max().item())
+
+
+def test_resnet_groups_are_the_residual_stages():
+    groups, frozen = coupled_groups(build_model("resnet20"), (3, 32, 32))
+    streams = [g for g in groups if g.coupled]
+    assert [len(g.members) for g in streams] == [4, 3, 3]  # stem + 3 conv2 in stage 1; 3 conv2 in stages 2, 3
+    assert streams[0].root == "conv1" and "layer1.2.conv2" in streams[0].members
+    assert "layer2.0.shortcut" in streams[0].consumers
+    assert len(groups) == 1 + 9 + 2  # stem stream, 9 inner convs, two more streams
+    assert frozen == {}
+
+
+def test_bad_plans_are_refused_with_a_reason():
+    groups, _ = coupled_groups(build_model("resnet20"), (3, 32, 32))
+    with pytest.raises(ValueError, match="unknown layer 'layer9.conv'"):
+        validate_ratios({"layer9.conv": 0.5}, groups)
+    with pytest.raises(ValueError, match="coupled with 'conv1'"):
+        validate_ratios({"layer1.0.conv2": 0.5}, groups)
+    for bad in (-0.1, 1.0, 1.2, math.nan):
+        with pytest.raises(ValueError, match=r"in \[0, 1\)"):
+            validate_ratios({"layer1.0.conv1": bad}, groups)
+    with pytest.raises(ValueError, match="removes every one of the 16 filters"):
+        validate_ratios({"layer1.0.conv1": 0.95}, groups)

@@ -1,0 +1,146 @@
+"""The tidy score table, its disk cache, the probe set's identity, and the CLI's score and criteria commands."""
+import json
+
+import pandas as pd
+import pytest
+import torch
+from saliency_testkit import SmallNet, random_arrays, single_thread  # noqa: F401
+
+import prunekit.data
+from prunekit.checkpoints import save_checkpoint
+from prunekit.cli import main
+from prunekit.criteria import get_criterion, list_criteria
+from prunekit.criteria.norms import L1Norm
+from prunekit.models import build_model
+from prunekit.probe import Probe
+from prunekit.scores import COLUMNS, score, weights_hash
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("PRUNEKIT_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache" / "scores"
+
+
+@pytest.fixture
+def l1_calls(monkeypatch):
+    calls = []
+    original = L1Norm.layer_scores
+
+    def counting(self, model, layer):
+        calls.append(layer.name)
+        return original(self, model, layer)
+
+    monkeypatch.setattr(L1Norm, "layer_scores", counting)
+    return calls
+
+
+def test_table_columns_and_ranks():
+    model = SmallNet()
+    with torch.no_grad():
+        model.conv1.weight.zero_()
+        model.conv1.weight[3] = 1.0
+        model.conv1.weight[1] = 0.5
+    df = score(model, "l1")
+    assert list(df.columns) == COLUMNS and len(df) == 6 + 8 + 8
+    conv1 = df[df.layer == "conv1"]
+    assert conv1["filter"].tolist() == list(range(6)) and set(conv1["criterion"]) == {"l1"}
+    assert conv1["rank"].tolist() == [3, 2, 4, 1, 5, 6]  # 1 = highest; ties (zeros) by filter index
+    assert df.attrs["criterion"] == "l1" and df.attrs["cached"] is False
+
+
+def test_the_same_request_is_served_from_the_cache(private_cache, l1_calls):
+    model = SmallNet()
+    first = score(model, "l1")
+    assert len(l1_calls) == 3
+    files = sorted(private_cache.iterdir())
+    mtimes = [f.stat().st_mtime_ns for f in files]
+    second = score(model, "l1")
+    assert len(l1_calls) == 3 and second.attrs["cached"] is True  # not computed again
+    assert [f.stat().st_mtime_ns for f in sorted(private_cache.iterdir())] == mtimes
+    pd.testing.assert_frame_equal(first, second)  # exact round trip of the floats
+    score(model, "l1", cache=False)
+    assert len(l1_calls) == 6
+    score(model, "l1", ["conv2"])
+    assert l1_calls[-1] == "conv2" and len(l1_calls) == 7  # other layers: another request
+    with torch.no_grad():
+        model.conv3.weight[0, 0, 0, 0] += 1.0
+    score(model, "l1")
+    assert len(l1_calls) == 10  # other weights: computed again
+
+
+def test_the_key_covers_parameters_and_the_probe():
+    model = SmallNet()
+    a = score(model, "random", seed=1)
+    assert not score(model, "random", seed=2)["score"].equals(a["score"])
+    assert score(model, "random", seed=1).attrs["cached"]
+    arrays = random_arrays(8, size=16)
+    p1 = Probe.from_arrays(arrays, 8, batch_size=4)
+    first = score(model, "hrank", probe=p1)
+    assert score(model, "hrank", probe=Probe.from_arrays(arrays, 8, batch_size=4)).attrs["cached"]
+    other = score(model, "hrank", probe=Probe.from_arrays(random_arrays(8, size=16, seed=1), 8, batch_size=4))
+    assert not other.attrs["cached"] and first.attrs["key"] != other.attrs["key"]
+
+
+def test_diagnostics_survive_the_cache():
+    model = SmallNet()
+    x = torch.randn(4, 3, 16, 16)
+    probe = [(x, torch.zeros(4, dtype=torch.long))]
+    fresh = score(model, "linear_ensembles", probe=probe, samples=5)
+    cached = score(model, "linear_ensembles", probe=probe, samples=5)
+    assert cached.attrs["cached"] and cached.attrs["info"] == fresh.attrs["info"]
+    assert set(cached.attrs["info"]["r2"]) == {"conv1", "conv2", "conv3"}
+    assert cached.attrs["params"]["samples"] == 5
+
+
+def test_a_built_criterion_takes_no_extra_parameters():
+    with pytest.raises(ValueError, match="not with a built criterion"):
+        score(SmallNet(), get_criterion("l1"), bins=3)
+
+
+def test_weights_hash_and_probe_keys():
+    model = SmallNet()
+    h = weights_hash(model)
+    assert weights_hash(SmallNet()) == h
+    with torch.no_grad():
+        model.bn1.running_var[0] += 1e-3
+    assert weights_hash(model) != h
+    arrays = random_arrays(12)
+    assert Probe.from_arrays(arrays, 8, seed=0).key == Probe.from_arrays(arrays, 8, seed=0).key
+    assert Probe.from_arrays(arrays, 8, seed=0).key != Probe.from_arrays(arrays, 8, seed=1).key
+    batches = [(torch.ones(2, 3, 4, 4), torch.zeros(2, dtype=torch.long))]
+    assert Probe(batches).key == Probe([(torch.ones(2, 3, 4, 4), torch.zeros(2, dtype=torch.long))]).key
+    assert Probe(batches).key != Probe([(torch.zeros(2, 3, 4, 4), torch.zeros(2, dtype=torch.long))]).key
+    default = Probe.from_arrays(random_arrays(700))
+    assert len(default) == 5 and [len(b.x) for b in default.batches("cpu")] == [128] * 5
+
+
+def test_cli_criteria_lists_every_criterion(capsys):
+    assert main(["criteria"]) == 0
+    out = capsys.readouterr().out
+    for name in list_criteria():
+        assert f"\n{name}  [" in "\n" + out
+    assert "--param estimator=gap" in out and "one of 'gap', 'pooled', 'spatial'" in out
+
+
+def test_cli_score_writes_the_table(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(prunekit.data, "load_arrays", lambda *a, **k: random_arrays(8))
+    ckpt = save_checkpoint(build_model("resnet20"), tmp_path / "r20.safetensors", arch="resnet20", num_classes=10)
+    out = tmp_path / "scores.csv"
+    argv = ["score", "--model", "resnet20", "--checkpoint", str(ckpt), "--criterion", "sfm_entropy",
+            "--param", "bins=8", "--param", "estimator=pooled", "--n", "8", "--batch-size", "4",
+            "--device", "cpu", "--out", str(out)]
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    report = json.loads(captured.out.strip().splitlines()[-1])
+    assert report["layers"] == 19 and report["cached"] is False
+    df = pd.read_csv(out)
+    assert list(df.columns) == COLUMNS and len(df) == 16 * 7 + 32 * 6 + 64 * 6
+    assert "sfm_entropy" in captured.err  # the progress bar
+    assert main(argv) == 0 and json.loads(capsys.readouterr().out.strip().splitlines()[-1])["cached"] is True
+    boxes = tmp_path / "mapex.csv"
+    assert main(["score", "--model", "resnet20", "--checkpoint", str(ckpt), "--criterion", "mapex", "--n", "4",
+                 "--device", "cpu", "--out", str(boxes)]) == 0
+    assert len(pd.read_csv(boxes)) == len(df)
+    assert main(argv[:-2] + ["--param", "bins=1", "--out", str(out)]) == 2
+    assert "bins must be an integer in [2, 4096], got 1" in capsys.readouterr().err
