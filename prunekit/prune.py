@@ -58,12 +58,14 @@ class Group:
     """Convs whose output channels are removed together.
 
     root: the first member in forward order (the group's name); members: conv names whose filters go;
-    consumers: conv/linear/shortcut names whose *input* channels shrink with them; channels: filters per member.
+    consumers: conv/linear/shortcut names whose *input* channels shrink with them; norms: the BNs that shrink
+    with them; channels: filters per member.
     """
 
     root: str
     members: tuple[str, ...]
     consumers: tuple[str, ...]
+    norms: tuple[str, ...]
     channels: int
 
     @property
@@ -111,7 +113,7 @@ def _groups(model: nn.Module, graph: tp.DependencyGraph, order: list[str]):
             continue
         conv = model.get_submodule(name)
         group = graph.get_pruning_group(conv, tp.prune_conv_out_channels, idxs=list(range(conv.out_channels)))
-        members, consumers, outputs_model = [], [], False
+        members, consumers, norms, outputs_model = [], [], [], False
         for dep, _ in group:
             target, handler = dep.target.module, dep.handler
             tname = names.get(target)
@@ -122,6 +124,8 @@ def _groups(model: nn.Module, graph: tp.DependencyGraph, order: list[str]):
                 consumers.append(tname)
             elif isinstance(target, nn.Linear):
                 outputs_model = True
+            elif isinstance(target, nn.modules.batchnorm._BatchNorm):
+                norms.append(tname)
         members = sorted(set(members), key=lambda n: position.get(n, 1 << 30))
         seen.update(members)
         if outputs_model:
@@ -129,7 +133,7 @@ def _groups(model: nn.Module, graph: tp.DependencyGraph, order: list[str]):
                 frozen[m] = "its channels are the model's outputs"
             continue
         groups.append(Group(members[0], tuple(members), tuple(sorted(set(consumers) - set(members))),
-                            conv.out_channels))
+                            tuple(sorted(set(norms))), conv.out_channels))
     return groups, frozen
 
 

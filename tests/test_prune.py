@@ -80,3 +80,26 @@ def test_bad_plans_are_refused_with_a_reason():
             validate_ratios({"layer1.0.conv1": bad}, groups)
     with pytest.raises(ValueError, match="removes every one of the 16 filters"):
         validate_ratios({"layer1.0.conv1": 0.95}, groups)
+
+
+@pytest.mark.parametrize("name", ["resnet20", "resnet56", "vgg16_bn", "resnet18_cifar", "mobilenet_v2_cifar"])
+def test_the_instant_estimate_equals_what_pruning_produces(name):
+    from prunekit.metrics import count_macs
+    from prunekit.models import count_params
+    from prunekit.plan import estimate, structure
+
+    torch.manual_seed(0)
+    model = build_model(name).eval()
+    size = model_info(name).input_size
+    struct = structure(model, size)
+    g = torch.Generator().manual_seed(2)
+    ratios = {grp.root: round(float(torch.rand(1, generator=g)) * 0.8, 2) for grp in struct.groups}
+    scores = {n: torch.rand(m.out_channels, generator=g) for n, m in model.named_modules()
+              if isinstance(m, torch.nn.Conv2d)}
+    est = estimate(struct, ratios)
+    assert est.params_before == count_params(model) and est.macs_before == count_macs(model, size)
+    pruned, _ = prune_model(model, ratios, scores, size)
+    assert est.params == count_params(pruned)
+    assert est.macs == count_macs(pruned, size)
+    for layer, (_, after) in est.channels.items():
+        assert pruned.get_submodule(layer).out_channels == after
