@@ -2,22 +2,20 @@
 
 For ResNet-56 and VGG-16-BN, over 640 probe images (5 x 128; the CIFAR-10 copy when it is found, else random
 images, which time the same), in one run: a plain forward pass, prunekit's streamed SFM entropy, and a naive
-reference (every feature map kept, per-channel numpy histograms). Each is timed ``--repeat`` times and the
-median taken. Target (issue 3): streamed entropy at most 1.3x the forward pass.
+reference (every feature map kept, per-channel numpy histograms). Each is timed ``--repeat`` times, round-robin,
+and the median taken. Target (issue 3): streamed entropy at most 1.3x the forward pass.
 
     python benchmarks/entropy_speed.py [--out benchmarks/results/entropy_speed.json]
 """
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import statistics
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
+from common import RESULTS, write_result
 
 from prunekit.criteria import get_criterion
 from prunekit.data import ArraySet, DataNotFoundError, load_arrays, normalization
@@ -40,15 +38,18 @@ def _probe_data(n: int) -> tuple[ArraySet, str]:
         return ArraySet("random", images, torch.zeros(n, dtype=torch.long), ["0"], mean, std), "random images"
 
 
-def _median_seconds(fn, repeat: int) -> float:
-    times = []
+def _interleaved_medians(fns: dict, repeat: int) -> dict[str, float]:
+    """Median seconds of each function, timed round-robin (a, b, c, a, b, c, ...) so that a change in the
+    machine's load during the run affects every one of them alike."""
+    times: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        for key, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            times[key].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def _naive_entropy(model, layers, probe, device, bins=32):
@@ -89,9 +90,12 @@ def run(n: int, repeat: int) -> dict:
                     model(batch.x)
 
         forward()  # warm-up
-        t_forward = _median_seconds(forward, repeat)
-        t_streamed = _median_seconds(lambda m=model: crit.score(m, probe=probe), repeat)
-        t_naive = _median_seconds(lambda m=model, ls=layers: _naive_entropy(m, ls, probe, device), repeat)
+        t = _interleaved_medians({
+            "forward": forward,
+            "streamed": lambda m=model: crit.score(m, probe=probe),
+            "naive": lambda m=model, ls=layers: _naive_entropy(m, ls, probe, device),
+        }, repeat)
+        t_forward, t_streamed, t_naive = t["forward"], t["streamed"], t["naive"]
         rows[name] = {
             "layers": len(layers),
             "forward_s": round(t_forward, 4),
@@ -109,10 +113,6 @@ def run(n: int, repeat: int) -> dict:
         "probe_images": n,
         "probe_source": source,
         "device": str(device),
-        "hardware": {"machine": platform.machine(), "processor": platform.processor(),
-                     "cpu_threads": torch.get_num_threads(),
-                     "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
-        "versions": {"torch": torch.__version__, "python": platform.python_version()},
         "repeat": repeat,
         "results": rows,
     }
@@ -122,13 +122,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=640)
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "entropy_speed.json"))
+    parser.add_argument("--out", default=str(RESULTS / "entropy_speed.json"))
     args = parser.parse_args()
-    result = run(args.n, args.repeat)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out}")
+    write_result(run(args.n, args.repeat), args.out)
 
 
 if __name__ == "__main__":

@@ -8,14 +8,19 @@ from .data import ArraySet, BoxProbeSet, DataNotFoundError, DeviceLoader, data_r
 from .layers import conv_layers
 from .metrics import best_device, evaluate
 from .models import build_model, count_params, list_models, model_info
+from .plan import Plan, estimate, structure
 from .prune import coupled_groups, prune_model
+from .report import prune_report
+from .runs import list_runs, prune_run
 from .scores import score
+from .sensitivity import sensitivity
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ArraySet", "BoxProbeSet", "CheckpointError", "DataNotFoundError", "DeviceLoader", "best_device",
-    "build_model", "conv_layers", "count_params", "coupled_groups", "data_root", "evaluate", "get_criterion",
-    "list_criteria", "list_models", "load_arrays", "load_checkpoint", "make_box_probe", "model_info",
-    "prune_model", "save_checkpoint", "score",
+    "Plan", "build_model", "conv_layers", "count_params", "coupled_groups", "data_root", "estimate", "evaluate",
+    "get_criterion", "list_criteria", "list_models", "list_runs", "load_arrays", "load_checkpoint",
+    "make_box_probe", "model_info", "prune_model", "prune_report", "prune_run", "save_checkpoint", "score",
+    "sensitivity", "structure",
 ]

@@ -1,9 +1,15 @@
-"""Command line: ``python -m prunekit train|models|datasets|criteria|score ...``."""
+"""Command line: ``python -m prunekit train|models|datasets|criteria|score|plan|prune|sensitivity|runs|export``.
+
+The pruning path from the shell: ``score`` (a CSV of per-filter scores) -> ``plan`` (a preset, to a target
+fraction of FLOPs or params; a JSON plan) -> ``prune`` (a run directory under the runs root) -> ``runs``.
+"""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -136,6 +142,198 @@ def _criteria(args: argparse.Namespace) -> int:
     return 0
 
 
+@contextlib.contextmanager
+def _bar(desc: str) -> Iterator:
+    """A tqdm bar on stderr, driven by the package's ``progress(done, total)`` callbacks."""
+    from tqdm import tqdm
+
+    with tqdm(desc=desc, unit="step", file=sys.stderr) as bar:
+
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        yield progress
+
+
+def _load_model(args: argparse.Namespace):
+    """-> (model on the device, arch, num_classes) from --checkpoint (and/or --model)."""
+    from .checkpoints import load_checkpoint
+    from .data import num_classes
+    from .models import build_model
+
+    if args.checkpoint:
+        model, header = load_checkpoint(args.checkpoint, arch=args.model)
+        arch = args.model or header["arch"]
+    elif args.model:
+        print(f"warning: no --checkpoint, using a freshly initialised {args.model}", file=sys.stderr)
+        arch, model = args.model, build_model(args.model, num_classes=num_classes(args.data))
+    else:
+        raise ValueError("give --checkpoint (a prunekit file names its architecture) or --model")
+    classes = next(m for m in reversed(list(model.modules())) if isinstance(m, torch.nn.Linear)).out_features
+    return model.to(_device(args)).eval(), arch, classes
+
+
+def _device(args: argparse.Namespace) -> torch.device:
+    from .metrics import best_device
+
+    if getattr(args, "threads", 0):
+        torch.set_num_threads(args.threads)
+    return torch.device(args.device) if getattr(args, "device", None) else best_device()
+
+
+def _scores(args: argparse.Namespace, model, criterion: str, params: dict) -> dict:
+    """{conv: scores} from --scores CSV, else computed (and cached) with ``criterion``."""
+    import pandas as pd
+
+    from .criteria import get_criterion
+    from .data import load_arrays
+    from .probe import Probe
+    from .scores import score, to_tensors
+
+    if args.scores:
+        return to_tensors(pd.read_csv(args.scores))
+    crit = get_criterion(criterion, **params)
+    probe = None
+    if crit.needs_data:
+        if crit.needs_boxes:
+            raise ValueError(f"{criterion} needs a box-labelled probe set: score it with `score` and pass --scores")
+        probe = Probe.from_arrays(load_arrays(args.data, "train", args.data_root), seed=0)
+    with _bar(f"scores ({crit.name})") as progress:
+        return to_tensors(score(model, crit, None, probe, progress=progress))
+
+
+def _input_size(arch: str) -> tuple[int, int, int]:
+    from .models import model_info
+
+    return model_info(arch).input_size
+
+
+def _plan(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from . import plan as plans
+
+    model, arch, _ = _load_model(args)
+    struct = plans.structure(model, _input_size(arch))
+    params = _parse_params(args.param)
+    common = {"exclude": args.exclude}
+    if args.preset == "uniform":
+        plan = plans.uniform(struct, arch, args.ratio, target=args.target, by=args.by, criterion=args.criterion,
+                             criterion_params=params, **common)
+    elif args.preset == "threshold":
+        if not args.scores:
+            raise ValueError("the threshold preset needs --scores (a CSV written by `score`)")
+        table = pd.read_csv(args.scores)
+        plan = plans.global_threshold(struct, arch, table, args.threshold, target=args.target, by=args.by,
+                                      criterion=str(table["criterion"].iloc[0]), criterion_params=params, **common)
+    elif args.preset == "afie":
+        plan = plans.afie_plan(model, struct, arch, target=_need_target(args), by=args.by, criterion=args.criterion,
+                               criterion_params=params, **common)
+    elif args.preset == "sensitivity":
+        if not args.sensitivity:
+            raise ValueError("the sensitivity preset needs --sensitivity (a CSV written by `sensitivity`)")
+        plan = plans.sensitivity_plan(struct, arch, pd.read_csv(args.sensitivity), target=_need_target(args),
+                                      by=args.by, metric=args.metric, criterion=args.criterion,
+                                      criterion_params=params, **common)
+    else:
+        plan = plans.vgg16_published(struct, arch, criterion=args.criterion, criterion_params=params)
+    plan.save(args.out)
+    est = plans.estimate(struct, plan.ratios)
+    print(json.dumps({"preset": args.preset, "arch": arch, "criterion": plan.criterion, "groups": len(plan.ratios),
+                      "params": [est.params_before, est.params], "macs": [est.macs_before, est.macs],
+                      "params_reduction": round(est.params_reduction, 4),
+                      "flops_reduction": round(est.macs_reduction, 4),
+                      "unprunable": plan.unprunable(struct), "out": args.out}))
+    return 0
+
+
+def _need_target(args: argparse.Namespace) -> float:
+    if args.target is None:
+        raise ValueError(f"the {args.preset} preset needs --target (a fraction of FLOPs or params to remove)")
+    return args.target
+
+
+def _prune(args: argparse.Namespace) -> int:
+    from .data import load_arrays
+    from .plan import Plan
+    from .runs import list_runs, prune_run
+
+    plan = Plan.load(args.plan)
+    if not args.checkpoint and not args.model:
+        args.model = plan.arch
+    model, arch, classes = _load_model(args)
+    if arch != plan.arch:
+        raise ValueError(f"the plan was made for {plan.arch}, the model is {arch}")
+    scores = _scores(args, model, plan.criterion, plan.criterion_params)
+    data = None
+    if args.n:
+        data = load_arrays(args.data, "test", args.data_root).subset(args.n, seed=0)
+    with _bar("prune") as progress:
+        run = prune_run(model, plan, scores, arch=arch, num_classes=classes, input_size=_input_size(arch),
+                        root=args.runs, checkpoint=args.checkpoint, data=data,
+                        latency_batches=() if args.no_latency else (1, 64), repeat=args.repeat, progress=progress)
+    row = list_runs(run.path.parent).set_index("run").loc[run.manifest["id"]]
+    print(json.dumps({"run": str(run.path), "status": run.status, "params": [int(row.params_before), int(row.params)],
+                      "flops": [int(row.flops_before), int(row.flops)],
+                      "accuracy_before": row.accuracy_before, "accuracy_pruned": row.accuracy_pruned}, default=str))
+    return 0
+
+
+def _sensitivity(args: argparse.Namespace) -> int:
+    from .data import load_arrays
+    from .sensitivity import sensitivity
+
+    model, arch, _ = _load_model(args)
+    scores = _scores(args, model, args.criterion, _parse_params(args.param))
+    data = load_arrays(args.data, "test", args.data_root).subset(args.n, seed=0)
+    with _bar("sensitivity") as progress:
+        df = sensitivity(model, scores, data, ratios=args.ratios, groups=args.groups, cache=not args.no_cache,
+                         progress=progress)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    df.to_csv(out, index=False)
+    print(json.dumps({"groups": int(df["group"].nunique()), "rows": len(df), "cached": df.attrs["cached"],
+                      "out": str(out)}))
+    return 0
+
+
+def _runs(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from .runs import list_runs, runs_root
+
+    df = list_runs(args.root)
+    if args.json:
+        print(df.to_json(orient="records"))
+    elif df.empty:
+        print(f"no runs under {runs_root(args.root)}")
+    else:
+        cols = [c for c in ("run", "status", "arch", "criterion", "preset", "params", "flops", "accuracy_before",
+                            "accuracy_pruned", "accuracy_finetuned") if c in df]
+        with pd.option_context("display.width", 200, "display.max_columns", None):
+            print(df[cols].to_string(index=False))
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from .checkpoints import load_checkpoint
+    from .export import export_model
+    from .runs import MODEL_FILE
+
+    source = Path(args.run) / MODEL_FILE if args.run else args.checkpoint
+    if not source:
+        raise ValueError("give --run (a run directory) or --checkpoint")
+    model, header = load_checkpoint(source, arch=args.model)
+    arch = args.model or header["arch"]
+    with _bar("export") as progress:
+        paths = export_model(model, args.out, arch=arch, num_classes=int(header.get("num_classes") or 10),
+                             input_size=_input_size(arch), formats=args.formats)
+        progress(1, 1)
+    print(json.dumps({fmt: str(p) for fmt, p in paths.items()}))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .data import list_datasets
     from .models import list_models
@@ -189,6 +387,70 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-cache", action="store_true", help="recompute even if the scores are cached")
     s.add_argument("--out", required=True, help="output CSV (layer, filter, criterion, score, rank)")
     s.set_defaults(func=_score)
+
+    from .export import FORMATS
+    from .plan import PRESETS
+
+    def model_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--checkpoint", default=None, help="weights (.pt/.pth/.safetensors); names its architecture")
+        p.add_argument("--model", default=None, choices=list_models(), help="architecture (default: the file's)")
+        p.add_argument("--data", default="cifar10", choices=list_datasets())
+        p.add_argument("--data-root", default=None)
+        p.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best available)")
+        p.add_argument("--threads", type=int, default=0, help="CPU threads (default: torch's choice)")
+
+    def criterion_args(p: argparse.ArgumentParser, default: str | None) -> None:
+        p.add_argument("--criterion", default=default, choices=list_criteria(),
+                       help="criterion picking the filters inside each group")
+        p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="a criterion parameter")
+        p.add_argument("--scores", default=None, help="a scores CSV written by `score` (instead of computing them)")
+
+    p = sub.add_parser("plan", help="build a pruning plan with a preset; writes JSON and prints its estimate")
+    model_args(p)
+    criterion_args(p, "l1")
+    p.add_argument("--preset", required=True, choices=PRESETS)
+    p.add_argument("--ratio", type=float, default=None, help="uniform: the ratio of every group")
+    p.add_argument("--threshold", type=float, default=None, help="threshold: normalised score cut in [0, 1]")
+    p.add_argument("--target", type=float, default=None, help="fraction of FLOPs (or params, --by) to remove")
+    p.add_argument("--by", default="flops", choices=["flops", "params"])
+    p.add_argument("--sensitivity", default=None, help="sensitivity: a CSV written by `sensitivity`")
+    p.add_argument("--metric", default="accuracy", choices=["accuracy", "loss"], help="sensitivity: damage measure")
+    p.add_argument("--exclude", nargs="+", default=[], help="convs to leave unpruned (with their coupled group)")
+    p.add_argument("--out", required=True, help="the plan's JSON file")
+    p.set_defaults(func=_plan)
+
+    p = sub.add_parser("prune", help="prune by a plan; records a run (manifest, pruned model) under the runs root")
+    model_args(p)
+    criterion_args(p, None)
+    p.add_argument("--plan", required=True, help="a plan JSON written by `plan`")
+    p.add_argument("--n", type=int, default=2000, help="held-out test images for accuracy (0: do not evaluate)")
+    p.add_argument("--runs", default=None, help="runs root (default: $PRUNEKIT_RUNS or ./runs)")
+    p.add_argument("--repeat", type=int, default=10, help="timed runs per latency measurement")
+    p.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
+    p.set_defaults(func=_prune)
+
+    p = sub.add_parser("sensitivity", help="prune each group alone at several ratios and evaluate; writes a CSV")
+    model_args(p)
+    criterion_args(p, "l1")
+    p.add_argument("--n", type=int, default=1000, help="held-out test images")
+    p.add_argument("--ratios", type=float, nargs="+", default=[0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9])
+    p.add_argument("--groups", nargs="+", default=None, help="group roots (default: every prunable group)")
+    p.add_argument("--no-cache", action="store_true")
+    p.add_argument("--out", required=True, help="output CSV (group, ratio, accuracy, loss, params, macs)")
+    p.set_defaults(func=_sensitivity)
+
+    p = sub.add_parser("runs", help="list the pruning runs")
+    p.add_argument("--root", default=None, help="runs root (default: $PRUNEKIT_RUNS or ./runs)")
+    p.add_argument("--json", action="store_true", help="print JSON records instead of a table")
+    p.set_defaults(func=_runs)
+
+    p = sub.add_parser("export", help="export a run's pruned model (or a checkpoint) as safetensors/TorchScript/ONNX")
+    p.add_argument("--run", default=None, help="a run directory")
+    p.add_argument("--checkpoint", default=None)
+    p.add_argument("--model", default=None, choices=list_models())
+    p.add_argument("--formats", nargs="+", default=list(FORMATS), choices=FORMATS)
+    p.add_argument("--out", required=True, help="output folder")
+    p.set_defaults(func=_export)
     return parser
 
 
@@ -196,9 +458,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from .checkpoints import CheckpointError
     from .data import DataNotFoundError
+    from .export import ExportError
 
     try:
         return args.func(args)
-    except (DataNotFoundError, CheckpointError, ValueError, KeyError) as exc:
+    except (DataNotFoundError, CheckpointError, ExportError, ValueError, KeyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -1,13 +1,17 @@
-"""Measurements of a model: the device to use, accuracy and loss on a data set, MACs and a per-layer table."""
+"""Measurements of a model: the device to use, accuracy and loss on a data set, MACs by two counters
+(``torch.utils.flop_counter``: conv and linear only; Torch-Pruning's: BN, activations and pooling too),
+latency, and a per-layer table."""
 from __future__ import annotations
 
+import statistics
+import time
 from collections.abc import Iterable
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["best_device", "evaluate", "count_macs", "layer_table"]
+__all__ = ["best_device", "evaluate", "count_macs", "count_ops_tp", "latency_ms", "layer_table"]
 
 
 def best_device() -> torch.device:
@@ -44,6 +48,42 @@ def count_macs(model: nn.Module, input_size: tuple[int, int, int]) -> int:
     """Multiply-accumulates of one forward pass on a (1, *input_size) input, counted by
     ``torch.utils.flop_counter`` (conv and linear layers; FLOPs = 2 x MACs)."""
     return int(_flop_counts(model, input_size)["Global"] // 2)
+
+
+def count_ops_tp(model: nn.Module, input_size: tuple[int, int, int]) -> tuple[int, int]:
+    """(MACs, params) of one (1, *input_size) forward pass by Torch-Pruning's counter
+    (``tp.utils.count_ops_and_params``), which also counts BN, activations and pooling."""
+    import torch_pruning as tp
+
+    device = next(model.parameters()).device
+    macs, params = tp.utils.count_ops_and_params(model, torch.zeros(1, *input_size, device=device))
+    return int(macs), int(params)
+
+
+@torch.no_grad()
+def latency_ms(model: nn.Module, input_size: tuple[int, int, int], batch_size: int = 1, *, repeat: int = 20,
+               warmup: int = 3) -> float:
+    """Median wall time in milliseconds of one eval-mode forward pass of a (batch_size, *input_size) input on
+    the model's device, over ``repeat`` timed runs after ``warmup`` untimed ones (CUDA synchronised)."""
+    if repeat < 1 or batch_size < 1:
+        raise ValueError(f"repeat and batch_size must be at least 1, got {repeat}, {batch_size}")
+    device = next(model.parameters()).device
+    x = torch.randn(batch_size, *input_size, generator=torch.Generator().manual_seed(0)).to(device)
+    was_training = model.training
+    model.eval()
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    times = []
+    try:
+        for i in range(warmup + repeat):
+            sync()
+            t0 = time.perf_counter()
+            model(x)
+            sync()
+            if i >= warmup:
+                times.append(time.perf_counter() - t0)
+    finally:
+        model.train(was_training)
+    return 1000 * statistics.median(times)
 
 
 def layer_table(model: nn.Module, input_size: tuple[int, int, int]):

@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -26,10 +24,11 @@ import torch.nn as nn
 from .criteria import Criterion, Scores, get_criterion
 from .criteria.streaming import Progress
 from .data import cache_dir
+from .files import write_text_atomic
 from .layers import ConvLayer, select_layers
 from .probe import as_probe
 
-__all__ = ["score", "to_frame", "weights_hash", "COLUMNS"]
+__all__ = ["score", "to_frame", "to_tensors", "weights_hash", "COLUMNS"]
 
 COLUMNS = ["layer", "filter", "criterion", "score", "rank"]
 
@@ -53,6 +52,15 @@ def to_frame(scores: Scores, criterion: str) -> pd.DataFrame:
         f["rank"] = f["score"].rank(method="first", ascending=False).astype(int)
         frames.append(f)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=COLUMNS)
+
+
+def to_tensors(df: pd.DataFrame) -> dict[str, torch.Tensor]:
+    """The inverse of :func:`to_frame`: a score table -> {layer: float32 (filters,)} in filter order."""
+    missing = {"layer", "filter", "score"} - set(df.columns)
+    if missing:
+        raise ValueError(f"a score table needs the columns layer, filter, score; missing {sorted(missing)}")
+    return {layer: torch.tensor(rows.sort_values("filter")["score"].to_numpy(), dtype=torch.float32)
+            for layer, rows in df.groupby("layer", sort=False)}
 
 
 def score(
@@ -94,8 +102,8 @@ def score(
     meta = {"criterion": crit.name, "params": crit.config, "info": result.info, "key": key}
     if cache:
         table.parent.mkdir(parents=True, exist_ok=True)
-        _write_atomic(meta_file, json.dumps(meta))
-        _write_atomic(table, df.to_csv(index=False))
+        write_text_atomic(meta_file, json.dumps(meta))
+        write_text_atomic(table, df.to_csv(index=False))
     df.attrs = {**meta, "cached": False}
     return df
 
@@ -109,9 +117,3 @@ def _request_key(model: nn.Module, crit: Criterion, layers: list[ConvLayer], pro
         "layers": [layer.name for layer in layers],
     }
     return hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()[:24]
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)

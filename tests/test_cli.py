@@ -38,3 +38,38 @@ def test_train_from_the_shell_writes_a_loadable_model(cifar_data_root, tmp_path)
     assert header["arch"] == "resnet20" and header["meta"]["data"] == "cifar10"
     assert header["meta"]["test_accuracy"] == pytest.approx(result["test_accuracy"])
     assert (tmp_path / "run" / "epoch001.safetensors").exists()
+
+
+def test_plan_prune_runs_export_from_the_shell(tmp_path):
+    import os
+
+    env = {**os.environ, "PRUNEKIT_RUNS": str(tmp_path / "runs"), "PRUNEKIT_CACHE": str(tmp_path / "cache"),
+           "OMP_NUM_THREADS": "1"}
+    out = _cli("plan", "--model", "resnet20", "--preset", "uniform", "--target", "0.5", "--exclude", "conv1",
+               "--out", str(tmp_path / "plan.json"), env=env)
+    assert out.returncode == 0, out.stderr
+    summary = json.loads(out.stdout.strip().splitlines()[-1])
+    assert summary["flops_reduction"] >= 0.5 and summary["unprunable"]["conv1"] == "excluded by the user"
+    out = _cli("prune", "--plan", str(tmp_path / "plan.json"), "--n", "0", "--no-latency", env=env)
+    assert out.returncode == 0, out.stderr
+    run = json.loads(out.stdout.strip().splitlines()[-1])
+    assert run["status"] == "done" and run["flops"][1] <= run["flops"][0] / 2
+    out = _cli("runs", "--json", env=env)
+    (row,) = json.loads(out.stdout)
+    assert row["path"] == run["run"] and row["preset"] == "uniform" and row["criterion"] == "l1"
+    out = _cli("export", "--run", run["run"], "--formats", "safetensors", "torchscript", "--out",
+               str(tmp_path / "export"), env=env)
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "export" / "model.pt").is_file()
+
+
+def test_a_plan_for_another_model_is_an_error_not_a_traceback(tmp_path, capsys):
+    from prunekit.cli import main
+
+    assert main(["plan", "--model", "resnet32", "--preset", "uniform", "--ratio", "0.5", "--out",
+                 str(tmp_path / "plan.json")]) == 0
+    code = main(["prune", "--plan", str(tmp_path / "plan.json"), "--model", "resnet20", "--n", "0", "--no-latency",
+                 "--runs", str(tmp_path / "runs")])
+    err = capsys.readouterr().err
+    assert code == 2 and "error: the plan was made for resnet32, the model is resnet20" in err
+    assert not (tmp_path / "runs").exists()  # refused before any run was started

@@ -1,0 +1,37 @@
+"""What every benchmark shares: the machine it ran on, and writing its JSON result."""
+from __future__ import annotations
+
+import json
+import platform
+from pathlib import Path
+
+import torch
+import torch_pruning
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def cpu_name() -> str:
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        return next(ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
+def environment() -> dict:
+    """Hardware and library versions, for the result file."""
+    return {
+        "hardware": {"machine": platform.machine(), "processor": cpu_name(), "cpu_threads": torch.get_num_threads(),
+                     "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
+        "versions": {"python": platform.python_version(), "torch": torch.__version__,
+                     "torch_pruning": torch_pruning.__version__},
+    }
+
+
+def write_result(result: dict, out: str | Path) -> Path:
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({**result, **environment()}, indent=2) + "\n")
+    print(f"wrote {out}")
+    return out

@@ -1,0 +1,263 @@
+"""Runs: every pruning kept on disk, one directory each, for the Compare page.
+
+>>> run = prune_run(model, plan, scores, arch="resnet20", num_classes=10, data=test_set.subset(1000))
+>>> run.path              # runs/20261121-091500-resnet20-3f2a1c/  (manifest.json, model.safetensors)
+>>> list_runs()           # one row per run: status, plan, params/MACs/FLOPs/latency, accuracy before and after
+
+The runs root is an explicit path, else ``$PRUNEKIT_RUNS``, else ``./runs``. ``manifest.json`` holds the model
+(architecture, checkpoint and its SHA-256, weights hash), the data, the criterion and its parameters, the plan,
+the report before and after (params, MACs, FLOPs, latency; channels per layer; coupled groups), the accuracy
+before and right after pruning, ``finetune`` (empty until a fine-tuning job fills it), ``status``
+(running / done / failed / interrupted), timestamps and library versions. It is rewritten whole, atomically
+(a temporary file, then ``os.replace``), so a reader never sees half a manifest. A run whose manifest says
+``running`` but whose process (pid, on this host) is gone is reported ``interrupted``. The pruned model is
+``model.safetensors``, which :func:`prunekit.checkpoints.load_checkpoint` reloads alone.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import platform
+import socket
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+import torch.nn as nn
+
+from .checkpoints import save_checkpoint
+from .criteria.streaming import Progress, no_progress
+from .data import ArraySet, DeviceLoader
+from .files import write_text_atomic
+from .metrics import evaluate
+from .plan import Plan, structure
+from .prune import prune_model
+from .report import prune_report
+from .scores import weights_hash
+
+__all__ = ["Run", "runs_root", "read_manifest", "list_runs", "prune_run", "file_sha256", "versions",
+           "MANIFEST", "MODEL_FILE"]
+
+RUN_FORMAT = "prunekit-run/1"
+MANIFEST = "manifest.json"
+MODEL_FILE = "model.safetensors"
+STATUSES = ("running", "done", "failed", "interrupted")
+
+
+def runs_root(path: str | os.PathLike | None = None) -> Path:
+    """``path`` if given, else ``$PRUNEKIT_RUNS``, else ``./runs``."""
+    if path is not None:
+        return Path(path).expanduser()
+    return Path(os.environ.get("PRUNEKIT_RUNS") or "runs").expanduser()
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _proc_start(pid: int) -> str | None:
+    """The start time of process ``pid`` in clock ticks since boot (Linux /proc), None if unknown."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) "
+    return None if fields[0] == "Z" else fields[19]  # a zombie is dead; field 22 of stat is the start time
+
+
+def _alive(pid: int, start: str | None) -> bool:
+    if os.name == "nt":  # os.kill(pid, 0) would send CTRL_C there: assume alive
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    if Path("/proc").is_dir():
+        now = _proc_start(pid)
+        return now is not None and (start is None or now == start)  # a reused pid starts later
+    return True
+
+
+def versions() -> dict[str, str]:
+    """Versions of Python and the libraries a run depends on."""
+    import torch_pruning
+    import torchvision
+
+    from . import __version__
+
+    return {"python": platform.python_version(), "torch": torch.__version__, "torchvision": torchvision.__version__,
+            "torch_pruning": torch_pruning.__version__, "prunekit": __version__}
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
+    """The manifest of the run directory ``path``, its ``status`` made ``interrupted`` when it says running
+    but its process is gone. ValueError when there is none or it is not a run manifest."""
+    file = Path(path) / MANIFEST
+    try:
+        manifest = json.loads(file.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{file}: not a readable run manifest ({type(exc).__name__})") from None
+    if manifest.get("format") != RUN_FORMAT:
+        raise ValueError(f"{file}: not a prunekit run manifest (format {manifest.get('format')!r})")
+    proc = manifest.get("process", {})
+    if manifest.get("status") == "running" and proc.get("host") == socket.gethostname() and \
+            not _alive(int(proc["pid"]), proc.get("start")):
+        manifest["status"] = "interrupted"
+    return manifest
+
+
+class Run:
+    """One run directory and its manifest; every change rewrites the manifest atomically."""
+
+    def __init__(self, path: Path, manifest: dict[str, Any]):
+        self.path, self.manifest = Path(path), manifest
+
+    @classmethod
+    def create(cls, root: str | os.PathLike | None = None, *, name: str = "run", **fields: Any) -> Run:
+        """A new directory ``<root>/<UTC time>-<name>-<6 hex>`` with a manifest in status ``running``,
+        owned by this process; ``fields`` go into the manifest."""
+        stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
+        run_id = f"{stamp}-{name}-{uuid.uuid4().hex[:6]}"
+        path = runs_root(root) / run_id
+        path.mkdir(parents=True)
+        now = _now()
+        manifest = {"format": RUN_FORMAT, "id": run_id, "status": "running", "created": now, "updated": now,
+                    "finished": None, "error": None, "finetune": None, "versions": versions(),
+                    "process": {"pid": os.getpid(), "host": socket.gethostname(), "start": _proc_start(os.getpid())},
+                    **fields}
+        run = cls(path, manifest)
+        write_text_atomic(path / MANIFEST, json.dumps(manifest, indent=2))
+        return run
+
+    @classmethod
+    def open(cls, path: str | os.PathLike) -> Run:
+        return cls(Path(path), read_manifest(path))
+
+    @property
+    def status(self) -> str:
+        return self.manifest["status"]
+
+    def update(self, **fields: Any) -> None:
+        """Set top-level manifest entries (e.g. ``finetune={...}``) and rewrite the manifest."""
+        self.manifest.update(fields, updated=_now())
+        write_text_atomic(self.path / MANIFEST, json.dumps(self.manifest, indent=2))
+
+    def finish(self, status: str = "done", error: str | None = None) -> None:
+        if status not in STATUSES[1:]:
+            raise ValueError(f"a run finishes as one of {STATUSES[1:]}, got {status!r}")
+        self.update(status=status, error=error, finished=_now())
+
+    def save_model(self, model: nn.Module, *, arch: str, num_classes: int, meta: dict | None = None) -> Path:
+        """Write ``model`` as ``model.safetensors`` in the run directory (reloads alone)."""
+        return save_checkpoint(model, self.path / MODEL_FILE, arch=arch, num_classes=num_classes,
+                               meta={"run": self.manifest["id"], **(meta or {})})
+
+
+def list_runs(root: str | os.PathLike | None = None) -> pd.DataFrame:
+    """One row per run under ``root`` (newest first): run, status, arch, criterion, preset, params / MACs /
+    FLOPs / latency (ms, batch 1 and 64) before and after, accuracy before, right after pruning and after
+    fine-tuning, created, path. Directories without a readable manifest are listed with status ``unreadable``."""
+    root = runs_root(root)
+    rows = []
+    for path in sorted(root.iterdir() if root.is_dir() else [], reverse=True):
+        if not path.is_dir() or not (path / MANIFEST).exists():
+            continue
+        try:
+            m = read_manifest(path)
+        except ValueError:
+            rows.append({"run": path.name, "status": "unreadable", "path": str(path)})
+            continue
+        before, after = m.get("before") or {}, m.get("after") or {}
+        acc = m.get("accuracy") or {}
+        row = {"run": m["id"], "status": m["status"], "arch": (m.get("model") or {}).get("arch"),
+               "criterion": (m.get("criterion") or {}).get("name"),
+               "preset": ((m.get("plan") or {}).get("preset") or {}).get("name")}
+        for key in ("params", "macs", "flops"):
+            row[f"{key}_before"], row[key] = before.get(key), after.get(key)
+        for b in ("1", "64"):
+            row[f"latency_b{b}_before"] = (before.get("latency_ms") or {}).get(b)
+            row[f"latency_b{b}"] = (after.get("latency_ms") or {}).get(b)
+        row["accuracy_before"] = (acc.get("before") or {}).get("accuracy")
+        row["accuracy_pruned"] = (acc.get("pruned") or {}).get("accuracy")
+        row["accuracy_finetuned"] = (m.get("finetune") or {}).get("accuracy")
+        row.update(created=m.get("created"), path=str(path))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def prune_run(
+    model: nn.Module,
+    plan: Plan,
+    scores: dict[str, torch.Tensor],
+    *,
+    arch: str,
+    num_classes: int,
+    input_size: tuple[int, int, int],
+    root: str | os.PathLike | None = None,
+    checkpoint: str | os.PathLike | None = None,
+    data: ArraySet | None = None,
+    latency_batches=(1, 64),
+    repeat: int = 10,
+    progress: Progress | None = None,
+) -> Run:
+    """Prune ``model`` (on the device to measure on; never modified) by ``plan`` with the criterion's
+    ``scores`` ({conv: (out_channels,)}), recording everything as a new run under ``root``.
+
+    data: held-out images to measure accuracy and loss before and right after pruning (None: not measured).
+    checkpoint: the file the weights came from (its SHA-256 goes into the manifest). progress:
+    ``progress(done, total)`` over the steps (evaluate, prune, measure, evaluate, save).
+    A failure marks the run ``failed`` (``interrupted`` for Ctrl-C) and re-raises; the run stays on disk.
+    """
+    progress = progress or no_progress
+    struct = structure(model, input_size)
+    plan.check(struct)
+    source = {"arch": arch, "num_classes": num_classes, "input_size": list(input_size),
+              "checkpoint": str(checkpoint) if checkpoint else None,
+              "checkpoint_sha256": file_sha256(checkpoint) if checkpoint else None, "weights": weights_hash(model)}
+    data_info = None if data is None else {
+        "name": data.name, "n": len(data),
+        "sha256": hashlib.sha256(data.images.numpy().tobytes() + data.labels.numpy().tobytes()).hexdigest()[:16]}
+    run = Run.create(root, name=arch, model=source, data=data_info,
+                     criterion={"name": plan.criterion, "params": plan.criterion_params}, plan=plan.to_dict(),
+                     before=None, after=None, accuracy=None, report=None, device=str(next(model.parameters()).device))
+    try:
+        loader = None if data is None else DeviceLoader(data, 256, train=False, device=next(model.parameters()).device)
+        acc_before = None if loader is None else evaluate(model, loader)
+        progress(1, 5)
+        pruned, removed = prune_model(model, plan.ratios, scores, input_size)
+        progress(2, 5)
+        report = prune_report(model, pruned, plan.ratios, removed, input_size, latency_batches=latency_batches,
+                              repeat=repeat)
+        progress(3, 5)
+        acc_pruned = None if loader is None else evaluate(pruned, loader)
+        progress(4, 5)
+        run.update(before=report.before, after=report.after, accuracy={"before": acc_before, "pruned": acc_pruned},
+                   report={"channels": report.to_dict()["channels"], "groups": report.groups,
+                           "combine": report.combine, "unprunable": plan.unprunable(struct)})
+        run.save_model(pruned, arch=arch, num_classes=num_classes,
+                       meta={"accuracy_pruned": None if acc_pruned is None else acc_pruned["accuracy"],
+                             "source_checkpoint": source["checkpoint"]})
+        run.update(files={"model": MODEL_FILE})
+        progress(5, 5)
+    except KeyboardInterrupt:
+        run.finish("interrupted", "KeyboardInterrupt")
+        raise
+    except Exception as exc:
+        run.finish("failed", f"{type(exc).__name__}: {exc}")
+        raise
+    run.finish("done")
+    return run

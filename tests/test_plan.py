@@ -1,0 +1,145 @@
+"""Plans and presets: hand-known ratios, targets met by the instant estimate, JSON, refusals."""
+import json
+import math
+
+import pandas as pd
+import pytest
+import torch
+
+from prunekit.criteria.afie import afie_entropy
+from prunekit.models import build_model
+from prunekit.plan import (
+    Plan,
+    afie_plan,
+    estimate,
+    global_threshold,
+    sensitivity_plan,
+    structure,
+    uniform,
+    vgg16_published,
+)
+
+SIZE = (3, 32, 32)
+
+
+@pytest.fixture(scope="module")
+def r20():
+    model = build_model("resnet20").eval()
+    return model, structure(model, SIZE)
+
+
+def _convs(model):
+    return {n: m.out_channels for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)}
+
+
+def test_the_published_vgg16_budget_gives_the_published_counts():
+    struct = structure(build_model("vgg16_bn").eval(), SIZE)
+    plan = vgg16_published(struct)
+    est = estimate(struct, plan.ratios)
+    assert round(est.params_before / 1e6, 2) == 14.99 and round(est.macs_before / 1e6, 1) == 313.5
+    assert round(est.params / 1e6, 2) == 2.50 and round(est.macs / 1e6, 1) == 104.2
+    assert round(est.params_reduction, 3) == 0.833 and round(est.macs_reduction, 3) == 0.667
+    assert list(plan.ratios.values()) == [0.3] * 7 + [0.75] * 5  # the 13th conv is not in the plan
+
+
+def test_the_published_budget_refuses_another_model(r20):
+    with pytest.raises(ValueError, match="defined for vgg16_bn"):
+        vgg16_published(r20[1], "resnet20")
+
+
+def test_json_round_trip_and_another_model_is_refused(r20, tmp_path):
+    model, struct = r20
+    plan = uniform(struct, "resnet20", 0.5, exclude=["layer2.0.conv1"], criterion="fpgm")
+    again = Plan.load(plan.save(tmp_path / "plan.json"))
+    assert again == plan and again.criterion == "fpgm" and again.excluded == ["layer2.0.conv1"]
+    again.check(struct)
+    other = structure(build_model("resnet32").eval(), SIZE)
+    with pytest.raises(ValueError, match="made for another model"):
+        again.check(other)
+    with pytest.raises(ValueError, match="must be JSON"):
+        Plan.from_json("{not json")
+    with pytest.raises(ValueError, match="not a prunekit plan"):
+        Plan.from_json(json.dumps({"ratios": {}}))
+    for bad in (0.96, -0.1, math.nan):
+        with pytest.raises(ValueError, match=r"in \[0, 0.95\]"):
+            Plan("resnet20", {"conv1": bad})
+    with pytest.raises(ValueError, match="unknown layer"):
+        Plan("resnet20", {"nope": 0.5}).check(struct)
+
+
+def test_uniform_ratio_exclusions_and_unprunable_layers(r20):
+    model, struct = r20
+    plan = uniform(struct, "resnet20", 0.5, exclude=["layer1.0.conv2"])  # a member of the stem's stream
+    assert "conv1" not in plan.ratios and set(plan.ratios.values()) == {0.5} and len(plan.ratios) == 11
+    why = plan.unprunable(struct)
+    assert why["layer1.0.conv2"] == "excluded by the user"
+    assert why["conv1"] == "coupled with the excluded 'layer1.0.conv2'" and "layer1.2.conv2" in why
+    assert why["fc"].startswith("linear layer")
+    with pytest.raises(ValueError, match="not a conv"):
+        uniform(struct, "resnet20", 0.5, exclude=["fc"])
+    with pytest.raises(ValueError, match="excluded layer but has ratio"):
+        Plan("resnet20", {"conv1": 0.5}, excluded=["conv1"]).check(struct)
+
+
+@pytest.mark.parametrize("by", ["flops", "params"])
+def test_a_uniform_target_is_met_by_the_smallest_ratio(r20, by):
+    _, struct = r20
+    plan = uniform(struct, "resnet20", target=0.5, by=by)
+    (r,) = set(plan.ratios.values())
+    reduction = lambda ratios: getattr(estimate(struct, ratios), "macs_reduction" if by == "flops"
+                                       else "params_reduction")
+    assert 0.5 <= reduction(plan.ratios) < 0.56
+    assert reduction({k: r - 1e-6 for k in plan.ratios}) < 0.5  # one filter less somewhere misses it
+    with pytest.raises(ValueError, match="out of reach"):
+        uniform(struct, "resnet20", target=0.999)
+
+
+def test_global_threshold_on_hand_made_scores(r20):
+    model, struct = r20
+    scores = {n: torch.arange(c, dtype=torch.float32) for n, c in _convs(model).items()}
+    plan = global_threshold(struct, "resnet20", scores, 0.5, criterion="l1")
+    assert set(plan.ratios.values()) == {0.5}  # i / (c - 1) < 0.5 for exactly half of every layer
+    scores["layer1.0.conv1"] = torch.tensor([0.0] * 15 + [1.0])
+    plan = global_threshold(struct, "resnet20", scores, 0.5, criterion="l1")
+    assert plan.ratios["layer1.0.conv1"] == 15 / 16  # all but the outlier go; one filter is kept
+    # members' normalised scores are averaged: i/15 and (15 - i)/15 average to 0.5 for every filter
+    coupled = {"conv1": torch.arange(16.0), "layer1.0.conv2": torch.arange(16.0).flip(0)}
+    assert "conv1" not in global_threshold(struct, "resnet20", coupled, 0.5, criterion="l1").ratios
+    assert global_threshold(struct, "resnet20", coupled, 0.51, criterion="l1").ratios["conv1"] == 15 / 16
+
+
+def test_global_threshold_to_a_target_from_a_score_table(r20):
+    from prunekit.scores import to_frame
+
+    model, struct = r20
+    g = torch.Generator().manual_seed(0)
+    table = to_frame({n: torch.rand(c, generator=g) for n, c in _convs(model).items()}, "random")
+    plan = global_threshold(struct, "resnet20", table, target=0.4, by="params")
+    assert plan.criterion == "random" and plan.preset["name"] == "threshold"
+    assert 0.4 <= estimate(struct, plan.ratios).params_reduction < 0.45
+
+
+def test_afie_allocation_is_inverse_to_the_group_afie(r20):
+    model, struct = r20
+    plan = afie_plan(model, struct, "resnet20", target=0.5)
+    assert 0.5 <= estimate(struct, plan.ratios).macs_reduction < 0.55
+    afie = {g.root: sum(afie_entropy(model.get_submodule(m).weight) for m in g.members) / len(g.members)
+            / g.channels for g in struct.groups}
+    products = [plan.ratios[r] * afie[r] for r in plan.ratios]  # lambda_min * AFIE_max, the same for all
+    assert max(products) == pytest.approx(min(products), rel=1e-9)
+
+
+def test_sensitivity_prunes_the_least_sensitive_groups_most(r20):
+    _, struct = r20
+    slopes = {g.root: 10.0 * (i + 1) for i, g in enumerate(struct.groups)}  # accuracy lost per unit ratio
+    rows = [{"group": root, "ratio": r, "accuracy": 90 - s * r, "loss": 1 + s * r / 100}
+            for root, s in slopes.items() for r in (0.0, 0.1, 0.3, 0.5, 0.7, 0.9)]
+    table = pd.DataFrame(rows)
+    plan = sensitivity_plan(struct, "resnet20", table, target=0.3)
+    assert 0.3 <= estimate(struct, plan.ratios).macs_reduction < 0.33
+    inner = {r: v for r, v in plan.ratios.items() if v < 0.9}  # not at the last measured ratio
+    assert len(inner) >= 3
+    products = [v * slopes[r] for r, v in inner.items()]  # one tolerated drop d = ratio * slope
+    assert max(products) == pytest.approx(min(products), rel=1e-6)
+    with pytest.raises(ValueError, match="no unpruned row"):
+        sensitivity_plan(struct, "resnet20", table[table.ratio > 0], target=0.3)

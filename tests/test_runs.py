@@ -1,0 +1,114 @@
+"""Runs on disk: the manifest, the pruned model reloading alone, a killed process, the listing."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from prunekit.checkpoints import load_checkpoint
+from prunekit.models import build_model, count_params
+from prunekit.plan import structure, uniform
+from prunekit.prune import prune_model
+from prunekit.runs import MANIFEST, MODEL_FILE, Run, list_runs, prune_run, read_manifest, runs_root
+from tests.conftest import REPO, tiny_arrays
+
+SIZE = (3, 32, 32)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _setup():
+    torch.manual_seed(0)
+    model = build_model("resnet20").eval()
+    plan = uniform(structure(model, SIZE), "resnet20", 0.5, criterion="random")
+    scores = {n: torch.rand(m.out_channels, generator=torch.Generator().manual_seed(1))
+              for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)}
+    return model, plan, scores
+
+
+def test_a_pruning_is_a_run_whose_model_reloads_alone(tmp_path):
+    model, plan, scores = _setup()
+    run = prune_run(model, plan, scores, arch="resnet20", num_classes=10, input_size=SIZE, root=tmp_path,
+                    data=tiny_arrays(32), latency_batches=(1, 2), repeat=1)
+    m = read_manifest(run.path)
+    assert m["status"] == "done" and m["finished"] and m["finetune"] is None
+    assert m["model"]["arch"] == "resnet20" and len(m["model"]["weights"]) == 64
+    assert m["criterion"] == {"name": "random", "params": {}} and m["plan"]["ratios"] == plan.ratios
+    assert m["versions"]["torch"] == torch.__version__ and "torch_pruning" in m["versions"]
+    expected, _ = prune_model(model, plan.ratios, scores, SIZE)
+    assert m["before"]["params"] == count_params(model) and m["after"]["params"] == count_params(expected)
+    assert m["after"]["flops"] == 2 * m["after"]["macs"] and m["after"]["tp_macs"] >= m["after"]["macs"]
+    assert set(m["after"]["latency_ms"]) == {"1", "2"}
+    assert m["accuracy"]["before"]["n"] == 32 and 0 <= m["accuracy"]["pruned"]["accuracy"] <= 100
+    assert m["report"]["channels"]["conv1"] == [16, 8] and m["report"]["unprunable"]["fc"]
+    stream = next(g for g in m["report"]["groups"] if g["root"] == "conv1")
+    assert stream["coupled"] and "layer1.2.conv2" in stream["members"] and len(stream["removed"]) == 8
+    reloaded, header = load_checkpoint(run.path / MODEL_FILE)  # the file alone rebuilds the smaller model
+    assert header["meta"]["run"] == m["id"]
+    x = torch.randn(2, *SIZE)
+    with torch.no_grad():
+        assert torch.allclose(reloaded(x), expected(x), atol=1e-6)
+    df = list_runs(tmp_path)
+    assert df.loc[0, "status"] == "done" and df.loc[0, "params"] == count_params(expected)
+    assert df.loc[0, "accuracy_before"] == m["accuracy"]["before"]["accuracy"]
+
+
+def test_a_failed_pruning_stays_on_disk_marked_failed(tmp_path):
+    model, plan, _ = _setup()
+    with pytest.raises(ValueError, match="no scores"):
+        prune_run(model, plan, {}, arch="resnet20", num_classes=10, input_size=SIZE, root=tmp_path,
+                  latency_batches=())
+    (row,) = list_runs(tmp_path).to_dict("records")
+    assert row["status"] == "failed" and "no scores" in read_manifest(row["path"])["error"]
+
+
+_WRITER = """
+import sys
+from prunekit.runs import Run
+run = Run.create(sys.argv[1], name="victim", payload=list(range(2000)))
+print("ready", flush=True)
+i = 0
+while True:
+    i += 1
+    run.update(step=i, payload=list(range(i % 5000)))
+"""
+
+
+def test_a_killed_process_leaves_earlier_runs_intact_and_its_own_interrupted(tmp_path):
+    earlier = Run.create(tmp_path, name="earlier", note="kept")
+    earlier.finish("done")
+    before = (earlier.path / MANIFEST).read_bytes()
+    proc = subprocess.Popen([sys.executable, "-c", _WRITER, str(tmp_path)], cwd=REPO, stdout=subprocess.PIPE,
+                            text=True)
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        victim = next(p for p in tmp_path.iterdir() if "victim" in p.name)
+        assert read_manifest(victim)["status"] == "running"  # alive: not mistaken for interrupted
+        time.sleep(0.5)  # rewriting the manifest as fast as it can
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    m = read_manifest(victim)  # parses: never half written
+    assert m["status"] == "interrupted" and m["step"] > 1
+    assert json.loads((victim / MANIFEST).read_text())["status"] == "running"  # what the dead process left
+    assert (earlier.path / MANIFEST).read_bytes() == before
+    statuses = dict(zip(list_runs(tmp_path)["run"], list_runs(tmp_path)["status"]))
+    assert statuses == {earlier.path.name: "done", victim.name: "interrupted"}
+
+
+def test_the_runs_root_comes_from_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("PRUNEKIT_RUNS", str(tmp_path / "elsewhere"))
+    assert runs_root() == tmp_path / "elsewhere" and runs_root("x") == runs_root("x")
+    monkeypatch.delenv("PRUNEKIT_RUNS")
+    assert str(runs_root()) == "runs"
+    assert list_runs(tmp_path / "missing").empty

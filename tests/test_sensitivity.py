@@ -1,0 +1,51 @@
+"""Sensitivity: each group pruned alone, evaluated, cached; hand-known where the removed filters are dead."""
+import pytest
+import torch
+
+from prunekit.models import build_model
+from prunekit.plan import estimate, structure
+from prunekit.sensitivity import COLUMNS, sensitivity
+from tests.conftest import tiny_arrays
+
+
+@pytest.fixture(autouse=True)
+def one_thread_and_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("PRUNEKIT_CACHE", str(tmp_path))
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _model_with_dead_filters():
+    """ResNet-20 whose layer1.0.conv1 filters 0-7 are dead (zero weights, BN output 0 -> ReLU 0): removing
+    them changes nothing, so the loss at ratio 0.5 equals the unpruned loss."""
+    torch.manual_seed(0)
+    model = build_model("resnet20").eval()
+    with torch.no_grad():
+        model.layer1[0].conv1.weight[:8] = 0
+        model.layer1[0].bn1.weight[:8] = 0
+        model.layer1[0].bn1.bias[:8] = 0
+    scores = {n: m.weight.detach().abs().sum((1, 2, 3)) for n, m in model.named_modules()
+              if isinstance(m, torch.nn.Conv2d)}  # L1: the dead filters score lowest
+    return model, scores
+
+
+def test_each_group_alone_with_hand_known_losses_and_the_cache():
+    model, scores = _model_with_dead_filters()
+    data = tiny_arrays(24)
+    groups = ["layer1.0.conv1", "layer3.0.conv1"]
+    df = sensitivity(model, scores, data, ratios=(0.5, 0.95), groups=groups)
+    assert list(df.columns) == COLUMNS and not df.attrs["cached"]
+    assert df[["group", "ratio"]].values.tolist() == [  # 0.95 would remove all 16 filters of layer1.0.conv1
+        ["layer1.0.conv1", 0.0], ["layer1.0.conv1", 0.5], ["layer3.0.conv1", 0.0], ["layer3.0.conv1", 0.5],
+        ["layer3.0.conv1", 0.95]]
+    base, dead = df.iloc[0], df.iloc[1]
+    assert dead["loss"] == pytest.approx(base["loss"], abs=1e-5) and dead["accuracy"] == base["accuracy"]
+    assert df.iloc[3]["loss"] != pytest.approx(base["loss"], abs=1e-5)  # live filters removed: it changes
+    struct = structure(model, (3, 32, 32))
+    assert df.iloc[4]["macs"] == estimate(struct, {"layer3.0.conv1": 0.95}).macs
+    again = sensitivity(model, scores, data, ratios=(0.95, 0.5), groups=groups)
+    assert again.attrs["cached"] and again.equals(df)
+    with pytest.raises(ValueError, match="unknown groups"):
+        sensitivity(model, scores, data, groups=["layer1.0.conv2"])
