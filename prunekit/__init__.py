@@ -5,6 +5,7 @@ The public API, re-exported from the modules that hold it.
 from .checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 from .criteria import get_criterion, list_criteria
 from .data import ArraySet, BoxProbeSet, DataNotFoundError, DeviceLoader, data_root, load_arrays, make_box_probe
+from .finetune import finetune_config, finetune_run
 from .layers import conv_layers
 from .metrics import best_device, evaluate
 from .models import build_model, count_params, list_models, model_info
@@ -14,13 +15,14 @@ from .report import prune_report
 from .runs import list_runs, prune_run
 from .scores import score
 from .sensitivity import sensitivity
+from .train import TrainConfig, fit
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ArraySet", "BoxProbeSet", "CheckpointError", "DataNotFoundError", "DeviceLoader", "best_device",
-    "Plan", "build_model", "conv_layers", "count_params", "coupled_groups", "data_root", "estimate", "evaluate",
-    "get_criterion", "list_criteria", "list_models", "list_runs", "load_arrays", "load_checkpoint",
-    "make_box_probe", "model_info", "prune_model", "prune_report", "prune_run", "save_checkpoint", "score",
-    "sensitivity", "structure",
+    "Plan", "TrainConfig", "build_model", "conv_layers", "count_params", "coupled_groups", "data_root", "estimate",
+    "evaluate", "finetune_config", "finetune_run", "fit", "get_criterion", "list_criteria", "list_models",
+    "list_runs", "load_arrays", "load_checkpoint", "make_box_probe", "model_info", "prune_model", "prune_report",
+    "prune_run", "save_checkpoint", "score", "sensitivity", "structure",
 ]

@@ -1,7 +1,9 @@
-"""Command line: ``python -m prunekit train|models|datasets|criteria|score|plan|prune|sensitivity|runs|export``.
+"""Command line: ``python -m prunekit
+train|models|datasets|criteria|score|plan|prune|finetune|sensitivity|runs|export``.
 
 The pruning path from the shell: ``score`` (a CSV of per-filter scores) -> ``plan`` (a preset, to a target
-fraction of FLOPs or params; a JSON plan) -> ``prune`` (a run directory under the runs root) -> ``runs``.
+fraction of FLOPs or params; a JSON plan) -> ``prune`` (a run directory under the runs root) -> ``finetune``
+(the run's pruned model trained further, recorded in the run) -> ``runs``.
 """
 from __future__ import annotations
 
@@ -33,7 +35,7 @@ def _train(args: argparse.Namespace) -> int:
     config = TrainConfig(
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
         schedule=args.schedule, warmup_epochs=args.warmup_epochs, label_smoothing=args.label_smoothing,
-        seed=args.seed,
+        seed=args.seed, doconv=args.doconv,
     )
     num_classes = len(train_set.classes)
     model = build_model(args.model, num_classes=num_classes)
@@ -48,6 +50,24 @@ def _train(args: argparse.Namespace) -> int:
     total = sum(r["seconds"] for r in rows)
     print(json.dumps({"test_accuracy": rows[-1]["test_accuracy"], "train_seconds": round(total, 1),
                       "out": str(Path(args.out) / "model.safetensors")}))
+    return 0
+
+
+def _finetune(args: argparse.Namespace) -> int:
+    from .finetune import finetune_config, finetune_run
+
+    device = _device(args)
+    config = finetune_config(args.epochs, lr=args.lr, batch_size=args.batch_size, weight_decay=args.weight_decay,
+                             seed=args.seed, doconv=args.doconv)
+    print(f"fine-tuning {args.run} on {device} for {config.epochs} epochs", file=sys.stderr)
+    run = finetune_run(args.run, config, data=args.data, data_root=args.data_root, subset=args.subset,
+                       device=device, resume=not args.no_resume)
+    entry = run.manifest["finetune"]
+    accuracy = run.manifest.get("accuracy") or {}
+    print(json.dumps({"run": str(run.path), "status": run.status,
+                      "accuracy_pruned": (accuracy.get("pruned") or {}).get("accuracy"),
+                      "accuracy_finetuned": entry["accuracy"], "epochs": len(entry["epochs"]),
+                      "model": str(run.path / entry["model"])}))
     return 0
 
 
@@ -358,7 +378,24 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best available)")
     t.add_argument("--threads", type=int, default=0, help="CPU threads (default: torch's choice)")
     t.add_argument("--no-resume", action="store_true", help="start over even if --out holds a saved state")
+    t.add_argument("--doconv", action="store_true", help="train with DO-Conv (files hold the folded plain convs)")
     t.set_defaults(func=_train)
+
+    f = sub.add_parser("finetune", help="fine-tune a run's pruned model; checkpoints and metrics go into the run")
+    f.add_argument("--run", required=True, help="a run directory written by `prune`")
+    f.add_argument("--data", default=None, choices=list_datasets(), help="data set (default: the run's)")
+    f.add_argument("--data-root", default=None)
+    f.add_argument("--epochs", type=int, default=30)
+    f.add_argument("--lr", type=float, default=0.01)
+    f.add_argument("--batch-size", type=int, default=128)
+    f.add_argument("--weight-decay", type=float, default=5e-4)
+    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--subset", type=int, default=0, help="train on this many images only (0: all)")
+    f.add_argument("--doconv", action="store_true", help="fine-tune with DO-Conv (files hold plain convs)")
+    f.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best available)")
+    f.add_argument("--threads", type=int, default=0, help="CPU threads (default: torch's choice)")
+    f.add_argument("--no-resume", action="store_true", help="start over even if the run holds a fine-tuning state")
+    f.set_defaults(func=_finetune)
 
     m = sub.add_parser("models", help="list the registered models")
     m.set_defaults(func=_models)

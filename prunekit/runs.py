@@ -22,6 +22,8 @@ import os
 import platform
 import socket
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +41,7 @@ from .prune import prune_model
 from .report import prune_report
 from .scores import weights_hash
 
-__all__ = ["Run", "runs_root", "read_manifest", "list_runs", "prune_run", "file_sha256", "versions",
+__all__ = ["Run", "runs_root", "read_manifest", "list_runs", "prune_run", "file_sha256", "versions", "utc_now",
            "MANIFEST", "MODEL_FILE"]
 
 RUN_FORMAT = "prunekit-run/1"
@@ -55,7 +57,8 @@ def runs_root(path: str | os.PathLike | None = None) -> Path:
     return Path(os.environ.get("PRUNEKIT_RUNS") or "runs").expanduser()
 
 
-def _now() -> str:
+def utc_now() -> str:
+    """The current UTC time, ISO 8601 to the second (the manifests' timestamps)."""
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
@@ -67,6 +70,11 @@ def _proc_start(pid: int) -> str | None:
         return None
     fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) "
     return None if fields[0] == "Z" else fields[19]  # a zombie is dead; field 22 of stat is the start time
+
+
+def _this_process() -> dict[str, Any]:
+    """What :func:`read_manifest` needs to tell whether the process owning a run is still alive."""
+    return {"pid": os.getpid(), "host": socket.gethostname(), "start": _proc_start(os.getpid())}
 
 
 def _alive(pid: int, start: str | None) -> bool:
@@ -134,10 +142,10 @@ class Run:
         run_id = f"{stamp}-{name}-{uuid.uuid4().hex[:6]}"
         path = runs_root(root) / run_id
         path.mkdir(parents=True)
-        now = _now()
+        now = utc_now()
         manifest = {"format": RUN_FORMAT, "id": run_id, "status": "running", "created": now, "updated": now,
                     "finished": None, "error": None, "finetune": None, "versions": versions(),
-                    "process": {"pid": os.getpid(), "host": socket.gethostname(), "start": _proc_start(os.getpid())},
+                    "process": _this_process(),
                     **fields}
         run = cls(path, manifest)
         write_text_atomic(path / MANIFEST, json.dumps(manifest, indent=2))
@@ -147,19 +155,42 @@ class Run:
     def open(cls, path: str | os.PathLike) -> Run:
         return cls(Path(path), read_manifest(path))
 
+    def start(self) -> None:
+        """Mark the run ``running`` again, owned by this process, for a later stage (fine-tuning): its
+        ``finished`` and ``error`` are cleared. ValueError when another live process is running it."""
+        current = read_manifest(self.path)
+        proc = current.get("process") or {}
+        if current["status"] == "running" and proc.get("pid") != os.getpid():
+            raise ValueError(f"run {current['id']} is being run by process {proc.get('pid')} on {proc.get('host')}")
+        self.manifest = current
+        self.update(status="running", finished=None, error=None, process=_this_process())
+
     @property
     def status(self) -> str:
         return self.manifest["status"]
 
     def update(self, **fields: Any) -> None:
         """Set top-level manifest entries (e.g. ``finetune={...}``) and rewrite the manifest."""
-        self.manifest.update(fields, updated=_now())
+        self.manifest.update(fields, updated=utc_now())
         write_text_atomic(self.path / MANIFEST, json.dumps(self.manifest, indent=2))
 
     def finish(self, status: str = "done", error: str | None = None) -> None:
         if status not in STATUSES[1:]:
             raise ValueError(f"a run finishes as one of {STATUSES[1:]}, got {status!r}")
-        self.update(status=status, error=error, finished=_now())
+        self.update(status=status, error=error, finished=utc_now())
+
+    @contextmanager
+    def failures_recorded(self) -> Iterator[None]:
+        """Mark the run ``interrupted`` (Ctrl-C) or ``failed`` (with the error) when the body raises, then
+        re-raise."""
+        try:
+            yield
+        except KeyboardInterrupt:
+            self.finish("interrupted", "KeyboardInterrupt")
+            raise
+        except Exception as exc:
+            self.finish("failed", f"{type(exc).__name__}: {exc}")
+            raise
 
     def save_model(self, model: nn.Module, *, arch: str, num_classes: int, meta: dict | None = None) -> Path:
         """Write ``model`` as ``model.safetensors`` in the run directory (reloads alone)."""
@@ -234,7 +265,7 @@ def prune_run(
     run = Run.create(root, name=arch, model=source, data=data_info,
                      criterion={"name": plan.criterion, "params": plan.criterion_params}, plan=plan.to_dict(),
                      before=None, after=None, accuracy=None, report=None, device=str(next(model.parameters()).device))
-    try:
+    with run.failures_recorded():
         loader = None if data is None else DeviceLoader(data, 256, train=False, device=next(model.parameters()).device)
         acc_before = None if loader is None else evaluate(model, loader)
         progress(1, 5)
@@ -253,11 +284,5 @@ def prune_run(
                              "source_checkpoint": source["checkpoint"]})
         run.update(files={"model": MODEL_FILE})
         progress(5, 5)
-    except KeyboardInterrupt:
-        run.finish("interrupted", "KeyboardInterrupt")
-        raise
-    except Exception as exc:
-        run.finish("failed", f"{type(exc).__name__}: {exc}")
-        raise
     run.finish("done")
     return run

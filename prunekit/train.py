@@ -5,9 +5,16 @@ per-epoch metrics appended to ``metrics.jsonl``.
 Files in ``out_dir``: ``state.pt`` (weights, optimizer, schedule, RNG: what resume needs),
 ``epoch001.safetensors`` (the epoch-1 weights, for early scoring), ``model.safetensors`` (the final weights)
 and ``metrics.jsonl`` (one JSON object per epoch).
+
+With ``TrainConfig(doconv=True)`` the model trains over-parameterized (:mod:`prunekit.doconv`): its k x k convs
+become DO-Convs for training, every saved ``.safetensors`` holds the folded plain convs (a copy is folded, the
+training goes on), and the model handed to :func:`fit` ends folded. ``state.pt`` alone holds the
+over-parameterized weights (W, D and their momenta), since resuming needs them; it resumes only with the same
+``doconv`` setting.
 """
 from __future__ import annotations
 
+import copy
 import json
 import math
 import time
@@ -22,6 +29,7 @@ from tqdm import tqdm
 
 from .checkpoints import save_checkpoint
 from .data import DeviceLoader
+from .doconv import DOConv2d, fold, overparameterize
 from .metrics import evaluate
 
 __all__ = ["TrainConfig", "fit", "lr_factor"]
@@ -43,6 +51,7 @@ class TrainConfig:
     warmup_epochs: float = 1.0
     label_smoothing: float = 0.0
     seed: int = 0
+    doconv: bool = False
 
     def __post_init__(self):
         if self.schedule not in SCHEDULES:
@@ -86,13 +95,16 @@ def fit(
     """Train ``model`` in place on ``train_loader`` and test after every epoch; returns the metrics rows.
 
     With ``resume=True`` and a ``state.pt`` in ``out_dir``, training continues after its last finished epoch
-    (same weights, optimizer, schedule and data order as an uninterrupted run).
+    (same weights, optimizer, schedule and data order as an uninterrupted run). With ``config.doconv`` the
+    model's k x k convs are over-parameterized for training and folded back at the end (in place).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     device = train_loader.device
     cuda = device.type == "cuda"
     torch.manual_seed(config.seed)
+    if config.doconv:
+        overparameterize(model)
     model.to(device)
     if cuda:
         model.to(memory_format=torch.channels_last)
@@ -103,6 +115,8 @@ def fit(
         lr=config.lr, momentum=config.momentum, nesterov=config.nesterov,
     )
     steps_per_epoch = len(train_loader)
+    if steps_per_epoch == 0:
+        raise ValueError(f"the training data make no batch of {train_loader.batch_size} (a partial one is dropped)")
     total, warmup = config.epochs * steps_per_epoch, int(config.warmup_epochs * steps_per_epoch)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, warmup, config.schedule))
     rows: list[dict] = []
@@ -110,6 +124,9 @@ def fit(
     state_path, metrics_path = out / "state.pt", out / "metrics.jsonl"
     if resume and state_path.exists():
         state = torch.load(state_path, map_location="cpu", weights_only=True)
+        if state.get("doconv", False) != config.doconv:
+            raise ValueError(f"{state_path} was saved with doconv={state.get('doconv', False)}; resume it with "
+                             "the same setting, or start over (resume=False / --no-resume)")
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
@@ -158,7 +175,8 @@ def fit(
             fh.write(json.dumps(row) + "\n")
         epoch_meta = {**header, "epoch": epoch + 1, "test_accuracy": test["accuracy"]}
         if epoch == 0:
-            save_checkpoint(model, out / "epoch001.safetensors", arch=arch, num_classes=num_classes, meta=epoch_meta)
+            save_checkpoint(_plain(model), out / "epoch001.safetensors", arch=arch, num_classes=num_classes,
+                            meta=epoch_meta)
         tmp = out / "state.pt.tmp"
         torch.save(
             {
@@ -168,6 +186,7 @@ def fit(
                 "loader_rng": train_loader.generator.get_state(),
                 "torch_rng": torch.get_rng_state(),
                 "epoch": epoch + 1,
+                "doconv": config.doconv,
             },
             tmp,
         )
@@ -180,5 +199,12 @@ def fit(
         if on_epoch is not None:
             on_epoch(row)
     final_meta = {**header, "epochs": config.epochs, "test_accuracy": rows[-1]["test_accuracy"] if rows else None}
-    save_checkpoint(model.float(), out / "model.safetensors", arch=arch, num_classes=num_classes, meta=final_meta)
+    save_checkpoint(fold(model).float(), out / "model.safetensors", arch=arch, num_classes=num_classes, meta=final_meta)
     return rows
+
+
+def _plain(model: nn.Module) -> nn.Module:
+    """``model`` itself when it holds no DO-Conv, else a folded copy (the training model is left as it is)."""
+    if not any(isinstance(m, DOConv2d) for m in model.modules()):
+        return model
+    return fold(copy.deepcopy(model))

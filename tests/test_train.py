@@ -68,3 +68,43 @@ class _Stop(Exception):
 def _stop_after(row, epoch):
     if row["epoch"] == epoch:
         raise _Stop
+
+
+def test_doconv_trains_saves_folded_plain_convs_and_resumes(tmp_path):
+    import copy
+
+    from prunekit.checkpoints import load_checkpoint
+    from prunekit.doconv import DOConv2d
+
+    data = tiny_arrays(32, classes=2)
+    loaders = lambda: (DeviceLoader(data, 16, train=True, seed=0), DeviceLoader(data, 32, train=False))
+    config = TrainConfig(epochs=2, lr=0.05, warmup_epochs=0, seed=1, doconv=True)
+    torch.manual_seed(0)
+    straight = build_model("resnet20", num_classes=2)
+    trained = {}  # epoch -> a copy of the over-parameterized model as that epoch left it
+    fit(straight, *loaders(), config, tmp_path / "a", arch="resnet20", num_classes=2, progress=False,
+        on_epoch=lambda row: trained.update({row["epoch"]: copy.deepcopy(straight).eval()}))
+    assert any(isinstance(m, DOConv2d) for m in trained[1].modules())
+    assert not any(isinstance(m, DOConv2d) for m in straight.modules())  # handed back folded
+    assert any(k.endswith(".D") for k in torch.load(tmp_path / "a" / "state.pt", weights_only=True)["model"])
+    x = torch.randn(2, 3, 32, 32)
+    for file, epoch in (("epoch001.safetensors", 1), ("model.safetensors", 2)):
+        plain, header = load_checkpoint(tmp_path / "a" / file)  # strict load into the plain resnet20
+        assert header["meta"]["train_config"]["doconv"] is True
+        with torch.no_grad():
+            assert torch.allclose(plain(x), trained[epoch](x), atol=1e-4), file
+    with torch.no_grad():
+        assert not torch.allclose(trained[1](x), trained[2](x), atol=1e-4)  # epoch 2 trained on
+
+    torch.manual_seed(0)
+    with pytest.raises(_Stop):  # "killed" right after epoch 1 was saved
+        fit(build_model("resnet20", num_classes=2), *loaders(), config, tmp_path / "b", arch="resnet20",
+            num_classes=2, progress=False, on_epoch=lambda row: _stop_after(row, 1))
+    with pytest.raises(ValueError, match="doconv=True"):
+        fit(build_model("resnet20", num_classes=2), *loaders(), TrainConfig(epochs=2, lr=0.05, seed=1),
+            tmp_path / "b", arch="resnet20", num_classes=2, progress=False)
+    resumed = build_model("resnet20", num_classes=2)  # fresh weights: W and D must come from the state
+    rows = fit(resumed, *loaders(), config, tmp_path / "b", arch="resnet20", num_classes=2, progress=False)
+    assert [r["epoch"] for r in rows] == [1, 2]
+    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-5), name

@@ -1,0 +1,108 @@
+"""Fine-tuning a pruned run: the run's pruned model trained further on its data set, recorded in the run.
+
+>>> run = finetune_run("runs/20261121-091500-resnet20-3f2a1c", finetune_config(epochs=10))
+>>> run.manifest["finetune"]["accuracy"]     # test accuracy (%) after fine-tuning; list_runs() shows it too
+
+Files go to ``<run>/finetune/`` (what :func:`prunekit.train.fit` writes: ``state.pt``, ``epoch001.safetensors``,
+``model.safetensors``, ``metrics.jsonl``); the pruned ``<run>/model.safetensors`` is never overwritten. The
+manifest's ``finetune`` entry holds the config, the data, the device, ``started`` / ``updated`` / ``finished``
+timestamps, one row per finished epoch (``epochs``), and at the end ``accuracy`` and ``loss`` on the test split
+and the fine-tuned model's file. While fine-tuning, the run's ``status`` is ``running`` and owned by this
+process (a killed process reads as ``interrupted``); at the end ``done``, or ``failed`` with the error. Calling
+:func:`finetune_run` again resumes after the last finished epoch.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from .checkpoints import load_checkpoint
+from .data import ArraySet, DeviceLoader, load_arrays
+from .metrics import best_device
+from .runs import MODEL_FILE, Run, utc_now
+from .train import TrainConfig, fit
+
+__all__ = ["FINETUNE_DIR", "FINETUNE_RECIPE", "finetune_config", "finetune_run"]
+
+FINETUNE_DIR = "finetune"
+# The usual CIFAR fine-tuning after pruning (e.g. Torch-Pruning's CIFAR benchmarks: SGD lr 0.01, momentum 0.9,
+# weight decay 5e-4, batch 128), without Nesterov or warm-up, with a cosine schedule (issue 5).
+FINETUNE_RECIPE = {"lr": 0.01, "momentum": 0.9, "nesterov": False, "weight_decay": 5e-4, "batch_size": 128,
+                   "schedule": "cosine", "warmup_epochs": 0.0}
+
+
+def finetune_config(epochs: int = 30, **overrides) -> TrainConfig:
+    """The fine-tuning recipe (:data:`FINETUNE_RECIPE`, ``epochs``) with any TrainConfig field overridden."""
+    return TrainConfig(**{**FINETUNE_RECIPE, "epochs": epochs, **overrides})
+
+
+def finetune_run(
+    run_dir: str | os.PathLike,
+    config: TrainConfig | None = None,
+    *,
+    train_set: ArraySet | None = None,
+    test_set: ArraySet | None = None,
+    data: str | None = None,
+    data_root: str | os.PathLike | None = None,
+    subset: int = 0,
+    device: str | torch.device | None = None,
+    resume: bool = True,
+    progress: bool = True,
+) -> Run:
+    """Fine-tune the pruned model of the run in ``run_dir`` and record it in the run; returns the run.
+
+    config: default :func:`finetune_config` (``doconv=True`` trains over-parameterized; files hold plain convs).
+    train_set / test_set: the data (both or neither); by default the splits of the data set named ``data``,
+    else by the run's manifest, loaded from ``data_root``. subset: train on this many images (0: all).
+    device: default the best available. resume: continue after the last finished epoch in ``<run>/finetune``.
+    A failure marks the run ``failed`` (``interrupted`` for Ctrl-C) and re-raises.
+    """
+    if (train_set is None) != (test_set is None):
+        raise ValueError("give both train_set and test_set, or neither")
+    run = Run.open(run_dir)
+    model_file = run.path / MODEL_FILE
+    if not model_file.is_file():
+        raise ValueError(f"run {run.manifest['id']} has no pruned model ({MODEL_FILE}; status {run.status})")
+    if train_set is None:
+        name = data or (run.manifest.get("data") or {}).get("name")
+        if not name:
+            raise ValueError(f"run {run.manifest['id']} records no data set (pruned without test images); name one")
+        train_set, test_set = load_arrays(name, "train", data_root), load_arrays(name, "test", data_root)
+    config = config or finetune_config()
+    if subset:
+        train_set = train_set.subset(subset, seed=config.seed)
+    if len(train_set) < config.batch_size:
+        raise ValueError(f"{len(train_set)} training images make no batch of {config.batch_size}")
+    model, header = load_checkpoint(model_file)
+    arch, num_classes = header["arch"], int(header["num_classes"])
+    if len(train_set.classes) != num_classes:
+        raise ValueError(f"the model has {num_classes} classes, the data set {train_set.name!r} "
+                         f"{len(train_set.classes)}")
+    device = torch.device(device) if device else best_device()
+    previous = (run.manifest.get("finetune") or {}) if resume else {}
+    run.start()
+    entry = {"dir": FINETUNE_DIR, "config": asdict(config), "device": str(device),
+             "data": {"name": train_set.name, "train": len(train_set), "test": len(test_set)},
+             "started": previous.get("started") or utc_now(), "updated": utc_now(), "finished": None,
+             "epochs": previous.get("epochs") or [], "accuracy": None, "loss": None, "model": None}
+    run.update(finetune=entry)
+
+    def record(row: dict) -> None:
+        done = [r for r in run.manifest["finetune"]["epochs"] if r["epoch"] < row["epoch"]]
+        run.update(finetune={**run.manifest["finetune"], "epochs": [*done, row], "updated": utc_now()})
+
+    with run.failures_recorded():
+        train_loader = DeviceLoader(train_set, config.batch_size, train=True, device=device, seed=config.seed)
+        test_loader = DeviceLoader(test_set, 500, train=False, device=device)
+        rows = fit(model, train_loader, test_loader, config, run.path / FINETUNE_DIR, arch=arch,
+                   num_classes=num_classes, meta={"run": run.manifest["id"], "stage": "finetune",
+                                                  "data": train_set.name}, resume=resume, on_epoch=record,
+                   progress=progress)
+    run.update(finetune={**run.manifest["finetune"], "epochs": rows, "accuracy": rows[-1]["test_accuracy"],
+                         "loss": rows[-1]["test_loss"], "model": str(Path(FINETUNE_DIR) / "model.safetensors"),
+                         "updated": utc_now(), "finished": utc_now()})
+    run.finish("done")
+    return run
