@@ -86,3 +86,6 @@ def test_home_shows_the_default_model_card(server, page):
     assert "Model & data" in body and "ResNet-20" in body
     assert "0.27M" in body and "40.55M" in body
     assert "Traceback" not in body
+    page.get_by_role("heading", name="Data", exact=True).scroll_into_view_if_needed()
+    page.wait_for_timeout(500)
+    page.screenshot(path=str(SHOTS / "model-data.png"))
