@@ -323,11 +323,11 @@ def _runs(args: argparse.Namespace) -> int:
 
     from .runs import list_runs, runs_root
 
-    df = list_runs(args.root)
+    df = list_runs(args.runs)
     if args.json:
         print(df.to_json(orient="records"))
     elif df.empty:
-        print(f"no runs under {runs_root(args.root)}")
+        print(f"no runs under {runs_root(args.runs)}")
     else:
         cols = [c for c in ("run", "status", "arch", "criterion", "preset", "params", "flops", "accuracy_before",
                             "accuracy_pruned", "accuracy_finetuned") if c in df]
@@ -477,7 +477,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_sensitivity)
 
     p = sub.add_parser("runs", help="list the pruning runs")
-    p.add_argument("--root", default=None, help="runs root (default: $PRUNEKIT_RUNS or ./runs)")
+    p.add_argument("--runs", default=None, help="runs root (default: $PRUNEKIT_RUNS or ./runs)")
     p.add_argument("--json", action="store_true", help="print JSON records instead of a table")
     p.set_defaults(func=_runs)
 
