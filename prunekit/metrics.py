@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["best_device", "evaluate", "count_macs", "count_ops_tp", "latency_ms", "layer_table"]
+__all__ = ["best_device", "evaluate", "count_macs", "count_ops_tp", "latency_ms", "layer_table", "output_shapes"]
 
 
 def best_device() -> torch.device:
@@ -92,17 +92,7 @@ def layer_table(model: nn.Module, input_size: tuple[int, int, int]):
     import pandas as pd
 
     flops = _flop_counts(model, input_size)
-    shapes: dict[str, tuple] = {}
-    handles = [
-        m.register_forward_hook(lambda mod, inp, out, n=n: shapes.__setitem__(n, tuple(out.shape[1:])))
-        for n, m in model.named_modules()
-        if isinstance(m, (nn.Conv2d, nn.Linear))
-    ]
-    try:
-        _forward_zeros(model, input_size)
-    finally:
-        for h in handles:
-            h.remove()
+    shapes = output_shapes(model, input_size)
     root = type(model).__name__
     rows = []
     for name in shapes:  # dict order = forward order
@@ -121,6 +111,28 @@ def layer_table(model: nn.Module, input_size: tuple[int, int, int]):
             "macs": int(flops.get(f"{root}.{name}", 0) // 2),
         })
     return pd.DataFrame(rows)
+
+
+def output_shapes(
+    model: nn.Module, input_size: tuple[int, int, int], types: tuple[type[nn.Module], ...] = (nn.Conv2d, nn.Linear)
+) -> dict[str, tuple[int, ...]]:
+    """{module name: output shape without the batch dimension} of every module of ``types`` that runs in one
+    eval-mode forward of a (1, *input_size) zero image, in the order of their first call."""
+    shapes: dict[str, tuple[int, ...]] = {}
+
+    def record(name: str):
+        def hook(module: nn.Module, inputs, output: torch.Tensor) -> None:  # returns None: output unchanged
+            shapes.setdefault(name, tuple(output.shape[1:]))
+
+        return hook
+
+    handles = [m.register_forward_hook(record(n)) for n, m in model.named_modules() if isinstance(m, types)]
+    try:
+        _forward_zeros(model, input_size)
+    finally:
+        for h in handles:
+            h.remove()
+    return shapes
 
 
 def _forward_zeros(model: nn.Module, input_size: tuple[int, int, int]) -> None:

@@ -32,6 +32,7 @@ import torch
 import torch.nn as nn
 
 from .criteria.afie import afie_entropy, allocate_ratios
+from .metrics import output_shapes
 from .models import VGG16_CFG
 from .prune import Group, coupled_groups, kept_channels, validate_ratios
 from .scores import to_tensors
@@ -91,15 +92,7 @@ class Estimate:
 def structure(model: nn.Module, input_size: tuple[int, int, int]) -> Structure:
     """Trace ``model`` once (a forward pass on a zero image and Torch-Pruning's dependency graph)."""
     groups, frozen = coupled_groups(model, input_size)
-    hw: dict[str, int] = {}
-    hooks = [m.register_forward_hook(lambda mod, i, o, n=n: hw.__setitem__(n, o[0, 0].numel() if o.ndim == 4 else 1))
-             for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
-    try:
-        with torch.no_grad():
-            model.eval()(torch.zeros(1, *input_size, device=next(model.parameters()).device))
-    finally:
-        for h in hooks:
-            h.remove()
+    hw = {n: shape[1] * shape[2] if len(shape) == 3 else 1 for n, shape in output_shapes(model, input_size).items()}
     layers, norms, counted = [], {}, 0
     for name, m in model.named_modules():
         if isinstance(m, nn.Conv2d) and name in hw:

@@ -21,6 +21,7 @@ import torch
 import torch.nn as nn
 import torch_pruning as tp
 
+from .metrics import output_shapes
 from .models import PadShortcut
 
 __all__ = ["Group", "coupled_groups", "prune_model", "kept_channels", "validate_ratios"]
@@ -86,16 +87,7 @@ def _graph(model: nn.Module, input_size: tuple[int, int, int]) -> tp.DependencyG
 
 
 def _forward_order(model: nn.Module, input_size: tuple[int, int, int]) -> list[str]:
-    order: list[str] = []
-    hooks = [m.register_forward_hook(lambda *_, n=n: order.append(n))
-             for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
-    try:
-        with torch.no_grad():
-            model.eval()(torch.zeros(1, *input_size, device=next(model.parameters()).device))
-    finally:
-        for h in hooks:
-            h.remove()
-    return list(dict.fromkeys(order))
+    return list(output_shapes(model, input_size, (nn.Conv2d,)))
 
 
 def coupled_groups(model: nn.Module, input_size: tuple[int, int, int]) -> tuple[list[Group], dict[str, str]]:
