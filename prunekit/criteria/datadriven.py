@@ -19,9 +19,9 @@ import torch.nn.functional as F
 
 from ..hooks import gate
 from ..layers import ConvLayer
-from ..probe import Batch, Probe
+from ..probe import Probe
 from .base import Criterion, Scores, register_criterion
-from .streaming import Progress, Ticker, model_device, stream
+from .streaming import Progress, Ticker, model_device, per_image_mean
 
 __all__ = ["Taylor", "HRank", "CHIP", "chip_scores"]
 
@@ -74,16 +74,10 @@ class HRank(Criterion):
     needs_data = True
 
     def _score(self, model: nn.Module, layers: list[ConvLayer], probe: Probe, progress: Progress) -> Scores:
-        sums: dict[str, torch.Tensor] = {}
-        images: dict[str, int] = {}
+        def rank(fmap: torch.Tensor) -> torch.Tensor:
+            return torch.linalg.matrix_rank(fmap.float()).double()
 
-        def accumulate(layer: ConvLayer, fmap: torch.Tensor, batch: Batch) -> None:
-            r = torch.linalg.matrix_rank(fmap.float()).sum(0).double()
-            sums[layer.name] = sums[layer.name] + r if layer.name in sums else r
-            images[layer.name] = images.get(layer.name, 0) + len(fmap)
-
-        stream(model, layers, probe, accumulate, Ticker(len(probe), progress))
-        return Scores({name: s / images[name] for name, s in sums.items()})
+        return Scores(per_image_mean(model, layers, probe, rank, progress))
 
 
 def chip_scores(fmap: torch.Tensor) -> torch.Tensor:
@@ -130,13 +124,4 @@ class CHIP(Criterion):
     needs_data = True
 
     def _score(self, model: nn.Module, layers: list[ConvLayer], probe: Probe, progress: Progress) -> Scores:
-        sums: dict[str, torch.Tensor] = {}
-        images: dict[str, int] = {}
-
-        def accumulate(layer: ConvLayer, fmap: torch.Tensor, batch: Batch) -> None:
-            ci = chip_scores(fmap).sum(0)
-            sums[layer.name] = sums[layer.name] + ci if layer.name in sums else ci
-            images[layer.name] = images.get(layer.name, 0) + len(fmap)
-
-        stream(model, layers, probe, accumulate, Ticker(len(probe), progress))
-        return Scores({name: s / images[name] for name, s in sums.items()})
+        return Scores(per_image_mean(model, layers, probe, chip_scores, progress))

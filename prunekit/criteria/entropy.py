@@ -25,7 +25,7 @@ from ..layers import ConvLayer
 from ..probe import Batch, Probe
 from .base import Criterion, Param, Scores, register_criterion
 from .stats import bin_counts, entropy
-from .streaming import Progress, Ticker, stream
+from .streaming import Progress, Ticker, per_image_mean, stream
 
 __all__ = ["SFMEntropy", "Histogram", "value_histograms"]
 
@@ -125,13 +125,4 @@ class SFMEntropy(Criterion):
             hists = value_histograms(model, layers, probe, estimator=estimator, bins=self.config["bins"],
                                      progress=progress)
             return Scores({name: h.entropy() for name, h in hists.items()})
-        sums: dict[str, torch.Tensor] = {}
-        images: dict[str, int] = {}
-
-        def accumulate(layer: ConvLayer, fmap: torch.Tensor, batch: Batch) -> None:
-            h = spatial_entropy(fmap).sum(0)
-            sums[layer.name] = sums[layer.name] + h if layer.name in sums else h
-            images[layer.name] = images.get(layer.name, 0) + len(fmap)
-
-        stream(model, layers, probe, accumulate, Ticker(len(probe), progress))
-        return Scores({name: s / images[name] for name, s in sums.items()})
+        return Scores(per_image_mean(model, layers, probe, spatial_entropy, progress))

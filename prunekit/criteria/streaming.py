@@ -10,7 +10,7 @@ from ..hooks import capture
 from ..layers import ConvLayer
 from ..probe import Batch, Probe
 
-__all__ = ["Progress", "no_progress", "Ticker", "model_device", "stream"]
+__all__ = ["Progress", "no_progress", "Ticker", "model_device", "stream", "per_image_mean"]
 
 Progress = Callable[[int, int], None]
 """``progress(done, total)``: called after each unit of work (a probe batch, a mask sample...)."""
@@ -59,3 +59,24 @@ class Ticker:
     def __call__(self) -> None:
         self.done += 1
         self.progress(self.done, self.total)
+
+
+def per_image_mean(
+    model: nn.Module,
+    layers: list[ConvLayer],
+    probe: Probe,
+    statistic: Callable[[torch.Tensor], torch.Tensor],
+    progress: Progress,
+) -> dict[str, torch.Tensor]:
+    """{layer name: (C,)} the mean over the probe images of ``statistic(fmap)`` (fmap (B, C, H, W) -> (B, C)),
+    streamed in one pass: only a running sum per layer is kept."""
+    sums: dict[str, torch.Tensor] = {}
+    images: dict[str, int] = {}
+
+    def accumulate(layer: ConvLayer, fmap: torch.Tensor, batch: Batch) -> None:
+        s = statistic(fmap).sum(0)
+        sums[layer.name] = sums[layer.name] + s if layer.name in sums else s
+        images[layer.name] = images.get(layer.name, 0) + len(fmap)
+
+    stream(model, layers, probe, accumulate, Ticker(len(probe), progress))
+    return {name: s / images[name] for name, s in sums.items()}
