@@ -21,13 +21,10 @@ __all__ = ["main"]
 
 def _train(args: argparse.Namespace) -> int:
     from .data import DeviceLoader, load_arrays
-    from .metrics import best_device
     from .models import build_model
     from .train import TrainConfig, fit
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device) if args.device else best_device()
+    device = _device(args)
     train_set = load_arrays(args.data, "train", args.data_root)
     test_set = load_arrays(args.data, "test", args.data_root)
     if args.subset:
@@ -39,8 +36,7 @@ def _train(args: argparse.Namespace) -> int:
     )
     num_classes = len(train_set.classes)
     model = build_model(args.model, num_classes=num_classes)
-    dtype = torch.float32
-    train_loader = DeviceLoader(train_set, config.batch_size, train=True, device=device, seed=config.seed, dtype=dtype)
+    train_loader = DeviceLoader(train_set, config.batch_size, train=True, device=device, seed=config.seed)
     test_loader = DeviceLoader(test_set, 500, train=False, device=device)
     print(f"training {args.model} on {args.data} ({len(train_set)} images) on {device} for {config.epochs} epochs")
     meta = {"data": args.data, "command": " ".join(["python -m prunekit", *sys.argv[1:]]), "device": str(device),
@@ -103,24 +99,13 @@ def _parse_params(pairs: list[str]) -> dict[str, str]:
 
 
 def _score(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
-    from .checkpoints import load_checkpoint
     from .criteria import get_criterion
-    from .data import load_arrays, make_box_probe, num_classes
-    from .metrics import best_device
-    from .models import build_model
+    from .data import load_arrays, make_box_probe
     from .probe import Probe
     from .scores import score
 
     crit = get_criterion(args.criterion, **_parse_params(args.param))
-    device = torch.device(args.device) if args.device else best_device()
-    if args.checkpoint:
-        model, _ = load_checkpoint(args.checkpoint, arch=args.model)
-    else:
-        print(f"warning: no --checkpoint, scoring a freshly initialised {args.model}", file=sys.stderr)
-        model = build_model(args.model, num_classes=num_classes(args.data))
-    model.to(device)
+    model, _, _ = _load_model(args)
     probe = None
     if crit.needs_data:
         train_set = load_arrays(args.data, "train", args.data_root)
@@ -129,18 +114,14 @@ def _score(args: argparse.Namespace) -> int:
             probe = Probe.from_boxes(boxes, batch_size=args.batch_size, mean=train_set.mean, std=train_set.std)
         else:
             probe = Probe.from_arrays(train_set, args.n, batch_size=args.batch_size, seed=args.seed)
-    with tqdm(desc=crit.name, unit="step", file=sys.stderr) as bar:
-
-        def progress(done: int, total: int) -> None:
-            bar.total = total
-            bar.update(done - bar.n)
-
+    with _bar(crit.name) as progress:
         df = score(model, crit, args.layers, probe, cache=not args.no_cache, progress=progress)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     df.to_csv(out, index=False)
     print(json.dumps({"criterion": repr(crit), "layers": int(df["layer"].nunique()), "filters": len(df),
-                      "cached": df.attrs["cached"], "device": str(device), "out": str(out)}))
+                      "cached": df.attrs["cached"], "device": str(next(model.parameters()).device),
+                      "out": str(out)}))
     if crit.caveat:
         print(f"note: {crit.caveat}", file=sys.stderr)
     return 0
