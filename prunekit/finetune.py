@@ -51,6 +51,7 @@ def finetune_run(
     device: str | torch.device | None = None,
     resume: bool = True,
     progress: bool = True,
+    on_batch=None,
 ) -> Run:
     """Fine-tune the pruned model of the run in ``run_dir`` and record it in the run; returns the run.
 
@@ -58,6 +59,7 @@ def finetune_run(
     train_set / test_set: the data (both or neither); by default the splits of the data set named ``data``,
     else by the run's manifest, loaded from ``data_root``. subset: train on this many images (0: all).
     device: default the best available. resume: continue after the last finished epoch in ``<run>/finetune``.
+    on_batch: passed to :func:`prunekit.train.fit` (per-step progress; raising there stops the fine-tuning).
     A failure marks the run ``failed`` (``interrupted`` for Ctrl-C) and re-raises.
     """
     if (train_set is None) != (test_set is None):
@@ -100,7 +102,7 @@ def finetune_run(
         rows = fit(model, train_loader, test_loader, config, run.path / FINETUNE_DIR, arch=arch,
                    num_classes=num_classes, meta={"run": run.manifest["id"], "stage": "finetune",
                                                   "data": train_set.name}, resume=resume, on_epoch=record,
-                   progress=progress)
+                   on_batch=on_batch, progress=progress)
     run.update(finetune={**run.manifest["finetune"], "epochs": rows, "accuracy": rows[-1]["test_accuracy"],
                          "loss": rows[-1]["test_loss"], "model": str(Path(FINETUNE_DIR) / "model.safetensors"),
                          "updated": utc_now(), "finished": utc_now()})

@@ -90,6 +90,7 @@ def fit(
     meta: dict | None = None,
     resume: bool = True,
     on_epoch: Callable[[dict], None] | None = None,
+    on_batch: Callable[[dict], None] | None = None,
     progress: bool = True,
 ) -> list[dict]:
     """Train ``model`` in place on ``train_loader`` and test after every epoch; returns the metrics rows.
@@ -97,6 +98,11 @@ def fit(
     With ``resume=True`` and a ``state.pt`` in ``out_dir``, training continues after its last finished epoch
     (same weights, optimizer, schedule and data order as an uninterrupted run). With ``config.doconv`` the
     model's k x k convs are over-parameterized for training and folded back at the end (in place).
+
+    on_epoch(row): after each epoch, with its metrics row. on_batch(info): after each optimizer step, with
+    ``epoch``, ``epochs``, ``batch``, ``batches``, ``loss`` and ``accuracy`` (the epoch's running train means);
+    an exception it raises (e.g. a cancelled job) stops training, and resume continues after the last
+    finished epoch.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -144,7 +150,7 @@ def fit(
         t0 = time.perf_counter()
         loss_sum, correct, seen = 0.0, 0, 0
         bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress, leave=False)
-        for x, y in bar:
+        for batch, (x, y) in enumerate(bar, 1):
             if cuda:
                 x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
@@ -158,6 +164,9 @@ def fit(
             correct += (logits.argmax(1) == y).sum().item()
             seen += len(y)
             bar.set_postfix(loss=f"{loss_sum / seen:.3f}")
+            if on_batch is not None:
+                on_batch({"epoch": epoch + 1, "epochs": config.epochs, "batch": batch, "batches": steps_per_epoch,
+                          "loss": loss_sum / seen, "accuracy": 100.0 * correct / seen})
         seconds = time.perf_counter() - t0
         test = evaluate(model, test_loader)
         row = {
