@@ -1,26 +1,39 @@
-"""What every page shares: the sidebar (model, data, device), cached loaders and number formatting.
+"""What every page shares: the sidebar (model, data, probe size, device), cached loaders, the scores of a
+criterion, the current plan and number formatting.
 
 Cached objects (st.cache_resource) are shared by every session: never prune or train them in place;
 deep-copy first.
+
+Session keys that pages share: ``CRITERION`` (the criterion chosen on the Saliency page, a registry name),
+``PLAN`` (the plan being edited on the Plan page: {coupled group's root conv: ratio}), ``PROBE_N`` (probe
+images, set in the sidebar).
 """
 from __future__ import annotations
 
 import hashlib
 import tempfile
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
 import streamlit as st
 import torch
 
-from prunekit import CheckpointError, best_device, build_model, list_models, load_checkpoint
+from prunekit import CheckpointError, best_device, build_model, list_models, load_checkpoint, model_info
 from prunekit.checkpoints import DEFAULT_CHECKPOINT
-from prunekit.data import data_root, list_datasets, locate
+from prunekit.criteria import get_criterion
+from prunekit.data import ArraySet, DataNotFoundError, data_root, list_datasets, load_arrays, locate, make_box_probe
+from prunekit.probe import Probe
+from prunekit.scores import score, weights_hash
 
 MAX_UPLOAD_MB = 200  # also server.maxUploadSize in .streamlit/config.toml
 DEFAULT_SOURCE = "Bundled default: ResNet-20 on CIFAR-10"
 REGISTRY_SOURCE = "A registered architecture (untrained)"
 UPLOAD_SOURCE = "Upload a checkpoint (.pt, .pth, .safetensors)"
+CRITERION, PLAN, PROBE_N = "criterion", "plan", "probe_n"
+DEFAULT_CRITERION = "sfm_entropy"
 
 
 @dataclass
@@ -34,6 +47,13 @@ class Selection:
     error: str | None
     dataset: str
     data_path: Path | None
+    key: str = ""  # the weights' hash ("" without a model): the cache key of everything computed from the model
+    probe_n: int = 256
+
+    @property
+    def input_size(self) -> tuple[int, int, int]:
+        """(C, H, W) of one input image."""
+        return model_info(self.arch).input_size
 
 
 @st.cache_resource(show_spinner="Loading the default model...")
@@ -52,6 +72,67 @@ def _uploaded_model(digest: str, name: str, data: bytes, arch: str | None):
         path = Path(tmp) / Path(name).name
         path.write_bytes(data)
         return load_checkpoint(path, arch=arch)
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def _weights_key(_model, label: str, model_id: int) -> str:
+    return weights_hash(_model)
+
+
+@st.cache_resource(show_spinner="Loading the images...", max_entries=4)
+def split(dataset: str, which: str) -> ArraySet | None:
+    """The ``which`` split ("train" / "test") of ``dataset`` as uint8 arrays, None when its files are missing."""
+    try:
+        return load_arrays(dataset, which)
+    except DataNotFoundError:
+        return None
+
+
+@st.cache_resource(show_spinner="Preparing the probe images...", max_entries=8)
+def probe(dataset: str, n: int, boxes: bool = False) -> Probe | None:
+    """The probe the criteria read: ``n`` training images (seed 0), or with ``boxes`` ``n`` test objects pasted
+    on 64x64 canvases with their boxes (Map-EX); None without data."""
+    if boxes:
+        source = split(dataset, "test")
+        return None if source is None else Probe.from_boxes(make_box_probe(source, n, seed=0))
+    source = split(dataset, "train")
+    return None if source is None else Probe.from_arrays(source, n, seed=0)
+
+
+_SCORES: OrderedDict[tuple, pd.DataFrame] = OrderedDict()  # this process's scores, newest last
+_SCORES_LOCK = threading.Lock()
+_SCORES_MAX = 64
+
+
+def scores(sel: Selection, criterion: str, params: dict | None = None, progress=None) -> pd.DataFrame:
+    """The per-filter scores of the selected model by ``criterion`` (columns layer, filter, criterion, score,
+    rank; one row per filter of every conv), from this process's memory, else the package's disk cache, else
+    computed with ``progress(done, total)``. DataNotFoundError when the criterion needs images and there are
+    none; ValueError for bad parameters.
+
+    (Not st.cache_data: that cannot replay a progress bar drawn from inside the computation.)"""
+    params = dict(params or {})
+    request = (sel.key, criterion, tuple(sorted(params.items())), sel.dataset, sel.probe_n)
+    with _SCORES_LOCK:
+        if request in _SCORES:
+            _SCORES.move_to_end(request)
+            return _SCORES[request]
+    crit = get_criterion(criterion, **params)
+    data = probe(sel.dataset, sel.probe_n, crit.needs_boxes) if crit.needs_data else None
+    if crit.needs_data and data is None:
+        raise DataNotFoundError(f"{criterion} reads images, and there is no {sel.dataset} data: see the Model & "
+                                "data page for how to get it")
+    df = score(sel.model, crit, None, data, progress=progress)
+    with _SCORES_LOCK:
+        _SCORES[request] = df
+        while len(_SCORES) > _SCORES_MAX:
+            _SCORES.popitem(last=False)
+    return df
+
+
+def has_scores(sel: Selection, criterion: str, params: dict | None = None) -> bool:
+    """Whether :func:`scores` would answer from memory at once."""
+    return (sel.key, criterion, tuple(sorted((params or {}).items())), sel.dataset, sel.probe_n) in _SCORES
 
 
 def human(n: float) -> str:
@@ -116,8 +197,12 @@ def sidebar() -> Selection:
                      icon=":material/folder_off:")
         else:
             st.caption(f"Data: {data_path}")
+        probe_n = st.select_slider("Probe images", [64, 128, 256, 512, 1024], value=256, key=PROBE_N,
+                                   help="How many training images the data-driven criteria (entropy, HRank, "
+                                        "CHIP, Map-EX...) read. More is steadier and slower.")
         st.caption(f"Device: {device_label()}")
-    selection = Selection(model, arch, header, label, error, dataset, data_path)
+    key = _weights_key(model, label, id(model)) if model is not None else ""
+    selection = Selection(model, arch, header, label, error, dataset, data_path, key, int(probe_n))
     st.session_state["selection"] = selection
     return selection
 

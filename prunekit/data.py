@@ -218,7 +218,7 @@ def _cached_jpeg_arrays(source: Path, split: str) -> tuple[torch.Tensor, torch.T
     if not cached.exists():
         images, labels = _decode_jpeg_copy(source, split)
         cached.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cached.with_suffix(".tmp.npz")
+        tmp = cached.with_suffix(f".{os.getpid()}.tmp.npz")  # per process: several may decode at once
         np.savez(tmp, images=images, labels=labels)
         tmp.replace(cached)
     with np.load(cached) as z:
@@ -325,6 +325,10 @@ class DeviceLoader:
     Yields (x float (B, 3, 32, 32) normalised, y int64 (B,)). With ``train=True``: a fresh device-side
     permutation each epoch, random crops with ``crop_padding`` (reflect-padded) and random horizontal
     flips; the last incomplete batch is dropped. With ``train=False``: in order, no augmentation.
+
+    For several processes, :meth:`shard` makes a training loader iterate only this rank's share of each
+    epoch (a :class:`torch.utils.data.DistributedSampler`, reshuffled by :meth:`set_epoch`); the crops and
+    flips stay batched tensor ops on the device.
     """
 
     def __init__(
@@ -351,15 +355,37 @@ class DeviceLoader:
             self.padded = F.pad(self.images.float(), (p, p, p, p), mode="reflect").to(torch.uint8)
         else:
             self.padded = None
+        self.seed = seed
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
+        self.sampler = None
+
+    def shard(self, num_replicas: int, rank: int) -> DeviceLoader:
+        """Iterate only rank ``rank``'s share (1/num_replicas, the same size on every rank) of each epoch's
+        shuffled images, by a :class:`~torch.utils.data.DistributedSampler` seeded with ``seed``; the crops
+        and flips draw from a generator seeded with ``seed + rank``. Returns the loader itself."""
+        from torch.utils.data import DistributedSampler
+
+        if not self.train:
+            raise ValueError("only a training loader is sharded")
+        self.sampler = DistributedSampler(range(len(self.labels)), num_replicas=num_replicas, rank=rank,
+                                          shuffle=True, seed=self.seed, drop_last=True)
+        self.generator.manual_seed(self.seed + rank)
+        return self
+
+    def set_epoch(self, epoch: int) -> None:
+        """Reshuffle a sharded loader for ``epoch`` (every rank must pass the same); nothing when unsharded."""
+        if self.sampler is not None:
+            self.sampler.set_epoch(epoch)
 
     def __len__(self) -> int:
-        n = len(self.labels)
+        n = len(self.labels) if self.sampler is None else len(self.sampler)
         return n // self.batch_size if self.train else -(-n // self.batch_size)
 
     def __iter__(self):
         n, bs = len(self.labels), self.batch_size
-        if self.train:
+        if self.sampler is not None:
+            order = torch.tensor(list(self.sampler), dtype=torch.int64, device=self.device)
+        elif self.train:
             order = torch.randperm(n, device=self.device, generator=self.generator)
         else:
             order = torch.arange(n, device=self.device)

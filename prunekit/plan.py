@@ -38,7 +38,8 @@ from .prune import Group, coupled_groups, kept_channels, validate_ratios
 from .scores import to_tensors
 
 __all__ = ["Structure", "Estimate", "structure", "estimate", "Plan", "signature", "group_scores", "uniform",
-           "global_threshold", "afie_plan", "sensitivity_plan", "vgg16_published", "MAX_RATIO", "PRESETS"]
+           "global_threshold", "removed_filters", "afie_plan", "sensitivity_plan", "vgg16_published", "MAX_RATIO",
+           "PRESETS"]
 
 PRESETS = ("uniform", "threshold", "afie", "sensitivity", "vgg16_published")
 
@@ -347,6 +348,22 @@ def group_scores(struct: Structure, scores: dict[str, torch.Tensor]) -> dict[str
                 parts.append((s - s.min()) / (s.max() - s.min()) if s.max() > s.min() else torch.zeros_like(s))
         if parts:
             out[g.root] = torch.stack(parts).mean(0)
+    return out
+
+
+def removed_filters(struct: Structure, ratios: dict[str, float],
+                    scores: dict[str, torch.Tensor]) -> dict[str, list[int]]:
+    """{conv: filter indices that pruning by ``ratios`` removes} for every member of every group with a ratio:
+    the lowest :func:`group_scores` of the group (ties to the lower index), exactly the filters
+    :func:`prunekit.prune.prune_model` removes, without pruning (for previews)."""
+    combined = group_scores(struct, scores)
+    out: dict[str, list[int]] = {}
+    for g in struct.groups:
+        n = g.channels - kept_channels(g.channels, ratios.get(g.root, 0.0))
+        if n <= 0 or g.root not in combined:
+            continue
+        idxs = sorted(torch.argsort(combined[g.root].float(), stable=True)[:n].tolist())
+        out.update({m: idxs for m in g.members})
     return out
 
 

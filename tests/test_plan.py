@@ -13,6 +13,7 @@ from prunekit.plan import (
     afie_plan,
     estimate,
     global_threshold,
+    removed_filters,
     sensitivity_plan,
     structure,
     uniform,
@@ -106,6 +107,24 @@ def test_global_threshold_on_hand_made_scores(r20):
     coupled = {"conv1": torch.arange(16.0), "layer1.0.conv2": torch.arange(16.0).flip(0)}
     assert "conv1" not in global_threshold(struct, "resnet20", coupled, 0.5, criterion="l1").ratios
     assert global_threshold(struct, "resnet20", coupled, 0.51, criterion="l1").ratios["conv1"] == 15 / 16
+
+
+def test_removed_filters_preview_is_what_pruning_removes(r20):
+    from prunekit.prune import prune_model
+
+    model, struct = r20
+    # hand-known: scores rise with the index, so the lowest indices go; conv1's group ranks by its members' mean
+    scores = {n: torch.arange(c, dtype=torch.float32) for n, c in _convs(model).items()}
+    preview = removed_filters(struct, {"layer1.0.conv1": 0.25}, scores)
+    assert preview == {"layer1.0.conv1": [0, 1, 2, 3]}
+    scores = {n: torch.randn(c, generator=torch.Generator().manual_seed(len(n))) for n, c in _convs(model).items()}
+    ratios = {"conv1": 0.5, "layer2.1.conv1": 0.3, "layer3.0.conv1": 0.6}
+    preview = removed_filters(struct, ratios, scores)
+    _, removed = prune_model(model, ratios, scores, SIZE)
+    group_of = {m: g.root for g in struct.groups for m in g.members}
+    assert {group_of[m] for m in preview} == set(removed)
+    assert all(preview[m] == removed[group_of[m]] for m in preview)
+    assert "layer1.0.conv2" in preview  # a member of conv1's coupled group goes with it
 
 
 def test_global_threshold_to_a_target_from_a_score_table(r20):
