@@ -24,8 +24,8 @@ import torch
 from prunekit import CheckpointError, best_device, build_model, list_models, load_checkpoint, model_info
 from prunekit.checkpoints import DEFAULT_CHECKPOINT
 from prunekit.criteria import get_criterion
-from prunekit.data import ArraySet, DataNotFoundError, data_root, list_datasets, load_arrays, locate, make_box_probe
-from prunekit.probe import Probe
+from prunekit.data import ArraySet, DataNotFoundError, data_root, list_datasets, load_arrays, locate
+from prunekit.probe import Probe, default_probe
 from prunekit.scores import score, weights_hash
 
 MAX_UPLOAD_MB = 200  # also server.maxUploadSize in .streamlit/config.toml
@@ -90,13 +90,12 @@ def split(dataset: str, which: str) -> ArraySet | None:
 
 @st.cache_resource(show_spinner="Preparing the probe images...", max_entries=8)
 def probe(dataset: str, n: int, boxes: bool = False) -> Probe | None:
-    """The probe the criteria read: ``n`` training images (seed 0), or with ``boxes`` ``n`` test objects pasted
-    on 64x64 canvases with their boxes (Map-EX); None without data."""
-    if boxes:
-        source = split(dataset, "test")
-        return None if source is None else Probe.from_boxes(make_box_probe(source, n, seed=0))
-    source = split(dataset, "train")
-    return None if source is None else Probe.from_arrays(source, n, seed=0)
+    """The probe the criteria read (:func:`prunekit.probe.default_probe`, shared with background jobs): ``n``
+    training images, or with ``boxes`` ``n`` test objects on 64x64 canvases with their boxes; None without data."""
+    try:
+        return default_probe(dataset, n, boxes=boxes)
+    except DataNotFoundError:
+        return None
 
 
 _SCORES: OrderedDict[tuple, pd.DataFrame] = OrderedDict()  # this process's scores, newest last

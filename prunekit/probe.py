@@ -20,9 +20,9 @@ from dataclasses import dataclass
 
 import torch
 
-from .data import ArraySet, BoxProbeSet, normalization
+from .data import ArraySet, BoxProbeSet, load_arrays, make_box_probe, normalization
 
-__all__ = ["Batch", "Probe", "as_probe"]
+__all__ = ["Batch", "Probe", "as_probe", "default_probe"]
 
 DEFAULT_N = 640
 DEFAULT_BATCH_SIZE = 128
@@ -155,3 +155,12 @@ def as_probe(probe: Probe | ArraySet | BoxProbeSet | Iterable) -> Probe:
         raise ValueError("this criterion needs a probe set: pass probe= an ArraySet, a BoxProbeSet, a Probe or "
                          "a list of (x, y) batches")
     return Probe(probe)
+
+
+def default_probe(dataset: str, n: int = DEFAULT_N, *, boxes: bool = False, data_root=None) -> Probe:
+    """The probe the dashboard and background jobs both use, so that they share the score cache: ``n`` images
+    of ``dataset``'s train split drawn by seed 0, or with ``boxes`` ``n`` objects of its test split pasted onto
+    64x64 canvases (:func:`prunekit.data.make_box_probe`, seed 0) for Map-EX. DataNotFoundError without data."""
+    if boxes:
+        return Probe.from_boxes(make_box_probe(load_arrays(dataset, "test", data_root), n, seed=0))
+    return Probe.from_arrays(load_arrays(dataset, "train", data_root), n, seed=0)

@@ -185,8 +185,8 @@ class Run:
         re-raise."""
         try:
             yield
-        except KeyboardInterrupt:
-            self.finish("interrupted", "KeyboardInterrupt")
+        except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM in a worker, or a cancelled job
+            self.finish("interrupted", str(exc) or "KeyboardInterrupt")
             raise
         except Exception as exc:
             self.finish("failed", f"{type(exc).__name__}: {exc}")
@@ -201,7 +201,8 @@ class Run:
 def list_runs(root: str | os.PathLike | None = None) -> pd.DataFrame:
     """One row per run under ``root`` (newest first): run, status, arch, criterion, preset, params / MACs /
     FLOPs / latency (ms, batch 1 and 64) before and after, accuracy before, right after pruning and after
-    fine-tuning, created, path. Directories without a readable manifest are listed with status ``unreadable``."""
+    fine-tuning, created, error (why it failed, else None), path. Directories without a readable manifest are
+    listed with status ``unreadable`` and the reason as their error."""
     root = runs_root(root)
     rows = []
     for path in sorted(root.iterdir() if root.is_dir() else [], reverse=True):
@@ -209,8 +210,8 @@ def list_runs(root: str | os.PathLike | None = None) -> pd.DataFrame:
             continue
         try:
             m = read_manifest(path)
-        except ValueError:
-            rows.append({"run": path.name, "status": "unreadable", "path": str(path)})
+        except ValueError as exc:
+            rows.append({"run": path.name, "status": "unreadable", "error": str(exc), "path": str(path)})
             continue
         before, after = m.get("before") or {}, m.get("after") or {}
         acc = m.get("accuracy") or {}
@@ -225,7 +226,7 @@ def list_runs(root: str | os.PathLike | None = None) -> pd.DataFrame:
         row["accuracy_before"] = (acc.get("before") or {}).get("accuracy")
         row["accuracy_pruned"] = (acc.get("pruned") or {}).get("accuracy")
         row["accuracy_finetuned"] = (m.get("finetune") or {}).get("accuracy")
-        row.update(created=m.get("created"), path=str(path))
+        row.update(created=m.get("created"), error=m.get("error"), path=str(path))
         rows.append(row)
     return pd.DataFrame(rows)
 

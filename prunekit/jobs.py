@@ -1,0 +1,469 @@
+"""Background jobs: training, fine-tuning, scoring and sensitivity in a worker process, one job at a time per
+device, every state on disk.
+
+>>> job = submit("finetune", {"run": "runs/20261121-091500-resnet20-3f2a1c", "epochs": 3})
+>>> get(job.id).status        # queued -> running -> done | failed | cancelled | interrupted
+>>> get(job.id).progress      # {"fraction", "epoch", "epochs", "batch", "batches", "loss", "accuracy", "eta_s", ...}
+>>> cancel(job.id); resume(job.id)
+
+A job is a directory ``<jobs root>/<id>/`` (the root: an explicit path, else ``$PRUNEKIT_JOBS``, else
+``<runs root>/.jobs``) holding ``job.json`` (kind, arguments, device, status, timestamps, error, result),
+``progress.json`` (rewritten at most every :data:`PROGRESS_EVERY` seconds), ``error.txt`` (the traceback of a
+failure), a ``cancel`` flag file, and the job's own files (``model.safetensors`` when a model was handed over,
+``train/``, ``scores.csv``, ``sensitivity.csv``). Every file is rewritten whole and atomically, so any process
+(the dashboard after a refresh or a restart, the shell) reads a consistent state at any time.
+
+The worker (``python -m prunekit worker --device D``) is a process of its own, started by :func:`submit`
+detached from its caller: a crash, an out-of-memory error or a kill there never takes the dashboard down. It
+holds an exclusive lock per device (so one job runs per device, the rest wait in submission order), runs the
+queued jobs of its device one after another, and exits when none is left. A job that raises is marked
+``failed`` with its error, and the next job runs. A job whose worker died reads as ``interrupted`` (its pid is
+gone); :func:`resume` queues it again, and training continues after the last finished epoch.
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import traceback
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from .files import write_text_atomic
+from .runs import _alive, _this_process, runs_root, utc_now
+
+__all__ = ["Job", "Cancelled", "KINDS", "STATUSES", "jobs_root", "submit", "get", "list_jobs", "cancel", "resume",
+           "ensure_workers", "work"]
+
+STATUSES = ("queued", "running", "done", "failed", "cancelled", "interrupted")
+JOB_FILE, PROGRESS_FILE, CANCEL_FILE, ERROR_FILE, MODEL_FILE = (
+    "job.json", "progress.json", "cancel", "error.txt", "model.safetensors")
+PROGRESS_EVERY = 0.5  # seconds between progress.json rewrites
+IDLE_EXIT = 3.0  # seconds a worker waits for a new job before it exits
+
+
+class Cancelled(KeyboardInterrupt):
+    """Raised inside a job when its ``cancel`` flag is seen; a run it was writing reads ``interrupted``."""
+
+
+def jobs_root(path: str | os.PathLike | None = None) -> Path:
+    """``path`` if given, else ``$PRUNEKIT_JOBS``, else ``<runs root>/.jobs`` (absolute)."""
+    if path is not None:
+        return Path(path).expanduser().absolute()
+    env = os.environ.get("PRUNEKIT_JOBS")
+    return (Path(env).expanduser() if env else runs_root() / ".jobs").absolute()
+
+
+@dataclass
+class Job:
+    """One job as last read from disk. ``status`` is the stored one, except that ``running`` with a dead
+    process reads ``interrupted`` and ``queued`` with a cancel flag reads ``cancelled``."""
+
+    path: Path
+    spec: dict[str, Any] = field(repr=False)
+
+    @property
+    def id(self) -> str:
+        return self.spec["id"]
+
+    @property
+    def kind(self) -> str:
+        return self.spec["kind"]
+
+    @property
+    def args(self) -> dict[str, Any]:
+        return self.spec["args"]
+
+    @property
+    def device(self) -> str:
+        return self.spec["device"]
+
+    @property
+    def status(self) -> str:
+        status = self.spec["status"]
+        proc = self.spec.get("process") or {}
+        if status == "running" and proc.get("host") == socket.gethostname() and \
+                not _alive(int(proc["pid"]), proc.get("start")):
+            return "interrupted"
+        if status == "queued" and (self.path / CANCEL_FILE).exists():
+            return "cancelled"
+        return status
+
+    @property
+    def error(self) -> str | None:
+        return self.spec.get("error")
+
+    @property
+    def result(self) -> dict[str, Any] | None:
+        return self.spec.get("result")
+
+    @property
+    def progress(self) -> dict[str, Any]:
+        """The last progress written: ``fraction`` (0..1), ``stage``, ``eta_s``, ``elapsed_s``, ``updated`` and,
+        for training, ``epoch``, ``epochs``, ``batch``, ``batches``, ``loss``, ``accuracy`` (running train means)."""
+        return _read_json(self.path / PROGRESS_FILE) or {}
+
+    def metrics(self) -> list[dict[str, Any]]:
+        """The per-epoch rows (train_loss, test_accuracy, lr, seconds, images_per_s...) of a training job."""
+        file = self.spec.get("metrics_file")
+        if not file or not Path(file).is_file():
+            return []
+        return [json.loads(line) for line in Path(file).read_text().splitlines() if line.strip()]
+
+    @property
+    def traceback(self) -> str | None:
+        file = self.path / ERROR_FILE
+        return file.read_text() if file.is_file() else None
+
+    @property
+    def active(self) -> bool:
+        return self.status in ("queued", "running")
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _write(job: Job, **fields: Any) -> Job:
+    job.spec.update(fields, updated=utc_now())
+    write_text_atomic(job.path / JOB_FILE, json.dumps(job.spec, indent=2))
+    return job
+
+
+# ---- the kinds of job: each checks its arguments at submit time and runs in the worker -----------------------
+
+@dataclass(frozen=True)
+class _Kind:
+    run: Callable[[Job, _Context], dict[str, Any]]
+    required: tuple[str, ...]
+    needs_model: bool = False
+
+
+class _Context:
+    """What a running job reports through: ``steps(done, total)`` for scoring and sensitivity, ``batch(info)``
+    for training (:func:`prunekit.train.fit`'s ``on_batch``). Both raise :class:`Cancelled` once the job's
+    cancel flag exists, and write ``progress.json`` at most every :data:`PROGRESS_EVERY` seconds."""
+
+    def __init__(self, job: Job):
+        self.job, self.device = job, torch.device(job.device)
+        self.t0, self.f0, self.last = time.monotonic(), None, 0.0
+
+    def _check(self) -> None:
+        if (self.job.path / CANCEL_FILE).exists():
+            raise Cancelled("cancelled by the user")
+
+    def report(self, fraction: float, force: bool = False, **fields: Any) -> None:
+        self._check()
+        now = time.monotonic()
+        if self.f0 is None:
+            self.f0 = fraction  # a resumed job starts part-way: its ETA counts from here
+        if not force and now - self.last < PROGRESS_EVERY:
+            return
+        self.last = now
+        elapsed = now - self.t0
+        done = fraction - self.f0
+        eta = elapsed / done * (1 - fraction) if done > 0 else None
+        write_text_atomic(self.job.path / PROGRESS_FILE, json.dumps(
+            {"fraction": fraction, "elapsed_s": elapsed, "eta_s": eta, "updated": utc_now(), **fields}))
+
+    def steps(self, done: int, total: int) -> None:
+        self.report(done / max(total, 1), force=done >= total, stage=self.job.kind, done=done, total=total)
+
+    def batch(self, info: dict[str, Any]) -> None:
+        step = (info["epoch"] - 1) * info["batches"] + info["batch"]
+        self.report(step / (info["epochs"] * info["batches"]), stage="training", **info)
+
+
+def _config(args: dict[str, Any], recipe: Callable[..., Any]):
+    fields = {k: args[k] for k in ("lr", "batch_size", "weight_decay", "seed", "doconv", "label_smoothing",
+                                   "schedule") if k in args}
+    return recipe(int(args["epochs"]), **fields)
+
+
+def _finetune(job: Job, ctx: _Context) -> dict[str, Any]:
+    from .data import load_arrays
+    from .finetune import FINETUNE_DIR, finetune_config, finetune_run
+    from .runs import read_manifest
+
+    a = job.args
+    _write(job, metrics_file=str(Path(a["run"]) / FINETUNE_DIR / "metrics.jsonl"))
+    data = {"data": a.get("data"), "data_root": a.get("data_root")}
+    if a.get("test_subset"):  # a quicker test after each epoch: this many test images (seed 0)
+        name = a.get("data") or (read_manifest(a["run"]).get("data") or {}).get("name")
+        data = {"train_set": load_arrays(name, "train", a.get("data_root")),
+                "test_set": load_arrays(name, "test", a.get("data_root")).subset(int(a["test_subset"]), seed=0)}
+    run = finetune_run(a["run"], _config(a, finetune_config), subset=int(a.get("subset", 0)), device=ctx.device,
+                       progress=False, on_batch=ctx.batch, **data)
+    entry = run.manifest["finetune"]
+    return {"run": str(run.path), "accuracy": entry["accuracy"], "epochs": len(entry["epochs"])}
+
+
+def _train(job: Job, ctx: _Context) -> dict[str, Any]:
+    from .data import DeviceLoader, load_arrays
+    from .models import build_model
+    from .train import TrainConfig, fit
+
+    a = job.args
+    train_set, test_set = load_arrays(a["data"], "train", a.get("data_root")), load_arrays(a["data"], "test",
+                                                                                         a.get("data_root"))
+    if a.get("subset"):
+        train_set = train_set.subset(int(a["subset"]), seed=int(a.get("seed", 0)))
+    config = _config(a, lambda epochs, **kw: TrainConfig(epochs=epochs, **kw))
+    out = job.path / "train"
+    _write(job, metrics_file=str(out / "metrics.jsonl"))
+    model = build_model(a["model"], num_classes=len(train_set.classes))
+    rows = fit(model, DeviceLoader(train_set, config.batch_size, train=True, device=ctx.device, seed=config.seed),
+               DeviceLoader(test_set, 500, train=False, device=ctx.device), config, out, arch=a["model"],
+               num_classes=len(train_set.classes), meta={"data": a["data"], "job": job.id, "device": job.device},
+               on_batch=ctx.batch, progress=False)
+    return {"checkpoint": str(out / "model.safetensors"), "test_accuracy": rows[-1]["test_accuracy"]}
+
+
+def _job_model(job: Job, ctx: _Context) -> nn.Module:
+    from .checkpoints import load_checkpoint
+
+    model, _ = load_checkpoint(job.path / MODEL_FILE)
+    return model.to(ctx.device).eval()
+
+
+def _score(job: Job, ctx: _Context) -> dict[str, Any]:
+    from .criteria import get_criterion
+    from .probe import default_probe
+    from .scores import score
+
+    a = job.args
+    crit = get_criterion(a["criterion"], **(a.get("params") or {}))
+    probe = default_probe(a["data"], int(a.get("n", 256)), boxes=crit.needs_boxes, data_root=a.get("data_root")) \
+        if crit.needs_data else None
+    df = score(_job_model(job, ctx), crit, None, probe, progress=ctx.steps)
+    df.to_csv(job.path / "scores.csv", index=False)
+    return {"scores": str(job.path / "scores.csv"), "filters": len(df), "key": df.attrs["key"]}
+
+
+def _sensitivity(job: Job, ctx: _Context) -> dict[str, Any]:
+    import pandas as pd
+
+    from .data import load_arrays
+    from .scores import to_tensors
+    from .sensitivity import DEFAULT_RATIOS, sensitivity
+
+    a = job.args
+    data = load_arrays(a["data"], "test", a.get("data_root")).subset(int(a.get("n", 256)), seed=0)
+    table = sensitivity(_job_model(job, ctx), to_tensors(pd.read_csv(a["scores"])), data,
+                        ratios=a.get("ratios") or DEFAULT_RATIOS, progress=ctx.steps)
+    table.to_csv(job.path / "sensitivity.csv", index=False)
+    return {"sensitivity": str(job.path / "sensitivity.csv"), "rows": len(table)}
+
+
+KINDS: dict[str, _Kind] = {
+    "finetune": _Kind(_finetune, ("run", "epochs")),
+    "train": _Kind(_train, ("model", "data", "epochs")),
+    "score": _Kind(_score, ("criterion", "data"), needs_model=True),
+    "sensitivity": _Kind(_sensitivity, ("scores", "data"), needs_model=True),
+}
+
+
+# ---- the API the dashboard and the shell use ----------------------------------------------------------------
+
+def submit(
+    kind: str,
+    args: dict[str, Any],
+    *,
+    device: str | torch.device | None = None,
+    model: nn.Module | None = None,
+    arch: str | None = None,
+    num_classes: int | None = None,
+    root: str | os.PathLike | None = None,
+    start_worker: bool | None = None,
+) -> Job:
+    """Queue a job of ``kind`` (a key of :data:`KINDS`) with JSON-able ``args``; returns it (``queued``).
+
+    finetune: run (a run directory), epochs; optional lr, batch_size, weight_decay, seed, doconv, subset (train
+    images), test_subset (test images after each epoch), data, data_root. train: model (a registered
+    architecture), data, epochs; optional lr, batch_size, subset, seed...
+    score: criterion, data; optional params, n (probe images). sensitivity: scores (a CSV), data; optional n,
+    ratios. score and sensitivity need ``model`` (saved into the job, with ``arch`` and ``num_classes``).
+    device: default the best available. start_worker: default True unless ``$PRUNEKIT_JOBS_NO_WORKER`` is set.
+    ValueError for an unknown kind or a missing argument.
+    """
+    from .metrics import best_device
+
+    if kind not in KINDS:
+        raise ValueError(f"unknown job kind {kind!r}; one of {', '.join(KINDS)}")
+    missing = [k for k in KINDS[kind].required if args.get(k) in (None, "")]
+    if missing:
+        raise ValueError(f"a {kind} job needs {', '.join(missing)}")
+    if KINDS[kind].needs_model and (model is None or arch is None or num_classes is None):
+        raise ValueError(f"a {kind} job needs the model, its arch and num_classes")
+    json.dumps(args)  # TypeError now, not in the worker, for arguments that cannot be stored
+    device = str(torch.device(device) if device else best_device())
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    job_id = f"{stamp}-{kind}-{uuid.uuid4().hex[:6]}"
+    path = jobs_root(root) / job_id
+    path.mkdir(parents=True)
+    if model is not None:
+        from .checkpoints import save_checkpoint
+
+        save_checkpoint(model, path / MODEL_FILE, arch=arch, num_classes=num_classes, meta={"job": job_id})
+    now = utc_now()
+    job = _write(Job(path, {"id": job_id, "kind": kind, "args": args, "device": device, "status": "queued",
+                            "created": now, "queued": now, "started": None, "finished": None, "attempts": 0,
+                            "error": None, "result": None, "process": None}))
+    if start_worker if start_worker is not None else not os.environ.get("PRUNEKIT_JOBS_NO_WORKER"):
+        ensure_workers(root)
+    return job
+
+
+def get(job_id: str, root: str | os.PathLike | None = None) -> Job:
+    """The job ``job_id`` as it is on disk now; ValueError when there is none."""
+    path = jobs_root(root) / Path(job_id).name  # a bare id: never a path outside the root
+    spec = _read_json(path / JOB_FILE)
+    if spec is None:
+        raise ValueError(f"no job {job_id!r} in {jobs_root(root)}")
+    return Job(path, spec)
+
+
+def list_jobs(root: str | os.PathLike | None = None) -> list[Job]:
+    """Every job under the root, newest first (unreadable directories are skipped)."""
+    base = jobs_root(root)
+    jobs = []
+    for path in sorted(base.iterdir() if base.is_dir() else [], reverse=True):
+        spec = _read_json(path / JOB_FILE) if path.is_dir() else None
+        if spec is not None:
+            jobs.append(Job(path, spec))
+    return jobs
+
+
+def cancel(job_id: str, root: str | os.PathLike | None = None) -> Job:
+    """Ask a queued or running job to stop: a queued one never starts, a running one stops at its next batch
+    (it reads ``cancelled``; a training run keeps its last epoch's checkpoint). ValueError for a finished job."""
+    job = get(job_id, root)
+    if not job.active:
+        raise ValueError(f"job {job_id} is {job.status}: only a queued or running job can be cancelled")
+    (job.path / CANCEL_FILE).touch()
+    return get(job_id, root)
+
+
+def resume(job_id: str, root: str | os.PathLike | None = None, *, start_worker: bool | None = None) -> Job:
+    """Queue an interrupted, cancelled or failed job again (training continues after its last finished epoch)."""
+    job = get(job_id, root)
+    if job.status not in ("interrupted", "cancelled", "failed"):
+        raise ValueError(f"job {job_id} is {job.status}: only an interrupted, cancelled or failed job resumes")
+    (job.path / CANCEL_FILE).unlink(missing_ok=True)
+    _write(job, status="queued", queued=utc_now(), finished=None, error=None, process=None)
+    if start_worker if start_worker is not None else not os.environ.get("PRUNEKIT_JOBS_NO_WORKER"):
+        ensure_workers(root)
+    return get(job_id, root)
+
+
+def _lock_file(root: Path, device: str) -> Path:
+    return root / f"worker-{device.replace(':', '_')}.lock"
+
+
+def _try_lock(file: Path, wait_for_dead: float = 0.0):
+    """An open file holding the exclusive lock, or None when a live process holds it. A holder that is already
+    dead (a killed worker whose threads are still exiting) is waited for up to ``wait_for_dead`` seconds."""
+    end = time.monotonic() + wait_for_dead
+    while True:
+        fh = open(file, "a+")
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.close()
+            holder = _read_json(file) or {}
+            if "pid" in holder and not _alive(int(holder["pid"]), holder.get("start")) and time.monotonic() < end:
+                time.sleep(0.05)
+                continue
+            return None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(json.dumps(_this_process()))
+        fh.flush()
+        return fh
+
+
+def ensure_workers(root: str | os.PathLike | None = None) -> list[str]:
+    """Start a worker for every device with queued jobs and no live worker; returns those devices. The worker
+    is detached (its own session), inherits the environment, and logs to ``<root>/worker-<device>.log``."""
+    base = jobs_root(root)
+    started = []
+    for device in sorted({j.device for j in list_jobs(base) if j.status == "queued"}):
+        probe = _try_lock(_lock_file(base, device), wait_for_dead=5.0)
+        if probe is None:
+            continue  # a worker holds the device; it will reach the new job
+        probe.close()
+        env = {**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
+        log = open(base / f"worker-{device.replace(':', '_')}.log", "ab")
+        subprocess.Popen([sys.executable, "-m", "prunekit", "worker", "--device", device, "--root", str(base)],
+                         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                         start_new_session=True, cwd=os.getcwd())
+        log.close()
+        started.append(device)
+    return started
+
+
+def _next(base: Path, device: str) -> Job | None:
+    queued = [j for j in list_jobs(base) if j.device == device and j.spec["status"] == "queued"]
+    return min(queued, key=lambda j: (j.spec["queued"], j.id)) if queued else None
+
+
+def _run_one(job: Job) -> None:
+    if (job.path / CANCEL_FILE).exists():
+        _write(job, status="cancelled", finished=utc_now(), error="cancelled before it started")
+        return
+    (job.path / ERROR_FILE).unlink(missing_ok=True)
+    _write(job, status="running", started=utc_now(), attempts=job.spec["attempts"] + 1, process=_this_process())
+    try:
+        result = KINDS[job.kind].run(job, _Context(job))
+    except Cancelled as exc:
+        _write(job, status="cancelled", finished=utc_now(), error=str(exc))
+    except KeyboardInterrupt:
+        _write(job, status="interrupted", finished=utc_now(), error="the worker was stopped")
+        raise
+    except Exception as exc:  # noqa: BLE001 - any failure of a job is recorded, and the next job runs
+        write_text_atomic(job.path / ERROR_FILE, traceback.format_exc())
+        _write(job, status="failed", finished=utc_now(), error=f"{type(exc).__name__}: {exc}")
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    else:
+        _write(job, status="done", finished=utc_now(), result=result)
+
+
+def work(device: str, root: str | os.PathLike | None = None, *, idle_exit: float = IDLE_EXIT) -> int:
+    """The worker loop for ``device``: run its queued jobs in order, exit after ``idle_exit`` seconds without
+    one. Returns at once (0) when another worker holds the device. SIGTERM stops it like Ctrl-C: the running
+    job is marked ``interrupted``."""
+    base = jobs_root(root)
+    base.mkdir(parents=True, exist_ok=True)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
+    while True:
+        lock = _try_lock(_lock_file(base, device))
+        if lock is None:
+            return 0
+        with lock:
+            idle_since = time.monotonic()
+            while time.monotonic() - idle_since < idle_exit:
+                job = _next(base, device)
+                if job is None:
+                    time.sleep(0.2)
+                    continue
+                _run_one(job)
+                idle_since = time.monotonic()
+        if _next(base, device) is None:  # a job queued while the lock was being let go is not left behind
+            return 0

@@ -1,0 +1,203 @@
+"""Background jobs: one at a time per device in submission order, cancel, a failing job does not stop the
+queue, state on disk; and with a real worker process: a killed worker leaves the job and its run interrupted,
+and resuming completes the fine-tuning."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+import torch
+
+from prunekit import jobs
+from prunekit.jobs import _Context, _Kind
+from prunekit.models import build_model
+from prunekit.plan import estimate, structure, uniform
+from prunekit.runs import prune_run, read_manifest
+from tests.conftest import REPO
+
+SIZE = (3, 32, 32)
+
+
+@pytest.fixture
+def fake_kinds(monkeypatch, tmp_path):
+    """Job kinds that run in this process: ``steps`` (n steps of dt seconds, logging start and end to
+    ``log.jsonl``) and ``boom`` (raises). The worker loop runs in-process (``jobs.work``)."""
+    log = tmp_path / "log.jsonl"
+
+    def steps(job, ctx: _Context):
+        with open(log, "a") as fh:
+            fh.write(json.dumps({"job": job.id, "event": "start", "t": time.monotonic()}) + "\n")
+        n = job.args["n"]
+        for i in range(1, n + 1):
+            time.sleep(job.args.get("dt", 0.01))
+            ctx.steps(i, n)
+        with open(log, "a") as fh:
+            fh.write(json.dumps({"job": job.id, "event": "end", "t": time.monotonic()}) + "\n")
+        return {"steps": n}
+
+    def boom(job, ctx):
+        raise RuntimeError("CUDA out of memory (simulated)")
+
+    monkeypatch.setitem(jobs.KINDS, "steps", _Kind(steps, ("n",)))
+    monkeypatch.setitem(jobs.KINDS, "boom", _Kind(boom, ()))
+    monkeypatch.setenv("PRUNEKIT_JOBS_NO_WORKER", "1")
+    return tmp_path / "jobs", log
+
+
+def _events(log):
+    return [json.loads(line) for line in log.read_text().splitlines()]
+
+
+def _wait(predicate, timeout=60.0, every=0.05):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(every)
+    return False
+
+
+def test_the_queue_runs_jobs_one_at_a_time_in_order_and_a_failure_does_not_stop_it(fake_kinds):
+    root, log = fake_kinds
+    a = jobs.submit("steps", {"n": 5}, device="cpu", root=root)
+    bad = jobs.submit("boom", {}, device="cpu", root=root)
+    b = jobs.submit("steps", {"n": 5}, device="cpu", root=root)
+    assert [j.status for j in jobs.list_jobs(root)] == ["queued"] * 3
+    assert jobs.work("cpu", root, idle_exit=0.1) == 0
+    assert [jobs.get(j.id, root).status for j in (a, bad, b)] == ["done", "failed", "done"]
+    events = _events(log)
+    assert [(e["job"], e["event"]) for e in events] == [(a.id, "start"), (a.id, "end"), (b.id, "start"),
+                                                        (b.id, "end")]  # never two at once, in submission order
+    failed = jobs.get(bad.id, root)
+    assert failed.error == "RuntimeError: CUDA out of memory (simulated)"
+    assert "Traceback" in failed.traceback and "simulated" in failed.traceback
+    done = jobs.get(b.id, root)
+    assert done.result == {"steps": 5} and done.progress["fraction"] == 1.0 and done.spec["attempts"] == 1
+
+
+def test_cancel_stops_a_running_job_and_a_queued_one_never_starts(fake_kinds):
+    root, log = fake_kinds
+    long = jobs.submit("steps", {"n": 2000, "dt": 0.005}, device="cpu", root=root)
+    queued = jobs.submit("steps", {"n": 3}, device="cpu", root=root)
+    worker = threading.Thread(target=jobs.work, args=("cpu", root), kwargs={"idle_exit": 0.1})
+    worker.start()
+    assert _wait(lambda: jobs.get(long.id, root).status == "running")
+    assert _wait(lambda: jobs.get(long.id, root).progress.get("done", 0) > 0)
+    jobs.cancel(queued.id, root)
+    assert jobs.get(queued.id, root).status == "cancelled"
+    jobs.cancel(long.id, root)
+    worker.join(60)
+    assert not worker.is_alive()
+    stopped = jobs.get(long.id, root)
+    assert stopped.status == "cancelled" and stopped.error == "cancelled by the user"
+    assert stopped.progress["done"] < 2000
+    assert [e["job"] for e in _events(log)] == [long.id]  # the queued one never started
+    assert jobs.get(queued.id, root).error == "cancelled before it started"
+    with pytest.raises(ValueError, match="only a queued or running job"):
+        jobs.cancel(long.id, root)
+    resumed = jobs.resume(long.id, root)
+    assert resumed.status == "queued" and not (resumed.path / "cancel").exists()
+
+
+def test_submit_refuses_what_it_cannot_run(fake_kinds):
+    root, _ = fake_kinds
+    with pytest.raises(ValueError, match="unknown job kind 'fly'"):
+        jobs.submit("fly", {}, root=root)
+    with pytest.raises(ValueError, match="a finetune job needs run"):
+        jobs.submit("finetune", {"epochs": 1}, root=root)
+    with pytest.raises(ValueError, match="needs the model"):
+        jobs.submit("score", {"criterion": "l1", "data": "cifar10"}, root=root)
+    with pytest.raises(ValueError, match="no job"):
+        jobs.get("../../etc", root)
+    assert jobs.list_jobs(root) == []
+
+
+def test_a_job_of_a_dead_worker_reads_interrupted(fake_kinds):
+    root, _ = fake_kinds
+    job = jobs.submit("steps", {"n": 1}, device="cpu", root=root)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    jobs._write(job, status="running", process={"pid": dead.pid, "host": os.uname().nodename, "start": None})
+    assert jobs.get(job.id, root).status == "interrupted"
+
+
+def _half_flops_run(root, test_set):
+    """The bundled ResNet-20 pruned by L1 to about half its FLOPs (uniform ratios solved for the target)."""
+    from prunekit.checkpoints import DEFAULT_CHECKPOINT, load_checkpoint
+    from prunekit.scores import score, to_tensors
+
+    model, header = load_checkpoint(DEFAULT_CHECKPOINT)
+    struct = structure(model, SIZE)
+    plan = uniform(struct, "resnet20", target=0.5, by="flops", criterion="l1")
+    assert 0.45 <= estimate(struct, plan.ratios).macs_reduction <= 0.55
+    return prune_run(model, plan, to_tensors(score(model, "l1")), arch="resnet20", num_classes=10, input_size=SIZE,
+                     root=root, checkpoint=DEFAULT_CHECKPOINT, data=test_set, latency_batches=(), repeat=1)
+
+
+def test_a_killed_worker_leaves_the_run_interrupted_and_resume_completes_it(cifar_data_root, tmp_path, monkeypatch):
+    from prunekit.data import load_arrays
+
+    monkeypatch.setenv("PRUNEKIT_DATA", str(cifar_data_root))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.delenv("PRUNEKIT_JOBS_NO_WORKER", raising=False)
+    root = tmp_path / "jobs"
+    run = _half_flops_run(tmp_path / "runs", load_arrays("cifar10", "test").subset(500, seed=0))
+    pruned = run.manifest["accuracy"]["pruned"]["accuracy"]
+    job = jobs.submit("finetune", {"run": str(run.path), "epochs": 2, "subset": 2560, "test_subset": 500},
+                      device="cpu", root=root)  # starts a real worker process
+    assert _wait(lambda: jobs.get(job.id, root).progress.get("epoch") == 2
+                 and jobs.get(job.id, root).progress.get("batch", 0) >= 2, timeout=600)
+    pid = jobs.get(job.id, root).spec["process"]["pid"]
+    os.kill(pid, signal.SIGKILL)  # mid-epoch 2
+    assert _wait(lambda: jobs.get(job.id, root).status == "interrupted", timeout=30)
+    assert read_manifest(run.path)["status"] == "interrupted"
+    assert len(read_manifest(run.path)["finetune"]["epochs"]) == 1  # epoch 1's checkpoint survived
+    jobs.resume(job.id, root)
+    assert _wait(lambda: jobs.get(job.id, root).status in ("done", "failed"), timeout=600)
+    finished = jobs.get(job.id, root)
+    assert finished.status == "done", finished.error
+    assert finished.spec["attempts"] == 2
+    manifest = read_manifest(run.path)
+    assert manifest["status"] == "done"
+    assert [r["epoch"] for r in manifest["finetune"]["epochs"]] == [1, 2] == [r["epoch"] for r in finished.metrics()]
+    assert manifest["finetune"]["accuracy"] == finished.result["accuracy"] > pruned  # accuracy recovers
+
+
+def test_jobs_from_the_shell(fake_kinds, tmp_path):
+    root, _ = fake_kinds
+    env = {**os.environ, "PRUNEKIT_JOBS_NO_WORKER": "1"}
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "prunekit", "jobs", *args, "--root", str(root)], cwd=REPO,
+                              env=env, capture_output=True, text=True, timeout=120)
+
+    out = cli("submit", "finetune", "--arg", "run=runs/x", "--arg", "epochs=3", "--device", "cpu")
+    assert out.returncode == 0, out.stderr
+    job = json.loads(out.stdout)
+    assert jobs.get(job["job"], root).args == {"run": "runs/x", "epochs": 3}  # 3 read as JSON: an int
+    bad = cli("cancel", "nope")
+    assert bad.returncode == 2 and "no job 'nope'" in bad.stderr
+    jobs.cancel(job["job"], root)
+    listed = cli()
+    assert job["job"] in listed.stdout and "cancelled" in listed.stdout
+
+
+def test_a_score_job_fills_the_cache_the_dashboard_reads(fake_kinds, monkeypatch, tmp_path):
+    from prunekit.scores import score
+
+    monkeypatch.setenv("PRUNEKIT_CACHE", str(tmp_path / "cache"))
+    root, _ = fake_kinds
+    torch.manual_seed(0)
+    model = build_model("resnet20").eval()
+    job = jobs.submit("score", {"criterion": "l2", "data": "cifar10"}, model=model, arch="resnet20", num_classes=10,
+                      device="cpu", root=root)
+    jobs.work("cpu", root, idle_exit=0.1)
+    done = jobs.get(job.id, root)
+    assert done.status == "done", done.error
+    assert done.result["filters"] == 688
+    again = score(model, "l2")
+    assert again.attrs["cached"] and again.attrs["key"] == done.result["key"]
