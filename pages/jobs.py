@@ -1,5 +1,156 @@
-"""Placeholder while the page is written (issue 6)."""
-import streamlit as st
+"""Jobs: the background work (fine-tuning, training, long scoring) with live progress, curves, cancel and resume.
 
-st.title("jobs")
-st.info("This page is being built.")
+Everything shown is read from disk (prunekit.jobs), so a refresh or a restart of the dashboard finds it again.
+"""
+import datetime as dt
+
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+from plotly.subplots import make_subplots
+
+from pages.shared import device_label
+from prunekit import jobs
+
+REFRESH_S = 2  # seconds between redraws while a job is queued or running
+STATUS_ICON = {"queued": ":material/schedule:", "running": ":material/autorenew:", "done": ":material/check_circle:",
+               "failed": ":material/error:", "cancelled": ":material/cancel:", "interrupted": ":material/pause_circle:"}
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "estimating..."
+    seconds = int(seconds)
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min" if seconds >= 3600 else \
+        f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
+
+
+def _what(job: jobs.Job) -> str:
+    a = job.args
+    if job.kind == "finetune":
+        name = str(a["run"]).rstrip("/").rsplit("/", 1)[-1]
+        return f"Fine-tune run `{name}` for {a['epochs']} epochs (lr {a.get('lr', 0.01)})"
+    if job.kind == "train":
+        return f"Train {a['model']} on {a['data']} for {a['epochs']} epochs"
+    if job.kind == "score":
+        return f"Score every filter with {a['criterion']} ({a.get('n', 256)} probe images)"
+    return f"Sensitivity analysis on {a.get('n', 256)} test images"
+
+
+def _progress_text(job: jobs.Job) -> str:
+    p = job.progress
+    if job.status == "queued":
+        return "waiting for the device"
+    if "epoch" in p:
+        return (f"epoch {p['epoch']}/{p['epochs']} · batch {p['batch']}/{p['batches']} · train loss {p['loss']:.3f}"
+                f" · train accuracy {p['accuracy']:.1f}% · ETA {_duration(p.get('eta_s'))}")
+    if "done" in p:
+        return f"step {p['done']}/{p['total']} · ETA {_duration(p.get('eta_s'))}"
+    return "starting (loading the model and the data)..."
+
+
+def curves(rows: list[dict]) -> go.Figure:
+    """Train loss and test accuracy per epoch, side by side."""
+    df = pd.DataFrame(rows)
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("train loss (cross-entropy)", "test accuracy (%)"))
+    fig.add_scatter(x=df["epoch"], y=df["train_loss"], mode="lines+markers", name="train loss", row=1, col=1,
+                    line_color="#d1495b")
+    fig.add_scatter(x=df["epoch"], y=df["test_accuracy"], mode="lines+markers", name="test accuracy", row=1, col=2,
+                    line_color="#2f6fed")
+    fig.update_xaxes(title_text="epoch", dtick=1)
+    fig.update_layout(height=260, margin=dict(l=10, r=10, t=30, b=10), showlegend=False)
+    fig.update_annotations(font_size=13)
+    return fig
+
+
+def active_job(job: jobs.Job) -> None:
+    with st.container(border=True):
+        head, button = st.columns([5, 1])
+        head.markdown(f"{STATUS_ICON[job.status]} **{job.status.capitalize()}** · {_what(job)}  \n"
+                      f"<small>job `{job.id}` on {job.device}</small>", unsafe_allow_html=True)
+        if button.button("Cancel", key=f"cancel-{job.id}", icon=":material/stop_circle:", width="stretch"):
+            try:
+                jobs.cancel(job.id)
+                st.toast(f"Cancelling {job.id}: it stops at its next batch.")
+            except ValueError as exc:
+                st.warning(str(exc))
+        st.progress(min(1.0, float(job.progress.get("fraction", 0.0))), text=_progress_text(job))
+        rows = job.metrics()
+        if rows:
+            st.plotly_chart(curves(rows), width="stretch", key=f"curves-{job.id}-{len(rows)}")
+            st.caption("One point per finished epoch. The loss should fall and the accuracy rise; a gap that grows "
+                       "between epochs means the learning rate is too high or the data too few.")
+
+
+def finished_table(done: list[jobs.Job]) -> None:
+    table = pd.DataFrame([{
+        "job": j.id, "status": j.status, "what": _what(j).replace("`", ""), "device": j.device,
+        "started": j.spec.get("started"), "finished": j.spec.get("finished"),
+        "result": (f"test accuracy {j.result['accuracy']:.2f}%" if j.result and j.result.get("accuracy") is not None
+                   else j.error or ""),
+    } for j in done])
+    st.dataframe(table, hide_index=True, width="stretch")
+    choice = st.selectbox("Details of", [j.id for j in done], key="job_detail")
+    job = next(j for j in done if j.id == choice)
+    if job.status == "failed":
+        st.error(f"This job failed: {job.error}", icon=":material/error:")
+        if job.traceback:
+            with st.expander("Technical details (the traceback, for a bug report)"):
+                st.code(job.traceback, language="text")
+    elif job.status == "interrupted":
+        st.warning("This job's worker stopped before the end (killed, or the machine restarted). Resume continues "
+                   "after its last finished epoch.", icon=":material/pause_circle:")
+    elif job.status == "cancelled":
+        st.info("Cancelled. Resume continues after its last finished epoch.", icon=":material/cancel:")
+    if job.status in ("interrupted", "cancelled", "failed") and st.button("Resume", icon=":material/play_arrow:",
+                                                                          key=f"resume-{job.id}"):
+        try:
+            jobs.resume(job.id)
+            st.rerun()
+        except ValueError as exc:
+            st.warning(str(exc))
+    rows = job.metrics()
+    if rows:
+        st.plotly_chart(curves(rows), width="stretch", key=f"done-curves-{job.id}")
+        st.caption("Loss and accuracy after each epoch of this job. The last accuracy point is what the run records "
+                   "as its fine-tuned accuracy on the Compare page.")
+    if job.kind == "finetune":
+        st.page_link("pages/compare.py", label="Compare this run with the others", icon=":material/scatter_plot:")
+
+
+st.title("Jobs")
+st.caption(f"Fine-tuning and training run in a background process on the {device_label().split(' (')[0]}, one "
+           "job at a time; this page follows them live. Closing or refreshing the browser does not stop them.")
+
+try:
+    jobs.ensure_workers()  # after a restart, queued jobs get a worker again
+except OSError as exc:
+    st.error(f"Cannot reach the jobs folder ({exc}). Check that {jobs.jobs_root()} is writable.")
+    st.stop()
+
+any_active = any(j.active for j in jobs.list_jobs())
+
+
+@st.fragment(run_every=REFRESH_S if any_active else None)
+def live() -> None:
+    everything = jobs.list_jobs()
+    active = [j for j in everything if j.active]
+    st.subheader(f"Running and queued ({len(active)})")
+    if not active:
+        st.info("Nothing is running. Start a fine-tuning on the **Plan & prune** page after pruning, or from the "
+                "shell: `python -m prunekit jobs submit finetune --arg run=runs/<id> --arg epochs=3`.",
+                icon=":material/hourglass_empty:")
+    for job in sorted(active, key=lambda j: (j.status != "running", j.spec["queued"])):
+        active_job(job)
+    st.caption(f"Updated {dt.datetime.now().strftime('%H:%M:%S')}" + (f", every {REFRESH_S} s" if active else ""))
+    if any_active and not active:
+        st.rerun()  # the last job just ended: redraw the whole page once, so the finished list shows it
+
+
+live()
+finished = [j for j in jobs.list_jobs() if not j.active]
+st.subheader(f"Finished ({len(finished)})")
+if finished:
+    finished_table(finished)
+else:
+    st.caption("Finished, failed, cancelled and interrupted jobs will be listed here.")

@@ -1,0 +1,84 @@
+"""AppTest of the Jobs page: live progress of a running job read from disk, cancel, a failure's message, resume."""
+import json
+import os
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from prunekit import jobs
+from prunekit.runs import _this_process
+from tests.conftest import REPO
+
+
+@pytest.fixture
+def root(tmp_path, monkeypatch):
+    monkeypatch.setenv("PRUNEKIT_JOBS", str(tmp_path / "jobs"))
+    monkeypatch.setenv("PRUNEKIT_JOBS_NO_WORKER", "1")
+    return tmp_path / "jobs"
+
+
+def _page(**session) -> AppTest:
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=120)
+    for key, value in session.items():
+        at.session_state[key] = value
+    at.switch_page("pages/jobs.py")
+    return at.run()
+
+
+def _running(root, tmp_path):
+    """A fine-tuning job that reads as running (owned by this live process), at epoch 2 of 3, one epoch done."""
+    job = jobs.submit("finetune", {"run": str(tmp_path / "runs" / "r1"), "epochs": 3}, device="cpu", root=root)
+    metrics = tmp_path / "metrics.jsonl"
+    metrics.write_text(json.dumps({"epoch": 1, "train_loss": 1.25, "test_accuracy": 61.5}) + "\n")
+    jobs._write(job, status="running", process=_this_process(), metrics_file=str(metrics))
+    (job.path / "progress.json").write_text(json.dumps(
+        {"fraction": 0.5, "eta_s": 125, "epoch": 2, "epochs": 3, "batch": 30, "batches": 60, "loss": 0.812,
+         "accuracy": 71.25}))
+    return job
+
+
+def test_a_running_job_shows_its_progress_curves_and_cancels(root, tmp_path):
+    job = _running(root, tmp_path)
+    queued = jobs.submit("finetune", {"run": "runs/r2", "epochs": 1}, device="cpu", root=root)
+    at = _page()
+    assert not at.exception
+    assert any(s.value == "Running and queued (2)" for s in at.subheader)
+    texts = " ".join(m.value for m in at.markdown)
+    assert "Fine-tune run `r1` for 3 epochs" in texts and "Fine-tune run `r2` for 1 epochs" in texts
+    bars = [p for p in at.get("progress")]
+    assert len(bars) == 2
+    assert "epoch 2/3 · batch 30/60 · train loss 0.812 · train accuracy 71.2% · ETA 2 min 05 s" in \
+        [b.proto.text for b in bars]
+    assert "waiting for the device" in [b.proto.text for b in bars]
+    assert len(at.get("plotly_chart")) == 1  # the running job's curves (one finished epoch)
+    at.button(key=f"cancel-{job.id}").click().run()
+    assert not at.exception
+    assert (job.path / "cancel").exists()
+    assert jobs.get(queued.id, root).status == "queued"  # only the one clicked
+
+
+def test_failed_and_interrupted_jobs_say_why_and_resume(root, tmp_path):
+    failed = jobs.submit("finetune", {"run": "runs/x", "epochs": 1}, device="cpu", root=root)
+    jobs._write(failed, status="failed", error="ValueError: run x has no pruned model")
+    (failed.path / "error.txt").write_text("Traceback (most recent call last):\nValueError: run x has no pruned model")
+    gone = jobs.submit("finetune", {"run": "runs/y", "epochs": 2}, device="cpu", root=root)
+    jobs._write(gone, status="running", process={"pid": 2**22 + 7, "host": os.uname().nodename, "start": None})
+    at = _page(job_detail=failed.id)
+    assert not at.exception
+    assert any(s.value == "Running and queued (0)" for s in at.subheader)
+    assert any(s.value == "Finished (2)" for s in at.subheader)
+    table = at.dataframe[0].value
+    assert dict(zip(table["job"], table["status"])) == {failed.id: "failed", gone.id: "interrupted"}
+    assert any("This job failed: ValueError: run x has no pruned model" in e.value for e in at.error)
+    assert not any("Traceback" in e.value for e in at.error)  # the traceback only inside the expander
+    at = _page(job_detail=gone.id)
+    assert any("stopped before the end" in w.value for w in at.warning)
+    at.button(key=f"resume-{gone.id}").click().run()
+    assert not at.exception
+    assert jobs.get(gone.id, root).status == "queued"
+
+
+def test_without_jobs_the_page_says_how_to_start_one(root):
+    at = _page()
+    assert not at.exception
+    assert any("Nothing is running" in i.value for i in at.info)
