@@ -1,5 +1,367 @@
-"""Placeholder while the page is written (issue 6)."""
-import streamlit as st
+"""Saliency: score every filter with a criterion of the registry, see each layer's score distribution,
+preview a threshold, and check how far criteria (and checkpoints) agree on which filters matter least."""
+from dataclasses import replace
 
-st.title("saliency")
-st.info("This page is being built.")
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+from plotly.subplots import make_subplots
+
+from pages.shared import CRITERION, DEFAULT_CRITERION, DEFAULT_SOURCE, has_scores, scores, selection
+from prunekit import load_checkpoint
+from prunekit.checkpoints import EARLY_CHECKPOINT
+from prunekit.criteria import criterion_class, get_criterion, list_criteria
+from prunekit.data import DataNotFoundError
+from prunekit.scores import weights_hash
+from prunekit.views import rank_agreement, score_histogram
+
+BOTTOM = 0.3  # the bottom fraction whose overlap the agreement charts count
+NCOLS = 5  # small multiples per row
+WEIGHT_ONLY = "l1, l2, fpgm, bn_scale, afie and the information capacity / independence"
+SLOW = {"linear_ensembles"}  # minutes on a CPU: warned about before scoring
+UNITS = {  # what a score measures, for axis titles
+    "sfm_entropy": "entropy (nats)", "capacity": "weight entropy (nats)", "independence": "mean 1 - |r|",
+    "information": "capacity + sigma x independence", "mapex": "foreground / background response",
+    "linear_ensembles": "-coefficient of the loss", "afie": "within-layer score", "l1": "L1 norm of the weights",
+    "l2": "L2 norm of the weights", "fpgm": "summed distance to the other filters", "bn_scale": "|BN gamma|",
+    "random": "uniform in [0, 1)", "taylor": "|activation x gradient|", "hrank": "mean feature-map rank",
+    "chip": "nuclear-norm drop", "grad_x_activation": "activation x gradient",
+}
+
+
+def units(name: str) -> str:
+    """The axis title of a criterion's score."""
+    return f"{name}: {UNITS.get(name, 'score')}"
+
+
+def family(name: str) -> str:
+    """'from the papers (seed 00n)' or 'baseline', for the criterion menu."""
+    seed = criterion_class(name).seed_doc
+    return "baseline" if seed is None else f"from the papers (seed {seed:03d})"
+
+
+# ----------------------------------------------------------------------------------------------
+# The criterion and its parameters
+
+
+def param_widget(name: str, p) -> object:
+    """One widget for a criterion parameter (type, range and choices from its Param)."""
+    key, help_ = f"sal_param_{name}_{p.name}", f"{p.doc}. Allowed: {p.allowed()}; default {p.default!r}."
+    if p.choices is not None:
+        return st.selectbox(p.name, p.choices, index=p.choices.index(p.default), key=key, help=help_)
+    if isinstance(p.default, bool):
+        return st.toggle(p.name, value=p.default, key=key, help=help_)
+    if isinstance(p.default, int):
+        return st.number_input(p.name, value=p.default, step=1, key=key, help=help_,
+                               min_value=None if p.low is None else int(p.low),
+                               max_value=None if p.high is None else int(p.high))
+    if isinstance(p.default, float):
+        return st.number_input(p.name, value=p.default, key=key, help=help_, format="%g",
+                               min_value=None if p.low is None else float(p.low),
+                               max_value=None if p.high is None else float(p.high))
+    return st.text_input(p.name, value=p.default, key=key, help=help_)
+
+
+def needs_line(cls) -> str:
+    """What a criterion reads, in words."""
+    if not cls.needs_data:
+        return ":material/scale: **weight-only**: no images needed"
+    what = "box-labelled images (objects pasted on 64x64 canvases)" if cls.needs_boxes else "probe images"
+    return f":material/image: **reads {what}**" + (" and their labels" if cls.needs_labels else "")
+
+
+def criterion_ui() -> tuple[str, dict]:
+    """The criterion menu, its help and parameter widgets -> (name, the parameters that differ from their
+    defaults). The name is kept in st.session_state[CRITERION] for the other pages."""
+    names = list_criteria()
+    current = st.session_state.get(CRITERION, DEFAULT_CRITERION)
+    left, right = st.columns([1, 2], gap="large")
+    with left:
+        name = st.selectbox("Criterion", names, index=names.index(current) if current in names else 0,
+                            format_func=lambda n: f"{n} · {family(n)}", key="sal_criterion",
+                            help="Criteria 'from the papers' reconstruct the seed documents; baselines are the "
+                                 "standard methods they are compared with.")
+        st.session_state[CRITERION] = name
+        cls = criterion_class(name)
+        st.markdown(needs_line(cls))
+        values = {p.name: param_widget(name, p) for p in cls.params}
+    with right:
+        st.markdown(f"**{name}** · {family(name)}")
+        text = cls.description
+        for word in ("Established:", "Reconstructed:", "established,", "Reconstructed (methods.md):"):
+            text = text.replace(word, f"**{word}**")
+        st.markdown(text)
+        if cls.seed_doc is not None:
+            st.caption(":material/construction: Parts marked **Reconstructed** are prunekit's reading of a paper "
+                       "known only from its abstract: the choices are documented, not the authors' code.")
+    return name, {k: v for k, v in values.items() if v != next(p.default for p in cls.params if p.name == k)}
+
+
+def progress_bar(label: str):
+    """An st.progress bar and the progress(done, total) callback that fills it."""
+    bar = st.progress(0.0, text=label)
+
+    def update(done: int, total: int) -> None:
+        bar.progress(min(done / max(total, 1), 1.0), text=f"{label}: {done} of {total}")
+    return bar, update
+
+
+def compute(sel, name: str, params: dict, label: str) -> pd.DataFrame:
+    """scores() with a progress bar that disappears when done."""
+    bar, update = progress_bar(label)
+    try:
+        return scores(sel, name, params, progress=update)
+    finally:
+        bar.empty()
+
+
+def no_data_message(name: str, sel) -> None:
+    st.warning(f"**{name} reads images, and there is no {sel.dataset} data.** The sidebar says where prunekit "
+               f"looked; the Model & data page says how to get it. Weight-based criteria still work without "
+               f"data: {WEIGHT_ONLY}.", icon=":material/folder_off:")
+
+
+def score_ui(sel, name: str, params: dict) -> pd.DataFrame | None:
+    """The scores of the chosen criterion: at once when in memory or weight-only, else after 'Score'."""
+    try:
+        crit = get_criterion(name, **params)
+    except ValueError as exc:
+        st.error(f"{exc}. Change the parameter and the scores follow.", icon=":material/error:")
+        return None
+    if crit.caveat:
+        st.warning(crit.caveat, icon=":material/warning:")
+    if crit.needs_data and sel.data_path is None:
+        no_data_message(name, sel)
+        return None
+    if not has_scores(sel, name, params) and crit.needs_data:
+        if name in SLOW:
+            budget = crit.config.get("budget_s", 600.0)
+            st.warning(f"{name} is slow: it evaluates the probe set once per random mask, thousands of times; "
+                       f"expect up to **{budget / 60:.0f} minutes** (its time budget, `budget_s`) on this machine, "
+                       "during which this page waits. Lower `budget_s` or `samples` for a quicker, rougher "
+                       "fit.", icon=":material/hourglass_top:")
+        if not st.button(f"Score every filter with {name}", type="primary", icon=":material/play_arrow:"):
+            st.info(f"{name} reads {sel.probe_n} probe images (sidebar). Press the button to score; the result "
+                    "stays in memory for every page.", icon=":material/info:")
+            return None
+    try:
+        return compute(sel, name, params, f"Scoring with {name}")
+    except DataNotFoundError:
+        no_data_message(name, sel)
+    except (ValueError, RuntimeError) as exc:
+        st.error(f"{name} could not score this model: {exc}", icon=":material/error:")
+    return None
+
+
+# ----------------------------------------------------------------------------------------------
+# Distributions
+
+
+def small_multiples(df: pd.DataFrame, name: str) -> None:
+    hist = score_histogram(df, bins=12)
+    layers = list(dict.fromkeys(df["layer"]))
+    rows = -(-len(layers) // NCOLS)
+    fig = make_subplots(rows=rows, cols=NCOLS, subplot_titles=layers, horizontal_spacing=0.04,
+                        vertical_spacing=0.5 / rows)
+    for i, layer in enumerate(layers):
+        h = hist[hist["layer"] == layer]
+        fig.add_bar(x=(h["left"] + h["right"]) / 2, y=h["count"], width=h["right"] - h["left"],
+                    marker_color="#2f6fed", name=layer, row=i // NCOLS + 1, col=i % NCOLS + 1,
+                    hovertemplate=f"{layer}<br>score %{{x:.3g}}<br>%{{y}} filters<extra></extra>")
+    fig.update_layout(height=130 * rows + 40, margin=dict(l=10, r=10, t=30, b=10), showlegend=False,
+                      bargap=0.05)
+    fig.update_annotations(font_size=11)
+    fig.update_xaxes(tickfont=dict(size=9), nticks=4)
+    fig.update_yaxes(tickfont=dict(size=9), nticks=3)
+    st.plotly_chart(fig, width="stretch", key="sal_small_multiples")
+    st.caption(f"One histogram per conv layer, in forward order: x is the filter's score ({units(name)}), y how "
+               "many filters have it, each layer on its own x range. A long left tail means a few filters stand "
+               "out as weak; a narrow spike means the criterion barely tells the filters apart there.")
+
+
+def threshold_ui(df: pd.DataFrame, name: str) -> None:
+    """One layer large: its histogram and its filters sorted by score, split by a threshold."""
+    layers = list(dict.fromkeys(df["layer"]))
+    left, right = st.columns([1, 2])
+    layer = left.selectbox("Layer", layers, key="sal_layer", help="Any conv of the model, in forward order.")
+    rows = df[df["layer"] == layer].sort_values(["score", "filter"])
+    lo, hi = float(rows["score"].min()), float(rows["score"].max())
+    if lo == hi:
+        st.info(f"Every filter of {layer} scores {lo:.4g}: a threshold cannot split them.", icon=":material/info:")
+        return
+    threshold = right.slider(f"Threshold ({units(name)})", lo, hi, float(rows["score"].quantile(BOTTOM)),
+                             step=(hi - lo) / 200, format="%.4g", key=f"sal_thr_{name}_{layer}",
+                             help="Filters scoring below it are the ones a threshold pruner would remove.")
+    below = rows["score"] < threshold
+    st.markdown(f"**{int(below.sum())} of {len(rows)} filters below the threshold would be pruned** in `{layer}`.")
+    colors = ["#d62728" if b else "#2f6fed" for b in below]
+    a, b = st.columns([1, 2])
+    with a:
+        fig = go.Figure()
+        for mask, label, color in ((below, "below: pruned", "#d62728"), (~below, "kept", "#2f6fed")):
+            fig.add_histogram(x=rows["score"][mask], name=label, marker_color=color,
+                              xbins=dict(start=lo, end=hi + (hi - lo) / 40, size=(hi - lo) / 20))
+        fig.add_vline(x=threshold, line_dash="dash", line_color="#333")
+        fig.update_layout(barmode="stack", height=320, margin=dict(l=10, r=10, t=10, b=10),
+                          xaxis_title=units(name), yaxis_title="filters",
+                          legend=dict(orientation="h", y=1.12, x=0))
+        st.plotly_chart(fig, width="stretch", key="sal_layer_hist")
+        st.caption("The layer's score distribution; the dashed line is the threshold. Red filters fall below "
+                   "it and would go, blue ones stay.")
+    with b:
+        fig = go.Figure(go.Bar(x=[f"#{f}" for f in rows["filter"]], y=rows["score"], marker_color=colors,
+                               hovertemplate="filter %{x}<br>score %{y:.4g}<extra></extra>"))
+        fig.add_hline(y=threshold, line_dash="dash", line_color="#333")
+        fig.update_layout(height=320, margin=dict(l=10, r=10, t=10, b=10), yaxis_title=units(name),
+                          xaxis=dict(title="filter, lowest score first", type="category", tickfont=dict(size=9)))
+        st.plotly_chart(fig, width="stretch", key="sal_sorted")
+        st.caption("Every filter of the layer as one bar, sorted from the lowest score (pruned first) to the "
+                   "highest. A smooth ramp means no natural cut; a step means the criterion sees two kinds of "
+                   "filters.")
+
+
+def ranking_table(df: pd.DataFrame) -> None:
+    layers = list(dict.fromkeys(df["layer"]))
+    pick = st.selectbox("Show", ["all layers", *layers], key="sal_table_layer")
+    view = df if pick == "all layers" else df[df["layer"] == pick]
+    st.dataframe(view[["layer", "filter", "score", "rank"]], hide_index=True, width="stretch", height=280,
+                 column_config={"score": st.column_config.NumberColumn(format="%.5g"),
+                                "rank": st.column_config.NumberColumn(help="1 = the layer's most important")})
+    st.caption(f"{len(view)} filters. rank is the place within the layer, 1 = the highest score; sort a column by "
+               "clicking its header.")
+
+
+# ----------------------------------------------------------------------------------------------
+# Agreement between criteria, stability between checkpoints
+
+
+def agreement_tables(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """rank_agreement of every pair, one tidy frame with a 'pair' column."""
+    names = list(tables)
+    frames = []
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            frames.append(rank_agreement(tables[a], tables[b], bottom=BOTTOM).assign(pair=f"{a} vs {b}"))
+    return pd.concat(frames, ignore_index=True)
+
+
+def heatmap(agree: pd.DataFrame, column: str, zmin: float, title: str, key: str) -> None:
+    z = agree.pivot(index="layer", columns="pair", values=column).reindex(
+        index=list(dict.fromkeys(agree["layer"])), columns=list(dict.fromkeys(agree["pair"])))
+    fig = go.Figure(go.Heatmap(z=z.to_numpy(), x=list(z.columns), y=list(z.index), zmin=zmin, zmax=1,
+                               colorscale="RdBu" if zmin < 0 else "Blues", texttemplate="%{z:.2f}",
+                               textfont=dict(size=10), colorbar=dict(title=title, thickness=12),
+                               hovertemplate="%{y}<br>%{x}<br>" + title + " %{z:.3f}<extra></extra>"))
+    fig.update_layout(height=max(300, 22 * len(z) + 80), margin=dict(l=10, r=10, t=10, b=10),
+                      yaxis=dict(autorange="reversed", tickfont=dict(size=10)), xaxis=dict(side="top"))
+    st.plotly_chart(fig, width="stretch", key=key)
+
+
+def agreement_ui(sel, name: str, params: dict, current: pd.DataFrame) -> None:
+    names = list_criteria()
+    default = list(dict.fromkeys([name, "l1", "fpgm"]))
+    chosen = st.multiselect("Criteria to compare", names, default=default, key="sal_agree",
+                            help="Weight-only criteria are scored at once; data-driven ones take seconds (minutes "
+                                 "for linear_ensembles, which is compared only once scored above).")
+    tables, skipped = {name: current} if name in chosen else {}, []
+    for other in chosen:
+        if other in tables:
+            continue
+        cls = criterion_class(other)
+        if (cls.needs_data and sel.data_path is None) or (other in SLOW and not has_scores(sel, other)):
+            skipped.append(other)
+            continue
+        try:
+            tables[other] = compute(sel, other, {}, f"Scoring with {other}")
+        except (DataNotFoundError, ValueError, RuntimeError):
+            skipped.append(other)
+    if skipped:
+        st.info(f"Left out: {', '.join(skipped)} (no data, or slow and not scored yet: score it above first).",
+                icon=":material/info:")
+    if len(tables) < 2:
+        st.info("Choose at least two criteria that can be scored.", icon=":material/info:")
+        return
+    agree = agreement_tables(tables)
+    a, b = st.columns(2)
+    with a:
+        st.markdown("**Spearman rank correlation** per layer")
+        heatmap(agree, "spearman", -1.0, "Spearman", "sal_agree_rho")
+        st.caption("Each cell compares the two criteria's rankings of one layer's filters: 1 = the same order, "
+                   "0 = unrelated, -1 = reversed. Blank cells are layers where one criterion scores every filter "
+                   "alike.")
+    with b:
+        st.markdown(f"**Bottom-{BOTTOM:.0%} overlap** per layer")
+        heatmap(agree, "overlap", 0.0, "overlap", "sal_agree_overlap")
+        st.caption(f"The fraction of the {BOTTOM:.0%} lowest-scored filters (the first to go) that both criteria "
+                   f"pick. About {BOTTOM:.0%} is what two random rankings share; 1 means they would prune the very "
+                   "same filters.")
+
+
+@st.cache_resource(show_spinner="Loading the epoch-1 checkpoint...")
+def _early_model():
+    """The bundled default's epoch-1 weights and their hash (the scores' cache key)."""
+    model, _ = load_checkpoint(EARLY_CHECKPOINT)
+    return model, weights_hash(model)
+
+
+def stability_ui(sel, name: str, params: dict, final: pd.DataFrame) -> None:
+    if st.session_state.get("model_source", DEFAULT_SOURCE) != DEFAULT_SOURCE:
+        st.info("Rank stability compares a model with its own epoch-1 checkpoint: only the bundled default ships "
+                "one. For another model, save its weights after the first epoch and compare them in a notebook "
+                "with `prunekit.views.rank_stability`.", icon=":material/info:")
+        return
+    if not EARLY_CHECKPOINT.exists():
+        st.warning(f"The epoch-1 checkpoint {EARLY_CHECKPOINT.name} is missing from assets/.",
+                   icon=":material/warning:")
+        return
+    early_model, key = _early_model()
+    early = replace(sel, model=early_model, key=key)
+    cls = criterion_class(name)
+    if cls.needs_data and not has_scores(early, name, params):
+        if not st.button(f"Score the epoch-1 checkpoint with {name}", key="sal_early_button"):
+            st.caption("Press the button to score the epoch-1 weights with the same probe images.")
+            return
+    try:
+        table = compute(early, name, params, f"Scoring epoch 1 with {name}")
+    except (DataNotFoundError, ValueError, RuntimeError) as exc:
+        st.warning(f"The epoch-1 checkpoint could not be scored: {exc}", icon=":material/warning:")
+        return
+    agree = rank_agreement(table, final, bottom=BOTTOM)
+    fig = go.Figure()
+    fig.add_bar(x=agree["layer"], y=agree["spearman"], name="Spearman rank correlation", marker_color="#2f6fed")
+    fig.add_bar(x=agree["layer"], y=agree["overlap"], name=f"bottom-{BOTTOM:.0%} overlap", marker_color="#f2a541")
+    fig.update_layout(barmode="group", height=320, margin=dict(l=10, r=10, t=30, b=10), yaxis_range=[-1, 1],
+                      yaxis_title="agreement, epoch 1 vs final", legend=dict(orientation="h", y=1.1, x=0),
+                      xaxis=dict(tickangle=-45, tickfont=dict(size=10)))
+    st.plotly_chart(fig, width="stretch", key="sal_stability")
+    st.caption(f"For each layer, how much the {name} ranking after one epoch of training predicts the ranking of "
+               "the final weights (blue: rank correlation, orange: shared bottom filters). High bars mean the "
+               "weak filters are already known early, the premise of pruning early in training (seed 000).")
+
+
+# ----------------------------------------------------------------------------------------------
+
+sel = selection()
+st.title("Saliency")
+st.caption("Score every filter with one criterion, see which filters it calls weak, and whether other criteria "
+           "(and an earlier checkpoint) agree.")
+if sel.model is None:
+    st.info(sel.error or "No model selected: pick one in the sidebar.", icon=":material/info:")
+    st.stop()
+
+st.subheader("Criterion")
+criterion, criterion_params = criterion_ui()
+df = score_ui(sel, criterion, criterion_params)
+if df is None:
+    st.stop()
+
+st.subheader(f"Score distribution of every layer ({len(df)} filters, {df['layer'].nunique()} conv layers)")
+small_multiples(df, criterion)
+st.subheader("One layer, with a threshold")
+threshold_ui(df, criterion)
+st.subheader("Ranking")
+ranking_table(df)
+st.subheader("Do criteria agree?")
+agreement_ui(sel, criterion, criterion_params, df)
+st.subheader("Rank stability: epoch 1 vs final weights")
+stability_ui(sel, criterion, criterion_params, df)

@@ -20,6 +20,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 import torch
+from streamlit.runtime.pages_manager import PagesManager
 
 from prunekit import CheckpointError, best_device, build_model, list_models, load_checkpoint, model_info
 from prunekit.checkpoints import DEFAULT_CHECKPOINT
@@ -207,7 +208,17 @@ def sidebar() -> Selection:
 
 
 def selection() -> Selection:
-    """The sidebar's current choice (the sidebar runs before every page)."""
+    """The sidebar's current choice (app.py draws the sidebar before every page). A page opened by its URL on a
+    freshly started server runs once without app.py (Streamlit's old pages-folder mode, see below): rerun
+    through app.py's router then."""
+    if "selection" not in st.session_state:
+        st.rerun()
     return st.session_state["selection"]
+
+
+# app.py routes with st.navigation. Streamlit (1.6x) decides once per server, on its first run, whether the app uses
+# the old "pages/ folder" mode, and until app.py has called st.navigation it runs a page opened by its URL on its
+# own. Declaring the router here (every page imports this module) makes the rerun above go through app.py.
+PagesManager.uses_pages_directory = False
 
 

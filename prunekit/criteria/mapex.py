@@ -25,7 +25,7 @@ from ..probe import Batch, Probe
 from .base import Criterion, Param, Scores, register_criterion
 from .streaming import Progress, Ticker, stream
 
-__all__ = ["MapEX", "box_masks"]
+__all__ = ["MapEX", "box_masks", "expanded_boxes"]
 
 
 def box_masks(boxes: list[torch.Tensor], height: int, width: int, stride: int, grow: float) -> torch.Tensor:
@@ -48,6 +48,15 @@ def box_masks(boxes: list[torch.Tensor], height: int, width: int, stride: int, g
     inside_y = (y0[:, None] <= cv) & (cv <= y1[:, None])  # (K, H)
     per_box = (inside_y[:, :, None] & inside_x[:, None, :]).float()  # (K, H, W)
     return out.float().index_add_(0, owner, per_box) > 0
+
+
+def expanded_boxes(boxes: torch.Tensor, receptive_field: int, expand: bool = True) -> torch.Tensor:
+    """Boxes (k, 4) of pixel corners [x0, y0, x1, y1) as Map-EX grows them at a layer of receptive field r, in
+    pixels: r / 2 on every side (the r / (2 s) feature cells of :func:`box_masks` at total stride s), not
+    clipped to the image; unchanged when not ``expand`` (plain Map). For drawing what a layer counts as
+    foreground."""
+    grow = receptive_field / 2 if expand else 0.0
+    return boxes.float() + torch.tensor([-grow, -grow, grow, grow])
 
 
 @register_criterion

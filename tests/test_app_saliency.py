@@ -1,0 +1,98 @@
+"""AppTest of the Saliency page: per-layer histograms, the threshold preview, the ranking, criterion agreement,
+and a clear message instead of a crash without data.
+
+AppTest runs an st.navigation app's page directly after switch_page, without the router and its sidebar, so
+each case runs the app once (the sidebar stores the selection), then switches to the page; widgets are set
+through session_state before the first run."""
+import json
+import re
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from prunekit import conv_layers, load_checkpoint
+from prunekit.checkpoints import DEFAULT_CHECKPOINT
+from tests.conftest import REPO
+
+APP = str(REPO / "app.py")
+PAGE = "pages/saliency.py"
+
+
+def _open(**session) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=180)
+    for key, value in session.items():
+        at.session_state[key] = value
+    at.run()
+    at.switch_page(PAGE)
+    return at.run()
+
+
+def _charts(at: AppTest) -> list[dict]:
+    return [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+
+
+@pytest.fixture(scope="module")
+def l1_page() -> AppTest:
+    return _open(criterion="l1")
+
+
+def test_l1_draws_one_histogram_per_conv_layer(l1_page):
+    at = l1_page
+    assert not at.exception
+    names = [c.name for c in conv_layers(load_checkpoint(DEFAULT_CHECKPOINT)[0])]
+    assert len(names) == 19  # ResNet-20: the stem, 3 stages x 3 blocks x 2 convs
+    small = _charts(at)[0]
+    assert [t["name"] for t in small["data"]] == names
+    assert [a["text"] for a in small["layout"]["annotations"]] == names
+    assert "Score distribution of every layer (688 filters, 19 conv layers)" in [s.value for s in at.subheader]
+
+
+def test_threshold_count_matches_a_hand_count(l1_page):
+    at = l1_page
+    table = at.dataframe[0].value
+    layer = at.selectbox(key="sal_layer").value
+    threshold = at.slider(key=f"sal_thr_l1_{layer}").value
+    layer_scores = table[table["layer"] == layer]["score"].tolist()
+    below = sum(s < threshold for s in layer_scores)
+    assert 0 < below < len(layer_scores)
+    sentence = next(m.value for m in at.markdown if "below the threshold would be pruned" in m.value)
+    assert re.search(rf"\*\*{below} of {len(layer_scores)} filters below", sentence), sentence
+
+
+def test_ranking_table_holds_every_filter(l1_page):
+    table = l1_page.dataframe[0].value
+    assert len(table) == 688 and list(table.columns) == ["layer", "filter", "score", "rank"]
+    conv1 = table[table["layer"] == "conv1"]
+    assert sorted(conv1["rank"]) == list(range(1, 17))
+    assert conv1.sort_values("rank")["score"].is_monotonic_decreasing
+
+
+def test_agreement_heatmaps_compare_l1_and_fpgm(l1_page):
+    at = l1_page
+    assert at.multiselect(key="sal_agree").value == ["l1", "fpgm"]
+    heatmaps = [c for c in _charts(at) if c["data"] and c["data"][0]["type"] == "heatmap"]
+    assert len(heatmaps) == 2  # Spearman and bottom-30% overlap
+    rho = heatmaps[0]["data"][0]
+    assert rho["x"] == ["l1 vs fpgm"] and len(rho["y"]) == 19
+    stability = _charts(at)[-1]  # weight-only: the epoch-1 checkpoint is scored at once
+    assert [t["type"] for t in stability["data"]] == ["bar", "bar"] and len(stability["data"][0]["x"]) == 19
+
+
+def test_without_data_a_data_driven_criterion_says_what_still_works(monkeypatch, tmp_path):
+    monkeypatch.setenv("PRUNEKIT_DATA", str(tmp_path))
+    at = _open(criterion="sfm_entropy")
+    assert not at.exception
+    warning = " ".join(w.value for w in at.main.warning)
+    assert "reads images" in warning and "no cifar10 data" in warning and "l1" in warning
+    assert not _charts(at) and not at.dataframe  # nothing drawn from missing scores
+    assert at.selectbox(key="sal_criterion").value == "sfm_entropy"  # the page and its menu stay up
+
+
+def test_a_data_driven_criterion_scores_on_the_button(cifar_data_root, monkeypatch):
+    monkeypatch.setenv("PRUNEKIT_DATA", str(cifar_data_root))
+    at = _open(criterion="sfm_entropy", probe_n=64)
+    assert not at.exception and not at.dataframe
+    at.button[0].click().run()
+    assert not at.exception
+    assert len(at.dataframe[0].value) == 688
+    assert at.slider(key="sal_thr_sfm_entropy_conv1").label == "Threshold (sfm_entropy: entropy (nats))"
