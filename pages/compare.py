@@ -1,5 +1,239 @@
-"""Placeholder while the page is written (issue 6)."""
+"""Compare runs: every pruning on disk as accuracy vs cost, its Pareto front, one run opened (channels,
+fine-tuning curve, downloads, its plan back into the editor) and the table of all runs."""
+from pathlib import Path
+
+import pandas as pd
+import plotly.graph_objects as go
 import streamlit as st
 
-st.title("compare")
-st.info("This page is being built.")
+from pages.shared import CRITERION, PLAN, human
+from prunekit.compare import AXES, STAGES, baselines, channels_frame, comparison, finetune_frame, report_zip, run_files
+from prunekit.runs import list_runs, read_manifest, runs_root
+
+PALETTE = ["#2f6fed", "#f2a541", "#2a9d8f", "#e76f51", "#8d5fd3", "#6c757d", "#d62976", "#3a86ff"]
+RUN_KEY = "compare_run"
+
+
+CLI_EXAMPLE = """python -m prunekit plan --checkpoint assets/resnet20_cifar10.safetensors \\
+    --criterion l1 --preset uniform --ratio 0.5 --out plan.json
+python -m prunekit prune --checkpoint assets/resnet20_cifar10.safetensors \\
+    --criterion l1 --plan plan.json"""
+
+
+def empty_state() -> None:
+    st.info(
+        f"No runs yet in `{runs_root().resolve()}`. A run is one pruning kept on disk (the plan, the smaller model, "
+        "its cost and accuracy). Make one on the **Plan & prune** page, or from a terminal (runs go to "
+        "`$PRUNEKIT_RUNS`, default `./runs`):", icon=":material/science:")
+    st.code(CLI_EXAMPLE, language="bash")
+    st.page_link("pages/plan.py", label="Go to Plan & prune", icon=":material/tune:")
+
+
+def axis_controls() -> tuple[str, str]:
+    a, b = st.columns([1, 2])
+    x = a.selectbox("Cost (x axis)", list(AXES), format_func=AXES.get, key="compare_x")
+    stage = b.radio("Accuracy (y axis)", list(STAGES), format_func=STAGES.get, horizontal=True, key="compare_stage")
+    return x, stage
+
+
+def scatter(points: pd.DataFrame, base: pd.DataFrame, x: str) -> go.Figure:
+    """One colour per criterion, the Pareto front as a step line, a star per unpruned model."""
+    fig = go.Figure()
+    front = points[points["pareto"]].sort_values("x")
+    fig.add_scatter(x=front["x"], y=front["accuracy"], mode="lines", line=dict(color="#adb5bd", dash="dash",
+                    shape="hv"), name="Pareto front", hoverinfo="skip")
+    for k, (criterion, group) in enumerate(points.groupby("criterion", sort=True, dropna=False)):
+        fig.add_scatter(
+            x=group["x"], y=group["accuracy"], mode="markers", name=str(criterion),
+            customdata=group[["run", "preset", "stage"]].fillna("-").to_numpy(),
+            marker=dict(size=group["pareto"].map({True: 14, False: 10}), color=PALETTE[k % len(PALETTE)],
+                        line=dict(width=group["pareto"].map({True: 2, False: 0}), color="#212529")),
+            hovertemplate="<b>%{customdata[0]}</b><br>" + f"criterion {criterion}<br>preset %{{customdata[1]}}"
+                          "<br>accuracy %{y:.2f}% (%{customdata[2]})<br>" + AXES[x] + " %{x:.4s}<extra></extra>")
+    if len(base):
+        fig.add_scatter(x=base["x"], y=base["accuracy"], mode="markers", name="unpruned",
+                        marker=dict(symbol="star", size=18, color="#ffd166", line=dict(width=1, color="#212529")),
+                        customdata=base[["arch", "runs"]].to_numpy(),
+                        hovertemplate="<b>unpruned %{customdata[0]}</b><br>accuracy %{y:.2f}%<br>"
+                                      + AXES[x] + " %{x:.4s}<br>%{customdata[1]} run(s) from it<extra></extra>")
+    fig.update_xaxes(title=AXES[x], tickformat="~s" if x in ("flops", "params") else None)
+    fig.update_yaxes(title="top-1 test accuracy (%)")
+    fig.update_layout(height=430, margin=dict(l=10, r=10, t=30, b=10), legend=dict(title="criterion", y=0.9),
+                      clickmode="event+select")
+    return fig
+
+
+def clicked_run(event, runs: list[str]) -> None:
+    """A new click on a run's point selects it in the run picker (drawn after the chart)."""
+    points = event.get("selection", {}).get("points", []) if event else []
+    data = [p.get("customdata") for p in points]
+    first = [(list(d.values()) if isinstance(d, dict) else d)[0] for d in data if d]
+    picked = [run for run in first if run in runs]
+    if picked and st.session_state.get("compare_click") != picked[0]:
+        st.session_state["compare_click"] = st.session_state[RUN_KEY] = picked[0]
+
+
+def chart_section(runs: pd.DataFrame) -> pd.DataFrame:
+    """The accuracy-vs-cost chart; returns its points (with their Pareto mask)."""
+    x, stage = axis_controls()
+    points = comparison(runs, x, stage)
+    if points.empty:
+        st.info("No run has both this cost and an accuracy yet: a run pruned without test images records no "
+                "accuracy, and one pruned without timing no latency. Pick another cost, or prune with data.")
+        return points
+    event = st.plotly_chart(scatter(points, baselines(runs, x), x), width="stretch", key=f"compare_chart_{x}_{stage}",
+                            on_select="rerun", selection_mode="points")
+    clicked_run(event, points["run"].tolist())
+    st.caption("Each dot is a pruned model: further left is cheaper, higher is more accurate; the stars are the "
+               "unpruned models the runs started from. Outlined dots are on the Pareto front (no other run is both "
+               "cheaper and more accurate): click any dot to open its run below.")
+    return points
+
+
+def channels_chart(channels: pd.DataFrame) -> go.Figure:
+    fig = go.Figure()
+    fig.add_bar(x=channels["layer"], y=channels["before"], name="before", marker_color="#ced4da")
+    fig.add_bar(x=channels["layer"], y=channels["after"], name="after", marker_color="#2f6fed")
+    fig.update_layout(barmode="overlay", height=300, margin=dict(l=10, r=10, t=10, b=10),
+                      yaxis_title="filters", legend=dict(orientation="h", y=1.1))
+    fig.update_xaxes(tickangle=-45, tickfont=dict(size=10))
+    return fig
+
+
+def finetune_chart(epochs: pd.DataFrame) -> go.Figure:
+    fig = go.Figure()
+    fig.add_scatter(x=epochs["epoch"], y=epochs["test_accuracy"], name="test accuracy (%)", mode="lines+markers")
+    if "train_accuracy" in epochs:
+        fig.add_scatter(x=epochs["epoch"], y=epochs["train_accuracy"], name="train accuracy (%)",
+                        mode="lines+markers", line=dict(dash="dot"))
+    fig.update_layout(height=300, margin=dict(l=10, r=10, t=10, b=10), xaxis_title="epoch",
+                      yaxis_title="top-1 accuracy (%)", legend=dict(orientation="h", y=1.1))
+    return fig
+
+
+def _accuracy(col, label: str, entry, missing: str) -> None:
+    value = entry.get("accuracy") if isinstance(entry, dict) else None
+    col.metric(label, "–" if value is None else f"{value:.2f}%", help="top-1 on the test images" if value is not None
+               else missing)
+
+
+def run_metrics(m: dict) -> None:
+    before, after = m.get("before") or {}, m.get("after") or {}
+    acc = m.get("accuracy") or {}
+    cols = st.columns(5)
+    not_measured = "not measured: this run was pruned without test images"
+    _accuracy(cols[0], "Accuracy before", acc.get("before"), not_measured)
+    _accuracy(cols[1], "After pruning", acc.get("pruned"), not_measured)
+    _accuracy(cols[2], "After fine-tuning", m.get("finetune"), "not fine-tuned (yet)")
+    for col, key, label in ((cols[3], "params", "Parameters"), (cols[4], "flops", "FLOPs")):
+        if before.get(key) and after.get(key) is not None:
+            col.metric(label, human(after[key]), f"from {human(before[key])}", delta_color="off", delta_arrow="off")
+        else:
+            col.metric(label, "–", help="not measured: the run stopped before pruning")
+
+
+def downloads(run_dir: Path, charts: dict[str, go.Figure]) -> None:
+    """The report zip (built on click) and the run's model files (only files inside the run directory)."""
+    cols = st.columns(3)
+    cols[0].download_button("Report (zip)", data=lambda: report_zip(run_dir, {
+        name: fig.to_html(include_plotlyjs=True, full_html=True) for name, fig in charts.items()}),
+        file_name=f"{run_dir.name}-report.zip", mime="application/zip", icon=":material/download:",
+        help="manifest.json, plan.json, channels.csv, finetune.csv and the charts as HTML", key="compare_zip")
+    for col, (label, path) in zip(cols[1:], run_files(run_dir).items()):
+        col.download_button(f"{label.capitalize()} model (.safetensors)", data=lambda p=path: p.read_bytes(),
+                            file_name=f"{run_dir.name}-{label}.safetensors", mime="application/octet-stream",
+                            icon=":material/download:", key=f"compare_model_{label}",
+                            help="reload with prunekit.load_checkpoint (the file rebuilds the smaller model)")
+
+
+def run_detail(row: pd.Series) -> None:
+    """One run opened: summary, channels, fine-tuning curve, downloads and 'load this plan'."""
+    run_dir = Path(row["path"])
+    try:
+        m = read_manifest(run_dir)
+    except ValueError as exc:
+        st.error(f"This run cannot be read: {exc}")
+        return
+    plan = m.get("plan") or {}
+    preset = (plan.get("preset") or {}).get("name") or "hand-made"
+    criterion = (m.get("criterion") or {}).get("name") or "?"
+    st.markdown(f"**{m['id']}** · status **{m['status']}** · {(m.get('model') or {}).get('arch', '?')} · "
+                f"preset **{preset}** · criterion **{criterion}** · created {m.get('created', '?')}")
+    if m.get("error"):
+        st.error(f"This run {m['status']}: {m['error']}")
+    run_metrics(m)
+    charts = {}
+    channels = channels_frame(m)
+    epochs = finetune_frame(m)
+    left, right = st.columns(2)
+    with left:
+        st.markdown("**Filters per conv, before and after**")
+        if channels.empty:
+            st.info("No pruning report in this run (it stopped before pruning).")
+        else:
+            charts["channels"] = channels_chart(channels)
+            st.plotly_chart(charts["channels"], width="stretch", key="compare_channels")
+            st.caption("Grey bars are each conv's filters before pruning, blue bars what is left. Convs of one "
+                       "coupled group (a ResNet stage's residual stream) lose the same filters together.")
+    with right:
+        st.markdown("**Fine-tuning**")
+        if epochs.empty or "test_accuracy" not in epochs:
+            st.info("Not fine-tuned yet: start a fine-tuning job for this run on the Jobs page.")
+        else:
+            charts["finetune"] = finetune_chart(epochs)
+            st.plotly_chart(charts["finetune"], width="stretch", key="compare_finetune")
+            st.caption("Accuracy after each fine-tuning epoch (solid: test images, dotted: training images). A "
+                       "curve still rising at the end says more epochs would recover more.")
+    downloads(run_dir, charts)
+    if plan.get("ratios") is not None and st.button("Load this plan into the editor", icon=":material/tune:",
+                                                    key="compare_load", type="primary"):
+        st.session_state[PLAN] = dict(plan["ratios"])
+        st.session_state[CRITERION] = criterion
+        st.switch_page("pages/plan.py")
+
+
+def runs_table(runs: pd.DataFrame, points: pd.DataFrame) -> None:
+    """Every run, newest first, with human-readable costs and its error when it failed."""
+    front = dict(zip(points["run"], points["pareto"]))
+
+    def col(name):
+        return runs[name] if name in runs else pd.Series(None, index=runs.index, dtype=object)
+
+    def costs(name):
+        return [None if pd.isna(b) or pd.isna(a) else f"{human(b)} → {human(a)}"
+                for b, a in zip(col(f"{name}_before"), col(name))]
+
+    table = pd.DataFrame({
+        "run": runs["run"], "status": runs["status"], "model": col("arch"), "criterion": col("criterion"),
+        "preset": col("preset"), "params": costs("params"), "FLOPs": costs("flops"),
+        "latency b1 (ms)": col("latency_b1"), "acc. before (%)": col("accuracy_before"),
+        "acc. pruned (%)": col("accuracy_pruned"), "acc. fine-tuned (%)": col("accuracy_finetuned"),
+        "Pareto": [front.get(r, False) for r in runs["run"]], "created": col("created"), "error": col("error")})
+    st.dataframe(table, hide_index=True, width="stretch", column_config={
+        c: st.column_config.NumberColumn(format="%.2f") for c in
+        ("latency b1 (ms)", "acc. before (%)", "acc. pruned (%)", "acc. fine-tuned (%)")})
+    st.caption("One row per run, newest first; costs read before → after pruning. Pareto marks the runs on the "
+               "front of the chart above; failed, interrupted and unreadable runs say why in the last column.")
+
+
+st.title("Compare runs")
+st.caption("Every pruning kept on disk: which plan and criterion bought the most accuracy for the least cost.")
+runs = list_runs()
+if runs.empty:
+    empty_state()
+    st.stop()
+
+points = chart_section(runs)
+readable = runs[runs["status"] != "unreadable"]
+st.subheader("One run")
+if readable.empty:
+    st.warning("No run here has a readable manifest; see the table below for why.")
+else:
+    labels = {r.run: f"{r.run} · {r.status} · {r.criterion}" for r in readable.itertuples()}
+    if st.session_state.get(RUN_KEY) not in labels:  # default: the newest finished run
+        done = readable.loc[readable["status"] == "done", "run"]
+        st.session_state[RUN_KEY] = done.iloc[0] if len(done) else readable["run"].iloc[0]
+    picked = st.selectbox("Run (or click a dot above)", list(labels), format_func=labels.get, key=RUN_KEY)
+    run_detail(readable[readable["run"] == picked].iloc[0])
+st.subheader(f"All {len(runs)} runs")
+runs_table(runs, points)

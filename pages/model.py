@@ -84,6 +84,7 @@ def data_status(sel) -> None:
 
 sel = selection()
 st.title("Model & data")
+st.page_link("pages/tour.py", label="New here? Take the guided tour (8 short steps)", icon=":material/school:")
 st.caption("The network you are exploring, layer by layer. Pick another model or data set in the sidebar.")
 if sel.model is None:
     st.info(sel.error or "No model selected.", icon=":material/info:")

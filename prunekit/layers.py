@@ -17,6 +17,7 @@ activation functionally with :func:`feature_map`.
 from __future__ import annotations
 
 import operator
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -26,6 +27,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 __all__ = ["ConvLayer", "ACTIVATIONS", "conv_layers", "select_layers", "feature_map"]
+
+_TRACE_LOCK = threading.Lock()  # torch.fx's patcher is process-global (the dashboard traces from several sessions)
 
 # Element-wise activations prunekit applies functionally (never in place) on the tap output.
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
@@ -103,7 +106,8 @@ def conv_layers(model: nn.Module) -> list[ConvLayer]:
     cannot be scored or removed one call at a time.
     """
     try:
-        graph = fx.symbolic_trace(model).graph
+        with _TRACE_LOCK:  # fx's patcher is process-global: two threads tracing at once break each other
+            graph = fx.symbolic_trace(model).graph
     except Exception as exc:  # fx raises TraceError, TypeError, NotImplementedError... depending on the cause
         raise ValueError(
             f"cannot trace {type(model).__name__} with torch.fx ({type(exc).__name__}: {exc}); prunekit needs "

@@ -31,7 +31,8 @@ from .scores import score
 
 __all__ = [
     "Correlation", "score_histogram", "value_histograms", "weight_correlation", "feature_correlation",
-    "cluster_order", "feature_maps", "feature_map_grid", "rank_agreement", "rank_stability",
+    "cluster_order", "feature_maps", "feature_map_grid", "rank_agreement", "rank_stability", "correlated_pairs",
+    "filter_kernels",
 ]
 
 
@@ -47,6 +48,15 @@ class Correlation:
     def ordered(self) -> np.ndarray:
         """The matrix with rows and columns in clustering order."""
         return self.matrix[np.ix_(self.order, self.order)]
+
+    def cells(self) -> pd.DataFrame:
+        """The ordered matrix as one row per cell, row-major (C * C rows): row, col (positions in clustering
+        order), i, j (the filters there), r (their |Pearson|)."""
+        c = len(self.order)
+        rows, cols = np.repeat(np.arange(c), c), np.tile(np.arange(c), c)
+        order = np.asarray(self.order, dtype=np.int64)
+        i, j = order[rows], order[cols]
+        return pd.DataFrame({"row": rows, "col": cols, "i": i, "j": j, "r": self.matrix[i, j]})
 
 
 def _layer(model: nn.Module, layer: ConvLayer | str) -> ConvLayer:
@@ -232,3 +242,28 @@ def rank_stability(
     a = score(early, criterion, layers, probe, **params)
     b = score(final, criterion, layers, probe, **params)
     return rank_agreement(a, b, bottom=bottom)
+
+
+def correlated_pairs(corr: Correlation, k: int = 10) -> pd.DataFrame:
+    """The ``k`` most correlated pairs of distinct filters of a :class:`Correlation` (each pair once, i < j):
+    columns i, j, r (|Pearson|), highest first (ties by i, then j)."""
+    if k < 1:
+        raise ValueError(f"k must be a positive integer, got {k!r}")
+    i, j = np.triu_indices(len(corr.matrix), 1)
+    pairs = pd.DataFrame({"i": i, "j": j, "r": corr.matrix[i, j]})
+    return pairs.sort_values(["r", "i", "j"], ascending=[False, True, True], kind="stable").head(k).reset_index(
+        drop=True)
+
+
+def filter_kernels(model: nn.Module, layer: ConvLayer | str, index: int, channels: int = 3) -> np.ndarray:
+    """What one filter looks like: float64 (1 + m, kh, kw), its kernel averaged over the input channels, then
+    its kernels on the first m = min(``channels``, C_in / groups) input channels. Reads the module by name
+    (no trace of the model)."""
+    conv = model.get_submodule(layer) if isinstance(layer, str) else layer.module
+    if not isinstance(conv, nn.Conv2d):
+        raise ValueError(f"{layer!r} is not a Conv2d of the model")
+    weight = conv.weight.detach()
+    if not 0 <= index < len(weight):
+        raise ValueError(f"filter index must be in [0, {len(weight) - 1}], got {index!r}")
+    w = weight[index].double().cpu()  # (C_in / groups, kh, kw)
+    return torch.cat([w.mean(0, keepdim=True), w[:channels]]).numpy()

@@ -130,3 +130,32 @@ def test_rank_stability_between_two_checkpoints():
     direct = rank_agreement(score(early, "l1"), score(other, "l1"))
     pd.testing.assert_frame_equal(moved, direct)
     assert (moved["spearman"] < 1).any() and list(moved["layer"]) == ["conv1", "conv2", "conv3"]
+
+
+def test_correlated_pairs_are_the_highest_off_diagonal_entries():
+    from prunekit.views import Correlation, correlated_pairs
+
+    m = np.array([[1.0, 0.2, 0.9], [0.2, 1.0, 0.5], [0.9, 0.5, 1.0]])
+    pairs = correlated_pairs(Correlation("conv", m, [0, 1, 2]), k=2)
+    assert pairs[["i", "j"]].values.tolist() == [[0, 2], [1, 2]] and pairs["r"].tolist() == [0.9, 0.5]
+
+
+def test_filter_kernels_are_the_mean_then_the_first_input_channels():
+    from prunekit.views import filter_kernels
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(4, 2, 3))
+    kernels = filter_kernels(model, "0", 1, channels=2)
+    w = model[0].weight.detach().double()
+    assert kernels.shape == (3, 3, 3)
+    assert np.allclose(kernels[0], w[1].mean(0).numpy()) and np.allclose(kernels[1:], w[1, :2].numpy())
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        filter_kernels(model, "0", 2)
+
+
+def test_correlation_cells_follow_the_clustering_order():
+    from prunekit.views import Correlation
+
+    m = np.array([[1.0, 0.2, 0.9], [0.2, 1.0, 0.5], [0.9, 0.5, 1.0]])
+    cells = Correlation("conv", m, [2, 0, 1]).cells()
+    assert len(cells) == 9 and cells.loc[1].to_dict() == {"row": 0, "col": 1, "i": 2, "j": 0, "r": 0.9}
+    assert np.allclose(cells["r"].to_numpy().reshape(3, 3), m[np.ix_([2, 0, 1], [2, 0, 1])])

@@ -1,0 +1,120 @@
+"""What the Compare page needs from the runs on disk: the accuracy-vs-cost points, their Pareto front, the
+unpruned baselines, one run's channels and fine-tuning curve, its downloadable files and its report as a zip.
+
+>>> runs = list_runs()
+>>> points = comparison(runs, "flops", "finetuned")   # run, x, accuracy, stage, ..., pareto
+>>> report_zip(runs.loc[0, "path"])                    # bytes of a zip: manifest, plan, channels, fine-tuning
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .finetune import FINETUNE_DIR
+from .runs import MANIFEST, MODEL_FILE, read_manifest
+
+__all__ = ["AXES", "STAGES", "pareto_front", "comparison", "baselines", "channels_frame", "finetune_frame",
+           "run_files", "report_zip"]
+
+AXES = {"flops": "FLOPs", "params": "parameters", "latency_b1": "latency, batch 1 (ms)",
+        "latency_b64": "latency, batch 64 (ms)"}
+STAGES = {"finetuned": "after fine-tuning (else after pruning)", "pruned": "after pruning"}
+
+
+def pareto_front(df: pd.DataFrame, x: str, y: str) -> pd.Series:
+    """Boolean mask (``df``'s index) of the rows on the Pareto front of low ``x`` (a cost) and high ``y``
+    (an accuracy): no other row has x <= and y >= with one of them strict. Rows with a missing or non-finite
+    x or y are never on it; equal rows are all on it."""
+    xs = pd.to_numeric(df[x], errors="coerce").to_numpy(dtype=np.float64)
+    ys = pd.to_numeric(df[y], errors="coerce").to_numpy(dtype=np.float64)
+    valid = np.isfinite(xs) & np.isfinite(ys)
+    cx, cy = xs[valid][None, :], ys[valid][None, :]  # candidates that may dominate
+    dominated = ((cx <= xs[:, None]) & (cy >= ys[:, None]) & ((cx < xs[:, None]) | (cy > ys[:, None]))).any(1)
+    return pd.Series(valid & ~dominated, index=df.index, name="pareto")
+
+
+def comparison(runs: pd.DataFrame, x: str = "flops", stage: str = "finetuned") -> pd.DataFrame:
+    """The points of the accuracy-vs-cost chart from :func:`prunekit.runs.list_runs`'s table: one row per run
+    that has ``x`` and an accuracy, columns run, arch, criterion, preset, x, accuracy, stage ('fine-tuned' or
+    'pruned': where the accuracy comes from), pareto.
+
+    x: a key of :data:`AXES`; stage: 'finetuned' (the fine-tuned accuracy where there is one, else the
+    accuracy right after pruning) or 'pruned'."""
+    if x not in AXES or stage not in STAGES:
+        raise ValueError(f"x must be one of {list(AXES)} and stage one of {list(STAGES)}, got {x!r}, {stage!r}")
+    cols = ["run", "arch", "criterion", "preset", "x", "accuracy", "stage", "pareto"]
+    if runs.empty or x not in runs:
+        return pd.DataFrame(columns=cols)
+    pruned = pd.to_numeric(runs["accuracy_pruned"], errors="coerce")
+    tuned = pd.to_numeric(runs["accuracy_finetuned"], errors="coerce")
+    use_tuned = tuned.notna() if stage == "finetuned" else pd.Series(False, index=runs.index)
+    out = runs[["run", "arch", "criterion", "preset"]].assign(
+        x=pd.to_numeric(runs[x], errors="coerce"), accuracy=tuned.where(use_tuned, pruned),
+        stage=np.where(use_tuned, "fine-tuned", "pruned"))
+    out = out[out["x"].notna() & out["accuracy"].notna()]
+    return out.assign(pareto=pareto_front(out, "x", "accuracy"))[cols].reset_index(drop=True)
+
+
+def baselines(runs: pd.DataFrame, x: str = "flops") -> pd.DataFrame:
+    """The unpruned models the runs started from: one row per distinct (arch, ``x`` before, accuracy before),
+    columns arch, x, accuracy, runs (how many runs started from it). Runs without both values are left out."""
+    cols = ["arch", "x", "accuracy", "runs"]
+    if runs.empty or f"{x}_before" not in runs:
+        return pd.DataFrame(columns=cols)
+    base = runs.assign(x=pd.to_numeric(runs[f"{x}_before"], errors="coerce"),
+                       accuracy=pd.to_numeric(runs["accuracy_before"], errors="coerce"))
+    base = base.dropna(subset=["x", "accuracy"])
+    return base.groupby(["arch", "x", "accuracy"], as_index=False).size().rename(columns={"size": "runs"})[cols]
+
+
+def channels_frame(manifest: dict) -> pd.DataFrame:
+    """One row per conv of a run's report: layer, before, after, removed (filters), in the model's order."""
+    channels = (manifest.get("report") or {}).get("channels") or {}
+    rows = [(layer, int(b), int(a), int(b) - int(a)) for layer, (b, a) in channels.items()]
+    return pd.DataFrame(rows, columns=["layer", "before", "after", "removed"])
+
+
+def finetune_frame(manifest: dict) -> pd.DataFrame:
+    """The fine-tuning metrics of a run, one row per finished epoch (epoch, train_loss, train_accuracy,
+    test_loss, test_accuracy, lr, seconds, images_per_s); empty when it was not fine-tuned."""
+    return pd.DataFrame((manifest.get("finetune") or {}).get("epochs") or [])
+
+
+def _inside(run_dir: Path, relative: str) -> Path | None:
+    """``run_dir / relative`` if it is a regular file that resolves inside ``run_dir``, else None."""
+    root = run_dir.resolve()
+    path = (run_dir / relative).resolve()
+    return path if path.is_file() and path.is_relative_to(root) else None
+
+
+def run_files(run_dir: str | os.PathLike) -> dict[str, Path]:
+    """The run's model files that exist: {'pruned': model.safetensors, 'fine-tuned':
+    finetune/model.safetensors}; only regular files inside ``run_dir`` (a link out of it is not offered)."""
+    run_dir = Path(run_dir)
+    candidates = {"pruned": MODEL_FILE, "fine-tuned": f"{FINETUNE_DIR}/{MODEL_FILE}"}
+    return {label: path for label, rel in candidates.items() if (path := _inside(run_dir, rel)) is not None}
+
+
+def report_zip(run_dir: str | os.PathLike, charts: dict[str, str] | None = None) -> bytes:
+    """A zip of one run's report: manifest.json, plan.json, channels.csv (per conv: before, after, removed),
+    finetune.csv (per epoch, when fine-tuned) and ``charts`` ({file stem: standalone HTML}) as
+    ``charts/<stem>.html``. ValueError when the run's manifest is unreadable."""
+    run_dir = Path(run_dir)
+    manifest = read_manifest(run_dir)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr(MANIFEST, (run_dir / MANIFEST).read_text())
+        zf.writestr("plan.json", json.dumps(manifest.get("plan") or {}, indent=2))
+        zf.writestr("channels.csv", channels_frame(manifest).to_csv(index=False))
+        tuned = finetune_frame(manifest)
+        if not tuned.empty:
+            zf.writestr("finetune.csv", tuned.to_csv(index=False))
+        for stem, html in (charts or {}).items():
+            zf.writestr(f"charts/{Path(stem).name}.html", html)
+    return buffer.getvalue()

@@ -1,0 +1,124 @@
+"""AppTest of the Compare runs page on a temporary runs root ($PRUNEKIT_RUNS): the table, the Pareto front
+(known by hand), loading a run's plan into the editor, the empty state and a corrupt manifest."""
+import base64
+import json
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from prunekit.runs import Run
+from tests.conftest import REPO
+
+APP = str(REPO / "app.py")
+PLAN_RATIOS = {"conv1": 0.5, "layer2.0.conv1": 0.25}
+
+
+def _run(root, criterion, flops, pruned, finetuned=None, status="done", error=None):
+    """A run written by hand: ResNet-20 (81.1M FLOPs, 90% before) pruned to ``flops`` FLOPs."""
+    finetune = None if finetuned is None else {
+        "accuracy": finetuned, "epochs": [{"epoch": 1, "test_accuracy": finetuned - 2, "train_accuracy": 70.0},
+                                          {"epoch": 2, "test_accuracy": finetuned, "train_accuracy": 75.0}]}
+    run = Run.create(root, name="resnet20", model={"arch": "resnet20"}, criterion={"name": criterion, "params": {}},
+                     plan={"format": "prunekit-plan/1", "arch": "resnet20", "ratios": PLAN_RATIOS,
+                           "preset": {"name": "uniform"}},
+                     before={"params": 272_474, "flops": 81_100_000, "latency_ms": {"1": 2.0}},
+                     after={"params": 150_000, "flops": flops, "latency_ms": {"1": 1.0}},
+                     accuracy={"before": {"accuracy": 90.0}, "pruned": {"accuracy": pruned}},
+                     report={"channels": {"conv1": [16, 8], "layer1.0.conv1": [16, 8]}}, finetune=finetune)
+    run.finish(status, error)
+    return run.manifest["id"]
+
+
+@pytest.fixture
+def runs_root(tmp_path, monkeypatch):
+    root = tmp_path / "runs"
+    monkeypatch.setenv("PRUNEKIT_RUNS", str(root))
+    return root
+
+
+@pytest.fixture
+def three_runs(runs_root):
+    """a: cheapest and best after fine-tuning; b: dearer, best of all; c: beaten by a; d: failed."""
+    ids = {"a": _run(runs_root, "l1", 20e6, 80.0, finetuned=88.0), "b": _run(runs_root, "sfm_entropy", 30e6, 90.0),
+           "c": _run(runs_root, "l1", 25e6, 70.0)}
+    ids["d"] = _run(runs_root, "fpgm", 20e6, 50.0, status="failed", error="RuntimeError: out of memory")
+    return ids
+
+
+def _page(**session) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=120)
+    for key, value in session.items():
+        at.session_state[key] = value
+    at.run()
+    at.switch_page("pages/compare.py")
+    return at.run()
+
+
+def _traces(at, index: int = 0) -> list[dict]:
+    """The traces of the page's ``index``-th plotly chart, numpy arrays (sent as typed arrays) decoded."""
+    def decode(v):
+        return np.frombuffer(base64.b64decode(v["bdata"]), v["dtype"]).tolist() if isinstance(v, dict) and \
+            "bdata" in v else v
+    return [{k: decode(v) for k, v in t.items()} for t in json.loads(at.get("plotly_chart")[index].proto.spec)["data"]]
+
+
+def _table(at):
+    return at.dataframe[-1].value.set_index("run")
+
+
+def test_the_table_lists_every_run_with_its_pareto_front(three_runs):
+    at = _page()
+    assert not at.exception
+    table = _table(at)
+    assert set(table.index) == set(three_runs.values())
+    ids = {v: k for k, v in three_runs.items()}
+    # after fine-tuning: a (20M, 88%) and b (30M, 90%) are on the front; c (25M, 70%) and the failed d are not
+    assert {ids[r]: bool(p) for r, p in table["Pareto"].items()} == {"a": True, "b": True, "c": False, "d": False}
+    assert table.loc[three_runs["d"], "status"] == "failed"
+    assert table.loc[three_runs["d"], "error"] == "RuntimeError: out of memory"
+    assert table.loc[three_runs["a"], "FLOPs"] == "81.10M → 20.00M"
+    assert "All 4 runs" in [s.value for s in at.subheader]
+
+
+def test_after_pruning_only_the_front_moves(three_runs):
+    at = _page(compare_stage="pruned")
+    ids = {v: k for k, v in three_runs.items()}
+    # right after pruning: a (20M, 80%) and b (30M, 90%); d (20M, 50%) is beaten by a
+    assert {ids[r]: bool(p) for r, p in _table(at)["Pareto"].items()} == {"a": True, "b": True, "c": False,
+                                                                          "d": False}
+
+
+def test_the_chart_has_every_run_with_accuracy_and_a_star_for_the_unpruned_model(three_runs):
+    traces = _traces(_page())
+    runs = {row[0] for t in traces if t.get("customdata") and t["name"] != "unpruned" for row in t["customdata"]}
+    assert runs == set(three_runs.values())
+    (star,) = [t for t in traces if t["name"] == "unpruned"]
+    assert star["x"] == [81_100_000] and star["y"] == [90.0] and star["marker"]["symbol"] == "star"
+
+
+def test_load_this_plan_sets_the_editor_plan_and_criterion(three_runs):
+    at = _page(compare_run=three_runs["b"])
+    assert not at.exception
+    assert [m.value for m in at.metric if m.label == "After pruning"] == ["90.00%"]
+    at.button(key="compare_load").click().run()
+    assert at.session_state["plan"] == PLAN_RATIOS and at.session_state["criterion"] == "sfm_entropy"
+
+
+def test_an_empty_runs_root_says_how_to_make_a_run(runs_root):
+    at = _page()
+    assert not at.exception
+    message = " ".join(i.value for i in at.info)
+    assert "No runs yet" in message and "Plan & prune" in message
+    assert "python -m prunekit prune" in at.code[0].value
+
+
+def test_a_corrupt_manifest_is_listed_unreadable_and_the_page_stays_up(runs_root, three_runs):
+    broken = runs_root / "20000101-000000-resnet20-abcdef"
+    broken.mkdir()
+    (broken / "manifest.json").write_text('{"format": "prunekit-run/1", "id": ')
+    at = _page()
+    assert not at.exception
+    table = _table(at)
+    assert table.loc[broken.name, "status"] == "unreadable"
+    assert "not a readable run manifest" in table.loc[broken.name, "error"]

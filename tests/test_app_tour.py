@@ -1,0 +1,53 @@
+"""AppTest of the Guided tour: Next and Previous walk the steps, and every step links to its page."""
+from pathlib import Path
+
+from streamlit.testing.v1 import AppTest
+
+from pages.tour import STEPS
+from tests.conftest import REPO
+
+APP = str(REPO / "app.py")
+
+
+def _page(**session) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=120)
+    for key, value in session.items():
+        at.session_state[key] = value
+    at.run()
+    at.switch_page("pages/tour.py")
+    return at.run()
+
+
+def _current(at) -> str:
+    return at.subheader[0].value
+
+
+def test_next_moves_to_step_two_and_previous_back():
+    at = _page()
+    assert not at.exception
+    assert _current(at) == "1. Filters and feature maps"
+    assert at.button(key="tour_prev").disabled
+    at.button(key="tour_next").click().run()
+    assert not at.exception
+    assert at.session_state["tour_step"] == 1 and _current(at) == "2. Where the cost sits"
+    at.button(key="tour_prev").click().run()
+    assert at.session_state["tour_step"] == 0 and _current(at) == "1. Filters and feature maps"
+
+
+def test_the_last_step_cannot_go_further():
+    at = _page(tour_step=len(STEPS) - 1)
+    assert _current(at) == f"{len(STEPS)}. Compare: the Pareto front"
+    assert at.button(key="tour_next").disabled
+
+
+def test_every_step_links_to_a_registered_page():
+    assert 6 <= len(STEPS) <= 8
+    registered = (REPO / "app.py").read_text()
+    at = _page()
+    links = [link.proto.page for link in at.get("page_link")]
+    # the current step's link, then one per step in "Show all steps"
+    assert links == [Path(s.page).stem for s in (STEPS[0], *STEPS)]  # the page's url path
+    for step in STEPS:
+        assert f'"{step.page}"' in registered and (REPO / step.page).is_file()
+        assert step.tries and 3 <= step.text.count(". ") + 1 <= 6
+    assert [s.value for s in at.subheader][1:] == [f"{i + 1}. {s.title}" for i, s in enumerate(STEPS)]

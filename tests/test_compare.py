@@ -1,0 +1,92 @@
+"""prunekit.compare: the Pareto front on hand-made tables, the chart's points, the baselines, the run's files
+and its report zip (nothing outside the run directory)."""
+import io
+import json
+import zipfile
+
+import pandas as pd
+import pytest
+
+from prunekit.compare import baselines, channels_frame, comparison, finetune_frame, pareto_front, report_zip, run_files
+from prunekit.runs import MODEL_FILE, Run, list_runs
+
+
+def test_pareto_front_keeps_the_undominated_points():
+    df = pd.DataFrame({"cost": [1, 2, 3, 4, 2, None], "acc": [50, 70, 60, 80, 70, 99]}, index=list("abcdef"))
+    mask = pareto_front(df, "cost", "acc")
+    # c is beaten by b (cheaper, better); b and e are equal (both kept); f has no cost (never on the front)
+    assert mask.to_dict() == {"a": True, "b": True, "c": False, "d": True, "e": True, "f": False}
+
+
+def test_pareto_front_of_an_empty_table_is_empty():
+    assert pareto_front(pd.DataFrame({"x": [], "y": []}), "x", "y").empty
+
+
+def _runs_table():
+    return pd.DataFrame({
+        "run": ["r3", "r2", "r1"], "arch": ["resnet20"] * 3, "criterion": ["l1", "sfm_entropy", "l1"],
+        "preset": ["uniform"] * 3, "flops": [40.0, 60.0, 50.0], "flops_before": [80.0] * 3,
+        "accuracy_before": [90.0] * 3, "accuracy_pruned": [70.0, 85.0, 60.0],
+        "accuracy_finetuned": [None, None, 88.0]})
+
+
+def test_comparison_takes_the_fine_tuned_accuracy_where_there_is_one():
+    tuned = comparison(_runs_table(), "flops", "finetuned").set_index("run")
+    assert tuned["accuracy"].to_dict() == {"r3": 70.0, "r2": 85.0, "r1": 88.0}
+    assert tuned.loc["r1", "stage"] == "fine-tuned" and tuned.loc["r2", "stage"] == "pruned"
+    assert tuned["pareto"].to_dict() == {"r3": True, "r2": False, "r1": True}  # r2 costs more than r1 for less
+    pruned = comparison(_runs_table(), "flops", "pruned").set_index("run")
+    assert pruned["accuracy"].to_dict() == {"r3": 70.0, "r2": 85.0, "r1": 60.0}
+    assert pruned["pareto"].to_dict() == {"r3": True, "r2": True, "r1": False}
+    with pytest.raises(ValueError, match="x must be one of"):
+        comparison(_runs_table(), "speed")
+
+
+def test_baselines_are_one_per_distinct_model():
+    base = baselines(_runs_table(), "flops")
+    assert base.to_dict("records") == [{"arch": "resnet20", "x": 80.0, "accuracy": 90.0, "runs": 3}]
+    assert baselines(pd.DataFrame(), "flops").empty
+
+
+def _run(tmp_path, **fields):
+    run = Run.create(tmp_path, name="resnet20", model={"arch": "resnet20"}, criterion={"name": "l1"},
+                     plan={"format": "prunekit-plan/1", "arch": "resnet20", "ratios": {"conv1": 0.5}}, **fields)
+    run.finish("done")
+    return run
+
+
+def test_report_zip_holds_the_manifest_plan_channels_and_fine_tuning(tmp_path):
+    epochs = [{"epoch": 1, "test_accuracy": 80.0}, {"epoch": 2, "test_accuracy": 82.5}]
+    run = _run(tmp_path, report={"channels": {"conv1": [16, 8], "fc0": [10, 10]}},
+               finetune={"epochs": epochs, "accuracy": 82.5})
+    assert channels_frame(run.manifest).to_dict("records") == [
+        {"layer": "conv1", "before": 16, "after": 8, "removed": 8},
+        {"layer": "fc0", "before": 10, "after": 10, "removed": 0}]
+    assert finetune_frame(run.manifest)["test_accuracy"].tolist() == [80.0, 82.5]
+    zf = zipfile.ZipFile(io.BytesIO(report_zip(run.path, {"channels": "<html></html>"})))
+    assert sorted(zf.namelist()) == ["channels.csv", "charts/channels.html", "finetune.csv", "manifest.json",
+                                     "plan.json"]
+    assert json.loads(zf.read("plan.json"))["ratios"] == {"conv1": 0.5}
+    assert json.loads(zf.read("manifest.json"))["id"] == run.manifest["id"]
+    assert zf.read("channels.csv").decode().splitlines()[1] == "conv1,16,8,8"
+    assert "finetune.csv" not in zipfile.ZipFile(io.BytesIO(report_zip(_run(tmp_path).path))).namelist()
+
+
+def test_run_files_offers_only_files_inside_the_run(tmp_path):
+    run = _run(tmp_path)
+    assert run_files(run.path) == {}
+    (run.path / MODEL_FILE).write_bytes(b"weights")
+    outside = tmp_path / "secret.safetensors"
+    outside.write_bytes(b"secret")
+    (run.path / "finetune").mkdir()
+    (run.path / "finetune" / MODEL_FILE).symlink_to(outside)  # a link out of the run is not offered
+    assert run_files(run.path) == {"pruned": (run.path / MODEL_FILE).resolve()}
+
+
+def test_list_runs_gives_the_error_of_failed_and_unreadable_runs(tmp_path):
+    run = Run.create(tmp_path, name="broken")
+    run.finish("failed", "ValueError: no scores")
+    (tmp_path / "20000101-000000-corrupt-abcdef").mkdir()
+    (tmp_path / "20000101-000000-corrupt-abcdef" / "manifest.json").write_text("{ not json")
+    rows = list_runs(tmp_path).set_index("status")["error"].to_dict()
+    assert rows["failed"] == "ValueError: no scores" and "not a readable run manifest" in rows["unreadable"]
