@@ -2,6 +2,9 @@
 
 Run it with `make app` (or `streamlit run app.py`); it binds to 127.0.0.1 (.streamlit/config.toml).
 """
+import logging
+import os
+
 import streamlit as st
 
 st.set_page_config(page_title="prunekit", page_icon=":material/content_cut:", layout="wide")
@@ -27,4 +30,12 @@ PAGES = {
 
 navigation = st.navigation(PAGES)
 sidebar()
-navigation.run()
+try:
+    navigation.run()
+except Exception as exc:  # the last safety net: a message on the page, the traceback only in the server log
+    if os.environ.get("PRUNEKIT_APP_RAISE"):  # the tests set it, so that AppTest sees the exception itself
+        raise
+    logging.getLogger("prunekit.app").exception("page %s failed", navigation.title)
+    st.error(f"This page hit an unexpected problem: {type(exc).__name__}: {exc}\n\nNothing was lost: your runs, "
+             "jobs and cached scores are on disk. Try another choice, or reload the page. If it happens again, the "
+             "server log has the details for a bug report.", icon=":material/error:")

@@ -11,6 +11,8 @@ from prunekit.data import JPEG_ARCHIVE, ArraySet
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"
+# app.py turns a page's exception into a message; under test it re-raises, so AppTest's `at.exception` sees it
+os.environ["PRUNEKIT_APP_RAISE"] = "1"
 
 
 def cifar_root() -> Path | None:

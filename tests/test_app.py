@@ -60,3 +60,12 @@ def test_switching_to_a_missing_data_set_is_a_message_not_a_crash(dataset, monke
     at = _run(dataset=dataset)
     assert not at.exception
     assert any(dataset in e.value for e in at.sidebar.error)
+
+
+def test_a_page_that_fails_shows_a_message_not_a_traceback(monkeypatch):
+    monkeypatch.delenv("PRUNEKIT_APP_RAISE")
+    monkeypatch.setattr("prunekit.model_info", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("boom")))
+    at = _run()
+    assert not at.exception
+    assert any("unexpected problem: RuntimeError: boom" in e.value and "Nothing was lost" in e.value
+               for e in at.error)
