@@ -20,15 +20,26 @@ __all__ = ["main"]
 
 
 def _train(args: argparse.Namespace) -> int:
+    from .distributed import distributed
+
+    with distributed(_device(args)) as world:  # under torchrun: one rank of several (DDP); else a no-op
+        return _train_on(args, world)
+
+
+def _train_on(args: argparse.Namespace, world) -> int:
     from .data import DeviceLoader, load_arrays
+    from .distributed import main_first
     from .models import build_model
     from .train import TrainConfig, fit
 
-    device = _device(args)
-    train_set = load_arrays(args.data, "train", args.data_root)
-    test_set = load_arrays(args.data, "test", args.data_root)
+    device = world.device
+    with main_first():  # rank 0 decodes into the cache, the others read it
+        train_set = load_arrays(args.data, "train", args.data_root)
+        test_set = load_arrays(args.data, "test", args.data_root)
     if args.subset:
         train_set = train_set.subset(args.subset, seed=args.seed)
+    if args.test_subset:
+        test_set = test_set.subset(args.test_subset, seed=0)
     config = TrainConfig(
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
         schedule=args.schedule, warmup_epochs=args.warmup_epochs, label_smoothing=args.label_smoothing,
@@ -38,26 +49,41 @@ def _train(args: argparse.Namespace) -> int:
     model = build_model(args.model, num_classes=num_classes)
     train_loader = DeviceLoader(train_set, config.batch_size, train=True, device=device, seed=config.seed)
     test_loader = DeviceLoader(test_set, 500, train=False, device=device)
-    print(f"training {args.model} on {args.data} ({len(train_set)} images) on {device} for {config.epochs} epochs")
+    ranks = f" x {world.world_size} processes ({world.backend})" if world.enabled else ""
+    if world.is_main:
+        print(f"training {args.model} on {args.data} ({len(train_set)} images) on {device}{ranks} for "
+              f"{config.epochs} epochs")
     meta = {"data": args.data, "command": " ".join(["python -m prunekit", *sys.argv[1:]]), "device": str(device),
             "torch": torch.__version__}
     rows = fit(model, train_loader, test_loader, config, args.out, arch=args.model, num_classes=num_classes,
                meta=meta, resume=not args.no_resume)
     total = sum(r["seconds"] for r in rows)
-    print(json.dumps({"test_accuracy": rows[-1]["test_accuracy"], "train_seconds": round(total, 1),
-                      "out": str(Path(args.out) / "model.safetensors")}))
+    if world.is_main:
+        print(json.dumps({"test_accuracy": rows[-1]["test_accuracy"], "train_seconds": round(total, 1),
+                          "out": str(Path(args.out) / "model.safetensors")}))
     return 0
 
 
 def _finetune(args: argparse.Namespace) -> int:
+    from .distributed import distributed
+
+    with distributed(_device(args)) as world:  # under torchrun: one rank of several (DDP); else a no-op
+        return _finetune_on(args, world)
+
+
+def _finetune_on(args: argparse.Namespace, world) -> int:
     from .finetune import finetune_config, finetune_run
 
-    device = _device(args)
+    device = world.device
     config = finetune_config(args.epochs, lr=args.lr, batch_size=args.batch_size, weight_decay=args.weight_decay,
                              seed=args.seed, doconv=args.doconv)
-    print(f"fine-tuning {args.run} on {device} for {config.epochs} epochs", file=sys.stderr)
+    ranks = f" x {world.world_size} processes ({world.backend})" if world.enabled else ""
+    if world.is_main:
+        print(f"fine-tuning {args.run} on {device}{ranks} for {config.epochs} epochs", file=sys.stderr)
     run = finetune_run(args.run, config, data=args.data, data_root=args.data_root, subset=args.subset,
-                       device=device, resume=not args.no_resume)
+                       test_subset=args.test_subset, device=device, resume=not args.no_resume)
+    if not world.is_main:
+        return 0
     entry = run.manifest["finetune"]
     accuracy = run.manifest.get("accuracy") or {}
     print(json.dumps({"run": str(run.path), "status": run.status,
@@ -86,15 +112,19 @@ def _datasets(args: argparse.Namespace) -> int:
     return 0
 
 
-def _parse_params(pairs: list[str]) -> dict[str, str]:
+def _parse_params(pairs: list[str], as_json: bool = False) -> dict:
     """``["bins=16", "estimator=pooled"]`` -> ``{"bins": "16", "estimator": "pooled"}`` (values are converted
-    and validated by the criterion)."""
+    and validated by the criterion); with ``as_json`` a value that parses as JSON is read as such (16 -> 16)."""
     params = {}
     for pair in pairs:
         name, sep, value = pair.partition("=")
         if not sep or not name:
-            raise ValueError(f"--param takes NAME=VALUE, got {pair!r}")
-        params[name.strip()] = value.strip()
+            raise ValueError(f"expected NAME=VALUE, got {pair!r}")
+        value = value.strip()
+        if as_json:
+            with contextlib.suppress(json.JSONDecodeError):
+                value = json.loads(value)
+        params[name.strip()] = value
     return params
 
 
@@ -335,6 +365,32 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _jobs(args: argparse.Namespace) -> int:
+    from . import jobs
+
+    if args.action == "list":
+        for job in jobs.list_jobs(args.root):
+            p = job.progress
+            eta = f", ETA {p['eta_s']:.0f} s" if p.get("eta_s") is not None and job.status == "running" else ""
+            print(f"{job.id:40s} {job.status:11s} {job.device:6s} {100 * p.get('fraction', 0):5.1f}%{eta}"
+                  + (f"  {job.error}" if job.error else ""))
+        return 0
+    if not args.target:
+        raise ValueError(f"`jobs {args.action}` needs a {'kind' if args.action == 'submit' else 'job id'}")
+    if args.action == "submit":
+        job = jobs.submit(args.target, _parse_params(args.arg, as_json=True), device=args.device, root=args.root)
+    else:
+        job = getattr(jobs, args.action)(args.target, args.root)
+    print(json.dumps({"job": job.id, "status": job.status, "device": job.device, "path": str(job.path)}))
+    return 0
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from .jobs import work
+
+    return work(args.device, args.root, idle_exit=args.idle_exit)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .data import list_datasets
     from .models import list_models
@@ -342,13 +398,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m prunekit", description="Filter saliency and pruning for CNNs.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    t = sub.add_parser("train", help="train a registered model from scratch on a 32x32 data set")
+    t = sub.add_parser("train", help="train a registered model from scratch on a 32x32 data set",
+                       description="Train a registered model from scratch on a 32x32 data set. Under torchrun "
+                       "(torchrun --nproc_per_node=N -m prunekit train ...) the N processes train one model with "
+                       "DistributedDataParallel; --batch-size is per process and rank 0 alone writes.")
     t.add_argument("--model", required=True, choices=list_models())
     t.add_argument("--data", default="cifar10", choices=list_datasets())
     t.add_argument("--data-root", default=None, help="data folder (default: $PRUNEKIT_DATA or ~/.cache/prunekit/data)")
     t.add_argument("--out", required=True, help="output folder (checkpoints, metrics.jsonl); resumed if it has state")
     t.add_argument("--epochs", type=int, default=30)
-    t.add_argument("--batch-size", type=int, default=128)
+    t.add_argument("--batch-size", type=int, default=128,
+                   help="images per step and process (under torchrun the global batch is this x the processes)")
     t.add_argument("--lr", type=float, default=0.1)
     t.add_argument("--weight-decay", type=float, default=5e-4)
     t.add_argument("--schedule", default="cosine", choices=["cosine", "step", "onecycle"])
@@ -356,22 +416,30 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--label-smoothing", type=float, default=0.0)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--subset", type=int, default=0, help="train on this many images only (0: all)")
+    t.add_argument("--test-subset", type=int, default=0, help="test on this many images only (0: all)")
     t.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best available)")
     t.add_argument("--threads", type=int, default=0, help="CPU threads (default: torch's choice)")
     t.add_argument("--no-resume", action="store_true", help="start over even if --out holds a saved state")
     t.add_argument("--doconv", action="store_true", help="train with DO-Conv (files hold the folded plain convs)")
     t.set_defaults(func=_train)
 
-    f = sub.add_parser("finetune", help="fine-tune a run's pruned model; checkpoints and metrics go into the run")
-    f.add_argument("--run", required=True, help="a run directory written by `prune`")
+    f = sub.add_parser("finetune", help="fine-tune a run's pruned model; checkpoints and metrics go into the run",
+                       description="Fine-tune a run's pruned model; checkpoints and metrics go into the run. Under "
+                       "torchrun (torchrun --nproc_per_node=N -m prunekit finetune --run-dir DIR) the N processes "
+                       "train with DistributedDataParallel; --batch-size is per process and rank 0 alone writes.")
+    f.add_argument("--run", "--run-dir", dest="run", required=True,
+                   help="a run directory written by `prune` (under torchrun write --run-dir: torchrun's own parser "
+                   "takes --run for an abbreviation of its --run-path)")
     f.add_argument("--data", default=None, choices=list_datasets(), help="data set (default: the run's)")
     f.add_argument("--data-root", default=None)
     f.add_argument("--epochs", type=int, default=30)
     f.add_argument("--lr", type=float, default=0.01)
-    f.add_argument("--batch-size", type=int, default=128)
+    f.add_argument("--batch-size", type=int, default=128,
+                   help="images per step and process (under torchrun the global batch is this x the processes)")
     f.add_argument("--weight-decay", type=float, default=5e-4)
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--subset", type=int, default=0, help="train on this many images only (0: all)")
+    f.add_argument("--test-subset", type=int, default=0, help="test on this many images only (0: all)")
     f.add_argument("--doconv", action="store_true", help="fine-tune with DO-Conv (files hold plain convs)")
     f.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best available)")
     f.add_argument("--threads", type=int, default=0, help="CPU threads (default: torch's choice)")
@@ -469,6 +537,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--formats", nargs="+", default=list(FORMATS), choices=FORMATS)
     p.add_argument("--out", required=True, help="output folder")
     p.set_defaults(func=_export)
+
+    p = sub.add_parser("jobs", help="list, submit, cancel or resume background jobs (training, fine-tuning...)",
+                       description="Background jobs run in a worker process, one at a time per device. "
+                       "`jobs` lists them; `jobs submit finetune --arg run=runs/ID --arg epochs=3` queues one; "
+                       "`jobs cancel ID`, `jobs resume ID`.")
+    p.add_argument("action", nargs="?", default="list", choices=["list", "submit", "cancel", "resume"])
+    p.add_argument("target", nargs="?", default=None, help="the job kind (submit) or job id (cancel, resume)")
+    p.add_argument("--arg", action="append", default=[], metavar="NAME=VALUE",
+                   help="a job argument (repeatable); VALUE is read as JSON when it parses (3, 0.01, true)")
+    p.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best available)")
+    p.add_argument("--root", default=None, help="jobs folder (default: $PRUNEKIT_JOBS or <runs root>/.jobs)")
+    p.set_defaults(func=_jobs)
+
+    p = sub.add_parser("worker", help="run the queued jobs of one device (started by the jobs API; rarely by hand)")
+    p.add_argument("--device", required=True)
+    p.add_argument("--root", default=None)
+    p.add_argument("--idle-exit", type=float, default=3.0, help="seconds without a job before exiting")
+    p.set_defaults(func=_worker)
     return parser
 
 

@@ -23,8 +23,8 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
-__all__ = ["World", "launched", "distributed", "world", "is_main", "barrier", "main_first", "all_gather_object",
-           "broadcast_object", "all_reduce_sum", "average_buffers"]
+__all__ = ["World", "launched", "distributed", "world", "rank_device", "is_main", "barrier", "main_first",
+           "all_gather_object", "broadcast_object", "all_reduce_sum", "average_buffers"]
 
 
 @dataclass(frozen=True)
@@ -67,6 +67,15 @@ def world(device: torch.device | str | None = None) -> World:
                  dist.get_backend(), dev)
 
 
+def rank_device(device: torch.device | str) -> torch.device:
+    """The device this rank uses for ``device``: ``cuda:LOCAL_RANK`` for any CUDA device when launched by
+    torchrun, else ``device`` itself."""
+    device = torch.device(device)
+    if device.type == "cuda" and launched():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return device
+
+
 def is_main() -> bool:
     """True unless this is a process of rank > 0 in an active process group."""
     return not _active() or dist.get_rank() == 0
@@ -84,9 +93,8 @@ def distributed(device: torch.device | str) -> Iterator[World]:
     if not launched() or not dist.is_available():
         yield World(device=device)
         return
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    device = rank_device(device)
     if device.type == "cuda":
-        device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
     if dist.is_initialized():
         yield world(device)

@@ -7,9 +7,10 @@ Files go to ``<run>/finetune/`` (what :func:`prunekit.train.fit` writes: ``state
 ``model.safetensors``, ``metrics.jsonl``); the pruned ``<run>/model.safetensors`` is never overwritten. The
 manifest's ``finetune`` entry holds the config, the data, the device, ``started`` / ``updated`` / ``finished``
 timestamps, one row per finished epoch (``epochs``), and at the end ``accuracy`` and ``loss`` on the test split
-and the fine-tuned model's file. While fine-tuning, the run's ``status`` is ``running`` and owned by this
-process (a killed process reads as ``interrupted``); at the end ``done``, or ``failed`` with the error. Calling
-:func:`finetune_run` again resumes after the last finished epoch.
+and the fine-tuned model's file; under torchrun also ``ddp`` (world size, backend and, at the end, every rank's
+weights hash: rank 0 alone writes the manifest and the files). While fine-tuning, the run's ``status`` is
+``running`` and owned by this process (a killed process reads as ``interrupted``); at the end ``done``, or
+``failed`` with the error. Calling :func:`finetune_run` again resumes after the last finished epoch.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from . import distributed as dist_util
 from .checkpoints import load_checkpoint
 from .data import ArraySet, DeviceLoader, load_arrays
 from .metrics import best_device
@@ -48,6 +50,7 @@ def finetune_run(
     data: str | None = None,
     data_root: str | os.PathLike | None = None,
     subset: int = 0,
+    test_subset: int = 0,
     device: str | torch.device | None = None,
     resume: bool = True,
     progress: bool = True,
@@ -57,8 +60,10 @@ def finetune_run(
 
     config: default :func:`finetune_config` (``doconv=True`` trains over-parameterized; files hold plain convs).
     train_set / test_set: the data (both or neither); by default the splits of the data set named ``data``,
-    else by the run's manifest, loaded from ``data_root``. subset: train on this many images (0: all).
-    device: default the best available. resume: continue after the last finished epoch in ``<run>/finetune``.
+    else by the run's manifest, loaded from ``data_root``. subset: train on this many images (0: all);
+    test_subset: test on this many (0: all). device: default the best available. resume: continue after the
+    last finished epoch in ``<run>/finetune``. Under torchrun (inside :func:`prunekit.distributed.distributed`)
+    every rank calls this alike, each on ``cuda:LOCAL_RANK`` on CUDA, and rank 0 alone writes the run.
     on_batch: passed to :func:`prunekit.train.fit` (per-step progress; raising there stops the fine-tuning).
     A failure marks the run ``failed`` (``interrupted`` for Ctrl-C) and re-raises.
     """
@@ -72,10 +77,13 @@ def finetune_run(
         name = data or (run.manifest.get("data") or {}).get("name")
         if not name:
             raise ValueError(f"run {run.manifest['id']} records no data set (pruned without test images); name one")
-        train_set, test_set = load_arrays(name, "train", data_root), load_arrays(name, "test", data_root)
+        with dist_util.main_first():  # rank 0 decodes into the cache, the others read it
+            train_set, test_set = load_arrays(name, "train", data_root), load_arrays(name, "test", data_root)
     config = config or finetune_config()
     if subset:
         train_set = train_set.subset(subset, seed=config.seed)
+    if test_subset:
+        test_set = test_set.subset(test_subset, seed=0)
     if len(train_set) < config.batch_size:
         raise ValueError(f"{len(train_set)} training images make no batch of {config.batch_size}")
     model, header = load_checkpoint(model_file)
@@ -83,28 +91,44 @@ def finetune_run(
     if len(train_set.classes) != num_classes:
         raise ValueError(f"the model has {num_classes} classes, the data set {train_set.name!r} "
                          f"{len(train_set.classes)}")
-    device = torch.device(device) if device else best_device()
+    device = dist_util.rank_device(device or best_device())
+    ddp = dist_util.world(device)
+    if not ddp.is_main:  # the other ranks train alongside and write nothing
+        _fit(model, train_set, test_set, config, run, arch, num_classes, device, resume, None, on_batch, False, None)
+        return run
     previous = (run.manifest.get("finetune") or {}) if resume else {}
     run.start()
     entry = {"dir": FINETUNE_DIR, "config": asdict(config), "device": str(device),
              "data": {"name": train_set.name, "train": len(train_set), "test": len(test_set)},
              "started": previous.get("started") or utc_now(), "updated": utc_now(), "finished": None,
              "epochs": previous.get("epochs") or [], "accuracy": None, "loss": None, "model": None}
+    if ddp.enabled:
+        entry["ddp"] = {"world_size": ddp.world_size, "backend": ddp.backend}
     run.update(finetune=entry)
 
     def record(row: dict) -> None:
         done = [r for r in run.manifest["finetune"]["epochs"] if r["epoch"] < row["epoch"]]
         run.update(finetune={**run.manifest["finetune"], "epochs": [*done, row], "updated": utc_now()})
 
+    def finished(meta: dict) -> None:  # before fit raises for ranks that disagree, so that the manifest says so
+        if "ddp" in meta:
+            run.update(finetune={**run.manifest["finetune"], "ddp": meta["ddp"]})
+
     with run.failures_recorded():
-        train_loader = DeviceLoader(train_set, config.batch_size, train=True, device=device, seed=config.seed)
-        test_loader = DeviceLoader(test_set, 500, train=False, device=device)
-        rows = fit(model, train_loader, test_loader, config, run.path / FINETUNE_DIR, arch=arch,
-                   num_classes=num_classes, meta={"run": run.manifest["id"], "stage": "finetune",
-                                                  "data": train_set.name}, resume=resume, on_epoch=record,
-                   on_batch=on_batch, progress=progress)
+        rows = _fit(model, train_set, test_set, config, run, arch, num_classes, device, resume, record, on_batch,
+                    progress, finished)
     run.update(finetune={**run.manifest["finetune"], "epochs": rows, "accuracy": rows[-1]["test_accuracy"],
                          "loss": rows[-1]["test_loss"], "model": str(Path(FINETUNE_DIR) / "model.safetensors"),
                          "updated": utc_now(), "finished": utc_now()})
     run.finish("done")
     return run
+
+
+def _fit(model, train_set, test_set, config, run, arch, num_classes, device, resume, on_epoch, on_batch, progress,
+         on_finish) -> list[dict]:
+    """:func:`prunekit.train.fit` of the pruned ``model`` into ``<run>/finetune`` (on every rank alike)."""
+    train_loader = DeviceLoader(train_set, config.batch_size, train=True, device=device, seed=config.seed)
+    test_loader = DeviceLoader(test_set, 500, train=False, device=device)
+    return fit(model, train_loader, test_loader, config, run.path / FINETUNE_DIR, arch=arch, num_classes=num_classes,
+               meta={"run": run.manifest["id"], "stage": "finetune", "data": train_set.name}, resume=resume,
+               on_epoch=on_epoch, on_batch=on_batch, progress=progress, on_finish=on_finish)

@@ -196,19 +196,13 @@ def _config(args: dict[str, Any], recipe: Callable[..., Any]):
 
 
 def _finetune(job: Job, ctx: _Context) -> dict[str, Any]:
-    from .data import load_arrays
     from .finetune import FINETUNE_DIR, finetune_config, finetune_run
-    from .runs import read_manifest
 
     a = job.args
     _write(job, metrics_file=str(Path(a["run"]) / FINETUNE_DIR / "metrics.jsonl"))
-    data = {"data": a.get("data"), "data_root": a.get("data_root")}
-    if a.get("test_subset"):  # a quicker test after each epoch: this many test images (seed 0)
-        name = a.get("data") or (read_manifest(a["run"]).get("data") or {}).get("name")
-        data = {"train_set": load_arrays(name, "train", a.get("data_root")),
-                "test_set": load_arrays(name, "test", a.get("data_root")).subset(int(a["test_subset"]), seed=0)}
-    run = finetune_run(a["run"], _config(a, finetune_config), subset=int(a.get("subset", 0)), device=ctx.device,
-                       progress=False, on_batch=ctx.batch, **data)
+    run = finetune_run(a["run"], _config(a, finetune_config), data=a.get("data"), data_root=a.get("data_root"),
+                       subset=int(a.get("subset", 0)), test_subset=int(a.get("test_subset", 0)), device=ctx.device,
+                       progress=False, on_batch=ctx.batch)
     entry = run.manifest["finetune"]
     return {"run": str(run.path), "accuracy": entry["accuracy"], "epochs": len(entry["epochs"])}
 

@@ -11,6 +11,12 @@ become DO-Convs for training, every saved ``.safetensors`` holds the folded plai
 training goes on), and the model handed to :func:`fit` ends folded. ``state.pt`` alone holds the
 over-parameterized weights (W, D and their momenta), since resuming needs them; it resumes only with the same
 ``doconv`` setting.
+
+Under ``torchrun`` (a process group joined by :func:`prunekit.distributed.distributed`), :func:`fit` trains with
+DistributedDataParallel: each rank takes its share of every epoch (``train_loader.shard``; the batch size is
+per process), the gradients are averaged, BatchNorm's running statistics are averaged at the end of each epoch,
+every rank evaluates the same model on the whole test set, and rank 0 alone writes the files. At the end the
+ranks' weights hashes are gathered into the final checkpoint's meta (``ddp``); they must be equal.
 """
 from __future__ import annotations
 
@@ -27,6 +33,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from . import distributed as dist_util
 from .checkpoints import save_checkpoint
 from .data import DeviceLoader
 from .doconv import DOConv2d, fold, overparameterize
@@ -92,6 +99,7 @@ def fit(
     on_epoch: Callable[[dict], None] | None = None,
     on_batch: Callable[[dict], None] | None = None,
     progress: bool = True,
+    on_finish: Callable[[dict], None] | None = None,
 ) -> list[dict]:
     """Train ``model`` in place on ``train_loader`` and test after every epoch; returns the metrics rows.
 
@@ -102,10 +110,17 @@ def fit(
     on_epoch(row): after each epoch, with its metrics row. on_batch(info): after each optimizer step, with
     ``epoch``, ``epochs``, ``batch``, ``batches``, ``loss`` and ``accuracy`` (the epoch's running train means);
     an exception it raises (e.g. a cancelled job) stops training, and resume continues after the last
-    finished epoch.
+    finished epoch. on_finish(meta): at the end, with the final checkpoint's meta (``ddp`` in it under torchrun).
+    Under torchrun the callbacks run on every rank (rows hold the metrics over all ranks); ``state.pt`` is read
+    by rank 0 and sent to the others.
     """
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    ddp = dist_util.world(train_loader.device)
+    main = ddp.is_main
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+    if ddp.enabled and train_loader.sampler is None:
+        train_loader.shard(ddp.world_size, ddp.rank)
     device = train_loader.device
     cuda = device.type == "cuda"
     torch.manual_seed(config.seed)
@@ -128,33 +143,49 @@ def fit(
     rows: list[dict] = []
     start_epoch = 0
     state_path, metrics_path = out / "state.pt", out / "metrics.jsonl"
-    if resume and state_path.exists():
+    state = None
+    if main and resume and state_path.exists():
         state = torch.load(state_path, map_location="cpu", weights_only=True)
+    state = dist_util.broadcast_object(state)  # rank 0's file (the others may not see it, on another machine)
+    if state is not None:
         if state.get("doconv", False) != config.doconv:
             raise ValueError(f"{state_path} was saved with doconv={state.get('doconv', False)}; resume it with "
                              "the same setting, or start over (resume=False / --no-resume)")
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
-        train_loader.generator.set_state(state["loader_rng"])
-        torch.set_rng_state(state["torch_rng"])
+        loader_rng, torch_rng = state["loader_rng"], state["torch_rng"]
+        per_rank = state.get("rng_per_rank") or []
+        if ddp.enabled and len(per_rank) == ddp.world_size:  # saved by as many ranks: each takes its own
+            loader_rng, torch_rng = per_rank[ddp.rank]["loader_rng"], per_rank[ddp.rank]["torch_rng"]
+        elif ddp.enabled and ddp.rank > 0:  # saved by another number of processes: fresh streams of our own
+            loader_rng, torch_rng = train_loader.generator.get_state(), torch.get_rng_state()
+        train_loader.generator.set_state(loader_rng)
+        torch.set_rng_state(torch_rng)
         start_epoch = state["epoch"]
-        if metrics_path.exists():
+        if main and metrics_path.exists():
             rows = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()][:start_epoch]
             metrics_path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    elif metrics_path.exists():
+    elif main and metrics_path.exists():
         metrics_path.unlink()
+    del state
+    rows = dist_util.broadcast_object(rows)  # the finished epochs' rows, which rank 0 read
     header = {"train_config": asdict(config), **(meta or {})}
+    net = model  # what trains: the model itself, or its DistributedDataParallel wrapper
+    if ddp.enabled:
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if cuda else None)
     for epoch in range(start_epoch, config.epochs):
         model.train()
+        train_loader.set_epoch(epoch)
         t0 = time.perf_counter()
         loss_sum, correct, seen = 0.0, 0, 0
-        bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress, leave=False)
+        bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not (progress and main),
+                   leave=False)
         for batch, (x, y) in enumerate(bar, 1):
             if cuda:
                 x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
-                logits = model(x)
+                logits = net(x)
                 loss = F.cross_entropy(logits.float(), y, label_smoothing=config.label_smoothing)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -167,8 +198,11 @@ def fit(
             if on_batch is not None:
                 on_batch({"epoch": epoch + 1, "epochs": config.epochs, "batch": batch, "batches": steps_per_epoch,
                           "loss": loss_sum / seen, "accuracy": 100.0 * correct / seen})
+        if ddp.enabled:  # the epoch's means over all ranks, and one model on all ranks
+            loss_sum, correct, seen = dist_util.all_reduce_sum([loss_sum, correct, seen], device)
+            dist_util.average_buffers(model)
         seconds = time.perf_counter() - t0
-        test = evaluate(model, test_loader)
+        test = evaluate(model, test_loader)  # the unwrapped model: no collective, the same result on every rank
         row = {
             "epoch": epoch + 1,
             "train_loss": loss_sum / seen,
@@ -180,27 +214,11 @@ def fit(
             "images_per_s": seen / seconds,
         }
         rows.append(row)
-        with open(metrics_path, "a") as fh:
-            fh.write(json.dumps(row) + "\n")
-        epoch_meta = {**header, "epoch": epoch + 1, "test_accuracy": test["accuracy"]}
-        if epoch == 0:
-            save_checkpoint(_plain(model), out / "epoch001.safetensors", arch=arch, num_classes=num_classes,
-                            meta=epoch_meta)
-        tmp = out / "state.pt.tmp"
-        torch.save(
-            {
-                "model": model.state_dict(),
-                "optimizer": opt.state_dict(),
-                "scheduler": sched.state_dict(),
-                "loader_rng": train_loader.generator.get_state(),
-                "torch_rng": torch.get_rng_state(),
-                "epoch": epoch + 1,
-                "doconv": config.doconv,
-            },
-            tmp,
-        )
-        tmp.replace(state_path)
-        if progress:
+        rng = {"loader_rng": train_loader.generator.get_state(), "torch_rng": torch.get_rng_state()}
+        per_rank = dist_util.all_gather_object(rng) if ddp.enabled else None
+        if main:
+            _save_epoch(model, opt, sched, rng, per_rank, row, epoch, config, out, arch, num_classes, header)
+        if progress and main:
             tqdm.write(
                 f"epoch {epoch + 1}: train loss {row['train_loss']:.3f}, test accuracy {row['test_accuracy']:.2f}%, "
                 f"{row['images_per_s']:.0f} img/s"
@@ -208,8 +226,38 @@ def fit(
         if on_epoch is not None:
             on_epoch(row)
     final_meta = {**header, "epochs": config.epochs, "test_accuracy": rows[-1]["test_accuracy"] if rows else None}
-    save_checkpoint(fold(model).float(), out / "model.safetensors", arch=arch, num_classes=num_classes, meta=final_meta)
+    fold(model).float()
+    if ddp.enabled:
+        from .scores import weights_hash
+
+        hashes = dist_util.all_gather_object(weights_hash(model))
+        final_meta["ddp"] = {"world_size": ddp.world_size, "backend": ddp.backend, "weights_hash_per_rank": hashes,
+                             "consistent": len(set(hashes)) == 1}
+    if main:
+        save_checkpoint(model, out / "model.safetensors", arch=arch, num_classes=num_classes, meta=final_meta)
+    if on_finish is not None:
+        on_finish(final_meta)
+    if ddp.enabled and not final_meta["ddp"]["consistent"]:
+        raise RuntimeError(f"the {ddp.world_size} ranks ended with different weights (hashes {hashes}); "
+                           "the processes did not train one model")
     return rows
+
+
+def _save_epoch(model, opt, sched, rng, per_rank, row, epoch, config, out, arch, num_classes, header) -> None:
+    """Rank 0's files after an epoch: the metrics row appended, ``epoch001.safetensors`` after the first epoch,
+    then ``state.pt`` (replaced atomically; ``rng_per_rank``: each rank's random streams under torchrun)."""
+    with open(out / "metrics.jsonl", "a") as fh:
+        fh.write(json.dumps(row) + "\n")
+    if epoch == 0:
+        save_checkpoint(_plain(model), out / "epoch001.safetensors", arch=arch, num_classes=num_classes,
+                        meta={**header, "epoch": epoch + 1, "test_accuracy": row["test_accuracy"]})
+    state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+             **rng, "epoch": epoch + 1, "doconv": config.doconv}
+    if per_rank is not None:
+        state["rng_per_rank"] = per_rank
+    tmp = out / "state.pt.tmp"
+    torch.save(state, tmp)
+    tmp.replace(out / "state.pt")
 
 
 def _plain(model: nn.Module) -> nn.Module:
