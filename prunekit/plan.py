@@ -39,7 +39,7 @@ from .scores import to_tensors
 
 __all__ = ["Structure", "Estimate", "structure", "estimate", "Plan", "signature", "group_scores", "uniform",
            "global_threshold", "removed_filters", "afie_plan", "sensitivity_plan", "vgg16_published", "MAX_RATIO",
-           "PRESETS"]
+           "PRESETS", "max_ratio"]
 
 PRESETS = ("uniform", "threshold", "afie", "sensitivity", "vgg16_published")
 
@@ -275,6 +275,12 @@ def _ratio_removing(channels: int, n: int) -> float:
 
 def _cap(channels: int) -> float:
     return _ratio_removing(channels, _max_remove(channels))
+
+
+def max_ratio(channels: int) -> float:
+    """The largest ratio a plan may give a group of ``channels`` filters (at most 0.95, one filter kept):
+    16 -> 0.9375 (15 removed), 64 -> 0.95 (61 removed)."""
+    return _cap(channels)
 
 
 def _reduction(struct: Structure, ratios: dict[str, float], by: str) -> float:

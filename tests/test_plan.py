@@ -162,3 +162,13 @@ def test_sensitivity_prunes_the_least_sensitive_groups_most(r20):
     assert max(products) == pytest.approx(min(products), rel=1e-6)
     with pytest.raises(ValueError, match="no unpruned row"):
         sensitivity_plan(struct, "resnet20", table[table.ratio > 0], target=0.3)
+
+
+def test_max_ratio_keeps_one_filter_and_stays_within_the_plan_limit(r20):
+    from prunekit.plan import MAX_RATIO, max_ratio
+    from prunekit.prune import kept_channels
+
+    assert max_ratio(16) == 15 / 16 and kept_channels(16, max_ratio(16)) == 1  # 0.95 would keep int(0.8) = 0
+    assert max_ratio(64) == MAX_RATIO and kept_channels(64, max_ratio(64)) == 3
+    model, struct = r20
+    Plan("resnet20", {g.root: max_ratio(g.channels) for g in struct.groups}).check(struct)  # every cap is valid

@@ -1,0 +1,245 @@
+"""AppTest: the Plan & prune page on the bundled ResNet-20: the editor's groups, the instant estimate, presets,
+bad ratios, a real pruning recorded as a run (the cached model untouched), and its fine-tuning queued as a job.
+
+The app runs once on its default page, then switches to the plan page (AppTest needs a first run to know an
+st.navigation app's pages); choices are set through session_state before the first run."""
+import json
+
+import pytest
+import torch
+from streamlit.testing.v1 import AppTest
+
+from pages.shared import CRITERION, PLAN, human
+from prunekit.checkpoints import load_checkpoint
+from prunekit.plan import estimate, structure, uniform
+from prunekit.prune import coupled_groups
+from prunekit.scores import weights_hash
+from tests.conftest import REPO
+
+APP = str(REPO / "app.py")
+SIZE = (3, 32, 32)
+STREAM = "conv1 + layer1.0.conv2 + layer1.1.conv2 + layer1.2.conv2 (residual stream, 16 filters)"
+
+
+@pytest.fixture(scope="module")
+def default():
+    model, _ = load_checkpoint(REPO / "assets" / "resnet20_cifar10.safetensors")
+    return model, structure(model, SIZE)
+
+
+@pytest.fixture
+def runs(monkeypatch, tmp_path):
+    monkeypatch.setenv("PRUNEKIT_RUNS", str(tmp_path / "runs"))
+    monkeypatch.setenv("PRUNEKIT_JOBS_NO_WORKER", "1")
+    return tmp_path / "runs"
+
+
+def _plan_page(**session) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=300)
+    for key, value in session.items():
+        at.session_state[key] = value
+    at.run()
+    at.switch_page("pages/plan.py")
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def _metrics(at: AppTest) -> dict:
+    return {m.label: (m.value, m.delta) for m in at.metric}
+
+
+def _sliders(at: AppTest) -> dict:
+    return {s.key.removeprefix("ratio::"): s for s in at.slider if s.key and s.key.startswith("ratio::")}
+
+
+def _assert_estimate(at: AppTest, est) -> None:
+    """The three metrics and the exact counts under them are prunekit.plan.estimate's."""
+    metrics = _metrics(at)
+    assert metrics["Parameters"][0] == human(est.params)
+    assert metrics["MACs / image"][0] == human(est.macs)
+    assert metrics["FLOPs / image"][0] == human(2 * est.macs)
+    assert metrics["Parameters"][1] == f"{est.params / est.params_before - 1:.1%}"
+    assert metrics["FLOPs / image"][1] == f"{est.macs / est.macs_before - 1:.1%}"
+    exact = f"parameters {est.params_before:,} → {est.params:,}; MACs {est.macs_before:,} → {est.macs:,}"
+    assert any(exact in c.value for c in at.caption)
+
+
+def test_the_editor_has_one_row_per_coupled_group(default):
+    model, _ = default
+    groups, _ = coupled_groups(model, SIZE)
+    assert len(groups) == 12  # ResNet-20's 19 convs: 3 residual streams (4 + 3 + 3 convs) and 9 lone conv1s
+    at = _plan_page()
+    sliders = _sliders(at)
+    assert list(sliders) == [g.root for g in groups]
+    assert sliders["conv1"].label == STREAM and sliders["conv1"].max == 15 / 16  # keeps one of 16 filters
+    assert sliders["layer3.1.conv1"].label == "layer3.1.conv1 (64 filters)" and sliders["layer3.1.conv1"].max == 0.95
+    table = at.dataframe[0].value
+    assert len(table) == 12 and list(table["group"]) == [g.root for g in groups]
+    assert _metrics(at)["Parameters"] == ("0.27M", "")  # nothing pruned yet: no delta
+
+
+def test_a_plan_in_session_state_drives_sliders_table_and_estimate(default):
+    _, struct = default
+    ratios = {"conv1": 0.5, "layer3.0.conv2": 0.25, "layer2.1.conv1": 0.75}
+    at = _plan_page(**{PLAN: ratios})
+    _assert_estimate(at, estimate(struct, ratios))
+    sliders = _sliders(at)
+    assert sliders["conv1"].value == 0.5 and sliders["layer2.1.conv1"].value == 0.75
+    assert sliders["layer1.0.conv1"].value == 0.0
+    table = at.dataframe[0].value.set_index("group")
+    assert table.loc["layer3.0.conv2", "ratio"] == 0.25 and table.loc["layer3.0.conv2", "kept"] == 48
+
+
+def test_moving_a_slider_changes_the_plan_and_the_estimate(default):
+    _, struct = default
+    at = _plan_page()
+    _sliders(at)["layer3.0.conv1"].set_value(0.5)
+    at.run()
+    assert not at.exception
+    assert at.session_state[PLAN] == {"layer3.0.conv1": 0.5}
+    _assert_estimate(at, estimate(struct, {"layer3.0.conv1": 0.5}))
+    assert at.dataframe[0].value.set_index("group").loc["layer3.0.conv1", "kept"] == 32  # the table follows
+
+
+def test_the_uniform_preset_at_half_fills_the_editor(default):
+    _, struct = default
+    at = _plan_page(preset_kind="Uniform", preset_mode="one ratio", preset_value=0.5)
+    at.button(key="preset_apply").click()
+    at.run()
+    assert not at.exception
+    plan = uniform(struct, "resnet20", 0.5)
+    est = estimate(struct, plan.ratios)
+    _assert_estimate(at, est)
+    # by hand, a half-width ResNet-20: convs 216 + 6*576 + 1152 + 5*2304 + 4608 + 5*9216, BNs 2*(8+48+96+192),
+    # fc 32*10 + 10
+    assert est.params == 68050 and _metrics(at)["Parameters"][0] == "68.05k"
+    assert {root: s.value for root, s in _sliders(at).items()} == {g.root: 0.5 for g in struct.groups}
+    assert at.session_state["plan_preset"]["name"] == "uniform"
+
+
+def test_the_published_vgg16_budget_explains_itself_on_resnet20():
+    at = _plan_page(preset_kind="Published VGG-16 budget")
+    at.button(key="preset_apply").click()
+    at.run()
+    assert not at.exception
+    assert any("defined for vgg16_bn only" in e.value for e in at.error)
+    assert at.session_state[PLAN] == {}
+
+
+@pytest.mark.parametrize("ratio, words", [
+    (1.2, "ratio of 'conv1' must be a number in [0, 1), got 1.2"),
+    (-0.1, "ratio of 'conv1' must be a number in [0, 1), got -0.1"),
+    (0.95, "ratio 0.95 removes every one of the 16 filters of 'conv1'"),
+])
+def test_a_bad_ratio_is_a_message_and_the_previous_plan_stays(default, ratio, words):
+    _, struct = default
+    good = {"layer1.0.conv1": 0.5}
+    at = _plan_page(**{PLAN: good})
+    at.session_state[PLAN] = {**good, "conv1": ratio}
+    at.run()
+    assert not at.exception
+    errors = " ".join(e.value for e in at.error)
+    assert words in errors and "The previous plan stays" in errors
+    assert at.session_state[PLAN] == good
+    _assert_estimate(at, estimate(struct, good))
+
+
+def test_prune_with_l1_records_one_run_and_leaves_the_cached_model_alone(default, runs, cifar_data_root,
+                                                                        monkeypatch):
+    monkeypatch.setenv("PRUNEKIT_DATA", str(cifar_data_root))
+    _, struct = default
+    ratios = {"conv1": 0.25, "layer3.0.conv1": 0.5}
+    at = _plan_page(**{CRITERION: "l1", PLAN: ratios})
+    cached = at.session_state["selection"].model
+    before = weights_hash(cached)
+    at.button(key="prune_go").click()
+    at.run()
+    assert not at.exception
+    made = [p for p in runs.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    assert len(made) == 1 and at.session_state["last_run"] == made[0].name
+    m = json.loads((made[0] / "manifest.json").read_text())
+    assert m["status"] == "done" and m["criterion"]["name"] == "l1" and m["plan"]["ratios"] == ratios
+    assert m["data"]["n"] == 1000 and m["model"]["checkpoint_sha256"]
+    assert m["after"]["params"] == estimate(struct, ratios).params  # the estimate was exact
+    metrics = _metrics(at)
+    assert metrics["Accuracy before"][0] == f"{m['accuracy']['before']['accuracy']:.2f}%"
+    assert metrics["Accuracy after pruning"][0] == f"{m['accuracy']['pruned']['accuracy']:.2f}%"
+    assert metrics["Parameters after"][0] == human(m["after"]["params"])
+    assert metrics["FLOPs after"][0] == human(m["after"]["flops"])
+    assert weights_hash(cached) == before  # never pruned in place
+    assert any(made[0].name in s.value for s in at.success)
+
+
+def test_without_data_prune_works_sensitivity_explains_and_l1_stands_in(default, runs, monkeypatch, tmp_path):
+    monkeypatch.setenv("PRUNEKIT_DATA", str(tmp_path / "nodata"))
+    at = _plan_page(**{PLAN: {"layer2.0.conv1": 0.5}})  # the default criterion, sfm_entropy, reads images
+    infos = " ".join(i.value for i in at.info)
+    assert "Sensitivity curves need test images" in infos
+    assert "filters are picked by l1 instead" in infos
+    assert not any(b.key == "sens_go" for b in at.button)
+    at.button(key="prune_go").click()
+    at.run()
+    assert not at.exception
+    (run,) = [p for p in runs.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    m = json.loads((run / "manifest.json").read_text())
+    assert m["status"] == "done" and m["data"] is None and m["accuracy"] == {"before": None, "pruned": None}
+    assert m["criterion"]["name"] == "l1"
+    assert _metrics(at)["Accuracy after pruning"][0] == "not measured"
+    assert any("training images" in w.value for w in at.warning)  # fine-tuning needs data: said, not crashed
+
+
+def test_fine_tuning_is_queued_as_a_background_job(runs, cifar_data_root, monkeypatch):
+    from prunekit import jobs
+
+    monkeypatch.setenv("PRUNEKIT_DATA", str(cifar_data_root))
+    at = _plan_page(**{CRITERION: "l1", PLAN: {"layer3.2.conv1": 0.5}})
+    at.button(key="prune_go").click()
+    at.run()
+    inputs = {n.label: n for n in at.number_input}
+    inputs["Epochs"].set_value(1)
+    inputs["Train images (0 = all)"].set_value(256)
+    next(b for b in at.button if b.label == "Queue fine-tuning").click()
+    at.run()
+    assert not at.exception
+    job_id = at.session_state["plan_last_job"]
+    assert any(f"Fine-tuning queued as job {job_id}" in s.value for s in at.success)
+    job = jobs.get(job_id)
+    assert job.status == "queued" and job.kind == "finetune"  # PRUNEKIT_JOBS_NO_WORKER: nobody picks it up
+    assert job.args == {"run": str(runs / at.session_state["last_run"]), "epochs": 1, "lr": 0.01, "subset": 256,
+                        "batch_size": 128, "data": "cifar10"}
+
+
+def test_sensitivity_curves_then_the_sensitivity_preset(default, cifar_data_root, monkeypatch):
+    """The button hands the page's model, scores and 256 test images to prunekit.sensitivity (faked here: the
+    real one prunes 48 models); the curves feed the Sensitivity preset."""
+    import sys
+
+    import pandas as pd
+
+    model, struct = default
+    calls = []
+
+    def fake(model, scores, data, *, ratios, progress=None, **_):
+        calls.append((len(data), tuple(ratios), sorted(scores)))
+        rows = [{"group": g.root, "ratio": r, "accuracy": 90 - (80 if g.root == "conv1" else 10) * r, "loss": 0.0,
+                 "params": 0, "macs": 0} for g in struct.groups for r in (0.0, *ratios)]
+        progress(1, 1)
+        return pd.DataFrame(rows)
+
+    monkeypatch.setenv("PRUNEKIT_DATA", str(cifar_data_root))
+    monkeypatch.setattr(sys.modules["prunekit.sensitivity"], "sensitivity", fake)  # the package re-exports
+    # a function of the same name, so the module is reached through sys.modules
+    at = _plan_page(**{CRITERION: "l1", PLAN: {"conv1": 0.3}}, preset_kind="Sensitivity", preset_target=0.3)
+    at.button(key="sens_go").click()
+    at.run()
+    assert not at.exception
+    convs = sorted(n for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d))
+    assert calls == [(256, (0.1, 0.3, 0.5, 0.7), convs)]  # 256 test images, the l1 scores of all 19 convs
+    assert any("Each panel is one group" in c.value for c in at.caption)
+    at.button(key="preset_apply").click()
+    at.run()
+    assert not at.exception
+    plan = at.session_state[PLAN]
+    assert plan["conv1"] == min(plan.values())  # the one sensitive group is pruned least
+    assert estimate(struct, plan).macs_reduction >= 0.3
