@@ -446,12 +446,8 @@ def finetune_ui(sel, run_path) -> None:
 
 def submit_finetune(run_path, dataset: str, epochs: int, lr: float, subset: int) -> None:
     """Queue the fine-tuning of the run at ``run_path`` with the jobs API (a worker process does the work)."""
-    try:
-        from prunekit import jobs
-    except ImportError:
-        st.error("Background jobs are not available in this version of prunekit. Fine-tune from a terminal: "
-                 f"`python -m prunekit finetune --run {run_path} --epochs {epochs} --lr {lr}`.")
-        return
+    from prunekit import jobs
+
     try:
         job = jobs.submit("finetune", {"run": str(run_path), "epochs": epochs, "lr": lr, "subset": subset,
                                        "batch_size": BATCH, "data": dataset})

@@ -1,7 +1,9 @@
 """The dashboard in a real browser: `streamlit run app.py` driven by Playwright in Debian's Chromium.
 
-Screenshots land in artifacts/screenshots/ (kept by CI as test artifacts). Without /usr/bin/chromium the
-test fails in CI (.ci/run installs it) and skips, saying how to install it, elsewhere.
+The flow a user takes: open the app, score with a criterion, move a ratio and see the estimate change, prune,
+fine-tune one epoch on a small subset as a background job, find the run on the Compare page. Screenshots of every
+page land in artifacts/screenshots/ (kept by CI as test artifacts). The server gets its own runs and jobs folders.
+Without /usr/bin/chromium the test fails in CI (.ci/run installs it) and skips, saying how to install it, elsewhere.
 """
 import os
 import socket
@@ -12,7 +14,7 @@ import urllib.request
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, cifar_root
 
 CHROMIUM = "/usr/bin/chromium"
 SHOTS = REPO / "artifacts" / "screenshots"
@@ -26,7 +28,7 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server():
+def server(tmp_path_factory):
     if not os.path.exists(CHROMIUM):
         if os.environ.get("CI"):
             pytest.fail(f"{CHROMIUM} is missing: .ci/run should have installed Debian's chromium")
@@ -34,10 +36,16 @@ def server():
     port = _free_port()
     SHOTS.mkdir(parents=True, exist_ok=True)
     log = open(SHOTS.parent / "streamlit.log", "w")
+    work = tmp_path_factory.mktemp("dashboard")
+    env = {**os.environ, "PRUNEKIT_RUNS": str(work / "runs"), "PRUNEKIT_JOBS": str(work / "jobs"),
+           "OMP_NUM_THREADS": "1"}
+    env.pop("PRUNEKIT_APP_RAISE", None)  # the real app: errors are messages
+    if cifar_root() is not None:
+        env["PRUNEKIT_DATA"] = str(cifar_root())
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
          "--server.address", "127.0.0.1", "--server.headless", "true"],
-        cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+        cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env,
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -89,3 +97,95 @@ def test_home_shows_the_default_model_card(server, page):
     page.get_by_role("heading", name="Data", exact=True).scroll_into_view_if_needed()
     page.wait_for_timeout(500)
     page.screenshot(path=str(SHOTS / "model-data.png"))
+
+
+def _shot(page, name: str) -> None:
+    """A screenshot of the whole page: Streamlit scrolls an inner container, so the viewport is stretched to it."""
+    page.wait_for_timeout(800)  # let plotly finish drawing
+    height = page.evaluate("() => document.querySelector('[data-testid=stMainBlockContainer]').scrollHeight")
+    page.set_viewport_size({"width": 1440, "height": max(900, min(int(height) + 120, 12000))})
+    page.wait_for_timeout(400)
+    page.screenshot(path=str(SHOTS / f"{name}.png"))
+    page.set_viewport_size({"width": 1440, "height": 900})
+
+
+def _idle(page) -> None:
+    """Wait until the script run ends (Streamlit shows a 'Running...' status widget while it runs)."""
+    page.wait_for_timeout(300)
+    page.locator("[data-testid=stStatusWidget]").wait_for(state="hidden", timeout=300_000)
+
+
+def _open(page, server, path: str, heading: str) -> None:
+    page.goto(f"{server}/{path}")
+    page.get_by_role("heading", name=heading, exact=True).first.wait_for()
+    _idle(page)
+
+
+def _estimate(page) -> str:
+    return page.locator("[data-testid=stMetric]").filter(has_text="MACs / image").first.inner_text()
+
+
+def test_score_plan_prune_finetune_compare(server, page):
+    if cifar_root() is None:
+        pytest.skip("needs the CIFAR-10 JPEG copy: scoring by entropy and fine-tuning read images")
+    # score with a criterion (the default: SFM entropy, 256 probe images)
+    _open(page, server, "saliency", "Saliency")
+    page.get_by_role("button", name="Score every filter with sfm_entropy").click()
+    page.get_by_text("Score distribution of every layer (688 filters, 19 conv layers)").wait_for(timeout=300_000)
+    _idle(page)
+    _shot(page, "saliency")
+    assert "Traceback" not in page.inner_text("body")
+
+    # move a ratio: the instant estimate changes
+    _open(page, server, "plan", "Plan & prune")
+    before = _estimate(page)
+    assert "40.55M" in before
+    slider = page.locator("[data-testid=stMain]").get_by_role("slider").first  # not the sidebar's
+    slider.focus()
+    for _ in range(10):  # 10 steps of 0.05: ratio 0.5 for the first group
+        slider.press("ArrowRight")
+    for _ in range(120):
+        if _estimate(page) != before:
+            break
+        page.wait_for_timeout(500)
+    _idle(page)
+    after = _estimate(page)
+    assert after != before and "40.55M" not in after, after
+    _shot(page, "plan")
+
+    # prune: the run and its accuracy right after pruning
+    page.get_by_role("button", name="Prune", exact=True).click()
+    page.get_by_text("saved (done)").wait_for(timeout=300_000)
+    _idle(page)
+    run_id = page.locator("[data-testid=stAlert]").filter(has_text="saved (done)").inner_text().split("Run ")[1]
+    run_id = run_id.split(" saved")[0].strip()
+    assert "Accuracy after pruning" in page.inner_text("body")
+
+    # fine-tune one epoch on 256 images as a background job, followed on the Jobs page
+    page.get_by_role("spinbutton", name="Epochs").fill("1")
+    page.get_by_role("spinbutton", name="Train images (0 = all)").fill("256")
+    page.get_by_role("button", name="Queue fine-tuning").click()
+    page.get_by_text("Fine-tuning queued as job").wait_for()
+    _shot(page, "plan-pruned")
+    _open(page, server, "jobs", "Jobs")
+    _shot(page, "jobs-running")
+    page.get_by_role("heading", name="Finished (1)").wait_for(timeout=600_000)
+    _idle(page)
+    assert "test accuracy" in page.inner_text("body")
+    _shot(page, "jobs")
+
+    # the run, fine-tuned, on the Compare page
+    _open(page, server, "compare", "Compare runs")
+    page.get_by_text(run_id).first.wait_for()
+    _shot(page, "compare")
+    body = page.inner_text("body")
+    assert "All 1 runs" in body and "Traceback" not in body
+
+
+@pytest.mark.parametrize(("path", "heading"), [("feature_maps", "Feature maps"), ("correlations", "Correlations"),
+                                               ("tour", "Guided tour")])
+def test_every_other_page_opens_readable(server, page, path, heading):
+    _open(page, server, path, heading)
+    body = page.inner_text("body")
+    assert "Traceback" not in body and "unexpected problem" not in body
+    _shot(page, path)
