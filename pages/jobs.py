@@ -140,7 +140,7 @@ def live() -> None:
         st.info("Nothing is running. Start a fine-tuning on the **Plan & prune** page after pruning, or from the "
                 "shell: `python -m prunekit jobs submit finetune --arg run=runs/<id> --arg epochs=3`.",
                 icon=":material/hourglass_empty:")
-    for job in sorted(active, key=lambda j: (j.status != "running", j.spec["queued"])):
+    for job in sorted(active, key=lambda j: (j.status != "running", j.spec.get("order", 0))):
         active_job(job)
     st.caption(f"Updated {dt.datetime.now().strftime('%H:%M:%S')}" + (f", every {REFRESH_S} s" if active else ""))
     if any_active and not active:

@@ -316,7 +316,8 @@ def submit(
         save_checkpoint(model, path / MODEL_FILE, arch=arch, num_classes=num_classes, meta={"job": job_id})
     now = utc_now()
     job = _write(Job(path, {"id": job_id, "kind": kind, "args": args, "device": device, "status": "queued",
-                            "created": now, "queued": now, "started": None, "finished": None, "attempts": 0,
+                            "created": now, "queued": now, "order": time.time_ns(), "started": None, "finished": None,
+                            "attempts": 0,
                             "error": None, "result": None, "process": None}))
     if start_worker if start_worker is not None else not os.environ.get("PRUNEKIT_JOBS_NO_WORKER"):
         ensure_workers(root)
@@ -333,14 +334,14 @@ def get(job_id: str, root: str | os.PathLike | None = None) -> Job:
 
 
 def list_jobs(root: str | os.PathLike | None = None) -> list[Job]:
-    """Every job under the root, newest first (unreadable directories are skipped)."""
+    """Every job under the root, the last submitted (or resumed) first; unreadable directories are skipped."""
     base = jobs_root(root)
     jobs = []
-    for path in sorted(base.iterdir() if base.is_dir() else [], reverse=True):
+    for path in base.iterdir() if base.is_dir() else []:
         spec = _read_json(path / JOB_FILE) if path.is_dir() else None
         if spec is not None:
             jobs.append(Job(path, spec))
-    return jobs
+    return sorted(jobs, key=lambda j: (j.spec.get("order", 0), j.id), reverse=True)
 
 
 def cancel(job_id: str, root: str | os.PathLike | None = None) -> Job:
@@ -359,7 +360,7 @@ def resume(job_id: str, root: str | os.PathLike | None = None, *, start_worker: 
     if job.status not in ("interrupted", "cancelled", "failed"):
         raise ValueError(f"job {job_id} is {job.status}: only an interrupted, cancelled or failed job resumes")
     (job.path / CANCEL_FILE).unlink(missing_ok=True)
-    _write(job, status="queued", queued=utc_now(), finished=None, error=None, process=None)
+    _write(job, status="queued", queued=utc_now(), order=time.time_ns(), finished=None, error=None, process=None)
     if start_worker if start_worker is not None else not os.environ.get("PRUNEKIT_JOBS_NO_WORKER"):
         ensure_workers(root)
     return get(job_id, root)
@@ -413,7 +414,7 @@ def ensure_workers(root: str | os.PathLike | None = None) -> list[str]:
 
 def _next(base: Path, device: str) -> Job | None:
     queued = [j for j in list_jobs(base) if j.device == device and j.spec["status"] == "queued"]
-    return min(queued, key=lambda j: (j.spec["queued"], j.id)) if queued else None
+    return min(queued, key=lambda j: j.spec.get("order", 0)) if queued else None  # submission (or resume) order
 
 
 def _run_one(job: Job) -> None:
