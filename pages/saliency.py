@@ -158,6 +158,17 @@ def score_ui(sel, name: str, params: dict) -> pd.DataFrame | None:
 
 
 def small_multiples(df: pd.DataFrame, name: str) -> None:
+    st.plotly_chart(_small_multiples_figure(df.attrs.get("key", ""), name, df), width="stretch",
+                    key="sal_small_multiples")
+    st.caption(f"One histogram per conv layer, in forward order: x is the filter's score ({units(name)}), y how "
+               "many filters have it, each layer on its own x range. A long left tail means a few filters stand "
+               "out as weak; a narrow spike means the criterion barely tells the filters apart there.")
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def _small_multiples_figure(key: str, name: str, _df: pd.DataFrame) -> go.Figure:
+    """The figure of every layer's histogram, built once per score table (``key``: the table's cache key)."""
+    df = _df
     hist = score_histogram(df, bins=12)
     layers = list(dict.fromkeys(df["layer"]))
     rows = -(-len(layers) // NCOLS)
@@ -173,12 +184,10 @@ def small_multiples(df: pd.DataFrame, name: str) -> None:
     fig.update_annotations(font_size=11)
     fig.update_xaxes(tickfont=dict(size=9), nticks=4)
     fig.update_yaxes(tickfont=dict(size=9), nticks=3)
-    st.plotly_chart(fig, width="stretch", key="sal_small_multiples")
-    st.caption(f"One histogram per conv layer, in forward order: x is the filter's score ({units(name)}), y how "
-               "many filters have it, each layer on its own x range. A long left tail means a few filters stand "
-               "out as weak; a narrow spike means the criterion barely tells the filters apart there.")
+    return fig
 
 
+@st.fragment
 def threshold_ui(df: pd.DataFrame, name: str) -> None:
     """One layer large: its histogram and its filters sorted by score, split by a threshold."""
     layers = list(dict.fromkeys(df["layer"]))
@@ -236,7 +245,13 @@ def ranking_table(df: pd.DataFrame) -> None:
 
 
 def agreement_tables(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    """rank_agreement of every pair, one tidy frame with a 'pair' column."""
+    """rank_agreement of every pair, one tidy frame with a 'pair' column (cached by the tables' cache keys)."""
+    return _agreement_tables(tuple((n, t.attrs.get("key", "")) for n, t in tables.items()), tables)
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def _agreement_tables(keys: tuple, _tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    tables = _tables
     names = list(tables)
     frames = []
     for i, a in enumerate(names):
