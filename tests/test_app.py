@@ -6,16 +6,11 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from prunekit.checkpoints import DEFAULT_CHECKPOINT
-from tests.conftest import REPO
-
-APP = str(REPO / "app.py")
+from tests.apptest_kit import open_page
 
 
 def _run(**session) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=120)
-    for key, value in session.items():
-        at.session_state[key] = value
-    return at.run()
+    return open_page(**session)
 
 
 def _metrics(at: AppTest) -> dict:

@@ -8,9 +8,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from prunekit.runs import Run
-from tests.conftest import REPO
+from tests.apptest_kit import open_page
 
-APP = str(REPO / "app.py")
 PLAN_RATIOS = {"conv1": 0.5, "layer2.0.conv1": 0.25}
 
 
@@ -47,12 +46,7 @@ def three_runs(runs_root):
 
 
 def _page(**session) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=120)
-    for key, value in session.items():
-        at.session_state[key] = value
-    at.run()
-    at.switch_page("pages/compare.py")
-    return at.run()
+    return open_page("pages/compare.py", **session)
 
 
 def _traces(at, index: int = 0) -> list[dict]:

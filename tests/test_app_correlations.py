@@ -9,19 +9,13 @@ from streamlit.testing.v1 import AppTest
 from prunekit import load_checkpoint
 from prunekit.checkpoints import DEFAULT_CHECKPOINT
 from prunekit.views import weight_correlation
-from tests.conftest import REPO
+from tests.apptest_kit import open_page
 
-APP = str(REPO / "app.py")
 LAYER = "layer1.0.conv1"  # 16 filters
 
 
 def _page(**session) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=180)
-    for key, value in {"criterion": "l1", "probe_n": 64, **session}.items():
-        at.session_state[key] = value
-    at.run()
-    at.switch_page("pages/correlations.py")
-    return at.run()
+    return open_page("pages/correlations.py", **{"criterion": "l1", "probe_n": 64, **session})
 
 
 def _matrix_trace(at) -> dict:

@@ -7,19 +7,13 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from prunekit.prune import kept_channels
-from tests.conftest import REPO
+from tests.apptest_kit import open_page
 
-APP = str(REPO / "app.py")
 PAGE = "pages/feature_maps.py"
 
 
 def _open(**session) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=180)
-    for key, value in session.items():
-        at.session_state[key] = value
-    at.run()
-    at.switch_page(PAGE)
-    return at.run()
+    return open_page(PAGE, **session)
 
 
 def _grids(at: AppTest) -> list[dict]:

@@ -7,7 +7,7 @@ from streamlit.testing.v1 import AppTest
 
 from prunekit import jobs
 from prunekit.runs import _this_process
-from tests.conftest import REPO
+from tests.apptest_kit import open_page
 
 
 @pytest.fixture
@@ -18,11 +18,7 @@ def root(tmp_path, monkeypatch):
 
 
 def _page(**session) -> AppTest:
-    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=120)
-    for key, value in session.items():
-        at.session_state[key] = value
-    at.switch_page("pages/jobs.py")
-    return at.run()
+    return open_page("pages/jobs.py", **session)
 
 
 def _running(root, tmp_path):

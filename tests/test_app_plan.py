@@ -14,9 +14,9 @@ from prunekit.checkpoints import load_checkpoint
 from prunekit.plan import estimate, structure, uniform
 from prunekit.prune import coupled_groups
 from prunekit.scores import weights_hash
+from tests.apptest_kit import open_page
 from tests.conftest import REPO
 
-APP = str(REPO / "app.py")
 SIZE = (3, 32, 32)
 STREAM = "conv1 + layer1.0.conv2 + layer1.1.conv2 + layer1.2.conv2 (residual stream, 16 filters)"
 
@@ -35,12 +35,7 @@ def runs(monkeypatch, tmp_path):
 
 
 def _plan_page(**session) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=300)
-    for key, value in session.items():
-        at.session_state[key] = value
-    at.run()
-    at.switch_page("pages/plan.py")
-    at.run()
+    at = open_page("pages/plan.py", **session)
     assert not at.exception, at.exception
     return at
 

@@ -12,19 +12,13 @@ from streamlit.testing.v1 import AppTest
 
 from prunekit import conv_layers, load_checkpoint
 from prunekit.checkpoints import DEFAULT_CHECKPOINT
-from tests.conftest import REPO
+from tests.apptest_kit import open_page
 
-APP = str(REPO / "app.py")
 PAGE = "pages/saliency.py"
 
 
 def _open(**session) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=180)
-    for key, value in session.items():
-        at.session_state[key] = value
-    at.run()
-    at.switch_page(PAGE)
-    return at.run()
+    return open_page(PAGE, **session)
 
 
 def _charts(at: AppTest) -> list[dict]:

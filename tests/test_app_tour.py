@@ -4,18 +4,12 @@ from pathlib import Path
 from streamlit.testing.v1 import AppTest
 
 from pages.tour import STEPS
+from tests.apptest_kit import open_page
 from tests.conftest import REPO
-
-APP = str(REPO / "app.py")
 
 
 def _page(**session) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=120)
-    for key, value in session.items():
-        at.session_state[key] = value
-    at.run()
-    at.switch_page("pages/tour.py")
-    return at.run()
+    return open_page("pages/tour.py", **session)
 
 
 def _current(at) -> str:
