@@ -4,7 +4,7 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
-from pages.shared import CRITERION, DEFAULT_CRITERION, has_scores, probe, scores, selection, split
+from pages.shared import CRITERION, DEFAULT_CRITERION, has_scores, page_with_model, probe, scores, split
 from prunekit import conv_layers, get_criterion
 from prunekit.data import DataNotFoundError
 from prunekit.views import correlated_pairs, feature_correlation, feature_maps, filter_kernels, weight_correlation
@@ -203,12 +203,9 @@ def top_pairs_table(top) -> None:
                "carry the same information, and pruning one of them loses little.")
 
 
-sel = selection()
-st.title("Correlations")
-st.caption("Which filters of a layer repeat each other: the redundancy that the independence criterion prunes.")
-if sel.model is None:
-    st.info(sel.error or "No model selected: pick one in the sidebar.", icon=":material/info:")
-    st.stop()
+sel = page_with_model(
+    "Correlations",
+    "Which filters of a layer repeat each other: the redundancy that the independence criterion prunes.")
 
 try:
     channels = _layers(sel.model, sel.key)

@@ -7,7 +7,7 @@ import plotly.graph_objects as go
 import streamlit as st
 import torch
 
-from pages.shared import CRITERION, DEFAULT_CRITERION, PLAN, has_scores, scores, selection, split
+from pages.shared import CRITERION, DEFAULT_CRITERION, PLAN, has_scores, page_with_model, scores, split
 from prunekit.criteria import criterion_class, get_criterion
 from prunekit.criteria.mapex import expanded_boxes
 from prunekit.data import DataNotFoundError, make_box_probe
@@ -264,12 +264,9 @@ def mapex_ui(sel, layer) -> None:
 
 # ----------------------------------------------------------------------------------------------
 
-sel = selection()
-st.title("Feature maps")
-st.caption("What one image looks like inside a layer, filter by filter, and what is left of it after pruning.")
-if sel.model is None:
-    st.info(sel.error or "No model selected: pick one in the sidebar.", icon=":material/info:")
-    st.stop()
+sel = page_with_model(
+    "Feature maps",
+    "What one image looks like inside a layer, filter by filter, and what is left of it after pruning.")
 
 top_left, top_right = st.columns([1, 2], gap="large")
 with top_left:

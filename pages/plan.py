@@ -15,8 +15,8 @@ from pages.shared import (
     device_label,
     has_scores,
     human,
+    page_with_model,
     scores,
-    selection,
     split,
 )
 from prunekit import model_info
@@ -465,12 +465,9 @@ INTRO = ("A **coupled group** is a set of convs whose filters must go together. 
 
 
 def main() -> None:
-    sel = selection()
-    st.title("Plan & prune")
-    st.caption("Choose how many filters each layer loses, see the cost at once, then prune for real and fine-tune.")
-    if sel.model is None:
-        st.info(sel.error or "No model selected.", icon=":material/info:")
-        st.stop()
+    sel = page_with_model(
+        "Plan & prune",
+        "Choose how many filters each layer loses, see the cost at once, then prune for real and fine-tune.")
     struct = _structure(sel.model, sel.key, sel.input_size)
     family = model_info(sel.arch).family
     criterion, note = criterion_in_use(sel)

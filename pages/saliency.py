@@ -7,7 +7,7 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
-from pages.shared import CRITERION, DEFAULT_CRITERION, DEFAULT_SOURCE, has_scores, scores, selection
+from pages.shared import CRITERION, DEFAULT_CRITERION, DEFAULT_SOURCE, has_scores, page_with_model, scores
 from prunekit import load_checkpoint
 from prunekit.checkpoints import EARLY_CHECKPOINT
 from prunekit.criteria import criterion_class, get_criterion, list_criteria
@@ -356,13 +356,10 @@ def stability_ui(sel, name: str, params: dict, final: pd.DataFrame) -> None:
 
 # ----------------------------------------------------------------------------------------------
 
-sel = selection()
-st.title("Saliency")
-st.caption("Score every filter with one criterion, see which filters it calls weak, and whether other criteria "
-           "(and an earlier checkpoint) agree.")
-if sel.model is None:
-    st.info(sel.error or "No model selected: pick one in the sidebar.", icon=":material/info:")
-    st.stop()
+sel = page_with_model(
+    "Saliency",
+    "Score every filter with one criterion, see which filters it calls weak, and whether other criteria "
+    "(and an earlier checkpoint) agree.")
 
 st.subheader("Criterion")
 criterion, criterion_params = criterion_ui()

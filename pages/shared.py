@@ -216,6 +216,18 @@ def selection() -> Selection:
     return st.session_state["selection"]
 
 
+def page_with_model(title: str, caption: str) -> Selection:
+    """Draw a page's title and one-line caption and return the sidebar's choice; without a usable model, say why
+    and stop the page there."""
+    sel = selection()
+    st.title(title)
+    st.caption(caption)
+    if sel.model is None:
+        st.info(sel.error or "No model selected: pick one in the sidebar.", icon=":material/info:")
+        st.stop()
+    return sel
+
+
 # app.py routes with st.navigation. Streamlit (1.6x) decides once per server, on its first run, whether the app uses
 # the old "pages/ folder" mode, and until app.py has called st.navigation it runs a page opened by its URL on its
 # own. Declaring the router here (every page imports this module) makes the rerun above go through app.py.
