@@ -235,5 +235,5 @@ else:
         st.session_state[RUN_KEY] = done.iloc[0] if len(done) else readable["run"].iloc[0]
     picked = st.selectbox("Run (or click a dot above)", list(labels), format_func=labels.get, key=RUN_KEY)
     run_detail(readable[readable["run"] == picked].iloc[0])
-st.subheader(f"All {len(runs)} runs")
+st.subheader(f"All runs ({len(runs)})")
 runs_table(runs, points)

@@ -72,7 +72,7 @@ def test_the_table_lists_every_run_with_its_pareto_front(three_runs):
     assert table.loc[three_runs["d"], "status"] == "failed"
     assert table.loc[three_runs["d"], "error"] == "RuntimeError: out of memory"
     assert table.loc[three_runs["a"], "FLOPs"] == "81.10M → 20.00M"
-    assert "All 4 runs" in [s.value for s in at.subheader]
+    assert "All runs (4)" in [s.value for s in at.subheader]
 
 
 def test_after_pruning_only_the_front_moves(three_runs):

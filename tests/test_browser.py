@@ -179,7 +179,7 @@ def test_score_plan_prune_finetune_compare(server, page):
     page.get_by_text(run_id).first.wait_for()
     _shot(page, "compare")
     body = page.inner_text("body")
-    assert "All 1 runs" in body and "Traceback" not in body
+    assert "All runs (1)" in body and "Traceback" not in body
 
 
 @pytest.mark.parametrize(("path", "heading"), [("feature_maps", "Feature maps"), ("correlations", "Correlations"),
