@@ -90,3 +90,19 @@ def test_a_data_driven_criterion_scores_on_the_button(cifar_data_root, monkeypat
     assert not at.exception
     assert len(at.dataframe[0].value) == 688
     assert at.slider(key="sal_thr_sfm_entropy_conv1").label == "Threshold (sfm_entropy: entropy (nats))"
+
+
+def test_a_rerun_that_changes_no_score_input_computes_nothing(monkeypatch):
+    at = _open(criterion="l1", sal_layer="layer1.0.conv1")
+    assert not at.exception
+    table = at.dataframe[0].value
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("scores recomputed on a rerun that did not change the model, criterion or probe")
+
+    monkeypatch.setattr("pages.shared.score", refuse)
+    slider = at.slider(key="sal_thr_l1_layer1.0.conv1")
+    slider.set_value((slider.min + slider.max) / 2).run()
+    assert not at.exception, at.exception
+    assert at.dataframe[0].value.equals(table)
+    assert at.slider(key="sal_thr_l1_layer1.0.conv1").value == (slider.min + slider.max) / 2
