@@ -4,7 +4,17 @@ The public API, re-exported from the modules that hold it.
 """
 from .checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 from .criteria import get_criterion, list_criteria
-from .data import ArraySet, BoxProbeSet, DataNotFoundError, DeviceLoader, data_root, load_arrays, make_box_probe
+from .data import (
+    ArraySet,
+    BoxProbeSet,
+    DataNotFoundError,
+    DeviceLoader,
+    FolderLoader,
+    data_root,
+    folder_dataset,
+    load_arrays,
+    make_box_probe,
+)
 from .finetune import finetune_config, finetune_run
 from .layers import conv_layers
 from .metrics import best_device, evaluate
@@ -20,9 +30,10 @@ from .train import TrainConfig, fit
 __version__ = "0.1.0"
 
 __all__ = [
-    "ArraySet", "BoxProbeSet", "CheckpointError", "DataNotFoundError", "DeviceLoader", "best_device",
-    "Plan", "TrainConfig", "build_model", "conv_layers", "count_params", "coupled_groups", "data_root", "estimate",
-    "evaluate", "finetune_config", "finetune_run", "fit", "get_criterion", "list_criteria", "list_models",
-    "list_runs", "load_arrays", "load_checkpoint", "make_box_probe", "model_info", "prune_model", "prune_report",
-    "prune_run", "save_checkpoint", "score", "sensitivity", "structure",
+    "ArraySet", "BoxProbeSet", "CheckpointError", "DataNotFoundError", "DeviceLoader", "FolderLoader",
+    "best_device", "Plan", "TrainConfig", "build_model", "conv_layers", "count_params", "coupled_groups",
+    "data_root", "estimate", "evaluate", "finetune_config", "folder_dataset", "finetune_run", "fit",
+    "get_criterion", "list_criteria", "list_models", "list_runs", "load_arrays", "load_checkpoint",
+    "make_box_probe", "model_info", "prune_model", "prune_report", "prune_run", "save_checkpoint", "score",
+    "sensitivity", "structure",
 ]

@@ -27,34 +27,41 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _train_on(args: argparse.Namespace, world) -> int:
-    from .data import DeviceLoader, load_arrays
+    from .data import folder_splits, load_arrays, make_loaders, subset
     from .distributed import main_first
     from .models import build_model
     from .train import TrainConfig, fit
 
     device = world.device
-    with main_first():  # rank 0 decodes into the cache, the others read it
-        train_set = load_arrays(args.data, "train", args.data_root)
-        test_set = load_arrays(args.data, "test", args.data_root)
+    if args.folder:
+        train_set, test_set = folder_splits(args.folder, image_size=args.image_size)
+        data_name = str(Path(args.folder).resolve())
+    else:
+        with main_first():  # rank 0 decodes into the cache, the others read it
+            train_set = load_arrays(args.data, "train", args.data_root)
+            test_set = load_arrays(args.data, "test", args.data_root)
+        data_name = args.data
+    num_classes = len(train_set.classes)
     if args.subset:
-        train_set = train_set.subset(args.subset, seed=args.seed)
+        train_set = subset(train_set, args.subset, seed=args.seed)
     if args.test_subset:
-        test_set = test_set.subset(args.test_subset, seed=0)
+        test_set = subset(test_set, args.test_subset, seed=0)
     config = TrainConfig(
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
         schedule=args.schedule, warmup_epochs=args.warmup_epochs, label_smoothing=args.label_smoothing,
         seed=args.seed, doconv=args.doconv,
     )
-    num_classes = len(train_set.classes)
     model = build_model(args.model, num_classes=num_classes)
-    train_loader = DeviceLoader(train_set, config.batch_size, train=True, device=device, seed=config.seed)
-    test_loader = DeviceLoader(test_set, 500, train=False, device=device)
+    train_loader, test_loader = make_loaders(train_set, test_set, config.batch_size, device=device, seed=config.seed,
+                                             num_workers=args.workers)
     ranks = f" x {world.world_size} processes ({world.backend})" if world.enabled else ""
     if world.is_main:
-        print(f"training {args.model} on {args.data} ({len(train_set)} images) on {device}{ranks} for "
+        print(f"training {args.model} on {data_name} ({len(train_set)} images) on {device}{ranks} for "
               f"{config.epochs} epochs")
-    meta = {"data": args.data, "command": " ".join(["python -m prunekit", *sys.argv[1:]]), "device": str(device),
+    meta = {"data": data_name, "command": " ".join(["python -m prunekit", *sys.argv[1:]]), "device": str(device),
             "torch": torch.__version__}
+    if args.folder:
+        meta["image_size"] = args.image_size
     rows = fit(model, train_loader, test_loader, config, args.out, arch=args.model, num_classes=num_classes,
                meta=meta, resume=not args.no_resume)
     total = sum(r["seconds"] for r in rows)
@@ -80,7 +87,8 @@ def _finetune_on(args: argparse.Namespace, world) -> int:
     ranks = f" x {world.world_size} processes ({world.backend})" if world.enabled else ""
     if world.is_main:
         print(f"fine-tuning {args.run} on {device}{ranks} for {config.epochs} epochs", file=sys.stderr)
-    run = finetune_run(args.run, config, data=args.data, data_root=args.data_root, subset=args.subset,
+    run = finetune_run(args.run, config, data=args.data, data_root=args.data_root, folder=args.folder,
+                       image_size=args.image_size, num_workers=args.workers, subset=args.subset,
                        test_subset=args.test_subset, device=device, resume=not args.no_resume)
     if not world.is_main:
         return 0
@@ -398,12 +406,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m prunekit", description="Filter saliency and pruning for CNNs.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    t = sub.add_parser("train", help="train a registered model from scratch on a 32x32 data set",
-                       description="Train a registered model from scratch on a 32x32 data set. Under torchrun "
-                       "(torchrun --nproc_per_node=N -m prunekit train ...) the N processes train one model with "
-                       "DistributedDataParallel; --batch-size is per process and rank 0 alone writes.")
+    t = sub.add_parser("train", help="train a registered model from scratch on a 32x32 data set or an image folder",
+                       description="Train a registered model from scratch on a 32x32 data set (--data, held on the "
+                       "device) or on an image folder (--folder DIR: DIR/train/ and DIR/val/ are ImageFolder trees, "
+                       "<class>/<image> files with the same class folders, read by a DataLoader with --workers "
+                       "processes at --image-size with the standard ImageNet transforms; the classes are DIR/train's "
+                       "folders). Under torchrun (torchrun --nproc_per_node=N -m prunekit train ...) the N processes "
+                       "train one model with DistributedDataParallel; --batch-size is per process and rank 0 alone "
+                       "writes.")
     t.add_argument("--model", required=True, choices=list_models())
-    t.add_argument("--data", default="cifar10", choices=list_datasets())
+    source = t.add_mutually_exclusive_group()
+    source.add_argument("--data", default="cifar10", choices=list_datasets(), help="a 32x32 data set (default cifar10)")
+    source.add_argument("--folder", default=None, metavar="DIR",
+                        help="an image folder holding train/ and val/ ImageFolder trees (<class>/<image> files)")
+    t.add_argument("--image-size", type=int, default=224, help="--folder: side of the square crops (default 224)")
+    t.add_argument("--workers", type=int, default=None,
+                   help="--folder: DataLoader worker processes (default: min(8, CPU count); 0: read in this process)")
     t.add_argument("--data-root", default=None, help="data folder (default: $PRUNEKIT_DATA or ~/.cache/prunekit/data)")
     t.add_argument("--out", required=True, help="output folder (checkpoints, metrics.jsonl); resumed if it has state")
     t.add_argument("--epochs", type=int, default=30)
@@ -430,7 +448,13 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--run", "--run-dir", dest="run", required=True,
                    help="a run directory written by `prune` (under torchrun write --run-dir: torchrun's own parser "
                    "takes --run for an abbreviation of its --run-path)")
-    f.add_argument("--data", default=None, choices=list_datasets(), help="data set (default: the run's)")
+    source = f.add_mutually_exclusive_group()
+    source.add_argument("--data", default=None, choices=list_datasets(), help="data set (default: the run's)")
+    source.add_argument("--folder", default=None, metavar="DIR",
+                        help="an image folder holding train/ and val/ ImageFolder trees (for a model trained on one)")
+    f.add_argument("--image-size", type=int, default=224, help="--folder: side of the square crops (default 224)")
+    f.add_argument("--workers", type=int, default=None,
+                   help="--folder: DataLoader worker processes (default: min(8, CPU count); 0: read in this process)")
     f.add_argument("--data-root", default=None)
     f.add_argument("--epochs", type=int, default=30)
     f.add_argument("--lr", type=float, default=0.01)

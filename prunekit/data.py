@@ -9,7 +9,10 @@ read-only data root works.
 repeated over three channels so that every CIFAR model takes them. ``cifar10`` is found, in order, as
 torchvision's ``cifar-10-batches-py``, as the JPEG copy ``cifar10-jpeg.tar.gz`` (or that archive unpacked
 to ``cifar10-jpeg/``), else downloaded by torchvision. Large images go through :func:`folder_dataset`
-(any ImageFolder tree) and a standard DataLoader.
+(any ImageFolder tree) and :class:`FolderLoader` (a standard DataLoader with workers).
+
+:class:`DeviceLoader` and :class:`FolderLoader` both follow :class:`TrainLoader`, the interface that
+:func:`prunekit.train.fit` needs of its training data; any iterable of (x, y) batches serves for testing.
 """
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ import os
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -30,6 +34,8 @@ __all__ = [
     "ArraySet",
     "BoxProbeSet",
     "DeviceLoader",
+    "FolderLoader",
+    "TrainLoader",
     "data_root",
     "cache_dir",
     "list_datasets",
@@ -38,6 +44,9 @@ __all__ = [
     "how_to_get",
     "load_arrays",
     "folder_dataset",
+    "folder_splits",
+    "subset",
+    "make_loaders",
     "batch_crop",
     "make_box_probe",
     "save_box_probe",
@@ -301,6 +310,129 @@ def folder_dataset(path: str | os.PathLike, *, train: bool, image_size: int = 22
         return torchvision.datasets.ImageFolder(str(path), transform=tf)
     except FileNotFoundError as exc:
         raise DataNotFoundError(f"{path}: {exc}") from None
+
+
+def folder_splits(folder: str | os.PathLike, *, image_size: int = 224):
+    """(train, val) :func:`folder_dataset` of ``folder/train`` and ``folder/val`` (ImageFolder trees with the same
+    class folders), at ``image_size`` x ``image_size``."""
+    folder = Path(folder)
+    train = folder_dataset(folder / "train", train=True, image_size=image_size)
+    val = folder_dataset(folder / "val", train=False, image_size=image_size)
+    if train.classes != val.classes:
+        raise ValueError(f"{folder}: train/ and val/ hold different class folders ({len(train.classes)} and "
+                         f"{len(val.classes)}; first difference: "
+                         f"{sorted(set(train.classes) ^ set(val.classes))[:3]})")
+    return train, val
+
+
+def subset(data, n: int, seed: int = 0):
+    """``n`` items of an :class:`ArraySet` or a map-style dataset drawn without replacement by ``seed`` (all of
+    them if n >= N); a dataset's subset is a :class:`torch.utils.data.Subset`."""
+    if isinstance(data, ArraySet):
+        return data.subset(n, seed)
+    if n >= len(data):
+        return data
+    idx = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))[:n]
+    return torch.utils.data.Subset(data, idx.tolist())
+
+
+def make_loaders(train, test, batch_size: int, *, device: str | torch.device, seed: int = 0,
+                 num_workers: int | None = None) -> tuple[TrainLoader, TrainLoader]:
+    """(training, test) loaders of two :class:`ArraySet` (:class:`DeviceLoader`, test batches of 500) or two
+    map-style datasets (:class:`FolderLoader` with ``num_workers``, test batches of ``batch_size``)."""
+    if isinstance(train, ArraySet):
+        return (DeviceLoader(train, batch_size, train=True, device=device, seed=seed),
+                DeviceLoader(test, 500, train=False, device=device))
+    return (FolderLoader(train, batch_size, train=True, device=device, seed=seed, num_workers=num_workers),
+            FolderLoader(test, batch_size, train=False, device=device, num_workers=num_workers))
+
+
+class TrainLoader(Protocol):
+    """What :func:`prunekit.train.fit` needs of its training data (:class:`DeviceLoader`, :class:`FolderLoader`).
+
+    Iterating yields (x float (B, C, H, W), y int64 (B,)) already on ``device``, ``len()`` batches of
+    ``batch_size``. ``generator`` drives every random draw of the data order (and augmentation) that
+    ``torch``'s global RNG does not; fit saves and restores its state, so that a resumed run sees the same
+    batches. ``sampler`` is None until :meth:`shard` gives this process (rank ``rank`` of ``num_replicas``) its
+    share of each epoch, reshuffled by :meth:`set_epoch`.
+    """
+
+    device: torch.device
+    batch_size: int
+    generator: torch.Generator
+    sampler: object | None
+
+    def shard(self, num_replicas: int, rank: int) -> TrainLoader: ...
+
+    def set_epoch(self, epoch: int) -> None: ...
+
+    def __len__(self) -> int: ...
+
+    def __iter__(self): ...
+
+
+class FolderLoader:
+    """Batches of a map-style dataset (e.g. :func:`folder_dataset`, items (float (C, H, W), int label)) read by a
+    :class:`torch.utils.data.DataLoader` with ``num_workers`` processes and moved to ``device``.
+
+    Yields (x float (B, C, H, W), y int64 (B,)) on ``device`` (pinned memory and non-blocking copies on CUDA).
+    With ``train=True``: shuffled each epoch by ``generator`` (a CPU generator seeded by ``seed``) and the last
+    incomplete batch dropped; with ``train=False``: in order, all images. The augmentation is the dataset's own
+    transform: with workers, each epoch's worker processes are seeded from ``generator`` (no persistent workers,
+    so a resumed run repeats them); with ``num_workers=0`` it draws from ``torch``'s global RNG, which
+    :func:`prunekit.train.fit` saves too. :meth:`shard` and :meth:`set_epoch` work as :class:`DeviceLoader`'s.
+    """
+
+    def __init__(
+        self,
+        dataset: torch.utils.data.Dataset,
+        batch_size: int = 128,
+        *,
+        train: bool,
+        device: str | torch.device = "cpu",
+        seed: int = 0,
+        num_workers: int | None = None,
+    ):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.dataset, self.batch_size, self.train = dataset, batch_size, train
+        self.device = torch.device(device)
+        self.num_workers = min(8, os.cpu_count() or 1) if num_workers is None else num_workers
+        self.seed = seed
+        self.generator = torch.Generator().manual_seed(seed)
+        self.sampler = None
+
+    def shard(self, num_replicas: int, rank: int) -> FolderLoader:
+        """Iterate only rank ``rank``'s share (1/num_replicas, the same size on every rank) of each epoch's
+        shuffled images, by a :class:`~torch.utils.data.DistributedSampler` seeded with ``seed``; the workers'
+        augmentation is seeded from a generator seeded with ``seed + rank``. Returns the loader itself."""
+        from torch.utils.data import DistributedSampler
+
+        if not self.train:
+            raise ValueError("only a training loader is sharded")
+        self.sampler = DistributedSampler(self.dataset, num_replicas=num_replicas, rank=rank, shuffle=True,
+                                          seed=self.seed, drop_last=True)
+        self.generator.manual_seed(self.seed + rank)
+        return self
+
+    def set_epoch(self, epoch: int) -> None:
+        """Reshuffle a sharded loader for ``epoch`` (every rank must pass the same); nothing when unsharded."""
+        if self.sampler is not None:
+            self.sampler.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        n = len(self.dataset) if self.sampler is None else len(self.sampler)
+        return n // self.batch_size if self.train else -(-n // self.batch_size)
+
+    def __iter__(self):
+        from torch.utils.data import DataLoader
+
+        cuda = self.device.type == "cuda"
+        loader = DataLoader(self.dataset, self.batch_size, shuffle=self.train and self.sampler is None,
+                            sampler=self.sampler, num_workers=self.num_workers, pin_memory=cuda,
+                            drop_last=self.train, generator=self.generator)
+        for x, y in loader:
+            yield x.to(self.device, non_blocking=cuda), y.to(self.device, non_blocking=cuda)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -35,7 +35,7 @@ from tqdm import tqdm
 
 from . import distributed as dist_util
 from .checkpoints import save_checkpoint
-from .data import DeviceLoader
+from .data import TrainLoader
 from .doconv import DOConv2d, fold, overparameterize
 from .metrics import evaluate
 
@@ -87,7 +87,7 @@ def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
 
 def fit(
     model: nn.Module,
-    train_loader: DeviceLoader,
+    train_loader: TrainLoader,
     test_loader,
     config: TrainConfig,
     out_dir: str | Path,
@@ -102,6 +102,10 @@ def fit(
     on_finish: Callable[[dict], None] | None = None,
 ) -> list[dict]:
     """Train ``model`` in place on ``train_loader`` and test after every epoch; returns the metrics rows.
+
+    train_loader: a :class:`prunekit.data.TrainLoader` (:class:`~prunekit.data.DeviceLoader` for 32x32 arrays on
+    the device, :class:`~prunekit.data.FolderLoader` for an image folder); the model trains on its ``device``.
+    test_loader: any iterable of (x, y) batches on that device, e.g. either loader with ``train=False``.
 
     With ``resume=True`` and a ``state.pt`` in ``out_dir``, training continues after its last finished epoch
     (same weights, optimizer, schedule and data order as an uninterrupted run). With ``config.doconv`` the
