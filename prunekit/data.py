@@ -371,7 +371,39 @@ class TrainLoader(Protocol):
     def __iter__(self): ...
 
 
-class FolderLoader:
+class _Epochs:
+    """What :class:`FolderLoader` and :class:`DeviceLoader` share: the batches of an epoch, optionally only one
+    DDP rank's share. Subclasses set ``train``, ``batch_size``, ``seed``, ``generator`` and ``sampler`` (None
+    until :meth:`shard`) and define :meth:`_count` (images in the split)."""
+
+    def _count(self) -> int:
+        raise NotImplementedError
+
+    def shard(self, num_replicas: int, rank: int):
+        """Iterate only rank ``rank``'s share (1/num_replicas, the same size on every rank) of each epoch's
+        shuffled images, by a :class:`~torch.utils.data.DistributedSampler` seeded with ``seed``; the augmentation
+        draws from ``generator`` reseeded with ``seed + rank``. Returns the loader itself."""
+        from torch.utils.data import DistributedSampler
+
+        if not self.train:
+            raise ValueError("only a training loader is sharded")
+        self.sampler = DistributedSampler(range(self._count()), num_replicas=num_replicas, rank=rank,
+                                          shuffle=True, seed=self.seed, drop_last=True)
+        self.generator.manual_seed(self.seed + rank)
+        return self
+
+    def set_epoch(self, epoch: int) -> None:
+        """Reshuffle a sharded loader for ``epoch`` (every rank must pass the same); nothing when unsharded."""
+        if self.sampler is not None:
+            self.sampler.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        """Batches per epoch: a partial last batch is dropped when training, kept when testing."""
+        n = self._count() if self.sampler is None else len(self.sampler)
+        return n // self.batch_size if self.train else -(-n // self.batch_size)
+
+
+class FolderLoader(_Epochs):
     """Batches of a map-style dataset (e.g. :func:`folder_dataset`, items (float (C, H, W), int label)) read by a
     :class:`torch.utils.data.DataLoader` with ``num_workers`` processes and moved to ``device``.
 
@@ -402,27 +434,8 @@ class FolderLoader:
         self.generator = torch.Generator().manual_seed(seed)
         self.sampler = None
 
-    def shard(self, num_replicas: int, rank: int) -> FolderLoader:
-        """Iterate only rank ``rank``'s share (1/num_replicas, the same size on every rank) of each epoch's
-        shuffled images, by a :class:`~torch.utils.data.DistributedSampler` seeded with ``seed``; the workers'
-        augmentation is seeded from a generator seeded with ``seed + rank``. Returns the loader itself."""
-        from torch.utils.data import DistributedSampler
-
-        if not self.train:
-            raise ValueError("only a training loader is sharded")
-        self.sampler = DistributedSampler(self.dataset, num_replicas=num_replicas, rank=rank, shuffle=True,
-                                          seed=self.seed, drop_last=True)
-        self.generator.manual_seed(self.seed + rank)
-        return self
-
-    def set_epoch(self, epoch: int) -> None:
-        """Reshuffle a sharded loader for ``epoch`` (every rank must pass the same); nothing when unsharded."""
-        if self.sampler is not None:
-            self.sampler.set_epoch(epoch)
-
-    def __len__(self) -> int:
-        n = len(self.dataset) if self.sampler is None else len(self.sampler)
-        return n // self.batch_size if self.train else -(-n // self.batch_size)
+    def _count(self) -> int:
+        return len(self.dataset)
 
     def __iter__(self):
         from torch.utils.data import DataLoader
@@ -451,7 +464,7 @@ def batch_crop(padded: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, size: i
     return padded[b, c, rows, cols]
 
 
-class DeviceLoader:
+class DeviceLoader(_Epochs):
     """Batches of a whole :class:`ArraySet` kept on ``device``.
 
     Yields (x float (B, 3, 32, 32) normalised, y int64 (B,)). With ``train=True``: a fresh device-side
@@ -491,27 +504,8 @@ class DeviceLoader:
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
         self.sampler = None
 
-    def shard(self, num_replicas: int, rank: int) -> DeviceLoader:
-        """Iterate only rank ``rank``'s share (1/num_replicas, the same size on every rank) of each epoch's
-        shuffled images, by a :class:`~torch.utils.data.DistributedSampler` seeded with ``seed``; the crops
-        and flips draw from a generator seeded with ``seed + rank``. Returns the loader itself."""
-        from torch.utils.data import DistributedSampler
-
-        if not self.train:
-            raise ValueError("only a training loader is sharded")
-        self.sampler = DistributedSampler(range(len(self.labels)), num_replicas=num_replicas, rank=rank,
-                                          shuffle=True, seed=self.seed, drop_last=True)
-        self.generator.manual_seed(self.seed + rank)
-        return self
-
-    def set_epoch(self, epoch: int) -> None:
-        """Reshuffle a sharded loader for ``epoch`` (every rank must pass the same); nothing when unsharded."""
-        if self.sampler is not None:
-            self.sampler.set_epoch(epoch)
-
-    def __len__(self) -> int:
-        n = len(self.labels) if self.sampler is None else len(self.sampler)
-        return n // self.batch_size if self.train else -(-n // self.batch_size)
+    def _count(self) -> int:
+        return len(self.labels)
 
     def __iter__(self):
         n, bs = len(self.labels), self.batch_size
