@@ -201,6 +201,7 @@ def _finetune(job: Job, ctx: _Context) -> dict[str, Any]:
     a = job.args
     _write(job, metrics_file=str(Path(a["run"]) / FINETUNE_DIR / "metrics.jsonl"))
     run = finetune_run(a["run"], _config(a, finetune_config), data=a.get("data"), data_root=a.get("data_root"),
+                       folder=a.get("folder"), image_size=int(a.get("image_size", 224)),
                        subset=int(a.get("subset", 0)), test_subset=int(a.get("test_subset", 0)), device=ctx.device,
                        progress=False, on_batch=ctx.batch)
     entry = run.manifest["finetune"]
@@ -208,23 +209,27 @@ def _finetune(job: Job, ctx: _Context) -> dict[str, Any]:
 
 
 def _train(job: Job, ctx: _Context) -> dict[str, Any]:
-    from .data import DeviceLoader, load_arrays
+    from .data import folder_splits, load_arrays, make_loaders, subset
     from .models import build_model
     from .train import TrainConfig, fit
 
     a = job.args
-    train_set, test_set = load_arrays(a["data"], "train", a.get("data_root")), load_arrays(a["data"], "test",
-                                                                                         a.get("data_root"))
+    if a.get("folder"):
+        train_set, test_set = folder_splits(a["folder"], image_size=int(a.get("image_size", 224)))
+        data_name = str(Path(a["folder"]).resolve())
+    else:
+        train_set, test_set = (load_arrays(a["data"], split, a.get("data_root")) for split in ("train", "test"))
+        data_name = a["data"]
     if a.get("subset"):
-        train_set = train_set.subset(int(a["subset"]), seed=int(a.get("seed", 0)))
+        train_set = subset(train_set, int(a["subset"]), seed=int(a.get("seed", 0)))
+    classes = train_set.dataset.classes if isinstance(train_set, torch.utils.data.Subset) else train_set.classes
     config = _config(a, lambda epochs, **kw: TrainConfig(epochs=epochs, **kw))
     out = job.path / "train"
     _write(job, metrics_file=str(out / "metrics.jsonl"))
-    model = build_model(a["model"], num_classes=len(train_set.classes))
-    rows = fit(model, DeviceLoader(train_set, config.batch_size, train=True, device=ctx.device, seed=config.seed),
-               DeviceLoader(test_set, 500, train=False, device=ctx.device), config, out, arch=a["model"],
-               num_classes=len(train_set.classes), meta={"data": a["data"], "job": job.id, "device": job.device},
-               on_batch=ctx.batch, progress=False)
+    model = build_model(a["model"], num_classes=len(classes))
+    loaders = make_loaders(train_set, test_set, config.batch_size, device=ctx.device, seed=config.seed)
+    rows = fit(model, *loaders, config, out, arch=a["model"], num_classes=len(classes),
+               meta={"data": data_name, "job": job.id, "device": job.device}, on_batch=ctx.batch, progress=False)
     return {"checkpoint": str(out / "model.safetensors"), "test_accuracy": rows[-1]["test_accuracy"]}
 
 
@@ -266,7 +271,7 @@ def _sensitivity(job: Job, ctx: _Context) -> dict[str, Any]:
 
 KINDS: dict[str, _Kind] = {
     "finetune": _Kind(_finetune, ("run", "epochs")),
-    "train": _Kind(_train, ("model", "data", "epochs")),
+    "train": _Kind(_train, ("model", "epochs")),
     "score": _Kind(_score, ("criterion", "data"), needs_model=True),
     "sensitivity": _Kind(_sensitivity, ("scores", "data"), needs_model=True),
 }
@@ -288,8 +293,9 @@ def submit(
     """Queue a job of ``kind`` (a key of :data:`KINDS`) with JSON-able ``args``; returns it (``queued``).
 
     finetune: run (a run directory), epochs; optional lr, batch_size, weight_decay, seed, doconv, subset (train
-    images), test_subset (test images after each epoch), data, data_root. train: model (a registered
-    architecture), data, epochs; optional lr, batch_size, subset, seed...
+    images), test_subset (test images after each epoch), data, data_root, or folder (train/ and val/ image
+    folders) and image_size. train: model (a registered architecture), epochs, and data (a data set) or folder;
+    optional lr, batch_size, subset, seed...
     score: criterion, data; optional params, n (probe images). sensitivity: scores (a CSV), data; optional n,
     ratios. score and sensitivity need ``model`` (saved into the job, with ``arch`` and ``num_classes``).
     device: default the best available. start_worker: default True unless ``$PRUNEKIT_JOBS_NO_WORKER`` is set.
@@ -302,6 +308,8 @@ def submit(
     missing = [k for k in KINDS[kind].required if args.get(k) in (None, "")]
     if missing:
         raise ValueError(f"a {kind} job needs {', '.join(missing)}")
+    if kind == "train" and not (args.get("data") or args.get("folder")):
+        raise ValueError("a train job needs data (a data set's name) or folder (holding train/ and val/ image folders)")
     if KINDS[kind].needs_model and (model is None or arch is None or num_classes is None):
         raise ValueError(f"a {kind} job needs the model, its arch and num_classes")
     json.dumps(args)  # TypeError now, not in the worker, for arguments that cannot be stored

@@ -123,3 +123,21 @@ def test_train_and_finetune_on_a_folder_from_the_command_line(folder, tmp_path, 
     assert main(["train", "--model", "resnet20", "--out", str(tmp_path / "x"), "--folder", str(tmp_path / "empty")
                  ]) == 2
     assert "train does not exist" in capsys.readouterr().err  # a clear error, not a traceback
+
+
+def test_a_background_train_job_reads_an_image_folder(folder, tmp_path, monkeypatch):
+    from prunekit import jobs
+    from prunekit.checkpoints import load_checkpoint
+
+    monkeypatch.setenv("PRUNEKIT_JOBS_NO_WORKER", "1")
+    root = tmp_path / "jobs"
+    with pytest.raises(ValueError, match="needs data .* or folder"):
+        jobs.submit("train", {"model": "resnet20", "epochs": 1}, root=root)
+    job = jobs.submit("train", {"model": "resnet20", "folder": str(folder), "image_size": 32, "epochs": 2,
+                                "batch_size": 16, "lr": 0.05}, device="cpu", root=root)
+    jobs.work("cpu", root, idle_exit=0.1)  # the worker loop, in this process
+    done = jobs.get(job.id, root)
+    assert done.status == "done", done.error
+    assert [r["epoch"] for r in done.metrics()] == [1, 2]
+    model, header = load_checkpoint(done.result["checkpoint"])
+    assert header["num_classes"] == 2 and header["meta"]["data"] == str(folder.resolve())
