@@ -1,0 +1,203 @@
+"""Read the CPU-scale runs (experiments/out/runs.tsv -> each run's manifest.json) and the E3 summary, and write
+the tables: experiments/out/tables.md, and the same tables into RESULTS.md between its
+`<!-- BEGIN name -->` / `<!-- END name -->` markers (the prose around them is left alone).
+
+    .venv/bin/python experiments/tables.py
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pandas as pd
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+OUT = HERE / "out"
+
+
+def load_runs() -> pd.DataFrame:
+    rows = []
+    index = OUT / "runs.tsv"
+    if not index.exists():
+        return pd.DataFrame()
+    for line in index.read_text().splitlines():
+        if not line.strip():
+            continue
+        key, exp, run, note = (line.split("\t") + [""] * 4)[:4]
+        path = ROOT / run
+        if not (path / "manifest.json").exists():
+            continue
+        m = json.loads((path / "manifest.json").read_text())
+        before, after = m.get("before") or {}, m.get("after") or {}
+        acc, ft = m.get("accuracy") or {}, m.get("finetune") or {}
+        epochs = ft.get("epochs") or []
+        rows.append({
+            "key": key, "exp": exp, "note": note, "run": m["id"], "status": m.get("status"),
+            "criterion": (m.get("criterion") or {}).get("name"),
+            "preset": ((m.get("plan") or {}).get("preset") or {}).get("name"),
+            "ratios": (m.get("plan") or {}).get("ratios"),
+            "params_before": before.get("params"), "params": after.get("params"),
+            "flops_before": before.get("flops"), "flops": after.get("flops"),
+            "lat64_before": (before.get("latency_ms") or {}).get("64"),
+            "lat64": (after.get("latency_ms") or {}).get("64"),
+            "acc_before": (acc.get("before") or {}).get("accuracy"), "n_test": (acc.get("before") or {}).get("n"),
+            "acc_pruned": (acc.get("pruned") or {}).get("accuracy"),
+            "acc_ft": ft.get("accuracy"), "ft_epochs": len(epochs),
+            "ft_train": (ft.get("data") or {}).get("train"), "ft_test": (ft.get("data") or {}).get("test"),
+            "doconv": (ft.get("config") or {}).get("doconv"),
+            "ft_seconds": sum(e.get("seconds") or 0 for e in epochs),
+            "ft_img_s": (sum(e.get("images_per_s") or 0 for e in epochs) / len(epochs)) if epochs else None,
+        })
+    df = pd.DataFrame(rows)
+    return df.drop_duplicates("key", keep="last") if len(df) else df
+
+
+def pct(a, b) -> str:
+    return "" if a is None or b is None or pd.isna(a) or pd.isna(b) else f"{100 * (a - b) / b:+.1f}%"
+
+
+def num(x, fmt="{:.2f}") -> str:
+    return "—" if x is None or pd.isna(x) else fmt.format(x)
+
+
+def run_table(df: pd.DataFrame, keys: list[tuple[str, str]], first: str) -> str:
+    head = (f"| {first} | params | FLOPs | acc before | acc after pruning | acc after fine-tuning | "
+            "change vs before | run |")
+    lines = [head, "|" + "---|" * 8]
+    by = df.set_index("key") if len(df) else pd.DataFrame()
+    for key, label in keys:
+        if key not in by.index:
+            why = MISSING.get(key, "missing: not reached in the 80-minute time box")
+            lines.append(f"| {label} | — | — | — | — | — | — | {why} |")
+            continue
+        r = by.loc[key]
+        params = f"{r.params / 1e3:.1f}k ({pct(r.params, r.params_before)})"
+        flops = f"{r.flops / 1e6:.1f}M ({pct(r.flops, r.flops_before)})"
+        ft = num(r.acc_ft) if r.acc_ft is not None and not pd.isna(r.acc_ft) else "— (fine-tuning not finished)"
+        delta = "" if r.acc_ft is None or pd.isna(r.acc_ft) else f"{r.acc_ft - r.acc_before:+.2f}"
+        lines.append(f"| {label} | {params} | {flops} | {num(r.acc_before)} | {num(r.acc_pruned)} | {ft} | {delta} | "
+                     f"`{r.run}` |")
+    return "\n".join(lines)
+
+
+E1 = [("e1_sfm_entropy", "sfm_entropy (gap)"), ("e1_l1", "l1"), ("e1_fpgm", "fpgm"), ("e1_hrank", "hrank"),
+      ("e1_chip", "chip"), ("e1_information", "information (capacity + independence, sigma 1)"),
+      ("e1_random", "random (seed 0)"), ("e1_linear_ensembles",
+      "linear_ensembles (stopped by budget_s=600: 819 of the default 2,752 masks, log)"),
+      ("e1_l1_seed1", "l1 again, fine-tuning seed 1 (same pruned model: the noise of one fine-tuning)")]
+MISSING = {"e1_linear_ensembles": "left out: scoring it takes about 10 min on this CPU, beyond the time box"}
+E2 = [("e1_l1", "uniform (E1's l1 run)"), ("e2_afie_l1", "AFIE allocation"),
+      ("e2_sensitivity_l1", "sensitivity allocation")]
+E3 = [("e1_sfm_entropy", "final model, final sfm_entropy scores (E1)"),
+      ("e3_sfm_entropy_epoch1", "final model, epoch-1 sfm_entropy scores")]
+E4 = [("e1_sfm_entropy", "plain fine-tuning (E1)"), ("e4_sfm_entropy_doconv", "fine-tuned with DO-Conv")]
+
+
+def ratios_table(df: pd.DataFrame) -> str:
+    by = df.set_index("key") if len(df) else pd.DataFrame()
+    cols = [(k, lab) for k, lab in [("e1_l1", "uniform"), ("e2_afie_l1", "AFIE"), ("e2_sensitivity_l1", "sensitivity")]
+            if k in by.index]
+    if not cols:
+        return "(no E2 run yet)"
+    groups = list(by.loc[cols[0][0]].ratios)
+    lines = ["| group | " + " | ".join(lab for _, lab in cols) + " |", "|---|" + "---|" * len(cols)]
+    for g in groups:
+        lines.append(f"| {g} | " + " | ".join(f"{by.loc[k].ratios.get(g, float('nan')):.3f}" for k, _ in cols) + " |")
+    return "\n".join(lines)
+
+
+def e3_agreement() -> str:
+    f = OUT / "e3_summary.json"
+    if not f.exists():
+        return "(E3 rank agreement not computed)"
+    s = json.loads(f.read_text())
+    lines = ["| criterion | what is ranked | Spearman epoch 1 vs final | bottom-30% overlap |", "|---|---|---|---|"]
+    for name, e in s.items():
+        if name == "plans":
+            continue
+        what = (f"filters within each layer ({e['layers']} layers)" if name != "afie" else
+                f"filters within each layer by AFIE's inner criterion (`within=l1`: L1 of the weights; "
+                f"{e['layers']} layers)")
+        if e["within_layer_ranking"]:
+            lines.append(f"| {name} | {what} | mean {e['spearman_mean']:.3f}, "
+                         f"median {e['spearman_median']:.3f}, "
+                         f"range {e['spearman_min']:.3f} to {e['spearman_max']:.3f} | "
+                         f"mean {e['bottom30_overlap_mean']:.2f} |")
+        if name != "afie":  # afie's CSV carries the inner L1 scores; its layer score is compared through the plan
+            lines.append(f"| {name} | layers (mean filter score per layer, {e['layers']} layers) | "
+                         f"{e['across_layers_spearman']:.3f} | |")
+    if "plans" in s:
+        p = s["plans"]
+        lines.append(f"| afie (layer score) | per-group ratios of the AFIE plan at -50% FLOPs, made on each checkpoint "
+                     f"(ratio = lambda_min * AFIE_max / AFIE_l; {p['groups']} groups) | "
+                     f"{p['ratio_spearman']:.3f} (largest ratio difference {p['max_abs_ratio_difference']:.4f}) | |")
+    per_layer = OUT / "e3_rank_agreement.csv"
+    if per_layer.exists():
+        t = pd.read_csv(per_layer)
+        t = t[t.criterion == "sfm_entropy"]
+        lines += ["", "sfm_entropy, per layer (epoch 1 vs final):", "",
+                  "| layer | filters | Spearman | Kendall | bottom-30% overlap |", "|---|---|---|---|---|"]
+        for r in t.itertuples():
+            lines.append(f"| {r.layer} | {r.filters} | {num(r.spearman, '{:.3f}')} | {num(r.kendall, '{:.3f}')} | "
+                         f"{r.overlap:.2f} |")
+    return "\n".join(lines)
+
+
+def times_table(df: pd.DataFrame) -> str:
+    f = OUT / "times.tsv"
+    lines = ["| step | wall s |", "|---|---|"]
+    total = 0
+    if f.exists():
+        for line in f.read_text().splitlines():
+            if line.strip():
+                step, sec = line.split("\t")
+                total += int(sec)
+                lines.append(f"| {step} | {sec} |")
+    lines.append(f"| **total** | **{total}** ({total / 60:.1f} min) |")
+    if len(df):
+        ips = df.ft_img_s.dropna()
+        if len(ips):
+            lines += ["", f"Fine-tuning throughput over the runs: {ips.min():.0f} to {ips.max():.0f} training images/s "
+                          "(the mean of prunekit's per-epoch `images_per_s` per run; the spread is the machine's "
+                          "load)."]
+    return "\n".join(lines)
+
+
+def setup_line(df: pd.DataFrame) -> str:
+    if not len(df):
+        return "(no runs yet)"
+    r = df.iloc[0]
+    n = int(r.n_test)
+    test = (f"all {n} CIFAR-10 test images (the whole test split of the JPEG copy)" if n >= 10000 else
+            f"the same {n} CIFAR-10 test images (a seed-0 subset of the JPEG copy's test split)")
+    return (f"Every run: the bundled ResNet-20 (`assets/resnet20_cifar10.safetensors`), accuracies on {test}; "
+            f"fine-tuning {int(r.ft_epochs)} epochs x {int(r.ft_train)} training images (seed-0 subset), SGD lr 0.01 "
+            f"cosine, momentum 0.9, weight decay 5e-4, batch 128 (the `finetune` defaults). Single seed.")
+
+
+def main() -> None:
+    df = load_runs()
+    sections = {
+        "setup": setup_line(df),
+        "e1": run_table(df, E1, "criterion"),
+        "e2": run_table(df, E2, "allocation (filters by l1)") + "\n\nPer-group ratios:\n\n" + ratios_table(df),
+        "e3": e3_agreement() + "\n\n" + run_table(df, E3, "scores used"),
+        "e4": run_table(df, E4, "fine-tuning"),
+        "times": times_table(df),
+    }
+    md = "\n\n".join(f"## {k}\n\n{v}" for k, v in sections.items())
+    (OUT / "tables.md").write_text(md + "\n")
+    results = ROOT / "RESULTS.md"
+    if results.exists():
+        text = results.read_text()
+        for k, v in sections.items():
+            text = re.sub(rf"(<!-- BEGIN {k} -->\n).*?(<!-- END {k} -->)",
+                          lambda m, v=v: m.group(1) + v + "\n" + m.group(2), text, flags=re.S)
+        results.write_text(text)
+    print(md)
+
+
+if __name__ == "__main__":
+    main()
