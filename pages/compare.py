@@ -6,7 +6,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from pages.shared import CRITERION, PLAN, human
+from pages.shared import CRITERION, PLAN, human, through_router
 from prunekit.compare import AXES, STAGES, baselines, channels_frame, comparison, finetune_frame, report_zip, run_files
 from prunekit.runs import list_runs, read_manifest, runs_root
 
@@ -216,6 +216,7 @@ def runs_table(runs: pd.DataFrame, points: pd.DataFrame) -> None:
                "front of the chart above; failed, interrupted and unreadable runs say why in the last column.")
 
 
+through_router()
 st.title("Compare runs")
 st.caption("Every pruning kept on disk: which plan and criterion bought the most accuracy for the least cost.")
 runs = list_runs()

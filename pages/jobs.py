@@ -9,7 +9,7 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
-from pages.shared import device_label
+from pages.shared import device_label, through_router
 from prunekit import jobs
 
 REFRESH_S = 2  # seconds between redraws while a job is queued or running
@@ -118,6 +118,7 @@ def finished_table(done: list[jobs.Job]) -> None:
         st.page_link("pages/compare.py", label="Compare this run with the others", icon=":material/scatter_plot:")
 
 
+through_router()
 st.title("Jobs")
 st.caption(f"Fine-tuning and training run in a background process on the {device_label().split(' (')[0]}, one "
            "job at a time; this page follows them live. Closing or refreshing the browser does not stop them.")

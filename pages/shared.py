@@ -207,12 +207,17 @@ def sidebar() -> Selection:
     return selection
 
 
-def selection() -> Selection:
-    """The sidebar's current choice (app.py draws the sidebar before every page). A page opened by its URL on a
-    freshly started server runs once without app.py (Streamlit's old pages-folder mode, see below): rerun
-    through app.py's router then."""
+def through_router() -> None:
+    """Every page calls this first. A page opened by its URL on a freshly started server runs once without app.py
+    (Streamlit's old pages-folder mode, see below), so without the sidebar and the router's navigation: rerun it
+    through app.py then."""
     if "selection" not in st.session_state:
         st.rerun()
+
+
+def selection() -> Selection:
+    """The sidebar's current choice (app.py draws the sidebar before every page)."""
+    through_router()
     return st.session_state["selection"]
 
 

@@ -4,6 +4,8 @@ from dataclasses import dataclass
 
 import streamlit as st
 
+from pages.shared import through_router
+
 STEP = "tour_step"
 
 
@@ -125,6 +127,7 @@ def navigation(k: int) -> None:
                key="tour_next", width="stretch", type="primary")
 
 
+through_router()
 st.title("Guided tour")
 st.caption("Eight short steps through the dashboard on the bundled ResNet-20 (CIFAR-10): from what a filter is to "
            "choosing the best pruned model.")

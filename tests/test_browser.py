@@ -85,6 +85,17 @@ def page(server):
         browser.close()
 
 
+def test_a_page_opened_by_its_url_on_a_fresh_server_comes_with_the_app(server, page):
+    # the first request of this module's server: Streamlit would run pages/compare.py alone (its old pages-folder
+    # mode), without app.py's sidebar and navigation; the page reruns itself through the router
+    page.goto(f"{server}/compare")
+    page.get_by_role("heading", name="Compare runs", exact=True).wait_for()
+    page.get_by_text("Plan & prune").first.wait_for()
+    nav = page.locator("[data-testid=stSidebarNav]").inner_text()
+    assert "Guided tour" in nav and "shared" not in nav, nav
+    page.locator("[data-testid=stSidebar]").get_by_text("Bundled default").wait_for()  # the app's sidebar
+
+
 def test_home_shows_the_default_model_card(server, page):
     page.goto(server)
     page.get_by_text("Where the cost sits").wait_for()
