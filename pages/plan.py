@@ -427,30 +427,34 @@ def finetune_ui(sel, run_path) -> None:
         st.warning(f"Fine-tuning trains on the {sel.dataset} training images, and there are none here: the Model & "
                    "data page says how to get them.", icon=":material/folder_off:")
     with st.form("finetune"):
-        cols = st.columns(3)
+        cols = st.columns(4)
         epochs = cols[0].number_input("Epochs", 1, 300, 3)
         lr = cols[1].number_input("Learning rate", 1e-5, 1.0, 0.01, format="%.4f")
         subset = cols[2].number_input("Train images (0 = all)", 0, 1_000_000, 0, 1000,
                                       help=f"0 or at least {BATCH} (one batch)")
+        test_subset = cols[3].number_input("Test images (0 = all)", 0, 1_000_000, 0, 1000,
+                                           help="Images the accuracy after each epoch is measured on (seed 0); "
+                                                "fewer is quicker, all 10,000 is what the Compare page should "
+                                                "compare.")
         submitted = st.form_submit_button("Queue fine-tuning", type="primary", icon=":material/play_arrow:",
                                           disabled=sel.data_path is None)
     if submitted:
         if 0 < subset < BATCH:
             st.error(f"{subset} training images make no batch of {BATCH}: use 0 (all) or at least {BATCH}.")
         else:
-            submit_finetune(run_path, sel.dataset, int(epochs), float(lr), int(subset))
+            submit_finetune(run_path, sel.dataset, int(epochs), float(lr), int(subset), int(test_subset))
     if st.session_state.get(LAST_JOB):
         st.success(f"Fine-tuning queued as job {st.session_state[LAST_JOB]}", icon=":material/schedule:")
         st.page_link("pages/jobs.py", label="Follow it on the Jobs page", icon=":material/pending_actions:")
 
 
-def submit_finetune(run_path, dataset: str, epochs: int, lr: float, subset: int) -> None:
+def submit_finetune(run_path, dataset: str, epochs: int, lr: float, subset: int, test_subset: int) -> None:
     """Queue the fine-tuning of the run at ``run_path`` with the jobs API (a worker process does the work)."""
     from prunekit import jobs
 
     try:
         job = jobs.submit("finetune", {"run": str(run_path), "epochs": epochs, "lr": lr, "subset": subset,
-                                       "batch_size": BATCH, "data": dataset})
+                                       "test_subset": test_subset, "batch_size": BATCH, "data": dataset})
     except (ValueError, OSError) as exc:
         st.error(f"The job could not be queued: {exc}")
         return

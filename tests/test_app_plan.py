@@ -194,6 +194,7 @@ def test_fine_tuning_is_queued_as_a_background_job(runs, cifar_data_root, monkey
     inputs = {n.label: n for n in at.number_input}
     inputs["Epochs"].set_value(1)
     inputs["Train images (0 = all)"].set_value(256)
+    inputs["Test images (0 = all)"].set_value(500)
     next(b for b in at.button if b.label == "Queue fine-tuning").click()
     at.run()
     assert not at.exception
@@ -202,7 +203,7 @@ def test_fine_tuning_is_queued_as_a_background_job(runs, cifar_data_root, monkey
     job = jobs.get(job_id)
     assert job.status == "queued" and job.kind == "finetune"  # PRUNEKIT_JOBS_NO_WORKER: nobody picks it up
     assert job.args == {"run": str(runs / at.session_state["last_run"]), "epochs": 1, "lr": 0.01, "subset": 256,
-                        "batch_size": 128, "data": "cifar10"}
+                        "test_subset": 500, "batch_size": 128, "data": "cifar10"}
 
 
 def test_sensitivity_curves_then_the_sensitivity_preset(default, cifar_data_root, monkeypatch):

@@ -172,9 +172,10 @@ def test_score_plan_prune_finetune_compare(server, page):
     run_id = run_id.split(" saved")[0].strip()
     assert "Accuracy after pruning" in page.inner_text("body")
 
-    # fine-tune one epoch on 256 images as a background job, followed on the Jobs page
+    # fine-tune one epoch on 256 images (tested on 1000) as a background job, followed on the Jobs page
     page.get_by_role("spinbutton", name="Epochs").fill("1")
     page.get_by_role("spinbutton", name="Train images (0 = all)").fill("256")
+    page.get_by_role("spinbutton", name="Test images (0 = all)").fill("1000")
     page.get_by_role("button", name="Queue fine-tuning").click()
     page.get_by_text("Fine-tuning queued as job").wait_for()
     _shot(page, "plan-pruned")
