@@ -37,8 +37,8 @@ def _what(job: jobs.Job) -> str:
     return f"Sensitivity analysis on {a.get('n', 256)} test images"
 
 
-def _progress_text(job: jobs.Job) -> str:
-    p = job.progress
+def _progress_text(job: jobs.Job, p: dict) -> str:
+    """One line of the job's progress ``p`` (:attr:`prunekit.jobs.Job.progress`)."""
     if job.status == "queued":
         return "waiting for the device"
     if "epoch" in p:
@@ -74,7 +74,8 @@ def active_job(job: jobs.Job) -> None:
                 st.toast(f"Cancelling {job.id}: it stops at its next batch.")
             except ValueError as exc:
                 st.warning(str(exc))
-        st.progress(min(1.0, float(job.progress.get("fraction", 0.0))), text=_progress_text(job))
+        progress = job.progress
+        st.progress(min(1.0, float(progress.get("fraction", 0.0))), text=_progress_text(job, progress))
         rows = job.metrics()
         if rows:
             st.plotly_chart(curves(rows), width="stretch", key=f"curves-{job.id}-{len(rows)}")
@@ -129,7 +130,8 @@ except OSError as exc:
     st.error(f"Cannot reach the jobs folder ({exc}). Check that {jobs.jobs_root()} is writable.")
     st.stop()
 
-any_active = any(j.active for j in jobs.list_jobs())
+listed = jobs.list_jobs()
+any_active = any(j.active for j in listed)
 
 
 @st.fragment(run_every=REFRESH_S if any_active else None)
@@ -149,7 +151,7 @@ def live() -> None:
 
 
 live()
-finished = [j for j in jobs.list_jobs() if not j.active]
+finished = [j for j in listed if not j.active]
 st.subheader(f"Finished ({len(finished)})")
 if finished:
     finished_table(finished)

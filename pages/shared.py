@@ -112,7 +112,7 @@ def scores(sel: Selection, criterion: str, params: dict | None = None, progress=
 
     (Not st.cache_data: that cannot replay a progress bar drawn from inside the computation.)"""
     params = dict(params or {})
-    request = (sel.key, criterion, tuple(sorted(params.items())), sel.dataset, sel.probe_n)
+    request = _request(sel, criterion, params)
     with _SCORES_LOCK:
         if request in _SCORES:
             _SCORES.move_to_end(request)
@@ -132,7 +132,12 @@ def scores(sel: Selection, criterion: str, params: dict | None = None, progress=
 
 def has_scores(sel: Selection, criterion: str, params: dict | None = None) -> bool:
     """Whether :func:`scores` would answer from memory at once."""
-    return (sel.key, criterion, tuple(sorted((params or {}).items())), sel.dataset, sel.probe_n) in _SCORES
+    return _request(sel, criterion, params) in _SCORES
+
+
+def _request(sel: Selection, criterion: str, params: dict | None) -> tuple:
+    """What the scores depend on: the weights, the criterion and its parameters, the probe (data set, size)."""
+    return sel.key, criterion, tuple(sorted((params or {}).items())), sel.dataset, sel.probe_n
 
 
 def human(n: float) -> str:

@@ -26,7 +26,6 @@ import fcntl
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -42,7 +41,7 @@ import torch
 import torch.nn as nn
 
 from .files import write_text_atomic
-from .runs import _alive, _this_process, runs_root, utc_now
+from .runs import _this_process, process_gone, runs_root, utc_now
 
 __all__ = ["Job", "Cancelled", "KINDS", "STATUSES", "jobs_root", "submit", "get", "list_jobs", "cancel", "resume",
            "ensure_workers", "work"]
@@ -93,9 +92,7 @@ class Job:
     @property
     def status(self) -> str:
         status = self.spec["status"]
-        proc = self.spec.get("process") or {}
-        if status == "running" and proc.get("host") == socket.gethostname() and \
-                not _alive(int(proc["pid"]), proc.get("start")):
+        if status == "running" and process_gone(self.spec.get("process")):
             return "interrupted"
         if status == "queued" and (self.path / CANCEL_FILE).exists():
             return "cancelled"
@@ -388,8 +385,7 @@ def _try_lock(file: Path, wait_for_dead: float = 0.0):
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             fh.close()
-            holder = _read_json(file) or {}
-            if "pid" in holder and not _alive(int(holder["pid"]), holder.get("start")) and time.monotonic() < end:
+            if process_gone(_read_json(file)) and time.monotonic() < end:
                 time.sleep(0.05)
                 continue
             return None

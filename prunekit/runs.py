@@ -42,7 +42,7 @@ from .report import prune_report
 from .scores import weights_hash
 
 __all__ = ["Run", "runs_root", "read_manifest", "list_runs", "prune_run", "file_sha256", "versions", "utc_now",
-           "MANIFEST", "MODEL_FILE"]
+           "process_gone", "MANIFEST", "MODEL_FILE"]
 
 RUN_FORMAT = "prunekit-run/1"
 MANIFEST = "manifest.json"
@@ -92,6 +92,14 @@ def _alive(pid: int, start: str | None) -> bool:
     return True
 
 
+def process_gone(proc: dict[str, Any] | None) -> bool:
+    """Whether the process recorded in ``proc`` (by :func:`_this_process`) ran on this host and is gone (a run or
+    job it owned was interrupted). A process on another host, or none recorded, is not known to be gone."""
+    proc = proc or {}
+    return "pid" in proc and proc.get("host") == socket.gethostname() and \
+        not _alive(int(proc["pid"]), proc.get("start"))
+
+
 def versions() -> dict[str, str]:
     """Versions of Python and the libraries a run depends on."""
     import torch_pruning
@@ -121,9 +129,7 @@ def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
         raise ValueError(f"{file}: not a readable run manifest ({type(exc).__name__})") from None
     if manifest.get("format") != RUN_FORMAT:
         raise ValueError(f"{file}: not a prunekit run manifest (format {manifest.get('format')!r})")
-    proc = manifest.get("process", {})
-    if manifest.get("status") == "running" and proc.get("host") == socket.gethostname() and \
-            not _alive(int(proc["pid"]), proc.get("start")):
+    if manifest.get("status") == "running" and process_gone(manifest.get("process")):
         manifest["status"] = "interrupted"
     return manifest
 
