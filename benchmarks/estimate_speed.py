@@ -16,7 +16,7 @@ import torch
 from common import RESULTS, write_result
 
 from prunekit.models import build_model, model_info
-from prunekit.plan import estimate, structure
+from prunekit.structure import estimate, structure
 
 TARGET_MS = 50.0
 MODELS = ("resnet56", "resnet50")

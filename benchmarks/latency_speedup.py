@@ -18,7 +18,8 @@ from common import RESULTS, write_result
 from prunekit.criteria import get_criterion
 from prunekit.metrics import best_device, count_macs, latency_ms
 from prunekit.models import build_model, model_info
-from prunekit.plan import estimate, structure, uniform, vgg16_published
+from prunekit.presets import get_preset
+from prunekit.structure import estimate, structure
 from prunekit.prune import prune_model
 
 TARGET = 0.8
@@ -26,8 +27,8 @@ TARGET = 0.8
 
 def _plan(name: str, struct):
     if name == "vgg16_bn":
-        return vgg16_published(struct).ratios
-    return uniform(struct, name, target=0.5, by="flops").ratios
+        return get_preset("vgg16_published").make(struct, "vgg16_bn").ratios
+    return get_preset("uniform").make(struct, name, target=0.5, by="flops").ratios
 
 
 def run(repeat: int, rounds: int) -> dict:

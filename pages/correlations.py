@@ -4,9 +4,9 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
-from pages.shared import CRITERION, DEFAULT_CRITERION, has_scores, page_with_model, probe, scores, split
-from prunekit import conv_layers, get_criterion
-from prunekit.data import DataNotFoundError
+from pages.shared import chosen_criterion, page_with_model, probe, scores_with_progress, split
+from prunekit import conv_layers
+from prunekit.errors import UserError
 from prunekit.views import correlated_pairs, feature_correlation, feature_maps, filter_kernels, weight_correlation
 
 WEIGHTS, FEATURES = "weights", "feature maps (probe images)"
@@ -99,22 +99,9 @@ def pair_inputs(layer: str, channels: int, top) -> tuple[int, int]:
 
 
 def pair_scores(sel, criterion: str):
-    """Per-filter scores by the chosen criterion (or L1 when it needs data there is not), with its name."""
-    crit = get_criterion(criterion)
-    if crit.needs_data and sel.data_path is None:
-        criterion = "l1"
-    bar = None if has_scores(sel, criterion) else st.progress(0.0, f"Scoring every filter by {criterion}...")
-    def progress(done: int, total: int) -> None:
-        bar.progress(done / max(total, 1), f"Scoring every filter by {criterion}: {done}/{total}")
-
-    try:
-        table = scores(sel, criterion, progress=None if bar is None else progress)
-    except (DataNotFoundError, ValueError) as exc:
-        st.warning(f"No {criterion} scores: {exc}")
-        table = None
-    if bar is not None:
-        bar.empty()
-    return table, criterion
+    """Per-filter scores by the chosen criterion (l1's, with a note, when it cannot run here) and its name."""
+    table = scores_with_progress(sel, criterion, allow_slow=False)
+    return table, table.attrs["criterion"]
 
 
 def kernels_figure(kernels, title: str) -> go.Figure:
@@ -153,7 +140,7 @@ def filter_metric(col, table, layer: str, f: int, criterion: str) -> None:
 
 def pair_view(sel, corr, layer: str, i: int, j: int) -> None:
     """The two filters side by side: correlation, scores, kernels and feature maps on one test image."""
-    criterion = st.session_state.get(CRITERION, DEFAULT_CRITERION)
+    criterion = chosen_criterion()
     table, criterion = pair_scores(sel, criterion)
     st.subheader(f"Filter {i} and filter {j} of {layer}")
     cols = st.columns(3)
@@ -209,7 +196,7 @@ sel = page_with_model(
 
 try:
     channels = _layers(sel.model, sel.key)
-except ValueError as exc:
+except UserError as exc:
     st.error(f"Cannot list this model's convolutions: {exc}")
     st.stop()
 top_row = st.columns([3, 2])

@@ -7,19 +7,19 @@ import plotly.graph_objects as go
 import streamlit as st
 import torch
 
-from pages.shared import CRITERION, DEFAULT_CRITERION, PLAN, has_scores, page_with_model, scores, split
-from prunekit.criteria import criterion_class, get_criterion
+from pages.shared import PLAN, chosen_criterion, page_with_model, scores_with_progress, split, structure_of
+from prunekit.criteria import get_criterion
 from prunekit.criteria.mapex import expanded_boxes
-from prunekit.data import DataNotFoundError, make_box_probe
+from prunekit.data import DataNotFoundError
+from prunekit.errors import UserError
 from prunekit.images import fit_image, normalized, read_image
 from prunekit.layers import conv_layers
-from prunekit.plan import removed_filters, structure
+from prunekit.probe import box_set
 from prunekit.prune import prune_model
 from prunekit.scores import to_tensors
+from prunekit.selection import removed_filters
 from prunekit.views import feature_map_grid, feature_maps
 
-FALLBACK = "l1"  # weight-only: always available
-SLOW = {"linear_ensembles"}  # never started from this page: score it on the Saliency page
 PREVIEW_KEY = "fm_preview_ratio"
 REMOVED_COLOR = "#d62728"
 
@@ -85,30 +85,10 @@ def image_ui(sel) -> tuple[torch.Tensor, str] | None:
 
 
 def criterion_scores(sel):
-    """The scores of the Saliency page's criterion (default parameters) -> (table, name), falling back to
-    l1 with a note when it needs data that is missing or is too slow to start here."""
-    name = st.session_state.get(CRITERION, DEFAULT_CRITERION)
-    cls = criterion_class(name)
-    why = None
-    if cls.needs_data and sel.data_path is None:
-        why = f"{name} reads images and there is no {sel.dataset} data"
-    elif name in SLOW and not has_scores(sel, name):
-        why = f"{name} takes minutes: score it on the Saliency page first"
-    if why is None:
-        bar = st.progress(0.0, text=f"Scoring with {name}")
-        try:
-            return scores(sel, name, progress=lambda d, t: bar.progress(d / max(t, 1), text=f"{name}: {d}/{t}")), name
-        except (DataNotFoundError, ValueError, RuntimeError) as exc:
-            why = f"{name} could not score this model ({exc})"
-        finally:
-            bar.empty()
-    st.info(f"{why}; the maps are ordered by **{FALLBACK}** (the weights' L1 norm) instead.", icon=":material/info:")
-    return scores(sel, FALLBACK), FALLBACK
-
-
-@st.cache_resource(show_spinner="Tracing the model's prunable groups...", max_entries=8)
-def _structure(_model, key: str, input_size: tuple):
-    return structure(_model, input_size)
+    """The scores of the Saliency page's criterion (default parameters) -> (table, the criterion they came from):
+    l1's, with a note, when it needs data that is missing or takes minutes and is not scored yet."""
+    df = scores_with_progress(sel, chosen_criterion(), allow_slow=False)
+    return df, df.attrs["criterion"]
 
 
 @st.cache_resource(show_spinner=False, max_entries=8)
@@ -201,7 +181,7 @@ def pruned_grid(sel, layer: str, x: torch.Tensor, image_id: str, table, name: st
     scores_id = f"{name}|{sel.dataset}|{sel.probe_n}"
     try:
         pruned = _pruned(sel.model, sel.key, tuple(sorted(ratios.items())), scores_id, tensors, sel.input_size)
-    except (ValueError, RuntimeError) as exc:
+    except (UserError, RuntimeError) as exc:
         st.error(f"Pruning with this plan failed: {exc}", icon=":material/error:")
         return
     key = f"{sel.key}|pruned|{tuple(sorted(ratios.items()))}|{scores_id}"
@@ -224,16 +204,18 @@ def pruned_grid(sel, layer: str, x: torch.Tensor, image_id: str, table, name: st
 
 @st.cache_resource(show_spinner="Preparing the box probe...", max_entries=4)
 def _box_set(dataset: str, n: int):
-    """The box-labelled images Map-EX reads (as prunekit.probe.default_probe builds them: test objects on
-    64x64 canvases, seed 0); None without data."""
-    source = split(dataset, "test")
-    return None if source is None else make_box_probe(source, n, seed=0)
+    """The box-labelled images Map-EX reads (:func:`prunekit.probe.box_set`, what its probe streams); None without
+    data."""
+    try:
+        return box_set(dataset, n)
+    except DataNotFoundError:
+        return None
 
 
 def mapex_ui(sel, layer) -> None:
     data = _box_set(sel.dataset, sel.probe_n) if sel.data_path is not None else None
     if data is None:
-        st.info(f"Map-EX reads box-labelled images made from the {sel.dataset} test split, which is missing.",
+        st.info(f"Map-EX reads box-labelled images made from the {sel.dataset} training split, which is missing.",
                 icon=":material/folder_off:")
         return
     expand = get_criterion("mapex").config["expand"]
@@ -276,13 +258,13 @@ layers = list(dict.fromkeys(table["layer"]))
 with top_right:
     layer = st.selectbox("Layer", layers, key="fm_layer", help="A conv of the model, in forward order.")
     try:
-        struct = _structure(sel.model, sel.key, sel.input_size)
-    except (ValueError, RuntimeError) as exc:
+        struct = structure_of(sel)
+    except (UserError, RuntimeError) as exc:
         struct = None
         st.warning(f"The prunable groups of this model cannot be traced ({exc}): no plan preview.",
                    icon=":material/warning:")
     ratios = plan_ui(sel, struct, layer) if struct is not None else {}
-    removed = removed_filters(struct, ratios, to_tensors(table)).get(layer, []) if ratios else []
+    removed = removed_filters(struct.groups, ratios, to_tensors(table)).get(layer, []) if ratios else []
 if picked is None:
     st.stop()
 image, image_id = picked

@@ -25,18 +25,6 @@ def _duration(seconds: float | None) -> str:
         f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
 
 
-def _what(job: jobs.Job) -> str:
-    a = job.args
-    if job.kind == "finetune":
-        name = str(a["run"]).rstrip("/").rsplit("/", 1)[-1]
-        return f"Fine-tune run `{name}` for {a['epochs']} epochs (lr {a.get('lr', 0.01)})"
-    if job.kind == "train":
-        return f"Train {a['model']} on {a['data']} for {a['epochs']} epochs"
-    if job.kind == "score":
-        return f"Score every filter with {a['criterion']} ({a.get('n', 256)} probe images)"
-    return f"Sensitivity analysis on {a.get('n', 256)} test images"
-
-
 def _progress_text(job: jobs.Job, p: dict) -> str:
     """One line of the job's progress ``p`` (:attr:`prunekit.jobs.Job.progress`)."""
     if job.status == "queued":
@@ -66,7 +54,7 @@ def curves(rows: list[dict]) -> go.Figure:
 def active_job(job: jobs.Job) -> None:
     with st.container(border=True):
         head, button = st.columns([5, 1])
-        head.markdown(f"{STATUS_ICON[job.status]} **{job.status.capitalize()}** · {_what(job)}  \n"
+        head.markdown(f"{STATUS_ICON[job.status]} **{job.status.capitalize()}** · {job.description}  \n"
                       f"<small>job `{job.id}` on {job.device}</small>", unsafe_allow_html=True)
         if button.button("Cancel", key=f"cancel-{job.id}", icon=":material/stop_circle:", width="stretch"):
             try:
@@ -85,7 +73,7 @@ def active_job(job: jobs.Job) -> None:
 
 def finished_table(done: list[jobs.Job]) -> None:
     table = pd.DataFrame([{
-        "job": j.id, "status": j.status, "what": _what(j).replace("`", ""), "device": j.device,
+        "job": j.id, "status": j.status, "what": j.description.replace("`", ""), "device": j.device,
         "started": j.spec.get("started"), "finished": j.spec.get("finished"),
         "result": (f"test accuracy {j.result['accuracy']:.2f}%" if j.result and j.result.get("accuracy") is not None
                    else j.error or ""),

@@ -8,63 +8,37 @@ import streamlit as st
 from plotly.subplots import make_subplots
 
 from pages.shared import (
-    CRITERION,
-    DEFAULT_CRITERION,
     DEFAULT_SOURCE,
     PLAN,
+    chosen_criterion,
     device_label,
-    has_scores,
+    held_out,
     human,
     page_with_model,
-    scores,
-    split,
+    scores_with_progress,
+    structure_of,
 )
 from prunekit import model_info
 from prunekit.checkpoints import DEFAULT_CHECKPOINT
-from prunekit.criteria import get_criterion
-from prunekit.data import DataNotFoundError
-from prunekit.plan import (
-    MAX_RATIO,
-    Plan,
-    afie_plan,
-    estimate,
-    global_threshold,
-    max_ratio,
-    sensitivity_plan,
-    signature,
-    structure,
-    uniform,
-    vgg16_published,
-)
-from prunekit.prune import kept_channels, validate_ratios
+from prunekit.defaults import FINETUNE_RECIPE, HELD_OUT, QUICK_FINETUNE_EPOCHS, SENSITIVITY
+from prunekit.errors import UserError
+from prunekit.plan import Plan
+from prunekit.presets import get_preset, list_presets
+from prunekit.ratios import MAX_RATIO, RULE, kept_channels, max_ratio, validate_ratios
 from prunekit.runs import prune_run, read_manifest, runs_root
 from prunekit.scores import to_tensors
 from prunekit.sensitivity import sensitivity
+from prunekit.structure import estimate, signature
 
-SENSITIVITY_RATIOS = (0.1, 0.3, 0.5, 0.7)
-SENSITIVITY_N, PRUNE_N, BATCH = 256, 1000, 128
-PRESETS = {"Uniform": "uniform", "Global threshold": "threshold", "AFIE allocation": "afie",
-           "Sensitivity": "sensitivity", "Published VGG-16 budget": "vgg16_published"}
-BY = {"FLOPs": "flops", "parameters": "params"}
+BATCH = FINETUNE_RECIPE["batch_size"]
+BY_LABEL = {"FLOPs": "flops", "parameters": "params"}
 VERSION, VALID, ERROR, PRESET, SENS, SENS_FIG, LAST_RUN, LAST_JOB = (
     "plan_version", "plan_valid", "plan_error", "plan_preset", "plan_sensitivity", "plan_sensitivity_figure",
     "last_run", "plan_last_job")
 
 
-@st.cache_resource(show_spinner="Tracing the model's coupled groups...", max_entries=8)
-def _structure(_model, key: str, input_size: tuple):
-    """The model's prunable groups and layer shapes: traced once per model (``key``: its weights' hash)."""
-    return structure(_model, input_size)
-
-
 # ----------------------------------------------------------------------------------------------
 # The plan in session state: {group root: ratio}, validated on every run; a bad plan never replaces a good one.
-
-def _check(struct, arch: str, ratios: dict) -> None:
-    """ValueError in prunekit's words for a ratio the plan cannot take."""
-    validate_ratios(ratios, list(struct.groups))
-    Plan(arch, ratios)  # at most MAX_RATIO
-
 
 def _set_plan(ratios: dict, preset: dict | None = None) -> None:
     """Make ``ratios`` the plan: the sliders follow it, the table is redrawn from it."""
@@ -84,8 +58,8 @@ def _table_changed(key: str, roots: list[str], struct, arch: str) -> None:
         if "ratio" in change:
             ratios[roots[int(row)]] = 0.0 if change["ratio"] is None else change["ratio"]
     try:
-        _check(struct, arch, ratios)
-    except ValueError as exc:
+        validate_ratios(ratios, struct.groups)
+    except UserError as exc:
         st.session_state[ERROR] = str(exc)
         st.session_state[VERSION] = st.session_state.get(VERSION, 0) + 1  # the table shows the kept plan again
         return
@@ -99,8 +73,8 @@ def current_plan(struct, sel) -> dict[str, float]:
     valid_key, valid = st.session_state.get(VALID, ("", {}))
     error = st.session_state.pop(ERROR, None)
     try:
-        _check(struct, sel.arch, ratios)
-    except ValueError as exc:
+        validate_ratios(ratios, struct.groups)
+    except UserError as exc:
         roots = {g.root for g in struct.groups}
         if valid_key != sel.key and not set(ratios) & roots:
             st.info("The plan in memory was made for another model: this model starts with every filter kept.",
@@ -110,111 +84,62 @@ def current_plan(struct, sel) -> dict[str, float]:
         ratios = valid if valid_key == sel.key else {}
         _set_plan(ratios, st.session_state.get(PRESET))
     if error:
-        st.error(f"{error}. The previous plan stays. A ratio is a number from 0 to {MAX_RATIO} and must keep at "
-                 "least one filter of its group.", icon=":material/error:")
+        st.error(f"{error}. The previous plan stays.", icon=":material/error:")
     st.session_state[VALID] = (sel.key, dict(ratios))
     return dict(ratios)
 
 
-# ----------------------------------------------------------------------------------------------
-# Scores and data, with progress bars.
-
-def criterion_in_use(sel) -> tuple[str, str | None]:
-    """(the criterion that picks the filters inside each group, a note when it falls back to L1)."""
-    name = st.session_state.get(CRITERION, DEFAULT_CRITERION)
-    if get_criterion(name).needs_data and sel.data_path is None:
-        return "l1", f"{name} reads images and there is no {sel.dataset} data: filters are picked by l1 instead."
-    return name, None
+def criterion_in_use() -> str:
+    """The criterion that picks the filters inside each group: the Saliency page's choice."""
+    return chosen_criterion()
 
 
-def score_tensors(sel, name: str) -> dict:
-    """{conv: per-filter scores} of criterion ``name`` (cached by pages.shared.scores), with a progress bar."""
-    if has_scores(sel, name):
-        return to_tensors(scores(sel, name))
-    bar = st.progress(0.0, text=f"Scoring every filter by {name}...")
-    try:
-        df = scores(sel, name, progress=lambda done, total: bar.progress(done / max(total, 1),
-                                                                        text=f"Scoring by {name}: {done}/{total}"))
-    except DataNotFoundError:
-        st.warning(f"{name} needs images that are missing: filters are picked by l1 instead.")
-        name, df = "l1", scores(sel, "l1")
-    bar.empty()
-    return to_tensors(df)
-
-
-def held_out(sel, n: int):
-    """``n`` test images (seed 0), None without data."""
-    test = split(sel.dataset, "test") if sel.data_path is not None else None
-    return None if test is None else test.subset(n, seed=0)
+def score_tensors(sel, name: str) -> tuple[dict, str]:
+    """({conv: per-filter scores}, the criterion they came from): ``name``'s, or l1's with a note when ``name``
+    cannot run here."""
+    df = scores_with_progress(sel, name)
+    return to_tensors(df), df.attrs["criterion"]
 
 
 # ----------------------------------------------------------------------------------------------
 # Presets.
 
 def preset_ui(struct, sel, criterion: str) -> None:
-    """A preset and its numbers; Apply fills the editor."""
+    """A preset of the registry and its numbers; Apply fills the editor."""
     st.subheader("Start from a preset")
     cols = st.columns([1.3, 1.2, 1, 1, 0.8], vertical_alignment="bottom")
-    label = cols[0].selectbox("Preset", list(PRESETS), key="preset_kind")
-    kind = PRESETS[label]
-    free = {"uniform": "one ratio", "threshold": "one threshold"}.get(kind)
-    if kind == "vgg16_published":
-        mode = None
-        cols[1].caption("SFM's budget: 30% of convs 1-7, 75% of convs 8-12, conv 13 kept.")
-    else:
-        modes = ["a target", free] if free else ["a target"]
-        mode = cols[1].radio("Set by", modes, key="preset_mode", horizontal=True)
-    value, by = None, "flops"
+    names = list_presets()
+    preset = get_preset(cols[0].selectbox("Preset", names, format_func=lambda n: get_preset(n).label,
+                                          key="preset_kind"))
+    modes = (["a target"] if preset.targets else []) + ([f"one {preset.knob.name}"] if preset.knob else [])
+    mode = cols[1].radio("Set by", modes, key="preset_mode", horizontal=True) if modes else None
+    value, target, by = None, None, "flops"
     if mode == "a target":
-        value = cols[2].number_input("Fraction to remove", 0.05, 0.95, 0.5, 0.05, key="preset_target")
-        by = BY[cols[3].radio("of the", list(BY), key="preset_by", horizontal=True)]
+        target = cols[2].number_input("Fraction to remove", 0.05, 0.95, 0.5, 0.05, key="preset_target")
+        by = BY_LABEL[cols[3].radio("of the", list(BY_LABEL), key="preset_by", horizontal=True)]
     elif mode is not None:
-        name = "Ratio" if kind == "uniform" else "Threshold (0-1)"
-        value = cols[2].number_input(name, 0.0, MAX_RATIO if kind == "uniform" else 1.0, 0.5, 0.05,
-                                     key="preset_value")
+        knob = preset.knob
+        value = cols[2].number_input(knob.name.capitalize(), float(knob.low), float(knob.high), float(knob.default),
+                                     0.05, key="preset_value", help=knob.doc)
     if cols[4].button("Apply", type="primary", key="preset_apply", width="stretch"):
         try:
-            plan = make_preset(struct, sel, kind, mode == "a target", value, by, criterion)
-        except ValueError as exc:
-            st.error(f"{label}: {exc}", icon=":material/error:")
+            plan = make_preset(preset, struct, sel, value, target, by, criterion)
+        except UserError as exc:
+            st.error(f"{preset.label}: {exc}", icon=":material/error:")
             return
         _set_plan({g.root: plan.ratios.get(g.root, 0.0) for g in struct.groups}, plan.preset)
-        st.success(f"{label} applied: the editor below holds its ratios.", icon=":material/check:")
-    st.caption(PRESET_HELP[kind])
+        st.success(f"{preset.label} applied: the editor below holds its ratios.", icon=":material/check:")
+    st.caption(preset.help)
 
 
-PRESET_HELP = {
-    "uniform": "Every group loses the same share of its filters (capped so that each keeps one). With a target, "
-               "the ratio is solved so that the estimate removes that fraction of FLOPs or parameters.",
-    "threshold": "Scores are min-max normalised per layer; every filter below one global threshold goes, so layers "
-                 "full of weak filters lose more. Uses the criterion chosen on the Saliency page.",
-    "afie": "AFIE allocation: layers whose weights carry less information (low AFIE) lose more filters, scaled "
-            "to reach the target.",
-    "sensitivity": "Each group is pruned as far as it can without losing more accuracy than one shared tolerance, "
-                   "solved for the target: robust groups lose most. Needs the sensitivity curves below.",
-    "vgg16_published": "The budget published for VGG-16 on CIFAR-10 (SFM): -83% parameters, -67% FLOPs.",
-}
-
-
-def make_preset(struct, sel, kind: str, by_target: bool, value: float | None, by: str, criterion: str) -> Plan:
-    """The preset's Plan (ValueError with prunekit's reason when it cannot be made)."""
-    target = value if by_target else None
-    if kind == "uniform":
-        return uniform(struct, sel.arch, None if by_target else value, target=target, by=by, criterion=criterion)
-    if kind == "threshold":
-        return global_threshold(struct, sel.arch, score_tensors(sel, criterion), None if by_target else value,
-                                target=target, by=by, criterion=criterion)
-    if kind == "afie":
-        return afie_plan(sel.model, struct, sel.arch, target=target, by=by, criterion=criterion)
-    if kind == "sensitivity":
-        table = st.session_state.get(SENS, {}).get((sel.key, criterion))
-        if table is None:
-            raise ValueError("compute the sensitivity curves first (button beside the sliders below)")
-        return sensitivity_plan(struct, sel.arch, table, target=target, by=by, criterion=criterion)
-    if sel.arch != "vgg16_bn":
-        raise ValueError(f"the published budget is defined for vgg16_bn only; this model is {sel.arch}. Pick "
-                         "vgg16_bn under 'A registered architecture' in the sidebar, or use another preset.")
-    return vgg16_published(struct, sel.arch, criterion=criterion)
+def make_preset(preset, struct, sel, value, target, by: str, criterion: str) -> Plan:
+    """The preset's Plan, handed what it needs (UserError with prunekit's reason when it cannot be made)."""
+    inputs = {"model": sel.model}
+    if "scores" in preset.needs:
+        inputs["scores"], criterion = score_tensors(sel, criterion)
+    if "sensitivity" in preset.needs:
+        inputs["sensitivity"] = st.session_state.get(SENS, {}).get((sel.key, criterion))
+    return preset.make(struct, sel.arch, value=value, target=target, by=by, criterion=criterion, **inputs)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -254,8 +179,7 @@ def table_ui(struct, sel, ratios: dict, est, family: str) -> None:
             "ratio": st.column_config.NumberColumn("ratio", min_value=0.0, max_value=MAX_RATIO, step=0.01,
                                                    format="%.3f", help="share of the group's filters to remove"),
             "kept": st.column_config.NumberColumn("kept after", format="%d")})
-    st.caption("Type a ratio per group (0 keeps every filter, at most 0.95, and at least one filter must stay); "
-               "the sliders follow.")
+    st.caption(f"Type a ratio per group ({RULE}); the sliders follow.")
 
 
 def estimate_ui(est) -> None:
@@ -272,21 +196,21 @@ def estimate_ui(est) -> None:
 
 def sensitivity_ui(struct, sel, ratios: dict, criterion: str) -> None:
     """The button, then one accuracy-vs-ratio curve per group with the current ratio marked."""
-    data = held_out(sel, SENSITIVITY_N)
+    data = held_out(sel, SENSITIVITY.n)
     if data is None:
         st.info(f"Sensitivity curves need test images: each group is pruned alone and evaluated on "
-                f"{SENSITIVITY_N} {sel.dataset} test images, and there are none here. The Model & data page says "
+                f"{SENSITIVITY.n} {sel.dataset} test images, and there are none here. The Model & data page says "
                 "how to get them; the sliders, presets (except Sensitivity), the estimate and pruning still work.",
                 icon=":material/folder_off:")
         return
     table = st.session_state.get(SENS, {}).get((sel.key, criterion))
     if st.button("Compute sensitivity" if table is None else "Recompute sensitivity", key="sens_go",
-                 help=f"Prunes each group alone at ratios {', '.join(map(str, SENSITIVITY_RATIOS))} (filters picked "
-                      f"by {criterion}) and measures accuracy on {SENSITIVITY_N} test images without fine-tuning. "
+                 help=f"Prunes each group alone at ratios {', '.join(map(str, SENSITIVITY.ratios))} (filters picked "
+                      f"by {criterion}) and measures accuracy on {SENSITIVITY.n} test images without fine-tuning. "
                       "Cached on disk: a second time is instant."):
-        tensors = score_tensors(sel, criterion)
+        tensors, _ = score_tensors(sel, criterion)
         bar = st.progress(0.0, text="Pruning each group alone...")
-        table = sensitivity(sel.model, tensors, data, ratios=SENSITIVITY_RATIOS,
+        table = sensitivity(sel.model, tensors, data, ratios=SENSITIVITY.ratios, struct=struct,
                             progress=lambda d, t: bar.progress(d / t, text=f"Sensitivity: {d}/{t} pruned models"))
         bar.empty()
         st.session_state.setdefault(SENS, {})[(sel.key, criterion)] = table
@@ -299,7 +223,7 @@ def sensitivity_ui(struct, sel, ratios: dict, criterion: str) -> None:
     if (sel.key, criterion) not in figures:  # drawn once (about half a second); a slider move only moves the lines
         figures[(sel.key, criterion)] = sensitivity_figure(table, struct)
     st.plotly_chart(mark_ratios(figures[(sel.key, criterion)], ratios), width="stretch")
-    st.caption(f"Each panel is one group: test accuracy ({SENSITIVITY_N} images, no fine-tuning) when only that "
+    st.caption(f"Each panel is one group: test accuracy ({SENSITIVITY.n} images, no fine-tuning) when only that "
                "group is pruned, against its ratio; the red line is the ratio you set. All panels share one 0-100% "
                "scale: a flat curve can be pruned hard, a curve that drops early marks a sensitive group.")
 
@@ -351,31 +275,29 @@ def filters_figure(est) -> go.Figure:
 # ----------------------------------------------------------------------------------------------
 # Prune for real, then fine-tune in the background.
 
-def prune_ui(struct, sel, ratios: dict, criterion: str, note: str | None) -> None:
+def prune_ui(struct, sel, ratios: dict, criterion: str) -> None:
     st.subheader("Prune for real")
-    if note:
-        st.info(note, icon=":material/info:")
-    data = held_out(sel, PRUNE_N)
+    data = held_out(sel, HELD_OUT.n)
     st.caption(f"Filters inside each group are removed by **{criterion}** (lowest scores go; change the criterion "
                "on the Saliency page). The pruned model is a new, smaller network saved as a run; the model in the "
                "sidebar is never changed. "
-               + (f"Accuracy is measured on {PRUNE_N} test images (seed 0) before and right after pruning."
+               + (f"Accuracy is measured on {HELD_OUT.n} test images (seed {HELD_OUT.seed}) before and right after "
+                  "pruning."
                   if data is not None else "Without test images accuracy is not measured."))
     if not st.button("Prune", type="primary", key="prune_go", icon=":material/content_cut:",
                      disabled=not any(ratios.values()), help="Set a ratio above 0 for at least one group first."):
         return
     try:
-        tensors = score_tensors(sel, criterion)
+        tensors, criterion = score_tensors(sel, criterion)
         plan = Plan(sel.arch, {k: v for k, v in ratios.items() if v > 0}, criterion, signature=signature(struct),
                     preset=st.session_state.get(PRESET) or {"name": "manual"})
         bar = st.progress(0.0, text="Pruning...")
         steps = ["measuring the original", "pruning", "counting and timing", "measuring the pruned model", "saving"]
         run = prune_run(sel.model, plan, tensors, arch=sel.arch, num_classes=num_classes(sel),
-                        input_size=sel.input_size, data=data, checkpoint=checkpoint_path(sel),
-                        latency_batches=(1,), repeat=3,
+                        input_size=sel.input_size, data=data, checkpoint=checkpoint_path(sel), struct=struct,
                         progress=lambda d, t: bar.progress(d / t, text=f"Done: {steps[d - 1]} ({d}/{t})"))
         bar.empty()
-    except (ValueError, RuntimeError) as exc:
+    except (UserError, RuntimeError) as exc:
         st.error(f"Pruning failed: {exc}. Your plan is unchanged; adjust it and try again.", icon=":material/error:")
         return
     st.session_state[LAST_RUN] = run.manifest["id"]
@@ -406,7 +328,8 @@ def last_run_ui(sel) -> None:
     before, pruned = (acc.get("before") or {}).get("accuracy"), (acc.get("pruned") or {}).get("accuracy")
     cols = st.columns(4)
     cols[0].metric("Accuracy before", "not measured" if before is None else f"{before:.2f}%",
-                   help=f"top-1 on {PRUNE_N} {(m.get('data') or {}).get('name', '')} test images (seed 0)")
+                   help=f"top-1 on {(m.get('data') or {}).get('n')} {(m.get('data') or {}).get('name', '')} test "
+                        f"images (seed {HELD_OUT.seed})")
     cols[1].metric("Accuracy after pruning", "not measured" if pruned is None else f"{pruned:.2f}%",
                    None if pruned is None else f"{pruned - before:+.2f} pts",
                    help="right after pruning, before any fine-tuning")
@@ -428,8 +351,8 @@ def finetune_ui(sel, run_path) -> None:
                    "data page says how to get them.", icon=":material/folder_off:")
     with st.form("finetune"):
         cols = st.columns(4)
-        epochs = cols[0].number_input("Epochs", 1, 300, 3)
-        lr = cols[1].number_input("Learning rate", 1e-5, 1.0, 0.01, format="%.4f")
+        epochs = cols[0].number_input("Epochs", 1, 300, QUICK_FINETUNE_EPOCHS)
+        lr = cols[1].number_input("Learning rate", 1e-5, 1.0, FINETUNE_RECIPE["lr"], format="%.4f")
         subset = cols[2].number_input("Train images (0 = all)", 0, 1_000_000, 0, 1000,
                                       help=f"0 or at least {BATCH} (one batch)")
         test_subset = cols[3].number_input("Test images (0 = all)", 0, 1_000_000, 0, 1000,
@@ -472,9 +395,9 @@ def main() -> None:
     sel = page_with_model(
         "Plan & prune",
         "Choose how many filters each layer loses, see the cost at once, then prune for real and fine-tune.")
-    struct = _structure(sel.model, sel.key, sel.input_size)
+    struct = structure_of(sel)
     family = model_info(sel.arch).family
-    criterion, note = criterion_in_use(sel)
+    criterion = criterion_in_use()
     st.markdown(INTRO)
     if struct.frozen:
         st.caption("Not prunable here: " + "; ".join(f"{k} ({v})" for k, v in struct.frozen.items()) + ".")
@@ -498,7 +421,7 @@ def main() -> None:
     st.plotly_chart(filters_figure(est), width="stretch")
     st.caption("Filters per conv in forward order: the light bar is the width before pruning, the blue bar what "
                "the plan keeps. Convs of one coupled group always keep the same number.")
-    prune_ui(struct, sel, ratios, criterion, note)
+    prune_ui(struct, sel, ratios, criterion)
     last_run_ui(sel)
 
 

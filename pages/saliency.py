@@ -7,31 +7,23 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
-from pages.shared import CRITERION, DEFAULT_CRITERION, DEFAULT_SOURCE, has_scores, page_with_model, scores
+from pages.shared import CRITERION, DEFAULT_SOURCE, chosen_criterion, has_scores, page_with_model, scores
 from prunekit import load_checkpoint
 from prunekit.checkpoints import EARLY_CHECKPOINT
 from prunekit.criteria import criterion_class, get_criterion, list_criteria
 from prunekit.data import DataNotFoundError
+from prunekit.defaults import BOTTOM_FRACTION as BOTTOM
+from prunekit.errors import UserError
 from prunekit.scores import weights_hash
 from prunekit.views import rank_agreement, score_histogram
 
-BOTTOM = 0.3  # the bottom fraction whose overlap the agreement charts count
 NCOLS = 5  # small multiples per row
-WEIGHT_ONLY = "l1, l2, fpgm, bn_scale, afie and the information capacity / independence"
-SLOW = {"linear_ensembles"}  # minutes on a CPU: warned about before scoring
-UNITS = {  # what a score measures, for axis titles
-    "sfm_entropy": "entropy (nats)", "capacity": "weight entropy (nats)", "independence": "mean 1 - |r|",
-    "information": "capacity + sigma x independence", "mapex": "foreground / background response",
-    "linear_ensembles": "-coefficient of the loss", "afie": "within-layer score", "l1": "L1 norm of the weights",
-    "l2": "L2 norm of the weights", "fpgm": "summed distance to the other filters", "bn_scale": "|BN gamma|",
-    "random": "uniform in [0, 1)", "taylor": "|activation x gradient|", "hrank": "mean feature-map rank",
-    "chip": "nuclear-norm drop", "grad_x_activation": "activation x gradient",
-}
+WEIGHT_ONLY = ", ".join(n for n in list_criteria() if not criterion_class(n).needs_data)
 
 
 def units(name: str) -> str:
     """The axis title of a criterion's score."""
-    return f"{name}: {UNITS.get(name, 'score')}"
+    return f"{name}: {criterion_class(name).unit}"
 
 
 def family(name: str) -> str:
@@ -74,7 +66,7 @@ def criterion_ui() -> tuple[str, dict]:
     """The criterion menu, its help and parameter widgets -> (name, the parameters that differ from their
     defaults). The name is kept in st.session_state[CRITERION] for the other pages."""
     names = list_criteria()
-    current = st.session_state.get(CRITERION, DEFAULT_CRITERION)
+    current = chosen_criterion()
     left, right = st.columns([1, 2], gap="large")
     with left:
         name = st.selectbox("Criterion", names, index=names.index(current) if current in names else 0,
@@ -110,7 +102,7 @@ def compute(sel, name: str, params: dict, label: str) -> pd.DataFrame:
     """scores() with a progress bar that disappears when done."""
     bar, update = progress_bar(label)
     try:
-        return scores(sel, name, params, progress=update)
+        return scores(sel, name, params, progress=update, fallback=False)
     finally:
         bar.empty()
 
@@ -125,7 +117,7 @@ def score_ui(sel, name: str, params: dict) -> pd.DataFrame | None:
     """The scores of the chosen criterion: at once when in memory or weight-only, else after 'Score'."""
     try:
         crit = get_criterion(name, **params)
-    except ValueError as exc:
+    except UserError as exc:
         st.error(f"{exc}. Change the parameter and the scores follow.", icon=":material/error:")
         return None
     if crit.caveat:
@@ -133,8 +125,8 @@ def score_ui(sel, name: str, params: dict) -> pd.DataFrame | None:
     if crit.needs_data and sel.data_path is None:
         no_data_message(name, sel)
         return None
-    if not has_scores(sel, name, params) and crit.needs_data:
-        if name in SLOW:
+    if not has_scores(sel, name, params, fallback=False) and crit.needs_data:
+        if crit.slow:
             budget = crit.config.get("budget_s", 600.0)
             st.warning(f"{name} is slow: it evaluates the probe set once per random mask, thousands of times; "
                        f"expect up to **{budget / 60:.0f} minutes** (its time budget, `budget_s`) on this machine, "
@@ -148,7 +140,7 @@ def score_ui(sel, name: str, params: dict) -> pd.DataFrame | None:
         return compute(sel, name, params, f"Scoring with {name}")
     except DataNotFoundError:
         no_data_message(name, sel)
-    except (ValueError, RuntimeError) as exc:
+    except (UserError, RuntimeError) as exc:
         st.error(f"{name} could not score this model: {exc}", icon=":material/error:")
     return None
 
@@ -283,12 +275,12 @@ def agreement_ui(sel, name: str, params: dict, current: pd.DataFrame) -> None:
         if other in tables:
             continue
         cls = criterion_class(other)
-        if (cls.needs_data and sel.data_path is None) or (other in SLOW and not has_scores(sel, other)):
+        if (cls.needs_data and sel.data_path is None) or (cls.slow and not has_scores(sel, other, fallback=False)):
             skipped.append(other)
             continue
         try:
             tables[other] = compute(sel, other, {}, f"Scoring with {other}")
-        except (DataNotFoundError, ValueError, RuntimeError):
+        except (DataNotFoundError, UserError, RuntimeError):
             skipped.append(other)
     if skipped:
         st.info(f"Left out: {', '.join(skipped)} (no data, or slow and not scored yet: score it above first).",
@@ -332,13 +324,13 @@ def stability_ui(sel, name: str, params: dict, final: pd.DataFrame) -> None:
     early_model, key = _early_model()
     early = replace(sel, model=early_model, key=key)
     cls = criterion_class(name)
-    if cls.needs_data and not has_scores(early, name, params):
+    if cls.needs_data and not has_scores(early, name, params, fallback=False):
         if not st.button(f"Score the epoch-1 checkpoint with {name}", key="sal_early_button"):
             st.caption("Press the button to score the epoch-1 weights with the same probe images.")
             return
     try:
         table = compute(early, name, params, f"Scoring epoch 1 with {name}")
-    except (DataNotFoundError, ValueError, RuntimeError) as exc:
+    except (DataNotFoundError, UserError, RuntimeError) as exc:
         st.warning(f"The epoch-1 checkpoint could not be scored: {exc}", icon=":material/warning:")
         return
     agree = rank_agreement(table, final, bottom=BOTTOM)

@@ -24,17 +24,19 @@ from streamlit.runtime.pages_manager import PagesManager
 
 from prunekit import CheckpointError, best_device, build_model, list_models, load_checkpoint, model_info
 from prunekit.checkpoints import DEFAULT_CHECKPOINT
-from prunekit.criteria import get_criterion
-from prunekit.data import ArraySet, DataNotFoundError, data_root, list_datasets, load_arrays, locate
-from prunekit.probe import Probe, default_probe
-from prunekit.scores import score, weights_hash
+from prunekit.data import ArraySet, DataNotFoundError, data_root, held_out_set, list_datasets, load_arrays, locate
+from prunekit.defaults import DEFAULT_CRITERION, FALLBACK_CRITERION, PROBE
+from prunekit.errors import UserError
+from prunekit.probe import Probe, ProbeSpec, make_probe
+from prunekit.scores import score_model, weights_hash
+from prunekit.structure import Structure, structure
 
 MAX_UPLOAD_MB = 200  # also server.maxUploadSize in .streamlit/config.toml
 DEFAULT_SOURCE = "Bundled default: ResNet-20 on CIFAR-10"
 REGISTRY_SOURCE = "A registered architecture (untrained)"
 UPLOAD_SOURCE = "Upload a checkpoint (.pt, .pth, .safetensors)"
 CRITERION, PLAN, PROBE_N = "criterion", "plan", "probe_n"
-DEFAULT_CRITERION = "sfm_entropy"
+PROBE_SIZES = sorted({128, 256, PROBE.n, 2 * PROBE.n})
 
 
 @dataclass
@@ -49,12 +51,17 @@ class Selection:
     dataset: str
     data_path: Path | None
     key: str = ""  # the weights' hash ("" without a model): the cache key of everything computed from the model
-    probe_n: int = 256
+    probe_n: int = PROBE.n
 
     @property
     def input_size(self) -> tuple[int, int, int]:
         """(C, H, W) of one input image."""
         return model_info(self.arch).input_size
+
+    @property
+    def probe_spec(self) -> ProbeSpec:
+        """The probe set the data-driven criteria read (the sidebar's data set and size, the default seed)."""
+        return ProbeSpec(self.dataset, self.probe_n)
 
 
 @st.cache_resource(show_spinner="Loading the default model...")
@@ -89,14 +96,39 @@ def split(dataset: str, which: str) -> ArraySet | None:
         return None
 
 
-@st.cache_resource(show_spinner="Preparing the probe images...", max_entries=8)
-def probe(dataset: str, n: int, boxes: bool = False) -> Probe | None:
-    """The probe the criteria read (:func:`prunekit.probe.default_probe`, shared with background jobs): ``n``
-    training images, or with ``boxes`` ``n`` test objects on 64x64 canvases with their boxes; None without data."""
+@st.cache_resource(show_spinner="Loading the test images...", max_entries=8)
+def _held_out(dataset: str, n: int) -> ArraySet | None:
     try:
-        return default_probe(dataset, n, boxes=boxes)
+        return held_out_set(dataset, n)
     except DataNotFoundError:
         return None
+
+
+def held_out(sel: Selection, n: int) -> ArraySet | None:
+    """``n`` held-out images of the selected data set (:func:`prunekit.data.held_out_set`, as the command line
+    draws them), None without data."""
+    return _held_out(sel.dataset, n) if sel.data_path is not None else None
+
+
+@st.cache_resource(show_spinner="Preparing the probe images...", max_entries=8)
+def probe(dataset: str, n: int, boxes: bool = False) -> Probe | None:
+    """The probe the criteria read (:func:`prunekit.probe.make_probe`, as the command line and the jobs build it):
+    ``n`` training images, or with ``boxes`` ``n`` objects of the same split on 64x64 canvases with their boxes;
+    None without data."""
+    try:
+        return make_probe(dataset, n, boxes=boxes)
+    except DataNotFoundError:
+        return None
+
+
+@st.cache_resource(show_spinner="Tracing the model's coupled groups...", max_entries=8)
+def _structure(_model, key: str, input_size: tuple) -> Structure:
+    return structure(_model, input_size)
+
+
+def structure_of(sel: Selection) -> Structure:
+    """The selected model's prunable structure (groups, layer shapes), traced once per model for every page."""
+    return _structure(sel.model, sel.key, sel.input_size)
 
 
 _SCORES: OrderedDict[tuple, pd.DataFrame] = OrderedDict()  # this process's scores, newest last
@@ -104,25 +136,22 @@ _SCORES_LOCK = threading.Lock()
 _SCORES_MAX = 64
 
 
-def scores(sel: Selection, criterion: str, params: dict | None = None, progress=None) -> pd.DataFrame:
+def scores(sel: Selection, criterion: str, params: dict | None = None, progress=None, *,
+           fallback: bool = True, allow_slow: bool = True) -> pd.DataFrame:
     """The per-filter scores of the selected model by ``criterion`` (columns layer, filter, criterion, score,
-    rank; one row per filter of every conv), from this process's memory, else the package's disk cache, else
-    computed with ``progress(done, total)``. DataNotFoundError when the criterion needs images and there are
-    none; ValueError for bad parameters.
+    rank; one row per filter of every conv), from this process's memory, else :func:`prunekit.scores.score_model`
+    (the package's disk cache, else computed with ``progress(done, total)``). With ``fallback``, a criterion that
+    cannot run here (no images, or slow and not ``allow_slow``) gives l1's scores, with the reason in
+    ``attrs["fallback"]``; without, DataNotFoundError. UserError for bad parameters.
 
     (Not st.cache_data: that cannot replay a progress bar drawn from inside the computation.)"""
-    params = dict(params or {})
-    request = _request(sel, criterion, params)
+    request = _request(sel, criterion, params, fallback, allow_slow)
     with _SCORES_LOCK:
         if request in _SCORES:
             _SCORES.move_to_end(request)
             return _SCORES[request]
-    crit = get_criterion(criterion, **params)
-    data = probe(sel.dataset, sel.probe_n, crit.needs_boxes) if crit.needs_data else None
-    if crit.needs_data and data is None:
-        raise DataNotFoundError(f"{criterion} reads images, and there is no {sel.dataset} data: see the Model & "
-                                "data page for how to get it")
-    df = score(sel.model, crit, None, data, progress=progress)
+    df = score_model(sel.model, criterion, params, probe=sel.probe_spec, progress=progress,
+                     fallback=FALLBACK_CRITERION if fallback else None, allow_slow=allow_slow)
     with _SCORES_LOCK:
         _SCORES[request] = df
         while len(_SCORES) > _SCORES_MAX:
@@ -130,14 +159,41 @@ def scores(sel: Selection, criterion: str, params: dict | None = None, progress=
     return df
 
 
-def has_scores(sel: Selection, criterion: str, params: dict | None = None) -> bool:
+def has_scores(sel: Selection, criterion: str, params: dict | None = None, *, fallback: bool = True,
+               allow_slow: bool = True) -> bool:
     """Whether :func:`scores` would answer from memory at once."""
-    return _request(sel, criterion, params) in _SCORES
+    return _request(sel, criterion, params, fallback, allow_slow) in _SCORES
 
 
-def _request(sel: Selection, criterion: str, params: dict | None) -> tuple:
-    """What the scores depend on: the weights, the criterion and its parameters, the probe (data set, size)."""
-    return sel.key, criterion, tuple(sorted((params or {}).items())), sel.dataset, sel.probe_n
+def _request(sel: Selection, criterion: str, params: dict | None, *flags) -> tuple:
+    """What the scores depend on: the weights, the criterion and its parameters, the probe, the fallback rule."""
+    return sel.key, criterion, tuple(sorted((params or {}).items())), sel.probe_spec, flags
+
+
+def scores_with_progress(sel: Selection, criterion: str, params: dict | None = None, *, fallback: bool = True,
+                         allow_slow: bool = True) -> pd.DataFrame:
+    """:func:`scores` with a progress bar while computing (none when in memory) and, when another criterion's
+    scores came back, a note on the page saying why."""
+    if has_scores(sel, criterion, params, fallback=fallback, allow_slow=allow_slow):
+        df = scores(sel, criterion, params, fallback=fallback, allow_slow=allow_slow)
+    else:
+        bar = st.progress(0.0, text=f"Scoring every filter by {criterion}...")
+        try:
+            def progress(done: int, total: int) -> None:
+                bar.progress(min(done / max(total, 1), 1.0), text=f"Scoring every filter by {criterion}: {done} of "
+                                                                  f"{total}")
+
+            df = scores(sel, criterion, params, fallback=fallback, allow_slow=allow_slow, progress=progress)
+        finally:
+            bar.empty()
+    if df.attrs.get("fallback"):
+        st.info(df.attrs["fallback"], icon=":material/info:")
+    return df
+
+
+def chosen_criterion() -> str:
+    """The criterion chosen on the Saliency page (every page scores and picks filters with it)."""
+    return st.session_state.get(CRITERION, DEFAULT_CRITERION)
 
 
 def human(n: float) -> str:
@@ -189,8 +245,8 @@ def sidebar() -> Selection:
                     model, header = _uploaded_model(digest, upload.name, data,
                                                     None if hint == "from the file" else hint)
                     arch, label = header.get("arch") or hint, upload.name
-        except (CheckpointError, ValueError, KeyError) as exc:
-            model, error = None, str(exc).strip("'\"")
+        except UserError as exc:
+            model, error = None, str(exc)
         if error:
             st.warning(error)
         st.divider()
@@ -202,9 +258,11 @@ def sidebar() -> Selection:
                      icon=":material/folder_off:")
         else:
             st.caption(f"Data: {data_path}")
-        probe_n = st.select_slider("Probe images", [64, 128, 256, 512, 1024], value=256, key=PROBE_N,
+        probe_n = st.select_slider("Probe images", PROBE_SIZES, value=PROBE.n, key=PROBE_N,
                                    help="How many training images the data-driven criteria (entropy, HRank, "
-                                        "CHIP, Map-EX...) read. More is steadier and slower.")
+                                        f"CHIP, Map-EX...) read, from the training split (seed {PROBE.seed}); "
+                                        f"{PROBE.n} is the command line's default too. More is steadier and "
+                                        "slower.")
         st.caption(f"Device: {device_label()}")
     key = _weights_key(model, label, id(model)) if model is not None else ""
     selection = Selection(model, arch, header, label, error, dataset, data_path, key, int(probe_n))

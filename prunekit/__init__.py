@@ -15,25 +15,28 @@ from .data import (
     load_arrays,
     make_box_probe,
 )
+from .errors import PrunekitError, UserError
 from .finetune import finetune_config, finetune_run
 from .layers import conv_layers
 from .metrics import best_device, evaluate
 from .models import build_model, count_params, list_models, model_info
-from .plan import Plan, estimate, structure
+from .plan import Plan
+from .presets import get_preset, list_presets
 from .prune import coupled_groups, prune_model
 from .report import prune_report
 from .runs import list_runs, prune_run
-from .scores import score
+from .scores import score, score_model
 from .sensitivity import sensitivity
+from .structure import estimate, structure
 from .train import TrainConfig, fit
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "ArraySet", "BoxProbeSet", "CheckpointError", "DataNotFoundError", "DeviceLoader", "FolderLoader",
-    "best_device", "Plan", "TrainConfig", "build_model", "conv_layers", "count_params", "coupled_groups",
-    "data_root", "estimate", "evaluate", "finetune_config", "folder_dataset", "finetune_run", "fit",
-    "get_criterion", "list_criteria", "list_models", "list_runs", "load_arrays", "load_checkpoint",
-    "make_box_probe", "model_info", "prune_model", "prune_report", "prune_run", "save_checkpoint", "score",
-    "sensitivity", "structure",
+    "ArraySet", "BoxProbeSet", "CheckpointError", "DataNotFoundError", "DeviceLoader", "FolderLoader", "Plan",
+    "PrunekitError", "TrainConfig", "UserError", "best_device", "build_model", "conv_layers", "count_params",
+    "coupled_groups", "data_root", "estimate", "evaluate", "finetune_config", "finetune_run", "fit", "folder_dataset",
+    "get_criterion", "get_preset", "list_criteria", "list_models", "list_presets", "list_runs", "load_arrays",
+    "load_checkpoint", "make_box_probe", "model_info", "prune_model", "prune_report", "prune_run", "save_checkpoint",
+    "score", "score_model", "sensitivity", "structure",
 ]

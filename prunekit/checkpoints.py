@@ -20,6 +20,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from .errors import UserError
 from .models import build_model
 
 __all__ = ["DEFAULT_CHECKPOINT", "EARLY_CHECKPOINT", "CheckpointError", "save_checkpoint", "load_checkpoint",
@@ -32,7 +33,7 @@ EARLY_CHECKPOINT = ASSETS / "resnet20_cifar10_epoch001.safetensors"  # its epoch
 SUFFIXES = (".pt", ".pth", ".safetensors")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
     """A checkpoint cannot be used; the message names the file and the problem."""
 
     def __init__(self, path: str | os.PathLike, problem: str, hint: str = ""):
@@ -46,7 +47,7 @@ def save_checkpoint(
     """Write ``model``'s state dict and a header to ``path`` (.pt, .pth or .safetensors), atomically."""
     path = Path(path)
     if path.suffix not in SUFFIXES:
-        raise ValueError(f"checkpoint file must end in one of {SUFFIXES}, got {path.name!r}")
+        raise UserError(f"checkpoint file must end in one of {SUFFIXES}, got {path.name!r}")
     header = {"format": FORMAT, "arch": arch, "num_classes": int(num_classes), "meta": meta or {}}
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -183,7 +184,7 @@ def conform_to_state_dict(model: nn.Module, state: dict[str, torch.Tensor]) -> n
     own = model.state_dict()
     missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
     if missing or unexpected:
-        raise ValueError(f"missing keys {missing[:5]}{'...' if len(missing) > 5 else ''}, "
+        raise UserError(f"missing keys {missing[:5]}{'...' if len(missing) > 5 else ''}, "
                          f"unexpected keys {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}")
     for name, module in list(model.named_modules()):
         prefix = f"{name}." if name else ""
@@ -210,7 +211,7 @@ def conform_to_state_dict(model: nn.Module, state: dict[str, torch.Tensor]) -> n
 
 def _resized_conv(conv: nn.Conv2d, w: torch.Tensor, name: str) -> nn.Conv2d:
     if tuple(w.shape[2:]) != tuple(conv.kernel_size):
-        raise ValueError(f"{name}: kernel {tuple(w.shape[2:])} stored, {tuple(conv.kernel_size)} expected")
+        raise UserError(f"{name}: kernel {tuple(w.shape[2:])} stored, {tuple(conv.kernel_size)} expected")
     out_ch = w.shape[0]
     depthwise = conv.groups > 1 and conv.groups == conv.in_channels == conv.out_channels
     groups = out_ch if depthwise else conv.groups

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .errors import UserError
 from .finetune import FINETUNE_DIR
 from .runs import MANIFEST, MODEL_FILE, read_manifest
 
@@ -47,7 +48,7 @@ def comparison(runs: pd.DataFrame, x: str = "flops", stage: str = "finetuned") -
     x: a key of :data:`AXES`; stage: 'finetuned' (the fine-tuned accuracy where there is one, else the
     accuracy right after pruning) or 'pruned'."""
     if x not in AXES or stage not in STAGES:
-        raise ValueError(f"x must be one of {list(AXES)} and stage one of {list(STAGES)}, got {x!r}, {stage!r}")
+        raise UserError(f"x must be one of {list(AXES)} and stage one of {list(STAGES)}, got {x!r}, {stage!r}")
     cols = ["run", "arch", "criterion", "preset", "x", "accuracy", "stage", "pareto"]
     if runs.empty or x not in runs:
         return pd.DataFrame(columns=cols)

@@ -24,6 +24,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .errors import UserError
+
 __all__ = ["DOConv2d", "overparameterize", "fold"]
 
 
@@ -55,9 +57,9 @@ class DOConv2d(nn.Module):
         mn = kh * kw
         d_mul = mn if d_mul is None else d_mul
         if mn < 2:
-            raise ValueError(f"DO-Conv needs a kernel larger than 1x1, got {kh}x{kw} (1x1 convs stay plain)")
+            raise UserError(f"DO-Conv needs a kernel larger than 1x1, got {kh}x{kw} (1x1 convs stay plain)")
         if d_mul < mn:
-            raise ValueError(f"d_mul must be at least M*N = {mn}, got {d_mul}")
+            raise UserError(f"d_mul must be at least M*N = {mn}, got {d_mul}")
         self.in_channels, self.out_channels, self.kernel_size = in_channels, out_channels, (kh, kw)
         self.stride, self.padding, self.dilation, self.d_mul = stride, padding, dilation, d_mul
         self.W = nn.Parameter(torch.empty(out_channels, in_channels, d_mul))
@@ -75,9 +77,9 @@ class DOConv2d(nn.Module):
         """A DOConv2d computing exactly what ``conv`` computes (W = its kernel, zero-padded to D_mul; D = 0),
         on its device and dtype."""
         if conv.groups != 1:
-            raise ValueError(f"DO-Conv replaces convs with groups == 1, got groups={conv.groups}")
+            raise UserError(f"DO-Conv replaces convs with groups == 1, got groups={conv.groups}")
         if conv.padding_mode != "zeros" or isinstance(conv.padding, str):
-            raise ValueError(f"DO-Conv takes numeric zero padding, got padding={conv.padding!r} "
+            raise UserError(f"DO-Conv takes numeric zero padding, got padding={conv.padding!r} "
                              f"padding_mode={conv.padding_mode!r}")
         new = cls(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation,
                   bias=conv.bias is not None, d_mul=d_mul)

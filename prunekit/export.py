@@ -22,13 +22,14 @@ import torch
 import torch.nn as nn
 
 from .checkpoints import load_checkpoint, save_checkpoint
+from .errors import PrunekitError, UserError
 
 __all__ = ["FORMATS", "ExportError", "export_model", "exported_outputs"]
 
 FORMATS = ("safetensors", "torchscript", "onnx")
 
 
-class ExportError(RuntimeError):
+class ExportError(PrunekitError, RuntimeError):
     """An exported file does not compute what the module computes."""
 
 
@@ -57,7 +58,7 @@ def exported_outputs(path: str | os.PathLike, fmt: str, x: torch.Tensor) -> torc
 
         evaluator = ReferenceEvaluator(onnx.load(str(path)))
         return torch.from_numpy(np.asarray(evaluator.run(None, {evaluator.input_names[0]: x.numpy()})[0]))
-    raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
+    raise UserError(f"format must be one of {FORMATS}, got {fmt!r}")
 
 
 def export_model(
@@ -75,7 +76,7 @@ def export_model(
     (``formats``), check each against the module on the CPU, -> {format: path}."""
     unknown = [f for f in formats if f not in FORMATS]
     if unknown or not formats:
-        raise ValueError(f"formats must be among {FORMATS}, got {list(formats)}")
+        raise UserError(f"formats must be among {FORMATS}, got {list(formats)}")
     model = copy.deepcopy(model).cpu().eval()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

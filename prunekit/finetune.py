@@ -16,30 +16,28 @@ after the last finished epoch.
 from __future__ import annotations
 
 import os
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
 
 from . import distributed as dist_util
 from .checkpoints import load_checkpoint
-from .data import ArraySet, folder_splits, load_arrays, make_loaders
-from .data import subset as subset_of
+from .data import DataRequest, Splits, make_loaders, resolve_splits
+from .defaults import FINETUNE_EPOCHS, FINETUNE_RECIPE
+from .errors import UserError
 from .metrics import best_device
 from .runs import MODEL_FILE, Run, utc_now
 from .train import TrainConfig, fit
 
-__all__ = ["FINETUNE_DIR", "FINETUNE_RECIPE", "finetune_config", "finetune_run"]
+__all__ = ["FINETUNE_DIR", "finetune_config", "finetune_run"]
 
 FINETUNE_DIR = "finetune"
-# The usual CIFAR fine-tuning after pruning (e.g. Torch-Pruning's CIFAR benchmarks: SGD lr 0.01, momentum 0.9,
-# weight decay 5e-4, batch 128), without Nesterov or warm-up, with a cosine schedule (issue 5).
-FINETUNE_RECIPE = {"lr": 0.01, "momentum": 0.9, "nesterov": False, "weight_decay": 5e-4, "batch_size": 128,
-                   "schedule": "cosine", "warmup_epochs": 0.0}
 
 
-def finetune_config(epochs: int = 30, **overrides) -> TrainConfig:
-    """The fine-tuning recipe (:data:`FINETUNE_RECIPE`, ``epochs``) with any TrainConfig field overridden."""
+def finetune_config(epochs: int = FINETUNE_EPOCHS, **overrides) -> TrainConfig:
+    """The fine-tuning recipe (:data:`prunekit.defaults.FINETUNE_RECIPE`, ``epochs``) with any TrainConfig field
+    overridden."""
     return TrainConfig(**{**FINETUNE_RECIPE, "epochs": epochs, **overrides})
 
 
@@ -47,15 +45,7 @@ def finetune_run(
     run_dir: str | os.PathLike,
     config: TrainConfig | None = None,
     *,
-    train_set: ArraySet | None = None,
-    test_set: ArraySet | None = None,
-    data: str | None = None,
-    data_root: str | os.PathLike | None = None,
-    folder: str | os.PathLike | None = None,
-    image_size: int = 224,
-    num_workers: int | None = None,
-    subset: int = 0,
-    test_subset: int = 0,
+    data: DataRequest | Splits | None = None,
     device: str | torch.device | None = None,
     resume: bool = True,
     progress: bool = True,
@@ -64,75 +54,39 @@ def finetune_run(
     """Fine-tune the pruned model of the run in ``run_dir`` and record it in the run; returns the run.
 
     config: default :func:`finetune_config` (``doconv=True`` trains over-parameterized; files hold plain convs).
-    train_set / test_set: the data (both or neither); by default the splits of the data set named ``data``,
-    else by the run's manifest, loaded from ``data_root``; or ``folder``, an image folder holding ``train/`` and
-    ``val/`` ImageFolder trees (:func:`prunekit.data.folder_splits` at ``image_size``, read by ``num_workers``
-    DataLoader processes; default min(8, CPU count)). subset: train on this many images (0: all);
-    test_subset: test on this many (0: all). device: default the best available. resume: continue after the
-    last finished epoch in ``<run>/finetune``. Under torchrun (inside :func:`prunekit.distributed.distributed`)
-    every rank calls this alike, each on ``cuda:LOCAL_RANK`` on CUDA, and rank 0 alone writes the run.
-    on_batch: passed to :func:`prunekit.train.fit` (per-step progress; raising there stops the fine-tuning).
-    A failure marks the run ``failed`` (``interrupted`` for Ctrl-C) and re-raises.
+    data: a :class:`~prunekit.data.DataRequest` (a data set or an image folder, subsets; its name defaults to the
+    data set the run's manifest names), or :class:`~prunekit.data.Splits` already loaded. device: default the best
+    available. resume: continue after the last finished epoch in ``<run>/finetune``. Under torchrun (inside
+    :func:`prunekit.distributed.distributed`) every rank calls this alike, each on ``cuda:LOCAL_RANK`` on CUDA,
+    and rank 0 alone writes the run. on_batch: passed to :func:`prunekit.train.fit` (per-step progress; raising
+    there stops the fine-tuning). A failure marks the run ``failed`` (``interrupted`` for Ctrl-C) and re-raises.
     """
-    if (train_set is None) != (test_set is None):
-        raise ValueError("give both train_set and test_set, or neither")
-    if folder is not None and train_set is not None:
-        raise ValueError("give train_set and test_set, or folder, not both")
     run = Run.open(run_dir)
     model_file = run.path / MODEL_FILE
     if not model_file.is_file():
-        raise ValueError(f"run {run.manifest['id']} has no pruned model ({MODEL_FILE}; status {run.status})")
-    if folder is not None:
-        train_set, test_set = folder_splits(folder, image_size=image_size)
-        name = str(Path(folder).resolve())
-    elif train_set is None:
-        name = data or (run.manifest.get("data") or {}).get("name")
-        if not name:
-            raise ValueError(f"run {run.manifest['id']} records no data set (pruned without test images); name one "
-                             "(or an image folder)")
-        with dist_util.main_first():  # rank 0 decodes into the cache, the others read it
-            train_set, test_set = load_arrays(name, "train", data_root), load_arrays(name, "test", data_root)
-    else:
-        name = train_set.name
+        raise UserError(f"run {run.manifest['id']} has no pruned model ({MODEL_FILE}; status {run.status})")
+    config = config or finetune_config()
+    splits = data if isinstance(data, Splits) else _run_splits(run, data or DataRequest(), config.seed)
     model, header = load_checkpoint(model_file)
     arch, num_classes = header["arch"], int(header["num_classes"])
-    if len(train_set.classes) != num_classes:
-        raise ValueError(f"the model has {num_classes} classes, the data set {name!r} {len(train_set.classes)}")
-    config = config or finetune_config()
-    if subset:
-        train_set = subset_of(train_set, subset, seed=config.seed)
-    if test_subset:
-        test_set = subset_of(test_set, test_subset, seed=0)
-    if len(train_set) < config.batch_size:
-        raise ValueError(f"{len(train_set)} training images make no batch of {config.batch_size}")
+    if len(splits.classes) != num_classes:
+        raise UserError(f"the model has {num_classes} classes, the data set {splits.name!r} {len(splits.classes)}")
+    if len(splits.train) < config.batch_size:
+        raise UserError(f"{len(splits.train)} training images make no batch of {config.batch_size}")
     device = dist_util.rank_device(device or best_device())
     ddp = dist_util.world(device)
-    loaders = make_loaders(train_set, test_set, config.batch_size, device=device, seed=config.seed,
-                           num_workers=num_workers)
+    workers = data.workers if isinstance(data, DataRequest) else None
+    loaders = make_loaders(splits.train, splits.test, config.batch_size, device=device, seed=config.seed,
+                           num_workers=workers)
+    fit_args = dict(model=model, loaders=loaders, config=config, run=run, arch=arch, num_classes=num_classes,
+                    data_name=splits.name, resume=resume, on_batch=on_batch)
     if not ddp.is_main:  # the other ranks train alongside and write nothing
-        _fit(model, loaders, config, run, arch, num_classes, name, resume, None, on_batch, False, None)
+        _fit(**fit_args, on_epoch=None, progress=False, on_finish=None)
         return run
-    previous = (run.manifest.get("finetune") or {}) if resume else {}
-    run.start()
-    entry = {"dir": FINETUNE_DIR, "config": asdict(config), "device": str(device),
-             "data": {"name": name, "train": len(train_set), "test": len(test_set)},
-             "started": previous.get("started") or utc_now(), "updated": utc_now(), "finished": None,
-             "epochs": previous.get("epochs") or [], "accuracy": None, "loss": None, "model": None}
-    if ddp.enabled:
-        entry["ddp"] = {"world_size": ddp.world_size, "backend": ddp.backend}
-    run.update(finetune=entry)
-
-    def record(row: dict) -> None:
-        done = [r for r in run.manifest["finetune"]["epochs"] if r["epoch"] < row["epoch"]]
-        run.update(finetune={**run.manifest["finetune"], "epochs": [*done, row], "updated": utc_now()})
-
-    def finished(meta: dict) -> None:  # before fit raises for ranks that disagree, so that the manifest says so
-        if "ddp" in meta:
-            run.update(finetune={**run.manifest["finetune"], "ddp": meta["ddp"]})
-
+    _start_entry(run, config, device, splits, ddp, resume)
     with run.failures_recorded():
-        rows = _fit(model, loaders, config, run, arch, num_classes, name, resume, record, on_batch, progress,
-                    finished)
+        rows = _fit(**fit_args, on_epoch=lambda row: _record_epoch(run, row), progress=progress,
+                    on_finish=lambda meta: _record_ddp(run, meta))
     run.update(finetune={**run.manifest["finetune"], "epochs": rows, "accuracy": rows[-1]["test_accuracy"],
                          "loss": rows[-1]["test_loss"], "model": str(Path(FINETUNE_DIR) / "model.safetensors"),
                          "updated": utc_now(), "finished": utc_now()})
@@ -140,7 +94,42 @@ def finetune_run(
     return run
 
 
-def _fit(model, loaders, config, run, arch, num_classes, data_name, resume, on_epoch, on_batch, progress,
+def _run_splits(run: Run, request: DataRequest, seed: int) -> Splits:
+    """The request's splits; without a data set or folder named, the data set of the run's manifest."""
+    if not request.name and not request.folder:
+        name = (run.manifest.get("data") or {}).get("name")
+        if not name:
+            raise UserError(f"run {run.manifest['id']} records no data set (pruned without test images); name one "
+                            "(or an image folder)")
+        request = replace(request, name=name)
+    return resolve_splits(request, seed=seed)
+
+
+def _start_entry(run: Run, config: TrainConfig, device, splits: Splits, ddp, resume: bool) -> None:
+    """Mark the run running and write its ``finetune`` entry (keeping the finished epochs when resuming)."""
+    previous = (run.manifest.get("finetune") or {}) if resume else {}
+    run.start()
+    entry = {"dir": FINETUNE_DIR, "config": asdict(config), "device": str(device), "data": splits.record(),
+             "started": previous.get("started") or utc_now(), "updated": utc_now(), "finished": None,
+             "epochs": previous.get("epochs") or [], "accuracy": None, "loss": None, "model": None}
+    if ddp.enabled:
+        entry["ddp"] = {"world_size": ddp.world_size, "backend": ddp.backend}
+    run.update(finetune=entry)
+
+
+def _record_epoch(run: Run, row: dict) -> None:
+    """A finished epoch's row into the manifest (replacing any later rows of an earlier attempt)."""
+    done = [r for r in run.manifest["finetune"]["epochs"] if r["epoch"] < row["epoch"]]
+    run.update(finetune={**run.manifest["finetune"], "epochs": [*done, row], "updated": utc_now()})
+
+
+def _record_ddp(run: Run, meta: dict) -> None:
+    """The ranks' weights hashes, before fit raises for ranks that disagree, so that the manifest says so."""
+    if "ddp" in meta:
+        run.update(finetune={**run.manifest["finetune"], "ddp": meta["ddp"]})
+
+
+def _fit(*, model, loaders, config, run, arch, num_classes, data_name, resume, on_epoch, on_batch, progress,
          on_finish) -> list[dict]:
     """:func:`prunekit.train.fit` of the pruned ``model`` on the (train, test) ``loaders`` into ``<run>/finetune``
     (on every rank alike)."""

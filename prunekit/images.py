@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
 from .data import normalization
+from .errors import UserError
 
 __all__ = ["read_image", "fit_image", "normalized", "FORMATS", "MIN_SIDE", "MAX_PIXELS"]
 
@@ -32,33 +33,33 @@ def read_image(data: bytes, input_size: tuple[int, int, int]) -> torch.Tensor:
     ValueError for an empty, corrupt or other-format file, an image smaller than ``MIN_SIDE`` or larger than
     ``MAX_PIXELS``, or a pixel mode that has no colour meaning."""
     if not data:
-        raise ValueError("the file is empty")
+        raise UserError("the file is empty")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(data))
             fmt, (w, h), mode = img.format, img.size, img.mode
             if fmt not in FORMATS:
-                raise ValueError(f"it is a {fmt or 'unknown'} file; upload a PNG or JPEG")
+                raise UserError(f"it is a {fmt or 'unknown'} file; upload a PNG or JPEG")
             _check_size(w, h)
             if mode not in _MODES:
-                raise ValueError(f"its pixel mode {mode!r} is not an image's; upload an RGB or greyscale PNG/JPEG")
+                raise UserError(f"its pixel mode {mode!r} is not an image's; upload an RGB or greyscale PNG/JPEG")
             img.load()
     except ValueError:
         raise
     except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombWarning,
             Image.DecompressionBombError) as exc:
         why = f"{type(exc).__name__}: {exc}"
-        raise ValueError(f"it cannot be read as an image ({why}); is the file complete?") from None
+        raise UserError(f"it cannot be read as an image ({why}); is the file complete?") from None
     arr = _to_array(img, input_size[0])
     return fit_image(torch.from_numpy(arr).permute(2, 0, 1).contiguous(), input_size)
 
 
 def _check_size(w: int, h: int) -> None:
     if min(w, h) < MIN_SIDE:
-        raise ValueError(f"it is {w}x{h} pixels; an image needs at least {MIN_SIDE} pixels on each side")
+        raise UserError(f"it is {w}x{h} pixels; an image needs at least {MIN_SIDE} pixels on each side")
     if w * h > MAX_PIXELS:
-        raise ValueError(f"it is {w}x{h} pixels ({w * h / 1e6:.0f} megapixels); the limit is "
+        raise UserError(f"it is {w}x{h} pixels ({w * h / 1e6:.0f} megapixels); the limit is "
                          f"{MAX_PIXELS / 1e6:.0f} megapixels: downscale it first")
 
 

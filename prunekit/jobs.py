@@ -40,6 +40,8 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from .defaults import FINETUNE_RECIPE, PROBE, SENSITIVITY
+from .errors import UserError, unknown_name
 from .files import write_text_atomic
 from .runs import _this_process, process_gone, runs_root, utc_now
 
@@ -125,6 +127,11 @@ class Job:
         return file.read_text() if file.is_file() else None
 
     @property
+    def description(self) -> str:
+        """What the job does, in a sentence (its kind's words, with the defaults it runs with)."""
+        return KINDS[self.kind].describe(self.args) if self.kind in KINDS else f"{self.kind} job"
+
+    @property
     def active(self) -> bool:
         return self.status in ("queued", "running")
 
@@ -148,6 +155,7 @@ def _write(job: Job, **fields: Any) -> Job:
 class _Kind:
     run: Callable[[Job, _Context], dict[str, Any]]
     required: tuple[str, ...]
+    describe: Callable[[dict[str, Any]], str]
     needs_model: bool = False
 
 
@@ -193,40 +201,28 @@ def _config(args: dict[str, Any], recipe: Callable[..., Any]):
 
 
 def _finetune(job: Job, ctx: _Context) -> dict[str, Any]:
+    from .data import DataRequest
     from .finetune import FINETUNE_DIR, finetune_config, finetune_run
 
     a = job.args
     _write(job, metrics_file=str(Path(a["run"]) / FINETUNE_DIR / "metrics.jsonl"))
-    run = finetune_run(a["run"], _config(a, finetune_config), data=a.get("data"), data_root=a.get("data_root"),
-                       folder=a.get("folder"), image_size=int(a.get("image_size", 224)),
-                       subset=int(a.get("subset", 0)), test_subset=int(a.get("test_subset", 0)), device=ctx.device,
+    run = finetune_run(a["run"], _config(a, finetune_config), data=DataRequest.from_args(a), device=ctx.device,
                        progress=False, on_batch=ctx.batch)
     entry = run.manifest["finetune"]
     return {"run": str(run.path), "accuracy": entry["accuracy"], "epochs": len(entry["epochs"])}
 
 
 def _train(job: Job, ctx: _Context) -> dict[str, Any]:
-    from .data import folder_splits, load_arrays, make_loaders, subset
-    from .models import build_model
-    from .train import TrainConfig, fit
+    from .data import DataRequest, resolve_splits
+    from .train import TrainConfig, train_new
 
     a = job.args
-    if a.get("folder"):
-        train_set, test_set = folder_splits(a["folder"], image_size=int(a.get("image_size", 224)))
-        data_name = str(Path(a["folder"]).resolve())
-    else:
-        train_set, test_set = (load_arrays(a["data"], split, a.get("data_root")) for split in ("train", "test"))
-        data_name = a["data"]
-    if a.get("subset"):
-        train_set = subset(train_set, int(a["subset"]), seed=int(a.get("seed", 0)))
-    classes = train_set.dataset.classes if isinstance(train_set, torch.utils.data.Subset) else train_set.classes
     config = _config(a, lambda epochs, **kw: TrainConfig(epochs=epochs, **kw))
+    splits = resolve_splits(DataRequest.from_args(a), seed=config.seed)
     out = job.path / "train"
     _write(job, metrics_file=str(out / "metrics.jsonl"))
-    model = build_model(a["model"], num_classes=len(classes))
-    loaders = make_loaders(train_set, test_set, config.batch_size, device=ctx.device, seed=config.seed)
-    rows = fit(model, *loaders, config, out, arch=a["model"], num_classes=len(classes),
-               meta={"data": data_name, "job": job.id, "device": job.device}, on_batch=ctx.batch, progress=False)
+    rows = train_new(a["model"], splits, config, out, device=ctx.device, meta={"job": job.id, "device": job.device},
+                     on_batch=ctx.batch, progress=False)
     return {"checkpoint": str(out / "model.safetensors"), "test_accuracy": rows[-1]["test_accuracy"]}
 
 
@@ -238,39 +234,43 @@ def _job_model(job: Job, ctx: _Context) -> nn.Module:
 
 
 def _score(job: Job, ctx: _Context) -> dict[str, Any]:
-    from .criteria import get_criterion
-    from .probe import default_probe
-    from .scores import score
+    from .probe import ProbeSpec
+    from .scores import score_model
 
     a = job.args
-    crit = get_criterion(a["criterion"], **(a.get("params") or {}))
-    probe = default_probe(a["data"], int(a.get("n", 256)), boxes=crit.needs_boxes, data_root=a.get("data_root")) \
-        if crit.needs_data else None
-    df = score(_job_model(job, ctx), crit, None, probe, progress=ctx.steps)
+    probe = ProbeSpec(a["data"], int(a.get("n") or PROBE.n), data_root=a.get("data_root"))
+    df = score_model(_job_model(job, ctx), a["criterion"], a.get("params"), probe=probe, progress=ctx.steps)
     df.to_csv(job.path / "scores.csv", index=False)
     return {"scores": str(job.path / "scores.csv"), "filters": len(df), "key": df.attrs["key"]}
 
 
 def _sensitivity(job: Job, ctx: _Context) -> dict[str, Any]:
-    import pandas as pd
-
-    from .data import load_arrays
-    from .scores import to_tensors
-    from .sensitivity import DEFAULT_RATIOS, sensitivity
+    from .data import held_out_set
+    from .scores import read_scores
+    from .sensitivity import sensitivity
 
     a = job.args
-    data = load_arrays(a["data"], "test", a.get("data_root")).subset(int(a.get("n", 256)), seed=0)
-    table = sensitivity(_job_model(job, ctx), to_tensors(pd.read_csv(a["scores"])), data,
-                        ratios=a.get("ratios") or DEFAULT_RATIOS, progress=ctx.steps)
+    data = held_out_set(a["data"], int(a.get("n") or SENSITIVITY.n), a.get("data_root"))
+    table = sensitivity(_job_model(job, ctx), read_scores(a["scores"]), data,
+                        ratios=a.get("ratios") or SENSITIVITY.ratios, progress=ctx.steps)
     table.to_csv(job.path / "sensitivity.csv", index=False)
     return {"sensitivity": str(job.path / "sensitivity.csv"), "rows": len(table)}
 
 
+def _run_name(path: str) -> str:
+    return str(path).rstrip("/").rsplit("/", 1)[-1]
+
+
 KINDS: dict[str, _Kind] = {
-    "finetune": _Kind(_finetune, ("run", "epochs")),
-    "train": _Kind(_train, ("model", "epochs")),
-    "score": _Kind(_score, ("criterion", "data"), needs_model=True),
-    "sensitivity": _Kind(_sensitivity, ("scores", "data"), needs_model=True),
+    "finetune": _Kind(_finetune, ("run", "epochs"), lambda a: (
+        f"Fine-tune run `{_run_name(a['run'])}` for {a['epochs']} epochs "
+        f"(lr {a.get('lr', FINETUNE_RECIPE['lr'])})")),
+    "train": _Kind(_train, ("model", "epochs"), lambda a: (
+        f"Train {a['model']} on {a.get('data') or a.get('folder')} for {a['epochs']} epochs")),
+    "score": _Kind(_score, ("criterion", "data"), lambda a: (
+        f"Score every filter with {a['criterion']} ({a.get('n') or PROBE.n} probe images)"), needs_model=True),
+    "sensitivity": _Kind(_sensitivity, ("scores", "data"), lambda a: (
+        f"Sensitivity analysis on {a.get('n') or SENSITIVITY.n} test images"), needs_model=True),
 }
 
 
@@ -301,14 +301,14 @@ def submit(
     from .metrics import best_device
 
     if kind not in KINDS:
-        raise ValueError(f"unknown job kind {kind!r}; one of {', '.join(KINDS)}")
+        raise unknown_name("job kind", kind, KINDS)
     missing = [k for k in KINDS[kind].required if args.get(k) in (None, "")]
     if missing:
-        raise ValueError(f"a {kind} job needs {', '.join(missing)}")
+        raise UserError(f"a {kind} job needs {', '.join(missing)}")
     if kind == "train" and not (args.get("data") or args.get("folder")):
-        raise ValueError("a train job needs data (a data set's name) or folder (holding train/ and val/ image folders)")
+        raise UserError("a train job needs data (a data set's name) or folder (holding train/ and val/ image folders)")
     if KINDS[kind].needs_model and (model is None or arch is None or num_classes is None):
-        raise ValueError(f"a {kind} job needs the model, its arch and num_classes")
+        raise UserError(f"a {kind} job needs the model, its arch and num_classes")
     json.dumps(args)  # TypeError now, not in the worker, for arguments that cannot be stored
     device = str(torch.device(device) if device else best_device())
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
@@ -334,7 +334,7 @@ def get(job_id: str, root: str | os.PathLike | None = None) -> Job:
     path = jobs_root(root) / Path(job_id).name  # a bare id: never a path outside the root
     spec = _read_json(path / JOB_FILE)
     if spec is None:
-        raise ValueError(f"no job {job_id!r} in {jobs_root(root)}")
+        raise UserError(f"no job {job_id!r} in {jobs_root(root)}")
     return Job(path, spec)
 
 
@@ -354,7 +354,7 @@ def cancel(job_id: str, root: str | os.PathLike | None = None) -> Job:
     (it reads ``cancelled``; a training run keeps its last epoch's checkpoint). ValueError for a finished job."""
     job = get(job_id, root)
     if not job.active:
-        raise ValueError(f"job {job_id} is {job.status}: only a queued or running job can be cancelled")
+        raise UserError(f"job {job_id} is {job.status}: only a queued or running job can be cancelled")
     (job.path / CANCEL_FILE).touch()
     return get(job_id, root)
 
@@ -363,7 +363,7 @@ def resume(job_id: str, root: str | os.PathLike | None = None, *, start_worker: 
     """Queue an interrupted, cancelled or failed job again (training continues after its last finished epoch)."""
     job = get(job_id, root)
     if job.status not in ("interrupted", "cancelled", "failed"):
-        raise ValueError(f"job {job_id} is {job.status}: only an interrupted, cancelled or failed job resumes")
+        raise UserError(f"job {job_id} is {job.status}: only an interrupted, cancelled or failed job resumes")
     (job.path / CANCEL_FILE).unlink(missing_ok=True)
     _write(job, status="queued", queued=utc_now(), order=time.time_ns(), finished=None, error=None, process=None)
     if start_worker if start_worker is not None else not os.environ.get("PRUNEKIT_JOBS_NO_WORKER"):

@@ -26,6 +26,8 @@ import torch.fx as fx
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .errors import UnknownNameError, UserError
+
 __all__ = ["ConvLayer", "ACTIVATIONS", "conv_layers", "select_layers", "feature_map"]
 
 _TRACE_LOCK = threading.Lock()  # torch.fx's patcher is process-global (the dashboard traces from several sessions)
@@ -109,7 +111,7 @@ def conv_layers(model: nn.Module) -> list[ConvLayer]:
         with _TRACE_LOCK:  # fx's patcher is process-global: two threads tracing at once break each other
             graph = fx.symbolic_trace(model).graph
     except Exception as exc:  # fx raises TraceError, TypeError, NotImplementedError... depending on the cause
-        raise ValueError(
+        raise UserError(
             f"cannot trace {type(model).__name__} with torch.fx ({type(exc).__name__}: {exc}); prunekit needs "
             "a model whose forward has no data-dependent control flow"
         ) from None
@@ -160,10 +162,10 @@ def select_layers(model: nn.Module, layers: Iterable[ConvLayer | str] | None = N
     for item in layers:
         name = item.name if isinstance(item, ConvLayer) else item
         if name not in by_name:
-            raise KeyError(f"{name!r} is not a prunable conv of this model; its convs: {', '.join(by_name)}")
+            raise UnknownNameError(f"{name!r} is not a prunable conv of this model; its convs: {', '.join(by_name)}")
         out.append(by_name[name])
     if not out:
-        raise ValueError("layers is empty: pass None for every conv, or at least one conv name")
+        raise UserError("layers is empty: pass None for every conv, or at least one conv name")
     return out
 
 

@@ -11,6 +11,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .errors import UserError
+
 __all__ = ["best_device", "evaluate", "count_macs", "count_ops_tp", "latency_ms", "layer_table", "output_shapes"]
 
 
@@ -40,7 +42,7 @@ def evaluate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tenso
     finally:
         model.train(was_training)
     if n == 0:
-        raise ValueError("evaluate() got no batches")
+        raise UserError("evaluate() got no batches")
     return {"accuracy": 100.0 * correct / n, "loss": loss_sum / n, "n": n}
 
 
@@ -66,7 +68,7 @@ def latency_ms(model: nn.Module, input_size: tuple[int, int, int], batch_size: i
     """Median wall time in milliseconds of one eval-mode forward pass of a (batch_size, *input_size) input on
     the model's device, over ``repeat`` timed runs after ``warmup`` untimed ones (CUDA synchronised)."""
     if repeat < 1 or batch_size < 1:
-        raise ValueError(f"repeat and batch_size must be at least 1, got {repeat}, {batch_size}")
+        raise UserError(f"repeat and batch_size must be at least 1, got {repeat}, {batch_size}")
     device = next(model.parameters()).device
     x = torch.randn(batch_size, *input_size, generator=torch.Generator().manual_seed(0)).to(device)
     was_training = model.training

@@ -23,6 +23,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torchvision
 
+from .errors import UnknownNameError, UserError
+
 __all__ = ["ModelInfo", "register_model", "build_model", "list_models", "model_info", "count_params"]
 
 
@@ -45,7 +47,7 @@ def register_model(name: str, *, input_size: tuple[int, int, int], family: str, 
 
     def wrap(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if name in _REGISTRY:
-            raise ValueError(f"model {name!r} is already registered")
+            raise UserError(f"model {name!r} is already registered")
         _REGISTRY[name] = ModelInfo(name, builder, input_size, family, description)
         return builder
 
@@ -62,13 +64,13 @@ def model_info(name: str) -> ModelInfo:
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise KeyError(f"unknown model {name!r}; known models: {', '.join(list_models())}") from None
+        raise UnknownNameError(f"unknown model {name!r}; known models: {', '.join(list_models())}") from None
 
 
 def build_model(name: str, *, num_classes: int = 10, **kwargs) -> nn.Module:
     """Build the registered model ``name`` with ``num_classes`` outputs (weights freshly initialised)."""
     if not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+        raise UserError(f"num_classes must be a positive integer, got {num_classes!r}")
     return model_info(name).builder(num_classes=num_classes, **kwargs)
 
 
@@ -93,7 +95,7 @@ class PadShortcut(nn.Module):
     def __init__(self, in_planes: int, out_planes: int, stride: int):
         super().__init__()
         if out_planes < in_planes:
-            raise ValueError(f"option-A shortcut needs out_planes >= in_planes, got {in_planes} -> {out_planes}")
+            raise UserError(f"option-A shortcut needs out_planes >= in_planes, got {in_planes} -> {out_planes}")
         self.stride = stride
         self.register_buffer("route", torch.eye(out_planes, in_planes, dtype=torch.bool))
 
@@ -136,9 +138,9 @@ class CifarResNet(nn.Module):
     def __init__(self, depth: int, num_classes: int = 10, shortcut: str = "A"):
         super().__init__()
         if (depth - 2) % 6 != 0:
-            raise ValueError(f"CIFAR ResNet depth must be 6n+2 (20, 32, 44, 56, 110...), got {depth}")
+            raise UserError(f"CIFAR ResNet depth must be 6n+2 (20, 32, 44, 56, 110...), got {depth}")
         if shortcut not in ("A", "B"):
-            raise ValueError(f"shortcut must be 'A' (parameter-free) or 'B' (1x1 conv), got {shortcut!r}")
+            raise UserError(f"shortcut must be 'A' (parameter-free) or 'B' (1x1 conv), got {shortcut!r}")
         n = (depth - 2) // 6
         self.conv1 = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(16)

@@ -2,8 +2,8 @@
 
 One way in: every criterion takes ``probe=``, anything :func:`as_probe` accepts:
 
-- an :class:`~prunekit.data.ArraySet`: ``n=640`` images drawn by ``seed=0`` (5 batches x 128, as HRank and
-  CHIP do), normalised with the set's statistics;
+- an :class:`~prunekit.data.ArraySet`: :data:`prunekit.defaults.PROBE` ``.n`` images (640: 5 batches x 128, as
+  HRank and CHIP do) drawn by its seed, normalised with the set's statistics;
 - a :class:`~prunekit.data.BoxProbeSet` (for Map-EX): every image, with its boxes;
 - a re-iterable of ``(x, y)`` or ``(x, y, boxes)`` batches (a list, a ``DeviceLoader(train=False)``...);
 - a :class:`Probe` (returned as is).
@@ -15,17 +15,17 @@ for the score cache.
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import torch
 
 from .data import ArraySet, BoxProbeSet, load_arrays, make_box_probe, normalization
+from .defaults import PROBE
+from .errors import UserError
 
-__all__ = ["Batch", "Probe", "as_probe", "default_probe"]
-
-DEFAULT_N = 640
-DEFAULT_BATCH_SIZE = 128
+__all__ = ["Batch", "Probe", "ProbeSpec", "as_probe", "box_set", "make_probe"]
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ class Probe:
 
     def __init__(self, source: Iterable, *, key: str | None = None):
         if iter(source) is source:
-            raise ValueError("a probe must be re-iterable (a list or a loader), not an iterator or generator: "
+            raise UserError("a probe must be re-iterable (a list or a loader), not an iterator or generator: "
                              "criteria such as entropy read it twice")
         self._source = source
         self._key = key
@@ -60,7 +60,7 @@ class Probe:
         """The batches, in order, on ``device``."""
         for item in self._source:
             if not isinstance(item, (tuple, list)) or len(item) not in (2, 3):
-                raise ValueError(f"a probe batch must be (x, y) or (x, y, boxes), got {type(item).__name__}")
+                raise UserError(f"a probe batch must be (x, y) or (x, y, boxes), got {type(item).__name__}")
             x, y = item[0].to(device), item[1].to(device)
             boxes = [b.to(device) for b in item[2]] if len(item) == 3 else None
             yield Batch(x.float(), y, boxes)
@@ -85,12 +85,12 @@ class Probe:
 
     @classmethod
     def from_arrays(
-        cls, data: ArraySet, n: int = DEFAULT_N, *, batch_size: int = DEFAULT_BATCH_SIZE, seed: int = 0
+        cls, data: ArraySet, n: int = PROBE.n, *, batch_size: int = PROBE.batch_size, seed: int = PROBE.seed
     ) -> Probe:
         """``n`` images of ``data`` drawn without replacement by ``seed`` (all if n >= len(data)), normalised
         with the set's mean and std, in batches of ``batch_size``."""
         if n < 1 or batch_size < 1:
-            raise ValueError(f"n and batch_size must be at least 1, got n={n}, batch_size={batch_size}")
+            raise UserError(f"n and batch_size must be at least 1, got n={n}, batch_size={batch_size}")
         sub = data.subset(n, seed=seed)
         batches = _Normalised(sub.images, sub.labels, None, sub.normalize, batch_size)
         h = hashlib.sha256(sub.images.numpy().tobytes())
@@ -103,14 +103,14 @@ class Probe:
         cls,
         data: BoxProbeSet,
         *,
-        batch_size: int = DEFAULT_BATCH_SIZE,
+        batch_size: int = PROBE.batch_size,
         mean: tuple[float, float, float] | None = None,
         std: tuple[float, float, float] | None = None,
     ) -> Probe:
         """Every image of ``data`` with its boxes, normalised by ``mean``/``std`` (default: CIFAR-10's, the
         statistics of the objects :func:`prunekit.data.make_box_probe` pastes)."""
         if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+            raise UserError(f"batch_size must be at least 1, got {batch_size}")
         cifar_mean, cifar_std = normalization("cifar10")
         mean, std = mean or cifar_mean, std or cifar_std
         m = torch.tensor(mean).view(1, -1, 1, 1)
@@ -152,15 +152,44 @@ def as_probe(probe: Probe | ArraySet | BoxProbeSet | Iterable) -> Probe:
     if isinstance(probe, BoxProbeSet):
         return Probe.from_boxes(probe)
     if probe is None:
-        raise ValueError("this criterion needs a probe set: pass probe= an ArraySet, a BoxProbeSet, a Probe or "
+        raise UserError("this criterion needs a probe set: pass probe= an ArraySet, a BoxProbeSet, a Probe or "
                          "a list of (x, y) batches")
     return Probe(probe)
 
 
-def default_probe(dataset: str, n: int = DEFAULT_N, *, boxes: bool = False, data_root=None) -> Probe:
-    """The probe the dashboard and background jobs both use, so that they share the score cache: ``n`` images
-    of ``dataset``'s train split drawn by seed 0, or with ``boxes`` ``n`` objects of its test split pasted onto
-    64x64 canvases (:func:`prunekit.data.make_box_probe`, seed 0) for Map-EX. DataNotFoundError without data."""
+@dataclass(frozen=True)
+class ProbeSpec:
+    """Which probe set to build (:func:`make_probe`): ``n`` images of ``dataset`` drawn by ``seed``, from
+    ``data_root`` (default: the data root). What the command line, the jobs and the dashboard pass around."""
+
+    dataset: str
+    n: int = PROBE.n
+    seed: int = PROBE.seed
+    batch_size: int = PROBE.batch_size
+    data_root: str | os.PathLike | None = None
+
+    def build(self, boxes: bool = False) -> Probe:
+        """The probe (plain, or with ``boxes`` for Map-EX); DataNotFoundError without the data."""
+        return make_probe(self.dataset, self.n, seed=self.seed, batch_size=self.batch_size, boxes=boxes,
+                          data_root=self.data_root)
+
+
+def make_probe(dataset: str, n: int = PROBE.n, *, seed: int = PROBE.seed, batch_size: int = PROBE.batch_size,
+               boxes: bool = False, data_root=None) -> Probe:
+    """The probe set of methods.md, built the same way for the command line, the jobs and the dashboard (so that they
+    share the score cache): ``n`` images of ``dataset``'s training split drawn by ``seed``, in batches of
+    ``batch_size``; with ``boxes``, ``n`` objects of the same split pasted onto
+    64x64 canvases with their boxes (:func:`prunekit.data.make_box_probe`, ``seed``) for Map-EX.
+    DataNotFoundError (saying how to get it)
+    without the data."""
     if boxes:
-        return Probe.from_boxes(make_box_probe(load_arrays(dataset, "test", data_root), n, seed=0))
-    return Probe.from_arrays(load_arrays(dataset, "train", data_root), n, seed=0)
+        mean, std = normalization(dataset)
+        return Probe.from_boxes(box_set(dataset, n, seed=seed, data_root=data_root), batch_size=batch_size,
+                                mean=mean, std=std)
+    return Probe.from_arrays(load_arrays(dataset, PROBE.split, data_root), n, batch_size=batch_size, seed=seed)
+
+
+def box_set(dataset: str, n: int = PROBE.n, *, seed: int = PROBE.seed, data_root=None) -> BoxProbeSet:
+    """The box-labelled images (uint8, with their boxes) that :func:`make_probe` with ``boxes`` streams: ``n``
+    objects of ``dataset``'s training split pasted onto 64x64 canvases by ``seed``."""
+    return make_box_probe(load_arrays(dataset, PROBE.split, data_root), n, seed=seed)

@@ -2,9 +2,8 @@
 
 Torch-Pruning's dependency graph finds the convs whose output channels must go together (a **coupled group**:
 the convs of a residual stream joined by adds, a conv and the depthwise conv that follows it, ...). A group
-is named after its *root*, its first conv in forward order, and takes one ratio. Inside a group, each
-member conv's scores are min-max normalised within the layer and averaged over the members that have scores;
-the filters with the lowest combined score go.
+is named after its *root*, its first conv in forward order, and takes one ratio (:mod:`prunekit.ratios`). The
+filters that go are chosen by :func:`prunekit.selection.removed_filters` (the lowest combined scores).
 
 >>> groups, frozen = coupled_groups(model, (3, 32, 32))
 >>> pruned, removed = prune_model(model, {"layer1.0.conv1": 0.5}, scores, (3, 32, 32))
@@ -14,7 +13,6 @@ The input model is never modified: pruning works on a deep copy.
 from __future__ import annotations
 
 import copy
-import math
 from dataclasses import dataclass
 
 import torch
@@ -23,8 +21,10 @@ import torch_pruning as tp
 
 from .metrics import output_shapes
 from .models import PadShortcut
+from .ratios import validate_ratios
+from .selection import removed_filters
 
-__all__ = ["Group", "coupled_groups", "prune_model", "kept_channels", "validate_ratios"]
+__all__ = ["Group", "coupled_groups", "prune_model"]
 
 
 class _PadShortcutPruner(tp.pruner.function.BasePruningFunc):
@@ -72,11 +72,6 @@ class Group:
     @property
     def coupled(self) -> bool:
         return len(self.members) > 1
-
-
-def kept_channels(channels: int, ratio: float) -> int:
-    """Filters left after pruning ``ratio`` of ``channels``: int(channels * (1 - ratio)), as Torch-Pruning."""
-    return int(channels * (1 - ratio))
 
 
 def _graph(model: nn.Module, input_size: tuple[int, int, int]) -> tp.DependencyGraph:
@@ -129,47 +124,6 @@ def _groups(model: nn.Module, graph: tp.DependencyGraph, order: list[str]):
     return groups, frozen
 
 
-def validate_ratios(ratios: dict[str, float], groups: list[Group]) -> None:
-    """ValueError naming the first bad entry: unknown or non-root layer, ratio not in [0, 1), or a ratio that
-    removes every filter of its group."""
-    by_root = {g.root: g for g in groups}
-    member_of = {m: g.root for g in groups for m in g.members}
-    for layer, ratio in ratios.items():
-        if layer not in by_root:
-            if layer in member_of:
-                raise ValueError(f"{layer!r} is coupled with {member_of[layer]!r}: give the ratio to the group's "
-                                 f"root {member_of[layer]!r}")
-            raise ValueError(f"unknown layer {layer!r}; prunable groups: {', '.join(by_root)}")
-        if not isinstance(ratio, (int, float)) or math.isnan(ratio) or not 0 <= ratio < 1:
-            raise ValueError(f"ratio of {layer!r} must be a number in [0, 1), got {ratio!r}")
-        if kept_channels(by_root[layer].channels, ratio) < 1:
-            raise ValueError(f"ratio {ratio} removes every one of the {by_root[layer].channels} filters of "
-                             f"{layer!r}; lower it below {1 - 1 / by_root[layer].channels:.3f}")
-
-
-class _ScoreImportance(tp.importance.Importance):
-    """Feeds a criterion's per-filter scores to Torch-Pruning: the group's members' scores, min-max
-    normalised per layer and averaged."""
-
-    def __init__(self, model: nn.Module, scores: dict[str, torch.Tensor], graph: tp.DependencyGraph):
-        self.graph = graph
-        self.names = {m: n for n, m in model.named_modules()}
-        self.scores = scores
-
-    def __call__(self, group) -> torch.Tensor:
-        parts = []
-        for dep, _ in group:
-            name = self.names.get(dep.target.module)
-            is_filter = isinstance(dep.target.module, nn.Conv2d) and self.graph.is_out_channel_pruning_fn(dep.handler)
-            if name in self.scores and is_filter:
-                s = self.scores[name].detach().float().cpu()
-                parts.append((s - s.min()) / (s.max() - s.min()) if s.max() > s.min() else torch.zeros_like(s))
-        if not parts:
-            root = self.names[group[0].dep.target.module]
-            raise ValueError(f"no scores for any layer of the group rooted at {root!r}")
-        return torch.stack(parts).mean(0)
-
-
 def prune_model(
     model: nn.Module, ratios: dict[str, float], scores: dict[str, torch.Tensor], input_size: tuple[int, int, int]
 ) -> tuple[nn.Module, dict[str, list[int]]]:
@@ -177,22 +131,11 @@ def prune_model(
     per-filter scores (higher = more important). -> (smaller model, {root: removed filter indices}).
     The removed filters are the lowest combined scores, ties broken by index."""
     model = copy.deepcopy(model).eval()
-    order = _forward_order(model, input_size)
     graph = _graph(model, input_size)
-    groups, _ = _groups(model, graph, order)
+    groups, _ = _groups(model, graph, _forward_order(model, input_size))
     validate_ratios(ratios, groups)
-    importance = _ScoreImportance(model, scores, graph)
-    removed: dict[str, list[int]] = {}
-    for group in groups:
-        ratio = ratios.get(group.root, 0.0)
-        n = group.channels - kept_channels(group.channels, ratio)
-        if n <= 0:
-            continue
-        conv = model.get_submodule(group.root)
-        full = graph.get_pruning_group(conv, tp.prune_conv_out_channels, idxs=list(range(group.channels)))
-        imp = importance(full)
-        idxs = sorted(torch.argsort(imp, stable=True)[:n].tolist())
-        removed[group.root] = idxs
+    removed_per_conv = removed_filters(groups, ratios, scores)
+    removed = {g.root: removed_per_conv[g.root] for g in groups if g.root in removed_per_conv}
     for root, idxs in removed.items():  # indices refer to the unpruned layer; groups are disjoint
         graph.get_pruning_group(model.get_submodule(root), tp.prune_conv_out_channels, idxs=idxs).prune()
     return model, removed

@@ -34,12 +34,15 @@ import torch.nn as nn
 from .checkpoints import save_checkpoint
 from .criteria.streaming import Progress, no_progress
 from .data import ArraySet, DeviceLoader
+from .defaults import LATENCY_BATCHES, LATENCY_REPEAT
+from .errors import UserError
 from .files import write_text_atomic
 from .metrics import evaluate
-from .plan import Plan, structure
+from .plan import Plan
 from .prune import prune_model
 from .report import prune_report
 from .scores import weights_hash
+from .structure import Structure, structure
 
 __all__ = ["Run", "runs_root", "read_manifest", "list_runs", "prune_run", "file_sha256", "versions", "utc_now",
            "process_gone", "MANIFEST", "MODEL_FILE"]
@@ -126,9 +129,9 @@ def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
     try:
         manifest = json.loads(file.read_text())
     except (OSError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{file}: not a readable run manifest ({type(exc).__name__})") from None
+        raise UserError(f"{file}: not a readable run manifest ({type(exc).__name__})") from None
     if manifest.get("format") != RUN_FORMAT:
-        raise ValueError(f"{file}: not a prunekit run manifest (format {manifest.get('format')!r})")
+        raise UserError(f"{file}: not a prunekit run manifest (format {manifest.get('format')!r})")
     if manifest.get("status") == "running" and process_gone(manifest.get("process")):
         manifest["status"] = "interrupted"
     return manifest
@@ -167,7 +170,7 @@ class Run:
         current = read_manifest(self.path)
         proc = current.get("process") or {}
         if current["status"] == "running" and proc.get("pid") != os.getpid():
-            raise ValueError(f"run {current['id']} is being run by process {proc.get('pid')} on {proc.get('host')}")
+            raise UserError(f"run {current['id']} is being run by process {proc.get('pid')} on {proc.get('host')}")
         self.manifest = current
         self.update(status="running", finished=None, error=None, process=_this_process())
 
@@ -182,7 +185,7 @@ class Run:
 
     def finish(self, status: str = "done", error: str | None = None) -> None:
         if status not in STATUSES[1:]:
-            raise ValueError(f"a run finishes as one of {STATUSES[1:]}, got {status!r}")
+            raise UserError(f"a run finishes as one of {STATUSES[1:]}, got {status!r}")
         self.update(status=status, error=error, finished=utc_now())
 
     @contextmanager
@@ -248,20 +251,22 @@ def prune_run(
     root: str | os.PathLike | None = None,
     checkpoint: str | os.PathLike | None = None,
     data: ArraySet | None = None,
-    latency_batches=(1, 64),
-    repeat: int = 10,
+    latency_batches=LATENCY_BATCHES,
+    repeat: int = LATENCY_REPEAT,
+    struct: Structure | None = None,
     progress: Progress | None = None,
 ) -> Run:
     """Prune ``model`` (on the device to measure on; never modified) by ``plan`` with the criterion's
     ``scores`` ({conv: (out_channels,)}), recording everything as a new run under ``root``.
 
     data: held-out images to measure accuracy and loss before and right after pruning (None: not measured).
-    checkpoint: the file the weights came from (its SHA-256 goes into the manifest). progress:
+    checkpoint: the file the weights came from (its SHA-256 goes into the manifest). struct: the model's traced
+    structure when the caller holds it (default: traced here). progress:
     ``progress(done, total)`` over the steps (evaluate, prune, measure, evaluate, save).
     A failure marks the run ``failed`` (``interrupted`` for Ctrl-C) and re-raises; the run stays on disk.
     """
     progress = progress or no_progress
-    struct = structure(model, input_size)
+    struct = struct or structure(model, input_size)
     plan.check(struct)
     source = {"arch": arch, "num_classes": num_classes, "input_size": list(input_size),
               "checkpoint": str(checkpoint) if checkpoint else None,

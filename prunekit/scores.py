@@ -24,11 +24,12 @@ import torch.nn as nn
 from .criteria import Criterion, Scores, get_criterion
 from .criteria.streaming import Progress
 from .data import cache_dir
+from .errors import DataNotFoundError, UserError
 from .files import write_text_atomic
 from .layers import ConvLayer, select_layers
-from .probe import as_probe
+from .probe import ProbeSpec, as_probe
 
-__all__ = ["score", "to_frame", "to_tensors", "weights_hash", "COLUMNS"]
+__all__ = ["score", "score_model", "read_scores", "to_frame", "to_tensors", "weights_hash", "COLUMNS"]
 
 COLUMNS = ["layer", "filter", "criterion", "score", "rank"]
 
@@ -58,7 +59,7 @@ def to_tensors(df: pd.DataFrame) -> dict[str, torch.Tensor]:
     """The inverse of :func:`to_frame`: a score table -> {layer: float32 (filters,)} in filter order."""
     missing = {"layer", "filter", "score"} - set(df.columns)
     if missing:
-        raise ValueError(f"a score table needs the columns layer, filter, score; missing {sorted(missing)}")
+        raise UserError(f"a score table needs the columns layer, filter, score; missing {sorted(missing)}")
     return {layer: torch.tensor(rows.sort_values("filter")["score"].to_numpy(), dtype=torch.float32)
             for layer, rows in df.groupby("layer", sort=False)}
 
@@ -70,20 +71,22 @@ def score(
     probe: Any = None,
     *,
     cache: bool = True,
+    compute: bool = True,
     progress: Progress | None = None,
     **params: Any,
-) -> pd.DataFrame:
+) -> pd.DataFrame | None:
     """Score the filters of ``layers`` (default: every conv) of ``model`` with ``criterion``.
 
     criterion: a registered name (``params`` are its parameters) or a built :class:`Criterion`.
     probe: for data-driven criteria, anything :func:`prunekit.probe.as_probe` accepts; ignored otherwise.
-    cache: read and write ``cache_dir()/scores``. progress: ``progress(done, total)`` while computing.
+    cache: read and write ``cache_dir()/scores``. compute: False returns None instead of computing what is not
+    cached. progress: ``progress(done, total)`` while computing.
     Returns the tidy DataFrame (:data:`COLUMNS`); ``attrs`` holds the criterion's name, parameters and
     diagnostics (``info``), the cache ``key`` and whether the result was ``cached``.
     """
     if isinstance(criterion, Criterion):
         if params:
-            raise ValueError("pass parameters either to get_criterion() or to score() with a criterion name, "
+            raise UserError("pass parameters either to get_criterion() or to score() with a criterion name, "
                              "not with a built criterion")
         crit = criterion
     else:
@@ -97,6 +100,8 @@ def score(
         df = pd.read_csv(table)
         df.attrs = {**json.loads(meta_file.read_text()), "cached": True}
         return df
+    if not compute:
+        return None
     result = crit.score(model, chosen, data, progress=progress)
     df = to_frame(result, crit.name)
     meta = {"criterion": crit.name, "params": crit.config, "info": result.info, "key": key}
@@ -117,3 +122,70 @@ def _request_key(model: nn.Module, crit: Criterion, layers: list[ConvLayer], pro
         "layers": [layer.name for layer in layers],
     }
     return hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def score_model(
+    model: nn.Module,
+    criterion: str,
+    params: dict[str, Any] | None = None,
+    *,
+    layers: Iterable[ConvLayer | str] | None = None,
+    probe: ProbeSpec | None = None,
+    fallback: str | None = None,
+    allow_slow: bool = True,
+    cache: bool = True,
+    progress: Progress | None = None,
+) -> pd.DataFrame:
+    """The filters of ``layers`` (default: every conv) of ``model`` scored by ``criterion`` with ``params``, on the
+    probe set ``probe`` names: the one
+    path the command line, the jobs and the dashboard score through (same request, same cache entry).
+
+    fallback: a data-free criterion to use instead when ``criterion`` cannot run here (it reads images and there
+    are none, or it is ``slow``, not cached and ``allow_slow`` is False); None raises instead
+    (DataNotFoundError). The table's ``attrs`` add ``requested`` (the criterion asked for) and ``fallback`` (None,
+    or why another criterion's scores came back: show it to the user).
+    """
+    crit = get_criterion(criterion, **(params or {}))
+    try:
+        data = _probe_for(crit, probe)
+        df = score(model, crit, layers, data, cache=cache, progress=progress,
+                   compute=allow_slow or not getattr(crit, "slow", False))
+        why = None if df is not None else f"{criterion} takes minutes and was not started here (score it first)"
+    except DataNotFoundError as exc:
+        if fallback is None:
+            raise
+        df, why = None, f"{criterion} reads images and there are none: {exc}"
+    if df is None:
+        if fallback is None:
+            raise UserError(why)
+        df = score(model, get_criterion(fallback), layers, None, cache=cache, progress=progress)
+    df.attrs.update(requested=criterion, fallback=None if why is None else f"{why} The filters are ranked by "
+                                                                         f"{fallback} instead.")
+    return df
+
+
+def _probe_for(crit: Criterion, probe: ProbeSpec | None):
+    """The probe a criterion reads (None for a data-free one); DataNotFoundError when it needs one and has none."""
+    if not crit.needs_data:
+        return None
+    if probe is None:
+        raise DataNotFoundError(f"{crit.name} reads probe images: name a data set")
+    return probe.build(boxes=crit.needs_boxes)
+
+
+def read_scores(path) -> dict[str, torch.Tensor]:
+    """{conv: float32 (filters,)} from a scores CSV written by ``score``; UserError naming the file and the problem
+    when it cannot be read or has missing or non-finite scores."""
+    try:
+        df = pd.read_csv(path)
+    except (OSError, ValueError, pd.errors.ParserError) as exc:
+        raise UserError(f"{path}: not a readable scores CSV ({type(exc).__name__}: {exc}); write one with "
+                        "`python -m prunekit score`") from None
+    try:
+        tensors = to_tensors(df)
+    except UserError as exc:
+        raise UserError(f"{path}: {exc}") from None
+    bad = [layer for layer, s in tensors.items() if not torch.isfinite(s).all()]
+    if bad:
+        raise UserError(f"{path}: missing or non-finite scores in {', '.join(bad[:3])}; score the model again")
+    return tensors

@@ -1,6 +1,6 @@
 """Sensitivity analysis: how much each coupled group alone can lose before the model suffers.
 
->>> df = sensitivity(model, scores, held_out.subset(1000), ratios=(0.1, 0.3, 0.5, 0.7, 0.9))
+>>> df = sensitivity(model, scores, held_out.subset(SENSITIVITY.n))    # ratios: SENSITIVITY.ratios
 >>> df.columns   # group, ratio, accuracy, loss, params, macs
 
 For each prunable group (named by its root, see :func:`prunekit.prune.coupled_groups`), only that group is
@@ -21,15 +21,16 @@ import torch.nn as nn
 
 from .criteria.streaming import Progress, no_progress
 from .data import ArraySet, DeviceLoader, cache_dir
+from .defaults import SENSITIVITY
+from .errors import UserError
 from .files import write_text_atomic
 from .metrics import evaluate
-from .plan import estimate, structure
-from .prune import kept_channels, prune_model
+from .prune import prune_model
+from .ratios import RULE, check_ratio, kept_channels
 from .scores import to_tensors, weights_hash
+from .structure import Structure, estimate, structure
 
-__all__ = ["sensitivity", "DEFAULT_RATIOS", "COLUMNS"]
-
-DEFAULT_RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+__all__ = ["sensitivity", "COLUMNS"]
 COLUMNS = ["group", "ratio", "accuracy", "loss", "params", "macs"]
 
 
@@ -38,8 +39,9 @@ def sensitivity(
     scores: dict[str, torch.Tensor] | pd.DataFrame,
     data: ArraySet,
     *,
-    ratios=DEFAULT_RATIOS,
+    ratios=SENSITIVITY.ratios,
     groups: list[str] | None = None,
+    struct: Structure | None = None,
     batch_size: int = 256,
     cache: bool = True,
     progress: Progress | None = None,
@@ -48,53 +50,56 @@ def sensitivity(
 
     model: on the device to evaluate on (never modified). scores: {conv: (out_channels,)} or a
     :func:`prunekit.score` table. data: the held-out images (uint8 (N, 3, H, W); input size taken from them).
-    groups: roots to analyse (default: every prunable group). progress: ``progress(done, total)``.
+    groups: roots to analyse (default: every prunable group). struct: the model's traced structure, when the
+    caller holds it (default: traced here). progress: ``progress(done, total)``.
     Returns a DataFrame with :data:`COLUMNS`, accuracy in %, loss the mean cross-entropy; ``attrs`` holds the
     cache ``key`` and whether it was ``cached``.
     """
-    ratios = sorted({float(r) for r in ratios})
-    if not ratios or any(not 0 < r < 1 for r in ratios):
-        raise ValueError(f"ratios must be in (0, 1), got {ratios}")
+    ratios = sorted({check_ratio("sensitivity", r) for r in ratios} - {0.0})
+    if not ratios:
+        raise UserError(f"give at least one ratio above 0; {RULE}")
     if isinstance(scores, pd.DataFrame):
         scores = to_tensors(scores)
-    input_size = tuple(data.images.shape[1:])
-    struct = structure(model, input_size)
+    struct = struct or structure(model, tuple(data.images.shape[1:]))
     by_root = {g.root: g for g in struct.groups}
     chosen = list(by_root) if groups is None else list(groups)
     unknown = [g for g in chosen if g not in by_root]
     if unknown:
-        raise ValueError(f"unknown groups {unknown}; prunable groups: {', '.join(by_root)}")
+        raise UserError(f"unknown groups {unknown}; prunable groups: {', '.join(by_root)}")
     key = _key(model, scores, data, ratios, chosen)
     table = cache_dir() / "sensitivity" / f"{key}.csv"
     if cache and table.is_file():
         df = pd.read_csv(table)
         df.attrs = {"key": key, "cached": True}
         return df
-    device = next(model.parameters()).device
-    loader = DeviceLoader(data, batch_size, train=False, device=device)
-    base = evaluate(model, loader)
-    est0 = estimate(struct, {})
     work = {g: [r for r in ratios if kept_channels(by_root[g].channels, r) >= 1] for g in chosen}
-    total, done = sum(len(v) for v in work.values()), 0
-    progress = progress or no_progress
-    rows = []
-    for g, group_ratios in work.items():
-        rows.append({"group": g, "ratio": 0.0, "accuracy": base["accuracy"], "loss": base["loss"],
-                     "params": est0.params, "macs": est0.macs})
-        for r in group_ratios:
-            pruned, _ = prune_model(model, {g: r}, scores, input_size)
-            result = evaluate(pruned, loader)
-            est = estimate(struct, {g: r})
-            rows.append({"group": g, "ratio": r, "accuracy": result["accuracy"], "loss": result["loss"],
-                         "params": est.params, "macs": est.macs})
-            done += 1
-            progress(done, total)
-    df = pd.DataFrame(rows, columns=COLUMNS)
+    df = pd.DataFrame(_curves(model, scores, data, struct, work, batch_size, progress or no_progress),
+                      columns=COLUMNS)
     if cache:
         table.parent.mkdir(parents=True, exist_ok=True)
         write_text_atomic(table, df.to_csv(index=False))
     df.attrs = {"key": key, "cached": False}
     return df
+
+
+def _curves(model, scores, data, struct, work: dict[str, list[float]], batch_size: int,
+            progress: Progress) -> list[dict]:
+    """The rows: per group, the unpruned model (ratio 0), then the group alone pruned at each of its ratios."""
+    loader = DeviceLoader(data, batch_size, train=False, device=next(model.parameters()).device)
+    base, est0 = evaluate(model, loader), estimate(struct, {})
+    input_size = tuple(data.images.shape[1:])
+    total, done, rows = sum(len(v) for v in work.values()), 0, []
+    for g, group_ratios in work.items():
+        rows.append({"group": g, "ratio": 0.0, "accuracy": base["accuracy"], "loss": base["loss"],
+                     "params": est0.params, "macs": est0.macs})
+        for r in group_ratios:
+            pruned, _ = prune_model(model, {g: r}, scores, input_size)
+            result, est = evaluate(pruned, loader), estimate(struct, {g: r})
+            rows.append({"group": g, "ratio": r, "accuracy": result["accuracy"], "loss": result["loss"],
+                         "params": est.params, "macs": est.macs})
+            done += 1
+            progress(done, total)
+    return rows
 
 
 def _key(model: nn.Module, scores: dict[str, torch.Tensor], data: ArraySet, ratios: list[float],

@@ -35,11 +35,12 @@ from tqdm import tqdm
 
 from . import distributed as dist_util
 from .checkpoints import save_checkpoint
-from .data import TrainLoader
+from .data import TrainLoader, make_loaders
 from .doconv import DOConv2d, fold, overparameterize
+from .errors import UserError
 from .metrics import evaluate
 
-__all__ = ["TrainConfig", "fit", "lr_factor"]
+__all__ = ["TrainConfig", "fit", "lr_factor", "train_new"]
 
 SCHEDULES = ("cosine", "step", "onecycle")
 
@@ -62,11 +63,11 @@ class TrainConfig:
 
     def __post_init__(self):
         if self.schedule not in SCHEDULES:
-            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+            raise UserError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         if self.epochs < 1 or self.batch_size < 1:
-            raise ValueError("epochs and batch_size must be at least 1")
+            raise UserError("epochs and batch_size must be at least 1")
         if not (self.lr > 0) or not (0 <= self.label_smoothing < 1) or self.weight_decay < 0:
-            raise ValueError("need lr > 0, 0 <= label_smoothing < 1 and weight_decay >= 0")
+            raise UserError("need lr > 0, 0 <= label_smoothing < 1 and weight_decay >= 0")
 
 
 def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
@@ -120,115 +121,132 @@ def fit(
     """
     out = Path(out_dir)
     ddp = dist_util.world(train_loader.device)
-    main = ddp.is_main
-    if main:
+    if ddp.is_main:
         out.mkdir(parents=True, exist_ok=True)
+    device = _place(model, train_loader, config, ddp)
+    opt, sched = _optimizer(model, config, len(train_loader), train_loader.batch_size)
+    start_epoch, rows = _resume(model, opt, sched, train_loader, config, out, ddp, resume)
+    header = {"train_config": asdict(config), **(meta or {})}
+    net = model  # what trains: the model itself, or its DistributedDataParallel wrapper
+    if ddp.enabled:
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    for epoch in range(start_epoch, config.epochs):
+        row = _epoch(model, net, opt, sched, train_loader, test_loader, config, epoch, ddp,
+                     on_batch, progress and ddp.is_main)
+        rows.append(row)
+        rng = {"loader_rng": train_loader.generator.get_state(), "torch_rng": torch.get_rng_state()}
+        per_rank = dist_util.all_gather_object(rng) if ddp.enabled else None
+        if ddp.is_main:
+            _save_epoch(model, opt, sched, rng, per_rank, row, epoch, config, out, arch, num_classes, header)
+        if progress and ddp.is_main:
+            tqdm.write(f"epoch {epoch + 1}: train loss {row['train_loss']:.3f}, test accuracy "
+                       f"{row['test_accuracy']:.2f}%, {row['images_per_s']:.0f} img/s")
+        if on_epoch is not None:
+            on_epoch(row)
+    _finish(model, rows, config, out, arch, num_classes, header, ddp, on_finish)
+    return rows
+
+
+def _place(model: nn.Module, train_loader, config: TrainConfig, ddp) -> torch.device:
+    """Shard the loader under torchrun, seed, over-parameterize (DO-Conv) and move the model to the loader's
+    device (channels_last on CUDA); -> that device."""
     if ddp.enabled and train_loader.sampler is None:
         train_loader.shard(ddp.world_size, ddp.rank)
     device = train_loader.device
-    cuda = device.type == "cuda"
     torch.manual_seed(config.seed)
     if config.doconv:
         overparameterize(model)
     model.to(device)
-    if cuda:
+    if device.type == "cuda":
         model.to(memory_format=torch.channels_last)
-    decay = [p for n, p in model.named_parameters() if p.ndim > 1]
-    no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]
+    return device
+
+
+def _optimizer(model: nn.Module, config: TrainConfig, steps_per_epoch: int, batch_size: int):
+    """SGD (no weight decay on biases and norms) and its per-step schedule."""
+    if steps_per_epoch == 0:
+        raise UserError(f"the training data make no batch of {batch_size} (a partial one is dropped)")
+    decay = [p for p in model.parameters() if p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.ndim <= 1]
     opt = torch.optim.SGD(
         [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=config.lr, momentum=config.momentum, nesterov=config.nesterov,
     )
-    steps_per_epoch = len(train_loader)
-    if steps_per_epoch == 0:
-        raise ValueError(f"the training data make no batch of {train_loader.batch_size} (a partial one is dropped)")
     total, warmup = config.epochs * steps_per_epoch, int(config.warmup_epochs * steps_per_epoch)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, warmup, config.schedule))
-    rows: list[dict] = []
-    start_epoch = 0
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, warmup, config.schedule))
+
+
+def _resume(model, opt, sched, train_loader, config: TrainConfig, out: Path, ddp, resume: bool):
+    """-> (first epoch to run, the finished epochs' rows). With ``resume`` and a ``state.pt``, rank 0 reads it and
+    sends it to the others; the weights, optimizer, schedule and random streams continue where they stopped."""
     state_path, metrics_path = out / "state.pt", out / "metrics.jsonl"
-    state = None
-    if main and resume and state_path.exists():
+    state, rows = None, []
+    if ddp.is_main and resume and state_path.exists():
         state = torch.load(state_path, map_location="cpu", weights_only=True)
     state = dist_util.broadcast_object(state)  # rank 0's file (the others may not see it, on another machine)
-    if state is not None:
-        if state.get("doconv", False) != config.doconv:
-            raise ValueError(f"{state_path} was saved with doconv={state.get('doconv', False)}; resume it with "
-                             "the same setting, or start over (resume=False / --no-resume)")
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        loader_rng, torch_rng = state["loader_rng"], state["torch_rng"]
-        per_rank = state.get("rng_per_rank") or []
-        if ddp.enabled and len(per_rank) == ddp.world_size:  # saved by as many ranks: each takes its own
-            loader_rng, torch_rng = per_rank[ddp.rank]["loader_rng"], per_rank[ddp.rank]["torch_rng"]
-        elif ddp.enabled and ddp.rank > 0:  # saved by another number of processes: fresh streams of our own
-            loader_rng, torch_rng = train_loader.generator.get_state(), torch.get_rng_state()
-        train_loader.generator.set_state(loader_rng)
-        torch.set_rng_state(torch_rng)
-        start_epoch = state["epoch"]
-        if main and metrics_path.exists():
-            rows = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()][:start_epoch]
-            metrics_path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    elif main and metrics_path.exists():
-        metrics_path.unlink()
-    del state
-    rows = dist_util.broadcast_object(rows)  # the finished epochs' rows, which rank 0 read
-    header = {"train_config": asdict(config), **(meta or {})}
-    net = model  # what trains: the model itself, or its DistributedDataParallel wrapper
-    if ddp.enabled:
-        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if cuda else None)
-    for epoch in range(start_epoch, config.epochs):
-        model.train()
-        train_loader.set_epoch(epoch)
-        t0 = time.perf_counter()
-        loss_sum, correct, seen = 0.0, 0, 0
-        bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not (progress and main),
-                   leave=False)
-        for batch, (x, y) in enumerate(bar, 1):
-            if cuda:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
-                logits = net(x)
-                loss = F.cross_entropy(logits.float(), y, label_smoothing=config.label_smoothing)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            loss_sum += loss.item() * len(y)
-            correct += (logits.argmax(1) == y).sum().item()
-            seen += len(y)
-            bar.set_postfix(loss=f"{loss_sum / seen:.3f}")
-            if on_batch is not None:
-                on_batch({"epoch": epoch + 1, "epochs": config.epochs, "batch": batch, "batches": steps_per_epoch,
-                          "loss": loss_sum / seen, "accuracy": 100.0 * correct / seen})
-        if ddp.enabled:  # the epoch's means over all ranks, and one model on all ranks
-            loss_sum, correct, seen = dist_util.all_reduce_sum([loss_sum, correct, seen], device)
-            dist_util.average_buffers(model)
-        seconds = time.perf_counter() - t0
-        test = evaluate(model, test_loader)  # the unwrapped model: no collective, the same result on every rank
-        row = {
-            "epoch": epoch + 1,
-            "train_loss": loss_sum / seen,
-            "train_accuracy": 100.0 * correct / seen,
-            "test_loss": test["loss"],
-            "test_accuracy": test["accuracy"],
-            "lr": opt.param_groups[0]["lr"],
-            "seconds": seconds,
-            "images_per_s": seen / seconds,
-        }
-        rows.append(row)
-        rng = {"loader_rng": train_loader.generator.get_state(), "torch_rng": torch.get_rng_state()}
-        per_rank = dist_util.all_gather_object(rng) if ddp.enabled else None
-        if main:
-            _save_epoch(model, opt, sched, rng, per_rank, row, epoch, config, out, arch, num_classes, header)
-        if progress and main:
-            tqdm.write(
-                f"epoch {epoch + 1}: train loss {row['train_loss']:.3f}, test accuracy {row['test_accuracy']:.2f}%, "
-                f"{row['images_per_s']:.0f} img/s"
-            )
-        if on_epoch is not None:
-            on_epoch(row)
+    if state is None:
+        if ddp.is_main and metrics_path.exists():
+            metrics_path.unlink()
+        return 0, dist_util.broadcast_object(rows)
+    if state.get("doconv", False) != config.doconv:
+        raise UserError(f"{state_path} was saved with doconv={state.get('doconv', False)}; resume it with "
+                        "the same setting, or start over (resume=False / --no-resume)")
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    sched.load_state_dict(state["scheduler"])
+    loader_rng, torch_rng = state["loader_rng"], state["torch_rng"]
+    per_rank = state.get("rng_per_rank") or []
+    if ddp.enabled and len(per_rank) == ddp.world_size:  # saved by as many ranks: each takes its own
+        loader_rng, torch_rng = per_rank[ddp.rank]["loader_rng"], per_rank[ddp.rank]["torch_rng"]
+    elif ddp.enabled and ddp.rank > 0:  # saved by another number of processes: fresh streams of our own
+        loader_rng, torch_rng = train_loader.generator.get_state(), torch.get_rng_state()
+    train_loader.generator.set_state(loader_rng)
+    torch.set_rng_state(torch_rng)
+    if ddp.is_main and metrics_path.exists():
+        rows = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()][:state["epoch"]]
+        metrics_path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return state["epoch"], dist_util.broadcast_object(rows)  # the finished epochs' rows, which rank 0 read
+
+
+def _epoch(model, net, opt, sched, train_loader, test_loader, config: TrainConfig, epoch: int, ddp, on_batch,
+           show: bool) -> dict:
+    """One epoch of training, then the test: -> the epoch's metrics row (means over every rank under torchrun)."""
+    device = train_loader.device
+    cuda = device.type == "cuda"
+    model.train()
+    train_loader.set_epoch(epoch)
+    t0 = time.perf_counter()
+    loss_sum, correct, seen = 0.0, 0, 0
+    bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not show, leave=False)
+    for batch, (x, y) in enumerate(bar, 1):
+        if cuda:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
+            logits = net(x)
+            loss = F.cross_entropy(logits.float(), y, label_smoothing=config.label_smoothing)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        loss_sum += loss.item() * len(y)
+        correct += (logits.argmax(1) == y).sum().item()
+        seen += len(y)
+        bar.set_postfix(loss=f"{loss_sum / seen:.3f}")
+        if on_batch is not None:
+            on_batch({"epoch": epoch + 1, "epochs": config.epochs, "batch": batch, "batches": len(train_loader),
+                      "loss": loss_sum / seen, "accuracy": 100.0 * correct / seen})
+    if ddp.enabled:  # the epoch's means over all ranks, and one model on all ranks
+        loss_sum, correct, seen = dist_util.all_reduce_sum([loss_sum, correct, seen], device)
+        dist_util.average_buffers(model)
+    seconds = time.perf_counter() - t0
+    test = evaluate(model, test_loader)  # the unwrapped model: no collective, the same result on every rank
+    return {"epoch": epoch + 1, "train_loss": loss_sum / seen, "train_accuracy": 100.0 * correct / seen,
+            "test_loss": test["loss"], "test_accuracy": test["accuracy"], "lr": opt.param_groups[0]["lr"],
+            "seconds": seconds, "images_per_s": seen / seconds}
+
+
+def _finish(model, rows, config, out: Path, arch, num_classes, header, ddp, on_finish) -> None:
+    """Fold DO-Convs, check that every rank holds the same weights (torchrun), save ``model.safetensors``."""
     final_meta = {**header, "epochs": config.epochs, "test_accuracy": rows[-1]["test_accuracy"] if rows else None}
     fold(model).float()
     if ddp.enabled:
@@ -237,14 +255,13 @@ def fit(
         hashes = dist_util.all_gather_object(weights_hash(model))
         final_meta["ddp"] = {"world_size": ddp.world_size, "backend": ddp.backend, "weights_hash_per_rank": hashes,
                              "consistent": len(set(hashes)) == 1}
-    if main:
+    if ddp.is_main:
         save_checkpoint(model, out / "model.safetensors", arch=arch, num_classes=num_classes, meta=final_meta)
     if on_finish is not None:
         on_finish(final_meta)
     if ddp.enabled and not final_meta["ddp"]["consistent"]:
         raise RuntimeError(f"the {ddp.world_size} ranks ended with different weights (hashes {hashes}); "
                            "the processes did not train one model")
-    return rows
 
 
 def _save_epoch(model, opt, sched, rng, per_rank, row, epoch, config, out, arch, num_classes, header) -> None:
@@ -269,3 +286,18 @@ def _plain(model: nn.Module) -> nn.Module:
     if not any(isinstance(m, DOConv2d) for m in model.modules()):
         return model
     return fold(copy.deepcopy(model))
+
+
+def train_new(arch: str, splits, config: TrainConfig, out_dir: str | Path, *, device: str | torch.device,
+              workers: int | None = None, meta: dict | None = None, resume: bool = True,
+              on_batch: Callable[[dict], None] | None = None, progress: bool = True) -> list[dict]:
+    """Train a fresh ``arch`` (from the model registry) on :class:`~prunekit.data.Splits` into ``out_dir`` with
+    :func:`fit`: the command line's ``train`` and the ``train`` job both call this. The checkpoint's meta records
+    the data (its name, and ``meta``)."""
+    from .models import build_model
+
+    model = build_model(arch, num_classes=len(splits.classes))
+    loaders = make_loaders(splits.train, splits.test, config.batch_size, device=device, seed=config.seed,
+                           num_workers=workers)
+    return fit(model, *loaders, config, out_dir, arch=arch, num_classes=len(splits.classes),
+               meta={"data": splits.name, **(meta or {})}, resume=resume, on_batch=on_batch, progress=progress)

@@ -24,6 +24,7 @@ from .criteria import Criterion
 from .criteria.entropy import value_histograms as _value_histograms
 from .criteria.information import abs_pearson
 from .criteria.streaming import Progress, Ticker, model_device, stream
+from .errors import UserError
 from .hooks import capture, eval_mode
 from .layers import ConvLayer, select_layers
 from .probe import Batch, as_probe
@@ -70,7 +71,7 @@ def score_histogram(scores: pd.DataFrame, bins: int = 20) -> pd.DataFrame:
     (a layer of equal scores has one bin holding every filter); non-finite scores are left out.
     """
     if bins < 1:
-        raise ValueError(f"bins must be a positive integer, got {bins!r}")
+        raise UserError(f"bins must be a positive integer, got {bins!r}")
     rows = []
     for layer, group in scores.groupby("layer", sort=False):
         values = group["score"].to_numpy(dtype=np.float64)
@@ -164,7 +165,7 @@ def feature_maps(model: nn.Module, layer: ConvLayer | str, image: torch.Tensor) 
     conv = _layer(model, layer)
     x = image[None] if image.ndim == 3 else image
     if x.ndim != 4 or len(x) != 1:
-        raise ValueError(f"image must be (C, H, W) or (1, C, H, W), got shape {tuple(image.shape)}")
+        raise UserError(f"image must be (C, H, W) or (1, C, H, W), got shape {tuple(image.shape)}")
     out: list[torch.Tensor] = []
     device = model_device(model)
     with eval_mode(model), torch.no_grad(), capture(model, [conv], lambda _, fmap: out.append(fmap[0].clone())):
@@ -181,7 +182,7 @@ def feature_map_grid(
     c, h, w = maps.shape
     ncols = ncols or math.ceil(math.sqrt(c))
     if ncols < 1 or pad < 0:
-        raise ValueError(f"ncols must be >= 1 and pad >= 0, got ncols={ncols}, pad={pad}")
+        raise UserError(f"ncols must be >= 1 and pad >= 0, got ncols={ncols}, pad={pad}")
     order = list(range(c)) if order is None else order
     nrows = math.ceil(len(order) / ncols)
     grid = torch.full((nrows * (h + pad) - pad, ncols * (w + pad) - pad), float("nan"))
@@ -204,7 +205,7 @@ def rank_agreement(a: pd.DataFrame, b: pd.DataFrame, *, bottom: float = 0.3) -> 
     both tables are compared; their filter counts must match.
     """
     if not 0 < bottom <= 1:
-        raise ValueError(f"bottom must be a fraction in (0, 1], got {bottom!r}")
+        raise UserError(f"bottom must be a fraction in (0, 1], got {bottom!r}")
     rows = []
     b_layers = dict(tuple(b.groupby("layer", sort=False)))
     for layer, ga in a.groupby("layer", sort=False):
@@ -212,7 +213,7 @@ def rank_agreement(a: pd.DataFrame, b: pd.DataFrame, *, bottom: float = 0.3) -> 
             continue
         gb = b_layers[layer]
         if len(ga) != len(gb):
-            raise ValueError(f"{layer}: {len(ga)} filters in one table and {len(gb)} in the other")
+            raise UserError(f"{layer}: {len(ga)} filters in one table and {len(gb)} in the other")
         sa = ga.sort_values("filter")["score"].to_numpy(dtype=np.float64)
         sb = gb.sort_values("filter")["score"].to_numpy(dtype=np.float64)
         n = len(sa)
@@ -248,7 +249,7 @@ def correlated_pairs(corr: Correlation, k: int = 10) -> pd.DataFrame:
     """The ``k`` most correlated pairs of distinct filters of a :class:`Correlation` (each pair once, i < j):
     columns i, j, r (|Pearson|), highest first (ties by i, then j)."""
     if k < 1:
-        raise ValueError(f"k must be a positive integer, got {k!r}")
+        raise UserError(f"k must be a positive integer, got {k!r}")
     i, j = np.triu_indices(len(corr.matrix), 1)
     pairs = pd.DataFrame({"i": i, "j": j, "r": corr.matrix[i, j]})
     return pairs.sort_values(["r", "i", "j"], ascending=[False, True, True], kind="stable").head(k).reset_index(
@@ -261,9 +262,9 @@ def filter_kernels(model: nn.Module, layer: ConvLayer | str, index: int, channel
     (no trace of the model)."""
     conv = model.get_submodule(layer) if isinstance(layer, str) else layer.module
     if not isinstance(conv, nn.Conv2d):
-        raise ValueError(f"{layer!r} is not a Conv2d of the model")
+        raise UserError(f"{layer!r} is not a Conv2d of the model")
     weight = conv.weight.detach()
     if not 0 <= index < len(weight):
-        raise ValueError(f"filter index must be in [0, {len(weight) - 1}], got {index!r}")
+        raise UserError(f"filter index must be in [0, {len(weight) - 1}], got {index!r}")
     w = weight[index].double().cpu()  # (C_in / groups, kh, kw)
     return torch.cat([w.mean(0, keepdim=True), w[:channels]]).numpy()

@@ -6,7 +6,7 @@ import json
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from prunekit.prune import kept_channels
+from prunekit.ratios import kept_channels
 from tests.apptest_kit import open_page
 
 PAGE = "pages/feature_maps.py"
@@ -63,4 +63,4 @@ def test_without_data_the_page_explains_and_falls_back_to_l1(monkeypatch, tmp_pa
     at = _open(criterion="sfm_entropy")
     assert not at.exception
     assert any("No cifar10 test split" in w.value for w in at.main.warning)
-    assert any("ordered by **l1**" in i.value for i in at.main.info)
+    assert any("ranked by l1 instead" in i.value for i in at.main.info)

@@ -11,7 +11,9 @@ from streamlit.testing.v1 import AppTest
 
 from pages.shared import CRITERION, PLAN, human
 from prunekit.checkpoints import load_checkpoint
-from prunekit.plan import estimate, structure, uniform
+from prunekit.defaults import HELD_OUT, SENSITIVITY
+from prunekit.presets import get_preset
+from prunekit.structure import estimate, structure
 from prunekit.prune import coupled_groups
 from prunekit.scores import weights_hash
 from tests.apptest_kit import open_page
@@ -99,11 +101,11 @@ def test_moving_a_slider_changes_the_plan_and_the_estimate(default):
 
 def test_the_uniform_preset_at_half_fills_the_editor(default):
     _, struct = default
-    at = _plan_page(preset_kind="Uniform", preset_mode="one ratio", preset_value=0.5)
+    at = _plan_page(preset_kind="uniform", preset_mode="one ratio", preset_value=0.5)
     at.button(key="preset_apply").click()
     at.run()
     assert not at.exception
-    plan = uniform(struct, "resnet20", 0.5)
+    plan = get_preset("uniform").make(struct, "resnet20", value=0.5)
     est = estimate(struct, plan.ratios)
     _assert_estimate(at, est)
     # by hand, a half-width ResNet-20: convs 216 + 6*576 + 1152 + 5*2304 + 4608 + 5*9216, BNs 2*(8+48+96+192),
@@ -114,17 +116,17 @@ def test_the_uniform_preset_at_half_fills_the_editor(default):
 
 
 def test_the_published_vgg16_budget_explains_itself_on_resnet20():
-    at = _plan_page(preset_kind="Published VGG-16 budget")
+    at = _plan_page(preset_kind="vgg16_published")
     at.button(key="preset_apply").click()
     at.run()
     assert not at.exception
-    assert any("defined for vgg16_bn only" in e.value for e in at.error)
+    assert any("defined for vgg16_bn" in e.value for e in at.error)
     assert at.session_state[PLAN] == {}
 
 
 @pytest.mark.parametrize("ratio, words", [
-    (1.2, "ratio of 'conv1' must be a number in [0, 1), got 1.2"),
-    (-0.1, "ratio of 'conv1' must be a number in [0, 1), got -0.1"),
+    (1.2, "ratio of 'conv1' must be a number in [0, 0.95], got 1.2"),
+    (-0.1, "ratio of 'conv1' must be a number in [0, 0.95], got -0.1"),
     (0.95, "ratio 0.95 removes every one of the 16 filters of 'conv1'"),
 ])
 def test_a_bad_ratio_is_a_message_and_the_previous_plan_stays(default, ratio, words):
@@ -155,7 +157,7 @@ def test_prune_with_l1_records_one_run_and_leaves_the_cached_model_alone(default
     assert len(made) == 1 and at.session_state["last_run"] == made[0].name
     m = json.loads((made[0] / "manifest.json").read_text())
     assert m["status"] == "done" and m["criterion"]["name"] == "l1" and m["plan"]["ratios"] == ratios
-    assert m["data"]["n"] == 1000 and m["model"]["checkpoint_sha256"]
+    assert m["data"]["n"] == HELD_OUT.n and m["model"]["checkpoint_sha256"]  # the command line's held-out set
     assert m["after"]["params"] == estimate(struct, ratios).params  # the estimate was exact
     metrics = _metrics(at)
     assert metrics["Accuracy before"][0] == f"{m['accuracy']['before']['accuracy']:.2f}%"
@@ -171,11 +173,12 @@ def test_without_data_prune_works_sensitivity_explains_and_l1_stands_in(default,
     at = _plan_page(**{PLAN: {"layer2.0.conv1": 0.5}})  # the default criterion, sfm_entropy, reads images
     infos = " ".join(i.value for i in at.info)
     assert "Sensitivity curves need test images" in infos
-    assert "filters are picked by l1 instead" in infos
     assert not any(b.key == "sens_go" for b in at.button)
     at.button(key="prune_go").click()
     at.run()
     assert not at.exception
+    assert "sfm_entropy reads images" in " ".join(i.value for i in at.info)  # the fallback is said, by the package
+    assert "ranked by l1 instead" in " ".join(i.value for i in at.info)
     (run,) = [p for p in runs.iterdir() if p.is_dir() and not p.name.startswith(".")]
     m = json.loads((run / "manifest.json").read_text())
     assert m["status"] == "done" and m["data"] is None and m["accuracy"] == {"before": None, "pruned": None}
@@ -207,7 +210,7 @@ def test_fine_tuning_is_queued_as_a_background_job(runs, cifar_data_root, monkey
 
 
 def test_sensitivity_curves_then_the_sensitivity_preset(default, cifar_data_root, monkeypatch):
-    """The button hands the page's model, scores and 256 test images to prunekit.sensitivity (faked here: the
+    """The button hands the page's model, scores and SENSITIVITY.n test images to prunekit.sensitivity (faked here: the
     real one prunes 48 models); the curves feed the Sensitivity preset."""
     import sys
 
@@ -226,12 +229,12 @@ def test_sensitivity_curves_then_the_sensitivity_preset(default, cifar_data_root
     monkeypatch.setenv("PRUNEKIT_DATA", str(cifar_data_root))
     monkeypatch.setattr(sys.modules["prunekit.sensitivity"], "sensitivity", fake)  # the package re-exports
     # a function of the same name, so the module is reached through sys.modules
-    at = _plan_page(**{CRITERION: "l1", PLAN: {"conv1": 0.3}}, preset_kind="Sensitivity", preset_target=0.3)
+    at = _plan_page(**{CRITERION: "l1", PLAN: {"conv1": 0.3}}, preset_kind="sensitivity", preset_target=0.3)
     at.button(key="sens_go").click()
     at.run()
     assert not at.exception
     convs = sorted(n for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d))
-    assert calls == [(256, (0.1, 0.3, 0.5, 0.7), convs)]  # 256 test images, the l1 scores of all 19 convs
+    assert calls == [(SENSITIVITY.n, SENSITIVITY.ratios, convs)]  # the shared defaults, the l1 scores of all 19 convs
     assert any("Each panel is one group" in c.value for c in at.caption)
     at.button(key="preset_apply").click()
     at.run()

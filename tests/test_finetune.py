@@ -7,9 +7,11 @@ import pytest
 import torch
 
 from prunekit.checkpoints import load_checkpoint
+from prunekit.data import Splits
 from prunekit.finetune import FINETUNE_DIR, finetune_config, finetune_run
 from prunekit.models import build_model, count_params
-from prunekit.plan import structure, uniform
+from prunekit.presets import get_preset
+from prunekit.structure import structure
 from prunekit.prune import prune_model
 from prunekit.runs import MODEL_FILE, Run, file_sha256, list_runs, prune_run, read_manifest
 from tests.conftest import REPO, tiny_arrays
@@ -21,7 +23,7 @@ def _pruned_run(root, classes, data=None):
     """A run holding resnet20 pruned to half its filters by random scores (``data``: its held-out images)."""
     torch.manual_seed(0)
     model = build_model("resnet20", num_classes=classes).eval()
-    plan = uniform(structure(model, SIZE), "resnet20", 0.5, criterion="random")
+    plan = get_preset("uniform").make(structure(model, SIZE), "resnet20", value=0.5, criterion="random")
     scores = {n: torch.rand(m.out_channels, generator=torch.Generator().manual_seed(1))
               for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)}
     if data is not None:
@@ -53,13 +55,13 @@ def test_finetuning_a_pruned_run_lowers_the_loss_is_recorded_and_resumes(tmp_pat
 
     monkeypatch.setattr(finetune, "fit", killed_after_epoch_1)
     with pytest.raises(KeyboardInterrupt):
-        finetune_run(run.path, config, train_set=data, test_set=data, device="cpu", progress=False)
+        finetune_run(run.path, config, data=Splits(data, data, "tiny", data.classes), device="cpu", progress=False)
     m = read_manifest(run.path)
     assert m["status"] == "interrupted" and [r["epoch"] for r in m["finetune"]["epochs"]] == [1]
     first = m["finetune"]["epochs"][0]
 
     monkeypatch.setattr(finetune, "fit", real_fit)
-    finetune_run(run.path, config, train_set=data, test_set=data, device="cpu", progress=False)
+    finetune_run(run.path, config, data=Splits(data, data, "tiny", data.classes), device="cpu", progress=False)
     m = read_manifest(run.path)
     ft = m["finetune"]
     assert m["status"] == "done" and m["finished"] and ft["started"] <= ft["finished"]
@@ -82,8 +84,6 @@ def test_a_run_without_a_pruned_model_is_a_clear_error(tmp_path, capsys):
     run.finish("failed", "RuntimeError: boom")
     assert main(["finetune", "--run", str(run.path), "--data-root", str(tmp_path / "no-data")]) == 2
     assert "has no pruned model" in capsys.readouterr().err
-    with pytest.raises(ValueError, match="both"):
-        finetune_run(run.path, train_set=tiny_arrays(8))
 
 
 @pytest.mark.data

@@ -15,7 +15,8 @@ import torch
 from prunekit import jobs
 from prunekit.jobs import _Context, _Kind
 from prunekit.models import build_model
-from prunekit.plan import estimate, structure, uniform
+from prunekit.presets import get_preset
+from prunekit.structure import estimate, structure
 from prunekit.runs import prune_run, read_manifest
 from tests.conftest import REPO
 
@@ -132,7 +133,7 @@ def _half_flops_run(root, test_set):
 
     model, header = load_checkpoint(DEFAULT_CHECKPOINT)
     struct = structure(model, SIZE)
-    plan = uniform(struct, "resnet20", target=0.5, by="flops", criterion="l1")
+    plan = get_preset("uniform").make(struct, "resnet20", target=0.5, by="flops", criterion="l1")
     assert 0.45 <= estimate(struct, plan.ratios).macs_reduction <= 0.55
     return prune_run(model, plan, to_tensors(score(model, "l1")), arch="resnet20", num_classes=10, input_size=SIZE,
                      root=root, checkpoint=DEFAULT_CHECKPOINT, data=test_set, latency_batches=(), repeat=1)

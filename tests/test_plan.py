@@ -8,17 +8,10 @@ import torch
 
 from prunekit.criteria.afie import afie_entropy
 from prunekit.models import build_model
-from prunekit.plan import (
-    Plan,
-    afie_plan,
-    estimate,
-    global_threshold,
-    removed_filters,
-    sensitivity_plan,
-    structure,
-    uniform,
-    vgg16_published,
-)
+from prunekit.plan import Plan
+from prunekit.presets import get_preset
+from prunekit.selection import removed_filters
+from prunekit.structure import estimate, structure
 
 SIZE = (3, 32, 32)
 
@@ -35,7 +28,7 @@ def _convs(model):
 
 def test_the_published_vgg16_budget_gives_the_published_counts():
     struct = structure(build_model("vgg16_bn").eval(), SIZE)
-    plan = vgg16_published(struct)
+    plan = get_preset("vgg16_published").make(struct, "vgg16_bn")
     est = estimate(struct, plan.ratios)
     assert round(est.params_before / 1e6, 2) == 14.99 and round(est.macs_before / 1e6, 1) == 313.5
     assert round(est.params / 1e6, 2) == 2.50 and round(est.macs / 1e6, 1) == 104.2
@@ -45,12 +38,12 @@ def test_the_published_vgg16_budget_gives_the_published_counts():
 
 def test_the_published_budget_refuses_another_model(r20):
     with pytest.raises(ValueError, match="defined for vgg16_bn"):
-        vgg16_published(r20[1], "resnet20")
+        get_preset("vgg16_published").make(r20[1], "resnet20")
 
 
 def test_json_round_trip_and_another_model_is_refused(r20, tmp_path):
     model, struct = r20
-    plan = uniform(struct, "resnet20", 0.5, exclude=["layer2.0.conv1"], criterion="fpgm")
+    plan = get_preset("uniform").make(struct, "resnet20", value=0.5, exclude=["layer2.0.conv1"], criterion="fpgm")
     again = Plan.load(plan.save(tmp_path / "plan.json"))
     assert again == plan and again.criterion == "fpgm" and again.excluded == ["layer2.0.conv1"]
     again.check(struct)
@@ -70,14 +63,14 @@ def test_json_round_trip_and_another_model_is_refused(r20, tmp_path):
 
 def test_uniform_ratio_exclusions_and_unprunable_layers(r20):
     model, struct = r20
-    plan = uniform(struct, "resnet20", 0.5, exclude=["layer1.0.conv2"])  # a member of the stem's stream
+    plan = get_preset("uniform").make(struct, "resnet20", value=0.5, exclude=["layer1.0.conv2"])  # a member of the stem's stream
     assert "conv1" not in plan.ratios and set(plan.ratios.values()) == {0.5} and len(plan.ratios) == 11
     why = plan.unprunable(struct)
     assert why["layer1.0.conv2"] == "excluded by the user"
     assert why["conv1"] == "coupled with the excluded 'layer1.0.conv2'" and "layer1.2.conv2" in why
     assert why["fc"].startswith("linear layer")
     with pytest.raises(ValueError, match="not a conv"):
-        uniform(struct, "resnet20", 0.5, exclude=["fc"])
+        get_preset("uniform").make(struct, "resnet20", value=0.5, exclude=["fc"])
     with pytest.raises(ValueError, match="excluded layer but has ratio"):
         Plan("resnet20", {"conv1": 0.5}, excluded=["conv1"]).check(struct)
 
@@ -85,28 +78,28 @@ def test_uniform_ratio_exclusions_and_unprunable_layers(r20):
 @pytest.mark.parametrize("by", ["flops", "params"])
 def test_a_uniform_target_is_met_by_the_smallest_ratio(r20, by):
     _, struct = r20
-    plan = uniform(struct, "resnet20", target=0.5, by=by)
+    plan = get_preset("uniform").make(struct, "resnet20", target=0.5, by=by)
     (r,) = set(plan.ratios.values())
     reduction = lambda ratios: getattr(estimate(struct, ratios), "macs_reduction" if by == "flops"
                                        else "params_reduction")
     assert 0.5 <= reduction(plan.ratios) < 0.56
     assert reduction({k: r - 1e-6 for k in plan.ratios}) < 0.5  # one filter less somewhere misses it
     with pytest.raises(ValueError, match="out of reach"):
-        uniform(struct, "resnet20", target=0.999)
+        get_preset("uniform").make(struct, "resnet20", target=0.999)
 
 
 def test_global_threshold_on_hand_made_scores(r20):
     model, struct = r20
     scores = {n: torch.arange(c, dtype=torch.float32) for n, c in _convs(model).items()}
-    plan = global_threshold(struct, "resnet20", scores, 0.5, criterion="l1")
+    plan = get_preset("threshold").make(struct, "resnet20", scores=scores, value=0.5, criterion="l1")
     assert set(plan.ratios.values()) == {0.5}  # i / (c - 1) < 0.5 for exactly half of every layer
     scores["layer1.0.conv1"] = torch.tensor([0.0] * 15 + [1.0])
-    plan = global_threshold(struct, "resnet20", scores, 0.5, criterion="l1")
+    plan = get_preset("threshold").make(struct, "resnet20", scores=scores, value=0.5, criterion="l1")
     assert plan.ratios["layer1.0.conv1"] == 15 / 16  # all but the outlier go; one filter is kept
     # members' normalised scores are averaged: i/15 and (15 - i)/15 average to 0.5 for every filter
     coupled = {"conv1": torch.arange(16.0), "layer1.0.conv2": torch.arange(16.0).flip(0)}
-    assert "conv1" not in global_threshold(struct, "resnet20", coupled, 0.5, criterion="l1").ratios
-    assert global_threshold(struct, "resnet20", coupled, 0.51, criterion="l1").ratios["conv1"] == 15 / 16
+    assert "conv1" not in get_preset("threshold").make(struct, "resnet20", scores=coupled, value=0.5, criterion="l1").ratios
+    assert get_preset("threshold").make(struct, "resnet20", scores=coupled, value=0.51, criterion="l1").ratios["conv1"] == 15 / 16
 
 
 def test_removed_filters_preview_is_what_pruning_removes(r20):
@@ -115,11 +108,11 @@ def test_removed_filters_preview_is_what_pruning_removes(r20):
     model, struct = r20
     # hand-known: scores rise with the index, so the lowest indices go; conv1's group ranks by its members' mean
     scores = {n: torch.arange(c, dtype=torch.float32) for n, c in _convs(model).items()}
-    preview = removed_filters(struct, {"layer1.0.conv1": 0.25}, scores)
+    preview = removed_filters(struct.groups, {"layer1.0.conv1": 0.25}, scores)
     assert preview == {"layer1.0.conv1": [0, 1, 2, 3]}
     scores = {n: torch.randn(c, generator=torch.Generator().manual_seed(len(n))) for n, c in _convs(model).items()}
     ratios = {"conv1": 0.5, "layer2.1.conv1": 0.3, "layer3.0.conv1": 0.6}
-    preview = removed_filters(struct, ratios, scores)
+    preview = removed_filters(struct.groups, ratios, scores)
     _, removed = prune_model(model, ratios, scores, SIZE)
     group_of = {m: g.root for g in struct.groups for m in g.members}
     assert {group_of[m] for m in preview} == set(removed)
@@ -133,14 +126,14 @@ def test_global_threshold_to_a_target_from_a_score_table(r20):
     model, struct = r20
     g = torch.Generator().manual_seed(0)
     table = to_frame({n: torch.rand(c, generator=g) for n, c in _convs(model).items()}, "random")
-    plan = global_threshold(struct, "resnet20", table, target=0.4, by="params")
+    plan = get_preset("threshold").make(struct, "resnet20", scores=table, target=0.4, by="params")
     assert plan.criterion == "random" and plan.preset["name"] == "threshold"
     assert 0.4 <= estimate(struct, plan.ratios).params_reduction < 0.45
 
 
 def test_afie_allocation_is_inverse_to_the_group_afie(r20):
     model, struct = r20
-    plan = afie_plan(model, struct, "resnet20", target=0.5)
+    plan = get_preset("afie").make(struct, "resnet20", model=model, target=0.5)
     assert 0.5 <= estimate(struct, plan.ratios).macs_reduction < 0.55
     afie = {g.root: sum(afie_entropy(model.get_submodule(m).weight) for m in g.members) / len(g.members)
             / g.channels for g in struct.groups}
@@ -154,19 +147,18 @@ def test_sensitivity_prunes_the_least_sensitive_groups_most(r20):
     rows = [{"group": root, "ratio": r, "accuracy": 90 - s * r, "loss": 1 + s * r / 100}
             for root, s in slopes.items() for r in (0.0, 0.1, 0.3, 0.5, 0.7, 0.9)]
     table = pd.DataFrame(rows)
-    plan = sensitivity_plan(struct, "resnet20", table, target=0.3)
+    plan = get_preset("sensitivity").make(struct, "resnet20", sensitivity=table, target=0.3)
     assert 0.3 <= estimate(struct, plan.ratios).macs_reduction < 0.33
     inner = {r: v for r, v in plan.ratios.items() if v < 0.9}  # not at the last measured ratio
     assert len(inner) >= 3
     products = [v * slopes[r] for r, v in inner.items()]  # one tolerated drop d = ratio * slope
     assert max(products) == pytest.approx(min(products), rel=1e-6)
     with pytest.raises(ValueError, match="no unpruned row"):
-        sensitivity_plan(struct, "resnet20", table[table.ratio > 0], target=0.3)
+        get_preset("sensitivity").make(struct, "resnet20", sensitivity=table[table.ratio > 0], target=0.3)
 
 
 def test_max_ratio_keeps_one_filter_and_stays_within_the_plan_limit(r20):
-    from prunekit.plan import MAX_RATIO, max_ratio
-    from prunekit.prune import kept_channels
+    from prunekit.ratios import MAX_RATIO, kept_channels, max_ratio
 
     assert max_ratio(16) == 15 / 16 and kept_channels(16, max_ratio(16)) == 1  # 0.95 would keep int(0.8) = 0
     assert max_ratio(64) == MAX_RATIO and kept_channels(64, max_ratio(64)) == 3

@@ -11,7 +11,8 @@ import torch
 
 from prunekit.checkpoints import load_checkpoint
 from prunekit.models import build_model, count_params
-from prunekit.plan import structure, uniform
+from prunekit.presets import get_preset
+from prunekit.structure import structure
 from prunekit.prune import prune_model
 from prunekit.runs import MANIFEST, MODEL_FILE, Run, list_runs, prune_run, read_manifest, runs_root
 from tests.conftest import REPO, tiny_arrays
@@ -30,7 +31,7 @@ def one_thread():
 def _setup():
     torch.manual_seed(0)
     model = build_model("resnet20").eval()
-    plan = uniform(structure(model, SIZE), "resnet20", 0.5, criterion="random")
+    plan = get_preset("uniform").make(structure(model, SIZE), "resnet20", value=0.5, criterion="random")
     scores = {n: torch.rand(m.out_channels, generator=torch.Generator().manual_seed(1))
               for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)}
     return model, plan, scores

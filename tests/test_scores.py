@@ -124,7 +124,7 @@ def test_cli_criteria_lists_every_criterion(capsys):
 
 
 def test_cli_score_writes_the_table(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(prunekit.data, "load_arrays", lambda *a, **k: random_arrays(8))
+    monkeypatch.setattr(prunekit.probe, "load_arrays", lambda *a, **k: random_arrays(8))
     ckpt = save_checkpoint(build_model("resnet20"), tmp_path / "r20.safetensors", arch="resnet20", num_classes=10)
     out = tmp_path / "scores.csv"
     argv = ["score", "--model", "resnet20", "--checkpoint", str(ckpt), "--criterion", "sfm_entropy",

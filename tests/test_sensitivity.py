@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from prunekit.models import build_model
-from prunekit.plan import estimate, structure
+from prunekit.structure import estimate, structure
 from prunekit.sensitivity import COLUMNS, sensitivity
 from tests.conftest import tiny_arrays
 

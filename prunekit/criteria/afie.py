@@ -87,6 +87,7 @@ class AFIE(Criterion):
     """AFIE layer scores and ratio allocation; per-filter scores from the ``within`` criterion."""
 
     name = "afie"
+    unit = "within-layer score"
     seed_doc = 4
     description = (
         "AFIE (Lu et al., arXiv 2208.06660, AAAI 2024, seed 004): a layer score. Established: entropy of the "

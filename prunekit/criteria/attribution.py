@@ -26,6 +26,7 @@ class GradXActivation(Criterion):
     """captum LayerGradientXActivation, mean over (N, H, W) per channel."""
 
     name = "grad_x_activation"
+    unit = "activation x gradient"
     description = (
         "Attribution baseline with captum's LayerGradientXActivation: BN output x gradient of the true class's "
         "logit, averaged over images and positions per channel (absolute=True: of its magnitude). Not a seed "

@@ -12,16 +12,16 @@ criterion is built: a bad value raises ``ValueError`` saying what is allowed.
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 import torch.nn as nn
 
+from ..errors import UserError, unknown_name
 from ..hooks import eval_mode
 from ..layers import ConvLayer, select_layers
+from ..params import Param
 from ..probe import Probe, as_probe
 from .streaming import Progress, no_progress
 
@@ -29,75 +29,6 @@ __all__ = [
     "Param", "Criterion", "LayerwiseCriterion", "Scores", "register_criterion", "list_criteria", "get_criterion",
     "criterion_class",
 ]
-
-@dataclass(frozen=True)
-class Param:
-    """A criterion parameter: its default, a one-line doc, and what is allowed: ``choices``, or a range
-    ``low``..``high`` (either may be None = unbounded; ``open_low``/``open_high`` exclude the bound).
-    The type is the default's (bool, int, float or str); ints are accepted where floats are."""
-
-    name: str
-    default: Any
-    doc: str
-    choices: tuple | None = None
-    low: float | None = None
-    high: float | None = None
-    open_low: bool = False
-    open_high: bool = False
-
-    def allowed(self) -> str:
-        """What is allowed, in words (used in error messages and help)."""
-        if self.choices is not None:
-            return "one of " + ", ".join(repr(c) for c in self.choices)
-        kind = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}[type(self.default)]
-        if self.low is None and self.high is None:
-            return kind
-        lo = "-inf" if self.low is None else f"{self.low:g}"
-        hi = "inf" if self.high is None else f"{self.high:g}"
-        return f"{kind} in {'(' if self.open_low or self.low is None else '['}{lo}, {hi}" + (
-            ")" if self.open_high or self.high is None else "]"
-        )
-
-    def validate(self, value: Any) -> Any:
-        """``value`` converted to the parameter's type (strings too, as from the command line), or
-        ``ValueError`` naming the parameter and what is allowed."""
-        kind = type(self.default)
-        try:
-            value = self._convert(value, kind)
-        except (TypeError, ValueError):
-            raise ValueError(f"{self.name} must be {self.allowed()}, got {value!r}") from None
-        if self.choices is not None and value not in self.choices:
-            raise ValueError(f"{self.name} must be {self.allowed()}, got {value!r}")
-        if kind in (int, float):
-            bad = (
-                (isinstance(value, float) and not math.isfinite(value))
-                or (self.low is not None and (value < self.low or (self.open_low and value == self.low)))
-                or (self.high is not None and (value > self.high or (self.open_high and value == self.high)))
-            )
-            if bad:
-                raise ValueError(f"{self.name} must be {self.allowed()}, got {value!r}")
-        return value
-
-    @staticmethod
-    def _convert(value: Any, kind: type) -> Any:
-        if kind is bool:
-            if isinstance(value, bool):
-                return value
-            if isinstance(value, str) and value.lower() in ("true", "1", "yes", "false", "0", "no"):
-                return value.lower() in ("true", "1", "yes")
-            raise ValueError
-        if kind is int:
-            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-                raise ValueError
-            return int(value)
-        if kind is float:
-            if isinstance(value, bool):
-                raise ValueError
-            return float(value)
-        if not isinstance(value, str):
-            raise ValueError
-        return value
-
 
 class Scores(dict):
     """``{conv name: float32 CPU tensor (out_channels,)}``, higher = more important, plus ``info``: a
@@ -112,7 +43,8 @@ class Criterion:
     """Base class of every criterion. Subclasses set the class attributes and implement :meth:`_score`.
 
     Class attributes: ``name`` (registry key), ``description`` (source; which parts are reconstructed),
-    ``params`` (tuple of :class:`Param`), ``needs_data`` / ``needs_labels`` / ``needs_boxes``, and ``seed_doc``:
+    ``params`` (tuple of :class:`Param`), ``needs_data`` / ``needs_labels`` / ``needs_boxes``, ``unit`` (what a score
+    measures, in words), ``slow`` (minutes on a CPU) and ``seed_doc``:
     the number of the seed document (0-4) a criterion reconstructs, None for a baseline.
     Instances hold validated parameter values in ``self.config``.
     """
@@ -124,13 +56,15 @@ class Criterion:
     needs_labels: ClassVar[bool] = False
     needs_boxes: ClassVar[bool] = False
     seed_doc: ClassVar[int | None] = None
+    unit: ClassVar[str] = "score"  # what a score measures, for axis titles
+    slow: ClassVar[bool] = False  # minutes on a CPU: the dashboard asks before it starts one
 
     def __init__(self, **params: Any):
         known = {p.name: p for p in self.params}
         unknown = sorted(set(params) - set(known))
         if unknown:
             listed = ", ".join(known) or "none"
-            raise ValueError(f"{self.name} has no parameter {', '.join(unknown)}; its parameters: {listed}")
+            raise UserError(f"{self.name} has no parameter {', '.join(unknown)}; its parameters: {listed}")
         self.config: dict[str, Any] = {p.name: p.validate(params.get(p.name, p.default)) for p in self.params}
 
     def __repr__(self) -> str:
@@ -161,9 +95,9 @@ class Criterion:
         if self.needs_data:
             probe = as_probe(probe)
             if len(probe) == 0:
-                raise ValueError(f"{self.name} got an empty probe set: it needs at least one batch of images")
+                raise UserError(f"{self.name} got an empty probe set: it needs at least one batch of images")
             if self.needs_boxes and not probe.has_boxes:
-                raise ValueError(f"{self.name} needs a box-labelled probe set (a BoxProbeSet, or (x, y, boxes) "
+                raise UserError(f"{self.name} needs a box-labelled probe set (a BoxProbeSet, or (x, y, boxes) "
                                  "batches); got batches without boxes")
         else:
             probe = None
@@ -202,7 +136,7 @@ _REGISTRY: dict[str, type[Criterion]] = {}
 def register_criterion(cls: type[Criterion]) -> type[Criterion]:
     """Class decorator: add a :class:`Criterion` subclass to the registry under ``cls.name``."""
     if cls.name in _REGISTRY:
-        raise ValueError(f"criterion {cls.name!r} is already registered")
+        raise UserError(f"criterion {cls.name!r} is already registered")
     _REGISTRY[cls.name] = cls
     return cls
 
@@ -215,11 +149,10 @@ def list_criteria() -> list[str]:
 
 
 def criterion_class(name: str) -> type[Criterion]:
-    """The class registered as ``name``; ``KeyError`` listing the known names when unknown."""
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise KeyError(f"unknown criterion {name!r}; known criteria: {', '.join(list_criteria())}") from None
+    """The class registered as ``name``; :class:`~prunekit.errors.UnknownNameError` listing the known names."""
+    if name not in _REGISTRY:
+        raise unknown_name("criterion", name, list_criteria(), plural="criteria")
+    return _REGISTRY[name]
 
 
 def get_criterion(name: str, **params: Any) -> Criterion:

@@ -33,6 +33,7 @@ class Taylor(Criterion):
     """First-order Taylor importance of each filter's feature map."""
 
     name = "taylor"
+    unit = "|activation x gradient|"
     description = (
         "Taylor (Molchanov et al., CVPR 2019): per image |sum over positions of feature map x gradient of the "
         "cross-entropy loss|, averaged over the probe set; the gradient is that of a channel gate on the BN "
@@ -67,6 +68,7 @@ class HRank(Criterion):
     """Average rank of each filter's feature map."""
 
     name = "hrank"
+    unit = "mean feature-map rank"
     description = (
         "HRank (Lin et al., CVPR 2020): mean over the probe set of the matrix rank of the filter's H x W "
         "feature map (after BN and ReLU). Matches the published definition."
@@ -116,6 +118,7 @@ class CHIP(Criterion):
     """Channel independence: how much a channel adds to the nuclear norm of the layer's maps."""
 
     name = "chip"
+    unit = "nuclear-norm drop"
     description = (
         "CHIP (Sui et al., NeurIPS 2021): channel independence, per image A (C x HW) of the layer's feature "
         "maps, CI_j = ||A||_* - ||A with row j zeroed||_*, averaged over the probe set. Matches the published "

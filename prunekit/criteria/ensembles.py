@@ -80,7 +80,9 @@ class LinearEnsembles(Criterion):
     """Linear filter ensembles; see the module docstring."""
 
     name = "linear_ensembles"
+    unit = "-coefficient of the loss"
     seed_doc = 3
+    slow = True
     description = (
         "Linear filter ensembles (Sandor, Pavel, Csato, arXiv 2001.08142, seed 003): established, random masks "
         "switch filters off, the loss is fitted by a linear additive model of the mask bits. Reconstructed: "

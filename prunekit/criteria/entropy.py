@@ -98,6 +98,7 @@ class SFMEntropy(Criterion):
     """SFM entropy; see the module docstring for the estimators and the streaming."""
 
     name = "sfm_entropy"
+    unit = "entropy (nats)"
     seed_doc = 0
     description = (
         "SFM (seed 000): entropy of each filter's feature map over the probe set; low entropy = prunable. "

@@ -57,6 +57,7 @@ class Capacity(LayerwiseCriterion):
     """Information capacity: entropy of each filter's weight histogram."""
 
     name = "capacity"
+    unit = "weight entropy (nats)"
     seed_doc = 2
     description = (
         f"Information capacity ({SOURCE}): established, capacity = entropy approximated from the weights "
@@ -74,6 +75,7 @@ class Independence(LayerwiseCriterion):
     """Information independence: how little a filter correlates with the others of its layer."""
 
     name = "independence"
+    unit = "mean 1 - |r|"
     seed_doc = 2
     description = (
         f"Information independence ({SOURCE}): established, independence from the correlation among a "
@@ -89,6 +91,7 @@ class Information(LayerwiseCriterion):
     """Capacity and independence combined: minmax(IC) + sigma * minmax(II) within each layer."""
 
     name = "information"
+    unit = "capacity + sigma x independence"
     seed_doc = 2
     description = (
         f"Information capacity + independence ({SOURCE}): established, the two combined. Reconstructed: "

@@ -64,6 +64,7 @@ class MapEX(Criterion):
     """Map-EX; see the module docstring."""
 
     name = "mapex"
+    unit = "foreground / background response"
     seed_doc = 1
     description = (
         "Map-EX (seed 001): ratio of a filter's mean |response| inside the object boxes to outside, averaged "

@@ -30,6 +30,7 @@ class L1Norm(LayerwiseCriterion):
     """sum |W_j| (Li et al., 2017)."""
 
     name = "l1"
+    unit = "L1 norm of the weights"
     description = "L1 norm of each filter's weights, sum |W_j| over (C_in, k, k) (Li et al., ICLR 2017). Data-free."
 
     def layer_scores(self, model: nn.Module, layer: ConvLayer) -> torch.Tensor:
@@ -41,6 +42,7 @@ class L2Norm(LayerwiseCriterion):
     """||W_j||_2."""
 
     name = "l2"
+    unit = "L2 norm of the weights"
     description = "L2 norm of each filter's weights, ||W_j||_2 over (C_in, k, k) (Li et al., ICLR 2017). Data-free."
 
     def layer_scores(self, model: nn.Module, layer: ConvLayer) -> torch.Tensor:
@@ -52,6 +54,7 @@ class FPGM(LayerwiseCriterion):
     """Filter pruning via geometric median (He et al., 2019)."""
 
     name = "fpgm"
+    unit = "summed distance to the other filters"
     description = (
         "FPGM (He et al., CVPR 2019): s_j = sum_k ||W_j - W_k||_2 over the layer's filters; a filter near the "
         "geometric median (small s_j) is redundant. Data-free."
@@ -66,6 +69,7 @@ class BNScale(LayerwiseCriterion):
     """|gamma_j| of the BN that follows the conv (network slimming)."""
 
     name = "bn_scale"
+    unit = "|BN gamma|"
     description = (
         "BN scale (network slimming, Liu et al., ICCV 2017): |gamma_j| of the BatchNorm that directly follows "
         "the conv. Data-free; a conv without a following BN is an error."
@@ -86,6 +90,7 @@ class RandomScores(LayerwiseCriterion):
     """Uniform random scores, seeded per layer: the control every comparison needs."""
 
     name = "random"
+    unit = "uniform in [0, 1)"
     description = (
         "Random control: uniform scores in [0, 1), drawn from a generator seeded by (seed, layer name), so a "
         "layer's scores do not depend on which other layers are scored."

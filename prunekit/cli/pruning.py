@@ -1,0 +1,186 @@
+"""The pruning path: ``score`` (a CSV of per-filter scores) -> ``plan`` (a preset's JSON plan and its estimate) ->
+``prune`` (a run directory) and ``sensitivity`` (per-group curves for the sensitivity preset)."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..errors import UserError
+from .common import (
+    add_criterion_args,
+    add_model_args,
+    add_probe_args,
+    bar,
+    emit,
+    input_size,
+    load_model,
+    parse_params,
+    probe_spec,
+)
+
+__all__ = ["register"]
+
+
+def _write_csv(df, out: str) -> Path:
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    df.to_csv(path, index=False)
+    return path
+
+
+def score(args: argparse.Namespace) -> int:
+    from ..criteria import get_criterion
+    from ..scores import score_model
+
+    crit = get_criterion(args.criterion, **parse_params(args.param))
+    model, _, _ = load_model(args)
+    with bar(crit.name) as progress:
+        df = score_model(model, crit.name, crit.config, layers=args.layers, probe=probe_spec(args),
+                         cache=not args.no_cache,
+                         progress=progress)
+    out = _write_csv(df, args.out)
+    if crit.caveat:
+        print(f"note: {crit.caveat}", file=sys.stderr)
+    return emit({"criterion": repr(crit), "layers": int(df["layer"].nunique()), "filters": len(df),
+                 "cached": df.attrs["cached"], "device": str(next(model.parameters()).device), "out": str(out)})
+
+
+def _scores(args: argparse.Namespace, model, criterion: str, params: dict) -> dict:
+    """{conv: scores} from --scores CSV, else computed (and cached) with ``criterion`` on the probe options."""
+    from ..scores import read_scores, score_model, to_tensors
+
+    if args.scores:
+        return read_scores(args.scores)
+    with bar(f"scores ({criterion})") as progress:
+        return to_tensors(score_model(model, criterion, params, probe=probe_spec(args), progress=progress))
+
+
+def plan(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from ..presets import get_preset
+    from ..structure import estimate, structure
+
+    preset = get_preset(args.preset)
+    model, arch, _ = load_model(args)
+    struct = structure(model, input_size(arch))
+    criterion, params = args.criterion, parse_params(args.param)
+    inputs = {"model": model}
+    if "scores" in preset.needs:
+        inputs["scores"] = _scores(args, model, criterion, params)
+    if "sensitivity" in preset.needs and args.sensitivity:
+        inputs["sensitivity"] = pd.read_csv(args.sensitivity)
+    value = getattr(args, preset.knob.name) if preset.knob else None
+    options = {p.name: getattr(args, p.name) for p in preset.params if getattr(args, p.name) is not None}
+    result = preset.make(struct, arch, value=value, target=args.target, by=args.by, exclude=args.exclude,
+                         criterion=criterion, criterion_params=params, **inputs, **options)
+    result.save(args.out)
+    est = estimate(struct, result.ratios)
+    return emit({"preset": args.preset, "arch": arch, "criterion": result.criterion, "groups": len(result.ratios),
+                 "params": [est.params_before, est.params], "macs": [est.macs_before, est.macs],
+                 "params_reduction": round(est.params_reduction, 4), "flops_reduction": round(est.macs_reduction, 4),
+                 "unprunable": result.unprunable(struct), "out": args.out})
+
+
+def prune(args: argparse.Namespace) -> int:
+    from ..data import held_out_set
+    from ..defaults import LATENCY_BATCHES
+    from ..plan import Plan
+    from ..runs import list_runs, prune_run
+
+    loaded = Plan.load(args.plan)
+    if not args.checkpoint and not args.model:
+        args.model = loaded.arch
+    model, arch, classes = load_model(args)
+    if arch != loaded.arch:
+        raise UserError(f"the plan was made for {loaded.arch}, the model is {arch}")
+    scores = _scores(args, model, loaded.criterion, loaded.criterion_params)
+    data = held_out_set(args.data, args.n, args.data_root) if args.n else None
+    with bar("prune") as progress:
+        run = prune_run(model, loaded, scores, arch=arch, num_classes=classes, input_size=input_size(arch),
+                        root=args.runs, checkpoint=args.checkpoint, data=data,
+                        latency_batches=() if args.no_latency else LATENCY_BATCHES, repeat=args.repeat,
+                        progress=progress)
+    row = list_runs(run.path.parent).set_index("run").loc[run.manifest["id"]]
+    return emit({"run": str(run.path), "status": run.status, "params": [int(row.params_before), int(row.params)],
+                 "flops": [int(row.flops_before), int(row.flops)], "accuracy_before": row.accuracy_before,
+                 "accuracy_pruned": row.accuracy_pruned})
+
+
+def sensitivity(args: argparse.Namespace) -> int:
+    from ..data import held_out_set
+    from ..sensitivity import sensitivity as curves
+
+    model, _, _ = load_model(args)
+    scores = _scores(args, model, args.criterion, parse_params(args.param))
+    with bar("sensitivity") as progress:
+        df = curves(model, scores, held_out_set(args.data, args.n, args.data_root), ratios=args.ratios,
+                    groups=args.groups, cache=not args.no_cache, progress=progress)
+    out = _write_csv(df, args.out)
+    return emit({"groups": int(df["group"].nunique()), "rows": len(df), "cached": df.attrs["cached"],
+                 "out": str(out)})
+
+
+def register(sub) -> None:
+    from ..criteria import list_criteria
+    from ..defaults import HELD_OUT, LATENCY_REPEAT, SENSITIVITY
+
+    s = sub.add_parser("score", help="score every filter of a model with a criterion; writes a CSV")
+    add_model_args(s, required=True)
+    s.add_argument("--criterion", required=True, choices=list_criteria())
+    s.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                   help="a criterion parameter (repeatable); see `python -m prunekit criteria`")
+    s.add_argument("--layers", nargs="+", default=None, help="conv names to score (default: every conv)")
+    add_probe_args(s)
+    s.add_argument("--no-cache", action="store_true", help="recompute even if the scores are cached")
+    s.add_argument("--out", required=True, help="output CSV (layer, filter, criterion, score, rank)")
+    s.set_defaults(func=score)
+
+    _register_plan(sub)
+
+    p = sub.add_parser("prune", help="prune by a plan; records a run (manifest, pruned model) under the runs root")
+    add_model_args(p)
+    add_criterion_args(p, None)
+    p.add_argument("--plan", required=True, help="a plan JSON written by `plan`")
+    p.add_argument("--n", type=int, default=HELD_OUT.n,
+                   help=f"held-out test images for accuracy (default {HELD_OUT.n}; 0: do not evaluate)")
+    p.add_argument("--runs", default=None, help="runs root (default: $PRUNEKIT_RUNS or ./runs)")
+    p.add_argument("--repeat", type=int, default=LATENCY_REPEAT, help="timed runs per latency measurement")
+    p.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
+    p.set_defaults(func=prune)
+
+    p = sub.add_parser("sensitivity", help="prune each group alone at several ratios and evaluate; writes a CSV")
+    add_model_args(p)
+    add_criterion_args(p, "l1")
+    p.add_argument("--n", type=int, default=SENSITIVITY.n, help=f"held-out test images (default {SENSITIVITY.n})")
+    p.add_argument("--ratios", type=float, nargs="+", default=list(SENSITIVITY.ratios))
+    p.add_argument("--groups", nargs="+", default=None, help="group roots (default: every prunable group)")
+    p.add_argument("--no-cache", action="store_true")
+    p.add_argument("--out", required=True, help="output CSV (group, ratio, accuracy, loss, params, macs)")
+    p.set_defaults(func=sensitivity)
+
+
+def _register_plan(sub) -> None:
+    """`plan`: the preset menu, each preset's knob and options, all from the preset registry."""
+    from ..presets import BY, get_preset, list_presets
+
+    presets = [get_preset(name) for name in list_presets()]
+    p = sub.add_parser("plan", help="build a pruning plan with a preset; writes JSON and prints its estimate",
+                       description="Presets: " + "; ".join(f"{x.name}: {x.help}" for x in presets))
+    add_model_args(p)
+    add_criterion_args(p, "l1")
+    p.add_argument("--preset", required=True, choices=list_presets())
+    for knob in {x.knob.name: x.knob for x in presets if x.knob}.values():
+        users = ", ".join(x.name for x in presets if x.knob and x.knob.name == knob.name)
+        p.add_argument(f"--{knob.name}", type=float, default=None, help=f"{users}: {knob.doc}; {knob.allowed()}")
+    for option in {o.name: (o, x.name) for x in presets for o in x.params}.values():
+        param, owner = option
+        p.add_argument(f"--{param.name}", default=None, choices=param.choices,
+                       help=f"{owner}: {param.doc} (default {param.default})")
+    p.add_argument("--target", type=float, default=None, help="fraction of FLOPs (or params, --by) to remove")
+    p.add_argument("--by", default="flops", choices=BY)
+    p.add_argument("--sensitivity", default=None, help="sensitivity: a CSV written by `sensitivity`")
+    p.add_argument("--exclude", nargs="+", default=[], help="convs to leave unpruned (with their coupled group)")
+    p.add_argument("--out", required=True, help="the plan's JSON file")
+    p.set_defaults(func=plan)

@@ -1,0 +1,86 @@
+"""``train`` (a registered model from scratch) and ``finetune`` (a run's pruned model), on one device or under
+torchrun (DistributedDataParallel)."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+from .common import add_data_args, add_recipe_args, data_request, device, emit, recipe_overrides
+
+__all__ = ["register"]
+
+TORCHRUN = ("Under torchrun (torchrun --nproc_per_node=N -m prunekit {cmd} ...) the N processes train one model with "
+            "DistributedDataParallel; --batch-size is per process and rank 0 alone writes.")
+
+
+def train(args: argparse.Namespace) -> int:
+    from ..data import resolve_splits
+    from ..distributed import distributed
+    from ..train import TrainConfig, train_new
+
+    with distributed(device(args)) as world:  # under torchrun: one rank of several (DDP); else a no-op
+        config = TrainConfig(**recipe_overrides(args))
+        splits = resolve_splits(data_request(args), seed=config.seed)
+        ranks = f" x {world.world_size} processes ({world.backend})" if world.enabled else ""
+        if world.is_main:
+            print(f"training {args.model} on {splits.name} ({len(splits.train)} images) on {world.device}{ranks} for "
+                  f"{config.epochs} epochs", file=sys.stderr)
+        meta = {"command": " ".join(["python -m prunekit", *sys.argv[1:]]), "device": str(world.device),
+                "torch": torch.__version__, **({"image_size": args.image_size} if args.folder else {})}
+        rows = train_new(args.model, splits, config, args.out, device=world.device, workers=args.workers, meta=meta,
+                         resume=not args.no_resume)
+        if world.is_main:
+            seconds = round(sum(r["seconds"] for r in rows), 1)
+            emit({"test_accuracy": rows[-1]["test_accuracy"], "train_seconds": seconds,
+                  "out": str(Path(args.out) / "model.safetensors")})
+    return 0
+
+
+def finetune(args: argparse.Namespace) -> int:
+    from ..distributed import distributed
+    from ..finetune import finetune_config, finetune_run
+
+    with distributed(device(args)) as world:
+        config = finetune_config(**recipe_overrides(args))
+        ranks = f" x {world.world_size} processes ({world.backend})" if world.enabled else ""
+        if world.is_main:
+            print(f"fine-tuning {args.run} on {world.device}{ranks} for {config.epochs} epochs", file=sys.stderr)
+        run = finetune_run(args.run, config, data=data_request(args), device=world.device, resume=not args.no_resume)
+        if world.is_main:
+            entry = run.manifest["finetune"]
+            emit({"run": str(run.path), "status": run.status,
+                  "accuracy_pruned": ((run.manifest.get("accuracy") or {}).get("pruned") or {}).get("accuracy"),
+                  "accuracy_finetuned": entry["accuracy"], "epochs": len(entry["epochs"]),
+                  "model": str(run.path / entry["model"])})
+    return 0
+
+
+def register(sub) -> None:
+    from ..finetune import finetune_config
+    from ..models import list_models
+    from ..train import TrainConfig
+
+    t = sub.add_parser("train", help="train a registered model from scratch on a 32x32 data set or an image folder",
+                       description="Train a registered model from scratch on a 32x32 data set (--data, held on the "
+                       "device) or on an image folder (--folder DIR: DIR/train/ and DIR/val/ are ImageFolder trees "
+                       "with the same class folders, read by a DataLoader with --workers processes at --image-size "
+                       "with the standard ImageNet transforms; the classes are DIR/train's folders). "
+                       + TORCHRUN.format(cmd="train"))
+    t.add_argument("--model", required=True, choices=list_models())
+    add_data_args(t, default="cifar10")
+    t.add_argument("--out", required=True, help="output folder (checkpoints, metrics.jsonl); resumed if it has state")
+    add_recipe_args(t, TrainConfig(), extra=True)
+    t.set_defaults(func=train)
+
+    f = sub.add_parser("finetune", help="fine-tune a run's pruned model; checkpoints and metrics go into the run",
+                       description="Fine-tune a run's pruned model; checkpoints and metrics go into the run. "
+                       + TORCHRUN.format(cmd="finetune --run-dir DIR"))
+    f.add_argument("--run", "--run-dir", dest="run", required=True,
+                   help="a run directory written by `prune` (under torchrun write --run-dir: torchrun's own parser "
+                   "takes --run for an abbreviation of its --run-path)")
+    add_data_args(f, default=None)
+    add_recipe_args(f, finetune_config(), extra=False)
+    f.set_defaults(func=finetune)

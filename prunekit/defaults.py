@@ -1,0 +1,60 @@
+"""The defaults that define a result, in one place. The command line, the background jobs and the dashboard all
+read them from here, so the same model, criterion and parameters give the same numbers (and the same cache
+entries) whichever front end asked.
+
+Everything here is recorded with the result it shapes (a score table's cache key holds the probe's content, a
+run's manifest its held-out set and recipe), so changing a default never makes an old result look like a new one.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["PROBE", "HELD_OUT", "SENSITIVITY", "FINETUNE_RECIPE", "FINETUNE_EPOCHS", "QUICK_FINETUNE_EPOCHS",
+           "FALLBACK_CRITERION", "DEFAULT_CRITERION", "BOTTOM_FRACTION", "LATENCY_BATCHES", "LATENCY_REPEAT"]
+
+
+@dataclass(frozen=True)
+class ProbeDefaults:
+    """The probe set data-driven criteria stream (methods.md): ``n`` images of the ``split`` split drawn by
+    ``seed``, in batches of ``batch_size`` (5 x 128, as HRank and CHIP). Map-EX's box probe pastes ``n`` objects
+    of the same split onto canvases."""
+
+    n: int = 640
+    batch_size: int = 128
+    seed: int = 0
+    split: str = "train"
+
+
+@dataclass(frozen=True)
+class HeldOutDefaults:
+    """The test images an accuracy right after pruning is measured on: ``n`` of the ``split`` split by ``seed``."""
+
+    n: int = 2000
+    seed: int = 0
+    split: str = "test"
+
+
+@dataclass(frozen=True)
+class SensitivityDefaults:
+    """Sensitivity curves: each group pruned alone at ``ratios``, evaluated on ``n`` held-out images (seed 0)."""
+
+    n: int = 500
+    ratios: tuple[float, ...] = (0.1, 0.3, 0.5, 0.7, 0.9)
+
+
+PROBE = ProbeDefaults()
+HELD_OUT = HeldOutDefaults()
+SENSITIVITY = SensitivityDefaults()
+
+# The usual CIFAR fine-tuning after pruning (e.g. Torch-Pruning's CIFAR benchmarks: SGD lr 0.01, momentum 0.9,
+# weight decay 5e-4, batch 128), without Nesterov or warm-up, with a cosine schedule: TrainConfig overrides.
+FINETUNE_RECIPE = {"lr": 0.01, "momentum": 0.9, "nesterov": False, "weight_decay": 5e-4, "batch_size": 128,
+                   "schedule": "cosine", "warmup_epochs": 0.0}
+FINETUNE_EPOCHS = 30  # a full fine-tuning (the command line's default)
+QUICK_FINETUNE_EPOCHS = 3  # the dashboard form's first value: a demo that ends within minutes on a CPU
+
+DEFAULT_CRITERION = "sfm_entropy"  # the criterion the dashboard opens on
+FALLBACK_CRITERION = "l1"  # weight-only: what the dashboard falls back to (and says so) when a criterion cannot run
+BOTTOM_FRACTION = 0.3  # rank agreement counts the overlap of each layer's bottom 30%
+LATENCY_BATCHES = (1, 64)  # batch sizes a run's latency is measured at
+LATENCY_REPEAT = 10  # timed runs per latency measurement

@@ -1,0 +1,70 @@
+"""The one rule for pruning ratios, used by plans, presets, pruning, sensitivity and the dashboard's editor.
+
+A ratio is the share of a coupled group's filters to remove: a number in [0, :data:`MAX_RATIO`] that keeps at least
+one filter. Pruning ``ratio`` of ``c`` filters keeps ``int(c * (1 - ratio))`` (as Torch-Pruning rounds), so the
+largest ratio a group of ``c`` filters takes is :func:`max_ratio` (16 -> 0.9375, 64 -> 0.95).
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from .errors import UnknownNameError, UserError
+
+__all__ = ["MAX_RATIO", "RULE", "kept_channels", "max_ratio", "ratio_removing", "check_ratio", "validate_ratios"]
+
+MAX_RATIO = 0.95
+RULE = f"a ratio is a number from 0 to {MAX_RATIO} (the share of a group's filters to remove) and keeps at least " \
+       "one filter of its group"
+
+
+class _Group(Protocol):
+    root: str
+    members: Sequence[str]
+    channels: int
+
+
+def kept_channels(channels: int, ratio: float) -> int:
+    """Filters left after pruning ``ratio`` of ``channels``: int(channels * (1 - ratio)), as Torch-Pruning."""
+    return int(channels * (1 - ratio))
+
+
+def ratio_removing(channels: int, n: int) -> float:
+    """The ratio (<= MAX_RATIO) that removes exactly ``n`` of ``channels`` filters: n/c where floats allow."""
+    r = n / channels
+    if channels - kept_channels(channels, r) != n:
+        r = (n - 0.5) / channels  # inside the interval ((n-1)/c, n/c] that kept_channels maps to c - n
+    return min(r, MAX_RATIO)
+
+
+def max_ratio(channels: int) -> float:
+    """The largest ratio a group of ``channels`` filters takes (at most MAX_RATIO, one filter kept):
+    16 -> 0.9375 (15 removed), 64 -> 0.95 (61 removed)."""
+    return ratio_removing(channels, channels - max(1, kept_channels(channels, MAX_RATIO)))
+
+
+def check_ratio(name: str, ratio: Any, channels: int | None = None) -> float:
+    """``ratio`` as a float, or UserError naming ``name`` and the value when it breaks the rule (with ``channels``,
+    also when it would remove every filter)."""
+    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or math.isnan(ratio) \
+            or not 0 <= ratio <= MAX_RATIO:
+        raise UserError(f"ratio of {name!r} must be a number in [0, {MAX_RATIO}], got {ratio!r}: {RULE}")
+    if channels is not None and kept_channels(channels, ratio) < 1:
+        raise UserError(f"ratio {ratio} removes every one of the {channels} filters of {name!r}; lower it to at most "
+                        f"{max_ratio(channels):.4g}: {RULE}")
+    return float(ratio)
+
+
+def validate_ratios(ratios: dict[str, float], groups: Sequence[_Group]) -> None:
+    """UserError naming the first bad entry of ``ratios`` ({group root: ratio}): a layer that is no group's root,
+    or a ratio that breaks the rule (:func:`check_ratio`)."""
+    by_root = {g.root: g for g in groups}
+    member_of = {m: g.root for g in groups for m in g.members}
+    for layer, ratio in ratios.items():
+        if layer not in by_root:
+            if layer in member_of:
+                raise UserError(f"{layer!r} is coupled with {member_of[layer]!r}: give the ratio to the group's "
+                                f"root {member_of[layer]!r}")
+            raise UnknownNameError(f"unknown layer {layer!r}; prunable groups: {', '.join(by_root)}")
+        check_ratio(layer, ratio, by_root[layer].channels)

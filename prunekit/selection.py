@@ -1,0 +1,59 @@
+"""Which filters go: the one combination of a coupled group's scores and the one choice of the filters a ratio
+removes. Pruning (:func:`prunekit.prune.prune_model`) and every preview (the Feature maps page, the threshold
+preset) call these, so a preview shows exactly what pruning removes.
+
+Inside a group, each member conv's scores are min-max normalised within the layer (a constant layer counts as
+zeros) and averaged over the members that have scores; the filters with the lowest combined score go, ties to the
+lower index.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from .errors import UserError
+from .ratios import kept_channels
+
+__all__ = ["combined_scores", "group_scores", "lowest", "removed_filters"]
+
+
+def combined_scores(members: Sequence[str], scores: dict[str, torch.Tensor]) -> torch.Tensor | None:
+    """float64 (channels,): the members' scores, each min-max normalised to [0, 1] within its layer, averaged over
+    the members that have scores; None when none has."""
+    parts = []
+    for m in members:
+        if m in scores:
+            s = torch.as_tensor(scores[m]).detach().double().cpu()
+            parts.append((s - s.min()) / (s.max() - s.min()) if s.max() > s.min() else torch.zeros_like(s))
+    return torch.stack(parts).mean(0) if parts else None
+
+
+def group_scores(groups, scores: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """{group root: float64 (channels,)} :func:`combined_scores` of every group with a scored member."""
+    out = {}
+    for g in groups:
+        combined = combined_scores(g.members, scores)
+        if combined is not None:
+            out[g.root] = combined
+    return out
+
+
+def lowest(combined: torch.Tensor, n: int) -> list[int]:
+    """The indices of the ``n`` lowest entries of ``combined`` (ties to the lower index), sorted."""
+    return sorted(torch.argsort(combined, stable=True)[:n].tolist())
+
+
+def removed_filters(groups, ratios: dict[str, float], scores: dict[str, torch.Tensor]) -> dict[str, list[int]]:
+    """{conv: the filter indices pruning by ``ratios`` ({root: ratio}) removes} for every member of every group with
+    a ratio; UserError for a group with a ratio and no scored member."""
+    out: dict[str, list[int]] = {}
+    for g in groups:
+        n = g.channels - kept_channels(g.channels, ratios.get(g.root, 0.0))
+        if n <= 0:
+            continue
+        combined = combined_scores(g.members, scores)
+        if combined is None:
+            raise UserError(f"no scores for any layer of the group rooted at {g.root!r}: score the model again")
+        out.update({m: lowest(combined, n) for m in g.members})
+    return out
