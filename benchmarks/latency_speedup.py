@@ -19,8 +19,8 @@ from prunekit.criteria import get_criterion
 from prunekit.metrics import best_device, count_macs, latency_ms
 from prunekit.models import build_model, model_info
 from prunekit.presets import get_preset
-from prunekit.structure import estimate, structure
 from prunekit.prune import prune_model
+from prunekit.structure import estimate, structure
 
 TARGET = 0.8
 

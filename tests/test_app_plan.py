@@ -13,9 +13,9 @@ from pages.shared import CRITERION, PLAN, human
 from prunekit.checkpoints import load_checkpoint
 from prunekit.defaults import HELD_OUT, SENSITIVITY
 from prunekit.presets import get_preset
-from prunekit.structure import estimate, structure
 from prunekit.prune import coupled_groups
 from prunekit.scores import weights_hash
+from prunekit.structure import estimate, structure
 from tests.apptest_kit import open_page
 from tests.conftest import REPO
 

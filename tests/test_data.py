@@ -85,7 +85,8 @@ def test_cifar10_jpeg_copy_loads_whole(cifar_data_root, monkeypatch):
     assert torch.bincount(train.labels).tolist() == [5000] * 10
     assert torch.bincount(test.labels).tolist() == [1000] * 10
     assert train.classes == data.CIFAR10_CLASSES
-    monkeypatch.setattr(data.sets, "_decode_jpeg_copy", lambda *a: pytest.fail("decoded again, not read from the cache"))
+    monkeypatch.setattr(data.sets, "_decode_jpeg_copy",
+                        lambda *a: pytest.fail("decoded again, not read from the cache"))
     again = load_arrays("cifar10", "test", cifar_data_root)
     assert torch.equal(again.labels, test.labels)
 

@@ -11,9 +11,9 @@ from prunekit.data import Splits
 from prunekit.finetune import FINETUNE_DIR, finetune_config, finetune_run
 from prunekit.models import build_model, count_params
 from prunekit.presets import get_preset
-from prunekit.structure import structure
 from prunekit.prune import prune_model
 from prunekit.runs import MODEL_FILE, Run, file_sha256, list_runs, prune_run, read_manifest
+from prunekit.structure import structure
 from tests.conftest import REPO, tiny_arrays
 
 SIZE = (3, 32, 32)

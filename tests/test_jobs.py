@@ -16,8 +16,8 @@ from prunekit import jobs
 from prunekit.jobs import _Context, _Kind
 from prunekit.models import build_model
 from prunekit.presets import get_preset
-from prunekit.structure import estimate, structure
 from prunekit.runs import prune_run, read_manifest
+from prunekit.structure import estimate, structure
 from tests.conftest import REPO
 
 SIZE = (3, 32, 32)

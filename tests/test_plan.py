@@ -63,7 +63,8 @@ def test_json_round_trip_and_another_model_is_refused(r20, tmp_path):
 
 def test_uniform_ratio_exclusions_and_unprunable_layers(r20):
     model, struct = r20
-    plan = get_preset("uniform").make(struct, "resnet20", value=0.5, exclude=["layer1.0.conv2"])  # a member of the stem's stream
+    # layer1.0.conv2: a member of the stem's stream
+    plan = get_preset("uniform").make(struct, "resnet20", value=0.5, exclude=["layer1.0.conv2"])
     assert "conv1" not in plan.ratios and set(plan.ratios.values()) == {0.5} and len(plan.ratios) == 11
     why = plan.unprunable(struct)
     assert why["layer1.0.conv2"] == "excluded by the user"
@@ -98,8 +99,9 @@ def test_global_threshold_on_hand_made_scores(r20):
     assert plan.ratios["layer1.0.conv1"] == 15 / 16  # all but the outlier go; one filter is kept
     # members' normalised scores are averaged: i/15 and (15 - i)/15 average to 0.5 for every filter
     coupled = {"conv1": torch.arange(16.0), "layer1.0.conv2": torch.arange(16.0).flip(0)}
-    assert "conv1" not in get_preset("threshold").make(struct, "resnet20", scores=coupled, value=0.5, criterion="l1").ratios
-    assert get_preset("threshold").make(struct, "resnet20", scores=coupled, value=0.51, criterion="l1").ratios["conv1"] == 15 / 16
+    threshold = get_preset("threshold")
+    assert "conv1" not in threshold.make(struct, "resnet20", scores=coupled, value=0.5, criterion="l1").ratios
+    assert threshold.make(struct, "resnet20", scores=coupled, value=0.51, criterion="l1").ratios["conv1"] == 15 / 16
 
 
 def test_removed_filters_preview_is_what_pruning_removes(r20):

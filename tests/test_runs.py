@@ -12,9 +12,9 @@ import torch
 from prunekit.checkpoints import load_checkpoint
 from prunekit.models import build_model, count_params
 from prunekit.presets import get_preset
-from prunekit.structure import structure
 from prunekit.prune import prune_model
 from prunekit.runs import MANIFEST, MODEL_FILE, Run, list_runs, prune_run, read_manifest, runs_root
+from prunekit.structure import structure
 from tests.conftest import REPO, tiny_arrays
 
 SIZE = (3, 32, 32)

@@ -3,8 +3,8 @@ import pytest
 import torch
 
 from prunekit.models import build_model
-from prunekit.structure import estimate, structure
 from prunekit.sensitivity import COLUMNS, sensitivity
+from prunekit.structure import estimate, structure
 from tests.conftest import tiny_arrays
 
 

@@ -27,7 +27,7 @@ def train(args: argparse.Namespace) -> int:
         ranks = f" x {world.world_size} processes ({world.backend})" if world.enabled else ""
         if world.is_main:
             print(f"training {args.model} on {splits.name} ({len(splits.train)} images) on {world.device}{ranks} for "
-                  f"{config.epochs} epochs", file=sys.stderr)
+                  f"{config.epochs} epochs")
         meta = {"command": " ".join(["python -m prunekit", *sys.argv[1:]]), "device": str(world.device),
                 "torch": torch.__version__, **({"image_size": args.image_size} if args.folder else {})}
         rows = train_new(args.model, splits, config, args.out, device=world.device, workers=args.workers, meta=meta,

@@ -1,0 +1,52 @@
+"""Plotly figures that pages draw, built from package results (no computation here beyond layout)."""
+from __future__ import annotations
+
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+__all__ = ["sensitivity_figure", "mark_ratios", "filters_figure"]
+
+
+def sensitivity_figure(table: pd.DataFrame, struct) -> go.Figure:
+    """One accuracy-vs-ratio panel per group, two per row, each with a red vertical line named after its group
+    for :func:`mark_ratios` to move."""
+    roots = [g.root for g in struct.groups if g.root in set(table["group"])]
+    rows = (len(roots) + 1) // 2
+    fig = make_subplots(rows=rows, cols=2, subplot_titles=roots, shared_xaxes=True, vertical_spacing=0.5 / rows,
+                        horizontal_spacing=0.12)
+    traces, where = [], []
+    for i, root in enumerate(roots):
+        curve = table[table["group"] == root].sort_values("ratio")
+        traces += [go.Scatter(x=curve["ratio"], y=curve["accuracy"], mode="lines+markers", marker_size=5,
+                              line_color="#2f6fed", hovertemplate="ratio %{x:.2f}: %{y:.1f}%<extra></extra>"),
+                   go.Scatter(x=[0, 0], y=[0, 100], mode="lines", name=root, line=dict(color="#d62728", width=2),
+                              hoverinfo="skip")]
+        where += [(i // 2 + 1, i % 2 + 1)] * 2
+    fig.add_traces(traces, rows=[w[0] for w in where], cols=[w[1] for w in where])
+    fig.update_xaxes(range=[-0.03, 0.95], tickformat=".1f")
+    fig.update_xaxes(title_text="ratio removed", title_font_size=11, row=rows)
+    fig.update_yaxes(title_text="acc. %", title_font_size=10, tickfont_size=10, range=[0, 100], dtick=25)
+    fig.update_annotations(font_size=11)
+    fig.update_layout(height=105 * rows + 60, margin=dict(l=10, r=10, t=25, b=10), showlegend=False)
+    return fig
+
+
+def mark_ratios(fig: go.Figure, ratios: dict) -> go.Figure:
+    """Move each group's red line to its current ratio (in place: the figure is this session's own)."""
+    for trace in fig.data:
+        if trace.name:
+            r = ratios.get(trace.name, 0.0)
+            trace.x = (r, r)
+    return fig
+
+
+def filters_figure(est) -> go.Figure:
+    layers = list(est.channels)
+    fig = go.Figure()
+    fig.add_bar(x=layers, y=[est.channels[n][0] for n in layers], name="before", marker_color="#c9d3e6")
+    fig.add_bar(x=layers, y=[est.channels[n][1] for n in layers], name="after", marker_color="#2f6fed")
+    fig.update_layout(barmode="overlay", height=300, margin=dict(l=10, r=10, t=10, b=10), yaxis_title="filters",
+                      legend=dict(orientation="h", y=1.08, x=0))
+    fig.update_xaxes(tickangle=-45, tickfont=dict(size=10))
+    return fig
