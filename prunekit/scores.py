@@ -7,8 +7,8 @@
 ``rank`` is the filter's place within its layer, 1 = the highest score (the most important), ties broken by
 the lower filter index. A result is cached under ``cache_dir()/scores`` keyed by the hash of the model's
 weights (and its class), the probe set's identity (:attr:`prunekit.probe.Probe.key`, for data-driven
-criteria), the criterion's name and parameters and the scored layers; the same request again is read from
-the cache instead of computed.
+criteria), the criterion's name, revision (:attr:`prunekit.criteria.Criterion.revision`) and parameters, and
+the scored layers; the same request again is read from the cache instead of computed.
 """
 from __future__ import annotations
 
@@ -113,6 +113,7 @@ def _request_key(model: nn.Module, crit: Criterion, layers: list[ConvLayer], pro
         "weights": weights_hash(model),
         "probe": probe_key,
         "criterion": crit.name,
+        "revision": crit.revision,
         "params": crit.config,
         "layers": [layer.name for layer in layers],
     }

@@ -373,13 +373,14 @@ def test_linear_ensembles_respect_the_time_budget():
 # ---------------------------------------------------------------------------------------------- streaming
 
 
-def reference_maps(model, x):
-    """Every feature map of SmallNet, read directly from its distinct ReLU modules and the residual BN."""
+def reference_maps(model, x, post_add=False):
+    """Every feature map of SmallNet, read directly from its distinct ReLU modules and, for the residual conv3,
+    the BN before the add (or with ``post_add`` the ReLU after it)."""
     maps = {}
     handles = [
         model.act1.register_forward_hook(lambda m, i, o: maps.__setitem__("conv1", o)),
         model.act2.register_forward_hook(lambda m, i, o: maps.__setitem__("conv2", o)),
-        model.bn3.register_forward_hook(lambda m, i, o: maps.__setitem__("conv3", o)),
+        (model.act3 if post_add else model.bn3).register_forward_hook(lambda m, i, o: maps.__setitem__("conv3", o)),
     ]
     try:
         out = model(x)
@@ -429,7 +430,7 @@ def test_streamed_hrank_and_chip_equal_a_plain_reference(small):
     model, x, y = small
     probe = probe_batches(x, y, [7, 9])
     with torch.no_grad():
-        maps, _ = reference_maps(model, x)
+        maps, _ = reference_maps(model, x, post_add=True)  # HRank and CHIP read conv3 after the add
     hrank, chip = run("hrank", model, probe), run("chip", model, probe)
     for name, f in maps.items():
         f = f.double().numpy()
@@ -446,6 +447,94 @@ def test_streamed_hrank_and_chip_equal_a_plain_reference(small):
         assert np.allclose(chip[name].numpy(), ci / len(f), rtol=1e-5, atol=1e-6), name
 
 
+def hooked_maps(model, x, hooks):
+    """The published codes' way to read feature maps: forward hooks on the model's own activation modules.
+    hooks: {module path: [conv name of its 1st call, of its 2nd call, ...]} (a shared ReLU fires once per call).
+    Returns {conv name: float64 (B, C, H, W)} after one forward of x."""
+    maps = {}
+
+    def keep(names):
+        calls = iter(names)
+        return lambda module, inputs, output: maps.__setitem__(next(calls), output.detach().double().clone())
+
+    handles = [model.get_submodule(path).register_forward_hook(keep(names)) for path, names in hooks.items()]
+    try:
+        with torch.no_grad():
+            model.eval()(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return maps
+
+
+def resnet20_hooks(model):
+    """CIFAR ResNet-20 (prunekit.models): the stem's ReLU, then each block's one ReLU module, called after bn1
+    (conv1's map) and after the residual add (conv2's map: HRank's and CHIP's relu2)."""
+    hooks = {"relu": ["conv1"]}
+    for stage in ("layer1", "layer2", "layer3"):
+        for j in range(len(model.get_submodule(stage))):
+            hooks[f"{stage}.{j}.relu"] = [f"{stage}.{j}.conv1", f"{stage}.{j}.conv2"]
+    return hooks
+
+
+def vgg_hooks(model):
+    """VGG-16-BN: each conv's map is the output of the ReLU two modules after it (conv, BN, ReLU)."""
+    return {f"features.{i + 2}": [f"features.{i}"] for i, m in enumerate(model.features) if isinstance(m, nn.Conv2d)}
+
+
+def hrank_reference(maps):
+    """HRank's rank_generation.py: per image and channel torch's matrix rank of the H x W map, averaged."""
+    return {name: torch.tensor([[float(torch.linalg.matrix_rank(f[i, c].float())) for c in range(f.shape[1])]
+                                for i in range(len(f))]).mean(0) for name, f in maps.items()}
+
+
+def chip_reference(maps):
+    """CHIP's calculate_ci.py: per image A (C, HW); CI_j = ||A||_* - ||A with row j zeroed||_*, averaged over the
+    images (here in float64, without the published code's rounding of the maps to 4 decimals)."""
+    out = {}
+    for name, f in maps.items():
+        a = f.flatten(2)  # (B, C, HW)
+        c = a.shape[1]
+        cut = a[:, None].repeat(1, c, 1, 1)  # (B, C, C, HW): copy j has row j zeroed
+        cut[:, torch.arange(c), torch.arange(c)] = 0
+        full = torch.linalg.svdvals(a).sum(-1)  # (B,)
+        out[name] = (full[:, None] - torch.linalg.svdvals(cut).sum(-1)).mean(0)
+    return out
+
+
+def reference_case(model_name, images):
+    torch.manual_seed(0)
+    model = build_model(model_name).eval()
+    x = torch.randn(images, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    hooks = resnet20_hooks(model) if model_name == "resnet20" else vgg_hooks(model)
+    return model, x, hooked_maps(model, x, hooks)
+
+
+@pytest.mark.parametrize("model_name, images", [("resnet20", 16), ("vgg16_bn", 4)])
+def test_hrank_and_chip_equal_their_published_code_on_real_models(model_name, images):
+    model, x, maps = reference_case(model_name, images)
+    assert set(maps) == {layer.name for layer in conv_layers(model)}
+    probe = probe_batches(x, labels(images), [images // 2, images - images // 2])
+    hrank, chip = run("hrank", model, probe), run("chip", model, probe)
+    for name, expected in hrank_reference(maps).items():
+        torch.testing.assert_close(hrank[name], expected.float(), rtol=0, atol=1e-5, msg=name)
+    for name, expected in chip_reference(maps).items():
+        torch.testing.assert_close(chip[name], expected.float(), rtol=1e-4, atol=1e-4, msg=name)
+
+
+def test_hrank_reads_after_the_add_where_the_bn_output_would_differ():
+    model, x, maps = reference_case("resnet20", 4)
+    layers = {layer.name: layer for layer in conv_layers(model)}
+    residual = [name for name, layer in layers.items() if layer.residual]
+    assert len(residual) == 9 and get_criterion("hrank").reads == get_criterion("chip").reads == "post_add"
+    bn_maps = hooked_maps(model, x, {layers[name].bn: [name] for name in residual})  # the pre-add BN outputs
+    ranks_after, ranks_before = hrank_reference(maps), hrank_reference(bn_maps)
+    hrank = run("hrank", model, [(x, labels(4))])
+    for name in residual:
+        assert torch.equal(hrank[name], ranks_after[name].float()), name
+    assert any(not torch.equal(ranks_after[n], ranks_before[n]) for n in residual)  # the two maps do differ
+
+
 def test_chip_scores_both_gram_paths_equal_svd():
     g = torch.Generator().manual_seed(0)
     for shape in [(2, 5, 3, 3), (2, 12, 2, 2)]:  # C <= HW and C > HW
@@ -460,18 +549,42 @@ def test_chip_scores_both_gram_paths_equal_svd():
                 assert got[i, j].item() == pytest.approx(ref.item(), abs=1e-6)
 
 
-def test_taylor_and_grad_x_activation_equal_a_plain_reference(small):
-    model, x, y = small
-    probe = probe_batches(x, y, [10, 6])
+def maps_and_gradients(model, x, y, reduction):
+    """SmallNet's feature maps (conv3: the BN output the gate multiplies) and the gradient of the cross-entropy
+    (summed or averaged over x) at each, by autograd on the maps themselves."""
     maps, out = reference_maps(model, x)
     for f in maps.values():
         f.retain_grad()
-    F.cross_entropy(out, y, reduction="sum").backward()
-    taylor = run("taylor", model, probe)
-    for name, f in maps.items():
-        expected = (f * f.grad).sum((2, 3)).abs().mean(0)  # activation x gradient at the feature map
-        assert torch.allclose(taylor[name], expected.detach(), rtol=1e-4, atol=1e-7), name
+    F.cross_entropy(out, y, reduction=reduction).backward()
     model.zero_grad()
+    return {name: (f.detach(), f.grad) for name, f in maps.items()}
+
+
+def test_taylor_cvpr2019_is_the_squared_batch_sum_averaged_over_batches(small):
+    model, x, y = small
+    sizes = [10, 6]
+    expected = {}
+    for xb, yb in probe_batches(x, y, sizes):  # NVlabs/Taylor_pruning, method 22: gate after BN, mean loss
+        for name, (f, g) in maps_and_gradients(model, xb, yb, "mean").items():
+            expected[name] = expected.get(name, 0) + (f * g).sum((0, 2, 3)).double() ** 2 / len(sizes)
+    taylor = run("taylor", model, probe_batches(x, y, sizes))
+    assert get_criterion("taylor").config["form"] == "cvpr2019"
+    for name, e in expected.items():
+        torch.testing.assert_close(taylor[name], e.float(), rtol=1e-4, atol=1e-10, msg=name)
+    shuffled = run("taylor", model, probe_batches(x, y, sizes)[::-1])  # the same batches in another order
+    rebatched = run("taylor", model, probe_batches(x, y, [8, 8]))
+    for name, s in taylor.items():
+        torch.testing.assert_close(shuffled[name], s, rtol=1e-4, atol=1e-10)
+        assert not torch.allclose(rebatched[name], s, rtol=1e-2), name  # batch sums depend on the batching
+
+
+def test_taylor_iclr2017_and_grad_x_activation_equal_a_plain_reference(small):
+    model, x, y = small
+    probe = probe_batches(x, y, [10, 6])
+    taylor = run("taylor", model, probe, form="iclr2017")
+    for name, (f, g) in maps_and_gradients(model, x, y, "sum").items():  # summed loss: per-image gradients
+        expected = (f * g).mean((2, 3)).abs().mean(0)  # |spatial mean of activation x gradient|, image mean
+        torch.testing.assert_close(taylor[name], expected, rtol=1e-4, atol=1e-9, msg=name)
     maps, out = reference_maps(model, x)
     for f in maps.values():
         f.retain_grad()
@@ -488,6 +601,8 @@ def test_taylor_and_grad_x_activation_equal_a_plain_reference(small):
 def test_invariant_to_batch_order_and_batch_size(small, name):
     model, x, y = small
     params = {"samples": 12, "joint": True} if name == "linear_ensembles" else {}
+    if name == "taylor":
+        params = {"form": "iclr2017"}  # the cvpr2019 form depends on the batching by definition (tested above)
     if criterion_class(name).needs_boxes:
         g = torch.Generator().manual_seed(2)
         corners = torch.randint(0, 8, (16, 2), generator=g).float()

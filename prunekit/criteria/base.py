@@ -112,8 +112,11 @@ class Criterion:
     """Base class of every criterion. Subclasses set the class attributes and implement :meth:`_score`.
 
     Class attributes: ``name`` (registry key), ``description`` (source; which parts are reconstructed),
-    ``params`` (tuple of :class:`Param`), ``needs_data`` / ``needs_labels`` / ``needs_boxes``, and ``seed_doc``:
-    the number of the seed document (0-4) a criterion reconstructs, None for a baseline.
+    ``params`` (tuple of :class:`Param`), ``needs_data`` / ``needs_labels`` / ``needs_boxes``, ``seed_doc``:
+    the number of the seed document (0-4) a criterion reconstructs, None for a baseline, ``reads``: which
+    feature map of a conv that feeds a residual add a data-driven criterion reads, "pre_add" (its BN output) or
+    "post_add" (after the add and its activation; :mod:`prunekit.layers`), and ``revision``: raised whenever
+    the criterion's scores change for the same parameters (the score cache keys on it).
     Instances hold validated parameter values in ``self.config``.
     """
 
@@ -124,6 +127,8 @@ class Criterion:
     needs_labels: ClassVar[bool] = False
     needs_boxes: ClassVar[bool] = False
     seed_doc: ClassVar[int | None] = None
+    reads: ClassVar[str] = "pre_add"
+    revision: ClassVar[int] = 1
 
     def __init__(self, **params: Any):
         known = {p.name: p for p in self.params}
