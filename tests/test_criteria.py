@@ -283,6 +283,24 @@ def test_afie_of_a_matrix_with_known_singular_values():
     assert torch.equal(scores["0"], run("l1", conv_of(weight))["0"])  # filters inside ranked by L1
 
 
+def test_afie_of_an_orthogonal_layer_is_ln_n():
+    # a 1x1 conv with an orthogonal 16 x 16 weight: 16 equal singular values (equal up to float32 round-off,
+    # ~1e-7 apart), so q is uniform and K = ln 16; min-max scaling of the round-off alone gave 2.73
+    q = torch.linalg.qr(torch.randn(16, 16, generator=torch.Generator().manual_seed(0), dtype=torch.float64)).Q
+    weight = q[:, :, None, None].float()
+    assert afie_entropy(weight) == pytest.approx(math.log(16), abs=1e-6)
+    assert get_criterion("afie").score(conv_of(weight)).info["entropy"]["0"] == pytest.approx(math.log(16), abs=1e-6)
+    assert afie_entropy(3.0 * torch.eye(5)[:, :, None, None]) == pytest.approx(math.log(5), abs=1e-12)
+
+
+def test_afie_of_two_equal_and_one_smaller_singular_value():
+    # diag(1, 1, 0.999): singular values 1, 1, 0.999 -- a real spread of 1e-3, far above round-off, so they are
+    # min-max scaled to 1, 1, 0: q = (e, e, 1) / (2e + 1) and K = ln(2e + 1) - 2e / (2e + 1)
+    weight = torch.diag(torch.tensor([1.0, 1.0, 0.999]))[:, :, None, None]
+    e = math.e
+    assert afie_entropy(weight) == pytest.approx(math.log(2 * e + 1) - 2 * e / (2 * e + 1), rel=1e-9)
+
+
 def test_afie_ratio_allocation():
     r = allocate_ratios({"a": 0.2, "b": 0.1}, 0.3, {"a": 10, "b": 10})  # lambda_b = 2 lambda_a; 30 l / 20 = 0.3
     assert r["a"] == pytest.approx(0.2) and r["b"] == pytest.approx(0.4)
