@@ -100,9 +100,10 @@ class AFIE(Criterion):
     description = (
         "AFIE (Lu et al., arXiv 2208.06660, AAAI 2024, seed 004): a layer score. Established: entropy of the "
         "normalised spectrum of each layer's input-output matrix. Reconstructed: kernel-averaged weight matrix, "
-        "min-max scaled singular values (all equal within round-off: uniform, K = ln n), softmax, entropy / C_out; ratios lambda_l = lambda_min * AFIE_max / "
-        "AFIE_l (cap 0.95) meeting the target by filters or FLOPs; filters inside a layer ranked by 'within' "
-        "(default L1). Data-free. AFIE depends mostly on layer shape (K_l ~ ln min(C_in, C_out))."
+        "min-max scaled singular values (all equal within round-off: uniform, K = ln n), softmax, entropy / C_out; "
+        "ratios lambda_l = lambda_min * AFIE_max / AFIE_l (cap 0.95) meeting the target by filters or FLOPs; "
+        "filters inside a layer ranked by 'within' (default L1). Data-free. AFIE depends mostly on layer shape "
+        "(K_l ~ ln min(C_in, C_out))."
     )
     params = (
         Param("target", 0.5, "global fraction to prune (of filters, or of conv FLOPs)", low=0.0, open_low=True,
