@@ -155,9 +155,60 @@ def test_mapex_ranks_the_inside_filter_above_the_outside_filter():
     probe = [(x[:2], labels(2), boxes[:2]), (x[2:], labels(1), boxes[2:])]
     plain = run("mapex", identity_tap(2), probe, expand=False)["0"]
     assert plain[0].item() == pytest.approx(1 / 1e-6) and plain[1].item() == 0.0
-    # the 1x1 identity conv has receptive field 1 at stride 1: boxes grow by 0.5, i.e. one ring of cells
+    # the 1x1 identity conv has receptive field 1 at stride 1: boxes grow by 0.5, but the ring of cells around
+    # the box has fields (one pixel each) that only touch it: the foreground is the box itself, as for Map
     grown = run("mapex", identity_tap(2), probe)["0"]
-    assert grown[0].item() == pytest.approx(0.64 / 1e-6) and grown[1].item() == pytest.approx(0.36 / (1 + 1e-6))
+    assert torch.equal(grown, plain)
+
+
+def delta_convs(*strides):
+    """3x3 convs (padding 1, one channel) with a centre-one kernel, in sequence at the given strides: each passes
+    its input through (subsampled at stride 2), so the last conv's map is the input at its total stride."""
+    convs = [nn.Conv2d(1, 1, 3, stride=s, padding=1, bias=False) for s in strides]
+    with torch.no_grad():
+        for conv in convs:
+            conv.weight.zero_()
+            conv.weight[0, 0, 1, 1] = 1.0
+    return nn.Sequential(*convs)
+
+
+def test_mapex_receptive_field_rule_by_hand_on_a_small_map():
+    # one 3x3 conv (stride 1, receptive field 3) on an 8x8 map, the 4x4 box [2, 6): cell u's field is pixels
+    # u-1..u+1, which overlaps box pixels 2..5 for u = 1..6, so the foreground is the 6x6 block of cells 1..6
+    # (grown box (0.5, 7.5) open: centres 1.5..6.5) and the 28 cells of the outer ring (u or v = 0 or 7, whose
+    # fields only touch the box edge) are background. Edges included, every cell counted and the image was skipped.
+    model = delta_convs(1)
+    layer = conv_layers(model)[0]
+    assert (layer.stride, layer.receptive_field) == (1, 3)
+    box = [torch.tensor([[2.0, 2.0, 6.0, 6.0]])]
+    fg = box_masks(box, 8, 8, layer.stride, layer.receptive_field / 2)[0]
+    expected = torch.zeros(8, 8, dtype=torch.bool)
+    expected[1:7, 1:7] = True
+    assert torch.equal(fg, expected)
+    x = torch.ones(1, 1, 8, 8)
+    x[0, 0, 1:7, 1:7] = 2.0  # 2 on the 36 foreground cells, 1 on the ring
+    s = get_criterion("mapex").score(model, probe=[(x, labels(1), box)])
+    assert s["0"].item() == pytest.approx(2.0 / (1.0 + 1e-6)) and s.info["images"] == {"0": 1}
+    # plain Map: centres strictly inside [2, 6), cells 2..5 (16); background 20 cells of 2 and 28 of 1
+    plain = get_criterion("mapex", expand=False).score(model, probe=[(x, labels(1), box)])["0"].item()
+    assert plain == pytest.approx(2.0 / (68 / 48 + 1e-6))
+
+
+def test_mapex_receptive_field_rule_by_hand_in_deeper_layers():
+    # three 3x3 convs at stride 1: the third has receptive field 7 (pixels u-3..u+3). Box [0, 2) (pixels 0, 1):
+    # the field reaches them for u - 3 <= 1, cells 0..4, a 5x5 corner (grown box (-3.5, 5.5): centres up to 4.5).
+    deep = conv_layers(delta_convs(1, 1, 1))[2]
+    assert (deep.stride, deep.receptive_field) == (1, 7)
+    corner = [torch.tensor([[0.0, 0.0, 2.0, 2.0]])]
+    fg = box_masks(corner, 8, 8, deep.stride, deep.receptive_field / 2)[0]
+    assert fg.sum() == 25 and fg[:5, :5].all()
+    # 3x3 at stride 1, 3x3 at stride 2, 3x3: the third conv has total stride 2 and field 3 + 2 + 2 * 2 = 9. On
+    # a 16x16 image (8x8 map), cell u's field is centred on pixel 2u + 1, [2u - 3.5, 2u + 5.5], and overlaps the
+    # box [0, 4) for 2u - 3.5 < 4, cells 0..3: a 4x4 corner (feature box [0, 2] grown by 9/4: (-2.25, 4.25)).
+    strided = conv_layers(delta_convs(1, 2, 1))[2]
+    assert (strided.stride, strided.receptive_field) == (2, 9)
+    fg = box_masks([torch.tensor([[0.0, 0.0, 4.0, 4.0]])], 8, 8, strided.stride, 9 / 4)[0]
+    assert fg.sum() == 16 and fg[:4, :4].all()
 
 
 def test_mapex_skips_images_without_background():
