@@ -94,7 +94,7 @@ def score(
     table = cache_dir() / "scores" / f"{crit.name}-{key}.csv"
     meta_file = table.with_suffix(".json")
     if cache and table.is_file() and meta_file.is_file():
-        df = pd.read_csv(table)
+        df = pd.read_csv(table, dtype={"layer": str, "criterion": str})  # layer '0' stays a name
         df.attrs = {**json.loads(meta_file.read_text()), "cached": True}
         return df
     result = crit.score(model, chosen, data, progress=progress)

@@ -27,6 +27,7 @@ from .criteria.streaming import Progress, Ticker, model_device, stream
 from .hooks import capture, eval_mode
 from .layers import ConvLayer, select_layers
 from .probe import Batch, as_probe
+from .prune import kept_channels
 from .scores import score
 
 __all__ = [
@@ -199,9 +200,11 @@ def rank_agreement(a: pd.DataFrame, b: pd.DataFrame, *, bottom: float = 0.3) -> 
     """Per layer, how two score tables (from :func:`prunekit.scores.score`) agree.
 
     Returns columns layer, filters, spearman, kendall (tau-b), k, overlap: |bottom-k of a and of b shared| / k
-    with k = max(1, round(bottom * filters)), the bottom k being the lowest scores (the first pruned; ties
-    broken by filter index). Correlations are NaN where a layer's scores are constant. Only layers present in
-    both tables are compared; their filter counts must match.
+    with k the number of filters that pruning a fraction ``bottom`` of the layer removes (filters -
+    :func:`prunekit.prune.kept_channels`, i.e. ceil(bottom * filters) up to float rounding; at least 1), the
+    bottom k being the lowest scores (the first pruned; ties broken by filter index). Correlations are NaN where
+    a layer's scores are constant. Only layers present in both tables are compared; their filter counts must
+    match.
     """
     if not 0 < bottom <= 1:
         raise ValueError(f"bottom must be a fraction in (0, 1], got {bottom!r}")
@@ -216,7 +219,7 @@ def rank_agreement(a: pd.DataFrame, b: pd.DataFrame, *, bottom: float = 0.3) -> 
         sa = ga.sort_values("filter")["score"].to_numpy(dtype=np.float64)
         sb = gb.sort_values("filter")["score"].to_numpy(dtype=np.float64)
         n = len(sa)
-        k = max(1, round(bottom * n))
+        k = max(1, n - kept_channels(n, bottom))
         low_a = set(np.lexsort((np.arange(n), sa))[:k].tolist())
         low_b = set(np.lexsort((np.arange(n), sb))[:k].tolist())
         constant = n < 2 or np.ptp(sa) == 0 or np.ptp(sb) == 0

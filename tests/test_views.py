@@ -115,6 +115,8 @@ def test_rank_agreement_by_hand():
     assert (flipped.spearman, flipped.kendall, flipped.overlap) == (-1.0, -1.0, 0.0)
     partial = rank_agreement(a, table({"l": [1.0, 3.0, 2.0, 4.0]}), bottom=0.5).iloc[0]  # bottom sets {0,1}, {0,2}
     assert partial.overlap == 0.5 and partial.spearman == pytest.approx(0.8)
+    wide = table({"l": list(range(64))})  # k = what pruning 30% of 64 filters removes: 64 - int(44.8) = 20
+    assert rank_agreement(wide, wide).iloc[0].k == 20 and rank_agreement(a, a).iloc[0].k == 2  # 4 - int(2.8)
     flat = rank_agreement(a, table({"l": [1.0, 1.0, 1.0, 1.0]})).iloc[0]
     assert math.isnan(flat.spearman) and math.isnan(flat.kendall)
     with pytest.raises(ValueError, match=r"bottom must be a fraction in \(0, 1\]"):
