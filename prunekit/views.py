@@ -85,15 +85,18 @@ def score_histogram(scores: pd.DataFrame, bins: int = 20) -> pd.DataFrame:
 
 
 def value_histograms(
-    model: nn.Module, layer: ConvLayer | str, probe: Any, *, estimator: str = "gap", bins: int = 32
+    model: nn.Module, layer: ConvLayer | str, probe: Any, *, estimator: str = "gap", bins: int = 32,
+    reads: str = "pre_add",
 ) -> pd.DataFrame:
-    """The per-filter histograms behind the SFM entropy (estimator 'gap' or 'pooled') of one layer.
+    """The per-filter histograms behind the SFM entropy (estimator 'gap' or 'pooled'; ``reads``: the map of a
+    conv that feeds a residual add, as sfm_entropy's parameter) of one layer.
 
     Returns columns filter, bin, left, right, count, entropy (the filter's entropy in nats, repeated on each
     of its rows): C * bins rows.
     """
     conv = _layer(model, layer)
-    hist = _value_histograms(model, [conv], as_probe(probe), estimator=estimator, bins=bins)[conv.name]
+    hists = _value_histograms(model, [conv], as_probe(probe), estimator=estimator, bins=bins, reads=reads)
+    hist = hists[conv.name]
     counts = hist.counts.cpu().numpy()
     lo, hi = hist.lo.double().cpu().numpy(), hist.hi.double().cpu().numpy()
     ent = hist.entropy().cpu().numpy()

@@ -69,7 +69,7 @@ def test_bad_parameters_say_what_is_allowed():
         get_criterion("linear_ensembles", keep=1.0)
     with pytest.raises(ValueError, match=r"bins must be an integer .*got 2.5"):
         get_criterion("capacity", bins=2.5)
-    with pytest.raises(ValueError, match="sfm_entropy has no parameter bogus; its parameters: estimator, bins"):
+    with pytest.raises(ValueError, match="sfm_entropy has no parameter bogus; its parameters: estimator, bins, reads"):
         get_criterion("sfm_entropy", bogus=1)
     with pytest.raises(ValueError, match="target must be at most cap"):
         get_criterion("afie", target=0.9, cap=0.5)
@@ -475,14 +475,16 @@ def small():
     return SmallNet(seed=3), x, y
 
 
-def test_streamed_entropies_equal_a_plain_reference(small):
+@pytest.mark.parametrize("reads", ["pre_add", "post_add"])
+def test_streamed_entropies_equal_a_plain_reference(small, reads):
     model, x, y = small
     probe = probe_batches(x, y, [5, 6, 5])
     with torch.no_grad():
-        maps, _ = reference_maps(model, x)
-    gap = run("sfm_entropy", model, probe, bins=8)
-    pooled = run("sfm_entropy", model, probe, estimator="pooled", bins=8)
-    spatial = run("sfm_entropy", model, probe, estimator="spatial")
+        maps, _ = reference_maps(model, x, post_add=reads == "post_add")
+    assert get_criterion("sfm_entropy", reads=reads).reads == reads
+    gap = run("sfm_entropy", model, probe, bins=8, estimator="gap", reads=reads)
+    pooled = run("sfm_entropy", model, probe, estimator="pooled", bins=8, reads=reads)
+    spatial = run("sfm_entropy", model, probe, estimator="spatial", reads=reads)
     for name, f in maps.items():
         f = f.double().numpy()
         for c in range(f.shape[1]):

@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 
 from ..hooks import eval_mode
-from ..layers import ConvLayer
+from ..layers import READS, ConvLayer
 from ..probe import Batch, Probe
 from .base import Criterion, Param, Scores, register_criterion
 from .stats import bin_counts, entropy
@@ -59,10 +59,12 @@ def value_histograms(
     *,
     estimator: str = "gap",
     bins: int = 32,
+    reads: str = "pre_add",
     progress: Progress | None = None,
 ) -> dict[str, Histogram]:
     """The histograms behind the gap / pooled entropies, for every layer, in two streamed passes (ranges,
-    then counts); ``progress(done, 2 * len(probe))`` after each batch. The model is in eval mode meanwhile."""
+    then counts) of the feature maps read under ``reads`` (:mod:`prunekit.layers`); ``progress(done,
+    2 * len(probe))`` after each batch. The model is in eval mode meanwhile."""
     if estimator not in ("gap", "pooled"):
         raise ValueError(f"histograms exist for estimator 'gap' or 'pooled', got {estimator!r}")
     tick = Ticker(2 * len(probe), progress)
@@ -82,8 +84,8 @@ def value_histograms(
         counts[layer.name] = counts[layer.name] + c if layer.name in counts else c
 
     with eval_mode(model):
-        stream(model, layers, probe, ranges, tick)
-        stream(model, layers, probe, count, tick)
+        stream(model, layers, probe, ranges, tick, reads)
+        stream(model, layers, probe, count, tick, reads)
     return {name: Histogram(counts[name], lo[name], hi[name], estimator) for name in counts}
 
 
@@ -109,8 +111,15 @@ class SFMEntropy(Criterion):
     params = (
         Param("estimator", "gap", "how the entropy is estimated", choices=ESTIMATORS),
         Param("bins", 32, "histogram bins (gap and pooled)", low=2, high=4096),
+        Param("reads", "pre_add", "map of a conv that feeds a residual add: its BN output (pre_add) or the map "
+              "after the add and its activation (post_add)", choices=READS),
     )
     needs_data = True
+
+    @property
+    def reads(self) -> str:
+        """The map read for a conv that feeds a residual add: this criterion's ``reads`` parameter."""
+        return self.config["reads"]
 
     @property
     def caveat(self) -> str:
@@ -123,6 +132,6 @@ class SFMEntropy(Criterion):
         estimator = self.config["estimator"]
         if estimator != "spatial":
             hists = value_histograms(model, layers, probe, estimator=estimator, bins=self.config["bins"],
-                                     progress=progress)
+                                     reads=self.reads, progress=progress)
             return Scores({name: h.entropy() for name, h in hists.items()})
-        return Scores(per_image_mean(model, layers, probe, spatial_entropy, progress))
+        return Scores(per_image_mean(model, layers, probe, spatial_entropy, progress, self.reads))
