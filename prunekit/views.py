@@ -85,11 +85,11 @@ def score_histogram(scores: pd.DataFrame, bins: int = 20) -> pd.DataFrame:
 
 
 def value_histograms(
-    model: nn.Module, layer: ConvLayer | str, probe: Any, *, estimator: str = "gap", bins: int = 32,
-    reads: str = "pre_add",
+    model: nn.Module, layer: ConvLayer | str, probe: Any, *, estimator: str = "pooled", bins: int = 32,
+    reads: str = "post_add",
 ) -> pd.DataFrame:
-    """The per-filter histograms behind the SFM entropy (estimator 'gap' or 'pooled'; ``reads``: the map of a
-    conv that feeds a residual add, as sfm_entropy's parameter) of one layer.
+    """The per-filter histograms behind the SFM entropy (estimator 'pooled' or 'gap'; ``reads``: the map of a
+    conv that feeds a residual add; defaults: sfm_entropy's) of one layer.
 
     Returns columns filter, bin, left, right, count, entropy (the filter's entropy in nats, repeated on each
     of its rows): C * bins rows.

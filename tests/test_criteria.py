@@ -100,17 +100,17 @@ def test_gap_and_pooled_entropies_by_hand():
     means = torch.tensor([[0.0, 0.0, 1.0, 1.0], [0.0, 1.0, 2.0, 3.0], [0.0, 0.0, 0.0, 3.0]]).T  # (4, 3)
     x = means[:, :, None, None].expand(4, 3, 2, 2).contiguous()
     probe = probe_batches(x, labels(4), [1, 3])
-    gap2 = run("sfm_entropy", identity_tap(3), probe, bins=2)["0"]
+    gap2 = run("sfm_entropy", identity_tap(3), probe, estimator="gap", bins=2)["0"]
     expected = [math.log(2), math.log(2), entropy_of([3, 1])]  # 0,1 | 2,3 share bins pairwise with 2 bins
     assert torch.allclose(gap2, torch.tensor(expected), atol=1e-6)
-    gap4 = run("sfm_entropy", identity_tap(3), probe, bins=4)["0"]
+    gap4 = run("sfm_entropy", identity_tap(3), probe, estimator="gap", bins=4)["0"]
     assert torch.allclose(gap4, torch.tensor([math.log(2), math.log(4), entropy_of([3, 1])]), atol=1e-6)
     pooled = run("sfm_entropy", identity_tap(3), probe, estimator="pooled", bins=4)["0"]
     assert torch.allclose(pooled, gap4, atol=1e-6)  # constant maps: every value repeats its image's mean
     # half 0 / half 2 in every image: the spatial means are all 1 (gap: 0), the values are two (pooled: ln 2)
     half = torch.zeros(4, 1, 2, 2)
     half[:, :, 0] = 2.0
-    assert run("sfm_entropy", identity_tap(1), [(half, labels(4))], bins=4)["0"].item() == 0.0
+    assert run("sfm_entropy", identity_tap(1), [(half, labels(4))], estimator="gap", bins=4)["0"].item() == 0.0
     assert run("sfm_entropy", identity_tap(1), [(half, labels(4))], estimator="pooled", bins=4)["0"].item() == (
         pytest.approx(math.log(2)))
 
@@ -131,6 +131,14 @@ def test_spatial_entropy_has_the_opposite_sense():
     s = crit.score(identity_tap(2), probe=[(x, labels(2))])["0"]
     assert s[0].item() == pytest.approx(math.log(16)) and s[1].item() < 1e-18
     assert "opposite sense" in crit.caveat and get_criterion("sfm_entropy").caveat == ""
+    assert "poorly reproducible" in get_criterion("sfm_entropy", estimator="gap").caveat
+
+
+def test_sfm_defaults_are_the_measured_most_reproducible():
+    crit = get_criterion("sfm_entropy")
+    assert crit.config["estimator"] == "pooled" and crit.reads == "post_add"  # experiments/sfm_reliability.py
+    doc = {p.name: p.doc for p in crit.params}
+    assert "pooled 0.97, gap 0.54" in doc["estimator"] and "0.70" in doc["reads"]
 
 
 # ---------------------------------------------------------------------------------------------- Map-EX

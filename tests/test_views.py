@@ -49,14 +49,18 @@ def test_value_histograms_are_the_counts_behind_the_entropy():
     means = torch.tensor([[0.0, 0.0, 1.0, 1.0], [0.0, 1.0, 2.0, 3.0]]).T
     x = means[:, :, None, None].expand(4, 2, 2, 2).contiguous()
     probe = probe_batches(x, torch.zeros(4, dtype=torch.long), [2, 2])
-    h = value_histograms(identity_tap(2), "0", probe, bins=4)
+    h = value_histograms(identity_tap(2), "0", probe, bins=4, estimator="gap")
     assert len(h) == 2 * 4
     assert h[h["filter"] == 0]["count"].tolist() == [2, 0, 0, 2]
     assert h[h["filter"] == 1]["count"].tolist() == [1, 1, 1, 1]
     assert h[h["filter"] == 1]["left"].tolist() == [0.0, 0.75, 1.5, 2.25]
-    entropy = get_criterion("sfm_entropy", bins=4).score(identity_tap(2), probe=probe)["0"]
+    entropy = get_criterion("sfm_entropy", bins=4, estimator="gap").score(identity_tap(2), probe=probe)["0"]
     assert h.groupby("filter")["entropy"].first().tolist() == pytest.approx(entropy.tolist())
     assert entropy[1].item() == pytest.approx(math.log(4))
+    pooled = value_histograms(identity_tap(2), "0", probe, bins=4)  # the default, as sfm_entropy's: every value
+    assert pooled[pooled["filter"] == 0]["count"].tolist() == [8, 0, 0, 8]
+    default = get_criterion("sfm_entropy", bins=4).score(identity_tap(2), probe=probe)["0"]
+    assert pooled.groupby("filter")["entropy"].first().tolist() == pytest.approx(default.tolist())
 
 
 def test_weight_correlation_clusters_scaled_copies_together():
