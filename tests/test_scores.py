@@ -128,7 +128,7 @@ def test_cli_criteria_lists_every_criterion(capsys):
     out = capsys.readouterr().out
     for name in list_criteria():
         assert f"\n{name}  [" in "\n" + out
-    assert "--param estimator=gap" in out and "one of 'gap', 'pooled', 'spatial'" in out
+    assert "--param estimator=pooled" in out and "one of 'gap', 'pooled', 'spatial'" in out
 
 
 def test_cli_score_writes_the_table(tmp_path, monkeypatch, capsys):
