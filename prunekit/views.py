@@ -162,16 +162,24 @@ def feature_correlation(
     return Correlation(conv.name, matrix, cluster_order(matrix))
 
 
-def feature_maps(model: nn.Module, layer: ConvLayer | str, image: torch.Tensor) -> torch.Tensor:
+def feature_maps(
+    model: nn.Module, layer: ConvLayer | str, image: torch.Tensor, *, reads: str = "pre_add"
+) -> torch.Tensor:
     """The feature maps of one image at one layer: image float (C_in, H, W) or (1, C_in, H, W), normalised
-    as the model expects -> float32 CPU (C, h, w) (after BN and activation; see :mod:`prunekit.layers`)."""
+    as the model expects -> float32 CPU (C, h, w) (after BN and activation; for a conv that feeds a residual
+    add, its BN output or with ``reads="post_add"`` the map after the add, as a criterion's ``reads``; see
+    :mod:`prunekit.layers`)."""
     conv = _layer(model, layer)
     x = image[None] if image.ndim == 3 else image
     if x.ndim != 4 or len(x) != 1:
         raise ValueError(f"image must be (C, H, W) or (1, C, H, W), got shape {tuple(image.shape)}")
     out: list[torch.Tensor] = []
     device = model_device(model)
-    with eval_mode(model), torch.no_grad(), capture(model, [conv], lambda _, fmap: out.append(fmap[0].clone())):
+
+    def keep(_: ConvLayer, fmap: torch.Tensor) -> None:
+        out.append(fmap[0].clone())
+
+    with eval_mode(model), torch.no_grad(), capture(model, [conv], keep, reads):
         model(x.to(device).float())
     return out[0].float().cpu()
 

@@ -109,6 +109,11 @@ def test_feature_maps_and_their_grid():
     assert torch.equal(reordered[:16, :16], grid[17:, 17:33])
     with pytest.raises(ValueError, match=r"image must be \(C, H, W\)"):
         feature_maps(model, "conv1", torch.zeros(2, 3, 16, 16))
+    with torch.no_grad():  # the residual conv3: its BN output, or the ReLU after the add
+        pooled = model.pool(F.relu(model.bn2(model.conv2(expected[None]))))
+        bn3 = model.bn3(model.conv3(pooled))[0]
+    assert torch.allclose(feature_maps(model, "conv3", image), bn3)
+    assert torch.allclose(feature_maps(model, "conv3", image, reads="post_add"), F.relu(bn3 + pooled[0]))
 
 
 def test_rank_agreement_by_hand():
