@@ -6,37 +6,47 @@
 >>> with gate(model, layers, {"layer1.0.conv1": mask}):   # mask (C,) or (B, C): multiplies the feature map
 ...     loss = model(x)
 
-The hooks sit on each layer's tap (the BN that follows the conv, else the conv; see :mod:`prunekit.layers`)
-and are removed in ``finally``, so an exception inside the ``with`` block leaves the model as it was.
+``capture`` reads each layer's map at its :class:`~prunekit.layers.Site` for ``reads`` ("pre_add": the tap, the
+BN that follows the conv, else the conv; "post_add": after the residual add, see :mod:`prunekit.layers`);
+``gate`` always multiplies the tap output. A site on a module called several times per forward (a shared
+``self.relu``) is told apart by its call index: a pre-hook on the model itself restarts the counts at every
+forward. Every hook is removed in ``finally``, so an exception inside the ``with`` block leaves the model as it
+was.
 """
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
 import torch
 import torch.nn as nn
 
-from .layers import ConvLayer, feature_map
+from .layers import ConvLayer, Site, feature_map
 
 __all__ = ["capture", "gate", "eval_mode"]
 
 
 @contextmanager
 def capture(
-    model: nn.Module, layers: Sequence[ConvLayer], fn: Callable[[ConvLayer, torch.Tensor], None]
+    model: nn.Module,
+    layers: Sequence[ConvLayer],
+    fn: Callable[[ConvLayer, torch.Tensor], None],
+    reads: str = "pre_add",
 ) -> Iterator[None]:
     """While open, every forward of ``model`` calls ``fn(layer, fmap)`` for each layer, with ``fmap`` its
-    feature map (B, C, H, W) (:func:`prunekit.layers.feature_map` of the tap output). ``fn`` must not
-    modify ``fmap`` in place (it may be the tap output itself) and its return value is ignored."""
+    feature map (B, C, H, W) read at ``layer.site(reads)`` (``reads``: "pre_add" or "post_add"; the two differ
+    only for convs that feed a residual add). ``fn`` must not modify ``fmap`` in place (it may be a tensor the
+    model goes on using) and its return value is ignored."""
+    readers = []
+    for layer in layers:
+        site = layer.site(reads)
 
-    def hook_for(layer: ConvLayer):
-        def hook(module: nn.Module, inputs, output: torch.Tensor) -> None:
-            fn(layer, feature_map(layer, output))
+        def read(value: torch.Tensor, layer: ConvLayer = layer, site: Site = site) -> None:
+            fn(layer, feature_map(site, value))
 
-        return hook
-
-    with _tap_hooks(model, layers, hook_for):
+        readers.append((site, read))
+    with _site_hooks(model, readers):
         yield
 
 
@@ -75,6 +85,45 @@ def _tap_hooks(model: nn.Module, layers: Sequence[ConvLayer], hook_for: Callable
     finally:
         for handle in handles:
             handle.remove()
+
+
+@contextmanager
+def _site_hooks(model: nn.Module, readers: Sequence[tuple[Site, Callable[[torch.Tensor], None]]]) -> Iterator[None]:
+    """Call each ``reader(tensor)`` with the tensor at its site at every forward: one hook per (module, read)
+    dispatching on the module's call count, which a pre-hook on ``model`` resets at each forward. Every hook
+    removed on exit, even when registering or the body raises."""
+    by_key: dict[tuple[str, str], list] = defaultdict(list)
+    for site, reader in readers:
+        by_key[(site.module, site.read)].append((site.call, reader))
+    counts: dict[tuple[str, str], int] = {}
+    handles = []
+    try:
+        handles.append(model.register_forward_pre_hook(lambda module, inputs: counts.clear()))
+        for (name, read), entries in by_key.items():
+            dispatch = _dispatcher((name, read), entries, counts)
+            module = model.get_submodule(name)
+            if read == "input":
+                handles.append(module.register_forward_pre_hook(lambda m, inputs, d=dispatch: d(inputs[0])))
+            else:
+                handles.append(module.register_forward_hook(lambda m, inputs, output, d=dispatch: d(output)))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _dispatcher(key: tuple[str, str], entries: list, counts: dict[tuple[str, str], int]) -> Callable:
+    """A function of the tensor seen at one call of a module: counts the call and feeds the readers of that
+    call index (returns None, so a hook built on it changes nothing)."""
+
+    def dispatch(value: torch.Tensor) -> None:
+        call = counts.get(key, 0)
+        counts[key] = call + 1
+        for wanted, reader in entries:
+            if wanted == call:
+                reader(value)
+
+    return dispatch
 
 
 @contextmanager

@@ -3,16 +3,31 @@
 >>> layers = conv_layers(build_model("resnet20"))
 >>> layers[1]
 ConvLayer(name='layer1.0.conv1', out_channels=16, stride=1, receptive_field=5, bn='layer1.0.bn1',
-          activation='relu', residual=False, depthwise=False)
+          activation='relu', residual=False, depthwise=False, post_add=None)
+>>> layers[2].post_add          # layer1.0.conv2 feeds the block's residual add
+Site(module='layer1.0.relu', call=1, read='output', activation=None)
 
 The model is traced once with ``torch.fx`` (symbolic tracing: no data, no forward pass) to find the
 conv -> BN -> activation chains, the residual adds, and the total stride and receptive field of every conv.
 
 **The feature-map rule** (methods.md): the feature map of filter c is the layer's output after the BN and the
-activation that directly follow the conv; when the BN output goes straight into a residual add, it is the BN
-output. Activation modules are often *reused* (one ``self.relu`` called several times per block), so prunekit
-never hooks them: it hooks the **tap** (the BN, or the conv itself when no BN follows) and applies the
-activation functionally with :func:`feature_map`.
+activation that directly follow the conv. For a conv whose BN output goes straight into a residual add there
+are two maps, and each criterion says which it reads (:data:`READS`, the criterion's ``reads``):
+
+- ``"pre_add"``: the BN output itself (the conv's own contribution, before the add);
+- ``"post_add"``: the output of the activation that follows the add (``relu2`` in the HRank/CHIP CIFAR
+  ResNets), or the add's output when no activation follows it (MobileNetV2's linear bottlenecks). This is
+  what HRank's and CHIP's published code reads. For every other conv the two maps are the same.
+
+Where each map is read is a :class:`Site`: the output (or the first input) of one *call* of one module.
+Activation modules are often *reused* (one ``self.relu`` called twice per block, in prunekit's CIFAR ResNet and
+in torchvision's ResNets, three times in a torchvision Bottleneck), so a site names the call by its index in
+execution order, counted from the start of each forward (:mod:`prunekit.hooks`). The pre-add map is read at the
+**tap** (the BN, or the conv itself when no BN follows: always a module called once) with the activation applied
+functionally (:func:`feature_map`). The post-add map is read at the output of the activation module that follows
+the add; when that activation is functional (``F.relu``) or absent, at the input of the first module call that
+consumes the value (the next block's conv). A residual conv whose post-add value reaches no module (e.g. only
+functions up to the model's output) has ``post_add=None`` and is read at its tap under both rules.
 """
 from __future__ import annotations
 
@@ -28,7 +43,10 @@ import torch.nn.functional as F
 
 from .errors import UnknownNameError, UserError
 
-__all__ = ["ConvLayer", "ACTIVATIONS", "conv_layers", "select_layers", "feature_map"]
+__all__ = ["ConvLayer", "Site", "ACTIVATIONS", "READS", "conv_layers", "select_layers", "feature_map"]
+
+READS = ("pre_add", "post_add")
+"""Which map of a conv feeding a residual add a criterion reads (see the module docstring)."""
 
 _TRACE_LOCK = threading.Lock()  # torch.fx's patcher is process-global (the dashboard traces from several sessions)
 
@@ -62,6 +80,19 @@ _ADD_METHODS = {"add", "add_", "index_add", "index_add_"}
 
 
 @dataclass(frozen=True)
+class Site:
+    """Where a feature map (B, C, H, W) is read during a forward: the output (``read="output"``) or the first
+    input (``read="input"``) of call number ``call`` (0-based, in execution order within one forward) of the
+    module at path ``module``; then ``activation`` (a key of :data:`ACTIVATIONS`, or None) applied
+    functionally."""
+
+    module: str
+    call: int = 0
+    read: str = "output"
+    activation: str | None = None
+
+
+@dataclass(frozen=True)
 class ConvLayer:
     """One prunable conv of a model.
 
@@ -72,7 +103,9 @@ class ConvLayer:
     activation: key of :data:`ACTIVATIONS` applied right after (after the BN if any), or None;
     residual: the BN output (conv output if no BN) goes straight into a residual add;
     depthwise: a depthwise conv (groups == in_channels == out_channels > 1): its filters cannot be removed
-    alone, they go with the channels of the layer that feeds it.
+    alone, they go with the channels of the layer that feeds it;
+    post_add: for a residual conv, the :class:`Site` of its post-add map (after the add and the activation
+    that follows it); None for the others, and for a residual conv whose post-add value reaches no module.
     """
 
     name: str
@@ -84,20 +117,30 @@ class ConvLayer:
     activation: str | None
     residual: bool
     depthwise: bool
+    post_add: Site | None = None
 
     @property
     def tap(self) -> str:
         """Module path whose output the hooks read: the BN if one follows, else the conv."""
         return self.bn or self.name
 
+    def site(self, reads: str = "pre_add") -> Site:
+        """Where this layer's feature map is read under ``reads`` (one of :data:`READS`): the tap with the
+        activation applied, or for ``"post_add"`` the post-add site when the layer has one."""
+        if reads not in READS:
+            raise UserError(f"reads must be one of {', '.join(map(repr, READS))}, got {reads!r}")
+        if reads == "post_add" and self.post_add is not None:
+            return self.post_add
+        return Site(self.tap, 0, "output", self.activation)
 
-def feature_map(layer: ConvLayer, tap_output: torch.Tensor) -> torch.Tensor:
-    """The feature map (B, C, H, W) of ``layer`` from its tap output (B, C, H, W): the activation applied
-    functionally (a new tensor; the tap output is left untouched), or the tap output itself when no
-    activation follows (the conv without BN, or a BN that feeds a residual add)."""
-    if layer.activation is None:
-        return tap_output
-    return ACTIVATIONS[layer.activation](tap_output)
+
+def feature_map(site: Site, value: torch.Tensor) -> torch.Tensor:
+    """The feature map (B, C, H, W) from the tensor (B, C, H, W) read at ``site``: the site's activation
+    applied functionally (a new tensor; ``value`` is left untouched), or ``value`` itself when the site has
+    none (a conv without BN or activation, a BN that feeds a residual add, a post-add site)."""
+    if site.activation is None:
+        return value
+    return ACTIVATIONS[site.activation](value)
 
 
 def conv_layers(model: nn.Module) -> list[ConvLayer]:
@@ -107,48 +150,73 @@ def conv_layers(model: nn.Module) -> list[ConvLayer]:
     control flow in its forward). Convs called more than once (shared weights) are left out: their filters
     cannot be scored or removed one call at a time.
     """
+    graph = _trace(model)
+    modules = dict(model.named_modules())
+    call_of: dict[fx.Node, int] = {}  # each call_module node -> its call index among the calls of its module
+    calls: dict[str, int] = {}
+    for node in graph.nodes:
+        if node.op == "call_module":
+            call_of[node] = calls.get(node.target, 0)
+            calls[node.target] = call_of[node] + 1
+    geometry = _geometry(graph, modules)
+    return [
+        _conv_layer(node, modules, calls, call_of, geometry[node])
+        for node in graph.nodes
+        if node.op == "call_module" and isinstance(modules[node.target], nn.Conv2d) and calls[node.target] == 1
+    ]
+
+
+def _trace(model: nn.Module) -> fx.Graph:
     try:
         with _TRACE_LOCK:  # fx's patcher is process-global: two threads tracing at once break each other
-            graph = fx.symbolic_trace(model).graph
+            return fx.symbolic_trace(model).graph
     except Exception as exc:  # fx raises TraceError, TypeError, NotImplementedError... depending on the cause
         raise UserError(
             f"cannot trace {type(model).__name__} with torch.fx ({type(exc).__name__}: {exc}); prunekit needs "
             "a model whose forward has no data-dependent control flow"
         ) from None
-    modules = dict(model.named_modules())
-    calls: dict[str, int] = {}
-    for node in graph.nodes:
-        if node.op == "call_module":
-            calls[node.target] = calls.get(node.target, 0) + 1
-    geometry = _geometry(graph, modules)
-    found = []
-    for node in graph.nodes:
-        if node.op != "call_module" or not isinstance(modules[node.target], nn.Conv2d) or calls[node.target] != 1:
-            continue
-        conv: nn.Conv2d = modules[node.target]
-        tap, bn = node, None
-        users = list(node.users)
-        if len(users) == 1 and users[0].op == "call_module" and isinstance(modules[users[0].target], nn.BatchNorm2d):
-            if calls[users[0].target] == 1:
-                tap, bn = users[0], users[0].target
-        tap_users = list(tap.users)
-        activation = _activation(tap_users[0], modules) if len(tap_users) == 1 else None
-        residual = activation is None and any(_is_add(u) for u in tap_users)
-        jump, rf = geometry[node]
-        found.append(
-            ConvLayer(
-                name=node.target,
-                module=conv,
-                out_channels=conv.out_channels,
-                stride=jump,
-                receptive_field=rf,
-                bn=bn,
-                activation=activation,
-                residual=residual,
-                depthwise=conv.groups > 1 and conv.groups == conv.in_channels == conv.out_channels,
-            )
-        )
-    return found
+
+
+def _conv_layer(
+    node: fx.Node, modules: dict[str, nn.Module], calls: dict[str, int], call_of: dict[fx.Node, int],
+    geometry: tuple[int, int],
+) -> ConvLayer:
+    """The :class:`ConvLayer` of one conv call node: its BN, activation, residual add and post-add site."""
+    conv: nn.Conv2d = modules[node.target]
+    tap, bn = node, None
+    users = list(node.users)
+    if len(users) == 1 and users[0].op == "call_module" and isinstance(modules[users[0].target], nn.BatchNorm2d):
+        if calls[users[0].target] == 1:
+            tap, bn = users[0], users[0].target
+    tap_users = list(tap.users)
+    activation = _activation(tap_users[0], modules) if len(tap_users) == 1 else None
+    add = next((u for u in tap_users if _is_add(u)), None) if activation is None else None
+    return ConvLayer(
+        name=node.target,
+        module=conv,
+        out_channels=conv.out_channels,
+        stride=geometry[0],
+        receptive_field=geometry[1],
+        bn=bn,
+        activation=activation,
+        residual=add is not None,
+        depthwise=conv.groups > 1 and conv.groups == conv.in_channels == conv.out_channels,
+        post_add=None if add is None else _post_add_site(add, modules, call_of),
+    )
+
+
+def _post_add_site(add: fx.Node, modules: dict[str, nn.Module], call_of: dict[fx.Node, int]) -> Site | None:
+    """Where the value after a residual ``add`` is read: the add's only user when that is an activation, else
+    the add itself; read at its output when it is a module call, else at the first input of the first module
+    call that takes it as its first argument; None when no module call does."""
+    users = list(add.users)
+    value = users[0] if len(users) == 1 and _activation(users[0], modules) is not None else add
+    if value.op == "call_module":
+        return Site(value.target, call_of[value], "output")
+    for user in value.users:  # in graph (execution) order
+        if user.op == "call_module" and user.args and user.args[0] is value:
+            return Site(user.target, call_of[user], "input")
+    return None
 
 
 def select_layers(model: nn.Module, layers: Iterable[ConvLayer | str] | None = None) -> list[ConvLayer]:

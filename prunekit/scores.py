@@ -7,8 +7,8 @@
 ``rank`` is the filter's place within its layer, 1 = the highest score (the most important), ties broken by
 the lower filter index. A result is cached under ``cache_dir()/scores`` keyed by the hash of the model's
 weights (and its class), the probe set's identity (:attr:`prunekit.probe.Probe.key`, for data-driven
-criteria), the criterion's name and parameters and the scored layers; the same request again is read from
-the cache instead of computed.
+criteria), the criterion's name, revision (:attr:`prunekit.criteria.Criterion.revision`) and parameters, and
+the scored layers; the same request again is read from the cache instead of computed.
 """
 from __future__ import annotations
 
@@ -97,7 +97,7 @@ def score(
     table = cache_dir() / "scores" / f"{crit.name}-{key}.csv"
     meta_file = table.with_suffix(".json")
     if cache and table.is_file() and meta_file.is_file():
-        df = pd.read_csv(table)
+        df = pd.read_csv(table, dtype={"layer": str, "criterion": str})  # layer '0' stays a name
         df.attrs = {**json.loads(meta_file.read_text()), "cached": True}
         return df
     if not compute:
@@ -118,6 +118,7 @@ def _request_key(model: nn.Module, crit: Criterion, layers: list[ConvLayer], pro
         "weights": weights_hash(model),
         "probe": probe_key,
         "criterion": crit.name,
+        "revision": crit.revision,
         "params": crit.config,
         "layers": [layer.name for layer in layers],
     }
@@ -159,8 +160,8 @@ def score_model(
         if fallback is None:
             raise UserError(why)
         df = score(model, get_criterion(fallback), layers, None, cache=cache, progress=progress)
-    df.attrs.update(requested=criterion, fallback=None if why is None else f"{why} The filters are ranked by "
-                                                                         f"{fallback} instead.")
+    df.attrs.update(requested=criterion, fallback=None if why is None else f"{why.rstrip('.')}. The filters are "
+                                                                         f"ranked by {fallback} instead.")
     return df
 
 

@@ -28,6 +28,7 @@ from .errors import UserError
 from .hooks import capture, eval_mode
 from .layers import ConvLayer, select_layers
 from .probe import Batch, as_probe
+from .ratios import kept_channels
 from .scores import score
 
 __all__ = [
@@ -85,15 +86,18 @@ def score_histogram(scores: pd.DataFrame, bins: int = 20) -> pd.DataFrame:
 
 
 def value_histograms(
-    model: nn.Module, layer: ConvLayer | str, probe: Any, *, estimator: str = "gap", bins: int = 32
+    model: nn.Module, layer: ConvLayer | str, probe: Any, *, estimator: str = "pooled", bins: int = 32,
+    reads: str = "post_add",
 ) -> pd.DataFrame:
-    """The per-filter histograms behind the SFM entropy (estimator 'gap' or 'pooled') of one layer.
+    """The per-filter histograms behind the SFM entropy (estimator 'pooled' or 'gap'; ``reads``: the map of a
+    conv that feeds a residual add; defaults: sfm_entropy's) of one layer.
 
     Returns columns filter, bin, left, right, count, entropy (the filter's entropy in nats, repeated on each
     of its rows): C * bins rows.
     """
     conv = _layer(model, layer)
-    hist = _value_histograms(model, [conv], as_probe(probe), estimator=estimator, bins=bins)[conv.name]
+    hists = _value_histograms(model, [conv], as_probe(probe), estimator=estimator, bins=bins, reads=reads)
+    hist = hists[conv.name]
     counts = hist.counts.cpu().numpy()
     lo, hi = hist.lo.double().cpu().numpy(), hist.hi.double().cpu().numpy()
     ent = hist.entropy().cpu().numpy()
@@ -159,16 +163,24 @@ def feature_correlation(
     return Correlation(conv.name, matrix, cluster_order(matrix))
 
 
-def feature_maps(model: nn.Module, layer: ConvLayer | str, image: torch.Tensor) -> torch.Tensor:
+def feature_maps(
+    model: nn.Module, layer: ConvLayer | str, image: torch.Tensor, *, reads: str = "pre_add"
+) -> torch.Tensor:
     """The feature maps of one image at one layer: image float (C_in, H, W) or (1, C_in, H, W), normalised
-    as the model expects -> float32 CPU (C, h, w) (after BN and activation; see :mod:`prunekit.layers`)."""
+    as the model expects -> float32 CPU (C, h, w) (after BN and activation; for a conv that feeds a residual
+    add, its BN output or with ``reads="post_add"`` the map after the add, as a criterion's ``reads``; see
+    :mod:`prunekit.layers`)."""
     conv = _layer(model, layer)
     x = image[None] if image.ndim == 3 else image
     if x.ndim != 4 or len(x) != 1:
         raise UserError(f"image must be (C, H, W) or (1, C, H, W), got shape {tuple(image.shape)}")
     out: list[torch.Tensor] = []
     device = model_device(model)
-    with eval_mode(model), torch.no_grad(), capture(model, [conv], lambda _, fmap: out.append(fmap[0].clone())):
+
+    def keep(_: ConvLayer, fmap: torch.Tensor) -> None:
+        out.append(fmap[0].clone())
+
+    with eval_mode(model), torch.no_grad(), capture(model, [conv], keep, reads):
         model(x.to(device).float())
     return out[0].float().cpu()
 
@@ -200,9 +212,11 @@ def rank_agreement(a: pd.DataFrame, b: pd.DataFrame, *, bottom: float = 0.3) -> 
     """Per layer, how two score tables (from :func:`prunekit.scores.score`) agree.
 
     Returns columns layer, filters, spearman, kendall (tau-b), k, overlap: |bottom-k of a and of b shared| / k
-    with k = max(1, round(bottom * filters)), the bottom k being the lowest scores (the first pruned; ties
-    broken by filter index). Correlations are NaN where a layer's scores are constant. Only layers present in
-    both tables are compared; their filter counts must match.
+    with k the number of filters that pruning a fraction ``bottom`` of the layer removes (filters -
+    :func:`prunekit.prune.kept_channels`, i.e. ceil(bottom * filters) up to float rounding; at least 1), the
+    bottom k being the lowest scores (the first pruned; ties broken by filter index). Correlations are NaN where
+    a layer's scores are constant. Only layers present in both tables are compared; their filter counts must
+    match.
     """
     if not 0 < bottom <= 1:
         raise UserError(f"bottom must be a fraction in (0, 1], got {bottom!r}")
@@ -217,7 +231,7 @@ def rank_agreement(a: pd.DataFrame, b: pd.DataFrame, *, bottom: float = 0.3) -> 
         sa = ga.sort_values("filter")["score"].to_numpy(dtype=np.float64)
         sb = gb.sort_values("filter")["score"].to_numpy(dtype=np.float64)
         n = len(sa)
-        k = max(1, round(bottom * n))
+        k = max(1, n - kept_channels(n, bottom))
         low_a = set(np.lexsort((np.arange(n), sa))[:k].tolist())
         low_b = set(np.lexsort((np.arange(n), sb))[:k].tolist())
         constant = n < 2 or np.ptp(sa) == 0 or np.ptp(sb) == 0

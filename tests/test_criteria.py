@@ -69,7 +69,7 @@ def test_bad_parameters_say_what_is_allowed():
         get_criterion("linear_ensembles", keep=1.0)
     with pytest.raises(ValueError, match=r"bins must be an integer .*got 2.5"):
         get_criterion("capacity", bins=2.5)
-    with pytest.raises(ValueError, match="sfm_entropy has no parameter bogus; its parameters: estimator, bins"):
+    with pytest.raises(ValueError, match="sfm_entropy has no parameter bogus; its parameters: estimator, bins, reads"):
         get_criterion("sfm_entropy", bogus=1)
     with pytest.raises(ValueError, match="target must be at most cap"):
         get_criterion("afie", target=0.9, cap=0.5)
@@ -100,17 +100,17 @@ def test_gap_and_pooled_entropies_by_hand():
     means = torch.tensor([[0.0, 0.0, 1.0, 1.0], [0.0, 1.0, 2.0, 3.0], [0.0, 0.0, 0.0, 3.0]]).T  # (4, 3)
     x = means[:, :, None, None].expand(4, 3, 2, 2).contiguous()
     probe = probe_batches(x, labels(4), [1, 3])
-    gap2 = run("sfm_entropy", identity_tap(3), probe, bins=2)["0"]
+    gap2 = run("sfm_entropy", identity_tap(3), probe, estimator="gap", bins=2)["0"]
     expected = [math.log(2), math.log(2), entropy_of([3, 1])]  # 0,1 | 2,3 share bins pairwise with 2 bins
     assert torch.allclose(gap2, torch.tensor(expected), atol=1e-6)
-    gap4 = run("sfm_entropy", identity_tap(3), probe, bins=4)["0"]
+    gap4 = run("sfm_entropy", identity_tap(3), probe, estimator="gap", bins=4)["0"]
     assert torch.allclose(gap4, torch.tensor([math.log(2), math.log(4), entropy_of([3, 1])]), atol=1e-6)
     pooled = run("sfm_entropy", identity_tap(3), probe, estimator="pooled", bins=4)["0"]
     assert torch.allclose(pooled, gap4, atol=1e-6)  # constant maps: every value repeats its image's mean
     # half 0 / half 2 in every image: the spatial means are all 1 (gap: 0), the values are two (pooled: ln 2)
     half = torch.zeros(4, 1, 2, 2)
     half[:, :, 0] = 2.0
-    assert run("sfm_entropy", identity_tap(1), [(half, labels(4))], bins=4)["0"].item() == 0.0
+    assert run("sfm_entropy", identity_tap(1), [(half, labels(4))], estimator="gap", bins=4)["0"].item() == 0.0
     assert run("sfm_entropy", identity_tap(1), [(half, labels(4))], estimator="pooled", bins=4)["0"].item() == (
         pytest.approx(math.log(2)))
 
@@ -131,6 +131,14 @@ def test_spatial_entropy_has_the_opposite_sense():
     s = crit.score(identity_tap(2), probe=[(x, labels(2))])["0"]
     assert s[0].item() == pytest.approx(math.log(16)) and s[1].item() < 1e-18
     assert "opposite sense" in crit.caveat and get_criterion("sfm_entropy").caveat == ""
+    assert "poorly reproducible" in get_criterion("sfm_entropy", estimator="gap").caveat
+
+
+def test_sfm_defaults_are_the_measured_most_reproducible():
+    crit = get_criterion("sfm_entropy")
+    assert crit.config["estimator"] == "pooled" and crit.reads == "post_add"  # experiments/sfm_reliability.py
+    doc = {p.name: p.doc for p in crit.params}
+    assert "pooled 0.97, gap 0.54" in doc["estimator"] and "0.70" in doc["reads"]
 
 
 # ---------------------------------------------------------------------------------------------- Map-EX
@@ -155,9 +163,60 @@ def test_mapex_ranks_the_inside_filter_above_the_outside_filter():
     probe = [(x[:2], labels(2), boxes[:2]), (x[2:], labels(1), boxes[2:])]
     plain = run("mapex", identity_tap(2), probe, expand=False)["0"]
     assert plain[0].item() == pytest.approx(1 / 1e-6) and plain[1].item() == 0.0
-    # the 1x1 identity conv has receptive field 1 at stride 1: boxes grow by 0.5, i.e. one ring of cells
+    # the 1x1 identity conv has receptive field 1 at stride 1: boxes grow by 0.5, but the ring of cells around
+    # the box has fields (one pixel each) that only touch it: the foreground is the box itself, as for Map
     grown = run("mapex", identity_tap(2), probe)["0"]
-    assert grown[0].item() == pytest.approx(0.64 / 1e-6) and grown[1].item() == pytest.approx(0.36 / (1 + 1e-6))
+    assert torch.equal(grown, plain)
+
+
+def delta_convs(*strides):
+    """3x3 convs (padding 1, one channel) with a centre-one kernel, in sequence at the given strides: each passes
+    its input through (subsampled at stride 2), so the last conv's map is the input at its total stride."""
+    convs = [nn.Conv2d(1, 1, 3, stride=s, padding=1, bias=False) for s in strides]
+    with torch.no_grad():
+        for conv in convs:
+            conv.weight.zero_()
+            conv.weight[0, 0, 1, 1] = 1.0
+    return nn.Sequential(*convs)
+
+
+def test_mapex_receptive_field_rule_by_hand_on_a_small_map():
+    # one 3x3 conv (stride 1, receptive field 3) on an 8x8 map, the 4x4 box [2, 6): cell u's field is pixels
+    # u-1..u+1, which overlaps box pixels 2..5 for u = 1..6, so the foreground is the 6x6 block of cells 1..6
+    # (grown box (0.5, 7.5) open: centres 1.5..6.5) and the 28 cells of the outer ring (u or v = 0 or 7, whose
+    # fields only touch the box edge) are background. Edges included, every cell counted and the image was skipped.
+    model = delta_convs(1)
+    layer = conv_layers(model)[0]
+    assert (layer.stride, layer.receptive_field) == (1, 3)
+    box = [torch.tensor([[2.0, 2.0, 6.0, 6.0]])]
+    fg = box_masks(box, 8, 8, layer.stride, layer.receptive_field / 2)[0]
+    expected = torch.zeros(8, 8, dtype=torch.bool)
+    expected[1:7, 1:7] = True
+    assert torch.equal(fg, expected)
+    x = torch.ones(1, 1, 8, 8)
+    x[0, 0, 1:7, 1:7] = 2.0  # 2 on the 36 foreground cells, 1 on the ring
+    s = get_criterion("mapex").score(model, probe=[(x, labels(1), box)])
+    assert s["0"].item() == pytest.approx(2.0 / (1.0 + 1e-6)) and s.info["images"] == {"0": 1}
+    # plain Map: centres strictly inside [2, 6), cells 2..5 (16); background 20 cells of 2 and 28 of 1
+    plain = get_criterion("mapex", expand=False).score(model, probe=[(x, labels(1), box)])["0"].item()
+    assert plain == pytest.approx(2.0 / (68 / 48 + 1e-6))
+
+
+def test_mapex_receptive_field_rule_by_hand_in_deeper_layers():
+    # three 3x3 convs at stride 1: the third has receptive field 7 (pixels u-3..u+3). Box [0, 2) (pixels 0, 1):
+    # the field reaches them for u - 3 <= 1, cells 0..4, a 5x5 corner (grown box (-3.5, 5.5): centres up to 4.5).
+    deep = conv_layers(delta_convs(1, 1, 1))[2]
+    assert (deep.stride, deep.receptive_field) == (1, 7)
+    corner = [torch.tensor([[0.0, 0.0, 2.0, 2.0]])]
+    fg = box_masks(corner, 8, 8, deep.stride, deep.receptive_field / 2)[0]
+    assert fg.sum() == 25 and fg[:5, :5].all()
+    # 3x3 at stride 1, 3x3 at stride 2, 3x3: the third conv has total stride 2 and field 3 + 2 + 2 * 2 = 9. On
+    # a 16x16 image (8x8 map), cell u's field is centred on pixel 2u + 1, [2u - 3.5, 2u + 5.5], and overlaps the
+    # box [0, 4) for 2u - 3.5 < 4, cells 0..3: a 4x4 corner (feature box [0, 2] grown by 9/4: (-2.25, 4.25)).
+    strided = conv_layers(delta_convs(1, 2, 1))[2]
+    assert (strided.stride, strided.receptive_field) == (2, 9)
+    fg = box_masks([torch.tensor([[0.0, 0.0, 4.0, 4.0]])], 8, 8, strided.stride, 9 / 4)[0]
+    assert fg.sum() == 16 and fg[:4, :4].all()
 
 
 def test_mapex_skips_images_without_background():
@@ -283,6 +342,24 @@ def test_afie_of_a_matrix_with_known_singular_values():
     assert torch.equal(scores["0"], run("l1", conv_of(weight))["0"])  # filters inside ranked by L1
 
 
+def test_afie_of_an_orthogonal_layer_is_ln_n():
+    # a 1x1 conv with an orthogonal 16 x 16 weight: 16 equal singular values (equal up to float32 round-off,
+    # ~1e-7 apart), so q is uniform and K = ln 16; min-max scaling of the round-off alone gave 2.73
+    q = torch.linalg.qr(torch.randn(16, 16, generator=torch.Generator().manual_seed(0), dtype=torch.float64)).Q
+    weight = q[:, :, None, None].float()
+    assert afie_entropy(weight) == pytest.approx(math.log(16), abs=1e-6)
+    assert get_criterion("afie").score(conv_of(weight)).info["entropy"]["0"] == pytest.approx(math.log(16), abs=1e-6)
+    assert afie_entropy(3.0 * torch.eye(5)[:, :, None, None]) == pytest.approx(math.log(5), abs=1e-12)
+
+
+def test_afie_of_two_equal_and_one_smaller_singular_value():
+    # diag(1, 1, 0.999): singular values 1, 1, 0.999 -- a real spread of 1e-3, far above round-off, so they are
+    # min-max scaled to 1, 1, 0: q = (e, e, 1) / (2e + 1) and K = ln(2e + 1) - 2e / (2e + 1)
+    weight = torch.diag(torch.tensor([1.0, 1.0, 0.999]))[:, :, None, None]
+    e = math.e
+    assert afie_entropy(weight) == pytest.approx(math.log(2 * e + 1) - 2 * e / (2 * e + 1), rel=1e-9)
+
+
 def test_afie_ratio_allocation():
     r = allocate_ratios({"a": 0.2, "b": 0.1}, 0.3, {"a": 10, "b": 10})  # lambda_b = 2 lambda_a; 30 l / 20 = 0.3
     assert r["a"] == pytest.approx(0.2) and r["b"] == pytest.approx(0.4)
@@ -373,13 +450,14 @@ def test_linear_ensembles_respect_the_time_budget():
 # ---------------------------------------------------------------------------------------------- streaming
 
 
-def reference_maps(model, x):
-    """Every feature map of SmallNet, read directly from its distinct ReLU modules and the residual BN."""
+def reference_maps(model, x, post_add=False):
+    """Every feature map of SmallNet, read directly from its distinct ReLU modules and, for the residual conv3,
+    the BN before the add (or with ``post_add`` the ReLU after it)."""
     maps = {}
     handles = [
         model.act1.register_forward_hook(lambda m, i, o: maps.__setitem__("conv1", o)),
         model.act2.register_forward_hook(lambda m, i, o: maps.__setitem__("conv2", o)),
-        model.bn3.register_forward_hook(lambda m, i, o: maps.__setitem__("conv3", o)),
+        (model.act3 if post_add else model.bn3).register_forward_hook(lambda m, i, o: maps.__setitem__("conv3", o)),
     ]
     try:
         out = model(x)
@@ -405,14 +483,16 @@ def small():
     return SmallNet(seed=3), x, y
 
 
-def test_streamed_entropies_equal_a_plain_reference(small):
+@pytest.mark.parametrize("reads", ["pre_add", "post_add"])
+def test_streamed_entropies_equal_a_plain_reference(small, reads):
     model, x, y = small
     probe = probe_batches(x, y, [5, 6, 5])
     with torch.no_grad():
-        maps, _ = reference_maps(model, x)
-    gap = run("sfm_entropy", model, probe, bins=8)
-    pooled = run("sfm_entropy", model, probe, estimator="pooled", bins=8)
-    spatial = run("sfm_entropy", model, probe, estimator="spatial")
+        maps, _ = reference_maps(model, x, post_add=reads == "post_add")
+    assert get_criterion("sfm_entropy", reads=reads).reads == reads
+    gap = run("sfm_entropy", model, probe, bins=8, estimator="gap", reads=reads)
+    pooled = run("sfm_entropy", model, probe, estimator="pooled", bins=8, reads=reads)
+    spatial = run("sfm_entropy", model, probe, estimator="spatial", reads=reads)
     for name, f in maps.items():
         f = f.double().numpy()
         for c in range(f.shape[1]):
@@ -429,7 +509,7 @@ def test_streamed_hrank_and_chip_equal_a_plain_reference(small):
     model, x, y = small
     probe = probe_batches(x, y, [7, 9])
     with torch.no_grad():
-        maps, _ = reference_maps(model, x)
+        maps, _ = reference_maps(model, x, post_add=True)  # HRank and CHIP read conv3 after the add
     hrank, chip = run("hrank", model, probe), run("chip", model, probe)
     for name, f in maps.items():
         f = f.double().numpy()
@@ -446,6 +526,94 @@ def test_streamed_hrank_and_chip_equal_a_plain_reference(small):
         assert np.allclose(chip[name].numpy(), ci / len(f), rtol=1e-5, atol=1e-6), name
 
 
+def hooked_maps(model, x, hooks):
+    """The published codes' way to read feature maps: forward hooks on the model's own activation modules.
+    hooks: {module path: [conv name of its 1st call, of its 2nd call, ...]} (a shared ReLU fires once per call).
+    Returns {conv name: float64 (B, C, H, W)} after one forward of x."""
+    maps = {}
+
+    def keep(names):
+        calls = iter(names)
+        return lambda module, inputs, output: maps.__setitem__(next(calls), output.detach().double().clone())
+
+    handles = [model.get_submodule(path).register_forward_hook(keep(names)) for path, names in hooks.items()]
+    try:
+        with torch.no_grad():
+            model.eval()(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return maps
+
+
+def resnet20_hooks(model):
+    """CIFAR ResNet-20 (prunekit.models): the stem's ReLU, then each block's one ReLU module, called after bn1
+    (conv1's map) and after the residual add (conv2's map: HRank's and CHIP's relu2)."""
+    hooks = {"relu": ["conv1"]}
+    for stage in ("layer1", "layer2", "layer3"):
+        for j in range(len(model.get_submodule(stage))):
+            hooks[f"{stage}.{j}.relu"] = [f"{stage}.{j}.conv1", f"{stage}.{j}.conv2"]
+    return hooks
+
+
+def vgg_hooks(model):
+    """VGG-16-BN: each conv's map is the output of the ReLU two modules after it (conv, BN, ReLU)."""
+    return {f"features.{i + 2}": [f"features.{i}"] for i, m in enumerate(model.features) if isinstance(m, nn.Conv2d)}
+
+
+def hrank_reference(maps):
+    """HRank's rank_generation.py: per image and channel torch's matrix rank of the H x W map, averaged."""
+    return {name: torch.tensor([[float(torch.linalg.matrix_rank(f[i, c].float())) for c in range(f.shape[1])]
+                                for i in range(len(f))]).mean(0) for name, f in maps.items()}
+
+
+def chip_reference(maps):
+    """CHIP's calculate_ci.py: per image A (C, HW); CI_j = ||A||_* - ||A with row j zeroed||_*, averaged over the
+    images (here in float64, without the published code's rounding of the maps to 4 decimals)."""
+    out = {}
+    for name, f in maps.items():
+        a = f.flatten(2)  # (B, C, HW)
+        c = a.shape[1]
+        cut = a[:, None].repeat(1, c, 1, 1)  # (B, C, C, HW): copy j has row j zeroed
+        cut[:, torch.arange(c), torch.arange(c)] = 0
+        full = torch.linalg.svdvals(a).sum(-1)  # (B,)
+        out[name] = (full[:, None] - torch.linalg.svdvals(cut).sum(-1)).mean(0)
+    return out
+
+
+def reference_case(model_name, images):
+    torch.manual_seed(0)
+    model = build_model(model_name).eval()
+    x = torch.randn(images, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    hooks = resnet20_hooks(model) if model_name == "resnet20" else vgg_hooks(model)
+    return model, x, hooked_maps(model, x, hooks)
+
+
+@pytest.mark.parametrize("model_name, images", [("resnet20", 16), ("vgg16_bn", 4)])
+def test_hrank_and_chip_equal_their_published_code_on_real_models(model_name, images):
+    model, x, maps = reference_case(model_name, images)
+    assert set(maps) == {layer.name for layer in conv_layers(model)}
+    probe = probe_batches(x, labels(images), [images // 2, images - images // 2])
+    hrank, chip = run("hrank", model, probe), run("chip", model, probe)
+    for name, expected in hrank_reference(maps).items():
+        torch.testing.assert_close(hrank[name], expected.float(), rtol=0, atol=1e-5, msg=name)
+    for name, expected in chip_reference(maps).items():
+        torch.testing.assert_close(chip[name], expected.float(), rtol=1e-4, atol=1e-4, msg=name)
+
+
+def test_hrank_reads_after_the_add_where_the_bn_output_would_differ():
+    model, x, maps = reference_case("resnet20", 4)
+    layers = {layer.name: layer for layer in conv_layers(model)}
+    residual = [name for name, layer in layers.items() if layer.residual]
+    assert len(residual) == 9 and get_criterion("hrank").reads == get_criterion("chip").reads == "post_add"
+    bn_maps = hooked_maps(model, x, {layers[name].bn: [name] for name in residual})  # the pre-add BN outputs
+    ranks_after, ranks_before = hrank_reference(maps), hrank_reference(bn_maps)
+    hrank = run("hrank", model, [(x, labels(4))])
+    for name in residual:
+        assert torch.equal(hrank[name], ranks_after[name].float()), name
+    assert any(not torch.equal(ranks_after[n], ranks_before[n]) for n in residual)  # the two maps do differ
+
+
 def test_chip_scores_both_gram_paths_equal_svd():
     g = torch.Generator().manual_seed(0)
     for shape in [(2, 5, 3, 3), (2, 12, 2, 2)]:  # C <= HW and C > HW
@@ -460,18 +628,42 @@ def test_chip_scores_both_gram_paths_equal_svd():
                 assert got[i, j].item() == pytest.approx(ref.item(), abs=1e-6)
 
 
-def test_taylor_and_grad_x_activation_equal_a_plain_reference(small):
-    model, x, y = small
-    probe = probe_batches(x, y, [10, 6])
+def maps_and_gradients(model, x, y, reduction):
+    """SmallNet's feature maps (conv3: the BN output the gate multiplies) and the gradient of the cross-entropy
+    (summed or averaged over x) at each, by autograd on the maps themselves."""
     maps, out = reference_maps(model, x)
     for f in maps.values():
         f.retain_grad()
-    F.cross_entropy(out, y, reduction="sum").backward()
-    taylor = run("taylor", model, probe)
-    for name, f in maps.items():
-        expected = (f * f.grad).sum((2, 3)).abs().mean(0)  # activation x gradient at the feature map
-        assert torch.allclose(taylor[name], expected.detach(), rtol=1e-4, atol=1e-7), name
+    F.cross_entropy(out, y, reduction=reduction).backward()
     model.zero_grad()
+    return {name: (f.detach(), f.grad) for name, f in maps.items()}
+
+
+def test_taylor_cvpr2019_is_the_squared_batch_sum_averaged_over_batches(small):
+    model, x, y = small
+    sizes = [10, 6]
+    expected = {}
+    for xb, yb in probe_batches(x, y, sizes):  # NVlabs/Taylor_pruning, method 22: gate after BN, mean loss
+        for name, (f, g) in maps_and_gradients(model, xb, yb, "mean").items():
+            expected[name] = expected.get(name, 0) + (f * g).sum((0, 2, 3)).double() ** 2 / len(sizes)
+    taylor = run("taylor", model, probe_batches(x, y, sizes))
+    assert get_criterion("taylor").config["form"] == "cvpr2019"
+    for name, e in expected.items():
+        torch.testing.assert_close(taylor[name], e.float(), rtol=1e-4, atol=1e-10, msg=name)
+    shuffled = run("taylor", model, probe_batches(x, y, sizes)[::-1])  # the same batches in another order
+    rebatched = run("taylor", model, probe_batches(x, y, [8, 8]))
+    for name, s in taylor.items():
+        torch.testing.assert_close(shuffled[name], s, rtol=1e-4, atol=1e-10)
+        assert not torch.allclose(rebatched[name], s, rtol=1e-2), name  # batch sums depend on the batching
+
+
+def test_taylor_iclr2017_and_grad_x_activation_equal_a_plain_reference(small):
+    model, x, y = small
+    probe = probe_batches(x, y, [10, 6])
+    taylor = run("taylor", model, probe, form="iclr2017")
+    for name, (f, g) in maps_and_gradients(model, x, y, "sum").items():  # summed loss: per-image gradients
+        expected = (f * g).mean((2, 3)).abs().mean(0)  # |spatial mean of activation x gradient|, image mean
+        torch.testing.assert_close(taylor[name], expected, rtol=1e-4, atol=1e-9, msg=name)
     maps, out = reference_maps(model, x)
     for f in maps.values():
         f.retain_grad()
@@ -488,6 +680,8 @@ def test_taylor_and_grad_x_activation_equal_a_plain_reference(small):
 def test_invariant_to_batch_order_and_batch_size(small, name):
     model, x, y = small
     params = {"samples": 12, "joint": True} if name == "linear_ensembles" else {}
+    if name == "taylor":
+        params = {"form": "iclr2017"}  # the cvpr2019 form depends on the batching by definition (tested above)
     if criterion_class(name).needs_boxes:
         g = torch.Generator().manual_seed(2)
         corners = torch.randint(0, 8, (16, 2), generator=g).float()

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from saliency_testkit import SmallNet, single_thread  # noqa: F401  (autouse fixture)
 
 from prunekit.hooks import capture, eval_mode, gate
-from prunekit.layers import conv_layers, feature_map, select_layers
+from prunekit.layers import Site, conv_layers, feature_map, select_layers
 from prunekit.models import build_model
 
 
@@ -174,7 +174,8 @@ def test_feature_map_applies_the_activation_without_touching_the_input():
     layer = conv_layers(SmallNet())[0]
     t = torch.randn(2, 6, 4, 4)
     before = t.clone()
-    assert torch.equal(feature_map(layer, t), F.relu(before)) and torch.equal(t, before)
+    assert torch.equal(feature_map(layer.site(), t), F.relu(before)) and torch.equal(t, before)
+    assert feature_map(layer.site("post_add"), t) is not t  # not residual: the same site under both rules
 
 
 def test_eval_mode_restores_training_even_on_error():
@@ -184,3 +185,74 @@ def test_eval_mode_restores_training_even_on_error():
             assert not model.training
             raise ValueError
     assert model.training
+
+
+def test_post_add_sites_of_resnets_name_the_call_of_the_shared_relu():
+    resnet20 = by_name(build_model("resnet20"))
+    assert resnet20["layer1.0.conv2"].post_add == Site("layer1.0.relu", 1, "output")  # relu: after bn1, after add
+    assert resnet20["layer1.0.conv1"].post_add is None and resnet20["conv1"].post_add is None
+    resnet18 = by_name(build_model("resnet18_cifar"))
+    assert resnet18["layer2.0.conv2"].post_add == resnet18["layer2.0.downsample.0"].post_add == Site(
+        "layer2.0.relu", 1, "output")  # both BN outputs feed the one add
+    assert by_name(build_model("resnet50"))["layer1.0.conv3"].post_add == Site("layer1.0.relu", 2, "output")
+
+
+def read(model, layers, x, reads):
+    seen = {}
+    with torch.no_grad(), capture(model, layers, lambda layer, fmap: seen.__setitem__(layer.name, fmap.clone()), reads):
+        model(x)
+    return seen
+
+
+def test_capture_post_add_reads_the_second_call_of_torchvisions_shared_relu():
+    torch.manual_seed(0)
+    model = build_model("resnet18_cifar").eval()
+    layers = by_name(model)
+    x = torch.randn(1, 3, 32, 32)
+    calls = []  # every output of layer1.0's one ReLU module: after bn1, then after the add
+    handle = model.layer1[0].relu.register_forward_hook(lambda m, i, o: calls.append(o.clone()))
+    with torch.no_grad():
+        model(x)
+    handle.remove()
+    chosen = [layers["layer1.0.conv1"], layers["layer1.0.conv2"]]
+    post, pre = read(model, chosen, x, "post_add"), read(model, chosen, x, "pre_add")
+    assert len(calls) == 2 and torch.equal(post["layer1.0.conv2"], calls[1])
+    assert torch.equal(post["layer1.0.conv1"], calls[0]) and torch.equal(pre["layer1.0.conv1"], calls[0])
+    assert not torch.equal(pre["layer1.0.conv2"], calls[1])  # the BN output before the add
+    twice = []  # two forwards in one capture: the call count restarts at every forward
+    with torch.no_grad(), capture(model, chosen[1:], lambda layer, fmap: twice.append(fmap.clone()), "post_add"):
+        model(x)
+        model(x)
+    assert len(twice) == 2 and all(torch.equal(t, calls[1]) for t in twice)
+
+
+def test_post_add_without_an_activation_module_is_read_where_a_module_takes_it():
+    torch.manual_seed(0)
+    mobilenet = build_model("mobilenet_v2_cifar").eval()
+    proj = by_name(mobilenet)["features.3.conv.2"]  # linear bottleneck: x + conv(x), no activation after
+    assert proj.post_add == Site("features.4.conv.0.0", 0, "input")
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        expected = mobilenet.features[:4](x)
+    assert torch.equal(read(mobilenet, [proj], x, "post_add")["features.3.conv.2"], expected)
+
+    class Functional(nn.Module):
+        def __init__(self, head: bool):
+            super().__init__()
+            self.a, self.bn, self.b = nn.Conv2d(2, 2, 3, padding=1), nn.BatchNorm2d(2), nn.Conv2d(2, 2, 1)
+            self.head = head
+
+        def forward(self, x):
+            y = F.relu(self.bn(self.a(x)) + x)
+            return self.b(y) if self.head else y.mean((2, 3))
+
+    net = Functional(head=True).eval()
+    assert by_name(net)["a"].post_add == Site("b", 0, "input")
+    x = torch.randn(2, 2, 5, 5)
+    with torch.no_grad():
+        assert torch.equal(read(net, [by_name(net)["a"]], x, "post_add")["a"], F.relu(net.bn(net.a(x)) + x))
+    headless = Functional(head=False).eval()
+    alone = by_name(headless)["a"]
+    assert alone.residual and alone.post_add is None and alone.site("post_add") == alone.site("pre_add")
+    with pytest.raises(ValueError, match="reads must be one of 'pre_add', 'post_add', got 'after'"):
+        alone.site("after")

@@ -93,5 +93,6 @@ def test_a_criterion_that_cannot_run_falls_back_and_says_why(monkeypatch, tmp_pa
           if isinstance(m, torch.nn.Conv2d)}
     torch.testing.assert_close(torch.tensor(table[table.layer == "conv1"]["score"].to_numpy(), dtype=torch.float32),
                                l1["conv1"])
+    monkeypatch.setattr(prunekit.probe, "load_arrays", lambda *a, **k: tiny_arrays(16))  # data present: only slow
     slow = score_model(model, "linear_ensembles", probe=ProbeSpec("cifar100", 8), fallback="l1", allow_slow=False)
     assert slow.attrs["criterion"] == "l1" and "takes minutes" in slow.attrs["fallback"]

@@ -69,6 +69,14 @@ def test_the_same_request_is_served_from_the_cache(private_cache, l1_calls):
     assert len(l1_calls) == 10  # other weights: computed again
 
 
+def test_numeric_layer_names_survive_the_cache():
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.Conv2d(4, 2, 1))
+    first = score(model, "l1")
+    second = score(model, "l1")
+    assert second.attrs["cached"] and list(second["layer"].unique()) == ["0", "2"]
+    pd.testing.assert_frame_equal(first, second)
+
+
 def test_the_key_covers_parameters_and_the_probe():
     model = SmallNet()
     a = score(model, "random", seed=1)
@@ -120,7 +128,7 @@ def test_cli_criteria_lists_every_criterion(capsys):
     out = capsys.readouterr().out
     for name in list_criteria():
         assert f"\n{name}  [" in "\n" + out
-    assert "--param estimator=gap" in out and "one of 'gap', 'pooled', 'spatial'" in out
+    assert "--param estimator=pooled" in out and "one of 'gap', 'pooled', 'spatial'" in out
 
 
 def test_cli_score_writes_the_table(tmp_path, monkeypatch, capsys):

@@ -49,14 +49,18 @@ def test_value_histograms_are_the_counts_behind_the_entropy():
     means = torch.tensor([[0.0, 0.0, 1.0, 1.0], [0.0, 1.0, 2.0, 3.0]]).T
     x = means[:, :, None, None].expand(4, 2, 2, 2).contiguous()
     probe = probe_batches(x, torch.zeros(4, dtype=torch.long), [2, 2])
-    h = value_histograms(identity_tap(2), "0", probe, bins=4)
+    h = value_histograms(identity_tap(2), "0", probe, bins=4, estimator="gap")
     assert len(h) == 2 * 4
     assert h[h["filter"] == 0]["count"].tolist() == [2, 0, 0, 2]
     assert h[h["filter"] == 1]["count"].tolist() == [1, 1, 1, 1]
     assert h[h["filter"] == 1]["left"].tolist() == [0.0, 0.75, 1.5, 2.25]
-    entropy = get_criterion("sfm_entropy", bins=4).score(identity_tap(2), probe=probe)["0"]
+    entropy = get_criterion("sfm_entropy", bins=4, estimator="gap").score(identity_tap(2), probe=probe)["0"]
     assert h.groupby("filter")["entropy"].first().tolist() == pytest.approx(entropy.tolist())
     assert entropy[1].item() == pytest.approx(math.log(4))
+    pooled = value_histograms(identity_tap(2), "0", probe, bins=4)  # the default, as sfm_entropy's: every value
+    assert pooled[pooled["filter"] == 0]["count"].tolist() == [8, 0, 0, 8]
+    default = get_criterion("sfm_entropy", bins=4).score(identity_tap(2), probe=probe)["0"]
+    assert pooled.groupby("filter")["entropy"].first().tolist() == pytest.approx(default.tolist())
 
 
 def test_weight_correlation_clusters_scaled_copies_together():
@@ -105,6 +109,11 @@ def test_feature_maps_and_their_grid():
     assert torch.equal(reordered[:16, :16], grid[17:, 17:33])
     with pytest.raises(ValueError, match=r"image must be \(C, H, W\)"):
         feature_maps(model, "conv1", torch.zeros(2, 3, 16, 16))
+    with torch.no_grad():  # the residual conv3: its BN output, or the ReLU after the add
+        pooled = model.pool(F.relu(model.bn2(model.conv2(expected[None]))))
+        bn3 = model.bn3(model.conv3(pooled))[0]
+    assert torch.allclose(feature_maps(model, "conv3", image), bn3)
+    assert torch.allclose(feature_maps(model, "conv3", image, reads="post_add"), F.relu(bn3 + pooled[0]))
 
 
 def test_rank_agreement_by_hand():
@@ -115,6 +124,8 @@ def test_rank_agreement_by_hand():
     assert (flipped.spearman, flipped.kendall, flipped.overlap) == (-1.0, -1.0, 0.0)
     partial = rank_agreement(a, table({"l": [1.0, 3.0, 2.0, 4.0]}), bottom=0.5).iloc[0]  # bottom sets {0,1}, {0,2}
     assert partial.overlap == 0.5 and partial.spearman == pytest.approx(0.8)
+    wide = table({"l": list(range(64))})  # k = what pruning 30% of 64 filters removes: 64 - int(44.8) = 20
+    assert rank_agreement(wide, wide).iloc[0].k == 20 and rank_agreement(a, a).iloc[0].k == 2  # 4 - int(2.8)
     flat = rank_agreement(a, table({"l": [1.0, 1.0, 1.0, 1.0]})).iloc[0]
     assert math.isnan(flat.spearman) and math.isnan(flat.kendall)
     with pytest.raises(ValueError, match=r"bottom must be a fraction in \(0, 1\]"):

@@ -3,7 +3,11 @@
 Source: Lu et al., arXiv 2208.06660, AAAI 2024 (seed 004, abstract only): a low-rank decomposition of each
 conv layer's "input-output" matrix, normalisation of its eigenvalues, their entropy; stable after one epoch.
 Reconstructed (methods.md): M_l = W_l averaged over the k x k kernel (C_out x C_in/g); s = singular values of
-M_l, min-max scaled to [0, 1]; q = softmax(s); K_l = -sum q ln q; AFIE_l = K_l / C_out(l). For a global
+M_l, min-max scaled to [0, 1]; q = softmax(s); K_l = -sum q ln q; AFIE_l = K_l / C_out(l). Singular values
+whose spread max(s) - min(s) is within round-off, at most max(C_out, C_in/g) * eps(weight dtype) * max(s) (the
+tolerance under which ``torch.linalg.matrix_rank`` calls singular values equal to zero), are all equal: q is
+uniform and K_l = ln(n) for n singular values (an orthogonal layer), instead of min-max scaling blowing the
+round-off up to the full [0, 1] range. For a global
 target lambda*, ratios lambda_l = lambda_min * AFIE_max / AFIE_l (capped at ``cap``; a layer with AFIE 0 gets
 the cap), lambda_min solved by bisection so that the pruned fraction of filters (``by="filters"``) or of conv
 multiply-adds (``by="flops"``, each layer's own MACs at ``image_size``) is lambda*. Inside a layer the filters
@@ -21,6 +25,7 @@ import math
 import torch
 import torch.nn as nn
 
+from ..errors import UserError
 from ..hooks import capture
 from ..layers import ConvLayer
 from ..probe import Probe
@@ -35,9 +40,13 @@ WITHIN = ("l1", "l2", "fpgm", "bn_scale", "capacity", "independence", "informati
 
 def afie_entropy(weight: torch.Tensor) -> float:
     """K_l of a conv weight (C_out, C_in/g, kh, kw): entropy (nats) of softmax(minmax(singular values of the
-    kernel-averaged C_out x C_in/g matrix)). AFIE_l = K_l / C_out."""
-    s = torch.linalg.svdvals(weight.detach().double().mean((2, 3)))
-    logq = torch.log_softmax(minmax(s), dim=0)
+    kernel-averaged C_out x C_in/g matrix)), ln(n) when the n singular values are equal within round-off
+    (see the module docstring). AFIE_l = K_l / C_out."""
+    m = weight.detach().double().mean((2, 3))
+    s = torch.linalg.svdvals(m)
+    tolerance = max(m.shape) * torch.finfo(weight.dtype).eps * s.max()
+    scaled = torch.zeros_like(s) if s.max() - s.min() <= tolerance else minmax(s)
+    logq = torch.log_softmax(scaled, dim=0)
     return float(-(logq.exp() * logq).sum())
 
 
@@ -48,10 +57,10 @@ def allocate_ratios(
     with lambda_min such that sum_l lambda_l w_l / sum_l w_l = target; ``weights`` w_l are the layers' filter
     counts (or MACs). ``target`` must be in (0, cap]."""
     if not 0 < target <= cap:
-        raise ValueError(f"target must be in (0, cap={cap:g}], got {target!r}")
+        raise UserError(f"target must be in (0, cap={cap:g}], got {target!r}")
     top = max(afie.values())
     if top <= 0:
-        raise ValueError("AFIE is 0 in every layer (each kernel matrix has a single distinct singular value): "
+        raise UserError("AFIE is 0 in every layer (each kernel matrix has a single distinct singular value): "
                          "ratios cannot be allocated from it")
     total = sum(weights.values())
 
@@ -89,12 +98,14 @@ class AFIE(Criterion):
     name = "afie"
     unit = "within-layer score"
     seed_doc = 4
+    revision = 2  # singular values equal within round-off: uniform q (K = ln n), no longer min-max scaled noise
     description = (
         "AFIE (Lu et al., arXiv 2208.06660, AAAI 2024, seed 004): a layer score. Established: entropy of the "
         "normalised spectrum of each layer's input-output matrix. Reconstructed: kernel-averaged weight matrix, "
-        "min-max scaled singular values, softmax, entropy / C_out; ratios lambda_l = lambda_min * AFIE_max / "
-        "AFIE_l (cap 0.95) meeting the target by filters or FLOPs; filters inside a layer ranked by 'within' "
-        "(default L1). Data-free. AFIE depends mostly on layer shape (K_l ~ ln min(C_in, C_out))."
+        "min-max scaled singular values (all equal within round-off: uniform, K = ln n), softmax, entropy / C_out; "
+        "ratios lambda_l = lambda_min * AFIE_max / AFIE_l (cap 0.95) meeting the target by filters or FLOPs; "
+        "filters inside a layer ranked by 'within' (default L1). Data-free. AFIE depends mostly on layer shape "
+        "(K_l ~ ln min(C_in, C_out))."
     )
     params = (
         Param("target", 0.5, "global fraction to prune (of filters, or of conv FLOPs)", low=0.0, open_low=True,
@@ -108,7 +119,7 @@ class AFIE(Criterion):
     def __init__(self, **params):
         super().__init__(**params)
         if self.config["target"] > self.config["cap"]:
-            raise ValueError(f"target must be at most cap ({self.config['cap']:g}), got {self.config['target']:g}")
+            raise UserError(f"target must be at most cap ({self.config['cap']:g}), got {self.config['target']:g}")
 
     def _score(self, model: nn.Module, layers: list[ConvLayer], probe: Probe | None, progress: Progress) -> Scores:
         within = get_criterion(self.config["within"]).score(model, layers, progress=progress)

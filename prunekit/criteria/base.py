@@ -43,9 +43,12 @@ class Criterion:
     """Base class of every criterion. Subclasses set the class attributes and implement :meth:`_score`.
 
     Class attributes: ``name`` (registry key), ``description`` (source; which parts are reconstructed),
-    ``params`` (tuple of :class:`Param`), ``needs_data`` / ``needs_labels`` / ``needs_boxes``, ``unit`` (what a score
-    measures, in words), ``slow`` (minutes on a CPU) and ``seed_doc``:
-    the number of the seed document (0-4) a criterion reconstructs, None for a baseline.
+    ``params`` (tuple of :class:`Param`), ``needs_data`` / ``needs_labels`` / ``needs_boxes``, ``seed_doc``:
+    the number of the seed document (0-4) a criterion reconstructs, None for a baseline, ``unit`` (what a score
+    measures, in words), ``slow`` (minutes on a CPU), ``reads``: which
+    feature map of a conv that feeds a residual add a data-driven criterion reads, "pre_add" (its BN output) or
+    "post_add" (after the add and its activation; :mod:`prunekit.layers`), and ``revision``: raised whenever
+    the criterion's scores change for the same parameters (the score cache keys on it).
     Instances hold validated parameter values in ``self.config``.
     """
 
@@ -58,6 +61,8 @@ class Criterion:
     seed_doc: ClassVar[int | None] = None
     unit: ClassVar[str] = "score"  # what a score measures, for axis titles
     slow: ClassVar[bool] = False  # minutes on a CPU: the dashboard asks before it starts one
+    reads: ClassVar[str] = "pre_add"
+    revision: ClassVar[int] = 1
 
     def __init__(self, **params: Any):
         known = {p.name: p for p in self.params}

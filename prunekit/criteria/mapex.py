@@ -5,9 +5,21 @@ is taken from bounding-box labels; filters that respond to the task's objects ar
 boxes by the receptive field.
 Reconstructed (methods.md): for a layer with total stride s and receptive field r, each box is mapped to
 feature coordinates (divided by s) and, with ``expand=True``, grown by r / (2 s) on every side. A feature cell
-(u, v) covers [u, u+1) x [v, v+1) and is inside when its centre (u + 0.5, v + 0.5) lies in a box, edges
-included (a cell half covered on either side counts, so the growth is symmetric). For filter
-c on image i: R_fg = mean |F| over the cells inside the union of the boxes, R_bg = mean |F| over the others;
+(u, v) covers [u, u+1) x [v, v+1) and is foreground when its centre (u + 0.5, v + 0.5) lies **strictly**
+inside a mapped (and grown) box: x0 - g < u + 0.5 < x1 + g, and the same for v, with g the growth.
+
+The receptive-field rule (``expand=True``, g = r / (2 s)): the cell's receptive field, the r pixels centred on
+the cell's centre, must *overlap* the box over a positive length on both axes, i.e. see part of the object. A
+field that only *touches* the box's edge sees none of it and is background. At stride 1 (odd r) this is
+exactly "the receptive field shares at least one pixel with the box"; at larger strides the field is taken as
+centred on the s x s pixels the cell covers (padding offsets ignored). Why not edges included: touching fields
+would count, and a 3x3 conv on an 8x8 map with a 4x4 box [2, 6) would have every cell foreground (centres 0.5
+and 7.5 lie on the grown edges 0.5 and 7.5) and the image would be skipped; under this rule cells 1..6 are
+foreground (their fields, pixels u-1..u+1, reach pixels 2..5) and the ring of 28 cells is background. With
+``expand=False`` (plain Map, g = 0) a cell whose centre lies exactly on the box's edge (half covered) is
+background on both sides, so the rule stays symmetric.
+
+For filter c on image i: R_fg = mean |F| over the foreground cells, R_bg = mean |F| over the others;
 score = mean over images of R_fg / (R_bg + eps).
 
 Images with no cell inside, or no cell outside, at a layer (a box smaller than a cell; expanded boxes that
@@ -33,7 +45,7 @@ def box_masks(boxes: list[torch.Tensor], height: int, width: int, stride: int, g
 
     boxes: B tensors (k_i, 4) of pixel corners [x0, y0, x1, y1); stride: the layer's total stride; grow: cells
     added on every side (r / (2 s) for Map-EX). Returns bool (B, height, width): True where the cell's centre
-    lies in one of the image's boxes (edges included) after mapping and growing.
+    lies strictly inside one of the image's boxes after mapping and growing (see the module docstring).
     """
     device = boxes[0].device if boxes else torch.device("cpu")
     out = torch.zeros(len(boxes), height, width, dtype=torch.bool, device=device)
@@ -44,8 +56,8 @@ def box_masks(boxes: list[torch.Tensor], height: int, width: int, stride: int, g
     x0, y0, x1, y1 = feat[:, 0] - grow, feat[:, 1] - grow, feat[:, 2] + grow, feat[:, 3] + grow
     cu = torch.arange(width, device=device) + 0.5
     cv = torch.arange(height, device=device) + 0.5
-    inside_x = (x0[:, None] <= cu) & (cu <= x1[:, None])  # (K, W)
-    inside_y = (y0[:, None] <= cv) & (cv <= y1[:, None])  # (K, H)
+    inside_x = (x0[:, None] < cu) & (cu < x1[:, None])  # (K, W)
+    inside_y = (y0[:, None] < cv) & (cv < y1[:, None])  # (K, H)
     per_box = (inside_y[:, :, None] & inside_x[:, None, :]).float()  # (K, H, W)
     return out.float().index_add_(0, owner, per_box) > 0
 
@@ -54,7 +66,8 @@ def expanded_boxes(boxes: torch.Tensor, receptive_field: int, expand: bool = Tru
     """Boxes (k, 4) of pixel corners [x0, y0, x1, y1) as Map-EX grows them at a layer of receptive field r, in
     pixels: r / 2 on every side (the r / (2 s) feature cells of :func:`box_masks` at total stride s), not
     clipped to the image; unchanged when not ``expand`` (plain Map). For drawing what a layer counts as
-    foreground."""
+    foreground: a cell is foreground when its centre lies strictly inside the drawn box (a cell whose receptive
+    field only touches the object's box is not)."""
     grow = receptive_field / 2 if expand else 0.0
     return boxes.float() + torch.tensor([-grow, -grow, grow, grow])
 
@@ -66,15 +79,18 @@ class MapEX(Criterion):
     name = "mapex"
     unit = "foreground / background response"
     seed_doc = 1
+    revision = 2  # a receptive field that only touches a box no longer makes its cell foreground
     description = (
         "Map-EX (seed 001): ratio of a filter's mean |response| inside the object boxes to outside, averaged "
         "over a box-labelled probe set; high = responds to the objects. Established: foreground/background "
         "response from boxes, expansion by the receptive field. Reconstructed: boxes divided by the layer's "
-        "total stride and grown by r/(2s) per side (expand=True), cell-centre membership, "
-        "score = mean_i R_fg / (R_bg + eps); images without both regions at a layer are skipped."
+        "total stride and grown by r/(2s) per side (expand=True); a cell is foreground when its centre lies "
+        "strictly inside a grown box, i.e. its receptive field overlaps the object's box (touching its edge is "
+        "not enough); score = mean_i R_fg / (R_bg + eps); images without both regions at a layer are skipped."
     )
     params = (
-        Param("expand", True, "grow the boxes by half the receptive field (Map-EX) or not (Map)"),
+        Param("expand", True, "grow the boxes by half the receptive field (Map-EX: cells whose receptive field "
+              "overlaps a box) or not (Map: cells whose centre is inside a box)"),
         Param("eps", 1e-6, "added to the background response", low=0.0, open_low=True, high=1.0),
     )
     needs_data = True

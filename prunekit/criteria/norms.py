@@ -9,6 +9,7 @@ import zlib
 import torch
 import torch.nn as nn
 
+from ..errors import UserError
 from ..layers import ConvLayer
 from .base import LayerwiseCriterion, Param, register_criterion
 
@@ -77,11 +78,11 @@ class BNScale(LayerwiseCriterion):
 
     def layer_scores(self, model: nn.Module, layer: ConvLayer) -> torch.Tensor:
         if layer.bn is None:
-            raise ValueError(f"bn_scale needs a BatchNorm after each conv; {layer.name} has none: "
+            raise UserError(f"bn_scale needs a BatchNorm after each conv; {layer.name} has none: "
                              "leave it out of layers= or pick another criterion")
         bn = model.get_submodule(layer.bn)
         if bn.weight is None:
-            raise ValueError(f"bn_scale needs an affine BatchNorm; {layer.bn} has affine=False")
+            raise UserError(f"bn_scale needs an affine BatchNorm; {layer.bn} has affine=False")
         return bn.weight.detach().abs()
 
 

@@ -33,17 +33,19 @@ def stream(
     probe: Probe,
     fn: Callable[[ConvLayer, torch.Tensor, Batch], None],
     tick: Callable[[], None],
+    reads: str = "pre_add",
 ) -> None:
     """One pass of ``probe`` through ``model`` without gradients: ``fn(layer, fmap, batch)`` for every layer
-    and batch, ``fmap`` the feature map (B, C, H, W) on the model's device; ``tick()`` after each batch.
-    Every layer is served by the same forward pass."""
+    and batch, ``fmap`` the feature map (B, C, H, W) on the model's device, read under ``reads`` ("pre_add" or
+    "post_add", :mod:`prunekit.layers`); ``tick()`` after each batch. Every layer is served by the same forward
+    pass."""
     device = model_device(model)
     current: list[Batch] = []
 
     def on_fmap(layer: ConvLayer, fmap: torch.Tensor) -> None:
         fn(layer, fmap, current[0])
 
-    with torch.no_grad(), capture(model, layers, on_fmap):
+    with torch.no_grad(), capture(model, layers, on_fmap, reads):
         for batch in probe.batches(device):
             current[:] = [batch]
             model(batch.x)
@@ -67,9 +69,10 @@ def per_image_mean(
     probe: Probe,
     statistic: Callable[[torch.Tensor], torch.Tensor],
     progress: Progress,
+    reads: str = "pre_add",
 ) -> dict[str, torch.Tensor]:
-    """{layer name: (C,)} the mean over the probe images of ``statistic(fmap)`` (fmap (B, C, H, W) -> (B, C)),
-    streamed in one pass: only a running sum per layer is kept."""
+    """{layer name: (C,)} the mean over the probe images of ``statistic(fmap)`` (fmap (B, C, H, W) -> (B, C),
+    read under ``reads``), streamed in one pass: only a running sum per layer is kept."""
     sums: dict[str, torch.Tensor] = {}
     images: dict[str, int] = {}
 
@@ -78,5 +81,5 @@ def per_image_mean(
         sums[layer.name] = sums[layer.name] + s if layer.name in sums else s
         images[layer.name] = images.get(layer.name, 0) + len(fmap)
 
-    stream(model, layers, probe, accumulate, Ticker(len(probe), progress))
+    stream(model, layers, probe, accumulate, Ticker(len(probe), progress), reads)
     return {name: s / images[name] for name, s in sums.items()}

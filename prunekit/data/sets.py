@@ -75,9 +75,15 @@ class ArraySet:
 
     def subset(self, n: int, seed: int = 0) -> ArraySet:
         """``n`` images drawn without replacement by ``seed`` (all of them if n >= N)."""
-        if n >= len(self):
-            return self
-        idx = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))[:n]
+        return self if n >= len(self) else self.split(n, seed)[0]
+
+    def split(self, n: int, seed: int = 0) -> tuple[ArraySet, ArraySet]:
+        """(the ``n`` images :meth:`subset` draws with ``seed``, in its order; the other N - n, in index order):
+        two disjoint sets."""
+        order = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))
+        return self._take(order[:n]), self._take(order[n:].sort().values)
+
+    def _take(self, idx: torch.Tensor) -> ArraySet:
         return ArraySet(self.name, self.images[idx], self.labels[idx], self.classes, self.mean, self.std)
 
 
