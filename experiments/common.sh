@@ -19,6 +19,10 @@ SUBSET="${SUBSET:-5000}"         # training images per fine-tuning epoch (0: all
 TEST_N="${TEST_N:-10000}"        # test images for every accuracy (10000: the whole test split)
 RUNS="${RUNS:-experiments/runs}" # runs root (the Compare page reads it via PRUNEKIT_RUNS)
 OUT="${OUT:-experiments/out}"    # scores, plans, logs, run index
+TAG="${TAG:-}"                   # suffix of every run key and score / plan file name (issue12.sh: _v2), so that a
+TAG_NOTE="${TAG_NOTE:-}"         # re-run sits beside the old runs and files; TAG_NOTE: appended to its runs' notes
+# PARAMS_<criterion>: that criterion's parameters for `score` and `plan` (recorded in the plan and the run's
+# manifest), words NAME=VALUE, e.g. PARAMS_taylor="form=iclr2017"; unset: the criterion's defaults
 mkdir -p "$OUT" "$RUNS"
 RUN_INDEX="$OUT/runs.tsv"        # key <TAB> experiment <TAB> run directory <TAB> note
 touch "$RUN_INDEX"
@@ -26,6 +30,11 @@ TIMES="$OUT/times.tsv"           # step <TAB> wall seconds
 touch "$TIMES"
 
 pk() { $NICE "$PY" -m prunekit "$@"; }
+
+cparams() {  # cparams CRIT: "--param NAME=VALUE" for each word of $PARAMS_<CRIT>
+    local var="PARAMS_$1" p
+    for p in ${!var:-}; do printf -- '--param %s ' "$p"; done
+}
 
 timed() {  # timed STEP-NAME cmd...: runs cmd, appends its wall time to $TIMES
     local name="$1"; shift
@@ -37,8 +46,16 @@ timed() {  # timed STEP-NAME cmd...: runs cmd, appends its wall time to $TIMES
 score() {  # score CKPT CRITERION OUTCSV [extra score args]
     local ck="$1" crit="$2" csv="$3"; shift 3
     if [[ -s "$csv" ]]; then echo "have $csv"; return; fi
+    # shellcheck disable=SC2046  # cparams' words are meant to split
     timed "score:$(basename "$csv" .csv)" pk score --model "$MODEL" --checkpoint "$ck" --data cifar10 \
-        --criterion "$crit" --device "$DEVICE" --out "$csv" "$@"
+        --criterion "$crit" $(cparams "$crit") --device "$DEVICE" --out "$csv" "$@"
+}
+
+uniform_plan() {  # uniform_plan CRIT: the uniform plan at $TARGET -> $OUT/plan_uniform_CRIT$TAG.json (and .log)
+    local c="$1" plan="$OUT/plan_uniform_$1$TAG"
+    # shellcheck disable=SC2046
+    pk plan --checkpoint "$CKPT" --preset uniform --target "$TARGET" --criterion "$c" $(cparams "$c") \
+        --out "$plan.json" > "$plan.log"
 }
 
 run_of() { awk -F'\t' -v k="$1" '$1==k {print $3}' "$RUN_INDEX" | tail -n 1; }
@@ -59,7 +76,7 @@ prune_ft() {  # prune_ft KEY EXPERIMENT PLAN SCORES NOTE [extra finetune args]: 
         timed "prune:$key" pk prune --checkpoint "$CKPT" --plan "$plan" --scores "$scores" --n "$TEST_N" \
             --runs "$RUNS" --device "$DEVICE" --threads "$THREADS" --repeat 3 | tail -n 1 > "$log"
         run="$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["run"])' "$log")"
-        echo -e "$key\t$exp\t$run\t$note" >> "$RUN_INDEX"
+        echo -e "$key\t$exp\t$run\t$note$TAG_NOTE" >> "$RUN_INDEX"
     fi
     if finetuned "$run"; then echo "have $key ($run)"; return; fi
     timed "finetune:$key" pk finetune --run "$run" --epochs "$EPOCHS" --subset "$SUBSET" --test-subset "$TEST_N" \

@@ -94,6 +94,56 @@ E3 = [("e1_sfm_entropy", "final model, final sfm_entropy scores (E1)"),
       ("e3_sfm_entropy_epoch1", "final model, epoch-1 sfm_entropy scores")]
 E4 = [("e1_sfm_entropy", "plain fine-tuning (E1)"), ("e4_sfm_entropy_doconv", "fine-tuned with DO-Conv")]
 
+# The re-run after issue 12 (experiments/issue12.sh): the same keys with this suffix, the same recipe.
+TAG = "_v2"
+POST_ADD = ("map of each residual block's last conv (9 of the 19 convs): its BN output -> after the add and its "
+            "ReLU, as the published code reads it")
+CHANGED = {  # criterion -> what issue 12 changed in it
+    "sfm_entropy": "estimator `gap` -> `pooled` (a histogram of every value of the map, not of the per-image "
+                   "spatial means); reads `pre_add` -> `post_add`: " + POST_ADD,
+    "hrank": POST_ADD,
+    "chip": POST_ADD,
+    "taylor": "new row; form `cvpr2019`, the default now (per probe batch, the squared sum of activation x gradient "
+              "at a gate after BN); the old default `iclr2017` was not in E1",
+}
+E1_V2 = [(f"e1_{c}", c) for c in ("sfm_entropy", "hrank", "chip", "taylor")]
+E3_V2 = [("e1_sfm_entropy", "final model, final sfm_entropy scores (E1)"),
+         ("e3_sfm_entropy_epoch1", "final model, epoch-1 sfm_entropy scores")]
+E4_V2 = [("e1_sfm_entropy", "plain fine-tuning (E1)"), ("e4_sfm_entropy_doconv", "fine-tuned with DO-Conv")]
+
+
+def arrow(old, new, fmt="{:.2f}") -> str:
+    """'old -> new (+d)'; a missing side as '—'."""
+    if new is None or pd.isna(new):
+        return f"{num(old, fmt)} -> —"
+    if old is None or pd.isna(old):
+        return f"— -> **{num(new, fmt)}**"
+    return f"{num(old, fmt)} -> **{num(new, fmt)}** ({new - old:+.2f})"
+
+
+def rerun_table(df: pd.DataFrame, keys: list[tuple[str, str]], first: str, what: dict[str, str] | None = None) -> str:
+    """Each old run (key) beside its re-run after issue 12 (key + TAG): accuracy after pruning and after
+    fine-tuning, old -> new; the new run's size; both run ids; ``what``: the change, per row label."""
+    by = df.set_index("key") if len(df) else pd.DataFrame()
+    cols = [first] + (["what changed (issue 12)"] if what else []) + [
+        "params / FLOPs (new)", "acc after pruning: old -> new", "acc after fine-tuning: old -> new",
+        "change vs before (new)", "runs: old / new"]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for key, label in keys:
+        old = by.loc[key] if key in by.index else None
+        new = by.loc[key + TAG] if key + TAG in by.index else None
+        get = lambda r, f: None if r is None else r[f]  # noqa: E731
+        size = "—" if new is None else (f"{new.params / 1e3:.1f}k ({pct(new.params, new.params_before)}) / "
+                                        f"{new.flops / 1e6:.1f}M ({pct(new.flops, new.flops_before)})")
+        delta = "" if new is None or pd.isna(new.acc_ft) else f"{new.acc_ft - new.acc_before:+.2f}"
+        runs = (("—" if old is None else f"`{old.run}`") + " / " +
+                ("not run yet (`experiments/issue12.sh`)" if new is None else f"`{new.run}`"))
+        cells = [label] + ([what.get(label, "")] if what else []) + [
+            size, arrow(get(old, "acc_pruned"), get(new, "acc_pruned")),
+            arrow(get(old, "acc_ft"), get(new, "acc_ft")), delta, runs]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
 
 def ratios_table(df: pd.DataFrame) -> str:
     by = df.set_index("key") if len(df) else pd.DataFrame()
@@ -145,17 +195,113 @@ def e3_agreement() -> str:
     return "\n".join(lines)
 
 
+def e3_agreement_v2() -> str:
+    """E3's rank agreement before (e3_summary.json) and after issue 12 (e3_summary_v2.json), side by side."""
+    f_old, f_new = OUT / "e3_summary.json", OUT / f"e3_summary{TAG}.json"
+    if not f_new.exists():
+        return "(E3 re-run not computed yet: `experiments/issue12.sh`)"
+    old, new = (json.loads(f.read_text()) if f.exists() else {} for f in (f_old, f_new))
+    f3 = lambda x: "—" if x is None else f"{x:.3f}"  # noqa: E731
+    lines = ["| criterion | what is ranked | Spearman epoch 1 vs final: old -> new | bottom-30% overlap: old -> new |",
+             "|---|---|---|---|"]
+    for name, e in new.items():
+        if name == "plans":
+            continue
+        o = old.get(name, {})
+        if e["within_layer_ranking"]:
+            what = (f"filters within each layer ({e['layers']} layers)" if name != "afie" else
+                    f"filters within each layer by AFIE's inner criterion (L1 of the weights; not changed by issue "
+                    f"12; {e['layers']} layers)")
+            rho = "; ".join(f"{stat} {f3(o.get('spearman_' + stat))} -> **{f3(e['spearman_' + stat])}**"
+                            for stat in ("mean", "median", "min", "max"))
+            lines.append(f"| {name} | {what} | {rho} | mean {f3(o.get('bottom30_overlap_mean'))} -> "
+                         f"**{f3(e['bottom30_overlap_mean'])}** |")
+        if name != "afie":
+            lines.append(f"| {name} | layers (mean filter score per layer) | "
+                         f"{f3(o.get('across_layers_spearman'))} -> **{f3(e['across_layers_spearman'])}** | |")
+    if "plans" in new:
+        p, po = new["plans"], old.get("plans", {})
+        lines.append(f"| afie (layer score; revision 2 since issue 12) | per-group ratios of the AFIE plan made on "
+                     f"each checkpoint | {f3(po.get('ratio_spearman'))} -> **{f3(p['ratio_spearman'])}** "
+                     f"(largest ratio difference {f3(po.get('max_abs_ratio_difference'))} -> "
+                     f"{f3(p['max_abs_ratio_difference'])}) | |")
+    f_old, f_new = OUT / "e3_rank_agreement.csv", OUT / f"e3_rank_agreement{TAG}.csv"
+    if f_new.exists():
+        t = pd.read_csv(f_new)
+        t = t[t.criterion == "sfm_entropy"].set_index("layer")
+        o = pd.read_csv(f_old) if f_old.exists() else pd.DataFrame(columns=["criterion", "layer"])
+        o = o[o.criterion == "sfm_entropy"].set_index("layer")
+        lines += ["", "sfm_entropy, per layer (epoch 1 vs final), old (gap, BN output) -> new (pooled, post_add; "
+                  "the residual convs are the `.conv2` rows):", "",
+                  "| layer | filters | Spearman: old -> new | bottom-30% overlap: old -> new |", "|---|---|---|---|"]
+        for layer, r in t.iterrows():
+            ro = o.loc[layer] if layer in o.index else None
+            lines.append(f"| {layer} | {r.filters} | "
+                         f"{arrow(None if ro is None else ro.spearman, r.spearman, '{:.3f}')} | "
+                         f"{arrow(None if ro is None else ro.overlap, r.overlap)} |")
+    return "\n".join(lines)
+
+
+def sfm_reliability_table() -> str:
+    """out/sfm_reliability.json (experiments/sfm_reliability.py): estimator x reads x probe size -> per-layer
+    agreement between two disjoint probes; the default chosen in bold, the old default marked."""
+    f = OUT / "sfm_reliability.json"
+    if not f.exists():
+        return "(not measured: experiments/sfm_reliability.py)"
+    s = json.loads(f.read_text())
+    lines = [f"sfm_entropy on `{s['checkpoint']}`, two disjoint probes of the CIFAR-10 train split (seeds "
+             f"{s['seeds'][0]} and {s['seeds'][1]}); {s['machine']}; from `experiments/out/sfm_reliability.json`.",
+             "", "| estimator | reads | probe images | median Spearman | min Spearman | median bottom-30% overlap | "
+             "residual convs: median / min Spearman | seconds per probe |", "|---|---|---|---|---|---|---|---|"]
+    for r in s["rows"]:
+        chosen = (r["estimator"], r["reads"], r["n"]) == ("pooled", "post_add", 640)
+        mark = " (default)" if chosen else " (old default)" if (r["estimator"], r["reads"], r["n"]) == (
+            "gap", "pre_add", 640) else ""
+        cells = [r["estimator"] + mark, r["reads"], str(r["n"]), f"{r['median_spearman']:.3f}",
+                 f"{r['min_spearman']:.3f}", f"{r['median_overlap']:.2f}",
+                 f"{r['residual']['median_spearman']:.3f} / {r['residual']['min_spearman']:.3f}",
+                 f"{r['seconds_per_probe']:.1f}"]
+        lines.append("| " + " | ".join(f"**{c}**" if chosen else c for c in cells) + " |")
+    return "\n".join(lines)
+
+
+def criteria_reliability_table() -> str:
+    """out/criteria_reliability.json (experiments/criteria_reliability.py): each data-driven criterion's
+    per-layer agreement between two disjoint probes, now and (for the changed ones) before issue 12."""
+    f = OUT / "criteria_reliability.json"
+    if not f.exists():
+        return "(not measured yet: experiments/criteria_reliability.py)"
+    s = json.loads(f.read_text())
+    lines = [f"Every data-driven criterion of the tables above on `{s['checkpoint']}`, two disjoint probes of "
+             f"{s['n']} CIFAR-10 train images (seeds {s['seeds'][0]} and {s['seeds'][1]}), scored uncached; "
+             f"{s['machine']}; from `experiments/out/criteria_reliability.json`. \"layers without a ranking\": "
+             "layers whose scores are constant on a probe (Spearman undefined, left out of the median and min).", "",
+             "| criterion | median Spearman | min Spearman | median bottom-30% overlap | residual convs: median / min "
+             "Spearman | layers without a ranking | seconds per probe |", "|---|---|---|---|---|---|---|"]
+    for r in s["rows"]:
+        res = r["residual"]
+        lines.append(f"| {r['label']} | {r['median_spearman']:.3f} | {r['min_spearman']:.3f} | "
+                     f"{r['median_overlap']:.2f} | {res['median_spearman']:.3f} / {res['min_spearman']:.3f} | "
+                     f"{r['nan_layers']} of {r['layers']} | {r['seconds_per_probe']:.1f} |")
+    return "\n".join(lines)
+
+
 def times_table(df: pd.DataFrame) -> str:
     f = OUT / "times.tsv"
     lines = ["| step | wall s |", "|---|---|"]
-    total = 0
+    total = rerun = 0
     if f.exists():
         for line in f.read_text().splitlines():
             if line.strip():
                 step, sec = line.split("\t")
                 total += int(sec)
+                if step.endswith(TAG) or step.startswith("reliability:"):  # experiments/issue12.sh
+                    rerun += int(sec)
                 lines.append(f"| {step} | {sec} |")
     lines.append(f"| **total** | **{total}** ({total / 60:.1f} min) |")
+    if rerun:
+        lines.append(f"| of which the re-run after issue 12 (`{TAG}` steps, criteria reliability) | {rerun} "
+                     f"({rerun / 60:.1f} min) |")
     if len(df):
         ips = df.ft_img_s.dropna()
         if len(ips):
@@ -185,6 +331,11 @@ def main() -> None:
         "e2": run_table(df, E2, "allocation (filters by l1)") + "\n\nPer-group ratios:\n\n" + ratios_table(df),
         "e3": e3_agreement() + "\n\n" + run_table(df, E3, "scores used"),
         "e4": run_table(df, E4, "fine-tuning"),
+        "e1_v2": rerun_table(df, E1_V2, "criterion", CHANGED),
+        "e3_v2": e3_agreement_v2() + "\n\n" + rerun_table(df, E3_V2, "scores used"),
+        "e4_v2": rerun_table(df, E4_V2, "fine-tuning"),
+        "reliability_sfm": sfm_reliability_table(),
+        "reliability_criteria": criteria_reliability_table(),
         "times": times_table(df),
     }
     md = "\n\n".join(f"## {k}\n\n{v}" for k, v in sections.items())

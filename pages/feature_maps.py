@@ -104,8 +104,8 @@ def _pruned(_model, key: str, ratios: tuple, scores_id: str, _scores, input_size
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
-def _maps(_model, key: str, layer: str, image_id: str, _x) -> np.ndarray:
-    return feature_maps(_model, layer, _x).numpy()
+def _maps(_model, key: str, layer: str, image_id: str, _x, reads: str) -> np.ndarray:
+    return feature_maps(_model, layer, _x, reads=reads).numpy()
 
 
 def plan_ui(sel, struct, layer: str) -> dict:
@@ -160,7 +160,8 @@ def grid_figure(maps: torch.Tensor, order: list[int], labels: list[str], marked:
 
 
 def original_grid(sel, layer: str, x: torch.Tensor, image_id: str, table, name: str, removed: list[int]) -> None:
-    maps = torch.from_numpy(_maps(sel.model, sel.key, layer, image_id, x))
+    reads = get_criterion(name).reads
+    maps = torch.from_numpy(_maps(sel.model, sel.key, layer, image_id, x, reads))
     rows = table[table["layer"] == layer].sort_values(["rank"])
     order = rows["filter"].tolist()
     gone = set(removed)
@@ -172,7 +173,10 @@ def original_grid(sel, layer: str, x: torch.Tensor, image_id: str, table, name: 
     st.caption(f"Each tile is one filter's response to the image (bright = strong; every tile on its own scale), "
                f"labelled with the filter index and its {name} score, the most important first. Tiles veiled with "
                "a red frame are the filters the plan removes. Coupled convs (joined by residual adds) lose the same "
-               "filters, chosen by their combined score, so a removed tile can sit before a kept one.")
+               "filters, chosen by their combined score, so a removed tile can sit before a kept one. "
+               + ("For a conv feeding a residual add, the maps are read after the add and its ReLU, where "
+                  f"{name} reads them." if reads == "post_add" else "Maps are read after the conv's BN and "
+                                                                       "activation."))
 
 
 def pruned_grid(sel, layer: str, x: torch.Tensor, image_id: str, table, name: str, ratios: dict,
@@ -185,7 +189,7 @@ def pruned_grid(sel, layer: str, x: torch.Tensor, image_id: str, table, name: st
         st.error(f"Pruning with this plan failed: {exc}", icon=":material/error:")
         return
     key = f"{sel.key}|pruned|{tuple(sorted(ratios.items()))}|{scores_id}"
-    maps = torch.from_numpy(_maps(pruned, key, layer, image_id, x))
+    maps = torch.from_numpy(_maps(pruned, key, layer, image_id, x, get_criterion(name).reads))
     gone = set(removed)
     kept = [f for f in range(len(table[table["layer"] == layer])) if f not in gone]  # pruned layer's channel order
     score_of = dict(zip(table.loc[table["layer"] == layer, "filter"], table.loc[table["layer"] == layer, "score"]))
@@ -239,9 +243,10 @@ def mapex_ui(sel, layer) -> None:
         st.markdown(f"**{label}** pasted on a {size}x{size} canvas. `{layer.name}`: total stride {layer.stride}, "
                     f"receptive field {layer.receptive_field} pixels.")
         st.caption("Green: the object's box. Orange dashes: the box grown by half the layer's receptive field "
-                   f"({layer.receptive_field / 2:g} pixels per side, clipped to the canvas), the region Map-EX "
-                   "counts as foreground at this layer. Deep layers see so far that the grown box covers the "
-                   "whole canvas, and Map-EX then skips the image there.")
+                   f"({layer.receptive_field / 2:g} pixels per side, clipped to the canvas). A feature-map cell "
+                   "counts as foreground when its centre lies strictly inside the dashed box, i.e. its receptive "
+                   "field overlaps the object (touching its edge is not enough). Deep layers see so far that every "
+                   "cell is foreground, and Map-EX then skips the image there.")
 
 
 # ----------------------------------------------------------------------------------------------

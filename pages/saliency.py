@@ -1,21 +1,18 @@
 """Saliency: score every filter with a criterion of the registry, see each layer's score distribution,
 preview a threshold, and check how far criteria (and checkpoints) agree on which filters matter least."""
-from dataclasses import replace
 
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
-from pages.shared import CRITERION, DEFAULT_SOURCE, chosen_criterion, has_scores, page_with_model, scores
-from prunekit import load_checkpoint
-from prunekit.checkpoints import EARLY_CHECKPOINT
+from pages.agreement import agreement_ui, compute, reliability_ui, stability_ui
+from pages.shared import CRITERION, chosen_criterion, has_scores, page_with_model
 from prunekit.criteria import criterion_class, get_criterion, list_criteria
 from prunekit.data import DataNotFoundError
 from prunekit.defaults import BOTTOM_FRACTION as BOTTOM
 from prunekit.errors import UserError
-from prunekit.scores import weights_hash
-from prunekit.views import rank_agreement, score_histogram
+from prunekit.views import score_histogram
 
 NCOLS = 5  # small multiples per row
 WEIGHT_ONLY = ", ".join(n for n in list_criteria() if not criterion_class(n).needs_data)
@@ -87,24 +84,6 @@ def criterion_ui() -> tuple[str, dict]:
             st.caption(":material/construction: Parts marked **Reconstructed** are prunekit's reading of a paper "
                        "known only from its abstract: the choices are documented, not the authors' code.")
     return name, {k: v for k, v in values.items() if v != next(p.default for p in cls.params if p.name == k)}
-
-
-def progress_bar(label: str):
-    """An st.progress bar and the progress(done, total) callback that fills it."""
-    bar = st.progress(0.0, text=label)
-
-    def update(done: int, total: int) -> None:
-        bar.progress(min(done / max(total, 1), 1.0), text=f"{label}: {done} of {total}")
-    return bar, update
-
-
-def compute(sel, name: str, params: dict, label: str) -> pd.DataFrame:
-    """scores() with a progress bar that disappears when done."""
-    bar, update = progress_bar(label)
-    try:
-        return scores(sel, name, params, progress=update, fallback=False)
-    finally:
-        bar.empty()
 
 
 def no_data_message(name: str, sel) -> None:
@@ -233,120 +212,6 @@ def ranking_table(df: pd.DataFrame) -> None:
 
 
 # ----------------------------------------------------------------------------------------------
-# Agreement between criteria, stability between checkpoints
-
-
-def agreement_tables(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    """rank_agreement of every pair, one tidy frame with a 'pair' column (cached by the tables' cache keys)."""
-    return _agreement_tables(tuple((n, t.attrs.get("key", "")) for n, t in tables.items()), tables)
-
-
-@st.cache_data(show_spinner=False, max_entries=32)
-def _agreement_tables(keys: tuple, _tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    tables = _tables
-    names = list(tables)
-    frames = []
-    for i, a in enumerate(names):
-        for b in names[i + 1:]:
-            frames.append(rank_agreement(tables[a], tables[b], bottom=BOTTOM).assign(pair=f"{a} vs {b}"))
-    return pd.concat(frames, ignore_index=True)
-
-
-def heatmap(agree: pd.DataFrame, column: str, zmin: float, title: str, key: str) -> None:
-    z = agree.pivot(index="layer", columns="pair", values=column).reindex(
-        index=list(dict.fromkeys(agree["layer"])), columns=list(dict.fromkeys(agree["pair"])))
-    fig = go.Figure(go.Heatmap(z=z.to_numpy(), x=list(z.columns), y=list(z.index), zmin=zmin, zmax=1,
-                               colorscale="RdBu" if zmin < 0 else "Blues", texttemplate="%{z:.2f}",
-                               textfont=dict(size=10), colorbar=dict(title=title, thickness=12),
-                               hovertemplate="%{y}<br>%{x}<br>" + title + " %{z:.3f}<extra></extra>"))
-    fig.update_layout(height=max(300, 22 * len(z) + 80), margin=dict(l=10, r=10, t=10, b=10),
-                      yaxis=dict(autorange="reversed", tickfont=dict(size=10)), xaxis=dict(side="top"))
-    st.plotly_chart(fig, width="stretch", key=key)
-
-
-def agreement_ui(sel, name: str, params: dict, current: pd.DataFrame) -> None:
-    names = list_criteria()
-    default = list(dict.fromkeys([name, "l1", "fpgm"]))
-    chosen = st.multiselect("Criteria to compare", names, default=default, key="sal_agree",
-                            help="Weight-only criteria are scored at once; data-driven ones take seconds (minutes "
-                                 "for linear_ensembles, which is compared only once scored above).")
-    tables, skipped = {name: current} if name in chosen else {}, []
-    for other in chosen:
-        if other in tables:
-            continue
-        cls = criterion_class(other)
-        if (cls.needs_data and sel.data_path is None) or (cls.slow and not has_scores(sel, other, fallback=False)):
-            skipped.append(other)
-            continue
-        try:
-            tables[other] = compute(sel, other, {}, f"Scoring with {other}")
-        except (DataNotFoundError, UserError, RuntimeError):
-            skipped.append(other)
-    if skipped:
-        st.info(f"Left out: {', '.join(skipped)} (no data, or slow and not scored yet: score it above first).",
-                icon=":material/info:")
-    if len(tables) < 2:
-        st.info("Choose at least two criteria that can be scored.", icon=":material/info:")
-        return
-    agree = agreement_tables(tables)
-    a, b = st.columns(2)
-    with a:
-        st.markdown("**Spearman rank correlation** per layer")
-        heatmap(agree, "spearman", -1.0, "Spearman", "sal_agree_rho")
-        st.caption("Each cell compares the two criteria's rankings of one layer's filters: 1 = the same order, "
-                   "0 = unrelated, -1 = reversed. Blank cells are layers where one criterion scores every filter "
-                   "alike.")
-    with b:
-        st.markdown(f"**Bottom-{BOTTOM:.0%} overlap** per layer")
-        heatmap(agree, "overlap", 0.0, "overlap", "sal_agree_overlap")
-        st.caption(f"The fraction of the {BOTTOM:.0%} lowest-scored filters (the first to go) that both criteria "
-                   f"pick. About {BOTTOM:.0%} is what two random rankings share; 1 means they would prune the very "
-                   "same filters.")
-
-
-@st.cache_resource(show_spinner="Loading the epoch-1 checkpoint...")
-def _early_model():
-    """The bundled default's epoch-1 weights and their hash (the scores' cache key)."""
-    model, _ = load_checkpoint(EARLY_CHECKPOINT)
-    return model, weights_hash(model)
-
-
-def stability_ui(sel, name: str, params: dict, final: pd.DataFrame) -> None:
-    if st.session_state.get("model_source", DEFAULT_SOURCE) != DEFAULT_SOURCE:
-        st.info("Rank stability compares a model with its own epoch-1 checkpoint: only the bundled default ships "
-                "one. For another model, save its weights after the first epoch and compare them in a notebook "
-                "with `prunekit.views.rank_stability`.", icon=":material/info:")
-        return
-    if not EARLY_CHECKPOINT.exists():
-        st.warning(f"The epoch-1 checkpoint {EARLY_CHECKPOINT.name} is missing from assets/.",
-                   icon=":material/warning:")
-        return
-    early_model, key = _early_model()
-    early = replace(sel, model=early_model, key=key)
-    cls = criterion_class(name)
-    if cls.needs_data and not has_scores(early, name, params, fallback=False):
-        if not st.button(f"Score the epoch-1 checkpoint with {name}", key="sal_early_button"):
-            st.caption("Press the button to score the epoch-1 weights with the same probe images.")
-            return
-    try:
-        table = compute(early, name, params, f"Scoring epoch 1 with {name}")
-    except (DataNotFoundError, UserError, RuntimeError) as exc:
-        st.warning(f"The epoch-1 checkpoint could not be scored: {exc}", icon=":material/warning:")
-        return
-    agree = rank_agreement(table, final, bottom=BOTTOM)
-    fig = go.Figure()
-    fig.add_bar(x=agree["layer"], y=agree["spearman"], name="Spearman rank correlation", marker_color="#2f6fed")
-    fig.add_bar(x=agree["layer"], y=agree["overlap"], name=f"bottom-{BOTTOM:.0%} overlap", marker_color="#f2a541")
-    fig.update_layout(barmode="group", height=320, margin=dict(l=10, r=10, t=30, b=10), yaxis_range=[-1, 1],
-                      yaxis_title="agreement, epoch 1 vs final", legend=dict(orientation="h", y=1.1, x=0),
-                      xaxis=dict(tickangle=-45, tickfont=dict(size=10)))
-    st.plotly_chart(fig, width="stretch", key="sal_stability")
-    st.caption(f"For each layer, how much the {name} ranking after one epoch of training predicts the ranking of "
-               "the final weights (blue: rank correlation, orange: shared bottom filters). High bars mean the "
-               "weak filters are already known early, the premise of pruning early in training (seed 000).")
-
-
-# ----------------------------------------------------------------------------------------------
 
 sel = page_with_model(
     "Saliency",
@@ -358,6 +223,7 @@ criterion, criterion_params = criterion_ui()
 df = score_ui(sel, criterion, criterion_params)
 if df is None:
     st.stop()
+floor = reliability_ui(sel, criterion, criterion_params)
 
 st.subheader(f"Score distribution of every layer ({len(df)} filters, {df['layer'].nunique()} conv layers)")
 small_multiples(df, criterion)
@@ -368,4 +234,4 @@ ranking_table(df)
 st.subheader("Do criteria agree?")
 agreement_ui(sel, criterion, criterion_params, df)
 st.subheader("Rank stability: epoch 1 vs final weights")
-stability_ui(sel, criterion, criterion_params, df)
+stability_ui(sel, criterion, criterion_params, df, floor)

@@ -28,6 +28,7 @@ from prunekit.data import ArraySet, DataNotFoundError, data_root, held_out_set, 
 from prunekit.defaults import DEFAULT_CRITERION, FALLBACK_CRITERION, PROBE
 from prunekit.errors import UserError
 from prunekit.probe import Probe, ProbeSpec, make_probe
+from prunekit.reliability import probe_reliability
 from prunekit.scores import score_model, weights_hash
 from prunekit.structure import Structure, structure
 
@@ -170,6 +171,29 @@ def _request(sel: Selection, criterion: str, params: dict | None, *flags) -> tup
     return sel.key, criterion, tuple(sorted((params or {}).items())), sel.probe_spec, flags
 
 
+def reliability_of(sel: Selection, criterion: str, params: dict | None = None, progress=None) -> pd.DataFrame:
+    """How reproducible the criterion's ranking is on the selected model
+    (:func:`prunekit.reliability.probe_reliability` on the sidebar's probe), from this process's memory when it
+    was measured before."""
+    request = ("reliability", *_request(sel, criterion, params))
+    with _SCORES_LOCK:
+        if request in _SCORES:
+            return _SCORES[request]
+    table = probe_reliability(sel.model, criterion, params, sel.probe_spec, progress=progress)
+    with _SCORES_LOCK:
+        _SCORES[request] = table
+    return table
+
+
+def progress_bar(label: str):
+    """An st.progress bar and the progress(done, total) callback that fills it."""
+    bar = st.progress(0.0, text=label)
+
+    def update(done: int, total: int) -> None:
+        bar.progress(min(done / max(total, 1), 1.0), text=f"{label}: {done} of {total}")
+    return bar, update
+
+
 def scores_with_progress(sel: Selection, criterion: str, params: dict | None = None, *, fallback: bool = True,
                          allow_slow: bool = True) -> pd.DataFrame:
     """:func:`scores` with a progress bar while computing (none when in memory) and, when another criterion's
@@ -177,12 +201,8 @@ def scores_with_progress(sel: Selection, criterion: str, params: dict | None = N
     if has_scores(sel, criterion, params, fallback=fallback, allow_slow=allow_slow):
         df = scores(sel, criterion, params, fallback=fallback, allow_slow=allow_slow)
     else:
-        bar = st.progress(0.0, text=f"Scoring every filter by {criterion}...")
+        bar, progress = progress_bar(f"Scoring every filter by {criterion}")
         try:
-            def progress(done: int, total: int) -> None:
-                bar.progress(min(done / max(total, 1), 1.0), text=f"Scoring every filter by {criterion}: {done} of "
-                                                                  f"{total}")
-
             df = scores(sel, criterion, params, fallback=fallback, allow_slow=allow_slow, progress=progress)
         finally:
             bar.empty()

@@ -49,8 +49,10 @@ STEPS = (
           "Read the help of each criterion: it says what comes from the paper and what prunekit reconstructs."),
          "pages/saliency.py", "Saliency", ":material/bar_chart:",
          "SFM (seed 000): the entropy of a filter's feature map is its importance, low-entropy filters early in "
-         "training are pruned. prunekit reconstructs the estimator (a 32-bin histogram of each map's global average "
-         "over the probe images, after Luo and Wu 2017). Map-EX (seed 001) keeps filters that respond on the "
+         "training are pruned. prunekit reconstructs the estimator (by default a 32-bin histogram of every value "
+         "of the map over the probe images, read after the residual add where there is one: chosen because its "
+         "ranking is the most reproducible, which the Saliency page shows as each layer's reliability). Map-EX "
+         "(seed 001) keeps filters that respond on the "
          "objects' boxes more than on the background; linear filter ensembles (seed 003, Sandor et al., "
          "arXiv 2001.08142) fit the loss of random filter masks. The box-to-map mapping, the box-labelled probe "
          "set, the mask sampling and the ridge fit are reconstructions."),

@@ -129,7 +129,8 @@ class Job:
     @property
     def description(self) -> str:
         """What the job does, in a sentence (its kind's words, with the defaults it runs with)."""
-        return KINDS[self.kind].describe(self.args) if self.kind in KINDS else f"{self.kind} job"
+        kind = KINDS.get(self.kind)
+        return kind.describe(self.args) if kind and kind.describe else f"{self.kind} job"
 
     @property
     def active(self) -> bool:
@@ -155,7 +156,7 @@ def _write(job: Job, **fields: Any) -> Job:
 class _Kind:
     run: Callable[[Job, _Context], dict[str, Any]]
     required: tuple[str, ...]
-    describe: Callable[[dict[str, Any]], str]
+    describe: Callable[[dict[str, Any]], str] | None = None  # the job in a sentence, from its arguments
     needs_model: bool = False
 
 
@@ -268,9 +269,9 @@ KINDS: dict[str, _Kind] = {
     "train": _Kind(_train, ("model", "epochs"), lambda a: (
         f"Train {a['model']} on {a.get('data') or a.get('folder')} for {a['epochs']} epochs")),
     "score": _Kind(_score, ("criterion", "data"), lambda a: (
-        f"Score every filter with {a['criterion']} ({a.get('n') or PROBE.n} probe images)"), needs_model=True),
+        f"Score every filter with {a['criterion']} ({a.get('n') or PROBE.n} probe images)"), True),
     "sensitivity": _Kind(_sensitivity, ("scores", "data"), lambda a: (
-        f"Sensitivity analysis on {a.get('n') or SENSITIVITY.n} test images"), needs_model=True),
+        f"Sensitivity analysis on {a.get('n') or SENSITIVITY.n} test images"), True),
 }
 
 

@@ -168,6 +168,10 @@ class ProbeSpec:
     batch_size: int = PROBE.batch_size
     data_root: str | os.PathLike | None = None
 
+    def images(self) -> ArraySet:
+        """The split the probe draws from (the training split of ``dataset``); DataNotFoundError without it."""
+        return load_arrays(self.dataset, PROBE.split, self.data_root)
+
     def build(self, boxes: bool = False) -> Probe:
         """The probe (plain, or with ``boxes`` for Map-EX); DataNotFoundError without the data."""
         return make_probe(self.dataset, self.n, seed=self.seed, batch_size=self.batch_size, boxes=boxes,

@@ -29,16 +29,14 @@ import torch.nn as nn
 from .criteria import Criterion, get_criterion
 from .criteria.streaming import Progress
 from .data import ArraySet
-from .defaults import PROBE
+from .defaults import BOTTOM_FRACTION, PROBE
 from .errors import UserError
 from .layers import ConvLayer
-from .probe import Probe
+from .probe import Probe, ProbeSpec, make_probe
 from .scores import score
 from .views import rank_agreement
 
-__all__ = ["reliability", "split_probes", "summarize"]
-
-BOTTOM = 0.3
+__all__ = ["reliability", "probe_reliability", "split_probes", "summarize"]
 
 
 def split_probes(
@@ -62,7 +60,7 @@ def reliability(
     probe_b: Any,
     layers: Iterable[ConvLayer | str] | None = None,
     *,
-    bottom: float = BOTTOM,
+    bottom: float = BOTTOM_FRACTION,
     cache: bool = True,
     progress: Progress | None = None,
     **params: Any,
@@ -99,3 +97,26 @@ def summarize(table: pd.DataFrame) -> dict[str, float]:
         "median_overlap": float(table["overlap"].median()),
         "layers": int(len(table)),
     }
+
+
+def probe_reliability(model: nn.Module, criterion: str, params: dict[str, Any] | None, probe: ProbeSpec, *,
+                      cache: bool = True, progress: Progress | None = None) -> pd.DataFrame:
+    """:func:`reliability` of ``criterion`` between the probe ``probe`` names (A: the images a score with that
+    probe reads, so its scores come from the cache) and a disjoint probe of as many images drawn by the next seed
+    (B): what the command line prints after ``score`` and the Saliency page shows beside the criterion. The table's
+    ``attrs`` say what it was measured on (``n``, ``seeds``, ``dataset``, ``disjoint``). A criterion reading boxes
+    (Map-EX) gets two box probes pasted by the two seeds from the same images: independent, not disjoint."""
+    crit = get_criterion(criterion, **(params or {}))
+    seeds = (probe.seed, probe.seed + 1)
+    if crit.needs_boxes:
+        n = probe.n
+        a, b = (make_probe(probe.dataset, n, seed=s, batch_size=probe.batch_size, boxes=True,
+                           data_root=probe.data_root) for s in seeds)
+    else:
+        data = probe.images()
+        n = min(probe.n, len(data) // 2)
+        a, b = split_probes(data, n, seeds, batch_size=probe.batch_size)
+    table = reliability(model, crit, a, b, cache=cache, progress=progress)
+    table.attrs = {"n": n, "seeds": list(seeds), "dataset": probe.dataset, "criterion": criterion,
+                   "disjoint": not crit.needs_boxes}
+    return table

@@ -106,3 +106,36 @@ def test_a_rerun_that_changes_no_score_input_computes_nothing(monkeypatch):
     assert not at.exception, at.exception
     assert at.dataframe[0].value.equals(table)
     assert at.slider(key="sal_thr_l1_layer1.0.conv1").value == (slider.min + slider.max) / 2
+
+
+def _chart_titled(at: AppTest, y_title: str) -> dict:
+    """The plotly chart whose y axis is titled ``y_title``."""
+    return next(s for s in _charts(at) if ((s["layout"].get("yaxis") or {}).get("title") or {}).get("text") == y_title)
+
+
+def test_a_data_driven_ranking_shows_its_reliability_and_the_noise_floor_beside_the_stability(cifar_data_root,
+                                                                                             monkeypatch):
+    from prunekit.probe import ProbeSpec
+    from prunekit.reliability import probe_reliability, summarize
+
+    monkeypatch.setenv("PRUNEKIT_DATA", str(cifar_data_root))
+    at = _open(criterion="hrank", probe_n=128)
+    at.button[0].click().run()
+    assert not at.exception
+    model = load_checkpoint(DEFAULT_CHECKPOINT)[0]
+    expected = summarize(probe_reliability(model, "hrank", {}, ProbeSpec("cifar10", 128)))
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Reliability (median Spearman)"] == f"{expected['median_spearman']:.2f}"
+    assert metrics["Worst layer"] == f"{expected['min_spearman']:.2f}"
+    assert any("two disjoint samples of 128 probe images (seeds 0 and 1)" in c.value for c in at.caption)
+    reliability = _chart_titled(at, "agreement of two samples")
+    assert len(reliability["data"][0]["x"]) == 19
+    at.button(key="sal_early_button").click().run()
+    assert not at.exception
+    stability = _chart_titled(at, "agreement, epoch 1 vs final")
+    assert [t["name"] for t in stability["data"]][-1] == "noise floor: two probe samples"
+    assert any("black dashes" in c.value for c in at.caption)
+
+
+def test_a_weight_only_ranking_says_it_needs_no_reliability(l1_page):
+    assert any("reliability 1 by construction" in c.value for c in l1_page.caption)

@@ -82,3 +82,31 @@ def test_summarize_by_hand():
     table = pd.DataFrame({"layer": list("abcd"), "spearman": [0.5, 0.9, math.nan, 0.7],
                           "overlap": [0.25, 1.0, 0.5, 0.75]})
     assert summarize(table) == {"median_spearman": 0.7, "min_spearman": 0.5, "median_overlap": 0.625, "layers": 4}
+
+
+def test_the_command_line_prints_and_writes_the_reliability_of_a_data_driven_ranking(tmp_path, monkeypatch, capsys):
+    import json
+
+    import prunekit.probe
+    from prunekit.checkpoints import save_checkpoint
+    from prunekit.cli import main
+    from prunekit.models import build_model
+
+    data = random_arrays(64)
+    monkeypatch.setattr(prunekit.probe, "load_arrays", lambda *a, **k: data)
+    model = build_model("resnet20").eval()
+    ckpt = save_checkpoint(model, tmp_path / "r20.safetensors", arch="resnet20", num_classes=10)
+    out = tmp_path / "hrank.csv"
+    assert main(["score", "--model", "resnet20", "--checkpoint", str(ckpt), "--criterion", "hrank", "--n", "16",
+                 "--batch-size", "8", "--device", "cpu", "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    summary = json.loads(captured.out.strip().splitlines()[-1])["reliability"]
+    assert summary["n"] == 16 and summary["seeds"] == [0, 1] and summary["layers"] == 19
+    assert "two disjoint probes of 16 images (seeds 0 and 1)" in captured.err
+    printed = pd.read_csv(summary["table"])
+    expected = reliability(model, "hrank", *split_probes(data, 16, batch_size=8))  # the same, computed directly
+    pd.testing.assert_series_equal(printed["spearman"], expected["spearman"], check_names=False)
+    assert summary["median_spearman"] == pytest.approx(summarize(expected)["median_spearman"], abs=1e-4)
+    assert main(["score", "--model", "resnet20", "--checkpoint", str(ckpt), "--criterion", "l1", "--device", "cpu",
+                 "--out", str(tmp_path / "l1.csv")]) == 0
+    assert "reliability" not in json.loads(capsys.readouterr().out.strip().splitlines()[-1])  # weights only

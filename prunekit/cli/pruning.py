@@ -42,8 +42,33 @@ def score(args: argparse.Namespace) -> int:
     out = _write_csv(df, args.out)
     if crit.caveat:
         print(f"note: {crit.caveat}", file=sys.stderr)
-    return emit({"criterion": repr(crit), "layers": int(df["layer"].nunique()), "filters": len(df),
-                 "cached": df.attrs["cached"], "device": str(next(model.parameters()).device), "out": str(out)})
+    result = {"criterion": repr(crit), "layers": int(df["layer"].nunique()), "filters": len(df),
+              "cached": df.attrs["cached"], "device": str(next(model.parameters()).device), "out": str(out)}
+    if crit.needs_data and not args.no_reliability:
+        result["reliability"] = _reliability(model, crit, args, out)
+    return emit(result)
+
+
+def _reliability(model, crit, args: argparse.Namespace, out: Path) -> dict:
+    """Score again on a disjoint probe, print how reproducible each layer's ranking is, write it beside the
+    scores (``<out>.reliability.csv``); -> the summary."""
+    from ..reliability import probe_reliability, summarize
+
+    with bar(f"reliability ({crit.name})") as progress:
+        table = probe_reliability(model, crit.name, crit.config, probe_spec(args), cache=not args.no_cache,
+                                  progress=progress)
+    path = _write_csv(table, str(out.with_suffix(".reliability.csv")))
+    summary = summarize(table)
+    a = table.attrs
+    print(f"reliability of the ranking: the same criterion on two {'disjoint ' if a['disjoint'] else ''}probes "
+          f"of {a['n']} images (seeds {a['seeds'][0]} and {a['seeds'][1]}); per-layer Spearman median "
+          f"{summary['median_spearman']:.2f}, min {summary['min_spearman']:.2f}; bottom-30% overlap median "
+          f"{summary['median_overlap']:.2f} (1 = the same ranking, 0 = unrelated: near 0, the ranking is sampling "
+          "noise)", file=sys.stderr)
+    print(table[["layer", "filters", "spearman", "overlap"]].to_string(index=False, float_format="%.2f"),
+          file=sys.stderr)
+    return {**{k: round(v, 4) if isinstance(v, float) else v for k, v in summary.items()}, "n": a["n"],
+            "seeds": a["seeds"], "table": str(path)}
 
 
 def _scores(args: argparse.Namespace, model, criterion: str, params: dict) -> dict:
@@ -134,6 +159,9 @@ def register(sub) -> None:
     s.add_argument("--layers", nargs="+", default=None, help="conv names to score (default: every conv)")
     add_probe_args(s)
     s.add_argument("--no-cache", action="store_true", help="recompute even if the scores are cached")
+    s.add_argument("--no-reliability", action="store_true",
+                   help="skip the reliability check (a data-driven criterion is scored again on a disjoint probe of "
+                   "as many images, seed + 1, and each layer's two rankings compared)")
     s.add_argument("--out", required=True, help="output CSV (layer, filter, criterion, score, rank)")
     s.set_defaults(func=score)
 

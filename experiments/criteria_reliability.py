@@ -1,0 +1,101 @@
+"""Ranking reliability of the data-driven criteria of RESULTS.md (issue 12): how well each layer's filter ranking
+agrees between two disjoint probes of the CIFAR-10 train split, on the bundled ResNet-20.
+
+For each criterion (hrank, chip, taylor in both forms, sfm_entropy with its default, grad_x_activation) and, for
+comparison, the rule each changed criterion followed before issue 12 (hrank and chip reading a residual block's
+last conv at its BN output, sfm_entropy estimator=gap on the BN output), the two probes of
+prunekit.reliability.split_probes (n images drawn by seed 0, n more by seed 1 from the rest) are scored uncached
+and compared layer by layer (prunekit.reliability.reliability): median and minimum per-layer Spearman, median
+bottom-30% overlap (prunekit.reliability.summarize), over every conv and over the 9 residual convs alone (the only
+ones whose map changed), the number of layers whose Spearman is undefined (a constant ranking), and the seconds
+to score one probe on this machine. Writes experiments/out/criteria_reliability.json and prints a markdown table.
+
+    OMP_NUM_THREADS=2 python experiments/criteria_reliability.py [--data-root DIR] [--n 640]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from sfm_reliability import machine  # this folder: the CPU in words
+
+from prunekit import load_arrays, load_checkpoint
+from prunekit.criteria import criterion_class, get_criterion
+from prunekit.layers import conv_layers
+from prunekit.reliability import reliability, split_probes, summarize
+
+ROOT = Path(__file__).resolve().parent.parent
+# (label, criterion, parameters, rule): "now" = prunekit's current default, "before" = the rule before issue 12
+CASES = [
+    ("hrank", "hrank", {}, "now"),
+    ("hrank, BN output (before issue 12)", "hrank", {"reads": "pre_add"}, "before"),
+    ("chip", "chip", {}, "now"),
+    ("chip, BN output (before issue 12)", "chip", {"reads": "pre_add"}, "before"),
+    ("taylor form=cvpr2019 (default)", "taylor", {"form": "cvpr2019"}, "now"),
+    ("taylor form=iclr2017", "taylor", {"form": "iclr2017"}, "now"),
+    ("sfm_entropy (default: pooled, post_add)", "sfm_entropy", {}, "now"),
+    ("sfm_entropy gap, pre_add (before issue 12)", "sfm_entropy", {"estimator": "gap", "reads": "pre_add"}, "before"),
+    ("grad_x_activation", "grad_x_activation", {}, "now"),
+]
+
+
+def build(name: str, params: dict):
+    """The criterion; ``reads`` for hrank / chip is a class attribute, not a parameter: an unregistered subclass
+    (as experiments/post_add_maps.py does) gives the old rule."""
+    params = dict(params)
+    reads = params.pop("reads", None) if name in ("hrank", "chip") else None
+    if reads is None:
+        return get_criterion(name, **params)
+    cls = criterion_class(name)
+    return type(f"{cls.__name__}PreAdd", (cls,), {"reads": reads})(**params)
+
+
+def measure(model, a, b, label: str, name: str, params: dict, rule: str, residual: set[str]) -> dict:
+    crit = build(name, params)
+    start = time.perf_counter()
+    table = reliability(model, crit, a, b, cache=False)
+    seconds = (time.perf_counter() - start) / 2
+    res = table[table["layer"].isin(residual)]
+    per_layer = table.astype(object).where(table.notna(), None).to_dict("records")  # NaN -> null in the JSON
+    return {"label": label, "criterion": name, "params": params, "config": crit.config, "rule": rule,
+            **summarize(table), "nan_layers": int(table["spearman"].isna().sum()), "residual": summarize(res),
+            "seconds_per_probe": seconds, "per_layer": per_layer}
+
+
+def markdown(rows: list[dict], n: int) -> str:
+    lines = [f"| criterion | median Spearman | min Spearman | median bottom-30% overlap | residual convs: median / "
+             f"min Spearman | layers without a ranking | seconds per probe ({n} images) |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        res = r["residual"]
+        lines.append(f"| {r['label']} | {r['median_spearman']:.3f} | {r['min_spearman']:.3f} | "
+                     f"{r['median_overlap']:.2f} | {res['median_spearman']:.3f} / {res['min_spearman']:.3f} | "
+                     f"{r['nan_layers']} | {r['seconds_per_probe']:.1f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--checkpoint", default=str(ROOT / "assets" / "resnet20_cifar10.safetensors"))
+    ap.add_argument("--data-root", default=None, help="prunekit data root holding CIFAR-10 (default: prunekit's)")
+    ap.add_argument("--n", type=int, default=640, help="images per probe (default 640, prunekit's probe)")
+    ap.add_argument("--out", default=str(ROOT / "experiments" / "out" / "criteria_reliability.json"))
+    args = ap.parse_args()
+    model, _ = load_checkpoint(args.checkpoint)
+    a, b = split_probes(load_arrays("cifar10", "train", args.data_root), args.n)
+    residual = {layer.name for layer in conv_layers(model) if layer.residual}
+    rows = []
+    for case in CASES:
+        rows.append(measure(model, a, b, *case, residual))
+        print(markdown(rows[-1:], args.n).splitlines()[-1], flush=True)
+    result = {"checkpoint": Path(args.checkpoint).name, "data": "cifar10 train", "n": args.n, "seeds": [0, 1],
+              "probes": "disjoint (prunekit.reliability.split_probes)", "machine": machine(), "rows": rows}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=1))
+    print(f"\n{result['machine']}\n\n{markdown(rows, args.n)}")
+
+
+if __name__ == "__main__":
+    main()
