@@ -24,11 +24,12 @@ import torch
 import torch.nn as nn
 
 from .criteria.afie import afie_entropy, allocate_ratios
-from .errors import UserError, unknown_name
+from .errors import UserError
 from .models import VGG16_CFG
 from .params import Param
 from .plan import Plan, excluded_roots
 from .ratios import MAX_RATIO, kept_channels, max_ratio, ratio_removing
+from .registry import Registry
 from .scores import to_tensors
 from .selection import group_scores
 from .structure import Structure, estimate, signature
@@ -156,27 +157,22 @@ def _solve(struct: Structure, shape: Callable[[float], dict[str, float]], target
     return shape(hi)
 
 
-_REGISTRY: dict[str, type[Preset]] = {}
+_REGISTRY: Registry[Preset] = Registry("preset")
 
 
 def register_preset(cls: type[Preset]) -> type[Preset]:
     """Class decorator: add a :class:`Preset` subclass to the registry under ``cls.name``."""
-    if cls.name in _REGISTRY:
-        raise UserError(f"preset {cls.name!r} is already registered")
-    _REGISTRY[cls.name] = cls
-    return cls
+    return _REGISTRY.register(cls)
 
 
 def list_presets() -> list[str]:
     """Every registered preset name, in registration order."""
-    return list(_REGISTRY)
+    return _REGISTRY.names()
 
 
 def get_preset(name: str) -> Preset:
     """The preset registered as ``name``; UnknownNameError listing the known ones."""
-    if name not in _REGISTRY:
-        raise unknown_name("preset", name, list_presets())
-    return _REGISTRY[name]()
+    return _REGISTRY.cls(name)()
 
 
 # ----------------------------------------------------------------------------------------------

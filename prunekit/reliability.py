@@ -26,7 +26,7 @@ from typing import Any
 import pandas as pd
 import torch.nn as nn
 
-from .criteria import Criterion, get_criterion
+from .criteria import Criterion, as_criterion, get_criterion
 from .criteria.streaming import Progress
 from .data import ArraySet
 from .defaults import BOTTOM_FRACTION, PROBE
@@ -71,13 +71,7 @@ def reliability(
     correlations where a layer's scores are constant). Scores go through :func:`prunekit.scores.score`, so
     both are cached; ``progress(done, total)`` is called during each of the two scorings. ``ValueError`` for
     a criterion that needs no data."""
-    if isinstance(criterion, Criterion):
-        if params:
-            raise UserError("pass parameters either to get_criterion() or to reliability() with a criterion "
-                             "name, not with a built criterion")
-        crit = criterion
-    else:
-        crit = get_criterion(criterion, **params)
+    crit = as_criterion(criterion, params, "reliability")
     if not crit.needs_data:
         raise UserError(f"{crit.name} needs no probe data: its ranking is the same on any probe (reliability "
                          "is for data-driven criteria)")

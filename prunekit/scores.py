@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 import torch.nn as nn
 
-from .criteria import Criterion, Scores, get_criterion
+from .criteria import Criterion, Scores, as_criterion, get_criterion
 from .criteria.streaming import Progress
 from .data import cache_dir
 from .errors import DataNotFoundError, UserError
@@ -84,13 +84,7 @@ def score(
     Returns the tidy DataFrame (:data:`COLUMNS`); ``attrs`` holds the criterion's name, parameters and
     diagnostics (``info``), the cache ``key`` and whether the result was ``cached``.
     """
-    if isinstance(criterion, Criterion):
-        if params:
-            raise UserError("pass parameters either to get_criterion() or to score() with a criterion name, "
-                             "not with a built criterion")
-        crit = criterion
-    else:
-        crit = get_criterion(criterion, **params)
+    crit = as_criterion(criterion, params, "score")
     chosen = select_layers(model, layers)
     data = as_probe(probe) if crit.needs_data else None
     key = _request_key(model, crit, chosen, data.key if data is not None else "")

@@ -35,7 +35,7 @@ def half_of_first():
             return lambda t: {g.root: t for g in first}
 
     yield FirstGroups
-    del _REGISTRY["firsthalf"]
+    _REGISTRY.unregister("firsthalf")
 
 
 def _plan_subparser():

@@ -8,6 +8,16 @@
 One small module per family; importing this package registers them all, seed criteria first.
 """
 from . import afie, attribution, datadriven, ensembles, entropy, information, mapex, norms  # noqa: F401  (register)
-from .base import Criterion, Param, Scores, criterion_class, get_criterion, list_criteria, register_criterion
+from .base import (
+    Criterion,
+    Param,
+    Scores,
+    as_criterion,
+    criterion_class,
+    get_criterion,
+    list_criteria,
+    register_criterion,
+)
 
-__all__ = ["Criterion", "Param", "Scores", "criterion_class", "get_criterion", "list_criteria", "register_criterion"]
+__all__ = ["Criterion", "Param", "Scores", "as_criterion", "criterion_class", "get_criterion", "list_criteria",
+           "register_criterion"]

@@ -18,11 +18,12 @@ from typing import Any, ClassVar
 import torch
 import torch.nn as nn
 
-from ..errors import UserError, unknown_name
+from ..errors import UserError
 from ..hooks import eval_mode
 from ..layers import ConvLayer, select_layers
 from ..params import Param
 from ..probe import Probe, as_probe
+from ..registry import Registry
 from .streaming import Progress, no_progress
 
 __all__ = [
@@ -135,31 +136,42 @@ class LayerwiseCriterion(Criterion):
         raise NotImplementedError
 
 
-_REGISTRY: dict[str, type[Criterion]] = {}
+_REGISTRY: Registry[Criterion] = Registry("criterion", "criteria")
 
 
 def register_criterion(cls: type[Criterion]) -> type[Criterion]:
     """Class decorator: add a :class:`Criterion` subclass to the registry under ``cls.name``."""
-    if cls.name in _REGISTRY:
-        raise UserError(f"criterion {cls.name!r} is already registered")
-    _REGISTRY[cls.name] = cls
-    return cls
+    return _REGISTRY.register(cls)
 
 
 def list_criteria() -> list[str]:
     """Every registered criterion name: the seed criteria by seed number, then the baselines in registration
     order."""
-    order = {name: i for i, name in enumerate(_REGISTRY)}
-    return sorted(_REGISTRY, key=lambda n: (_REGISTRY[n].seed_doc is None, _REGISTRY[n].seed_doc or 0, order[n]))
+    names = _REGISTRY.names()
+    order = {name: i for i, name in enumerate(names)}
+
+    def key(n: str) -> tuple:
+        seed = _REGISTRY.cls(n).seed_doc
+        return seed is None, seed or 0, order[n]
+    return sorted(names, key=key)
 
 
 def criterion_class(name: str) -> type[Criterion]:
     """The class registered as ``name``; :class:`~prunekit.errors.UnknownNameError` listing the known names."""
-    if name not in _REGISTRY:
-        raise unknown_name("criterion", name, list_criteria(), plural="criteria")
-    return _REGISTRY[name]
+    return _REGISTRY.cls(name, list_criteria())
 
 
 def get_criterion(name: str, **params: Any) -> Criterion:
     """Build the criterion ``name`` with ``params`` (validated; defaults for the rest)."""
     return criterion_class(name)(**params)
+
+
+def as_criterion(criterion: str | Criterion, params: dict[str, Any], verb: str) -> Criterion:
+    """``criterion`` built with ``params`` when it is a name, or as given when built (then ``params`` must be
+    empty: UserError naming ``verb``, the function that got both)."""
+    if isinstance(criterion, Criterion):
+        if params:
+            raise UserError(f"pass parameters either to get_criterion() or to {verb}() with a criterion name, not "
+                            "with a built criterion")
+        return criterion
+    return get_criterion(criterion, **params)
