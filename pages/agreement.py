@@ -61,8 +61,9 @@ def reliability_ui(sel, name: str, params: dict) -> pd.DataFrame | None:
     fig = go.Figure()
     fig.add_bar(x=table["layer"], y=table["spearman"], name="Spearman", marker_color="#2f6fed")
     fig.add_bar(x=table["layer"], y=table["overlap"], name=f"bottom-{BOTTOM:.0%} overlap", marker_color="#f2a541")
-    fig.update_layout(barmode="group", height=280, margin=dict(l=10, r=10, t=30, b=10), yaxis_range=[-1, 1],
-                      yaxis_title="agreement of two samples", legend=dict(orientation="h", y=1.12, x=0),
+    fig.update_layout(barmode="group", height=300, margin=dict(l=10, r=10, t=50, b=10), yaxis_range=[-1, 1.05],
+                      yaxis_title="agreement of two samples",
+                      legend=dict(orientation="h", y=1.02, yanchor="bottom", x=0),
                       xaxis=dict(tickangle=-45, tickfont=dict(size=10)))
     st.plotly_chart(fig, width="stretch", key="sal_reliability")
     st.caption(f"How reproducible {name}'s ranking is: the same model scored on two disjoint samples of {a['n']} "
@@ -177,9 +178,10 @@ def stability_ui(sel, name: str, params: dict, final: pd.DataFrame, floor: pd.Da
     fig.add_bar(x=agree["layer"], y=agree["overlap"], name=f"bottom-{BOTTOM:.0%} overlap", marker_color="#f2a541")
     if floor is not None:
         fig.add_scatter(x=floor["layer"], y=floor["spearman"], mode="markers", name="noise floor: two probe samples",
-                        marker=dict(symbol="line-ew-open", size=18, line=dict(width=3, color="#333")))
-    fig.update_layout(barmode="group", height=320, margin=dict(l=10, r=10, t=30, b=10), yaxis_range=[-1, 1],
-                      yaxis_title="agreement, epoch 1 vs final", legend=dict(orientation="h", y=1.1, x=0),
+                        marker=dict(symbol="line-ew-open", size=18, color="#222", line=dict(width=3, color="#222")))
+    fig.update_layout(barmode="group", height=340, margin=dict(l=10, r=10, t=50, b=10), yaxis_range=[-1, 1.05],
+                      yaxis_title="agreement, epoch 1 vs final",
+                      legend=dict(orientation="h", y=1.02, yanchor="bottom", x=0),
                       xaxis=dict(tickangle=-45, tickfont=dict(size=10)))
     st.plotly_chart(fig, width="stretch", key="sal_stability")
     st.caption(f"For each layer, how much the {name} ranking after one epoch of training predicts the ranking of "

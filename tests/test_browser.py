@@ -139,13 +139,20 @@ def _estimate(page) -> str:
 def test_score_plan_prune_finetune_compare(server, page):
     if cifar_root() is None:
         pytest.skip("needs the CIFAR-10 JPEG copy: scoring by entropy and fine-tuning read images")
-    # score with a criterion (the default: SFM entropy, 256 probe images)
+    # score with a criterion (the default: SFM entropy, 640 probe images), see its reliability and stability
     _open(page, server, "saliency", "Saliency")
     page.get_by_role("button", name="Score every filter with sfm_entropy").click()
     page.get_by_text("Score distribution of every layer (688 filters, 19 conv layers)").wait_for(timeout=300_000)
     _idle(page)
     _shot(page, "saliency")
-    assert "Traceback" not in page.inner_text("body")
+    body = page.inner_text("body")
+    assert "Traceback" not in body and "Reliability (median Spearman)" in body  # beside the criterion
+    page.get_by_role("button", name="Score the epoch-1 checkpoint with sfm_entropy").click()
+    page.get_by_text("The black dashes are the final model's Spearman").wait_for(timeout=300_000)
+    _idle(page)
+    page.get_by_role("heading", name="Rank stability: epoch 1 vs final weights").scroll_into_view_if_needed()
+    page.wait_for_timeout(800)  # let plotly draw
+    page.screenshot(path=str(SHOTS / "saliency-stability.png"))
 
     # move a ratio: the instant estimate changes
     _open(page, server, "plan", "Plan & prune")
