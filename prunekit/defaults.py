@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["PROBE", "HELD_OUT", "SENSITIVITY", "FINETUNE_RECIPE", "FINETUNE_EPOCHS", "QUICK_FINETUNE_EPOCHS",
+__all__ = ["PROBE", "HELD_OUT", "RECALIBRATION", "SENSITIVITY", "FINETUNE_RECIPE", "FINETUNE_EPOCHS", "QUICK_FINETUNE_EPOCHS",
            "FALLBACK_CRITERION", "DEFAULT_CRITERION", "BOTTOM_FRACTION", "LATENCY_BATCHES", "LATENCY_REPEAT"]
 
 
@@ -42,7 +42,18 @@ class SensitivityDefaults:
     ratios: tuple[float, ...] = (0.1, 0.3, 0.5, 0.7, 0.9)
 
 
+@dataclass(frozen=True)
+class RecalibrationDefaults:
+    """BatchNorm recalibration (adaptive BN, EagleEye): ``n`` training images drawn by ``seed``, in batches of
+    ``batch_size``, re-estimate the running statistics of a pruned model before it is evaluated or fine-tuned."""
+
+    n: int = 1024
+    seed: int = 0
+    batch_size: int = 256
+
+
 PROBE = ProbeDefaults()
+RECALIBRATION = RecalibrationDefaults()
 HELD_OUT = HeldOutDefaults()
 SENSITIVITY = SensitivityDefaults()
 

@@ -1,0 +1,78 @@
+"""Latest-wins background work: a dashboard control changes faster than a model evaluates, so only the newest
+request is worth computing. :class:`LatestWins` runs one request at a time in a daemon thread, always the most
+recent one asked for, drops the ones superseded while it worked, and keeps each finished result under its key so
+that a stale result is never taken for the current one.
+
+>>> worker = LatestWins()
+>>> worker.ask(("plan", 1), lambda: slow(1)); worker.ask(("plan", 2), lambda: slow(2))   # 1 may be dropped
+>>> worker.result(("plan", 2))        # None while pending; then the value (or the exception it raised)
+"""
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from typing import Any
+
+__all__ = ["LatestWins", "Outcome"]
+
+
+class Outcome:
+    """A finished request: ``value``, or the ``error`` (an exception) it raised."""
+
+    def __init__(self, value: Any = None, error: BaseException | None = None):
+        self.value, self.error = value, error
+
+
+class LatestWins:
+    """One daemon thread that computes the newest request; results of the last ``keep`` keys are kept."""
+
+    def __init__(self, keep: int = 16):
+        self._lock = threading.Condition()
+        self._pending: tuple[Hashable, Callable[[], Any]] | None = None
+        self._running: Hashable | None = None
+        self._done: OrderedDict[Hashable, Outcome] = OrderedDict()
+        self._keep = keep
+        threading.Thread(target=self._loop, daemon=True, name="prunekit-latest-wins").start()
+
+    def ask(self, key: Hashable, work: Callable[[], Any]) -> None:
+        """Request ``work()`` under ``key`` (nothing when it is done or running already); it replaces any request
+        still waiting."""
+        with self._lock:
+            if key in self._done or key == self._running:
+                return
+            self._pending = (key, work)
+            self._lock.notify_all()
+
+    def result(self, key: Hashable) -> Outcome | None:
+        """The outcome of ``key``, None while it is pending (or was dropped for a newer request)."""
+        with self._lock:
+            return self._done.get(key)
+
+    def busy(self) -> bool:
+        """Whether a request is running or waiting."""
+        with self._lock:
+            return self._running is not None or self._pending is not None
+
+    def wait(self, key: Hashable, timeout: float) -> Outcome | None:
+        """Block until ``key`` is done or ``timeout`` seconds passed (for tests and scripts, never for a page)."""
+        with self._lock:
+            self._lock.wait_for(lambda: key in self._done, timeout)
+            return self._done.get(key)
+
+    def _loop(self) -> None:
+        while True:
+            with self._lock:
+                self._lock.wait_for(lambda: self._pending is not None)
+                (key, work), self._pending = self._pending, None
+                self._running = key
+            try:
+                outcome = Outcome(work())
+            except Exception as exc:  # noqa: BLE001 - the page shows it; the worker goes on with the next request
+                outcome = Outcome(error=exc)
+            with self._lock:
+                self._done[key] = outcome
+                while len(self._done) > self._keep:
+                    self._done.popitem(last=False)
+                self._running = None
+                self._lock.notify_all()
