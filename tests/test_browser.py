@@ -189,8 +189,9 @@ def test_score_plan_prune_finetune_compare(server, page):
     _open(page, server, "jobs", "Jobs")
     _shot(page, "jobs-running")
     page.get_by_role("heading", name="Finished (1)").wait_for(timeout=600_000)
+    # the finished job's details render in a later part of the run than the heading: wait for them, not a time
+    page.get_by_text("test accuracy", exact=False).first.wait_for(timeout=300_000)
     _idle(page)
-    assert "test accuracy" in page.inner_text("body")
     _shot(page, "jobs")
 
     # the run, fine-tuned, on the Compare page
