@@ -15,11 +15,12 @@ from pages.shared import (
     human,
     page_with_model,
     scores_with_progress,
+    split,
     structure_of,
 )
 from prunekit import model_info
 from prunekit.checkpoints import DEFAULT_CHECKPOINT
-from prunekit.defaults import FINETUNE_RECIPE, HELD_OUT, QUICK_FINETUNE_EPOCHS, SENSITIVITY
+from prunekit.defaults import FINETUNE_RECIPE, HELD_OUT, QUICK_FINETUNE_EPOCHS, RECALIBRATION, SENSITIVITY
 from prunekit.errors import UserError
 from prunekit.plan import Plan
 from prunekit.presets import get_preset, list_presets
@@ -205,11 +206,13 @@ def sensitivity_ui(struct, sel, ratios: dict, criterion: str) -> None:
     table = st.session_state.get(SENS, {}).get((sel.key, criterion))
     if st.button("Compute sensitivity" if table is None else "Recompute sensitivity", key="sens_go",
                  help=f"Prunes each group alone at ratios {', '.join(map(str, SENSITIVITY.ratios))} (filters picked "
-                      f"by {criterion}) and measures accuracy on {SENSITIVITY.n} test images without fine-tuning. "
+                      f"by {criterion}), re-estimates its BatchNorm statistics on {RECALIBRATION.n} training images "
+                      f"and measures accuracy on {SENSITIVITY.n} test images without fine-tuning. "
                       "Cached on disk: a second time is instant."):
         tensors, _ = score_tensors(sel, criterion)
         bar = st.progress(0.0, text="Pruning each group alone...")
         table = sensitivity(sel.model, tensors, data, ratios=SENSITIVITY.ratios, struct=struct,
+                            recalibrate=split(sel.dataset, "train"),
                             progress=lambda d, t: bar.progress(d / t, text=f"Sensitivity: {d}/{t} pruned models"))
         bar.empty()
         st.session_state.setdefault(SENS, {})[(sel.key, criterion)] = table
@@ -223,7 +226,8 @@ def sensitivity_ui(struct, sel, ratios: dict, criterion: str) -> None:
     if (sel.key, criterion) not in figures:  # drawn once (about half a second); a slider move only moves the lines
         figures[(sel.key, criterion)] = sensitivity_figure(table, struct)
     st.plotly_chart(mark_ratios(figures[(sel.key, criterion)], ratios), width="stretch")
-    st.caption(f"Each panel is one group: test accuracy ({SENSITIVITY.n} images, no fine-tuning) when only that "
+    st.caption(f"Each panel is one group: test accuracy ({SENSITIVITY.n} images; BatchNorm recalibrated, no "
+               "fine-tuning) when only that "
                "group is pruned, against its ratio; the red line is the ratio you set. All panels share one 0-100% "
                "scale: a flat curve can be pruned hard, a curve that drops early marks a sensitive group.")
 
@@ -234,11 +238,12 @@ def sensitivity_ui(struct, sel, ratios: dict, criterion: str) -> None:
 def prune_ui(struct, sel, ratios: dict, criterion: str) -> None:
     st.subheader("Prune for real")
     data = held_out(sel, HELD_OUT.n)
+    train = split(sel.dataset, "train") if sel.data_path is not None else None
     st.caption(f"Filters inside each group are removed by **{criterion}** (lowest scores go; change the criterion "
                "on the Saliency page). The pruned model is a new, smaller network saved as a run; the model in the "
                "sidebar is never changed. "
-               + (f"Accuracy is measured on {HELD_OUT.n} test images (seed {HELD_OUT.seed}) before and right after "
-                  "pruning."
+               + (f"Accuracy is measured on {HELD_OUT.n} test images (seed {HELD_OUT.seed}) before, right after "
+                  f"pruning and after re-estimating the BatchNorm statistics on {RECALIBRATION.n} training images."
                   if data is not None else "Without test images accuracy is not measured."))
     if not st.button("Prune", type="primary", key="prune_go", icon=":material/content_cut:",
                      disabled=not any(ratios.values()), help="Set a ratio above 0 for at least one group first."):
@@ -248,8 +253,9 @@ def prune_ui(struct, sel, ratios: dict, criterion: str) -> None:
         plan = Plan(sel.arch, {k: v for k, v in ratios.items() if v > 0}, criterion, signature=signature(struct),
                     preset=st.session_state.get(PRESET) or {"name": "manual"})
         bar = st.progress(0.0, text="Pruning...")
-        steps = ["measuring the original", "pruning", "counting and timing", "measuring the pruned model", "saving"]
-        run = prune_run(sel.model, plan, tensors, arch=sel.arch, num_classes=num_classes(sel),
+        steps = ["measuring the original", "pruning", "counting and timing", "measuring the pruned model",
+                 "recalibrating BatchNorm", "saving"]
+        run = prune_run(sel.model, plan, tensors, arch=sel.arch, num_classes=num_classes(sel), recalibrate=train,
                         input_size=sel.input_size, data=data, checkpoint=checkpoint_path(sel), struct=struct,
                         progress=lambda d, t: bar.progress(d / t, text=f"Done: {steps[d - 1]} ({d}/{t})"))
         bar.empty()
@@ -280,16 +286,22 @@ def last_run_ui(sel) -> None:
         st.warning(f"The last run ({run_id}) is no longer under {runs_root()}.")
         return
     st.success(f"Run **{run_id}** saved ({m['status']}) in `{path}`.", icon=":material/check_circle:")
-    acc = m.get("accuracy") or {}
-    before, pruned = (acc.get("before") or {}).get("accuracy"), (acc.get("pruned") or {}).get("accuracy")
-    cols = st.columns(4)
+    acc = {k: (v or {}).get("accuracy") for k, v in (m.get("accuracy") or {}).items()}
+    before = acc.get("before")
+    cols = st.columns(5)
     cols[0].metric("Accuracy before", "not measured" if before is None else f"{before:.2f}%",
                    help=f"top-1 on {(m.get('data') or {}).get('n')} {(m.get('data') or {}).get('name', '')} test "
                         f"images (seed {HELD_OUT.seed})")
-    cols[1].metric("Accuracy after pruning", "not measured" if pruned is None else f"{pruned:.2f}%",
-                   None if pruned is None else f"{pruned - before:+.2f} pts",
-                   help="right after pruning, before any fine-tuning")
-    for col, key, name in ((cols[2], "params", "Parameters after"), (cols[3], "flops", "FLOPs after")):
+    recal = m.get("recalibration") or {}
+    for col, key, name, why in (
+            (cols[1], "pruned", "Accuracy after pruning", "right after pruning, before anything else"),
+            (cols[2], "recalibrated", "Recalibrated", f"after re-estimating the BatchNorm statistics on "
+             f"{recal.get('n')} training images (no weight changed): what fine-tuning starts from, and a far better "
+             "predictor of the accuracy after fine-tuning than the plain one")):
+        value = acc.get(key)
+        col.metric(name, "not measured" if value is None else f"{value:.2f}%",
+                   None if value is None or before is None else f"{value - before:+.2f} pts", help=why)
+    for col, key, name in ((cols[3], "params", "Parameters after"), (cols[4], "flops", "FLOPs after")):
         a, b = m["after"][key], m["before"][key]
         col.metric(name, human(a), f"{a / b - 1:.1%}", delta_color="inverse", help=f"{b:,} -> {a:,}")
     st.page_link("pages/compare.py", label="Compare this run with the others", icon=":material/scatter_plot:")

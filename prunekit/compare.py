@@ -25,7 +25,11 @@ __all__ = ["AXES", "STAGES", "pareto_front", "comparison", "baselines", "channel
 
 AXES = {"flops": "FLOPs", "params": "parameters", "latency_b1": "latency, batch 1 (ms)",
         "latency_b64": "latency, batch 64 (ms)"}
-STAGES = {"finetuned": "after fine-tuning (else after pruning)", "pruned": "after pruning"}
+STAGES = {"finetuned": "after fine-tuning (else recalibrated, else right after pruning)",
+          "recalibrated": "after BN recalibration (else right after pruning)", "pruned": "right after pruning"}
+FALLBACK = {"finetuned": ("finetuned", "recalibrated", "pruned"), "recalibrated": ("recalibrated", "pruned"),
+            "pruned": ("pruned",)}
+LABEL = {"finetuned": "fine-tuned", "recalibrated": "recalibrated", "pruned": "pruned"}
 
 
 def pareto_front(df: pd.DataFrame, x: str, y: str) -> pd.Series:
@@ -42,22 +46,25 @@ def pareto_front(df: pd.DataFrame, x: str, y: str) -> pd.Series:
 
 def comparison(runs: pd.DataFrame, x: str = "flops", stage: str = "finetuned") -> pd.DataFrame:
     """The points of the accuracy-vs-cost chart from :func:`prunekit.runs.list_runs`'s table: one row per run
-    that has ``x`` and an accuracy, columns run, arch, criterion, preset, x, accuracy, stage ('fine-tuned' or
-    'pruned': where the accuracy comes from), pareto.
+    that has ``x`` and an accuracy, columns run, arch, criterion, preset, x, accuracy, stage ('fine-tuned',
+    'recalibrated' or 'pruned': where the accuracy comes from), pareto.
 
-    x: a key of :data:`AXES`; stage: 'finetuned' (the fine-tuned accuracy where there is one, else the
-    accuracy right after pruning) or 'pruned'."""
+    x: a key of :data:`AXES`; stage: a key of :data:`STAGES`: the accuracy of that stage where a run has one,
+    else of the stage before it (:data:`FALLBACK`)."""
     if x not in AXES or stage not in STAGES:
         raise UserError(f"x must be one of {list(AXES)} and stage one of {list(STAGES)}, got {x!r}, {stage!r}")
     cols = ["run", "arch", "criterion", "preset", "x", "accuracy", "stage", "pareto"]
     if runs.empty or x not in runs:
         return pd.DataFrame(columns=cols)
-    pruned = pd.to_numeric(runs["accuracy_pruned"], errors="coerce")
-    tuned = pd.to_numeric(runs["accuracy_finetuned"], errors="coerce")
-    use_tuned = tuned.notna() if stage == "finetuned" else pd.Series(False, index=runs.index)
+    accuracy = pd.Series(np.nan, index=runs.index)
+    label = pd.Series(None, index=runs.index, dtype=object)
+    for step in FALLBACK[stage]:
+        column = f"accuracy_{step}"
+        values = pd.to_numeric(runs[column], errors="coerce") if column in runs else accuracy * np.nan
+        take = accuracy.isna() & values.notna()
+        accuracy, label = accuracy.where(~take, values), label.where(~take, LABEL[step])
     out = runs[["run", "arch", "criterion", "preset"]].assign(
-        x=pd.to_numeric(runs[x], errors="coerce"), accuracy=tuned.where(use_tuned, pruned),
-        stage=np.where(use_tuned, "fine-tuned", "pruned"))
+        x=pd.to_numeric(runs[x], errors="coerce"), accuracy=accuracy, stage=label)
     out = out[out["x"].notna() & out["accuracy"].notna()]
     return out.assign(pareto=pareto_front(out, "x", "accuracy"))[cols].reset_index(drop=True)
 

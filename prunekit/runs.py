@@ -34,12 +34,13 @@ import torch.nn as nn
 from .checkpoints import save_checkpoint
 from .criteria.streaming import Progress, no_progress
 from .data import ArraySet, DeviceLoader
-from .defaults import LATENCY_BATCHES, LATENCY_REPEAT
+from .defaults import LATENCY_BATCHES, LATENCY_REPEAT, RECALIBRATION
 from .errors import UserError
 from .files import write_text_atomic
 from .metrics import evaluate
 from .plan import Plan
 from .prune import prune_model
+from .recalibrate import recalibrate_bn
 from .report import prune_report
 from .scores import weights_hash
 from .structure import Structure, structure
@@ -209,9 +210,9 @@ class Run:
 
 def list_runs(root: str | os.PathLike | None = None) -> pd.DataFrame:
     """One row per run under ``root`` (newest first): run, status, arch, criterion, preset, params / MACs /
-    FLOPs / latency (ms, batch 1 and 64) before and after, accuracy before, right after pruning and after
-    fine-tuning, created, error (why it failed, else None), path. Directories without a readable manifest are
-    listed with status ``unreadable`` and the reason as their error."""
+    FLOPs / latency (ms, batch 1 and 64) before and after, accuracy before, right after pruning, after BN
+    recalibration and after fine-tuning, created, error (why it failed, else None), path. Directories without a
+    readable manifest are listed with status ``unreadable`` and the reason as their error."""
     root = runs_root(root)
     rows = []
     for path in sorted(root.iterdir() if root.is_dir() else [], reverse=True):
@@ -234,6 +235,7 @@ def list_runs(root: str | os.PathLike | None = None) -> pd.DataFrame:
             row[f"latency_b{b}"] = (after.get("latency_ms") or {}).get(b)
         row["accuracy_before"] = (acc.get("before") or {}).get("accuracy")
         row["accuracy_pruned"] = (acc.get("pruned") or {}).get("accuracy")
+        row["accuracy_recalibrated"] = (acc.get("recalibrated") or {}).get("accuracy")
         row["accuracy_finetuned"] = (m.get("finetune") or {}).get("accuracy")
         row.update(created=m.get("created"), error=m.get("error"), path=str(path))
         rows.append(row)
@@ -251,6 +253,7 @@ def prune_run(
     root: str | os.PathLike | None = None,
     checkpoint: str | os.PathLike | None = None,
     data: ArraySet | None = None,
+    recalibrate: ArraySet | None = None,
     latency_batches=LATENCY_BATCHES,
     repeat: int = LATENCY_REPEAT,
     struct: Structure | None = None,
@@ -259,42 +262,66 @@ def prune_run(
     """Prune ``model`` (on the device to measure on; never modified) by ``plan`` with the criterion's
     ``scores`` ({conv: (out_channels,)}), recording everything as a new run under ``root``.
 
-    data: held-out images to measure accuracy and loss before and right after pruning (None: not measured).
-    checkpoint: the file the weights came from (its SHA-256 goes into the manifest). struct: the model's traced
-    structure when the caller holds it (default: traced here). progress:
-    ``progress(done, total)`` over the steps (evaluate, prune, measure, evaluate, save).
+    data: held-out images to measure accuracy and loss before, right after pruning and after recalibration
+    (None: not measured). recalibrate: training images (uint8 (N, 3, H, W)) on which the pruned model's
+    BatchNorm statistics are re-estimated (:func:`prunekit.recalibrate.recalibrate_bn`, with
+    :data:`prunekit.defaults.RECALIBRATION`); the run's model is then the recalibrated one (what fine-tuning
+    starts from and export writes; no weight differs) and the manifest's ``recalibration`` says on what. None:
+    not recalibrated. checkpoint: the weights' file (its SHA-256 goes into the manifest). struct: the traced
+    structure (default: traced here). progress: ``progress(done, total)`` over the six steps.
     A failure marks the run ``failed`` (``interrupted`` for Ctrl-C) and re-raises; the run stays on disk.
     """
     progress = progress or no_progress
     struct = struct or structure(model, input_size)
     plan.check(struct)
-    source = {"arch": arch, "num_classes": num_classes, "input_size": list(input_size),
-              "checkpoint": str(checkpoint) if checkpoint else None,
-              "checkpoint_sha256": file_sha256(checkpoint) if checkpoint else None, "weights": weights_hash(model)}
-    data_info = None if data is None else {
-        "name": data.name, "n": len(data),
-        "sha256": hashlib.sha256(data.images.numpy().tobytes() + data.labels.numpy().tobytes()).hexdigest()[:16]}
-    run = Run.create(root, name=arch, model=source, data=data_info,
+    source = _source(model, arch, num_classes, input_size, checkpoint)
+    run = Run.create(root, name=arch, model=source, data=_images_record(data), recalibration=None,
                      criterion={"name": plan.criterion, "params": plan.criterion_params}, plan=plan.to_dict(),
                      before=None, after=None, accuracy=None, report=None, device=str(next(model.parameters()).device))
     with run.failures_recorded():
         loader = None if data is None else DeviceLoader(data, 256, train=False, device=next(model.parameters()).device)
         acc_before = None if loader is None else evaluate(model, loader)
-        progress(1, 5)
+        progress(1, 6)
         pruned, removed = prune_model(model, plan.ratios, scores, input_size)
-        progress(2, 5)
+        progress(2, 6)
         report = prune_report(model, pruned, plan.ratios, removed, input_size, latency_batches=latency_batches,
                               repeat=repeat)
-        progress(3, 5)
-        acc_pruned = None if loader is None else evaluate(pruned, loader)
-        progress(4, 5)
-        run.update(before=report.before, after=report.after, accuracy={"before": acc_before, "pruned": acc_pruned},
+        progress(3, 6)
+        accuracy = {"before": acc_before, "pruned": None if loader is None else evaluate(pruned, loader),
+                    "recalibrated": None}
+        progress(4, 6)
+        if recalibrate is not None:
+            pruned = _recalibrate(run, pruned, recalibrate, loader, accuracy)
+        progress(5, 6)
+        run.update(before=report.before, after=report.after, accuracy=accuracy,
                    report={"channels": report.to_dict()["channels"], "groups": report.groups,
                            "combine": report.combine, "unprunable": plan.unprunable(struct)})
-        run.save_model(pruned, arch=arch, num_classes=num_classes,
-                       meta={"accuracy_pruned": None if acc_pruned is None else acc_pruned["accuracy"],
-                             "source_checkpoint": source["checkpoint"]})
+        run.save_model(pruned, arch=arch, num_classes=num_classes, meta={"source_checkpoint": source["checkpoint"],
+                       **{f"accuracy_{k}": (v or {}).get("accuracy") for k, v in accuracy.items() if k != "before"}})
         run.update(files={"model": MODEL_FILE})
-        progress(5, 5)
+        progress(6, 6)
     run.finish("done")
     return run
+
+
+def _source(model: nn.Module, arch: str, num_classes: int, input_size, checkpoint) -> dict:
+    """What a manifest records of the unpruned model: architecture, classes, input size, file and weights hashes."""
+    return {"arch": arch, "num_classes": num_classes, "input_size": list(input_size),
+            "checkpoint": str(checkpoint) if checkpoint else None,
+            "checkpoint_sha256": file_sha256(checkpoint) if checkpoint else None, "weights": weights_hash(model)}
+
+
+def _recalibrate(run: Run, pruned: nn.Module, images: ArraySet, loader, accuracy: dict) -> nn.Module:
+    """The recalibrated model; its accuracy into ``accuracy``, what it was recalibrated on into the manifest."""
+    out, note = recalibrate_bn(pruned, images)
+    run.update(recalibration={**_images_record(images.subset(RECALIBRATION.n, RECALIBRATION.seed)),
+                              "seed": RECALIBRATION.seed, "note": note})
+    accuracy["recalibrated"] = None if loader is None or note else evaluate(out, loader)
+    return out
+
+
+def _images_record(data: ArraySet | None) -> dict | None:
+    """What a manifest records of a set of images: the data set's name, how many, a hash of their content."""
+    return None if data is None else {
+        "name": data.name, "n": len(data),
+        "sha256": hashlib.sha256(data.images.numpy().tobytes() + data.labels.numpy().tobytes()).hexdigest()[:16]}

@@ -21,12 +21,13 @@ import torch.nn as nn
 
 from .criteria.streaming import Progress, no_progress
 from .data import ArraySet, DeviceLoader, cache_dir
-from .defaults import SENSITIVITY
+from .defaults import RECALIBRATION, SENSITIVITY
 from .errors import UserError
 from .files import write_text_atomic
 from .metrics import evaluate
 from .prune import prune_model
 from .ratios import RULE, check_ratio, kept_channels
+from .recalibrate import recalibrate_bn
 from .scores import to_tensors, weights_hash
 from .structure import Structure, estimate, structure
 
@@ -41,6 +42,7 @@ def sensitivity(
     *,
     ratios=SENSITIVITY.ratios,
     groups: list[str] | None = None,
+    recalibrate: ArraySet | None = None,
     struct: Structure | None = None,
     batch_size: int = 256,
     cache: bool = True,
@@ -50,8 +52,11 @@ def sensitivity(
 
     model: on the device to evaluate on (never modified). scores: {conv: (out_channels,)} or a
     :func:`prunekit.score` table. data: the held-out images (uint8 (N, 3, H, W); input size taken from them).
-    groups: roots to analyse (default: every prunable group). struct: the model's traced structure, when the
-    caller holds it (default: traced here). progress: ``progress(done, total)``.
+    groups: roots to analyse (default: every prunable group). recalibrate: training images on which every model,
+    the unpruned one too, has its BatchNorm statistics re-estimated before it is evaluated
+    (:func:`prunekit.recalibrate.recalibrate_bn`; the damage is then pruning's alone, and it predicts fine-tuned
+    accuracy far better than the plain one); None: evaluated as pruned. struct: the model's traced structure, when
+    the caller holds it (default: traced here). progress: ``progress(done, total)``.
     Returns a DataFrame with :data:`COLUMNS`, accuracy in %, loss the mean cross-entropy; ``attrs`` holds the
     cache ``key`` and whether it was ``cached``.
     """
@@ -66,14 +71,14 @@ def sensitivity(
     unknown = [g for g in chosen if g not in by_root]
     if unknown:
         raise UserError(f"unknown groups {unknown}; prunable groups: {', '.join(by_root)}")
-    key = _key(model, scores, data, ratios, chosen)
+    key = _key(model, scores, data, ratios, chosen, recalibrate)
     table = cache_dir() / "sensitivity" / f"{key}.csv"
     if cache and table.is_file():
         df = pd.read_csv(table)
         df.attrs = {"key": key, "cached": True}
         return df
     work = {g: [r for r in ratios if kept_channels(by_root[g].channels, r) >= 1] for g in chosen}
-    df = pd.DataFrame(_curves(model, scores, data, struct, work, batch_size, progress or no_progress),
+    df = pd.DataFrame(_curves(model, scores, data, struct, work, batch_size, recalibrate, progress or no_progress),
                       columns=COLUMNS)
     if cache:
         table.parent.mkdir(parents=True, exist_ok=True)
@@ -82,11 +87,15 @@ def sensitivity(
     return df
 
 
-def _curves(model, scores, data, struct, work: dict[str, list[float]], batch_size: int,
+def _curves(model, scores, data, struct, work: dict[str, list[float]], batch_size: int, recal: ArraySet | None,
             progress: Progress) -> list[dict]:
     """The rows: per group, the unpruned model (ratio 0), then the group alone pruned at each of its ratios."""
     loader = DeviceLoader(data, batch_size, train=False, device=next(model.parameters()).device)
-    base, est0 = evaluate(model, loader), estimate(struct, {})
+
+    def measure(m: nn.Module) -> dict:
+        return evaluate(m if recal is None else recalibrate_bn(m, recal)[0], loader)
+
+    base, est0 = measure(model), estimate(struct, {})
     input_size = tuple(data.images.shape[1:])
     total, done, rows = sum(len(v) for v in work.values()), 0, []
     for g, group_ratios in work.items():
@@ -94,7 +103,7 @@ def _curves(model, scores, data, struct, work: dict[str, list[float]], batch_siz
                      "params": est0.params, "macs": est0.macs})
         for r in group_ratios:
             pruned, _ = prune_model(model, {g: r}, scores, input_size)
-            result, est = evaluate(pruned, loader), estimate(struct, {g: r})
+            result, est = measure(pruned), estimate(struct, {g: r})
             rows.append({"group": g, "ratio": r, "accuracy": result["accuracy"], "loss": result["loss"],
                          "params": est.params, "macs": est.macs})
             done += 1
@@ -103,8 +112,11 @@ def _curves(model, scores, data, struct, work: dict[str, list[float]], batch_siz
 
 
 def _key(model: nn.Module, scores: dict[str, torch.Tensor], data: ArraySet, ratios: list[float],
-         groups: list[str]) -> str:
+         groups: list[str], recal: ArraySet | None) -> str:
     h = hashlib.sha256(weights_hash(model).encode())
+    if recal is not None:  # the recalibration images the models are evaluated after, and how many of them
+        sub = recal.subset(RECALIBRATION.n, RECALIBRATION.seed)
+        h.update(sub.images.numpy().tobytes() + repr(RECALIBRATION).encode())
     for name in sorted(scores):
         h.update(name.encode())
         h.update(scores[name].detach().float().cpu().contiguous().numpy().tobytes())

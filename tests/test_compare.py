@@ -42,6 +42,16 @@ def test_comparison_takes_the_fine_tuned_accuracy_where_there_is_one():
         comparison(_runs_table(), "speed")
 
 
+def test_each_stage_falls_back_to_the_one_before_it():
+    runs = _runs_table().assign(accuracy_recalibrated=[None, 86.0, 75.0])
+    recal = comparison(runs, "flops", "recalibrated").set_index("run")
+    assert recal["accuracy"].to_dict() == {"r3": 70.0, "r2": 86.0, "r1": 75.0}
+    assert recal["stage"].to_dict() == {"r3": "pruned", "r2": "recalibrated", "r1": "recalibrated"}
+    tuned = comparison(runs, "flops", "finetuned").set_index("run")
+    assert tuned["accuracy"].to_dict() == {"r3": 70.0, "r2": 86.0, "r1": 88.0}
+    assert tuned["stage"].to_dict() == {"r3": "pruned", "r2": "recalibrated", "r1": "fine-tuned"}
+
+
 def test_baselines_are_one_per_distinct_model():
     base = baselines(_runs_table(), "flops")
     assert base.to_dict("records") == [{"arch": "resnet20", "x": 80.0, "accuracy": 90.0, "runs": 3}]

@@ -37,6 +37,28 @@ def _setup():
     return model, plan, scores
 
 
+def test_a_recalibrated_run_keeps_the_recalibrated_model_and_every_accuracy(tmp_path):
+    from prunekit.data import DeviceLoader
+    from prunekit.metrics import evaluate
+    from prunekit.recalibrate import recalibrate_bn
+
+    model, plan, scores = _setup()
+    held_out, train = tiny_arrays(32), tiny_arrays(40, seed=3)
+    run = prune_run(model, plan, scores, arch="resnet20", num_classes=10, input_size=SIZE, root=tmp_path,
+                    data=held_out, recalibrate=train, latency_batches=(1,), repeat=1)
+    m = read_manifest(run.path)
+    expected, _ = recalibrate_bn(prune_model(model, plan.ratios, scores, SIZE)[0], train)
+    acc = evaluate(expected, DeviceLoader(held_out, 256, train=False))
+    assert m["accuracy"]["recalibrated"] == pytest.approx(acc)
+    assert m["recalibration"]["n"] == 40 and m["recalibration"]["name"] == "tiny" and m["recalibration"]["note"] is None
+    saved, header = load_checkpoint(run.path / MODEL_FILE)  # the run's model is the recalibrated one
+    torch.testing.assert_close(saved.layer1[0].bn1.running_var, expected.layer1[0].bn1.running_var)
+    assert header["meta"]["accuracy_recalibrated"] == pytest.approx(acc["accuracy"])
+    row = list_runs(tmp_path).iloc[0]
+    assert row["accuracy_recalibrated"] == pytest.approx(acc["accuracy"])
+    assert row["accuracy_pruned"] == pytest.approx(m["accuracy"]["pruned"]["accuracy"])
+
+
 def test_a_pruning_is_a_run_whose_model_reloads_alone(tmp_path):
     model, plan, scores = _setup()
     run = prune_run(model, plan, scores, arch="resnet20", num_classes=10, input_size=SIZE, root=tmp_path,

@@ -49,3 +49,21 @@ def test_each_group_alone_with_hand_known_losses_and_the_cache():
     assert again.attrs["cached"] and again.equals(df)
     with pytest.raises(ValueError, match="unknown groups"):
         sensitivity(model, scores, data, groups=["layer1.0.conv2"])
+
+
+def test_with_recalibration_every_point_is_evaluated_after_re_estimating_the_batchnorm():
+    from prunekit.data import DeviceLoader
+    from prunekit.metrics import evaluate
+    from prunekit.prune import prune_model
+    from prunekit.recalibrate import recalibrate_bn
+
+    model, scores = _model_with_dead_filters()
+    data, train = tiny_arrays(24), tiny_arrays(32, seed=5)
+    df = sensitivity(model, scores, data, ratios=(0.5,), groups=["layer3.0.conv1"], recalibrate=train, cache=False)
+    loader = DeviceLoader(data, 256, train=False)
+    base = evaluate(recalibrate_bn(model, train)[0], loader)
+    pruned = evaluate(recalibrate_bn(prune_model(model, {"layer3.0.conv1": 0.5}, scores, (3, 32, 32))[0], train)[0],
+                      loader)
+    assert df.iloc[0]["loss"] == pytest.approx(base["loss"]) and df.iloc[1]["loss"] == pytest.approx(pruned["loss"])
+    plain = sensitivity(model, scores, data, ratios=(0.5,), groups=["layer3.0.conv1"], cache=False)
+    assert plain.iloc[1]["loss"] != pytest.approx(df.iloc[1]["loss"])  # recalibration changed what was measured

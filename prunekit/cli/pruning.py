@@ -124,13 +124,28 @@ def prune(args: argparse.Namespace) -> int:
     data = held_out_set(args.data, args.n, args.data_root) if args.n else None
     with bar("prune") as progress:
         run = prune_run(model, loaded, scores, arch=arch, num_classes=classes, input_size=input_size(arch),
-                        root=args.runs, checkpoint=args.checkpoint, data=data,
+                        root=args.runs, checkpoint=args.checkpoint, data=data, recalibrate=_recalibration(args),
                         latency_batches=() if args.no_latency else LATENCY_BATCHES, repeat=args.repeat,
                         progress=progress)
     row = list_runs(run.path.parent).set_index("run").loc[run.manifest["id"]]
     return emit({"run": str(run.path), "status": run.status, "params": [int(row.params_before), int(row.params)],
                  "flops": [int(row.flops_before), int(row.flops)], "accuracy_before": row.accuracy_before,
                  "accuracy_pruned": row.accuracy_pruned})
+
+
+def _recalibration(args: argparse.Namespace):
+    """The training images BatchNorm statistics are recalibrated on; None with --no-recalibrate, or (said on
+    stderr, and recorded as no recalibration) when the data set is not there."""
+    from ..data import DataNotFoundError, load_arrays
+
+    if args.no_recalibrate:
+        return None
+    try:
+        return load_arrays(args.data, "train", args.data_root)
+    except DataNotFoundError as exc:
+        print(f"note: not recalibrating the BatchNorm statistics, there are no training images: {exc}",
+              file=sys.stderr)
+        return None
 
 
 def sensitivity(args: argparse.Namespace) -> int:
@@ -141,7 +156,7 @@ def sensitivity(args: argparse.Namespace) -> int:
     scores = _scores(args, model, args.criterion, parse_params(args.param))
     with bar("sensitivity") as progress:
         df = curves(model, scores, held_out_set(args.data, args.n, args.data_root), ratios=args.ratios,
-                    groups=args.groups, cache=not args.no_cache, progress=progress)
+                    groups=args.groups, recalibrate=_recalibration(args), cache=not args.no_cache, progress=progress)
     out = _write_csv(df, args.out)
     return emit({"groups": int(df["group"].nunique()), "rows": len(df), "cached": df.attrs["cached"],
                  "out": str(out)})
@@ -176,6 +191,7 @@ def register(sub) -> None:
     p.add_argument("--runs", default=None, help="runs root (default: $PRUNEKIT_RUNS or ./runs)")
     p.add_argument("--repeat", type=int, default=LATENCY_REPEAT, help="timed runs per latency measurement")
     p.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
+    _recalibration_arg(p)
     p.set_defaults(func=prune)
 
     p = sub.add_parser("sensitivity", help="prune each group alone at several ratios and evaluate; writes a CSV")
@@ -185,8 +201,17 @@ def register(sub) -> None:
     p.add_argument("--ratios", type=float, nargs="+", default=list(SENSITIVITY.ratios))
     p.add_argument("--groups", nargs="+", default=None, help="group roots (default: every prunable group)")
     p.add_argument("--no-cache", action="store_true")
+    _recalibration_arg(p)
     p.add_argument("--out", required=True, help="output CSV (group, ratio, accuracy, loss, params, macs)")
     p.set_defaults(func=sensitivity)
+
+
+def _recalibration_arg(p: argparse.ArgumentParser) -> None:
+    from ..defaults import RECALIBRATION
+
+    p.add_argument("--no-recalibrate", action="store_true",
+                   help=f"do not re-estimate the pruned models' BatchNorm statistics (by default on {RECALIBRATION.n} "
+                   f"training images, seed {RECALIBRATION.seed}, before they are evaluated)")
 
 
 def _register_plan(sub) -> None:
