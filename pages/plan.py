@@ -6,6 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from pages.figures import filters_figure, mark_ratios, sensitivity_figure
+from pages.prediction import predicted_ui
 from pages.shared import (
     DEFAULT_SOURCE,
     PLAN,
@@ -383,6 +384,7 @@ def main() -> None:
             table_ui(struct, sel, ratios, est, family)
     with right:
         estimate_ui(est)
+        predicted_ui(sel, ratios, criterion)
         sensitivity_ui(struct, sel, ratios, criterion)
 
     st.subheader("Filters kept per conv")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["PROBE", "HELD_OUT", "RECALIBRATION", "SENSITIVITY", "FINETUNE_RECIPE", "FINETUNE_EPOCHS",
+__all__ = ["PROBE", "HELD_OUT", "PREDICTION", "RECALIBRATION", "SENSITIVITY", "FINETUNE_RECIPE", "FINETUNE_EPOCHS",
            "QUICK_FINETUNE_EPOCHS", "FALLBACK_CRITERION", "DEFAULT_CRITERION", "BOTTOM_FRACTION", "LATENCY_BATCHES",
            "LATENCY_REPEAT"]
 
@@ -53,7 +53,16 @@ class RecalibrationDefaults:
     batch_size: int = 256
 
 
+@dataclass(frozen=True)
+class PredictionDefaults:
+    """The Plan page's live predicted accuracy: the plan pruned, recalibrated (:data:`RECALIBRATION`) and evaluated
+    on ``n`` held-out images (the held-out seed)."""
+
+    n: int = 1000
+
+
 PROBE = ProbeDefaults()
+PREDICTION = PredictionDefaults()
 RECALIBRATION = RecalibrationDefaults()
 HELD_OUT = HeldOutDefaults()
 SENSITIVITY = SensitivityDefaults()

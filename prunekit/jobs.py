@@ -246,14 +246,15 @@ def _score(job: Job, ctx: _Context) -> dict[str, Any]:
 
 
 def _sensitivity(job: Job, ctx: _Context) -> dict[str, Any]:
-    from .data import held_out_set
+    from .data import held_out_set, load_arrays
     from .scores import read_scores
     from .sensitivity import sensitivity
 
     a = job.args
     data = held_out_set(a["data"], int(a.get("n") or SENSITIVITY.n), a.get("data_root"))
+    recal = None if a.get("recalibrate") is False else load_arrays(a["data"], "train", a.get("data_root"))
     table = sensitivity(_job_model(job, ctx), read_scores(a["scores"]), data,
-                        ratios=a.get("ratios") or SENSITIVITY.ratios, progress=ctx.steps)
+                        ratios=a.get("ratios") or SENSITIVITY.ratios, recalibrate=recal, progress=ctx.steps)
     table.to_csv(job.path / "sensitivity.csv", index=False)
     return {"sensitivity": str(job.path / "sensitivity.csv"), "rows": len(table)}
 

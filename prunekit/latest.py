@@ -9,6 +9,7 @@ that a stale result is never taken for the current one.
 """
 from __future__ import annotations
 
+import atexit
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
@@ -34,6 +35,14 @@ class LatestWins:
         self._done: OrderedDict[Hashable, Outcome] = OrderedDict()
         self._keep = keep
         threading.Thread(target=self._loop, daemon=True, name="prunekit-latest-wins").start()
+        atexit.register(self._drain)
+
+    def _drain(self, timeout: float = 120.0) -> None:
+        """At interpreter exit: drop what waits and let the running request end (a daemon thread killed inside
+        a torch operation aborts the process)."""
+        with self._lock:
+            self._pending = None
+            self._lock.wait_for(lambda: self._running is None, timeout)
 
     def ask(self, key: Hashable, work: Callable[[], Any]) -> None:
         """Request ``work()`` under ``key`` (nothing when it is done or running already); it replaces any request

@@ -48,7 +48,10 @@ __all__ = ["ConvLayer", "Site", "ACTIVATIONS", "READS", "conv_layers", "select_l
 READS = ("pre_add", "post_add")
 """Which map of a conv feeding a residual add a criterion reads (see the module docstring)."""
 
-_TRACE_LOCK = threading.Lock()  # torch.fx's patcher is process-global (the dashboard traces from several sessions)
+TRACE_LOCK = threading.Lock()
+"""Held while torch.fx traces a model: its patcher replaces ``nn.Module.__call__`` process-wide, so two traces at
+once, or a forward pass in another thread during a trace, break. Work run in a background thread holds it while it
+runs forwards (:func:`prunekit.predict.predict_accuracy`), so that no trace starts meanwhile."""
 
 # Element-wise activations prunekit applies functionally (never in place) on the tap output.
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
@@ -168,7 +171,7 @@ def conv_layers(model: nn.Module) -> list[ConvLayer]:
 
 def _trace(model: nn.Module) -> fx.Graph:
     try:
-        with _TRACE_LOCK:  # fx's patcher is process-global: two threads tracing at once break each other
+        with TRACE_LOCK:  # fx's patcher is process-global: two threads tracing at once break each other
             return fx.symbolic_trace(model).graph
     except Exception as exc:  # fx raises TraceError, TypeError, NotImplementedError... depending on the cause
         raise UserError(

@@ -38,7 +38,7 @@ def runs(monkeypatch, tmp_path):
 
 def _plan_page(**session) -> AppTest:
     at = open_page("pages/plan.py", **session)
-    assert not at.exception, at.exception
+    assert not at.exception, [(e.message, e.stack_trace) for e in at.exception]
     return at
 
 
@@ -243,3 +243,34 @@ def test_sensitivity_curves_then_the_sensitivity_preset(default, cifar_data_root
     plan = at.session_state[PLAN]
     assert plan["conv1"] == min(plan.values())  # the one sensitive group is pruned least
     assert estimate(struct, plan).macs_reduction >= 0.3
+
+
+def test_the_predicted_accuracy_is_the_recalibrated_plan_and_never_stale(default, cifar_data_root, monkeypatch):
+    from pages.prediction import PREDICTOR, prediction_key
+    from prunekit.data import held_out_set, load_arrays
+    from prunekit.defaults import PREDICTION
+    from prunekit.predict import predict_accuracy
+
+    monkeypatch.setenv("PRUNEKIT_DATA", str(cifar_data_root))
+    model, struct = default
+    first = {"layer3.0.conv1": 0.5}
+    at = _plan_page(**{CRITERION: "l1", PLAN: first})
+    sel = at.session_state["selection"]
+    worker = at.session_state[PREDICTOR]
+    assert worker.wait(prediction_key(sel, "l1", first), 600).error is None  # the background worker, done
+    at.run()
+    assert not at.exception
+    l1 = {n: m.weight.detach().abs().sum((1, 2, 3)) for n, m in model.named_modules()
+          if isinstance(m, torch.nn.Conv2d)}
+    expected = predict_accuracy(model, first, l1, SIZE, train=load_arrays("cifar10", "train", cifar_data_root),
+                                held_out=held_out_set("cifar10", PREDICTION.n, cifar_data_root))
+    assert _metrics(at)["Predicted accuracy"][0] == f"{expected['accuracy']:.1f}%" and expected["recalibrated"]
+    assert any(f"on {PREDICTION.n} test images" in c.value for c in at.caption)
+    second = {"layer3.0.conv1": 0.5, "layer2.1.conv1": 0.75}
+    at.session_state[PLAN] = second
+    at.run()
+    shown = _metrics(at)["Predicted accuracy"][0]
+    done = worker.result(prediction_key(sel, "l1", second))
+    # the first plan's number is never shown for the second: either still computing, or the second's own
+    assert shown == "computing..." or (done is not None and shown == f"{done.value['accuracy']:.1f}%")
+    assert worker.wait(prediction_key(sel, "l1", second), 600).error is None  # ends before the test does
