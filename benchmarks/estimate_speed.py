@@ -1,7 +1,7 @@
-"""Benchmark: time of one instant estimate of a plan (prunekit.plan.estimate), which the dashboard runs on every
+"""Benchmark: time of one instant estimate of a plan (prunekit.structure.estimate), which the dashboard runs on every
 slider move. Target (issue 4): at most 50 ms for ResNet-56 and torchvision ResNet-50.
 
-For each model: the one-off trace (:func:`prunekit.plan.structure`), then ``--repeat`` estimates of random plans
+For each model: the one-off trace (:func:`prunekit.structure.structure`), then ``--repeat`` estimates of random plans
 (a fresh ratio for every group each time), median and worst time.
 
     python benchmarks/estimate_speed.py [--out benchmarks/results/estimate_speed.json]

@@ -169,6 +169,11 @@ def test_score_plan_prune_finetune_compare(server, page):
     _idle(page)
     after = _estimate(page)
     assert after != before and "40.55M" not in after, after
+    # the predicted accuracy of the new plan arrives from the background (a state, waited for)
+    predicted = page.locator("[data-testid=stMetric]").filter(has_text="Predicted accuracy").filter(has_text="%")
+    predicted.first.wait_for(timeout=300_000)
+    assert "pts" in predicted.first.inner_text()
+    _idle(page)
     _shot(page, "plan")
 
     # prune: the run and its accuracy right after pruning
