@@ -43,10 +43,15 @@ def scatter(points: pd.DataFrame, base: pd.DataFrame, x: str) -> go.Figure:
     fig.add_scatter(x=front["x"], y=front["accuracy"], mode="lines", line=dict(color="#adb5bd", dash="dash",
                     shape="hv"), name="Pareto front", hoverinfo="skip")
     for k, (criterion, group) in enumerate(points.groupby("criterion", sort=True, dropna=False)):
+        color = PALETTE[k % len(PALETTE)]
+        for _, curve in group[group["sweep"].notna()].groupby("sweep"):  # each sweep of this criterion: one curve
+            curve = curve.sort_values("x")
+            fig.add_scatter(x=curve["x"], y=curve["accuracy"], mode="lines", line=dict(color=color, width=2),
+                            name=f"{criterion} (sweep)", legendgroup=str(criterion), hoverinfo="skip")
         fig.add_scatter(
-            x=group["x"], y=group["accuracy"], mode="markers", name=str(criterion),
+            x=group["x"], y=group["accuracy"], mode="markers", name=str(criterion), legendgroup=str(criterion),
             customdata=group[["run", "preset", "stage"]].fillna("-").to_numpy(),
-            marker=dict(size=group["pareto"].map({True: 14, False: 10}), color=PALETTE[k % len(PALETTE)],
+            marker=dict(size=group["pareto"].map({True: 14, False: 10}), color=color,
                         line=dict(width=group["pareto"].map({True: 2, False: 0}), color="#212529")),
             hovertemplate="<b>%{customdata[0]}</b><br>" + f"criterion {criterion}<br>preset %{{customdata[1]}}"
                           "<br>accuracy %{y:.2f}% (%{customdata[2]})<br>" + AXES[x] + " %{x:.4s}<extra></extra>")
@@ -85,8 +90,10 @@ def chart_section(runs: pd.DataFrame) -> pd.DataFrame:
                             on_select="rerun", selection_mode="points")
     clicked_run(event, points["run"].tolist())
     st.caption("Each dot is a pruned model: further left is cheaper, higher is more accurate; the stars are the "
-               "unpruned models the runs started from. Outlined dots are on the Pareto front (no other run is both "
-               "cheaper and more accurate): click any dot to open its run below.")
+               "unpruned models the runs started from. A line joins the points of one sweep (one criterion at "
+               "several targets, `python -m prunekit sweep`): the accuracy-vs-cost curve papers compare methods by. "
+               "Outlined dots are on the Pareto front (no other run is both cheaper and more accurate): click any "
+               "dot to open its run below.")
     return points
 
 

@@ -46,14 +46,15 @@ def pareto_front(df: pd.DataFrame, x: str, y: str) -> pd.Series:
 
 def comparison(runs: pd.DataFrame, x: str = "flops", stage: str = "finetuned") -> pd.DataFrame:
     """The points of the accuracy-vs-cost chart from :func:`prunekit.runs.list_runs`'s table: one row per run
-    that has ``x`` and an accuracy, columns run, arch, criterion, preset, x, accuracy, stage ('fine-tuned',
-    'recalibrated' or 'pruned': where the accuracy comes from), pareto.
+    that has ``x`` and an accuracy, columns run, arch, criterion, preset, sweep and target (a sweep's point; else
+    None), x, accuracy, stage ('fine-tuned', 'recalibrated' or 'pruned': where the accuracy comes from), pareto.
+    A sweep's points, sorted by x within (sweep, criterion), are its curves.
 
     x: a key of :data:`AXES`; stage: a key of :data:`STAGES`: the accuracy of that stage where a run has one,
     else of the stage before it (:data:`FALLBACK`)."""
     if x not in AXES or stage not in STAGES:
         raise UserError(f"x must be one of {list(AXES)} and stage one of {list(STAGES)}, got {x!r}, {stage!r}")
-    cols = ["run", "arch", "criterion", "preset", "x", "accuracy", "stage", "pareto"]
+    cols = ["run", "arch", "criterion", "preset", "sweep", "target", "x", "accuracy", "stage", "pareto"]
     if runs.empty or x not in runs:
         return pd.DataFrame(columns=cols)
     accuracy = pd.Series(np.nan, index=runs.index)
@@ -64,6 +65,7 @@ def comparison(runs: pd.DataFrame, x: str = "flops", stage: str = "finetuned") -
         take = accuracy.isna() & values.notna()
         accuracy, label = accuracy.where(~take, values), label.where(~take, LABEL[step])
     out = runs[["run", "arch", "criterion", "preset"]].assign(
+        sweep=runs["sweep"] if "sweep" in runs else None, target=runs["target"] if "target" in runs else None,
         x=pd.to_numeric(runs[x], errors="coerce"), accuracy=accuracy, stage=label)
     out = out[out["x"].notna() & out["accuracy"].notna()]
     return out.assign(pareto=pareto_front(out, "x", "accuracy"))[cols].reset_index(drop=True)

@@ -40,7 +40,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from .defaults import FINETUNE_RECIPE, PROBE, SENSITIVITY
+from .defaults import FINETUNE_RECIPE, HELD_OUT, PROBE, SENSITIVITY
 from .errors import UserError, unknown_name
 from .files import write_text_atomic
 from .runs import _this_process, process_gone, runs_root, utc_now
@@ -259,6 +259,26 @@ def _sensitivity(job: Job, ctx: _Context) -> dict[str, Any]:
     return {"sensitivity": str(job.path / "sensitivity.csv"), "rows": len(table)}
 
 
+def _sweep(job: Job, ctx: _Context) -> dict[str, Any]:
+    from .data import DataNotFoundError, held_out_set, load_arrays
+    from .probe import ProbeSpec
+    from .sweeps import SweepSpec, run_sweep
+
+    a, spec_fields = job.args, ("criteria", "targets", "preset", "by", "finetune_epochs", "finetune_subset")
+    spec = SweepSpec(**{k: a[k] for k in spec_fields if k in a})
+    n = int(a.get("n", HELD_OUT.n))
+    try:
+        train = load_arrays(a["data"], "train", a.get("data_root")) if a.get("recalibrate", True) else None
+    except DataNotFoundError:
+        train = None
+    held_out = held_out_set(a["data"], n, a.get("data_root")) if n else None
+    runs = run_sweep(_job_model(job, ctx), a["arch"], spec, num_classes=int(a["num_classes"]),
+                     input_size=tuple(a["input_size"]), held_out=held_out, train=train,
+                     probe=ProbeSpec(a["data"], int(a.get("probe_n") or PROBE.n), data_root=a.get("data_root")),
+                     progress=ctx.steps)
+    return {"runs": [str(r.path) for r in runs], "sweep": runs[0].manifest["sweep"]["id"] if runs else None}
+
+
 def _run_name(path: str) -> str:
     return str(path).rstrip("/").rsplit("/", 1)[-1]
 
@@ -273,6 +293,8 @@ KINDS: dict[str, _Kind] = {
         f"Score every filter with {a['criterion']} ({a.get('n') or PROBE.n} probe images)"), True),
     "sensitivity": _Kind(_sensitivity, ("scores", "data"), lambda a: (
         f"Sensitivity analysis on {a.get('n') or SENSITIVITY.n} test images"), True),
+    "sweep": _Kind(_sweep, ("criteria", "targets", "data", "arch", "num_classes", "input_size"), lambda a: (
+        f"Sweep {', '.join(a['criteria'])} at {len(a['targets'])} targets ({a.get('preset', 'uniform')})"), True),
 }
 
 

@@ -211,7 +211,8 @@ class Run:
 def list_runs(root: str | os.PathLike | None = None) -> pd.DataFrame:
     """One row per run under ``root`` (newest first): run, status, arch, criterion, preset, params / MACs /
     FLOPs / latency (ms, batch 1 and 64) before and after, accuracy before, right after pruning, after BN
-    recalibration and after fine-tuning, created, error (why it failed, else None), path. Directories without a
+    recalibration and after fine-tuning, sweep and target (for a sweep's point, else None), created, error (why it
+    failed, else None), path. Directories without a
     readable manifest are listed with status ``unreadable`` and the reason as their error."""
     root = runs_root(root)
     rows = []
@@ -237,6 +238,7 @@ def list_runs(root: str | os.PathLike | None = None) -> pd.DataFrame:
         row["accuracy_pruned"] = (acc.get("pruned") or {}).get("accuracy")
         row["accuracy_recalibrated"] = (acc.get("recalibrated") or {}).get("accuracy")
         row["accuracy_finetuned"] = (m.get("finetune") or {}).get("accuracy")
+        row["sweep"], row["target"] = (m.get("sweep") or {}).get("id"), (m.get("sweep") or {}).get("target")
         row.update(created=m.get("created"), error=m.get("error"), path=str(path))
         rows.append(row)
     return pd.DataFrame(rows)
@@ -257,6 +259,7 @@ def prune_run(
     latency_batches=LATENCY_BATCHES,
     repeat: int = LATENCY_REPEAT,
     struct: Structure | None = None,
+    sweep: dict | None = None,
     progress: Progress | None = None,
 ) -> Run:
     """Prune ``model`` (on the device to measure on; never modified) by ``plan`` with the criterion's
@@ -267,15 +270,14 @@ def prune_run(
     BatchNorm statistics are re-estimated (:func:`prunekit.recalibrate.recalibrate_bn`, with
     :data:`prunekit.defaults.RECALIBRATION`); the run's model is then the recalibrated one (what fine-tuning
     starts from and export writes; no weight differs) and the manifest's ``recalibration`` says on what. None:
-    not recalibrated. checkpoint: the weights' file (its SHA-256 goes into the manifest). struct: the traced
-    structure (default: traced here). progress: ``progress(done, total)`` over the six steps.
-    A failure marks the run ``failed`` (``interrupted`` for Ctrl-C) and re-raises; the run stays on disk.
-    """
+    not recalibrated. checkpoint: the weights' file (its SHA-256 is recorded). struct: the traced structure
+    (default: traced here). sweep: which sweep point this is (:mod:`prunekit.sweeps`). progress: six steps.
+    A failure marks the run ``failed`` (``interrupted`` for Ctrl-C) and re-raises; the run stays on disk."""
     progress = progress or no_progress
     struct = struct or structure(model, input_size)
     plan.check(struct)
     source = _source(model, arch, num_classes, input_size, checkpoint)
-    run = Run.create(root, name=arch, model=source, data=_images_record(data), recalibration=None,
+    run = Run.create(root, name=arch, model=source, data=_images_record(data), recalibration=None, sweep=sweep,
                      criterion={"name": plan.criterion, "params": plan.criterion_params}, plan=plan.to_dict(),
                      before=None, after=None, accuracy=None, report=None, device=str(next(model.parameters()).device))
     with run.failures_recorded():

@@ -181,6 +181,7 @@ def register(sub) -> None:
     s.set_defaults(func=score)
 
     _register_plan(sub)
+    register_sweep(sub)
 
     p = sub.add_parser("prune", help="prune by a plan; records a run (manifest, pruned model) under the runs root")
     add_model_args(p)
@@ -237,3 +238,41 @@ def _register_plan(sub) -> None:
     p.add_argument("--exclude", nargs="+", default=[], help="convs to leave unpruned (with their coupled group)")
     p.add_argument("--out", required=True, help="the plan's JSON file")
     p.set_defaults(func=plan)
+
+
+def sweep(args: argparse.Namespace) -> int:
+    from ..data import held_out_set
+    from ..sweeps import SweepSpec, run_sweep
+
+    spec = SweepSpec(criteria=tuple(args.criteria), targets=tuple(args.targets), preset=args.preset, by=args.by,
+                     finetune_epochs=args.finetune_epochs, finetune_subset=args.finetune_subset)
+    model, arch, classes = load_model(args)
+    held_out = held_out_set(args.data, args.n, args.data_root) if args.n else None
+    with bar("sweep") as progress:
+        runs = run_sweep(model, arch, spec, num_classes=classes, input_size=input_size(arch), held_out=held_out,
+                         train=_recalibration(args), probe=probe_spec(args), root=args.runs,
+                         checkpoint=args.checkpoint, progress=progress)
+    return emit({"sweep": runs[0].manifest["sweep"]["id"], "runs": [str(r.path) for r in runs],
+                 "points": len(runs)})
+
+
+def register_sweep(sub) -> None:
+    from ..criteria import list_criteria
+    from ..defaults import HELD_OUT
+    from ..presets import BY, list_presets
+
+    p = sub.add_parser("sweep", help="criteria x targets, each pruned, recalibrated and evaluated: accuracy-vs-FLOPs "
+                       "curves (every point a run)")
+    add_model_args(p)
+    p.add_argument("--criteria", nargs="+", required=True, choices=list_criteria())
+    p.add_argument("--targets", nargs="+", type=float, required=True, help="fractions of FLOPs (or --by params) to "
+                   "remove, e.g. 0.1 0.3 0.5 0.7")
+    p.add_argument("--preset", default="uniform", choices=list_presets(), help="the allocation (default uniform)")
+    p.add_argument("--by", default="flops", choices=BY)
+    p.add_argument("--finetune-epochs", type=int, default=0, help="a brief fine-tuning of every point (0: none)")
+    p.add_argument("--finetune-subset", type=int, default=0, help="training images per fine-tuning epoch (0: all)")
+    p.add_argument("--n", type=int, default=HELD_OUT.n, help=f"held-out test images (default {HELD_OUT.n})")
+    p.add_argument("--runs", default=None, help="runs root (default: $PRUNEKIT_RUNS or ./runs)")
+    add_probe_args(p, "probe-")
+    _recalibration_arg(p)
+    p.set_defaults(func=sweep)

@@ -1,0 +1,71 @@
+"""Sweeps: criteria x targets, each point a recalibrated run, FLOPs falling as the target rises, curves on
+Compare; from Python, the command line and the jobs."""
+import json
+
+import pytest
+import torch
+
+from prunekit import jobs
+from prunekit.cli import main
+from prunekit.compare import comparison
+from prunekit.errors import UnknownNameError, UserError
+from prunekit.models import build_model
+from prunekit.runs import list_runs, read_manifest
+from prunekit.sweeps import SweepSpec, run_sweep
+from tests.conftest import tiny_arrays
+
+SIZE = (3, 32, 32)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_a_sweep_is_one_recalibrated_run_per_point_and_its_flops_fall_as_the_target_rises(tmp_path):
+    torch.manual_seed(0)
+    model = build_model("resnet20").eval()
+    spec = SweepSpec(criteria=("l1", "random"), targets=(0.6, 0.2, 0.4))
+    runs = run_sweep(model, "resnet20", spec, num_classes=10, input_size=SIZE, held_out=tiny_arrays(16),
+                     train=tiny_arrays(24, seed=2), root=tmp_path)
+    assert len(runs) == 6 and spec.targets == (0.2, 0.4, 0.6)
+    table = list_runs(tmp_path)
+    assert table["sweep"].nunique() == 1 and sorted(table["target"].unique()) == [0.2, 0.4, 0.6]
+    for criterion, rows in table.groupby("criterion"):
+        rows = rows.sort_values("target")
+        assert rows["flops"].is_monotonic_decreasing and rows["flops"].nunique() == 3, criterion
+        assert all(1 - f / b >= t for f, b, t in zip(rows["flops"], rows["flops_before"], rows["target"]))
+        assert rows["accuracy_recalibrated"].notna().all()
+    m = read_manifest(runs[0].path)
+    assert m["sweep"]["criterion"] == "l1" and m["sweep"]["preset"] == "uniform" and m["recalibration"]["n"] == 24
+    curves = comparison(table, "flops", "recalibrated")
+    assert set(curves["stage"]) == {"recalibrated"} and curves["sweep"].notna().all() and len(curves) == 6
+
+
+def test_what_a_sweep_cannot_do_is_refused_before_any_work():
+    with pytest.raises(UnknownNameError, match="unknown criterion 'nope'"):
+        SweepSpec(criteria=("nope",), targets=(0.5,))
+    with pytest.raises(UserError, match=r"each in \(0, 1\)"):
+        SweepSpec(criteria=("l1",), targets=(0.5, 1.2))
+    with pytest.raises(UserError, match="pick uniform, threshold or afie"):
+        SweepSpec(criteria=("l1",), targets=(0.5,), preset="sensitivity")
+
+
+def test_a_sweep_from_the_shell_and_as_a_job(tmp_path, capsys, monkeypatch):
+    assert main(["sweep", "--model", "resnet20", "--criteria", "l1", "fpgm", "--targets", "0.3", "0.5", "--n", "0",
+                 "--no-recalibrate", "--runs", str(tmp_path / "cli")]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["points"] == 4 and len(list_runs(tmp_path / "cli")) == 4
+    monkeypatch.setenv("PRUNEKIT_JOBS", str(tmp_path / "jobs"))
+    monkeypatch.setenv("PRUNEKIT_RUNS", str(tmp_path / "job-runs"))
+    job = jobs.submit("sweep", {"criteria": ["l1"], "targets": [0.25, 0.5], "data": "cifar10", "n": 0,
+                                "recalibrate": False, "arch": "resnet20", "num_classes": 10, "input_size": [3, 32, 32]},
+                      model=build_model("resnet20"), arch="resnet20", num_classes=10, device="cpu", start_worker=False)
+    assert "Sweep l1 at 2 targets (uniform)" == job.description
+    assert jobs.work("cpu", idle_exit=0.5) == 0
+    done = jobs.get(job.id)
+    assert done.status == "done", done.error
+    assert len(done.result["runs"]) == 2 and len(list_runs(tmp_path / "job-runs")) == 2
