@@ -7,6 +7,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from pages.shared import CRITERION, PLAN, human, through_router
+from pages.sweep_form import sweep_form
 from prunekit.compare import AXES, STAGES, baselines, channels_frame, comparison, finetune_frame, report_zip, run_files
 from prunekit.runs import list_runs, read_manifest, runs_root
 
@@ -127,12 +128,14 @@ def _accuracy(col, label: str, entry, missing: str) -> None:
 def run_metrics(m: dict) -> None:
     before, after = m.get("before") or {}, m.get("after") or {}
     acc = m.get("accuracy") or {}
-    cols = st.columns(5)
+    cols = st.columns(6)
     not_measured = "not measured: this run was pruned without test images"
     _accuracy(cols[0], "Accuracy before", acc.get("before"), not_measured)
     _accuracy(cols[1], "After pruning", acc.get("pruned"), not_measured)
-    _accuracy(cols[2], "After fine-tuning", m.get("finetune"), "not fine-tuned (yet)")
-    for col, key, label in ((cols[3], "params", "Parameters"), (cols[4], "flops", "FLOPs")):
+    _accuracy(cols[2], "Recalibrated", acc.get("recalibrated"), "not recalibrated (pruned without training images, "
+              "or before recalibration was a stage)")
+    _accuracy(cols[3], "After fine-tuning", m.get("finetune"), "not fine-tuned (yet)")
+    for col, key, label in ((cols[4], "params", "Parameters"), (cols[5], "flops", "FLOPs")):
         if before.get(key) and after.get(key) is not None:
             col.metric(label, human(after[key]), f"from {human(before[key])}", delta_color="off", delta_arrow="off")
         else:
@@ -226,6 +229,7 @@ def runs_table(runs: pd.DataFrame, points: pd.DataFrame) -> None:
 through_router()
 st.title("Compare runs")
 st.caption("Every pruning kept on disk: which plan and criterion bought the most accuracy for the least cost.")
+sweep_form()
 runs = list_runs()
 if runs.empty:
     empty_state()

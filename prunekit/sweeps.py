@@ -47,6 +47,12 @@ class SweepSpec:
     finetune_epochs: int = 0
     finetune_subset: int = 0
 
+    @staticmethod
+    def allows(preset: str) -> bool:
+        """Whether a sweep can use ``preset``: it solves for a target from the model and the scores alone."""
+        p = get_preset(preset)
+        return p.targets and not set(p.needs) - {"model", "scores"}
+
     def __post_init__(self):
         object.__setattr__(self, "criteria", tuple(self.criteria))
         object.__setattr__(self, "targets", tuple(sorted({float(t) for t in self.targets})))
@@ -57,8 +63,7 @@ class SweepSpec:
         bad = [t for t in self.targets if not 0 < t < 1]
         if bad:
             raise UserError(f"targets are fractions of {self.by} to remove, each in (0, 1); got {bad}")
-        preset = get_preset(self.preset)
-        if not preset.targets or set(preset.needs) - {"model", "scores"}:
+        if not self.allows(self.preset):
             raise UserError(f"a sweep solves a preset for each target from the model and the scores; {self.preset} "
                             "cannot (pick uniform, threshold or afie)")
         if self.by not in BY:

@@ -116,3 +116,35 @@ def test_a_corrupt_manifest_is_listed_unreadable_and_the_page_stays_up(runs_root
     table = _table(at)
     assert table.loc[broken.name, "status"] == "unreadable"
     assert "not a readable run manifest" in table.loc[broken.name, "error"]
+
+
+def test_a_sweep_is_queued_from_the_page_and_its_runs_draw_one_curve_per_criterion(runs_root, tmp_path,
+                                                                                 monkeypatch):
+    from prunekit import jobs
+
+    monkeypatch.setenv("PRUNEKIT_JOBS", str(tmp_path / "jobs"))
+    monkeypatch.setenv("PRUNEKIT_JOBS_NO_WORKER", "1")
+    at = _page()  # no runs yet: the form is there before the empty state
+    at.multiselect[0].set_value(["l1", "random"])
+    at.text_input[0].set_value("0.5, 0.2")
+    next(b for b in at.button if b.label == "Queue the sweep").click()
+    at.run()
+    assert not at.exception
+    job = jobs.get(at.session_state["compare_last_sweep"])
+    assert job.kind == "sweep" and job.status == "queued"
+    assert job.args["criteria"] == ["l1", "random"] and job.args["targets"] == [0.2, 0.5]
+    assert job.args["arch"] == "resnet20" and job.args["input_size"] == [3, 32, 32]
+    at.text_input[0].set_value("0.5, 2")
+    next(b for b in at.button if b.label == "Queue the sweep").click()
+    at.run()
+    assert any("each in (0, 1)" in e.value for e in at.error)  # refused, with the reason
+    for target, flops, acc in ((0.2, 60e6, 80.0), (0.5, 40e6, 70.0)):  # a sweep's two points, written by hand
+        run = Run.create(runs_root, name="resnet20", model={"arch": "resnet20"}, criterion={"name": "l1"},
+                         plan={"preset": {"name": "uniform"}}, sweep={"id": "s1", "criterion": "l1", "target": target},
+                         before={"params": 272_474, "flops": 81_100_000}, after={"params": 1, "flops": flops},
+                         accuracy={"before": {"accuracy": 90.0}, "pruned": {"accuracy": 10.0},
+                                   "recalibrated": {"accuracy": acc}})
+        run.finish("done")
+    at = _page()
+    lines = [t for t in _traces(at) if t.get("mode") == "lines" and t["name"] == "l1 (sweep)"]
+    assert len(lines) == 1 and lines[0]["x"] == [40e6, 60e6] and lines[0]["y"] == [70.0, 80.0]  # recalibrated

@@ -1,0 +1,60 @@
+"""The Compare page's sweep form: criteria x targets queued as one background job on the sidebar's model; its
+points arrive on the chart as curves."""
+from __future__ import annotations
+
+import streamlit as st
+
+from pages.shared import selection
+from prunekit import jobs
+from prunekit.criteria import criterion_class, list_criteria
+from prunekit.defaults import HELD_OUT, RECALIBRATION
+from prunekit.errors import UserError
+from prunekit.presets import get_preset, list_presets
+from prunekit.sweeps import SweepSpec
+
+DEFAULT_TARGETS = "0.1, 0.3, 0.5, 0.7"
+LAST_SWEEP = "compare_last_sweep"
+
+
+def sweep_form() -> None:
+    """Choose criteria, targets and the allocation; Queue submits a ``sweep`` job (progress and cancel on Jobs)."""
+    sel = selection()
+    with st.expander("Draw new curves: sweep criteria across FLOPs targets (a background job)"):
+        if sel.model is None:
+            st.info(sel.error or "Pick a model in the sidebar first.", icon=":material/info:")
+            return
+        usable = [n for n in list_criteria() if not criterion_class(n).slow]
+        presets = [n for n in list_presets() if SweepSpec.allows(n)]
+        with st.form("sweep"):
+            criteria = st.multiselect("Criteria", usable, default=["l1", "fpgm"])
+            targets = st.text_input("Fractions of FLOPs to remove", DEFAULT_TARGETS, help="comma-separated, each "
+                                    "in (0, 1)")
+            preset = st.selectbox("Allocation", presets, format_func=lambda n: get_preset(n).label)
+            go = st.form_submit_button("Queue the sweep", type="primary", icon=":material/play_arrow:")
+        st.caption(f"Each point is pruned, its BatchNorm recalibrated on {RECALIBRATION.n} training images and "
+                   f"evaluated on {HELD_OUT.n} test images, and kept as a run; the chart joins one criterion's "
+                   "points into a curve. Follow it, or cancel it, on the Jobs page.")
+        if go:
+            _submit(sel, criteria, targets, preset)
+        if st.session_state.get(LAST_SWEEP):
+            st.success(f"Sweep queued as job {st.session_state[LAST_SWEEP]}", icon=":material/schedule:")
+            st.page_link("pages/jobs.py", label="Follow it on the Jobs page", icon=":material/pending_actions:")
+
+
+def _submit(sel, criteria: list[str], targets: str, preset: str) -> None:
+    try:
+        values = [float(t) for t in targets.replace(" ", "").split(",") if t]
+    except ValueError:
+        st.error(f"Targets must be numbers separated by commas, got {targets!r}.", icon=":material/error:")
+        return
+    try:
+        spec = SweepSpec(criteria=tuple(criteria), targets=tuple(values), preset=preset)
+        classes = int(sel.header.get("num_classes") or st.session_state.get("num_classes", 10))
+        job = jobs.submit("sweep", {"criteria": list(spec.criteria), "targets": list(spec.targets),
+                                    "preset": spec.preset, "data": sel.dataset, "arch": sel.arch,
+                                    "num_classes": classes, "input_size": list(sel.input_size),
+                                    "probe_n": sel.probe_n}, model=sel.model, arch=sel.arch, num_classes=classes)
+    except (UserError, OSError) as exc:
+        st.error(f"The sweep could not be queued: {exc}", icon=":material/error:")
+        return
+    st.session_state[LAST_SWEEP] = job.id
