@@ -202,9 +202,20 @@ def test_score_plan_prune_finetune_compare(server, page):
     # the run, fine-tuned, on the Compare page
     _open(page, server, "compare", "Compare runs")
     page.get_by_text(run_id).first.wait_for()
-    _shot(page, "compare")
     body = page.inner_text("body")
     assert "All runs (1)" in body and "Traceback" not in body
+
+    # a sweep queued from the Compare page: l1 at two targets, drawn as one curve once its job is done
+    page.get_by_text("Draw new curves").click()
+    page.get_by_role("textbox", name="Fractions of FLOPs to remove").fill("0.3, 0.6")
+    page.get_by_role("button", name="Queue the sweep").click()
+    page.get_by_text("Sweep queued as job").wait_for()
+    _open(page, server, "jobs", "Jobs")
+    page.get_by_role("heading", name="Finished (2)").wait_for(timeout=600_000)
+    _open(page, server, "compare", "Compare runs")
+    page.get_by_text("All runs (5)").wait_for()  # the fine-tuned run and the sweep's four points (l1, fpgm)
+    page.locator(".legend").get_by_text("l1 (sweep)").first.wait_for()
+    _shot(page, "compare")
 
 
 @pytest.mark.parametrize(("path", "heading"), [("feature_maps", "Feature maps"), ("correlations", "Correlations"),
