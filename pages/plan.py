@@ -21,6 +21,7 @@ from prunekit import model_info
 from prunekit.checkpoints import DEFAULT_CHECKPOINT
 from prunekit.defaults import FINETUNE_RECIPE, HELD_OUT, QUICK_FINETUNE_EPOCHS, SENSITIVITY
 from prunekit.errors import UserError
+from prunekit.finetune import source_on_disk
 from prunekit.plan import Plan
 from prunekit.presets import get_preset, list_presets
 from prunekit.ratios import MAX_RATIO, RULE, kept_channels, max_ratio, validate_ratios
@@ -294,10 +295,11 @@ def last_run_ui(sel) -> None:
         col.metric(name, human(a), f"{a / b - 1:.1%}", delta_color="inverse", help=f"{b:,} -> {a:,}")
     st.page_link("pages/compare.py", label="Compare this run with the others", icon=":material/scatter_plot:")
     if m["status"] == "done":
-        finetune_ui(sel, path)
+        finetune_ui(sel, path, m)
 
 
-def finetune_ui(sel, run_path) -> None:
+def finetune_ui(sel, run_path, manifest: dict) -> None:
+    """The fine-tuning form of the run at ``run_path`` (its ``manifest``: the unpruned model to distil from)."""
     st.subheader("Fine-tune it in the background")
     st.caption(f"Fine-tuning runs as a job on **{device_label()}**; you can leave this page. On this kind of "
                "CPU, ResNet-20 trains at about 200-300 images/s, so one CIFAR-10 epoch (50,000 images) takes "
@@ -315,25 +317,35 @@ def finetune_ui(sel, run_path) -> None:
                                            help="Images the accuracy after each epoch is measured on (seed 0); "
                                                 "fewer is quicker, all 10,000 is what the Compare page should "
                                                 "compare.")
+        kd, teacher, alpha = st.columns(3), source_on_disk(manifest), FINETUNE_RECIPE["distill_alpha"]
+        distil = kd[0].toggle("Distil from the unpruned model", alpha > 0 and bool(teacher), disabled=not teacher,
+                              help="The pruned model also learns the unpruned one's softened outputs (Hinton et al. "
+                                   "2015)" + ("" if teacher else "; the file it was pruned from is not on disk"))
+        alpha = kd[1].number_input("Teacher weight (alpha)", 0.0, 1.0, alpha, 0.1)
+        temperature = kd[2].number_input("Temperature (T)", 0.1, 20.0, FINETUNE_RECIPE["distill_temperature"], 0.5)
         submitted = st.form_submit_button("Queue fine-tuning", type="primary", icon=":material/play_arrow:",
                                           disabled=sel.data_path is None)
     if submitted:
         if 0 < subset < BATCH:
             st.error(f"{subset} training images make no batch of {BATCH}: use 0 (all) or at least {BATCH}.")
         else:
-            submit_finetune(run_path, sel.dataset, int(epochs), float(lr), int(subset), int(test_subset))
+            submit_finetune(run_path, sel.dataset, int(epochs), float(lr), int(subset), int(test_subset),
+                            float(alpha) if distil else 0.0, float(temperature))
     if st.session_state.get(LAST_JOB):
         st.success(f"Fine-tuning queued as job {st.session_state[LAST_JOB]}", icon=":material/schedule:")
         st.page_link("pages/jobs.py", label="Follow it on the Jobs page", icon=":material/pending_actions:")
 
 
-def submit_finetune(run_path, dataset: str, epochs: int, lr: float, subset: int, test_subset: int) -> None:
-    """Queue the fine-tuning of the run at ``run_path`` with the jobs API (a worker process does the work)."""
+def submit_finetune(run_path, dataset: str, epochs: int, lr: float, subset: int, test_subset: int, alpha: float,
+                    temperature: float) -> None:
+    """Queue the fine-tuning of the run at ``run_path`` with the jobs API (a worker process does the work),
+    distilling from the unpruned model with weight ``alpha`` (0: not) at ``temperature``."""
     from prunekit import jobs
 
     try:
         job = jobs.submit("finetune", {"run": str(run_path), "epochs": epochs, "lr": lr, "subset": subset,
-                                       "test_subset": test_subset, "batch_size": BATCH, "data": dataset})
+                                       "test_subset": test_subset, "batch_size": BATCH, "data": dataset,
+                                       "distill_alpha": alpha, "distill_temperature": temperature})
     except (ValueError, OSError) as exc:
         st.error(f"The job could not be queued: {exc}")
         return
