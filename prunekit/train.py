@@ -130,19 +130,16 @@ def fit(
 
     on_epoch(row): after each epoch, with its metrics row. on_batch(info): after each optimizer step, with
     ``epoch``, ``epochs``, ``batch``, ``batches``, ``loss`` and ``accuracy`` (the epoch's running train means);
-    an exception it raises (e.g. a cancelled job) stops training, and resume continues after the last
-    finished epoch. on_finish(meta): at the end, with the final checkpoint's meta (``ddp`` in it under torchrun).
-    teacher: the model to distil from when ``config.distill_alpha`` is above 0 (unused at 0); it is moved to the
-    device, put in eval mode and frozen (its outputs must have the student's K classes).
-    Under torchrun the callbacks run on every rank (rows hold the metrics over all ranks); ``state.pt`` is read
-    by rank 0 and sent to the others.
+    an exception it raises (e.g. a cancelled job) stops training, and resume continues after the last finished
+    epoch. on_finish(meta): at the end, with the final checkpoint's meta (``ddp`` in it under torchrun). Under
+    torchrun the callbacks run on every rank (rows hold the metrics over all ranks); ``state.pt`` is read by rank
+    0 and sent to the others. teacher: the model (K outputs) to distil from when ``config.distill_alpha`` > 0.
     """
     out = Path(out_dir)
     ddp = dist_util.world(train_loader.device)
     if ddp.is_main:
         out.mkdir(parents=True, exist_ok=True)
-    device = _place(model, train_loader, config, ddp)
-    teacher = _teacher_on(teacher, device, config)
+    device, teacher = _place(model, teacher, train_loader, config, ddp)
     opt, sched = _optimizer(model, config, len(train_loader), train_loader.batch_size)
     start_epoch, rows = _resume(model, opt, sched, train_loader, config, out, ddp, resume)
     header = {"train_config": asdict(config), **(meta or {})}
@@ -166,9 +163,9 @@ def fit(
     return rows
 
 
-def _place(model: nn.Module, train_loader, config: TrainConfig, ddp) -> torch.device:
+def _place(model: nn.Module, teacher: nn.Module | None, train_loader, config: TrainConfig, ddp):
     """Shard the loader under torchrun, seed, over-parameterize (DO-Conv) and move the model to the loader's
-    device (channels_last on CUDA); -> that device."""
+    device (channels_last on CUDA); -> (that device, the teacher there when distilling (:func:`_teacher_on`))."""
     if ddp.enabled and train_loader.sampler is None:
         train_loader.shard(ddp.world_size, ddp.rank)
     device = train_loader.device
@@ -178,7 +175,7 @@ def _place(model: nn.Module, train_loader, config: TrainConfig, ddp) -> torch.de
     model.to(device)
     if device.type == "cuda":
         model.to(memory_format=torch.channels_last)
-    return device
+    return device, _teacher_on(teacher, device, config)
 
 
 def _teacher_on(teacher: nn.Module | None, device: torch.device, config: TrainConfig) -> nn.Module | None:

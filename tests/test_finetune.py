@@ -185,14 +185,15 @@ def test_the_distillation_options_reach_the_config_from_the_shell_and_the_jobs(t
 
     args = build_parser().parse_args(["finetune", "--run", "r"])
     assert (args.distill_alpha, args.distill_temperature, args.teacher) == (DISTILL_ALPHA, DISTILL_TEMPERATURE, None)
-    source = tmp_path / "teacher.safetensors"
-    run = _pruned_run(tmp_path / "runs", 2, checkpoint=source)
+    source = save_checkpoint(build_model("resnet20", num_classes=2), tmp_path / "teacher.safetensors",
+                             arch="resnet20", num_classes=2)
+    run = _pruned_run(tmp_path / "runs", 2)  # no unpruned model on disk: --teacher is the only teacher
     monkeypatch.setattr(finetune, "_run_splits", lambda *_: _tiny_splits())  # the run's data set: tiny data
     assert main(["finetune", "--run", str(run.path), "--epochs", "1", "--batch-size", "16", "--device", "cpu",
                  "--distill-alpha", "0.7", "--distill-temperature", "3", "--teacher", str(source)]) == 0
     ft = read_manifest(run.path)["finetune"]
     assert (ft["config"]["distill_alpha"], ft["config"]["distill_temperature"]) == (0.7, 3.0)
-    assert (ft["teacher"]["path"], ft["teacher"]["unpruned"], ft["teacher"]["alpha"]) == (str(source), True, 0.7)
+    assert (ft["teacher"]["path"], ft["teacher"]["unpruned"], ft["teacher"]["alpha"]) == (str(source), False, 0.7)
 
     seen = {}
     monkeypatch.setattr(finetune, "finetune_run", lambda run, config, **kw: seen.update(config=config, **kw) or 1 / 0)
