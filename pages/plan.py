@@ -6,12 +6,12 @@ import pandas as pd
 import streamlit as st
 
 from pages.figures import filters_figure, mark_ratios, sensitivity_figure
+from pages.last_run import LAST_RUN, last_run_ui
 from pages.prediction import predicted_ui
 from pages.shared import (
     DEFAULT_SOURCE,
     PLAN,
     chosen_criterion,
-    device_label,
     held_out,
     human,
     page_with_model,
@@ -21,21 +21,19 @@ from pages.shared import (
 )
 from prunekit import model_info
 from prunekit.checkpoints import DEFAULT_CHECKPOINT
-from prunekit.defaults import FINETUNE_RECIPE, HELD_OUT, QUICK_FINETUNE_EPOCHS, RECALIBRATION, SENSITIVITY
+from prunekit.defaults import HELD_OUT, RECALIBRATION, SENSITIVITY
 from prunekit.errors import UserError
 from prunekit.plan import Plan
 from prunekit.presets import get_preset, list_presets
 from prunekit.ratios import MAX_RATIO, RULE, kept_channels, max_ratio, validate_ratios
-from prunekit.runs import prune_run, read_manifest, runs_root
+from prunekit.runs import prune_run
 from prunekit.scores import to_tensors
 from prunekit.sensitivity import sensitivity
 from prunekit.structure import estimate, signature
 
-BATCH = FINETUNE_RECIPE["batch_size"]
 BY_LABEL = {"FLOPs": "flops", "parameters": "params"}
-VERSION, VALID, ERROR, PRESET, SENS, SENS_FIG, LAST_RUN, LAST_JOB = (
-    "plan_version", "plan_valid", "plan_error", "plan_preset", "plan_sensitivity", "plan_sensitivity_figure",
-    "last_run", "plan_last_job")
+VERSION, VALID, ERROR, PRESET, SENS, SENS_FIG = (
+    "plan_version", "plan_valid", "plan_error", "plan_preset", "plan_sensitivity", "plan_sensitivity_figure")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -273,84 +271,6 @@ def num_classes(sel) -> int:
 def checkpoint_path(sel):
     """The file the sidebar's weights came from, when it is on disk (the bundled default)."""
     return DEFAULT_CHECKPOINT if st.session_state.get("model_source", DEFAULT_SOURCE) == DEFAULT_SOURCE else None
-
-
-def last_run_ui(sel) -> None:
-    """The last run of this session: its accuracy and cost, a link to Compare, and the fine-tuning form."""
-    run_id = st.session_state.get(LAST_RUN)
-    if not run_id:
-        return
-    path = runs_root() / run_id
-    try:
-        m = read_manifest(path)
-    except ValueError:
-        st.warning(f"The last run ({run_id}) is no longer under {runs_root()}.")
-        return
-    st.success(f"Run **{run_id}** saved ({m['status']}) in `{path}`.", icon=":material/check_circle:")
-    acc = {k: (v or {}).get("accuracy") for k, v in (m.get("accuracy") or {}).items()}
-    before = acc.get("before")
-    cols = st.columns(5)
-    cols[0].metric("Accuracy before", "not measured" if before is None else f"{before:.2f}%",
-                   help=f"top-1 on {(m.get('data') or {}).get('n')} {(m.get('data') or {}).get('name', '')} test "
-                        f"images (seed {HELD_OUT.seed})")
-    recal = m.get("recalibration") or {}
-    for col, key, name, why in (
-            (cols[1], "pruned", "Accuracy after pruning", "right after pruning, before anything else"),
-            (cols[2], "recalibrated", "Recalibrated", f"after re-estimating the BatchNorm statistics on "
-             f"{recal.get('n')} training images (no weight changed): what fine-tuning starts from, and a far better "
-             "predictor of the accuracy after fine-tuning than the plain one")):
-        value = acc.get(key)
-        col.metric(name, "not measured" if value is None else f"{value:.2f}%",
-                   None if value is None or before is None else f"{value - before:+.2f} pts", help=why)
-    for col, key, name in ((cols[3], "params", "Parameters after"), (cols[4], "flops", "FLOPs after")):
-        a, b = m["after"][key], m["before"][key]
-        col.metric(name, human(a), f"{a / b - 1:.1%}", delta_color="inverse", help=f"{b:,} -> {a:,}")
-    st.page_link("pages/compare.py", label="Compare this run with the others", icon=":material/scatter_plot:")
-    if m["status"] == "done":
-        finetune_ui(sel, path)
-
-
-def finetune_ui(sel, run_path) -> None:
-    st.subheader("Fine-tune it in the background")
-    st.caption(f"Fine-tuning runs as a job on **{device_label()}**; you can leave this page. On this kind of "
-               "CPU, ResNet-20 trains at about 200-300 images/s, so one CIFAR-10 epoch (50,000 images) takes "
-               "3-4 minutes: a train subset makes a quick demo.")
-    if sel.data_path is None:
-        st.warning(f"Fine-tuning trains on the {sel.dataset} training images, and there are none here: the Model & "
-                   "data page says how to get them.", icon=":material/folder_off:")
-    with st.form("finetune"):
-        cols = st.columns(4)
-        epochs = cols[0].number_input("Epochs", 1, 300, QUICK_FINETUNE_EPOCHS)
-        lr = cols[1].number_input("Learning rate", 1e-5, 1.0, FINETUNE_RECIPE["lr"], format="%.4f")
-        subset = cols[2].number_input("Train images (0 = all)", 0, 1_000_000, 0, 1000,
-                                      help=f"0 or at least {BATCH} (one batch)")
-        test_subset = cols[3].number_input("Test images (0 = all)", 0, 1_000_000, 0, 1000,
-                                           help="Images the accuracy after each epoch is measured on (seed 0); "
-                                                "fewer is quicker, all 10,000 is what the Compare page should "
-                                                "compare.")
-        submitted = st.form_submit_button("Queue fine-tuning", type="primary", icon=":material/play_arrow:",
-                                          disabled=sel.data_path is None)
-    if submitted:
-        if 0 < subset < BATCH:
-            st.error(f"{subset} training images make no batch of {BATCH}: use 0 (all) or at least {BATCH}.")
-        else:
-            submit_finetune(run_path, sel.dataset, int(epochs), float(lr), int(subset), int(test_subset))
-    if st.session_state.get(LAST_JOB):
-        st.success(f"Fine-tuning queued as job {st.session_state[LAST_JOB]}", icon=":material/schedule:")
-        st.page_link("pages/jobs.py", label="Follow it on the Jobs page", icon=":material/pending_actions:")
-
-
-def submit_finetune(run_path, dataset: str, epochs: int, lr: float, subset: int, test_subset: int) -> None:
-    """Queue the fine-tuning of the run at ``run_path`` with the jobs API (a worker process does the work)."""
-    from prunekit import jobs
-
-    try:
-        job = jobs.submit("finetune", {"run": str(run_path), "epochs": epochs, "lr": lr, "subset": subset,
-                                       "test_subset": test_subset, "batch_size": BATCH, "data": dataset})
-    except (ValueError, OSError) as exc:
-        st.error(f"The job could not be queued: {exc}")
-        return
-    st.session_state[LAST_JOB] = job.id
 
 
 # ----------------------------------------------------------------------------------------------

@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 __all__ = ["PROBE", "HELD_OUT", "PREDICTION", "RECALIBRATION", "SENSITIVITY", "FINETUNE_RECIPE", "FINETUNE_EPOCHS",
-           "QUICK_FINETUNE_EPOCHS", "FALLBACK_CRITERION", "DEFAULT_CRITERION", "BOTTOM_FRACTION", "LATENCY_BATCHES",
-           "LATENCY_REPEAT"]
+           "QUICK_FINETUNE_EPOCHS", "DISTILL_ALPHA", "DISTILL_TEMPERATURE", "FALLBACK_CRITERION", "DEFAULT_CRITERION",
+           "BOTTOM_FRACTION", "LATENCY_BATCHES", "LATENCY_REPEAT"]
 
 
 @dataclass(frozen=True)
@@ -67,10 +67,16 @@ RECALIBRATION = RecalibrationDefaults()
 HELD_OUT = HeldOutDefaults()
 SENSITIVITY = SensitivityDefaults()
 
+# Distillation from the unpruned model while fine-tuning (prunekit.distill; Hinton et al. 2015): the weight of the
+# teacher's softened outputs (0: off) and the temperature that softens them.
+DISTILL_ALPHA = 0.0  # off until measured (experiments/distillation.py)
+DISTILL_TEMPERATURE = 4.0  # a common CIFAR choice (Hinton et al. use 1-20)
+
 # The usual CIFAR fine-tuning after pruning (e.g. Torch-Pruning's CIFAR benchmarks: SGD lr 0.01, momentum 0.9,
 # weight decay 5e-4, batch 128), without Nesterov or warm-up, with a cosine schedule: TrainConfig overrides.
 FINETUNE_RECIPE = {"lr": 0.01, "momentum": 0.9, "nesterov": False, "weight_decay": 5e-4, "batch_size": 128,
-                   "schedule": "cosine", "warmup_epochs": 0.0}
+                   "schedule": "cosine", "warmup_epochs": 0.0, "distill_alpha": DISTILL_ALPHA,
+                   "distill_temperature": DISTILL_TEMPERATURE}
 FINETUNE_EPOCHS = 30  # a full fine-tuning (the command line's default)
 QUICK_FINETUNE_EPOCHS = 3  # the dashboard form's first value: a demo that ends within minutes on a CPU
 

@@ -8,8 +8,15 @@ Files go to ``<run>/finetune/`` (what :func:`prunekit.train.fit` writes: ``state
 manifest's ``finetune`` entry holds the config, the data (its ``name``: a data set's, or an image folder's path),
 the device, ``started`` / ``updated`` / ``finished`` timestamps, one row per finished epoch (``epochs``), and at the
 end ``accuracy`` and ``loss`` on the test split and the fine-tuned model's file; under torchrun also ``ddp`` (world
-size, backend and, at the end, every rank's weights hash: rank 0 alone writes the manifest and the files). While
-fine-tuning, the run's ``status`` is ``running`` and owned by this process (a killed process reads as
+size, backend and, at the end, every rank's weights hash: rank 0 alone writes the manifest and the files).
+
+With ``distill_alpha`` above 0 in the config the pruned model learns from a teacher too (:mod:`prunekit.distill`):
+by default the unpruned model the run was pruned from, read from the checkpoint file its manifest records and
+checked against the manifest's weights hash; a run pruned from weights that are not on disk needs the teacher's
+file named (``teacher=``, ``--teacher FILE``). The ``finetune`` entry's ``teacher`` records its file, weights hash,
+whether it is the run's unpruned model, alpha and T (None without distillation). Under torchrun every rank loads it.
+
+While fine-tuning, the run's ``status`` is ``running`` and owned by this process (a killed process reads as
 ``interrupted``); at the end ``done``, or ``failed`` with the error. Calling :func:`finetune_run` again resumes
 after the last finished epoch.
 """
@@ -20,6 +27,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
+import torch.nn as nn
 
 from . import distributed as dist_util
 from .checkpoints import load_checkpoint
@@ -28,9 +36,10 @@ from .defaults import FINETUNE_EPOCHS, FINETUNE_RECIPE
 from .errors import UserError
 from .metrics import best_device
 from .runs import MODEL_FILE, Run, utc_now
+from .scores import weights_hash
 from .train import TrainConfig, fit
 
-__all__ = ["FINETUNE_DIR", "finetune_config", "finetune_run"]
+__all__ = ["FINETUNE_DIR", "finetune_config", "finetune_run", "source_on_disk"]
 
 FINETUNE_DIR = "finetune"
 
@@ -50,6 +59,7 @@ def finetune_run(
     resume: bool = True,
     progress: bool = True,
     on_batch=None,
+    teacher: str | os.PathLike | None = None,
 ) -> Run:
     """Fine-tune the pruned model of the run in ``run_dir`` and record it in the run; returns the run.
 
@@ -59,13 +69,17 @@ def finetune_run(
     available. resume: continue after the last finished epoch in ``<run>/finetune``. Under torchrun (inside
     :func:`prunekit.distributed.distributed`) every rank calls this alike, each on ``cuda:LOCAL_RANK`` on CUDA,
     and rank 0 alone writes the run. on_batch: passed to :func:`prunekit.train.fit` (per-step progress; raising
-    there stops the fine-tuning). A failure marks the run ``failed`` (``interrupted`` for Ctrl-C) and re-raises.
+    there stops the fine-tuning). teacher: the file of the model to distil from when ``config.distill_alpha`` is
+    above 0 (default: the run's unpruned model, when its file is on disk); UserError, before anything is written,
+    when distilling without a teacher on disk or given a teacher without distilling. A failure marks the run
+    ``failed`` (``interrupted`` for Ctrl-C) and re-raises.
     """
     run = Run.open(run_dir)
     model_file = run.path / MODEL_FILE
     if not model_file.is_file():
         raise UserError(f"run {run.manifest['id']} has no pruned model ({MODEL_FILE}; status {run.status})")
     config = config or finetune_config()
+    teacher_model, teacher_record = _teacher(run, config, teacher)
     splits = data if isinstance(data, Splits) else _run_splits(run, data or DataRequest(), config.seed)
     model, header = load_checkpoint(model_file)
     arch, num_classes = header["arch"], int(header["num_classes"])
@@ -79,11 +93,11 @@ def finetune_run(
     loaders = make_loaders(splits.train, splits.test, config.batch_size, device=device, seed=config.seed,
                            num_workers=workers)
     fit_args = dict(model=model, loaders=loaders, config=config, run=run, arch=arch, num_classes=num_classes,
-                    data_name=splits.name, resume=resume, on_batch=on_batch)
+                    data_name=splits.name, resume=resume, on_batch=on_batch, teacher=teacher_model)
     if not ddp.is_main:  # the other ranks train alongside and write nothing
         _fit(**fit_args, on_epoch=None, progress=False, on_finish=None)
         return run
-    _start_entry(run, config, device, splits, ddp, resume)
+    _start_entry(run, config, device, splits, ddp, resume, teacher_record)
     with run.failures_recorded():
         rows = _fit(**fit_args, on_epoch=lambda row: _record_epoch(run, row), progress=progress,
                     on_finish=lambda meta: _record_ddp(run, meta))
@@ -105,13 +119,15 @@ def _run_splits(run: Run, request: DataRequest, seed: int) -> Splits:
     return resolve_splits(request, seed=seed)
 
 
-def _start_entry(run: Run, config: TrainConfig, device, splits: Splits, ddp, resume: bool) -> None:
+def _start_entry(run: Run, config: TrainConfig, device, splits: Splits, ddp, resume: bool,
+                 teacher: dict | None) -> None:
     """Mark the run running and write its ``finetune`` entry (keeping the finished epochs when resuming)."""
     previous = (run.manifest.get("finetune") or {}) if resume else {}
     run.start()
     entry = {"dir": FINETUNE_DIR, "config": asdict(config), "device": str(device), "data": splits.record(),
              "started": previous.get("started") or utc_now(), "updated": utc_now(), "finished": None,
-             "epochs": previous.get("epochs") or [], "accuracy": None, "loss": None, "model": None}
+             "epochs": previous.get("epochs") or [], "accuracy": None, "loss": None, "model": None,
+             "teacher": teacher}
     if ddp.enabled:
         entry["ddp"] = {"world_size": ddp.world_size, "backend": ddp.backend}
     run.update(finetune=entry)
@@ -130,9 +146,50 @@ def _record_ddp(run: Run, meta: dict) -> None:
 
 
 def _fit(*, model, loaders, config, run, arch, num_classes, data_name, resume, on_epoch, on_batch, progress,
-         on_finish) -> list[dict]:
+         on_finish, teacher) -> list[dict]:
     """:func:`prunekit.train.fit` of the pruned ``model`` on the (train, test) ``loaders`` into ``<run>/finetune``
-    (on every rank alike)."""
+    (on every rank alike), distilling from ``teacher`` when it is not None."""
     return fit(model, *loaders, config, run.path / FINETUNE_DIR, arch=arch, num_classes=num_classes,
                meta={"run": run.manifest["id"], "stage": "finetune", "data": data_name}, resume=resume,
-               on_epoch=on_epoch, on_batch=on_batch, progress=progress, on_finish=on_finish)
+               on_epoch=on_epoch, on_batch=on_batch, progress=progress, on_finish=on_finish, teacher=teacher)
+
+
+def source_on_disk(manifest: dict) -> Path | None:
+    """The checkpoint file a run's ``manifest`` was pruned from (its default teacher) when it is on disk, else None.
+    A relative path is read from the current directory, as it was given to prune."""
+    recorded = (manifest.get("model") or {}).get("checkpoint")
+    return Path(recorded) if recorded and Path(recorded).is_file() else None
+
+
+def _teacher(run: Run, config: TrainConfig, file: str | os.PathLike | None) -> tuple[nn.Module | None, dict | None]:
+    """-> (the teacher model in eval mode on the CPU, its record for the manifest), or (None, None) without
+    distillation. The default teacher is the run's unpruned model: the checkpoint its manifest records, whose
+    weights must hash to the manifest's ``weights``. UserError when there is none on disk, the file holds other
+    weights, ``file`` is given without distilling, or the teacher's classes differ from the run's."""
+    source = run.manifest.get("model") or {}
+    if not config.distill_alpha:
+        if file is not None:
+            raise UserError(f"a teacher ({file}) is only used when distilling: set distill_alpha above 0 "
+                            "(--distill-alpha), or give no teacher")
+        return None, None
+    recorded = source.get("checkpoint")
+    if file is None and source_on_disk(run.manifest) is None:
+        where = (f"its source checkpoint {recorded} is not on disk" if recorded else
+                 "it records no source checkpoint (it was pruned from weights that were never saved in a file)")
+        raise UserError(f"run {run.manifest['id']} cannot distil from its unpruned model: {where}. Give the unpruned "
+                        "model's file with --teacher FILE (teacher= in Python and in jobs), or fine-tune without "
+                        "distillation (--distill-alpha 0)")
+    path = Path(file if file is not None else recorded)
+    model, header = load_checkpoint(path, arch=None if file is not None else source.get("arch"),
+                                    num_classes=None if file is not None else source.get("num_classes"))
+    digest = weights_hash(model)
+    if file is None and digest != source.get("weights"):
+        raise UserError(f"{path} no longer holds the weights run {run.manifest['id']} was pruned from (weights hash "
+                        f"{digest[:12]}, the manifest's {str(source.get('weights'))[:12]}): give the unpruned model's "
+                        "file with --teacher FILE, or fine-tune without distillation (--distill-alpha 0)")
+    classes = next(m for m in reversed(list(model.modules())) if isinstance(m, nn.Linear)).out_features
+    if source.get("num_classes") is not None and classes != int(source["num_classes"]):
+        raise UserError(f"the teacher {path} has {classes} classes, the run's model {source['num_classes']}: give a "
+                        "teacher trained on the run's classes")
+    return model, {"path": str(path), "weights": digest, "unpruned": digest == source.get("weights"),
+                   "alpha": config.distill_alpha, "temperature": config.distill_temperature}

@@ -197,7 +197,7 @@ class _Context:
 
 def _config(args: dict[str, Any], recipe: Callable[..., Any]):
     fields = {k: args[k] for k in ("lr", "batch_size", "weight_decay", "seed", "doconv", "label_smoothing",
-                                   "schedule") if k in args}
+                                   "schedule", "distill_alpha", "distill_temperature") if k in args}
     return recipe(int(args["epochs"]), **fields)
 
 
@@ -208,7 +208,7 @@ def _finetune(job: Job, ctx: _Context) -> dict[str, Any]:
     a = job.args
     _write(job, metrics_file=str(Path(a["run"]) / FINETUNE_DIR / "metrics.jsonl"))
     run = finetune_run(a["run"], _config(a, finetune_config), data=DataRequest.from_args(a), device=ctx.device,
-                       progress=False, on_batch=ctx.batch)
+                       progress=False, on_batch=ctx.batch, teacher=a.get("teacher"))
     entry = run.manifest["finetune"]
     return {"run": str(run.path), "accuracy": entry["accuracy"], "epochs": len(entry["epochs"])}
 
@@ -279,6 +279,16 @@ def _sweep(job: Job, ctx: _Context) -> dict[str, Any]:
     return {"runs": [str(r.path) for r in runs], "sweep": runs[0].manifest["sweep"]["id"] if runs else None}
 
 
+def _distilled(a: dict[str, Any]) -> str:
+    """", distilled from <teacher>: alpha A, T T" for a fine-tuning job that distils, else ""."""
+    alpha = a.get("distill_alpha", FINETUNE_RECIPE["distill_alpha"])
+    if not alpha:
+        return ""
+    teacher = f"`{_run_name(a['teacher'])}`" if a.get("teacher") else "the unpruned model"
+    temperature = a.get("distill_temperature", FINETUNE_RECIPE["distill_temperature"])
+    return f", distilled from {teacher}: alpha {alpha}, T {temperature}"
+
+
 def _run_name(path: str) -> str:
     return str(path).rstrip("/").rsplit("/", 1)[-1]
 
@@ -286,7 +296,7 @@ def _run_name(path: str) -> str:
 KINDS: dict[str, _Kind] = {
     "finetune": _Kind(_finetune, ("run", "epochs"), lambda a: (
         f"Fine-tune run `{_run_name(a['run'])}` for {a['epochs']} epochs "
-        f"(lr {a.get('lr', FINETUNE_RECIPE['lr'])})")),
+        f"(lr {a.get('lr', FINETUNE_RECIPE['lr'])}{_distilled(a)})")),
     "train": _Kind(_train, ("model", "epochs"), lambda a: (
         f"Train {a['model']} on {a.get('data') or a.get('folder')} for {a['epochs']} epochs")),
     "score": _Kind(_score, ("criterion", "data"), lambda a: (
@@ -315,7 +325,8 @@ def submit(
 
     finetune: run (a run directory), epochs; optional lr, batch_size, weight_decay, seed, doconv, subset (train
     images), test_subset (test images after each epoch), data, data_root, or folder (train/ and val/ image
-    folders) and image_size. train: model (a registered architecture), epochs, and data (a data set) or folder;
+    folders) and image_size; distill_alpha, distill_temperature and teacher (a checkpoint; default the run's
+    unpruned model) to distil. train: model (a registered architecture), epochs, and data (a data set) or folder;
     optional lr, batch_size, subset, seed...
     score: criterion, data; optional params, n (probe images). sensitivity: scores (a CSV), data; optional n,
     ratios. score and sensitivity need ``model`` (saved into the job, with ``arch`` and ``num_classes``).

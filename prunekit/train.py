@@ -12,10 +12,16 @@ training goes on), and the model handed to :func:`fit` ends folded. ``state.pt``
 over-parameterized weights (W, D and their momenta), since resuming needs them; it resumes only with the same
 ``doconv`` setting.
 
+With ``TrainConfig(distill_alpha=a)`` above 0 and a ``teacher`` module, the loss is
+:func:`prunekit.distill.distillation_loss` against the teacher's logits on the same augmented batch (computed
+without gradients, the teacher in eval mode on the same device, under the same autocast). The teacher is
+deterministic, so a resumed distilled training continues as an uninterrupted one would.
+
 Under ``torchrun`` (a process group joined by :func:`prunekit.distributed.distributed`), :func:`fit` trains with
 DistributedDataParallel: each rank takes its share of every epoch (``train_loader.shard``; the batch size is
 per process), the gradients are averaged, BatchNorm's running statistics are averaged at the end of each epoch,
-every rank evaluates the same model on the whole test set, and rank 0 alone writes the files. At the end the
+every rank evaluates the same model on the whole test set, and rank 0 alone writes the files. A teacher runs on
+every rank, outside DistributedDataParallel (which wraps the student only). At the end the
 ranks' weights hashes are gathered into the final checkpoint's meta (``ddp``); they must be equal.
 """
 from __future__ import annotations
@@ -36,6 +42,8 @@ from tqdm import tqdm
 from . import distributed as dist_util
 from .checkpoints import save_checkpoint
 from .data import TrainLoader, make_loaders
+from .defaults import DISTILL_TEMPERATURE
+from .distill import check_distill, distillation_loss
 from .doconv import DOConv2d, fold, overparameterize
 from .errors import UserError
 from .metrics import evaluate
@@ -47,7 +55,11 @@ SCHEDULES = ("cosine", "step", "onecycle")
 
 @dataclass
 class TrainConfig:
-    """Hyper-parameters; defaults are the usual CIFAR recipe (He et al. 2016 with a cosine schedule)."""
+    """Hyper-parameters; defaults are the usual CIFAR recipe (He et al. 2016 with a cosine schedule).
+
+    distill_alpha: the weight of the teacher's term in [0, 1] (0: no distillation; above 0, :func:`fit` needs a
+    teacher); distill_temperature: the temperature T > 0 softening both models' outputs (:mod:`prunekit.distill`).
+    """
 
     epochs: int = 30
     batch_size: int = 128
@@ -60,6 +72,8 @@ class TrainConfig:
     label_smoothing: float = 0.0
     seed: int = 0
     doconv: bool = False
+    distill_alpha: float = 0.0
+    distill_temperature: float = DISTILL_TEMPERATURE
 
     def __post_init__(self):
         if self.schedule not in SCHEDULES:
@@ -68,6 +82,7 @@ class TrainConfig:
             raise UserError("epochs and batch_size must be at least 1")
         if not (self.lr > 0) or not (0 <= self.label_smoothing < 1) or self.weight_decay < 0:
             raise UserError("need lr > 0, 0 <= label_smoothing < 1 and weight_decay >= 0")
+        check_distill(self.distill_alpha, self.distill_temperature)
 
 
 def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
@@ -101,6 +116,7 @@ def fit(
     on_batch: Callable[[dict], None] | None = None,
     progress: bool = True,
     on_finish: Callable[[dict], None] | None = None,
+    teacher: nn.Module | None = None,
 ) -> list[dict]:
     """Train ``model`` in place on ``train_loader`` and test after every epoch; returns the metrics rows.
 
@@ -114,16 +130,16 @@ def fit(
 
     on_epoch(row): after each epoch, with its metrics row. on_batch(info): after each optimizer step, with
     ``epoch``, ``epochs``, ``batch``, ``batches``, ``loss`` and ``accuracy`` (the epoch's running train means);
-    an exception it raises (e.g. a cancelled job) stops training, and resume continues after the last
-    finished epoch. on_finish(meta): at the end, with the final checkpoint's meta (``ddp`` in it under torchrun).
-    Under torchrun the callbacks run on every rank (rows hold the metrics over all ranks); ``state.pt`` is read
-    by rank 0 and sent to the others.
+    an exception it raises (e.g. a cancelled job) stops training, and resume continues after the last finished
+    epoch. on_finish(meta): at the end, with the final checkpoint's meta (``ddp`` in it under torchrun). Under
+    torchrun the callbacks run on every rank (rows hold the metrics over all ranks); ``state.pt`` is read by rank
+    0 and sent to the others. teacher: the model (K outputs) to distil from when ``config.distill_alpha`` > 0.
     """
     out = Path(out_dir)
     ddp = dist_util.world(train_loader.device)
     if ddp.is_main:
         out.mkdir(parents=True, exist_ok=True)
-    device = _place(model, train_loader, config, ddp)
+    device, teacher = _place(model, teacher, train_loader, config, ddp)
     opt, sched = _optimizer(model, config, len(train_loader), train_loader.batch_size)
     start_epoch, rows = _resume(model, opt, sched, train_loader, config, out, ddp, resume)
     header = {"train_config": asdict(config), **(meta or {})}
@@ -131,7 +147,7 @@ def fit(
     if ddp.enabled:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     for epoch in range(start_epoch, config.epochs):
-        row = _epoch(model, net, opt, sched, train_loader, test_loader, config, epoch, ddp,
+        row = _epoch(model, net, teacher, opt, sched, train_loader, test_loader, config, epoch, ddp,
                      on_batch, progress and ddp.is_main)
         rows.append(row)
         rng = {"loader_rng": train_loader.generator.get_state(), "torch_rng": torch.get_rng_state()}
@@ -147,9 +163,9 @@ def fit(
     return rows
 
 
-def _place(model: nn.Module, train_loader, config: TrainConfig, ddp) -> torch.device:
+def _place(model: nn.Module, teacher: nn.Module | None, train_loader, config: TrainConfig, ddp):
     """Shard the loader under torchrun, seed, over-parameterize (DO-Conv) and move the model to the loader's
-    device (channels_last on CUDA); -> that device."""
+    device (channels_last on CUDA); -> (that device, the teacher there when distilling (:func:`_teacher_on`))."""
     if ddp.enabled and train_loader.sampler is None:
         train_loader.shard(ddp.world_size, ddp.rank)
     device = train_loader.device
@@ -159,7 +175,33 @@ def _place(model: nn.Module, train_loader, config: TrainConfig, ddp) -> torch.de
     model.to(device)
     if device.type == "cuda":
         model.to(memory_format=torch.channels_last)
-    return device
+    return device, _teacher_on(teacher, device, config)
+
+
+def _teacher_on(teacher: nn.Module | None, device: torch.device, config: TrainConfig) -> nn.Module | None:
+    """The teacher frozen in eval mode on ``device`` (channels_last on CUDA) when distilling, else None; UserError
+    when distilling without one."""
+    if not config.distill_alpha:
+        return None
+    if teacher is None:
+        raise UserError(f"distill_alpha={config.distill_alpha} distils from a teacher, and none was given: pass "
+                        "teacher=, or set distill_alpha to 0")
+    teacher.to(device).eval().requires_grad_(False)
+    if device.type == "cuda":
+        teacher.to(memory_format=torch.channels_last)
+    return teacher
+
+
+def _loss(net, teacher: nn.Module | None, x: torch.Tensor, y: torch.Tensor, config: TrainConfig):
+    """-> (the student's logits (B, K), the batch's loss): the cross-entropy, or with a teacher the distillation
+    loss against its logits on the same batch ``x`` (B, C, H, W), computed without gradients."""
+    logits = net(x)
+    if teacher is None:
+        return logits, F.cross_entropy(logits.float(), y, label_smoothing=config.label_smoothing)
+    with torch.no_grad():
+        soft_targets = teacher(x)
+    return logits, distillation_loss(logits, soft_targets, y, alpha=config.distill_alpha,
+                                     temperature=config.distill_temperature, label_smoothing=config.label_smoothing)
 
 
 def _optimizer(model: nn.Module, config: TrainConfig, steps_per_epoch: int, batch_size: int):
@@ -208,9 +250,10 @@ def _resume(model, opt, sched, train_loader, config: TrainConfig, out: Path, ddp
     return state["epoch"], dist_util.broadcast_object(rows)  # the finished epochs' rows, which rank 0 read
 
 
-def _epoch(model, net, opt, sched, train_loader, test_loader, config: TrainConfig, epoch: int, ddp, on_batch,
-           show: bool) -> dict:
-    """One epoch of training, then the test: -> the epoch's metrics row (means over every rank under torchrun)."""
+def _epoch(model, net, teacher, opt, sched, train_loader, test_loader, config: TrainConfig, epoch: int, ddp,
+           on_batch, show: bool) -> dict:
+    """One epoch of training (distilling from ``teacher`` when it is not None), then the test: -> the epoch's
+    metrics row (means over every rank under torchrun)."""
     device = train_loader.device
     cuda = device.type == "cuda"
     model.train()
@@ -222,8 +265,7 @@ def _epoch(model, net, opt, sched, train_loader, test_loader, config: TrainConfi
         if cuda:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
-            logits = net(x)
-            loss = F.cross_entropy(logits.float(), y, label_smoothing=config.label_smoothing)
+            logits, loss = _loss(net, teacher, x, y, config)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

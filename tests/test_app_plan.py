@@ -199,6 +199,11 @@ def test_fine_tuning_is_queued_as_a_background_job(runs, cifar_data_root, monkey
     inputs["Epochs"].set_value(1)
     inputs["Train images (0 = all)"].set_value(256)
     inputs["Test images (0 = all)"].set_value(500)
+    (distil,) = [t for t in at.toggle if t.label == "Distil from the unpruned model"]
+    assert not distil.disabled  # pruned from the bundled file, which is on disk
+    distil.set_value(True)
+    inputs["Teacher weight (alpha)"].set_value(0.8)
+    inputs["Temperature (T)"].set_value(3.0)
     next(b for b in at.button if b.label == "Queue fine-tuning").click()
     at.run()
     assert not at.exception
@@ -207,7 +212,9 @@ def test_fine_tuning_is_queued_as_a_background_job(runs, cifar_data_root, monkey
     job = jobs.get(job_id)
     assert job.status == "queued" and job.kind == "finetune"  # PRUNEKIT_JOBS_NO_WORKER: nobody picks it up
     assert job.args == {"run": str(runs / at.session_state["last_run"]), "epochs": 1, "lr": 0.01, "subset": 256,
-                        "test_subset": 500, "batch_size": 128, "data": "cifar10"}
+                        "test_subset": 500, "batch_size": 128, "data": "cifar10", "distill_alpha": 0.8,
+                        "distill_temperature": 3.0}
+    assert "distilled from the unpruned model: alpha 0.8, T 3.0" in job.description
 
 
 def test_sensitivity_curves_then_the_sensitivity_preset(default, cifar_data_root, monkeypatch):

@@ -151,9 +151,10 @@ def test_torchrun_finetune_from_the_shell(cifar_data_root, tmp_path):
     from prunekit.data import load_arrays
     from tests.test_finetune import _pruned_run
 
-    run = _pruned_run(tmp_path, 10, load_arrays("cifar10", "test", cifar_data_root).subset(64))
+    source = tmp_path / "unpruned.safetensors"  # every rank distils from the run's unpruned model
+    run = _pruned_run(tmp_path, 10, load_arrays("cifar10", "test", cifar_data_root).subset(64), checkpoint=source)
     out = _torchrun("finetune", "--run-dir", str(run.path), "--data-root", str(cifar_data_root), "--subset", "256",
-                    "--test-subset", "128", "--epochs", "2", "--batch-size", "32")
+                    "--test-subset", "128", "--epochs", "2", "--batch-size", "32", "--distill-alpha", "0.5")
     assert out.returncode == 0, out.stderr[-3000:]
     (result,) = _json_lines(out.stdout)
     m = read_manifest(run.path)
@@ -162,6 +163,7 @@ def test_torchrun_finetune_from_the_shell(cifar_data_root, tmp_path):
     assert [r["epoch"] for r in ft["epochs"]] == [1, 2] and ft["data"] == {"name": "cifar10", "train": 256,
                                                                            "test": 128}
     assert ft["ddp"]["world_size"] == 2 and ft["ddp"]["backend"] == "gloo"
+    assert ft["teacher"]["path"] == str(source) and ft["teacher"]["unpruned"] and result["teacher"] == ft["teacher"]
     hashes = ft["ddp"]["weights_hash_per_rank"]
     tuned, header = load_checkpoint(run.path / ft["model"])
     assert hashes == [weights_hash(tuned)] * 2 and header["meta"]["ddp"]["weights_hash_per_rank"] == hashes

@@ -6,7 +6,7 @@ import sys
 import pytest
 import torch
 
-from prunekit.checkpoints import load_checkpoint
+from prunekit.checkpoints import load_checkpoint, save_checkpoint
 from prunekit.data import Splits
 from prunekit.finetune import FINETUNE_DIR, finetune_config, finetune_run
 from prunekit.models import build_model, count_params
@@ -19,16 +19,19 @@ from tests.conftest import REPO, tiny_arrays
 SIZE = (3, 32, 32)
 
 
-def _pruned_run(root, classes, data=None):
-    """A run holding resnet20 pruned to half its filters by random scores (``data``: its held-out images)."""
+def _pruned_run(root, classes, data=None, checkpoint=None):
+    """A run holding resnet20 pruned to half its filters by random scores (``data``: its held-out images;
+    ``checkpoint``: a file the unpruned weights are saved to first, recorded as the run's source)."""
     torch.manual_seed(0)
     model = build_model("resnet20", num_classes=classes).eval()
     plan = get_preset("uniform").make(structure(model, SIZE), "resnet20", value=0.5, criterion="random")
     scores = {n: torch.rand(m.out_channels, generator=torch.Generator().manual_seed(1))
               for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)}
-    if data is not None:
+    if checkpoint is not None:
+        save_checkpoint(model, checkpoint, arch="resnet20", num_classes=classes)
+    if data is not None or checkpoint is not None:
         return prune_run(model, plan, scores, arch="resnet20", num_classes=classes, input_size=SIZE, root=root,
-                         data=data, latency_batches=(), repeat=1)
+                         data=data, checkpoint=checkpoint, latency_batches=(), repeat=1)
     run = Run.create(root, name="resnet20", model={"arch": "resnet20", "num_classes": classes}, data=None)
     run.save_model(prune_model(model, plan.ratios, scores, SIZE)[0], arch="resnet20", num_classes=classes)
     run.finish("done")
@@ -100,3 +103,104 @@ def test_finetune_from_the_shell(cifar_data_root, tmp_path):
     assert result["status"] == m["status"] == "done" and m["finetune"]["data"]["name"] == "cifar10"
     assert result["accuracy_finetuned"] == m["finetune"]["accuracy"] and 0 <= result["accuracy_finetuned"] <= 100
     assert m["finetune"]["config"]["lr"] == 0.01 and m["finetune"]["data"]["train"] == 512
+
+
+def _tiny_splits():
+    data = tiny_arrays(32, classes=2)
+    data.images[data.labels == 1] //= 4  # a learnable difference: class 1 is darker
+    return Splits(data, data, "tiny", data.classes)
+
+
+def _killed_after_epoch_1(real_fit):
+    def fit(*args, on_epoch, **kwargs):
+        def record_then_die(row):
+            on_epoch(row)
+            raise KeyboardInterrupt
+
+        return real_fit(*args, on_epoch=record_then_die, **kwargs)
+
+    return fit
+
+
+def test_distilling_from_the_unpruned_model_is_recorded_and_resumes_exactly(tmp_path, monkeypatch):
+    import prunekit.finetune as finetune
+    from prunekit.scores import weights_hash
+
+    source = tmp_path / "unpruned.safetensors"
+    runs = [_pruned_run(tmp_path / name, 2, checkpoint=source) for name in ("straight", "resumed", "plain")]
+    config = finetune_config(2, lr=0.05, batch_size=16, distill_alpha=0.9, distill_temperature=2.0)
+    finetune_run(runs[0].path, config, data=_tiny_splits(), device="cpu", progress=False)
+    monkeypatch.setattr(finetune, "fit", _killed_after_epoch_1(finetune.fit))
+    with pytest.raises(KeyboardInterrupt):
+        finetune_run(runs[1].path, config, data=_tiny_splits(), device="cpu", progress=False)
+    monkeypatch.undo()
+    assert [r["epoch"] for r in read_manifest(runs[1].path)["finetune"]["epochs"]] == [1]
+    finetune_run(runs[1].path, config, data=_tiny_splits(), device="cpu", progress=False)  # resumes at epoch 2
+    finetune_run(runs[2].path, finetune_config(2, lr=0.05, batch_size=16), data=_tiny_splits(), device="cpu",
+                 progress=False)
+    tuned = [load_checkpoint(run.path / FINETUNE_DIR / "model.safetensors")[0].state_dict() for run in runs]
+    assert all(torch.equal(a, b) for a, b in zip(tuned[0].values(), tuned[1].values()))  # resumed = uninterrupted
+    assert not all(torch.equal(a, b) for a, b in zip(tuned[0].values(), tuned[2].values()))  # the teacher counted
+    unpruned = weights_hash(load_checkpoint(source)[0])
+    for run in runs[:2]:
+        ft = read_manifest(run.path)["finetune"]
+        assert ft["teacher"] == {"path": str(source), "weights": unpruned, "unpruned": True, "alpha": 0.9,
+                                 "temperature": 2.0}
+        assert (ft["config"]["distill_alpha"], ft["config"]["distill_temperature"]) == (0.9, 2.0)
+    assert read_manifest(runs[2].path)["finetune"]["teacher"] is None
+
+
+def test_distilling_without_the_unpruned_model_on_disk_is_refused_and_writes_nothing(tmp_path):
+    from prunekit.errors import UserError
+
+    config = finetune_config(1, batch_size=16, distill_alpha=0.9)
+    no_source = _pruned_run(tmp_path / "a", 2)  # pruned from weights never saved
+    source = tmp_path / "unpruned.safetensors"
+    moved, changed = (_pruned_run(tmp_path / name, 2, checkpoint=source) for name in ("b", "c"))
+    source.unlink()
+    cases = [(no_source, "it records no source checkpoint"), (moved, f"its source checkpoint {source} is not on disk")]
+    for run, why in cases:
+        files = sorted(p.name for p in run.path.rglob("*"))
+        manifest = (run.path / "manifest.json").read_text()
+        with pytest.raises(UserError, match=rf"cannot distil from its unpruned model: {why}.*--teacher FILE"):
+            finetune_run(run.path, config, data=_tiny_splits(), device="cpu", progress=False)
+        assert (run.path / "manifest.json").read_text() == manifest and sorted(p.name for p in run.path.rglob("*")) \
+            == files and not (run.path / FINETUNE_DIR).exists()
+    save_checkpoint(build_model("resnet20", num_classes=2), source, arch="resnet20", num_classes=2)  # other weights
+    with pytest.raises(UserError, match=f"{source} no longer holds the weights run .* was pruned from"):
+        finetune_run(changed.path, config, data=_tiny_splits(), device="cpu", progress=False)
+    with pytest.raises(UserError, match="is only used when distilling: set distill_alpha above 0"):
+        finetune_run(no_source.path, finetune_config(1, batch_size=16), data=_tiny_splits(), device="cpu",
+                     teacher=source, progress=False)
+    finetune_run(no_source.path, config, data=_tiny_splits(), device="cpu", teacher=source, progress=False)
+    teacher = read_manifest(no_source.path)["finetune"]["teacher"]
+    assert teacher["path"] == str(source) and teacher["unpruned"] is False  # a teacher of its own, said so
+
+
+def test_the_distillation_options_reach_the_config_from_the_shell_and_the_jobs(tmp_path, monkeypatch):
+    import prunekit.finetune as finetune
+    from prunekit import jobs
+    from prunekit.cli import build_parser, main
+    from prunekit.defaults import DISTILL_ALPHA, DISTILL_TEMPERATURE
+
+    args = build_parser().parse_args(["finetune", "--run", "r"])
+    assert (args.distill_alpha, args.distill_temperature, args.teacher) == (DISTILL_ALPHA, DISTILL_TEMPERATURE, None)
+    source = save_checkpoint(build_model("resnet20", num_classes=2), tmp_path / "teacher.safetensors",
+                             arch="resnet20", num_classes=2)
+    run = _pruned_run(tmp_path / "runs", 2)  # no unpruned model on disk: --teacher is the only teacher
+    monkeypatch.setattr(finetune, "_run_splits", lambda *_: _tiny_splits())  # the run's data set: tiny data
+    assert main(["finetune", "--run", str(run.path), "--epochs", "1", "--batch-size", "16", "--device", "cpu",
+                 "--distill-alpha", "0.7", "--distill-temperature", "3", "--teacher", str(source)]) == 0
+    ft = read_manifest(run.path)["finetune"]
+    assert (ft["config"]["distill_alpha"], ft["config"]["distill_temperature"]) == (0.7, 3.0)
+    assert (ft["teacher"]["path"], ft["teacher"]["unpruned"], ft["teacher"]["alpha"]) == (str(source), False, 0.7)
+
+    seen = {}
+    monkeypatch.setattr(finetune, "finetune_run", lambda run, config, **kw: seen.update(config=config, **kw) or 1 / 0)
+    job = jobs.Job(tmp_path, {"id": "j", "kind": "finetune", "device": "cpu", "args": {
+        "run": str(run.path), "epochs": 2, "distill_alpha": 0.6, "distill_temperature": 5.0, "teacher": str(source)}})
+    with pytest.raises(ZeroDivisionError):
+        jobs.KINDS["finetune"].run(job, jobs._Context(job))
+    assert (seen["config"].distill_alpha, seen["config"].distill_temperature, seen["teacher"]) == (0.6, 5.0,
+                                                                                                   str(source))
+    assert "distilled from `teacher.safetensors`: alpha 0.6, T 5.0" in job.description

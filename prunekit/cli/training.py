@@ -48,13 +48,14 @@ def finetune(args: argparse.Namespace) -> int:
         ranks = f" x {world.world_size} processes ({world.backend})" if world.enabled else ""
         if world.is_main:
             print(f"fine-tuning {args.run} on {world.device}{ranks} for {config.epochs} epochs", file=sys.stderr)
-        run = finetune_run(args.run, config, data=data_request(args), device=world.device, resume=not args.no_resume)
+        run = finetune_run(args.run, config, data=data_request(args), device=world.device, resume=not args.no_resume,
+                           teacher=args.teacher)
         if world.is_main:
             entry = run.manifest["finetune"]
             emit({"run": str(run.path), "status": run.status,
                   "accuracy_pruned": ((run.manifest.get("accuracy") or {}).get("pruned") or {}).get("accuracy"),
                   "accuracy_finetuned": entry["accuracy"], "epochs": len(entry["epochs"]),
-                  "model": str(run.path / entry["model"])})
+                  "model": str(run.path / entry["model"]), "teacher": entry["teacher"]})
     return 0
 
 
@@ -83,4 +84,17 @@ def register(sub) -> None:
                    "takes --run for an abbreviation of its --run-path)")
     add_data_args(f, default=None)
     add_recipe_args(f, finetune_config(), extra=False)
+    _add_distill_args(f, finetune_config())
     f.set_defaults(func=finetune)
+
+
+def _add_distill_args(p: argparse.ArgumentParser, recipe) -> None:
+    """--distill-alpha, --distill-temperature (``recipe``'s values as defaults) and --teacher."""
+    p.add_argument("--distill-alpha", type=float, default=recipe.distill_alpha, metavar="A",
+                   help="distil from the unpruned model (Hinton et al. 2015): the weight in [0, 1] of the teacher's "
+                   f"softened outputs in the loss (default {recipe.distill_alpha:g}; 0: no distillation)")
+    p.add_argument("--distill-temperature", type=float, default=recipe.distill_temperature, metavar="T",
+                   help=f"the temperature softening both models' outputs (default {recipe.distill_temperature:g})")
+    p.add_argument("--teacher", default=None, metavar="FILE",
+                   help="the teacher's checkpoint (default: the run's unpruned model, the file it was pruned from, "
+                   "when it is still on disk with the same weights)")
