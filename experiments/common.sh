@@ -28,6 +28,10 @@ RUN_INDEX="$OUT/runs.tsv"        # key <TAB> experiment <TAB> run directory <TAB
 touch "$RUN_INDEX"
 TIMES="$OUT/times.tsv"           # step <TAB> wall seconds
 touch "$TIMES"
+# BatchNorm recalibration after pruning (prunekit's default since issue 13): off here, as for every run of these
+# recipes (made before it existed), so that re-runs keep the same recipe; RECALIBRATE=1 turns it on
+RECALIBRATE="${RECALIBRATE:-0}"
+RECAL=(); [[ "$RECALIBRATE" == 1 ]] || RECAL=(--no-recalibrate)
 
 pk() { $NICE "$PY" -m prunekit "$@"; }
 
@@ -74,7 +78,7 @@ prune_ft() {  # prune_ft KEY EXPERIMENT PLAN SCORES NOTE [extra finetune args]: 
     if [[ -z "$run" || ! -f "$run/manifest.json" ]]; then
         local log="$OUT/prune_$key.json"
         timed "prune:$key" pk prune --checkpoint "$CKPT" --plan "$plan" --scores "$scores" --n "$TEST_N" \
-            --runs "$RUNS" --device "$DEVICE" --threads "$THREADS" --repeat 3 | tail -n 1 > "$log"
+            --runs "$RUNS" --device "$DEVICE" --threads "$THREADS" --repeat 3 "${RECAL[@]}" | tail -n 1 > "$log"
         run="$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["run"])' "$log")"
         echo -e "$key\t$exp\t$run\t$note$TAG_NOTE" >> "$RUN_INDEX"
     fi

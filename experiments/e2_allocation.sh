@@ -17,7 +17,8 @@ prune_ft "e2_afie_$C" E2 "$OUT/plan_afie_$C.json" "$OUT/scores_final_$C.csv" "AF
 # sensitivity allocation: prune each group alone at several ratios, least sensitive groups pruned most
 if [[ ! -s "$OUT/sensitivity_$C.csv" ]]; then
     timed "sensitivity:$C" pk sensitivity --checkpoint "$CKPT" --criterion "$C" --scores "$OUT/scores_final_$C.csv" \
-        --n "$SENS_N" --ratios $SENS_RATIOS --device "$DEVICE" --threads "$THREADS" --out "$OUT/sensitivity_$C.csv"
+        --n "$SENS_N" --ratios $SENS_RATIOS --device "$DEVICE" --threads "$THREADS" "${RECAL[@]}" \
+        --out "$OUT/sensitivity_$C.csv"
 fi
 pk plan --checkpoint "$CKPT" --preset sensitivity --sensitivity "$OUT/sensitivity_$C.csv" --target "$TARGET" \
     --criterion "$C" --out "$OUT/plan_sensitivity_$C.json" > "$OUT/plan_sensitivity_$C.log"

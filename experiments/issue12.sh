@@ -4,7 +4,8 @@
 #   hrank, chip: a residual block's last conv read after the add and its ReLU (was: its BN output);
 #   taylor: form=cvpr2019 (new default; not in E1 before); sfm_entropy: estimator=pooled, reads=post_add (was gap,
 #   BN output). E1 (those four), E3 (sfm_entropy epoch 1 vs final, and the run pruned by epoch-1 scores), E4
-#   (DO-Conv); then the per-criterion ranking reliability (criteria_reliability.py) and the tables.
+#   (DO-Conv); two extra E1 rows (below); then each criterion's ranking reliability (criteria_reliability.py) and
+#   the tables.
 # The parameters are pinned here (not left to the defaults), so that _v2 keeps meaning this even if a default moves.
 export TAG="${TAG:-_v2}" TAG_NOTE="${TAG_NOTE:-, issue 12 defaults}"
 export PARAMS_sfm_entropy="${PARAMS_sfm_entropy:-estimator=pooled bins=32 reads=post_add}"
@@ -13,6 +14,11 @@ source "$(dirname "$0")/common.sh"
 CRITERIA="sfm_entropy hrank chip taylor" bash "$HERE/e1_criteria.sh"
 bash "$HERE/e3_early.sh"
 bash "$HERE/e4_doconv.sh"
+# Two extra rows: the new HRank run fine-tuned again with seed 1 (the same pruned model: its change against the old
+# run is the largest), and taylor in its old default form (the two forms' rankings differ most in reliability)
+CRITERIA="hrank@seed1" bash "$HERE/e1_criteria.sh"
+TAG="${TAG}_iclr2017" TAG_NOTE=", form=iclr2017 on issue 12's code" PARAMS_taylor="form=iclr2017" CRITERIA=taylor \
+    bash "$HERE/e1_criteria.sh"
 if [[ ! -s "$OUT/criteria_reliability.json" ]]; then
     timed "reliability:criteria" $NICE "$PY" "$HERE/criteria_reliability.py" --out "$OUT/criteria_reliability.json" \
         > "$OUT/criteria_reliability.log"

@@ -106,10 +106,18 @@ CHANGED = {  # criterion -> what issue 12 changed in it
     "taylor": "new row; form `cvpr2019`, the default now (per probe batch, the squared sum of activation x gradient "
               "at a gate after BN); the old default `iclr2017` was not in E1",
 }
-E1_V2 = [(f"e1_{c}", c) for c in ("sfm_entropy", "hrank", "chip", "taylor")]
-E3_V2 = [("e1_sfm_entropy", "final model, final sfm_entropy scores (E1)"),
-         ("e3_sfm_entropy_epoch1", "final model, epoch-1 sfm_entropy scores")]
-E4_V2 = [("e1_sfm_entropy", "plain fine-tuning (E1)"), ("e4_sfm_entropy_doconv", "fine-tuned with DO-Conv")]
+CHANGED["hrank again, fine-tuning seed 1 (extra: the same pruned model as the hrank re-run)"] = (
+    "as hrank; fine-tuning seed 1 instead of 0: the noise of one fine-tuning")
+CHANGED["taylor form=iclr2017 (extra: the old default form, on issue 12's code)"] = (
+    "form `iclr2017` (per image, the absolute spatial mean of activation x gradient, averaged over images)")
+# (old run's key or None, re-run's key, label): the re-run's rows beside the old ones
+E1_V2 = [("e1_sfm_entropy", "e1_sfm_entropy_v2", "sfm_entropy"), ("e1_hrank", "e1_hrank_v2", "hrank"),
+         ("e1_chip", "e1_chip_v2", "chip"), (None, "e1_taylor_v2", "taylor"),
+         (None, "e1_hrank_seed1_v2", "hrank again, fine-tuning seed 1 (extra: the same pruned model as the hrank "
+                                     "re-run)"),
+         (None, "e1_taylor_v2_iclr2017", "taylor form=iclr2017 (extra: the old default form, on issue 12's code)")]
+E3_V2 = [(k, k + TAG, label) for k, label in E3]
+E4_V2 = [(k, k + TAG, label) for k, label in E4]
 
 
 def arrow(old, new, fmt="{:.2f}") -> str:
@@ -121,17 +129,18 @@ def arrow(old, new, fmt="{:.2f}") -> str:
     return f"{num(old, fmt)} -> **{num(new, fmt)}** ({new - old:+.2f})"
 
 
-def rerun_table(df: pd.DataFrame, keys: list[tuple[str, str]], first: str, what: dict[str, str] | None = None) -> str:
-    """Each old run (key) beside its re-run after issue 12 (key + TAG): accuracy after pruning and after
-    fine-tuning, old -> new; the new run's size; both run ids; ``what``: the change, per row label."""
+def rerun_table(df: pd.DataFrame, rows: list[tuple[str | None, str, str]], first: str,
+                what: dict[str, str] | None = None) -> str:
+    """Each old run beside its re-run after issue 12, rows (old key or None, new key, label): accuracy after
+    pruning and after fine-tuning, old -> new; the new run's size; both run ids; ``what``: the change, per label."""
     by = df.set_index("key") if len(df) else pd.DataFrame()
     cols = [first] + (["what changed (issue 12)"] if what else []) + [
         "params / FLOPs (new)", "acc after pruning: old -> new", "acc after fine-tuning: old -> new",
         "change vs before (new)", "runs: old / new"]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for key, label in keys:
-        old = by.loc[key] if key in by.index else None
-        new = by.loc[key + TAG] if key + TAG in by.index else None
+    for old_key, new_key, label in rows:
+        old = by.loc[old_key] if old_key in by.index else None
+        new = by.loc[new_key] if new_key in by.index else None
         get = lambda r, f: None if r is None else r[f]  # noqa: E731
         size = "—" if new is None else (f"{new.params / 1e3:.1f}k ({pct(new.params, new.params_before)}) / "
                                         f"{new.flops / 1e6:.1f}M ({pct(new.flops, new.flops_before)})")
@@ -142,6 +151,27 @@ def rerun_table(df: pd.DataFrame, keys: list[tuple[str, str]], first: str, what:
             size, arrow(get(old, "acc_pruned"), get(new, "acc_pruned")),
             arrow(get(old, "acc_ft"), get(new, "acc_ft")), delta, runs]
         lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def choice_change_table() -> str:
+    """How far issue 12 moved each changed criterion's filter ranking on the final model: per layer, the old scores
+    (scores_final_C.csv) against the re-run's (scores_final_C_v2.csv), same 640 probe images; Spearman and bottom-30%
+    overlap (prunekit.views.rank_agreement), medians over every conv and over the residual convs (`layerS.B.conv2`,
+    the last conv of each block)."""
+    from prunekit.views import rank_agreement  # here only: the other tables need no torch
+
+    lines = ["| criterion | old vs new ranking, median Spearman: all 19 convs / 9 residual convs / other 10 | "
+             "median bottom-30% overlap: all / residual / other |", "|---|---|---|"]
+    for c in ("sfm_entropy", "hrank", "chip"):
+        f_old, f_new = OUT / f"scores_final_{c}.csv", OUT / f"scores_final_{c}{TAG}.csv"
+        if not (f_old.exists() and f_new.exists()):
+            continue
+        t = rank_agreement(*(pd.read_csv(f, dtype={"layer": str}) for f in (f_old, f_new)))
+        res = t.layer.str.fullmatch(r"layer\d+\.\d+\.conv2")
+        parts = [t, t[res], t[~res]]
+        lines.append(f"| {c} | " + " / ".join(num(x.spearman.median(), "{:.2f}") for x in parts) + " | " +
+                     " / ".join(num(x.overlap.median()) for x in parts) + " |")
     return "\n".join(lines)
 
 
@@ -272,7 +302,7 @@ def criteria_reliability_table() -> str:
     if not f.exists():
         return "(not measured yet: experiments/criteria_reliability.py)"
     s = json.loads(f.read_text())
-    lines = [f"Every data-driven criterion of the tables above on `{s['checkpoint']}`, two disjoint probes of "
+    lines = [f"The data-driven criteria on `{s['checkpoint']}`, two disjoint probes of "
              f"{s['n']} CIFAR-10 train images (seeds {s['seeds'][0]} and {s['seeds'][1]}), scored uncached; "
              f"{s['machine']}; from `experiments/out/criteria_reliability.json`. \"layers without a ranking\": "
              "layers whose scores are constant on a probe (Spearman undefined, left out of the median and min).", "",
@@ -295,12 +325,12 @@ def times_table(df: pd.DataFrame) -> str:
             if line.strip():
                 step, sec = line.split("\t")
                 total += int(sec)
-                if step.endswith(TAG) or step.startswith("reliability:"):  # experiments/issue12.sh
+                if TAG in step or step.startswith("reliability:"):  # experiments/issue12.sh
                     rerun += int(sec)
                 lines.append(f"| {step} | {sec} |")
     lines.append(f"| **total** | **{total}** ({total / 60:.1f} min) |")
     if rerun:
-        lines.append(f"| of which the re-run after issue 12 (`{TAG}` steps, criteria reliability) | {rerun} "
+        lines.append(f"| of which the re-run after issue 12 (`{TAG}` steps and the criteria's reliability) | {rerun} "
                      f"({rerun / 60:.1f} min) |")
     if len(df):
         ips = df.ft_img_s.dropna()
@@ -331,7 +361,8 @@ def main() -> None:
         "e2": run_table(df, E2, "allocation (filters by l1)") + "\n\nPer-group ratios:\n\n" + ratios_table(df),
         "e3": e3_agreement() + "\n\n" + run_table(df, E3, "scores used"),
         "e4": run_table(df, E4, "fine-tuning"),
-        "e1_v2": rerun_table(df, E1_V2, "criterion", CHANGED),
+        "e1_v2": rerun_table(df, E1_V2, "criterion", CHANGED) + "\n\nHow far the filter choice moved (final "
+                 "model, old scores against the re-run's, per layer):\n\n" + choice_change_table(),
         "e3_v2": e3_agreement_v2() + "\n\n" + rerun_table(df, E3_V2, "scores used"),
         "e4_v2": rerun_table(df, E4_V2, "fine-tuning"),
         "reliability_sfm": sfm_reliability_table(),
