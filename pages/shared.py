@@ -167,8 +167,9 @@ def has_scores(sel: Selection, criterion: str, params: dict | None = None, *, fa
 
 
 def _request(sel: Selection, criterion: str, params: dict | None, *flags) -> tuple:
-    """What the scores depend on: the weights, the criterion and its parameters, the probe, the fallback rule."""
-    return sel.key, criterion, tuple(sorted((params or {}).items())), sel.probe_spec, flags
+    """What the scores depend on: the weights, the criterion and its parameters, the probe and where its images
+    are (a data set that appears or goes changes what can be scored), the fallback rule."""
+    return sel.key, criterion, tuple(sorted((params or {}).items())), sel.probe_spec, sel.data_path, flags
 
 
 def reliability_of(sel: Selection, criterion: str, params: dict | None = None, progress=None) -> pd.DataFrame:
