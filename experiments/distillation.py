@@ -2,7 +2,7 @@
 
 The bundled ResNet-20 (85.58%) pruned by E1's uniform plans at -50% FLOPs (``out/plan_uniform_<criterion>.json``
 with ``out/scores_final_<criterion>.csv``; l1, fpgm, random), once per setting into a runs root of its own (the
-pruning is deterministic: every setting starts from the same pruned model, checked by the pruned file's SHA-256),
+pruning is deterministic: every setting starts from the same pruned model, checked by the pruned weights' hash),
 then fine-tuned with E1's budget (2 epochs x 5,000 training images, the seed-0 subset; the whole 10,000-image
 test split after each epoch; lr 0.01 cosine, seed 0: the ``finetune`` defaults) without distillation (alpha 0) and
 with the unpruned model as teacher (alpha 0.9 and 0.5, T 4). Everything goes through the command line.
@@ -15,7 +15,6 @@ epoch, the wall time, the run) and prints a markdown table. Re-runnable: a setti
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import subprocess
@@ -60,17 +59,20 @@ def finetune(run: str, alpha: float, threads: str) -> dict:
                        "--device", "cpu", "--threads", threads)
     m = json.loads((ROOT / run / "manifest.json").read_text())
     ft = m["finetune"]
-    pruned_file = ROOT / run / "model.safetensors"
     acc = m["accuracy"]
     return {"run": run, "alpha": alpha, "temperature": TEMPERATURE if alpha else None,
             "accuracy_before": acc["before"]["accuracy"], "accuracy_pruned": acc["pruned"]["accuracy"],
             "test_accuracy_per_epoch": [r["test_accuracy"] for r in ft["epochs"]], "accuracy": ft["accuracy"],
             "train_seconds": round(sum(r["seconds"] for r in ft["epochs"]), 1), "wall_s": round(wall, 1),
-            "teacher": ft["teacher"], "pruned_sha256": _sha256(pruned_file)}
+            "teacher": ft["teacher"]}
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+def pruned_weights(run: str) -> str:
+    """The weights hash of ``run``'s pruned model (its file also holds the run's id, so the file's SHA-256 differs)."""
+    from prunekit.checkpoints import load_checkpoint
+    from prunekit.scores import weights_hash
+
+    return weights_hash(load_checkpoint(ROOT / run / "model.safetensors")[0])
 
 
 def table(rows: dict) -> str:
@@ -109,7 +111,12 @@ def main() -> None:
                    "checkpoint": CHECKPOINT, "budget": BUDGET, "temperature": TEMPERATURE, "rows": rows}
             OUT.write_text(json.dumps(doc, indent=2))
             print(key, rows[key]["test_accuracy_per_epoch"], f"{rows[key]['wall_s']} s", flush=True)
-    print(table(rows))
+    for row in rows.values():  # every setting of a criterion fine-tuned the same pruned model
+        row["pruned_weights"] = pruned_weights(row["run"])
+    doc["same_pruned_model"] = {c: len({r["pruned_weights"] for r in rows.values() if r["criterion"] == c}) == 1
+                                for c in CRITERIA}
+    OUT.write_text(json.dumps(doc, indent=2))
+    print(table(rows), "\nsame pruned model per criterion:", doc["same_pruned_model"])
 
 
 if __name__ == "__main__":

@@ -180,8 +180,8 @@ def _teacher(run: Run, config: TrainConfig, file: str | os.PathLike | None) -> t
                         "model's file with --teacher FILE (teacher= in Python and in jobs), or fine-tune without "
                         "distillation (--distill-alpha 0)")
     path = Path(file if file is not None else recorded)
-    model, header = load_checkpoint(path, arch=None if file is not None else source.get("arch"),
-                                    num_classes=None if file is not None else source.get("num_classes"))
+    model, _ = load_checkpoint(path, arch=None if file is not None else source.get("arch"),
+                               num_classes=None if file is not None else source.get("num_classes"))
     digest = weights_hash(model)
     if file is None and digest != source.get("weights"):
         raise UserError(f"{path} no longer holds the weights run {run.manifest['id']} was pruned from (weights hash "

@@ -11,7 +11,7 @@ from streamlit.testing.v1 import AppTest
 
 from pages.shared import CRITERION, PLAN, human
 from prunekit.checkpoints import load_checkpoint
-from prunekit.defaults import HELD_OUT, SENSITIVITY
+from prunekit.defaults import DISTILL_ALPHA, HELD_OUT, SENSITIVITY
 from prunekit.presets import get_preset
 from prunekit.prune import coupled_groups
 from prunekit.scores import weights_hash
@@ -200,8 +200,8 @@ def test_fine_tuning_is_queued_as_a_background_job(runs, cifar_data_root, monkey
     inputs["Train images (0 = all)"].set_value(256)
     inputs["Test images (0 = all)"].set_value(500)
     (distil,) = [t for t in at.toggle if t.label == "Distil from the unpruned model"]
-    assert not distil.disabled  # pruned from the bundled file, which is on disk
-    distil.set_value(True)
+    assert distil.value is True and not distil.disabled  # on by default: pruned from the bundled file, on disk
+    assert inputs["Teacher weight (alpha)"].value == DISTILL_ALPHA
     inputs["Teacher weight (alpha)"].set_value(0.8)
     inputs["Temperature (T)"].set_value(3.0)
     next(b for b in at.button if b.label == "Queue fine-tuning").click()

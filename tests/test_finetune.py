@@ -8,6 +8,7 @@ import torch
 
 from prunekit.checkpoints import load_checkpoint, save_checkpoint
 from prunekit.data import Splits
+from prunekit.defaults import DISTILL_ALPHA, DISTILL_TEMPERATURE
 from prunekit.finetune import FINETUNE_DIR, finetune_config, finetune_run
 from prunekit.models import build_model, count_params
 from prunekit.presets import get_preset
@@ -45,7 +46,7 @@ def test_finetuning_a_pruned_run_lowers_the_loss_is_recorded_and_resumes(tmp_pat
     data.images[data.labels == 1] //= 4  # a learnable difference: class 1 is darker
     run = _pruned_run(tmp_path, classes=2)
     pruned_sha = file_sha256(run.path / MODEL_FILE)
-    config = finetune_config(3, lr=0.05, batch_size=16, doconv=True)
+    config = finetune_config(3, lr=0.05, batch_size=16, doconv=True, distill_alpha=0.0)  # no unpruned file: plain
     assert (config.momentum, config.nesterov, config.weight_decay, config.schedule) == (0.9, False, 5e-4, "cosine")
     real_fit = finetune.fit
 
@@ -93,7 +94,8 @@ def test_a_run_without_a_pruned_model_is_a_clear_error(tmp_path, capsys):
 def test_finetune_from_the_shell(cifar_data_root, tmp_path):
     from prunekit.data import load_arrays
 
-    run = _pruned_run(tmp_path, 10, load_arrays("cifar10", "test", cifar_data_root).subset(64))
+    source = tmp_path / "unpruned.safetensors"
+    run = _pruned_run(tmp_path, 10, load_arrays("cifar10", "test", cifar_data_root).subset(64), checkpoint=source)
     out = subprocess.run([sys.executable, "-m", "prunekit", "finetune", "--run", str(run.path), "--data-root",
                           str(cifar_data_root), "--subset", "512", "--epochs", "1", "--device", "cpu"],
                          cwd=REPO, capture_output=True, text=True, timeout=600)
@@ -103,6 +105,9 @@ def test_finetune_from_the_shell(cifar_data_root, tmp_path):
     assert result["status"] == m["status"] == "done" and m["finetune"]["data"]["name"] == "cifar10"
     assert result["accuracy_finetuned"] == m["finetune"]["accuracy"] and 0 <= result["accuracy_finetuned"] <= 100
     assert m["finetune"]["config"]["lr"] == 0.01 and m["finetune"]["data"]["train"] == 512
+    teacher = m["finetune"]["teacher"]  # the default recipe distils from the unpruned model
+    assert (teacher["path"], teacher["unpruned"], teacher["alpha"], teacher["temperature"]) == (
+        str(source), True, DISTILL_ALPHA, DISTILL_TEMPERATURE)
 
 
 def _tiny_splits():
@@ -136,8 +141,8 @@ def test_distilling_from_the_unpruned_model_is_recorded_and_resumes_exactly(tmp_
     monkeypatch.undo()
     assert [r["epoch"] for r in read_manifest(runs[1].path)["finetune"]["epochs"]] == [1]
     finetune_run(runs[1].path, config, data=_tiny_splits(), device="cpu", progress=False)  # resumes at epoch 2
-    finetune_run(runs[2].path, finetune_config(2, lr=0.05, batch_size=16), data=_tiny_splits(), device="cpu",
-                 progress=False)
+    finetune_run(runs[2].path, finetune_config(2, lr=0.05, batch_size=16, distill_alpha=0.0), data=_tiny_splits(),
+                 device="cpu", progress=False)
     tuned = [load_checkpoint(run.path / FINETUNE_DIR / "model.safetensors")[0].state_dict() for run in runs]
     assert all(torch.equal(a, b) for a, b in zip(tuned[0].values(), tuned[1].values()))  # resumed = uninterrupted
     assert not all(torch.equal(a, b) for a, b in zip(tuned[0].values(), tuned[2].values()))  # the teacher counted
@@ -170,8 +175,8 @@ def test_distilling_without_the_unpruned_model_on_disk_is_refused_and_writes_not
     with pytest.raises(UserError, match=f"{source} no longer holds the weights run .* was pruned from"):
         finetune_run(changed.path, config, data=_tiny_splits(), device="cpu", progress=False)
     with pytest.raises(UserError, match="is only used when distilling: set distill_alpha above 0"):
-        finetune_run(no_source.path, finetune_config(1, batch_size=16), data=_tiny_splits(), device="cpu",
-                     teacher=source, progress=False)
+        finetune_run(no_source.path, finetune_config(1, batch_size=16, distill_alpha=0.0), data=_tiny_splits(),
+                     device="cpu", teacher=source, progress=False)
     finetune_run(no_source.path, config, data=_tiny_splits(), device="cpu", teacher=source, progress=False)
     teacher = read_manifest(no_source.path)["finetune"]["teacher"]
     assert teacher["path"] == str(source) and teacher["unpruned"] is False  # a teacher of its own, said so
@@ -181,7 +186,6 @@ def test_the_distillation_options_reach_the_config_from_the_shell_and_the_jobs(t
     import prunekit.finetune as finetune
     from prunekit import jobs
     from prunekit.cli import build_parser, main
-    from prunekit.defaults import DISTILL_ALPHA, DISTILL_TEMPERATURE
 
     args = build_parser().parse_args(["finetune", "--run", "r"])
     assert (args.distill_alpha, args.distill_temperature, args.teacher) == (DISTILL_ALPHA, DISTILL_TEMPERATURE, None)

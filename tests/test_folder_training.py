@@ -114,10 +114,11 @@ def test_train_and_finetune_on_a_folder_from_the_command_line(folder, tmp_path, 
     assert header["meta"]["image_size"] == 32 and header["meta"]["test_accuracy"] == result["test_accuracy"]
     assert model(torch.zeros(1, 3, 32, 32)).shape == (1, 2)
 
-    run = _pruned_run(tmp_path / "runs", classes=2)
+    run = _pruned_run(tmp_path / "runs", classes=2, checkpoint=tmp_path / "unpruned.safetensors")
     assert main(["finetune", "--run", str(run.path), *common]) == 0
     entry = read_manifest(run.path)["finetune"]
     assert entry["data"] == {"name": str(folder.resolve()), "train": 64, "test": 16}
+    assert entry["teacher"]["unpruned"] is True  # distilled from the unpruned model (the default recipe)
     assert (run.path / entry["model"]).is_file()
     (tmp_path / "empty").mkdir()
     assert main(["train", "--model", "resnet20", "--out", str(tmp_path / "x"), "--folder", str(tmp_path / "empty")

@@ -166,6 +166,7 @@ def test_a_killed_worker_leaves_the_run_interrupted_and_resume_completes_it(cifa
     assert manifest["status"] == "done"
     assert [r["epoch"] for r in manifest["finetune"]["epochs"]] == [1, 2] == [r["epoch"] for r in finished.metrics()]
     assert manifest["finetune"]["accuracy"] == finished.result["accuracy"] > pruned  # accuracy recovers
+    assert manifest["finetune"]["teacher"]["unpruned"] is True  # the default recipe distils from the bundled file
 
 
 def test_jobs_from_the_shell(fake_kinds, tmp_path):

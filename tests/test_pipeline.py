@@ -11,7 +11,15 @@ from prunekit import jobs
 from prunekit.checkpoints import save_checkpoint
 from prunekit.cli import build_parser, main
 from prunekit.criteria.entropy import SFMEntropy
-from prunekit.defaults import FINETUNE_EPOCHS, FINETUNE_RECIPE, HELD_OUT, PROBE, SENSITIVITY
+from prunekit.defaults import (
+    DISTILL_ALPHA,
+    DISTILL_TEMPERATURE,
+    FINETUNE_EPOCHS,
+    FINETUNE_RECIPE,
+    HELD_OUT,
+    PROBE,
+    SENSITIVITY,
+)
 from prunekit.models import build_model
 from prunekit.scores import weights_hash
 from tests.conftest import tiny_arrays
@@ -41,6 +49,7 @@ def test_the_command_line_offers_the_shared_defaults():
     finetune = _defaults("finetune")
     assert finetune["lr"] == FINETUNE_RECIPE["lr"] and finetune["batch_size"] == FINETUNE_RECIPE["batch_size"]
     assert finetune["weight_decay"] == FINETUNE_RECIPE["weight_decay"] and finetune["epochs"] == FINETUNE_EPOCHS
+    assert (finetune["distill_alpha"], finetune["distill_temperature"]) == (DISTILL_ALPHA, DISTILL_TEMPERATURE)
 
 
 def test_a_score_from_the_shell_is_a_cache_hit_for_the_jobs_and_the_dashboard(fake_cifar, tmp_path, monkeypatch):
