@@ -6,6 +6,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
+from pages.figures import agreement_bars
 from pages.shared import DEFAULT_SOURCE, has_scores, progress_bar, reliability_of, scores
 from prunekit import load_checkpoint
 from prunekit.checkpoints import EARLY_CHECKPOINT
@@ -58,13 +59,7 @@ def reliability_ui(sel, name: str, params: dict) -> pd.DataFrame | None:
                    help="per layer, the Spearman correlation of the two rankings; the median over layers")
     cols[1].metric("Worst layer", f"{s['min_spearman']:.2f}")
     cols[2].metric(f"Bottom-{BOTTOM:.0%} overlap (median)", f"{s['median_overlap']:.2f}")
-    fig = go.Figure()
-    fig.add_bar(x=table["layer"], y=table["spearman"], name="Spearman", marker_color="#2f6fed")
-    fig.add_bar(x=table["layer"], y=table["overlap"], name=f"bottom-{BOTTOM:.0%} overlap", marker_color="#f2a541")
-    fig.update_layout(barmode="group", height=300, margin=dict(l=10, r=10, t=50, b=10), yaxis_range=[-1, 1.05],
-                      yaxis_title="agreement of two samples",
-                      legend=dict(orientation="h", y=1.02, yanchor="bottom", x=0),
-                      xaxis=dict(tickangle=-45, tickfont=dict(size=10)))
+    fig = agreement_bars(table, "Spearman", f"bottom-{BOTTOM:.0%} overlap", "agreement of two samples", 300)
     st.plotly_chart(fig, width="stretch", key="sal_reliability")
     st.caption(f"How reproducible {name}'s ranking is: the same model scored on two disjoint samples of {a['n']} "
                f"probe images (seeds {a['seeds'][0]} and {a['seeds'][1]}), each layer's two rankings compared. "
@@ -173,16 +168,11 @@ def stability_ui(sel, name: str, params: dict, final: pd.DataFrame, floor: pd.Da
         st.warning(f"The epoch-1 checkpoint could not be scored: {exc}", icon=":material/warning:")
         return
     agree = rank_agreement(table, final, bottom=BOTTOM)
-    fig = go.Figure()
-    fig.add_bar(x=agree["layer"], y=agree["spearman"], name="Spearman rank correlation", marker_color="#2f6fed")
-    fig.add_bar(x=agree["layer"], y=agree["overlap"], name=f"bottom-{BOTTOM:.0%} overlap", marker_color="#f2a541")
+    fig = agreement_bars(agree, "Spearman rank correlation", f"bottom-{BOTTOM:.0%} overlap",
+                         "agreement, epoch 1 vs final", 340)
     if floor is not None:
         fig.add_scatter(x=floor["layer"], y=floor["spearman"], mode="markers", name="noise floor: two probe samples",
                         marker=dict(symbol="line-ew-open", size=18, color="#222", line=dict(width=3, color="#222")))
-    fig.update_layout(barmode="group", height=340, margin=dict(l=10, r=10, t=50, b=10), yaxis_range=[-1, 1.05],
-                      yaxis_title="agreement, epoch 1 vs final",
-                      legend=dict(orientation="h", y=1.02, yanchor="bottom", x=0),
-                      xaxis=dict(tickangle=-45, tickfont=dict(size=10)))
     st.plotly_chart(fig, width="stretch", key="sal_stability")
     st.caption(f"For each layer, how much the {name} ranking after one epoch of training predicts the ranking of "
                "the final weights (blue: rank correlation, orange: shared bottom filters). High bars mean the "

@@ -5,7 +5,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-__all__ = ["sensitivity_figure", "mark_ratios", "filters_figure"]
+__all__ = ["sensitivity_figure", "mark_ratios", "filters_figure", "agreement_bars"]
 
 
 def sensitivity_figure(table: pd.DataFrame, struct) -> go.Figure:
@@ -49,4 +49,16 @@ def filters_figure(est) -> go.Figure:
     fig.update_layout(barmode="overlay", height=300, margin=dict(l=10, r=10, t=10, b=10), yaxis_title="filters",
                       legend=dict(orientation="h", y=1.08, x=0))
     fig.update_xaxes(tickangle=-45, tickfont=dict(size=10))
+    return fig
+
+
+def agreement_bars(table: pd.DataFrame, rho_name: str, overlap_name: str, y_title: str, height: int) -> go.Figure:
+    """Per layer, two rankings' Spearman (blue) and bottom-k overlap (orange) side by side, from a
+    :func:`prunekit.views.rank_agreement` table (layer, spearman, overlap); the legend above the plot."""
+    fig = go.Figure()
+    fig.add_bar(x=table["layer"], y=table["spearman"], name=rho_name, marker_color="#2f6fed")
+    fig.add_bar(x=table["layer"], y=table["overlap"], name=overlap_name, marker_color="#f2a541")
+    fig.update_layout(barmode="group", height=height, margin=dict(l=10, r=10, t=50, b=10), yaxis_range=[-1, 1.05],
+                      yaxis_title=y_title, legend=dict(orientation="h", y=1.02, yanchor="bottom", x=0),
+                      xaxis=dict(tickangle=-45, tickfont=dict(size=10)))
     return fig

@@ -151,7 +151,7 @@ def test_score_plan_prune_finetune_compare(server, page):
     page.get_by_text("The black dashes are the final model's Spearman").wait_for(timeout=300_000)
     _idle(page)
     page.get_by_role("heading", name="Rank stability: epoch 1 vs final weights").scroll_into_view_if_needed()
-    page.wait_for_timeout(800)  # let plotly draw
+    page.locator(".legend").get_by_text("noise floor: two probe samples").first.wait_for()  # the chart is drawn
     page.screenshot(path=str(SHOTS / "saliency-stability.png"))
 
     # move a ratio: the instant estimate changes
