@@ -16,15 +16,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
-from sfm_reliability import machine  # this folder: the CPU in words
+from sfm_reliability import machine, record  # this folder: the CPU in words, one reliability record
 
 from prunekit import load_arrays, load_checkpoint
 from prunekit.criteria import criterion_class, get_criterion
-from prunekit.layers import conv_layers
-from prunekit.reliability import reliability, split_probes, summarize
+from prunekit.reliability import split_probes
 
 ROOT = Path(__file__).resolve().parent.parent
 # (label, criterion, parameters, rule): "now" = prunekit's current default, "before" = the rule before issue 12
@@ -52,16 +50,10 @@ def build(name: str, params: dict):
     return type(f"{cls.__name__}PreAdd", (cls,), {"reads": reads})(**params)
 
 
-def measure(model, a, b, label: str, name: str, params: dict, rule: str, residual: set[str]) -> dict:
+def measure(model, a, b, label: str, name: str, params: dict, rule: str) -> dict:
     crit = build(name, params)
-    start = time.perf_counter()
-    table = reliability(model, crit, a, b, cache=False)
-    seconds = (time.perf_counter() - start) / 2
-    res = table[table["layer"].isin(residual)]
-    per_layer = table.astype(object).where(table.notna(), None).to_dict("records")  # NaN -> null in the JSON
     return {"label": label, "criterion": name, "params": params, "config": crit.config, "rule": rule,
-            **summarize(table), "nan_layers": int(table["spearman"].isna().sum()), "residual": summarize(res),
-            "seconds_per_probe": seconds, "per_layer": per_layer}
+            **record(model, crit, a, b)}
 
 
 def markdown(rows: list[dict], n: int) -> str:
@@ -85,10 +77,9 @@ def main() -> None:
     args = ap.parse_args()
     model, _ = load_checkpoint(args.checkpoint)
     a, b = split_probes(load_arrays("cifar10", "train", args.data_root), args.n)
-    residual = {layer.name for layer in conv_layers(model) if layer.residual}
     rows = []
     for case in CASES:
-        rows.append(measure(model, a, b, *case, residual))
+        rows.append(measure(model, a, b, *case))
         print(markdown(rows[-1:], args.n).splitlines()[-1], flush=True)
     result = {"checkpoint": Path(args.checkpoint).name, "data": "cifar10 train", "n": args.n, "seeds": [0, 1],
               "probes": "disjoint (prunekit.reliability.split_probes)", "machine": machine(), "rows": rows}

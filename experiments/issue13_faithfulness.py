@@ -99,7 +99,7 @@ def random_alloc_plan(seed: int, lo: float = 0.2, cap: float = 0.9) -> Path:
         a, b = (m, b) if estimate(struct, shape(m)).macs_reduction < TARGET else (a, m)
     ratios = shape(b)
     plan = Plan(arch="resnet20", ratios=ratios, criterion="l1", signature=signature(struct),
-                preset={"name": "random_allocation", "seed": seed, "weights": "U(%g,1)" % lo, "cap": cap,
+                preset={"name": "random_allocation", "seed": seed, "weights": f"U({lo:g},1)", "cap": cap,
                         "target": TARGET, "by": "flops",
                         "estimate": estimate(struct, ratios).macs_reduction})
     plan.save(path)
@@ -188,8 +188,9 @@ def report(t_wall: float | None) -> dict:
         "spearman_uniform_only": None,
         "bootstrap_95": boot(),
         "recipe": {"checkpoint": CKPT, "target_flops_removed": TARGET, "prune": f"prune --n {N} (recalibration on: "
-                   "1024 train images, seed 0) --no-latency", "finetune": f"finetune --epochs {EPOCHS} --subset {SUBSET} "
-                   f"--test-subset {TEST_N} (lr 0.01 cosine, momentum 0.9, wd 5e-4, batch 128, seed 0)",
+                   "1024 train images, seed 0) --no-latency",
+                   "finetune": f"finetune --epochs {EPOCHS} --subset {SUBSET} --test-subset {TEST_N} (lr 0.01 "
+                               "cosine, momentum 0.9, wd 5e-4, batch 128, seed 0)",
                    "criteria_uniform": CRITERIA, "random_allocations": {"seeds": ALLOC_SEEDS, "filters": "l1",
                    "ratio_g": "min(0.9, t*w_g), w_g ~ U(0.2,1), t solved for the FLOPs target"}},
         "machine": "2-core CPU, shared (other jobs running; nice -n 10, OMP_NUM_THREADS=2)",

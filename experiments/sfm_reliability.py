@@ -41,17 +41,24 @@ def machine() -> str:
     return f"{model}, {os.cpu_count()}-core CPU, torch on {torch.get_num_threads()} thread(s)"
 
 
-def measure(model, data, n: int, estimator: str, reads: str) -> dict:
-    """One cell of the table: the reliability summary (every conv, and the residual convs alone), per-layer
-    rows and seconds per probe."""
-    a, b = split_probes(data, n)
+def record(model, criterion, a, b, **params) -> dict:
+    """The uncached reliability of ``criterion`` between probes ``a`` and ``b``: its summary (every conv, and the
+    residual convs alone), layers without a ranking, per-layer rows (NaN as null) and seconds per probe."""
     start = time.perf_counter()
-    table = reliability(model, "sfm_entropy", a, b, cache=False, estimator=estimator, reads=reads)
+    table = reliability(model, criterion, a, b, cache=False, **params)
     seconds = (time.perf_counter() - start) / 2
     residual = table[table["layer"].isin([layer.name for layer in conv_layers(model) if layer.residual])]
     per_layer = table.astype(object).where(table.notna(), None).to_dict("records")  # NaN -> null in the JSON
-    return {"estimator": estimator, "reads": reads, "n": n, **summarize(table), "residual": summarize(residual),
+    return {**summarize(table), "nan_layers": int(table["spearman"].isna().sum()), "residual": summarize(residual),
             "seconds_per_probe": seconds, "per_layer": per_layer}
+
+
+def measure(model, data, n: int, estimator: str, reads: str) -> dict:
+    """One cell of the table: :func:`record` of sfm_entropy with ``estimator`` and ``reads`` on two disjoint
+    probes of ``n`` images."""
+    a, b = split_probes(data, n)
+    return {"estimator": estimator, "reads": reads, "n": n,
+            **record(model, "sfm_entropy", a, b, estimator=estimator, reads=reads)}
 
 
 def markdown(rows: list[dict]) -> str:
