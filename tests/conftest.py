@@ -32,6 +32,15 @@ def cifar_data_root() -> Path:
     return root
 
 
+@pytest.fixture
+def one_thread():
+    """torch on one thread for the test (steady timings beside other work, and equal results), restored after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def tiny_arrays(n: int = 64, classes: int = 10, seed: int = 0) -> ArraySet:
     """A random 32x32 uint8 data set with labels 0..classes-1 in turn."""
     g = torch.Generator().manual_seed(seed)

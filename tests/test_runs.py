@@ -20,12 +20,7 @@ from tests.conftest import REPO, tiny_arrays
 SIZE = (3, 32, 32)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _setup():

@@ -9,12 +9,8 @@ from tests.conftest import tiny_arrays
 
 
 @pytest.fixture(autouse=True)
-def one_thread_and_cache(tmp_path, monkeypatch):
+def one_thread_and_cache(tmp_path, monkeypatch, one_thread):
     monkeypatch.setenv("PRUNEKIT_CACHE", str(tmp_path))
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _model_with_dead_filters():

@@ -17,12 +17,7 @@ from tests.conftest import tiny_arrays
 SIZE = (3, 32, 32)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_a_sweep_is_one_recalibrated_run_per_point_and_its_flops_fall_as_the_target_rises(tmp_path):
