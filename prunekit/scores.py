@@ -144,7 +144,7 @@ def score_model(
     try:
         data = _probe_for(crit, probe)
         df = score(model, crit, layers, data, cache=cache, progress=progress,
-                   compute=allow_slow or not getattr(crit, "slow", False))
+                   compute=allow_slow or not crit.slow)
         why = None if df is not None else f"{criterion} takes minutes and was not started here (score it first)"
     except DataNotFoundError as exc:
         if fallback is None:

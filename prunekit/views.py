@@ -24,6 +24,7 @@ from .criteria import Criterion
 from .criteria.entropy import value_histograms as _value_histograms
 from .criteria.information import abs_pearson
 from .criteria.streaming import Progress, Ticker, model_device, stream
+from .defaults import BOTTOM_FRACTION
 from .errors import UserError
 from .hooks import capture, eval_mode
 from .layers import ConvLayer, select_layers
@@ -208,7 +209,7 @@ def feature_map_grid(
     return grid
 
 
-def rank_agreement(a: pd.DataFrame, b: pd.DataFrame, *, bottom: float = 0.3) -> pd.DataFrame:
+def rank_agreement(a: pd.DataFrame, b: pd.DataFrame, *, bottom: float = BOTTOM_FRACTION) -> pd.DataFrame:
     """Per layer, how two score tables (from :func:`prunekit.scores.score`) agree.
 
     Returns columns layer, filters, spearman, kendall (tau-b), k, overlap: |bottom-k of a and of b shared| / k
@@ -248,7 +249,7 @@ def rank_stability(
     probe: Any = None,
     *,
     layers: list[str] | None = None,
-    bottom: float = 0.3,
+    bottom: float = BOTTOM_FRACTION,
     **params: Any,
 ) -> pd.DataFrame:
     """Rank agreement (:func:`rank_agreement`) of one criterion between two checkpoints of one architecture
