@@ -28,7 +28,14 @@ PAGES = {
     ],
 }
 
-navigation = st.navigation(PAGES)
+# the navigation is drawn by this script (page links), never Streamlit's list of the files in pages/: that list
+# (shared.py and the page helpers among them) would show until the first run ends (client.showSidebarNavigation)
+navigation = st.navigation(PAGES, position="hidden")
+with st.sidebar:
+    for section, pages in PAGES.items():
+        st.caption(section)
+        for page in pages:
+            st.page_link(page)
 sidebar()
 try:
     navigation.run()

@@ -22,6 +22,7 @@ import streamlit as st
 import torch
 from streamlit.runtime.pages_manager import PagesManager
 
+from pages import started
 from prunekit import CheckpointError, best_device, build_model, list_models, load_checkpoint, model_info
 from prunekit.checkpoints import DEFAULT_CHECKPOINT
 from prunekit.data import ArraySet, DataNotFoundError, data_root, held_out_set, list_datasets, load_arrays, locate
@@ -323,3 +324,5 @@ def page_with_model(title: str, caption: str) -> Selection:
 PagesManager.uses_pages_directory = False
 
 
+
+started()  # the slow imports are done: take the start-up note of pages/__init__.py away

@@ -13,6 +13,7 @@ import time
 import urllib.request
 
 import pytest
+from playwright.sync_api import expect
 
 from tests.conftest import REPO, cifar_root
 
@@ -89,41 +90,66 @@ def test_a_page_opened_by_its_url_on_a_fresh_server_comes_with_the_app(server, p
     # the first request of this module's server: Streamlit would run pages/compare.py alone (its old pages-folder
     # mode), without app.py's sidebar and navigation; the page reruns itself through the router
     page.goto(f"{server}/compare")
+    # never a blank page: the first run of a fresh server (PyTorch imported) says what it is doing, and
+    # Streamlit's status widget ("Running...", with Stop) shows that work is going on (toolbarMode "viewer")
+    page.locator("[data-testid=stMain]").get_by_text("Starting prunekit").or_(
+        page.get_by_role("heading", name="Compare runs", exact=True)).first.wait_for()
+    page.locator("[data-testid=stStatusWidget]").wait_for(state="visible")
     page.get_by_role("heading", name="Compare runs", exact=True).wait_for()
-    page.get_by_text("Plan & prune").first.wait_for()
-    nav = page.locator("[data-testid=stSidebarNav]").inner_text()
-    assert "Guided tour" in nav and "shared" not in nav, nav
-    page.locator("[data-testid=stSidebar]").get_by_text("Bundled default").wait_for()  # the app's sidebar
+    _idle(page)
+    sidebar = page.locator("[data-testid=stSidebar]")
+    sidebar.get_by_role("link", name="Guided tour").wait_for()
+    links = [x.split("\n")[-1] for x in sidebar.get_by_role("link").all_inner_texts()]  # after the icon's name
+    assert "Plan & prune" in links and not any("shared" in x or "agreement" in x for x in links), links
+    assert page.locator("[data-testid=stSidebarNav]").count() == 0  # Streamlit's list of the files in pages/
+    sidebar.get_by_text("Bundled default").wait_for()  # the app's sidebar
+    assert "Starting prunekit" not in page.inner_text("body")  # the start-up note is gone once the page is drawn
 
 
 def test_home_shows_the_default_model_card(server, page):
     page.goto(server)
     page.get_by_text("Where the cost sits").wait_for()
-    page.wait_for_timeout(1500)  # let plotly draw
+    _idle(page)
+    _drawn(page)
     page.screenshot(path=str(SHOTS / "model.png"), full_page=True)
     body = page.inner_text("body")
     assert "Model & data" in body and "ResNet-20" in body
     assert "0.27M" in body and "40.55M" in body
     assert "Traceback" not in body
     page.get_by_role("heading", name="Data", exact=True).scroll_into_view_if_needed()
-    page.wait_for_timeout(500)
+    _frames(page)
     page.screenshot(path=str(SHOTS / "model-data.png"))
 
 
 def _shot(page, name: str) -> None:
     """A screenshot of the whole page: Streamlit scrolls an inner container, so the viewport is stretched to it."""
-    page.wait_for_timeout(800)  # let plotly finish drawing
     height = page.evaluate("() => document.querySelector('[data-testid=stMainBlockContainer]').scrollHeight")
     page.set_viewport_size({"width": 1440, "height": max(900, min(int(height) + 120, 12000))})
-    page.wait_for_timeout(400)
+    _frames(page)
+    _drawn(page)
     page.screenshot(path=str(SHOTS / f"{name}.png"))
     page.set_viewport_size({"width": 1440, "height": 900})
 
 
 def _idle(page) -> None:
-    """Wait until the script run ends (Streamlit shows a 'Running...' status widget while it runs)."""
-    page.wait_for_timeout(300)
-    page.locator("[data-testid=stStatusWidget]").wait_for(state="hidden", timeout=300_000)
+    """Wait until the script run is over: Streamlit marks its root with data-test-script-state="notRunning".
+    Call it after waiting for something the run draws (a heading, a message), so that a run that has not started
+    yet is not taken for one that is over."""
+    page.locator('[data-testid=stApp][data-test-script-state="notRunning"]').wait_for(state="attached",
+                                                                                      timeout=300_000)
+
+
+def _drawn(page) -> None:
+    """Wait until every plotly chart shown on the page (not those in a closed expander or another tab) has drawn
+    its SVG."""
+    page.wait_for_function("() => [...document.querySelectorAll('[data-testid=stPlotlyChart]')]"
+                           ".filter(c => c.checkVisibility()).every(c => c.querySelector('.main-svg'))",
+                           timeout=120_000)
+
+
+def _frames(page) -> None:
+    """Wait until the browser has laid out and painted the current state (two animation frames)."""
+    page.evaluate("() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
 
 
 def _open(page, server, path: str, heading: str) -> None:
@@ -162,10 +188,8 @@ def test_score_plan_prune_finetune_compare(server, page):
     slider.focus()
     for _ in range(10):  # 10 steps of 0.05: ratio 0.5 for the first group
         slider.press("ArrowRight")
-    for _ in range(120):
-        if _estimate(page) != before:
-            break
-        page.wait_for_timeout(500)
+    metric = page.locator("[data-testid=stMetric]").filter(has_text="MACs / image").first
+    expect(metric).not_to_have_text(before, timeout=60_000)  # a state: the estimate redrawn
     _idle(page)
     after = _estimate(page)
     assert after != before and "40.55M" not in after, after
