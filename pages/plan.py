@@ -25,7 +25,7 @@ from prunekit.defaults import HELD_OUT, RECALIBRATION, SENSITIVITY
 from prunekit.errors import UserError
 from prunekit.plan import Plan
 from prunekit.presets import get_preset, list_presets
-from prunekit.ratios import MAX_RATIO, RULE, kept_channels, max_ratio, validate_ratios
+from prunekit.ratios import RULE, kept_channels, max_ratio, validate_ratios
 from prunekit.runs import prune_run
 from prunekit.scores import to_tensors
 from prunekit.sensitivity import sensitivity
@@ -59,7 +59,7 @@ def _table_changed(key: str, roots: list[str], struct, arch: str) -> None:
     try:
         validate_ratios(ratios, struct.groups)
     except UserError as exc:
-        st.session_state[ERROR] = str(exc)
+        st.session_state[ERROR] = f"Typed in the table: {exc}"
         st.session_state[VERSION] = st.session_state.get(VERSION, 0) + 1  # the table shows the kept plan again
         return
     _set_plan(ratios)
@@ -175,8 +175,10 @@ def table_ui(struct, sel, ratios: dict, est, family: str) -> None:
             "group": st.column_config.TextColumn("group (root conv)", width="medium"),
             "convs": st.column_config.TextColumn("convs pruned together", width="large"),
             "filters": st.column_config.NumberColumn("filters", format="%d"),
-            "ratio": st.column_config.NumberColumn("ratio", min_value=0.0, max_value=MAX_RATIO, step=0.01,
-                                                   format="%.3f", help="share of the group's filters to remove"),
+            # no min_value / max_value: the editor would clamp a typed 1.5 or -1 to a value the user never typed;
+            # the value reaches _table_changed as typed and is refused there, by the package's rule
+            "ratio": st.column_config.NumberColumn("ratio", format="%.3f",
+                                                   help=f"share of the group's filters to remove: {RULE}"),
             "kept": st.column_config.NumberColumn("kept after", format="%d")})
     st.caption(f"Type a ratio per group ({RULE}); the sliders follow.")
 
@@ -297,7 +299,8 @@ def main() -> None:
     st.subheader("Per-group ratios")
     left, right = st.columns([1.1, 1], gap="large")
     with left:
-        sliders, table = st.tabs(["Sliders", "Table"])
+        # keyed, with state: an edit refused in the table redraws it, and the user stays on the tab they typed in
+        sliders, table = st.tabs(["Sliders", "Table"], key="plan_tab", on_change="rerun")
         with sliders:
             sliders_ui(struct, ratios, family)
         with table:
