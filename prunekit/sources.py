@@ -267,10 +267,14 @@ def create_source_model(spec: ModelSpec, num_classes: int, pretrained: bool = Fa
 
 
 def _build_torchvision(spec: ModelSpec, num_classes: int) -> nn.Module:
-    """torchvision's model with random weights (``weights=None``)."""
+    """torchvision's model with random weights (``weights=None``); a vision transformer (fixed input size) is built
+    for a square @ size."""
     import torchvision
 
-    return torchvision.models.get_model(spec.name, weights=None, num_classes=num_classes)
+    extra = {}
+    if spec.name.startswith("vit_") and spec.size is not None and spec.size[0] == spec.size[1]:
+        extra["image_size"] = spec.size[0]
+    return torchvision.models.get_model(spec.name, weights=None, num_classes=num_classes, **extra)
 
 
 def _download_torchvision(name: str) -> nn.Module:

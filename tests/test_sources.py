@@ -210,6 +210,22 @@ def test_the_command_line_refuses_a_head_of_other_classes_and_replaces_it_when_a
     assert notes == {"head": {"replaced": "fc", "outputs_before": 100, "classes": 10, "data": "cifar10"}}
 
 
+def test_prune_records_a_replaced_head_in_the_run(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("PRUNEKIT_CACHE", str(tmp_path / "cache"))
+    path = save_checkpoint(build_model("resnet20", num_classes=100), tmp_path / "c100.safetensors", arch="resnet20",
+                           num_classes=100)
+    assert main(["plan", "--model", "resnet20", "--preset", "uniform", "--ratio", "0.5", "--out",
+                 str(tmp_path / "plan.json")]) == 0
+    assert main(["prune", "--checkpoint", str(path), "--plan", str(tmp_path / "plan.json"), "--n", "0",
+                 "--no-latency", "--no-recalibrate", "--replace-head", "--device", "cpu", "--runs",
+                 str(tmp_path / "runs")]) == 0
+    assert "note: replaced the 100-output head (fc) by a fresh 10-class one for cifar10" in capsys.readouterr().err
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    model = read_manifest(run_dir)["model"]
+    assert model["head"] == {"replaced": "fc", "outputs_before": 100, "classes": 10, "data": "cifar10"}
+    assert model["num_classes"] == 10 and load_checkpoint(run_dir / MODEL_FILE)[0].fc.out_features == 10
+
+
 def test_the_command_line_refuses_a_224_model_on_32x32_images_before_reading_them(tmp_path, capsys):
     code = main(["score", "--model", "torchvision:resnet18", "--criterion", "sfm_entropy", "--data-root",
                  str(tmp_path / "nothing-here"), "--out", str(tmp_path / "s.csv")])

@@ -257,12 +257,14 @@ def sweep(args: argparse.Namespace) -> int:
 
     spec = SweepSpec(criteria=tuple(args.criteria), targets=tuple(args.targets), preset=args.preset, by=args.by,
                      finetune_epochs=args.finetune_epochs, finetune_subset=args.finetune_subset)
-    model, arch, classes, _ = load_model(args)
+    model, arch, classes, notes = load_model(args)
     held_out = held_out_set(args.data, args.n, args.data_root) if args.n else None
     with bar("sweep") as progress:
         runs = run_sweep(model, arch, spec, num_classes=classes, input_size=input_size(arch), held_out=held_out,
                          train=_recalibration(args), probe=probe_spec(args), root=args.runs,
                          checkpoint=args.checkpoint, progress=progress)
+    for run in runs if notes else ():  # how the weights were initialised, a replaced head
+        run.update(model={**run.manifest["model"], **notes})
     return emit({"sweep": runs[0].manifest["sweep"]["id"], "runs": [str(r.path) for r in runs],
                  "points": len(runs)})
 
