@@ -1,6 +1,8 @@
 """prunekit dashboard: the page router and the shared sidebar. Pages draw; the package computes.
 
-Run it with `make app` (or `streamlit run app.py`); it binds to 127.0.0.1 (.streamlit/config.toml).
+Run it with `make app` (or `streamlit run app.py`); it binds to 127.0.0.1 (.streamlit/config.toml). Your own model
+code is imported only when you name it here: `streamlit run app.py -- --factory package.module:function` (or
+PRUNEKIT_FACTORY=package.module:function); the sidebar then offers it as a model source.
 """
 import logging
 import os

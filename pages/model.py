@@ -21,7 +21,11 @@ def model_card(sel) -> None:
     macs = int(table["macs"].sum())
 
     st.subheader(sel.label)
-    st.caption(info.description)
+    st.caption(f"{info.description} · input {'x'.join(map(str, info.input_size))} (C x H x W)")
+    weights = sel.header.get("weights") or meta.get("weights")
+    if weights:
+        st.info(f"Weights: {weights}", icon=":material/info:" if weights.startswith("pretrained") else
+                ":material/casino:")
     cols = st.columns(5)
     cols[0].metric("Architecture", sel.arch)
     cols[1].metric("Parameters", human(params), help=f"{params:,} trainable parameters")
@@ -33,7 +37,7 @@ def model_card(sel) -> None:
                    "this checkpoint records no accuracy")
     cols[4].metric("Device", device_label().split(" ")[0].rstrip(":"), help=device_label())
 
-    if meta:
+    if meta.get("train_config") or meta.get("data"):
         with st.expander("How this model was trained", expanded=False):
             cfg = meta.get("train_config", {})
             st.markdown(

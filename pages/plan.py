@@ -287,6 +287,11 @@ def main() -> None:
         "Plan & prune",
         "Choose how many filters each layer loses, see the cost at once, then prune for real and fine-tune.")
     struct = structure_of(sel)
+    if not struct.groups:
+        st.info(f"{sel.arch} has no prunable group of filters here"
+                + (": " + "; ".join(f"{k} ({v})" for k, v in struct.frozen.items()) if struct.frozen else "")
+                + ". Planning and pruning do not apply to it.", icon=":material/info:")
+        st.stop()
     family = model_info(sel.arch).family
     criterion = criterion_in_use()
     st.markdown(INTRO)

@@ -23,8 +23,10 @@ import torch
 from streamlit.runtime.pages_manager import PagesManager
 
 from pages import started
+from pages.model_source import SOURCES, data_problem, pick_source_model, source_options
 from prunekit import CheckpointError, best_device, build_model, list_models, load_checkpoint, model_info
 from prunekit.checkpoints import DEFAULT_CHECKPOINT
+from prunekit.criteria import criterion_class
 from prunekit.data import ArraySet, DataNotFoundError, data_root, held_out_set, list_datasets, load_arrays, locate
 from prunekit.defaults import DEFAULT_CRITERION, FALLBACK_CRITERION, PROBE
 from prunekit.errors import UserError
@@ -54,6 +56,7 @@ class Selection:
     data_path: Path | None
     key: str = ""  # the weights' hash ("" without a model): the cache key of everything computed from the model
     probe_n: int = PROBE.n
+    data_problem: str | None = None  # why the model cannot take the data set's images or labels (None: it can)
 
     @property
     def input_size(self) -> tuple[int, int, int]:
@@ -108,8 +111,8 @@ def _held_out(dataset: str, n: int) -> ArraySet | None:
 
 def held_out(sel: Selection, n: int) -> ArraySet | None:
     """``n`` held-out images of the selected data set (:func:`prunekit.data.held_out_set`, as the command line
-    draws them), None without data."""
-    return _held_out(sel.dataset, n) if sel.data_path is not None else None
+    draws them), None without data or when the model cannot take them (the sidebar says why)."""
+    return _held_out(sel.dataset, n) if sel.data_path is not None and not sel.data_problem else None
 
 
 @st.cache_resource(show_spinner="Preparing the probe images...", max_entries=8)
@@ -152,12 +155,25 @@ def scores(sel: Selection, criterion: str, params: dict | None = None, progress=
         if request in _SCORES:
             _SCORES.move_to_end(request)
             return _SCORES[request]
+    if sel.data_problem and criterion_class(criterion).needs_data:
+        return _without_data(sel, criterion, fallback, progress)
     df = score_model(sel.model, criterion, params, probe=sel.probe_spec, progress=progress,
                      fallback=FALLBACK_CRITERION if fallback else None, allow_slow=allow_slow)
     with _SCORES_LOCK:
         _SCORES[request] = df
         while len(_SCORES) > _SCORES_MAX:
             _SCORES.popitem(last=False)
+    return df
+
+
+def _without_data(sel: Selection, criterion: str, fallback: bool, progress) -> pd.DataFrame:
+    """A criterion that reads images, for a model that cannot take them: the fallback's scores, saying why (with
+    ``fallback``), else UserError."""
+    if not fallback:
+        raise UserError(sel.data_problem)
+    df = score_model(sel.model, FALLBACK_CRITERION, probe=None, progress=progress).copy()
+    df.attrs.update(requested=criterion, fallback=f"{criterion} reads {sel.dataset} images, and {sel.data_problem}. "
+                                                  f"The filters are ranked by {FALLBACK_CRITERION} instead.")
     return df
 
 
@@ -233,40 +249,49 @@ def device_label() -> str:
     return "Apple GPU (MPS)" if device.type == "mps" else "CPU (no GPU found)"
 
 
+def _model_choice(source: str, dataset: str):
+    """The model the sidebar's ``source`` names -> (model, header, arch, label); UserError when it cannot be used,
+    a message (str) in place of the model when there is nothing to use yet."""
+    if source == DEFAULT_SOURCE:
+        if not DEFAULT_CHECKPOINT.exists():
+            raise CheckpointError(DEFAULT_CHECKPOINT, "is missing from assets/.",
+                                  "Restore it from git or train it (assets/README.md).")
+        model, header = _default_model()
+        return model, header, header["arch"], "ResNet-20 · CIFAR-10 (bundled)"
+    if source == REGISTRY_SOURCE:
+        arch = st.selectbox("Architecture", list_models(), index=list_models().index("resnet20"), key="arch")
+        classes = st.number_input("Classes", 1, 10000, 10, key="num_classes")
+        model, header = _registry_model(arch, int(classes))
+        return model, header, arch, f"{arch} (random weights)"
+    if source in SOURCES:
+        return pick_source_model(source, dataset)
+    upload = st.file_uploader("Checkpoint", type=["pt", "pth", "safetensors"],
+                              help=f"A state dict, read safely (no code is unpickled); at most {MAX_UPLOAD_MB} MB.")
+    hint = st.selectbox("Architecture (if the file does not say)", ["from the file", *list_models()])
+    if upload is None:
+        return "Upload a checkpoint to use it."
+    if upload.size > MAX_UPLOAD_MB * 2**20:
+        return f"{upload.name} is {upload.size / 2**20:.0f} MB; the limit is {MAX_UPLOAD_MB} MB."
+    data = upload.getvalue()
+    model, header = _uploaded_model(hashlib.sha256(data).hexdigest(), upload.name, data,
+                                    None if hint == "from the file" else hint)
+    return model, header, header.get("arch") or hint, upload.name
+
+
 def sidebar() -> Selection:
     """Draw the sidebar and keep its choice in st.session_state['selection']."""
     with st.sidebar:
         st.markdown("### :material/content_cut: prunekit")
         st.caption("See inside a CNN's filters, score them by information, prune them for real.")
-        source = st.radio("Model", [DEFAULT_SOURCE, REGISTRY_SOURCE, UPLOAD_SOURCE], key="model_source")
+        source = st.radio("Model", [DEFAULT_SOURCE, REGISTRY_SOURCE, *source_options(), UPLOAD_SOURCE],
+                          key="model_source")
         model, header, arch, error, label = None, {}, None, None, ""
         try:
-            if source == DEFAULT_SOURCE:
-                if not DEFAULT_CHECKPOINT.exists():
-                    raise CheckpointError(DEFAULT_CHECKPOINT, "is missing from assets/.",
-                                          "Restore it from git or train it (assets/README.md).")
-                model, header = _default_model()
-                arch, label = header["arch"], "ResNet-20 · CIFAR-10 (bundled)"
-            elif source == REGISTRY_SOURCE:
-                arch = st.selectbox("Architecture", list_models(), index=list_models().index("resnet20"), key="arch")
-                classes = st.number_input("Classes", 1, 10000, 10, key="num_classes")
-                model, header = _registry_model(arch, int(classes))
-                label = f"{arch} (random weights)"
+            choice = _model_choice(source, st.session_state.get("dataset") or list_datasets()[0])
+            if isinstance(choice, str):
+                error = choice
             else:
-                upload = st.file_uploader("Checkpoint", type=["pt", "pth", "safetensors"],
-                                          help=f"A state dict, read safely (no code is unpickled); "
-                                               f"at most {MAX_UPLOAD_MB} MB.")
-                hint = st.selectbox("Architecture (if the file does not say)", ["from the file", *list_models()])
-                if upload is None:
-                    error = "Upload a checkpoint to use it."
-                elif upload.size > MAX_UPLOAD_MB * 2**20:
-                    error = f"{upload.name} is {upload.size / 2**20:.0f} MB; the limit is {MAX_UPLOAD_MB} MB."
-                else:
-                    data = upload.getvalue()
-                    digest = hashlib.sha256(data).hexdigest()
-                    model, header = _uploaded_model(digest, upload.name, data,
-                                                    None if hint == "from the file" else hint)
-                    arch, label = header.get("arch") or hint, upload.name
+                model, header, arch, label = choice
         except UserError as exc:
             model, error = None, str(exc)
         if error:
@@ -285,9 +310,12 @@ def sidebar() -> Selection:
                                         f"CHIP, Map-EX...) read, from the training split (seed {PROBE.seed}); "
                                         f"{PROBE.n} is the command line's default too. More is steadier and "
                                         "slower.")
+        key = _weights_key(model, label, id(model)) if model is not None else ""
+        problem = data_problem(model, key, arch, dataset)
+        if problem:
+            st.warning(problem, icon=":material/block:")
         st.caption(f"Device: {device_label()}")
-    key = _weights_key(model, label, id(model)) if model is not None else ""
-    selection = Selection(model, arch, header, label, error, dataset, data_path, key, int(probe_n))
+    selection = Selection(model, arch, header, label, error, dataset, data_path, key, int(probe_n), problem)
     st.session_state["selection"] = selection
     return selection
 
@@ -314,6 +342,10 @@ def page_with_model(title: str, caption: str) -> Selection:
     st.caption(caption)
     if sel.model is None:
         st.info(sel.error or "No model selected: pick one in the sidebar.", icon=":material/info:")
+        st.stop()
+    if not any(isinstance(m, torch.nn.Conv2d) for m in sel.model.modules()):
+        st.info(f"{sel.arch} has no convolutions: this page scores and prunes conv filters, so it does not apply to "
+                "it. The Model & data page still describes it.", icon=":material/info:")
         st.stop()
     return sel
 

@@ -126,7 +126,9 @@ def load_checkpoint(
     """Build the model a checkpoint holds and load its weights -> (model in eval mode, header).
 
     ``arch`` and ``num_classes`` come from the file's header; pass them for a plain state dict (they
-    override the header when given). Layers whose stored shapes are smaller (a pruned model) are rebuilt.
+    override the header when given). ``arch`` is any model name (:mod:`prunekit.sources`: a ``factory:`` one
+    must have been enabled at start, never because a file names it). Layers whose stored shapes are smaller (a
+    pruned model) are rebuilt.
     """
     state, header = read_checkpoint(path)
     arch = arch or header.get("arch")
@@ -136,8 +138,8 @@ def load_checkpoint(
         num_classes = header.get("num_classes") or _guess_num_classes(state)
     try:
         model = build_model(arch, num_classes=int(num_classes))
-    except KeyError as exc:
-        raise CheckpointError(path, str(exc.args[0])) from None
+    except (KeyError, UserError) as exc:  # an unknown name, a factory not enabled at start, a malformed name
+        raise CheckpointError(path, str(exc.args[0]) if exc.args else str(exc)) from None
     try:
         conform_to_state_dict(model, state)
         model.load_state_dict(state, strict=True)

@@ -60,6 +60,7 @@ def finetune_run(
     progress: bool = True,
     on_batch=None,
     teacher: str | os.PathLike | None = None,
+    replace_head: bool = False,
 ) -> Run:
     """Fine-tune the pruned model of the run in ``run_dir`` and record it in the run; returns the run.
 
@@ -71,8 +72,12 @@ def finetune_run(
     and rank 0 alone writes the run. on_batch: passed to :func:`prunekit.train.fit` (per-step progress; raising
     there stops the fine-tuning). teacher: the file of the model to distil from when ``config.distill_alpha`` is
     above 0 (default: the run's unpruned model, when its file is on disk); UserError, before anything is written,
-    when distilling without a teacher on disk or given a teacher without distilling. A failure marks the run
-    ``failed`` (``interrupted`` for Ctrl-C) and re-raises.
+    when distilling without a teacher on disk or given a teacher without distilling. The model must take the data
+    (:func:`prunekit.fits.check_model_data`: its input size, its outputs against the classes), else UserError
+    before anything is written; ``replace_head``: a model whose outputs differ from the classes gets a fresh head
+    with the data's classes instead (the manifest's ``finetune`` entry records it under ``head``; no distillation
+    then, the teacher's outputs are the old classes'). A failure marks the run ``failed`` (``interrupted`` for
+    Ctrl-C) and re-raises.
     """
     run = Run.open(run_dir)
     model_file = run.path / MODEL_FILE
@@ -82,9 +87,8 @@ def finetune_run(
     teacher_model, teacher_record = _teacher(run, config, teacher)
     splits = data if isinstance(data, Splits) else _run_splits(run, data or DataRequest(), config.seed)
     model, header = load_checkpoint(model_file)
-    arch, num_classes = header["arch"], int(header["num_classes"])
-    if len(splits.classes) != num_classes:
-        raise UserError(f"the model has {num_classes} classes, the data set {splits.name!r} {len(splits.classes)}")
+    arch, num_classes = header["arch"], len(splits.classes)
+    head = _fit_head(model, arch, splits, replace_head, distilling=teacher_model is not None)
     if len(splits.train) < config.batch_size:
         raise UserError(f"{len(splits.train)} training images make no batch of {config.batch_size}")
     device = dist_util.rank_device(device or best_device())
@@ -97,7 +101,7 @@ def finetune_run(
     if not ddp.is_main:  # the other ranks train alongside and write nothing
         _fit(**fit_args, on_epoch=None, progress=False, on_finish=None)
         return run
-    _start_entry(run, config, device, splits, ddp, resume, teacher_record)
+    _start_entry(run, config, device, splits, ddp, resume, teacher_record, head)
     with run.failures_recorded():
         rows = _fit(**fit_args, on_epoch=lambda row: _record_epoch(run, row), progress=progress,
                     on_finish=lambda meta: _record_ddp(run, meta))
@@ -119,15 +123,36 @@ def _run_splits(run: Run, request: DataRequest, seed: int) -> Splits:
     return resolve_splits(request, seed=seed)
 
 
+def _fit_head(model: nn.Module, arch: str, splits: Splits, replace: bool, *, distilling: bool) -> dict | None:
+    """Check the run's model against the data (input size, outputs = classes); with ``replace``, a model whose
+    outputs differ gets a fresh head -> what the manifest records of it (None: the head is the model's own)."""
+    from .fits import check_model_data, outputs_of, replace_head
+    from .models import model_info
+
+    if not replace:
+        check_model_data(model, arch, splits, labels=True)
+        return None
+    check_model_data(model, arch, splits, labels=False)
+    size, classes = model_info(arch).input_size, len(splits.classes)
+    before = outputs_of(model, size)
+    if before == classes:
+        return None
+    if distilling:
+        raise UserError(f"a replaced head ({before} -> {classes} classes) cannot learn from the unpruned model's "
+                        f"{before} outputs: fine-tune without distillation (--distill-alpha 0)")
+    layer = replace_head(model, classes, size)
+    return {"replaced": layer, "outputs_before": before, "classes": classes, "data": splits.name}
+
+
 def _start_entry(run: Run, config: TrainConfig, device, splits: Splits, ddp, resume: bool,
-                 teacher: dict | None) -> None:
+                 teacher: dict | None, head: dict | None = None) -> None:
     """Mark the run running and write its ``finetune`` entry (keeping the finished epochs when resuming)."""
     previous = (run.manifest.get("finetune") or {}) if resume else {}
     run.start()
     entry = {"dir": FINETUNE_DIR, "config": asdict(config), "device": str(device), "data": splits.record(),
              "started": previous.get("started") or utc_now(), "updated": utc_now(), "finished": None,
              "epochs": previous.get("epochs") or [], "accuracy": None, "loss": None, "model": None,
-             "teacher": teacher}
+             "teacher": teacher, "head": head}
     if ddp.enabled:
         entry["ddp"] = {"world_size": ddp.world_size, "backend": ddp.backend}
     run.update(finetune=entry)

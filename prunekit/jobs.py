@@ -223,24 +223,33 @@ def _train(job: Job, ctx: _Context) -> dict[str, Any]:
     out = job.path / "train"
     _write(job, metrics_file=str(out / "metrics.jsonl"))
     rows = train_new(a["model"], splits, config, out, device=ctx.device, meta={"job": job.id, "device": job.device},
-                     on_batch=ctx.batch, progress=False)
+                     on_batch=ctx.batch, progress=False, pretrained=bool(a.get("pretrained")))
     return {"checkpoint": str(out / "model.safetensors"), "test_accuracy": rows[-1]["test_accuracy"]}
 
 
-def _job_model(job: Job, ctx: _Context) -> nn.Module:
+def _job_model(job: Job, ctx: _Context, *, labels: bool | None = None) -> nn.Module:
+    """The model handed to the job, on its device; with ``labels`` not None first checked against the job's data
+    set (:func:`prunekit.fits.check_model_data`: its input size, with ``labels`` its outputs against the
+    classes)."""
     from .checkpoints import load_checkpoint
+    from .fits import check_model_data
 
-    model, _ = load_checkpoint(job.path / MODEL_FILE)
+    model, header = load_checkpoint(job.path / MODEL_FILE)
+    if labels is not None:
+        check_model_data(model, header["arch"], job.args["data"], labels=labels)
     return model.to(ctx.device).eval()
 
 
 def _score(job: Job, ctx: _Context) -> dict[str, Any]:
+    from .criteria import criterion_class
     from .probe import ProbeSpec
     from .scores import score_model
 
     a = job.args
     probe = ProbeSpec(a["data"], int(a.get("n") or PROBE.n), data_root=a.get("data_root"))
-    df = score_model(_job_model(job, ctx), a["criterion"], a.get("params"), probe=probe, progress=ctx.steps)
+    crit = criterion_class(a["criterion"])
+    model = _job_model(job, ctx, labels=crit.needs_labels if crit.needs_data else None)
+    df = score_model(model, a["criterion"], a.get("params"), probe=probe, progress=ctx.steps)
     df.to_csv(job.path / "scores.csv", index=False)
     return {"scores": str(job.path / "scores.csv"), "filters": len(df), "key": df.attrs["key"]}
 
@@ -253,7 +262,7 @@ def _sensitivity(job: Job, ctx: _Context) -> dict[str, Any]:
     a = job.args
     data = held_out_set(a["data"], int(a.get("n") or SENSITIVITY.n), a.get("data_root"))
     recal = None if a.get("recalibrate") is False else load_arrays(a["data"], "train", a.get("data_root"))
-    table = sensitivity(_job_model(job, ctx), read_scores(a["scores"]), data,
+    table = sensitivity(_job_model(job, ctx, labels=True), read_scores(a["scores"]), data,
                         ratios=a.get("ratios") or SENSITIVITY.ratios, recalibrate=recal, progress=ctx.steps)
     table.to_csv(job.path / "sensitivity.csv", index=False)
     return {"sensitivity": str(job.path / "sensitivity.csv"), "rows": len(table)}

@@ -4,8 +4,14 @@
 >>> list_models()                                       # every registered name
 >>> model_info("vgg16_bn").input_size                   # (3, 32, 32)
 
-An unknown name raises ``KeyError`` listing the known ones. Each entry carries metadata
+An unknown name raises ``KeyError`` listing the known ones (and the close matches). Each entry carries metadata
 (:class:`ModelInfo`): the input size it expects, its family and a one-line description.
+
+Beyond the registry (:mod:`prunekit.sources`): ``torchvision:<name>``, ``timm:<name>`` and
+``factory:<package.module>:<function>``, any of them (a registered name too) with an input-size suffix
+``@<side>`` or ``@<H>x<W>``; :func:`model_info` and :func:`build_model` take these names everywhere a registered
+one goes. ``build_model(..., pretrained=True)`` asks for downloaded weights; :func:`create_model` also says what
+the weights are (a download that fails falls back to random initialisation, and the note says why).
 
 CIFAR ResNets follow He et al. (2016), section 4.2: a 3x3 stem with 16 channels, three stages of
 ``n`` basic blocks with 16/32/64 channels (depth = 6n + 2), global average pooling and a linear
@@ -15,8 +21,10 @@ ResNet-56 0.85M); ``shortcut="B"`` swaps in a 1x1 conv + BN projection.
 """
 from __future__ import annotations
 
+import functools
+import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn as nn
@@ -25,18 +33,31 @@ import torchvision
 
 from .errors import UnknownNameError, UserError
 
-__all__ = ["ModelInfo", "register_model", "build_model", "list_models", "model_info", "count_params"]
+__all__ = ["ModelInfo", "BuiltModel", "register_model", "build_model", "create_model", "list_models", "model_info",
+           "count_params"]
 
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """Metadata of a registered model."""
+    """Metadata of a model name: ``builder(num_classes=..., **kwargs) -> nn.Module`` (random weights),
+    ``input_size`` (C, H, W) it is meant for, ``family`` ("cifar-resnet", ..., "torchvision", "timm", "factory"),
+    a one-line ``description`` and its ``source`` ("registry", "torchvision", "timm" or "factory")."""
 
     name: str
     builder: Callable[..., nn.Module]
     input_size: tuple[int, int, int]  # (C, H, W) the model is meant for
     family: str
     description: str
+    source: str = "registry"
+
+
+@dataclass
+class BuiltModel:
+    """A freshly built model and ``weights``: how its weights were initialised, in words ("random
+    initialisation", "pretrained: ...", or why pretrained weights were asked for and not loaded)."""
+
+    model: nn.Module
+    weights: str
 
 
 _REGISTRY: dict[str, ModelInfo] = {}
@@ -60,18 +81,71 @@ def list_models() -> list[str]:
 
 
 def model_info(name: str) -> ModelInfo:
-    """The metadata of ``name``; ``KeyError`` naming the known models when it is unknown."""
-    try:
+    """The metadata of ``name`` (a registered name or a source spec, with or without an ``@`` size); UnknownNameError
+    (a ``KeyError``) naming the known models and the close matches when it is unknown."""
+    if name in _REGISTRY:
         return _REGISTRY[name]
-    except KeyError:
-        raise UnknownNameError(f"unknown model {name!r}; known models: {', '.join(list_models())}") from None
+    from .sources import parse_spec
+
+    spec = parse_spec(name)
+    if spec.source == "registry":
+        if spec.name not in _REGISTRY:
+            raise _unknown_registered(spec.name)
+        info = _REGISTRY[spec.name]
+        return replace(info, name=str(spec), input_size=(info.input_size[0], *spec.size))
+    return _source_info(spec)
 
 
-def build_model(name: str, *, num_classes: int = 10, **kwargs) -> nn.Module:
-    """Build the registered model ``name`` with ``num_classes`` outputs (weights freshly initialised)."""
-    if not isinstance(num_classes, int) or num_classes < 1:
+@functools.lru_cache(maxsize=256)
+def _source_info(spec) -> ModelInfo:
+    """The metadata of a torchvision / timm / factory spec; UnknownNameError (with close matches, or how to enable
+    a factory) when the source has no such model."""
+    from .sources import check_known, create_source_model, source_description, source_input_size
+
+    check_known(spec)
+
+    def builder(num_classes: int = 10) -> nn.Module:
+        return create_source_model(spec, num_classes)[0]
+
+    return ModelInfo(str(spec), builder, source_input_size(spec), spec.source, source_description(spec), spec.source)
+
+
+def _unknown_registered(name: str) -> UnknownNameError:
+    """"unknown model 'x'; known models: ..." with the close matches, registered or torchvision's."""
+    from .sources import close_matches, model_catalog
+
+    exact = [f"{source}:{name}" for source in ("torchvision", "timm") if f"{source}:{name}" in model_catalog(source)]
+    near = exact + close_matches(name, list_models())
+    hint = f" (did you mean {', '.join(near)}?)" if near else ""
+    return UnknownNameError(f"unknown model {name!r}; known models: {', '.join(list_models())}{hint}; or "
+                            "torchvision:<name>, timm:<name>, factory:<package.module>:<function> (`python -m "
+                            "prunekit models --source torchvision|timm`)")
+
+
+def create_model(name: str, *, num_classes: int = 10, pretrained: bool = False, **kwargs) -> BuiltModel:
+    """Build ``name`` (registered or a source spec) with ``num_classes`` outputs -> :class:`BuiltModel` (the model
+    and how its weights were initialised). ``pretrained``: download the source's weights (torchvision DEFAULT, a
+    new head for other than 1000 classes; timm's own); offline, random weights and a note saying why. Registered
+    models have no pretrained weights (the note says so)."""
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise UserError(f"num_classes must be a positive integer, got {num_classes!r}")
-    return model_info(name).builder(num_classes=num_classes, **kwargs)
+    info = model_info(name)
+    if info.source == "registry":
+        note = "random initialisation" + (": registered models have no pretrained weights" if pretrained else "")
+        return BuiltModel(info.builder(num_classes=num_classes, **kwargs), note)
+    from .sources import create_source_model, parse_spec
+
+    model, note = create_source_model(parse_spec(info.name), num_classes, pretrained)
+    return BuiltModel(model, note)
+
+
+def build_model(name: str, *, num_classes: int = 10, pretrained: bool = False, **kwargs) -> nn.Module:
+    """Build ``name`` with ``num_classes`` outputs (weights freshly initialised, or with ``pretrained`` downloaded:
+    see :func:`create_model`, which also returns what the weights are; here a failed download is a warning)."""
+    built = create_model(name, num_classes=num_classes, pretrained=pretrained, **kwargs)
+    if pretrained and not built.weights.startswith("pretrained"):
+        warnings.warn(built.weights, stacklevel=2)
+    return built.model
 
 
 def count_params(model: nn.Module) -> int:

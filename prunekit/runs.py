@@ -11,7 +11,9 @@ before and right after pruning, ``finetune`` (empty until a fine-tuning job fill
 (running / done / failed / interrupted), timestamps and library versions. It is rewritten whole, atomically
 (a temporary file, then ``os.replace``), so a reader never sees half a manifest. A run whose manifest says
 ``running`` but whose process (pid, on this host) is gone is reported ``interrupted``. The pruned model is
-``model.safetensors``, which :func:`prunekit.checkpoints.load_checkpoint` reloads alone.
+``model.safetensors``, which :func:`prunekit.checkpoints.load_checkpoint` reloads alone. A model that does not take
+the held-out or recalibration images (their size, its outputs against their classes) is refused before a run is
+written (:func:`prunekit.fits.check_model_data`).
 """
 from __future__ import annotations
 
@@ -37,6 +39,7 @@ from .data import ArraySet, DeviceLoader
 from .defaults import LATENCY_BATCHES, LATENCY_REPEAT, RECALIBRATION
 from .errors import UserError
 from .files import write_text_atomic
+from .fits import check_model_data
 from .metrics import evaluate
 from .plan import Plan
 from .prune import prune_model
@@ -274,9 +277,9 @@ def prune_run(
     (default: traced here). sweep: which sweep point this is (:mod:`prunekit.sweeps`). progress: six steps.
     A failure marks the run ``failed`` (``interrupted`` for Ctrl-C) and re-raises; the run stays on disk."""
     progress = progress or no_progress
+    source = _source(model, arch, num_classes, input_size, checkpoint, data, recalibrate)
     struct = struct or structure(model, input_size)
     plan.check(struct)
-    source = _source(model, arch, num_classes, input_size, checkpoint)
     run = Run.create(root, name=arch, model=source, data=_images_record(data), recalibration=None, sweep=sweep,
                      criterion={"name": plan.criterion, "params": plan.criterion_params}, plan=plan.to_dict(),
                      before=None, after=None, accuracy=None, report=None, device=str(next(model.parameters()).device))
@@ -306,8 +309,13 @@ def prune_run(
     return run
 
 
-def _source(model: nn.Module, arch: str, num_classes: int, input_size, checkpoint) -> dict:
-    """What a manifest records of the unpruned model: architecture, classes, input size, file and weights hashes."""
+def _source(model: nn.Module, arch: str, num_classes: int, input_size, checkpoint, data: ArraySet | None,
+            recalibrate: ArraySet | None) -> dict:
+    """What a manifest records of the unpruned model: architecture, classes, input size, file and weights hashes;
+    first the model is checked against the images it will see (UserError when it does not take them)."""
+    for images, labels in ((data, True), (recalibrate, False)):
+        if images is not None:
+            check_model_data(model, arch, images, labels=labels, input_size=input_size)
     return {"arch": arch, "num_classes": num_classes, "input_size": list(input_size),
             "checkpoint": str(checkpoint) if checkpoint else None,
             "checkpoint_sha256": file_sha256(checkpoint) if checkpoint else None, "weights": weights_hash(model)}

@@ -24,6 +24,7 @@ from .criteria import criterion_class
 from .criteria.streaming import Progress, no_progress
 from .data import ArraySet, DataRequest
 from .errors import UserError
+from .fits import check_model_data
 from .presets import BY, get_preset
 from .probe import ProbeSpec
 from .runs import Run, prune_run
@@ -82,8 +83,10 @@ def run_sweep(model: nn.Module, arch: str, spec: SweepSpec, *, num_classes: int,
     is recalibrated on (None: not recalibrated); probe: what data-driven criteria read (scored once each, with
     the cache); finetune_data: the data of the brief fine-tunings (default: the run's data set). progress:
     ``progress(done, total)`` after each point (an exception there stops the sweep; finished points stay).
-    Returns the runs, in the order made."""
+    Returns the runs, in the order made. UserError before any work when the model does not take the images
+    (:func:`prunekit.fits.check_model_data`)."""
     progress = progress or no_progress
+    _check_data(model, arch, input_size, spec, held_out, train, probe)
     struct = structure(model, input_size)
     sweep_id = f"{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:6]}"
     preset, runs, total = get_preset(spec.preset), [], len(spec.criteria) * len(spec.targets)
@@ -101,6 +104,18 @@ def run_sweep(model: nn.Module, arch: str, spec: SweepSpec, *, num_classes: int,
             runs.append(run)
             progress(len(runs), total)
     return runs
+
+
+def _check_data(model: nn.Module, arch: str, input_size, spec: SweepSpec, held_out: ArraySet | None,
+                train: ArraySet | None, probe: ProbeSpec | None) -> None:
+    """Every set of images the sweep will feed the model, checked first: the held-out images (labels), the
+    recalibration images and the probe's data set (labels when a criterion reads them)."""
+    labelled = any(criterion_class(c).needs_labels for c in spec.criteria)
+    reads_probe = any(criterion_class(c).needs_data for c in spec.criteria)
+    for data, labels in ((held_out, True), (train, False), (probe.dataset if probe and reads_probe else None,
+                                                               labelled)):
+        if data is not None:
+            check_model_data(model, arch, data, labels=labels, input_size=input_size)
 
 
 def _finetune(run: Run, spec: SweepSpec, data: DataRequest | None) -> None:

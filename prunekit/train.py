@@ -332,14 +332,22 @@ def _plain(model: nn.Module) -> nn.Module:
 
 def train_new(arch: str, splits, config: TrainConfig, out_dir: str | Path, *, device: str | torch.device,
               workers: int | None = None, meta: dict | None = None, resume: bool = True,
-              on_batch: Callable[[dict], None] | None = None, progress: bool = True) -> list[dict]:
-    """Train a fresh ``arch`` (from the model registry) on :class:`~prunekit.data.Splits` into ``out_dir`` with
-    :func:`fit`: the command line's ``train`` and the ``train`` job both call this. The checkpoint's meta records
-    the data (its name, and ``meta``)."""
-    from .models import build_model
+              on_batch: Callable[[dict], None] | None = None, progress: bool = True,
+              pretrained: bool = False) -> list[dict]:
+    """Train a fresh ``arch`` (any model name, :mod:`prunekit.models`) on :class:`~prunekit.data.Splits` into
+    ``out_dir`` with :func:`fit`: the command line's ``train`` and the ``train`` job both call this. ``pretrained``:
+    start from the source's downloaded weights (random, and said so, when they cannot be downloaded). UserError
+    first when ``arch``'s input size is not the images' (:func:`prunekit.fits.check_input_size`). The checkpoint's
+    meta records the data (its name), how the weights started (``weights``) and ``meta``."""
+    from .fits import check_model_data
+    from .models import create_model
 
-    model = build_model(arch, num_classes=len(splits.classes))
+    check_model_data(None, arch, splits, labels=False)
+    built = create_model(arch, num_classes=len(splits.classes), pretrained=pretrained)
+    if progress and pretrained:
+        tqdm.write(f"{arch}: {built.weights}")
     loaders = make_loaders(splits.train, splits.test, config.batch_size, device=device, seed=config.seed,
                            num_workers=workers)
-    return fit(model, *loaders, config, out_dir, arch=arch, num_classes=len(splits.classes),
-               meta={"data": splits.name, **(meta or {})}, resume=resume, on_batch=on_batch, progress=progress)
+    return fit(built.model, *loaders, config, out_dir, arch=arch, num_classes=len(splits.classes),
+               meta={"data": splits.name, "weights": built.weights, **(meta or {})}, resume=resume,
+               on_batch=on_batch, progress=progress)

@@ -16,6 +16,7 @@ import sys
 
 from ..errors import PrunekitError
 from . import catalog, pruning, training
+from .common import enable_factories
 
 __all__ = ["main", "build_parser"]
 
@@ -31,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        enable_factories(args)  # the user's own model code: imported here, at start, only when named
         return args.func(args)
     except PrunekitError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -3,21 +3,32 @@ background ``jobs`` and their ``worker``."""
 from __future__ import annotations
 
 import argparse
+import sys
 import textwrap
 from pathlib import Path
 
 from ..errors import UserError
-from .common import bar, emit, input_size, parse_params
+from .common import MODEL_HELP, add_factory_arg, bar, emit, input_size, parse_params
 
 __all__ = ["register"]
 
 
 def models(args: argparse.Namespace) -> int:
-    from ..models import list_models, model_info
+    """The registered models with their input size and description; --source torchvision|timm|factory lists that
+    source's names instead (those containing --search)."""
+    from ..models import model_info
+    from ..sources import model_catalog
 
-    for name in list_models():
-        info = model_info(name)
-        print(f"{name:20s} {'x'.join(map(str, info.input_size)):10s} {info.description}")
+    names = model_catalog(args.source, args.search)
+    if args.source == "registry":
+        for name in names:
+            info = model_info(name)
+            print(f"{name:20s} {'x'.join(map(str, info.input_size)):10s} {info.description}")
+    else:
+        print("\n".join(names))
+    if not names:
+        print(f"no {args.source} model" + (f" contains {args.search!r}" if args.search else " (enable one with "
+                                            "--factory package.module:function)"), file=sys.stderr)
     return 0
 
 
@@ -126,9 +137,16 @@ def worker(args: argparse.Namespace) -> int:
 
 def register(sub) -> None:
     from ..export import FORMATS
-    from ..models import list_models
 
-    sub.add_parser("models", help="list the registered models").set_defaults(func=models)
+    m = sub.add_parser("models", help="list the registered models, or a source's (torchvision, timm, factory)",
+                       description="Models are named: a registered name, torchvision:<name>, timm:<name> or "
+                       "factory:<package.module>:<function> (enabled with --factory), each with an optional input "
+                       "size @<side> or @<H>x<W> (e.g. torchvision:densenet121@32).")
+    m.add_argument("--source", default="registry", choices=("registry", "torchvision", "timm", "factory"),
+                   help="which names to list (default: the registered ones, with their input size)")
+    m.add_argument("--search", default="", help="only the names containing this text (case-insensitive)")
+    add_factory_arg(m)
+    m.set_defaults(func=models)
     d = sub.add_parser("datasets", help="list the data sets and the data root")
     d.add_argument("--data-root", default=None)
     d.set_defaults(func=datasets)
@@ -142,7 +160,8 @@ def register(sub) -> None:
     p = sub.add_parser("export", help="export a run's pruned model (or a checkpoint) as safetensors/TorchScript/ONNX")
     p.add_argument("--run", default=None, help="a run directory")
     p.add_argument("--checkpoint", default=None)
-    p.add_argument("--model", default=None, choices=list_models())
+    p.add_argument("--model", default=None, help=f"architecture (default: the checkpoint's): {MODEL_HELP}")
+    add_factory_arg(p)
     p.add_argument("--formats", nargs="+", default=list(FORMATS), choices=FORMATS)
     p.add_argument("--out", required=True, help="output folder")
     p.set_defaults(func=export)

@@ -14,9 +14,10 @@ import torch
 
 from ..errors import UserError
 
-__all__ = ["add_model_args", "add_data_args", "add_device_args", "add_probe_args", "add_criterion_args",
-           "add_recipe_args", "parse_params", "bar", "device", "load_model", "input_size", "emit", "data_request",
-           "probe_spec", "recipe_overrides"]
+__all__ = ["add_model_args", "add_factory_arg", "enable_factories", "check_data", "add_data_args",
+           "add_device_args", "add_probe_args", "add_criterion_args", "add_recipe_args", "parse_params", "bar",
+           "device", "load_model", "input_size", "emit", "data_request", "probe_spec", "recipe_overrides",
+           "MODEL_HELP"]
 
 
 def add_device_args(p: argparse.ArgumentParser) -> None:
@@ -24,18 +25,46 @@ def add_device_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=0, help="CPU threads (default: torch's choice)")
 
 
+MODEL_HELP = ("a registered name (`python -m prunekit models`), torchvision:<name>, timm:<name> or "
+              "factory:<package.module>:<function> (with --factory), optionally with an input size @<side> or "
+              "@<H>x<W>, e.g. torchvision:resnet18@32")
+
+
+def add_factory_arg(p: argparse.ArgumentParser) -> None:
+    """--factory package.module:function (repeatable): the user's own model code, imported at start (and only
+    then); ``$PRUNEKIT_FACTORY`` names more."""
+    p.add_argument("--factory", action="append", default=[], metavar="PACKAGE.MODULE:FUNCTION",
+                   help="import your own model function (num_classes: int) -> nn.Module now, so that "
+                   "factory:PACKAGE.MODULE:FUNCTION names it (repeatable; $PRUNEKIT_FACTORY, comma-separated, names "
+                   "more). prunekit never imports code because a file names it")
+
+
 def add_model_args(p: argparse.ArgumentParser, *, required: bool = False) -> None:
-    """--checkpoint, --model, --data, --data-root and the device: what a command scoring or pruning a model reads."""
+    """--checkpoint, --model, --factory, --pretrained, --replace-head, --data, --data-root and the device: what a
+    command scoring or pruning a model reads."""
     from ..data import list_datasets
-    from ..models import list_models
 
     p.add_argument("--checkpoint", default=None, help="weights (.pt/.pth/.safetensors); a prunekit file names its "
                    "architecture")
-    p.add_argument("--model", default=None, required=required, choices=list_models(),
-                   help="architecture (default: the checkpoint's)")
+    p.add_argument("--model", default=None, required=required,
+                   help=f"architecture (default: the checkpoint's): {MODEL_HELP}")
+    add_factory_arg(p)
+    p.add_argument("--pretrained", action="store_true",
+                   help="without --checkpoint: download the source's pretrained weights (torchvision, timm); offline, "
+                   "random weights, and a note says so")
+    p.add_argument("--replace-head", action="store_true",
+                   help="replace the model's last classifier layer by a fresh one with the data set's classes (when "
+                   "they differ; the model is refused otherwise)")
     p.add_argument("--data", default="cifar10", choices=list_datasets(), help="data set (default cifar10)")
     p.add_argument("--data-root", default=None, help="data folder (default: $PRUNEKIT_DATA or ~/.cache/prunekit/data)")
     add_device_args(p)
+
+
+def enable_factories(args: argparse.Namespace) -> list[str]:
+    """Import the factories --factory and $PRUNEKIT_FACTORY name (every command calls this first)."""
+    from ..sources import enable_factories as enable
+
+    return enable(getattr(args, "factory", None) or [])
 
 
 def add_data_args(p: argparse.ArgumentParser, *, default: str | None) -> None:
@@ -164,21 +193,58 @@ def device(args: argparse.Namespace) -> torch.device:
 
 
 def load_model(args: argparse.Namespace):
-    """-> (model on the device in eval mode, arch, num_classes) from --checkpoint (and/or --model)."""
+    """-> (model on the device in eval mode, arch, num_classes (its outputs), notes for the run's manifest) from
+    --checkpoint and/or --model (built fresh, --pretrained downloaded), its head replaced with --replace-head."""
     from ..checkpoints import load_checkpoint
     from ..data import num_classes
-    from ..models import build_model
+    from ..models import create_model
 
+    notes: dict = {}
     if args.checkpoint:
+        if getattr(args, "pretrained", False):
+            raise UserError(f"--pretrained downloads fresh weights, and --checkpoint {args.checkpoint} holds its own: "
+                            "give one or the other")
         model, header = load_checkpoint(args.checkpoint, arch=args.model)
         arch = args.model or header["arch"]
     elif args.model:
-        print(f"warning: no --checkpoint, using a freshly initialised {args.model}", file=sys.stderr)
-        arch, model = args.model, build_model(args.model, num_classes=num_classes(args.data))
+        built = create_model(args.model, num_classes=num_classes(args.data), pretrained=getattr(args, "pretrained",
+                                                                                                 False))
+        arch, model, notes["weights"] = args.model, built.model, built.weights
+        print(f"warning: no --checkpoint, using a freshly built {arch} ({built.weights})", file=sys.stderr)
     else:
         raise UserError("give --checkpoint (a prunekit file names its architecture) or --model")
-    classes = next(m for m in reversed(list(model.modules())) if isinstance(m, torch.nn.Linear)).out_features
-    return model.to(device(args)).eval(), arch, classes
+    if getattr(args, "replace_head", False):
+        notes.update(_replaced_head(model, arch, num_classes(args.data), args.data))
+    classes = outputs_of(model, input_size(arch))
+    return model.to(device(args)).eval(), arch, classes, notes
+
+
+def _replaced_head(model, arch: str, classes: int, data: str) -> dict:
+    """--replace-head: a fresh ``classes``-class head when the outputs differ -> the manifest's note (said on
+    stderr)."""
+    from ..fits import replace_head
+
+    before = outputs_of(model, input_size(arch))
+    if before == classes:
+        return {}
+    layer = replace_head(model, classes, input_size(arch))
+    print(f"note: replaced the {before}-output head ({layer}) by a fresh {classes}-class one for {data} (random "
+          "weights: fine-tune before trusting the accuracy)", file=sys.stderr)
+    return {"head": {"replaced": layer, "outputs_before": before, "classes": classes, "data": data}}
+
+
+def outputs_of(model, size: tuple[int, int, int]) -> int:
+    from ..fits import outputs_of as outputs
+
+    return outputs(model, size)
+
+
+def check_data(args: argparse.Namespace, model, arch: str, *, labels: bool) -> None:
+    """The model against --data before any work (:func:`prunekit.fits.check_model_data`): its input size, and with
+    ``labels`` its outputs against the classes."""
+    from ..fits import check_model_data
+
+    check_model_data(model, arch, args.data, labels=labels)
 
 
 def input_size(arch: str) -> tuple[int, int, int]:

@@ -12,6 +12,7 @@ from .common import (
     add_model_args,
     add_probe_args,
     bar,
+    check_data,
     emit,
     input_size,
     load_model,
@@ -34,7 +35,9 @@ def score(args: argparse.Namespace) -> int:
     from ..scores import score_model
 
     crit = get_criterion(args.criterion, **parse_params(args.param))
-    model, _, _ = load_model(args)
+    model, arch, _, _ = load_model(args)
+    if crit.needs_data:
+        check_data(args, model, arch, labels=crit.needs_labels)
     with bar(crit.name) as progress:
         df = score_model(model, crit.name, crit.config, layers=args.layers, probe=probe_spec(args),
                          cache=not args.no_cache,
@@ -71,12 +74,17 @@ def _reliability(model, crit, args: argparse.Namespace, out: Path) -> dict:
             "seeds": a["seeds"], "table": str(path)}
 
 
-def _scores(args: argparse.Namespace, model, criterion: str, params: dict) -> dict:
-    """{conv: scores} from --scores CSV, else computed (and cached) with ``criterion`` on the probe options."""
+def _scores(args: argparse.Namespace, model, arch: str, criterion: str, params: dict) -> dict:
+    """{conv: scores} from --scores CSV, else computed (and cached) with ``criterion`` on the probe options (the
+    model checked against the data first when the criterion reads images)."""
+    from ..criteria import criterion_class
     from ..scores import read_scores, score_model, to_tensors
 
     if args.scores:
         return read_scores(args.scores)
+    crit = criterion_class(criterion)
+    if crit.needs_data:
+        check_data(args, model, arch, labels=crit.needs_labels)
     with bar(f"scores ({criterion})") as progress:
         return to_tensors(score_model(model, criterion, params, probe=probe_spec(args), progress=progress))
 
@@ -88,12 +96,12 @@ def plan(args: argparse.Namespace) -> int:
     from ..structure import estimate, structure
 
     preset = get_preset(args.preset)
-    model, arch, _ = load_model(args)
+    model, arch, _, _ = load_model(args)
     struct = structure(model, input_size(arch))
     criterion, params = args.criterion, parse_params(args.param)
     inputs = {"model": model}
     if "scores" in preset.needs:
-        inputs["scores"] = _scores(args, model, criterion, params)
+        inputs["scores"] = _scores(args, model, arch, criterion, params)
     if "sensitivity" in preset.needs and args.sensitivity:
         inputs["sensitivity"] = pd.read_csv(args.sensitivity)
     value = getattr(args, preset.knob.name) if preset.knob else None
@@ -117,16 +125,18 @@ def prune(args: argparse.Namespace) -> int:
     loaded = Plan.load(args.plan)
     if not args.checkpoint and not args.model:
         args.model = loaded.arch
-    model, arch, classes = load_model(args)
+    model, arch, classes, notes = load_model(args)
     if arch != loaded.arch:
         raise UserError(f"the plan was made for {loaded.arch}, the model is {arch}")
-    scores = _scores(args, model, loaded.criterion, loaded.criterion_params)
+    scores = _scores(args, model, arch, loaded.criterion, loaded.criterion_params)
     data = held_out_set(args.data, args.n, args.data_root) if args.n else None
     with bar("prune") as progress:
         run = prune_run(model, loaded, scores, arch=arch, num_classes=classes, input_size=input_size(arch),
                         root=args.runs, checkpoint=args.checkpoint, data=data, recalibrate=_recalibration(args),
                         latency_batches=() if args.no_latency else LATENCY_BATCHES, repeat=args.repeat,
                         progress=progress)
+    if notes:  # how the weights were initialised, a replaced head
+        run.update(model={**run.manifest["model"], **notes})
     row = list_runs(run.path.parent).set_index("run").loc[run.manifest["id"]]
     return emit({"run": str(run.path), "status": run.status, "params": [int(row.params_before), int(row.params)],
                  "flops": [int(row.flops_before), int(row.flops)], "accuracy_before": row.accuracy_before,
@@ -152,8 +162,9 @@ def sensitivity(args: argparse.Namespace) -> int:
     from ..data import held_out_set
     from ..sensitivity import sensitivity as curves
 
-    model, _, _ = load_model(args)
-    scores = _scores(args, model, args.criterion, parse_params(args.param))
+    model, arch, _, _ = load_model(args)
+    check_data(args, model, arch, labels=True)
+    scores = _scores(args, model, arch, args.criterion, parse_params(args.param))
     with bar("sensitivity") as progress:
         df = curves(model, scores, held_out_set(args.data, args.n, args.data_root), ratios=args.ratios,
                     groups=args.groups, recalibrate=_recalibration(args), cache=not args.no_cache, progress=progress)
@@ -246,12 +257,14 @@ def sweep(args: argparse.Namespace) -> int:
 
     spec = SweepSpec(criteria=tuple(args.criteria), targets=tuple(args.targets), preset=args.preset, by=args.by,
                      finetune_epochs=args.finetune_epochs, finetune_subset=args.finetune_subset)
-    model, arch, classes = load_model(args)
+    model, arch, classes, notes = load_model(args)
     held_out = held_out_set(args.data, args.n, args.data_root) if args.n else None
     with bar("sweep") as progress:
         runs = run_sweep(model, arch, spec, num_classes=classes, input_size=input_size(arch), held_out=held_out,
                          train=_recalibration(args), probe=probe_spec(args), root=args.runs,
                          checkpoint=args.checkpoint, progress=progress)
+    for run in runs if notes else ():  # how the weights were initialised, a replaced head
+        run.update(model={**run.manifest["model"], **notes})
     return emit({"sweep": runs[0].manifest["sweep"]["id"], "runs": [str(r.path) for r in runs],
                  "points": len(runs)})
 

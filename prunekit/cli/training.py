@@ -1,5 +1,5 @@
-"""``train`` (a registered model from scratch) and ``finetune`` (a run's pruned model), on one device or under
-torchrun (DistributedDataParallel)."""
+"""``train`` (a model from scratch, or from downloaded weights) and ``finetune`` (a run's pruned model), on one
+device or under torchrun (DistributedDataParallel)."""
 from __future__ import annotations
 
 import argparse
@@ -8,7 +8,16 @@ from pathlib import Path
 
 import torch
 
-from .common import add_data_args, add_recipe_args, data_request, device, emit, recipe_overrides
+from .common import (
+    MODEL_HELP,
+    add_data_args,
+    add_factory_arg,
+    add_recipe_args,
+    data_request,
+    device,
+    emit,
+    recipe_overrides,
+)
 
 __all__ = ["register"]
 
@@ -31,7 +40,7 @@ def train(args: argparse.Namespace) -> int:
         meta = {"command": " ".join(["python -m prunekit", *sys.argv[1:]]), "device": str(world.device),
                 "torch": torch.__version__, **({"image_size": args.image_size} if args.folder else {})}
         rows = train_new(args.model, splits, config, args.out, device=world.device, workers=args.workers, meta=meta,
-                         resume=not args.no_resume)
+                         resume=not args.no_resume, pretrained=args.pretrained)
         if world.is_main:
             seconds = round(sum(r["seconds"] for r in rows), 1)
             emit({"test_accuracy": rows[-1]["test_accuracy"], "train_seconds": seconds,
@@ -49,7 +58,7 @@ def finetune(args: argparse.Namespace) -> int:
         if world.is_main:
             print(f"fine-tuning {args.run} on {world.device}{ranks} for {config.epochs} epochs", file=sys.stderr)
         run = finetune_run(args.run, config, data=data_request(args), device=world.device, resume=not args.no_resume,
-                           teacher=args.teacher)
+                           teacher=args.teacher, replace_head=args.replace_head)
         if world.is_main:
             entry = run.manifest["finetune"]
             emit({"run": str(run.path), "status": run.status,
@@ -61,16 +70,21 @@ def finetune(args: argparse.Namespace) -> int:
 
 def register(sub) -> None:
     from ..finetune import finetune_config
-    from ..models import list_models
     from ..train import TrainConfig
 
-    t = sub.add_parser("train", help="train a registered model from scratch on a 32x32 data set or an image folder",
-                       description="Train a registered model from scratch on a 32x32 data set (--data, held on the "
+    t = sub.add_parser("train", help="train a model from scratch on a 32x32 data set or an image folder",
+                       description="Train a model (registered, torchvision:, timm: or factory:, its input size the "
+                       "images': @32 for a 32x32 data set) from scratch, or from downloaded weights with "
+                       "--pretrained, on a 32x32 data set (--data, held on the "
                        "device) or on an image folder (--folder DIR: DIR/train/ and DIR/val/ are ImageFolder trees "
                        "with the same class folders, read by a DataLoader with --workers processes at --image-size "
                        "with the standard ImageNet transforms; the classes are DIR/train's folders). "
                        + TORCHRUN.format(cmd="train"))
-    t.add_argument("--model", required=True, choices=list_models())
+    t.add_argument("--model", required=True, help=MODEL_HELP)
+    add_factory_arg(t)
+    t.add_argument("--pretrained", action="store_true",
+                   help="start from the source's downloaded weights (torchvision, timm; a new head for the data's "
+                   "classes); offline, random weights, and the checkpoint's meta says so")
     add_data_args(t, default="cifar10")
     t.add_argument("--out", required=True, help="output folder (checkpoints, metrics.jsonl); resumed if it has state")
     add_recipe_args(t, TrainConfig(), extra=True)
@@ -83,6 +97,10 @@ def register(sub) -> None:
                    help="a run directory written by `prune` (under torchrun write --run-dir: torchrun's own parser "
                    "takes --run for an abbreviation of its --run-path)")
     add_data_args(f, default=None)
+    add_factory_arg(f)
+    f.add_argument("--replace-head", action="store_true",
+                   help="when the data's classes differ from the model's outputs, fine-tune a fresh head with the "
+                   "data's classes (recorded in the run's manifest; without it such data is refused)")
     add_recipe_args(f, finetune_config(), extra=False)
     _add_distill_args(f, finetune_config())
     f.set_defaults(func=finetune)

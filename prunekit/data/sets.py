@@ -27,10 +27,12 @@ import torch.nn.functional as F
 from ..errors import DataNotFoundError, UnknownNameError, UserError
 
 __all__ = ["ArraySet", "CIFAR10_CLASSES", "JPEG_ARCHIVE", "cache_dir", "data_root", "folder_dataset", "folder_splits",
-           "how_to_get", "list_datasets", "load_arrays", "locate", "normalization", "num_classes", "subset"]
+           "how_to_get", "image_size", "list_datasets", "load_arrays", "locate", "normalization", "num_classes",
+           "subset"]
 
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 JPEG_ARCHIVE = "cifar10-jpeg.tar.gz"
+ARRAY_SIDE = 32  # every named data set's images are ARRAY_SIDE x ARRAY_SIDE
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
@@ -135,6 +137,12 @@ def list_datasets() -> list[str]:
 def num_classes(name: str) -> int:
     """Number of classes of a named 32x32 data set."""
     return _spec(name).num_classes
+
+
+def image_size(name: str) -> tuple[int, int]:
+    """(H, W) of a named data set's images: (32, 32) for every one (MNIST's 28x28 are padded), never resized."""
+    _spec(name)
+    return ARRAY_SIDE, ARRAY_SIDE
 
 
 def normalization(name: str) -> tuple[tuple[float, float, float], tuple[float, float, float]]:

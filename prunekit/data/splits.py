@@ -14,7 +14,7 @@ import torch
 from .. import distributed as dist_util
 from ..defaults import HELD_OUT
 from ..errors import UserError
-from .sets import ArraySet, folder_splits, load_arrays, subset
+from .sets import ArraySet, folder_splits, image_size, load_arrays, subset
 
 __all__ = ["DataRequest", "Splits", "classes_of", "held_out_set", "resolve_splits"]
 
@@ -59,12 +59,13 @@ class DataRequest:
 class Splits:
     """train / test: two :class:`ArraySet` or two map-style datasets (a folder's, items (float (3, S, S), label));
     name: the data set's name or the folder's absolute path (what a checkpoint or a run records); classes: the
-    class names, in label order."""
+    class names, in label order; image_size: (H, W) of the images the model sees (a folder's crops: (S, S))."""
 
     train: Any
     test: Any
     name: str
     classes: list[str]
+    image_size: tuple[int, int] = (32, 32)
 
     def record(self) -> dict[str, Any]:
         """What a checkpoint or a run records of the data: the name and the image counts."""
@@ -97,7 +98,8 @@ def resolve_splits(request: DataRequest, *, seed: int = 0) -> Splits:
         train = subset(train, request.subset, seed=seed)
     if request.test_subset:
         test = subset(test, request.test_subset, seed=HELD_OUT.seed)
-    return Splits(train, test, name, classes)
+    size = (request.image_size, request.image_size) if request.folder else image_size(request.name)
+    return Splits(train, test, name, classes, size)
 
 
 def held_out_set(dataset: str, n: int = HELD_OUT.n, data_root: str | os.PathLike | None = None) -> ArraySet:

@@ -1,0 +1,81 @@
+"""AppTest: a torchvision or timm model (or the user's own factory) picked in the sidebar, at the data set's input
+size, its card saying how its weights were initialised; a model that cannot take the data set is said plainly."""
+import textwrap
+
+import pytest
+
+import prunekit.sources as sources
+from tests.apptest_kit import open_page
+
+TORCHVISION = "A torchvision model"
+
+
+def _metrics(at) -> dict:
+    return {m.label: m.value for m in at.metric}
+
+
+def test_a_torchvision_model_at_the_data_sets_size_shows_its_card():
+    at = open_page(model_source=TORCHVISION, torchvision_model="torchvision:densenet121")
+    assert not at.exception
+    assert at.sidebar.number_input(key="input_side").value == 32  # cifar10's image side
+    metrics = _metrics(at)
+    assert metrics["Architecture"] == "torchvision:densenet121@32"
+    assert metrics["Parameters"] == "6.96M" and metrics["Test accuracy"] == "unknown"
+    assert any("input 3x32x32" in c.value and "Densenet-121" in c.value for c in at.caption)
+    assert [i.value for i in at.info] == ["Weights: random initialisation"]
+    assert not at.sidebar.warning  # it takes cifar10's images and classes
+
+
+def test_pretrained_weights_that_cannot_be_downloaded_say_so_on_the_card(monkeypatch):
+    def offline(name):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(sources, "_download_torchvision", offline)
+    at = open_page(model_source=TORCHVISION, torchvision_model="torchvision:resnet18", pretrained=True)
+    assert not at.exception
+    assert _metrics(at)["Architecture"] == "torchvision:resnet18@32"
+    assert ("Weights: random initialisation: pretrained weights could not be downloaded (OSError: network is "
+            "unreachable)") in [i.value for i in at.info]
+
+
+def test_a_size_other_than_the_images_is_said_plainly_in_the_sidebar():
+    at = open_page(model_source=TORCHVISION, torchvision_model="torchvision:resnet18", input_side=64)
+    assert not at.exception
+    assert _metrics(at)["Architecture"] == "torchvision:resnet18@64"
+    warnings = [w.value for w in at.sidebar.warning]
+    assert any("torchvision:resnet18@64 expects 64x64 inputs; cifar10 images are 32x32: use torchvision:resnet18@32"
+               in w for w in warnings)
+
+
+def test_a_timm_model_is_listed_and_built():
+    at = open_page(model_source="A timm model", timm_model="timm:resnet18")
+    assert not at.exception
+    assert "timm:regnetx_002" in at.sidebar.selectbox(key="timm_model").options
+    assert _metrics(at)["Architecture"] == "timm:resnet18@32"
+
+
+@pytest.fixture
+def factory(tmp_path, monkeypatch):
+    """$PRUNEKIT_FACTORY naming a tiny CNN in a module on sys.path (the factory table restored after)."""
+    (tmp_path / "prunekit_app_factory.py").write_text(textwrap.dedent('''
+        import torch.nn as nn
+
+        def mlp(num_classes: int) -> nn.Module:
+            """A two-layer perceptron: no convolutions."""
+            return nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 16), nn.ReLU(), nn.Linear(16, num_classes))
+
+        mlp.input_size = (3, 32, 32)
+        '''))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(sources, "_FACTORIES", {})
+    monkeypatch.setenv(sources.FACTORY_ENV, "prunekit_app_factory:mlp")
+    return "factory:prunekit_app_factory:mlp"
+
+
+def test_the_factory_the_app_was_started_with_is_a_source_and_a_page_that_needs_convs_says_so(factory):
+    at = open_page(model_source="Your own model (--factory)")
+    assert not at.exception
+    assert _metrics(at)["Architecture"] == factory and not at.sidebar.warning
+    at = open_page("pages/plan.py", model_source="Your own model (--factory)")
+    assert not at.exception
+    assert any(f"{factory} has no convolutions: this page scores and prunes conv filters" in i.value for i in at.info)
