@@ -3,6 +3,7 @@ fine-tuning curve, downloads, its plan back into the editor) and the table of al
 from pathlib import Path
 
 import pandas as pd
+import plotly.colors
 import plotly.graph_objects as go
 import streamlit as st
 
@@ -11,7 +12,7 @@ from pages.sweep_form import sweep_form
 from prunekit.compare import AXES, STAGES, baselines, channels_frame, comparison, finetune_frame, report_zip, run_files
 from prunekit.runs import list_runs, read_manifest, runs_root
 
-PALETTE = ["#2f6fed", "#f2a541", "#2a9d8f", "#e76f51", "#8d5fd3", "#6c757d", "#d62976", "#3a86ff"]
+PALETTE = plotly.colors.qualitative.Dark24  # 24 distinct colours: 13 criteria never share one
 RUN_KEY = "compare_run"
 
 
@@ -30,42 +31,78 @@ def empty_state() -> None:
     st.page_link("pages/plan.py", label="Go to Plan & prune", icon=":material/tune:")
 
 
-def axis_controls() -> tuple[str, str]:
-    a, b = st.columns([1, 2])
+def axis_controls() -> tuple[str, str, bool]:
+    a, b, c = st.columns([1, 2, 0.8])
     x = a.selectbox("Cost (x axis)", list(AXES), format_func=AXES.get, key="compare_x")
     stage = b.radio("Accuracy (y axis)", list(STAGES), format_func=STAGES.get, horizontal=True, key="compare_stage")
-    return x, stage
+    with_base = c.toggle("Unpruned model on the x axis", key="compare_base",
+                         help="Off: the x axis fits the runs, and the unpruned model is the dotted line at its "
+                              "accuracy. On: its star at its own cost too (the runs then bunch up on the left).")
+    return x, stage, with_base
 
 
-def scatter(points: pd.DataFrame, base: pd.DataFrame, x: str) -> go.Figure:
-    """One colour per criterion, the Pareto front as a step line, a star per unpruned model."""
+SYMBOLS = ["circle", "square", "diamond", "triangle-up", "cross", "x", "pentagon", "hexagram", "triangle-down"]
+
+
+def _style(k: int) -> tuple[str, str]:
+    """(colour, symbol) of the k-th criterion: 24 colours and 9 symbols, so no two of the first 72 share both."""
+    return PALETTE[k % len(PALETTE)], SYMBOLS[k % len(SYMBOLS)]
+
+
+def _x_range(points: pd.DataFrame, base: pd.DataFrame, with_base: bool) -> list[float] | None:
+    """The x axis fitted to the trusted runs (and the unpruned models when asked): a far-away star or a
+    latency timed on a busy machine must not squash every run into one column."""
+    xs = points.loc[points["suspect"].isna(), "x"].tolist() + (base["x"].tolist() if with_base else [])
+    if not xs:
+        return None
+    lo, hi = min(xs), max(xs)
+    pad = (hi - lo) * 0.08 or abs(hi) * 0.05 or 1.0
+    return [lo - pad, hi + pad]
+
+
+def _runs_trace(fig: go.Figure, group: pd.DataFrame, criterion, k: int, x: str) -> None:
+    color, symbol = _style(k)
+    for _, curve in group[group["sweep"].notna()].groupby("sweep"):  # each sweep of this criterion: one curve
+        curve = curve.sort_values("x")
+        fig.add_scatter(x=curve["x"], y=curve["accuracy"], mode="lines", line=dict(color=color, width=2),
+                        name=f"{criterion} (sweep)", legendgroup=str(criterion), hoverinfo="skip")
+    suspect = group["suspect"].notna()
+    fig.add_scatter(
+        x=group["x"], y=group["accuracy"], mode="markers", name=str(criterion), legendgroup=str(criterion),
+        customdata=group[["run", "preset", "stage", "n", "suspect"]].astype(object).fillna("-").to_numpy(),
+        marker=dict(size=group["pareto"].map({True: 14, False: 10}), color=color,
+                    symbol=[f"{symbol}-open" if s else symbol for s in suspect],
+                    line=dict(width=group["pareto"].map({True: 2, False: 0}), color="#212529")),
+        hovertemplate="<b>%{customdata[0]}</b><br>" + f"criterion {criterion}<br>preset %{{customdata[1]}}"
+                      "<br>accuracy %{y:.2f}% (%{customdata[2]}, on %{customdata[3]} test images)<br>" + AXES[x]
+                      + " %{x:.4s}<br>suspect timing: %{customdata[4]}<extra></extra>")
+
+
+def scatter(points: pd.DataFrame, base: pd.DataFrame, x: str, with_base: bool = False) -> go.Figure:
+    """One colour and symbol per criterion, the Pareto front as a step line, each unpruned model as a dotted
+    line at its accuracy (and a star at its cost when ``with_base``); open markers: suspect latencies."""
     fig = go.Figure()
     front = points[points["pareto"]].sort_values("x")
     fig.add_scatter(x=front["x"], y=front["accuracy"], mode="lines", line=dict(color="#adb5bd", dash="dash",
                     shape="hv"), name="Pareto front", hoverinfo="skip")
     for k, (criterion, group) in enumerate(points.groupby("criterion", sort=True, dropna=False)):
-        color = PALETTE[k % len(PALETTE)]
-        for _, curve in group[group["sweep"].notna()].groupby("sweep"):  # each sweep of this criterion: one curve
-            curve = curve.sort_values("x")
-            fig.add_scatter(x=curve["x"], y=curve["accuracy"], mode="lines", line=dict(color=color, width=2),
-                            name=f"{criterion} (sweep)", legendgroup=str(criterion), hoverinfo="skip")
-        fig.add_scatter(
-            x=group["x"], y=group["accuracy"], mode="markers", name=str(criterion), legendgroup=str(criterion),
-            customdata=group[["run", "preset", "stage"]].fillna("-").to_numpy(),
-            marker=dict(size=group["pareto"].map({True: 14, False: 10}), color=color,
-                        line=dict(width=group["pareto"].map({True: 2, False: 0}), color="#212529")),
-            hovertemplate="<b>%{customdata[0]}</b><br>" + f"criterion {criterion}<br>preset %{{customdata[1]}}"
-                          "<br>accuracy %{y:.2f}% (%{customdata[2]})<br>" + AXES[x] + " %{x:.4s}<extra></extra>")
-    if len(base):
+        _runs_trace(fig, group, criterion, k, x)
+    for _, b in base.iterrows():
+        on = f"{int(b['n']):,} test images" if pd.notna(b["n"]) else "test images not recorded"
+        fig.add_hline(y=b["accuracy"], line=dict(color="#b08900", dash="dot", width=1.5),
+                      annotation_text=f"unpruned {b['arch']}: {b['accuracy']:.2f}% ({on})",
+                      annotation_position="bottom right", annotation_font=dict(color="#7a5f00"))
+    if with_base and len(base):
         fig.add_scatter(x=base["x"], y=base["accuracy"], mode="markers", name="unpruned",
                         marker=dict(symbol="star", size=18, color="#ffd166", line=dict(width=1, color="#212529")),
                         customdata=base[["arch", "runs"]].to_numpy(),
                         hovertemplate="<b>unpruned %{customdata[0]}</b><br>accuracy %{y:.2f}%<br>"
                                       + AXES[x] + " %{x:.4s}<br>%{customdata[1]} run(s) from it<extra></extra>")
-    fig.update_xaxes(title=AXES[x], tickformat="~s" if x in ("flops", "params") else None)
+    fig.update_xaxes(title=AXES[x], tickformat="~s" if x in ("flops", "params") else None,
+                     range=_x_range(points, base, with_base))
     fig.update_yaxes(title="top-1 test accuracy (%)")
-    fig.update_layout(height=430, margin=dict(l=10, r=10, t=30, b=10), legend=dict(title="criterion", y=0.9),
-                      clickmode="event+select")
+    fig.update_layout(height=480, margin=dict(l=10, r=10, t=30, b=10), legend=dict(title="criterion", y=0.9),
+                      clickmode="event+select", font=dict(size=14))
     return fig
 
 
@@ -81,20 +118,27 @@ def clicked_run(event, runs: list[str]) -> None:
 
 def chart_section(runs: pd.DataFrame) -> pd.DataFrame:
     """The accuracy-vs-cost chart; returns its points (with their Pareto mask)."""
-    x, stage = axis_controls()
+    x, stage, with_base = axis_controls()
     points = comparison(runs, x, stage)
     if points.empty:
         st.info("No run has both this cost and an accuracy yet: a run pruned without test images records no "
                 "accuracy, and one pruned without timing no latency. Pick another cost, or prune with data.")
         return points
-    event = st.plotly_chart(scatter(points, baselines(runs, x), x), width="stretch", key=f"compare_chart_{x}_{stage}",
-                            on_select="rerun", selection_mode="points")
+    event = st.plotly_chart(scatter(points, baselines(runs, x), x, with_base), width="stretch",
+                            key=f"compare_chart_{x}_{stage}_{with_base}", on_select="rerun", selection_mode="points")
+    suspects = points[points["suspect"].notna()]
+    if len(suspects):
+        st.warning(f"{len(suspects)} run(s) drawn open and left off the front and the axis range: their timing looks "
+                   "wrong: " + "; ".join(f"{r}: {w}" for r, w in zip(suspects["run"], suspects["suspect"])),
+                   icon=":material/timer_off:")
     clicked_run(event, points["run"].tolist())
-    st.caption("Each dot is a pruned model: further left is cheaper, higher is more accurate; the stars are the "
-               "unpruned models the runs started from. A line joins the points of one sweep (one criterion at "
-               "several targets, `python -m prunekit sweep`): the accuracy-vs-cost curve papers compare methods by. "
-               "Outlined dots are on the Pareto front (no other run is both cheaper and more accurate): click any "
-               "dot to open its run below.")
+    st.caption("Each dot is a pruned model: further left is cheaper, higher is more accurate; the dotted line is "
+               "the unpruned model the runs started from, at its accuracy on the same test images as the runs "
+               "(the Model page measures it on the whole test split, so the two can differ a little). Hover a dot "
+               "for how many test images its accuracy is measured on. A line joins the points of one sweep (one "
+               "criterion at several targets, `python -m prunekit sweep`): the accuracy-vs-cost curve papers "
+               "compare methods by. Outlined dots are on the Pareto front (no other run is both cheaper and more "
+               "accurate): click any dot to open its run below.")
     return points
 
 
@@ -214,16 +258,21 @@ def runs_table(runs: pd.DataFrame, points: pd.DataFrame) -> None:
                 for b, a in zip(col(f"{name}_before"), col(name))]
 
     table = pd.DataFrame({
-        "run": runs["run"], "status": runs["status"], "model": col("arch"), "criterion": col("criterion"),
-        "preset": col("preset"), "params": costs("params"), "FLOPs": costs("flops"),
-        "latency b1 (ms)": col("latency_b1"), "acc. before (%)": col("accuracy_before"),
-        "acc. pruned (%)": col("accuracy_pruned"), "acc. fine-tuned (%)": col("accuracy_finetuned"),
-        "Pareto": [front.get(r, False) for r in runs["run"]], "created": col("created"), "error": col("error")})
+        "run": runs["run"], "criterion": col("criterion"), "acc. before (%)": col("accuracy_before"),
+        "acc. pruned (%)": col("accuracy_pruned"), "acc. recalibrated (%)": col("accuracy_recalibrated"),
+        "acc. fine-tuned (%)": col("accuracy_finetuned"), "test images": col("test_images"),
+        "FLOPs": costs("flops"), "params": costs("params"), "latency b1 (ms)": col("latency_b1"),
+        "Pareto": [front.get(r, False) for r in runs["run"]], "status": runs["status"], "model": col("arch"),
+        "preset": col("preset"), "created": col("created"), "error": col("error")})
+    accuracies = ("acc. before (%)", "acc. pruned (%)", "acc. recalibrated (%)", "acc. fine-tuned (%)")
     st.dataframe(table, hide_index=True, width="stretch", column_config={
-        c: st.column_config.NumberColumn(format="%.2f") for c in
-        ("latency b1 (ms)", "acc. before (%)", "acc. pruned (%)", "acc. fine-tuned (%)")})
-    st.caption("One row per run, newest first; costs read before → after pruning. Pareto marks the runs on the "
-               "front of the chart above; failed, interrupted and unreadable runs say why in the last column.")
+        **{c: st.column_config.NumberColumn(format="%.2f") for c in ("latency b1 (ms)", *accuracies)},
+        "test images": st.column_config.NumberColumn(format="%d", help="test images the accuracies before, after "
+                                                     "pruning and recalibrated are measured on (the fine-tuned one: "
+                                                     "the run's fine-tuning settings)")})
+    st.caption("One row per run, newest first, accuracies first; costs read before → after pruning. Pareto marks "
+               "the runs on the front of the chart above; failed, interrupted and unreadable runs say why in the "
+               "last column.")
 
 
 through_router()

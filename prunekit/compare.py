@@ -20,7 +20,8 @@ from .errors import UserError
 from .finetune import FINETUNE_DIR
 from .runs import MANIFEST, MODEL_FILE, read_manifest
 
-__all__ = ["AXES", "STAGES", "pareto_front", "comparison", "baselines", "channels_frame", "finetune_frame",
+__all__ = ["AXES", "STAGES", "pareto_front", "comparison", "latency_suspects", "baselines", "channels_frame",
+           "finetune_frame",
            "run_files", "report_zip"]
 
 AXES = {"flops": "FLOPs", "params": "parameters", "latency_b1": "latency, batch 1 (ms)",
@@ -47,40 +48,72 @@ def pareto_front(df: pd.DataFrame, x: str, y: str) -> pd.Series:
 def comparison(runs: pd.DataFrame, x: str = "flops", stage: str = "finetuned") -> pd.DataFrame:
     """The points of the accuracy-vs-cost chart from :func:`prunekit.runs.list_runs`'s table: one row per run
     that has ``x`` and an accuracy, columns run, arch, criterion, preset, sweep and target (a sweep's point; else
-    None), x, accuracy, stage ('fine-tuned', 'recalibrated' or 'pruned': where the accuracy comes from), pareto.
+    None), x, accuracy, stage ('fine-tuned', 'recalibrated' or 'pruned': where the accuracy comes from), n (test
+    images that accuracy is measured on), suspect (why the latency is suspect, :func:`latency_suspects`; else None),
+    pareto (suspect points are never on the front).
     A sweep's points, sorted by x within (sweep, criterion), are its curves.
 
     x: a key of :data:`AXES`; stage: a key of :data:`STAGES`: the accuracy of that stage where a run has one,
     else of the stage before it (:data:`FALLBACK`)."""
     if x not in AXES or stage not in STAGES:
         raise UserError(f"x must be one of {list(AXES)} and stage one of {list(STAGES)}, got {x!r}, {stage!r}")
-    cols = ["run", "arch", "criterion", "preset", "sweep", "target", "x", "accuracy", "stage", "pareto"]
+    cols = ["run", "arch", "criterion", "preset", "sweep", "target", "x", "accuracy", "stage", "n", "suspect",
+            "pareto"]
     if runs.empty or x not in runs:
         return pd.DataFrame(columns=cols)
     accuracy = pd.Series(np.nan, index=runs.index)
     label = pd.Series(None, index=runs.index, dtype=object)
+    n = pd.Series(np.nan, index=runs.index)
     for step in FALLBACK[stage]:
         column = f"accuracy_{step}"
         values = pd.to_numeric(runs[column], errors="coerce") if column in runs else accuracy * np.nan
         take = accuracy.isna() & values.notna()
         accuracy, label = accuracy.where(~take, values), label.where(~take, LABEL[step])
+        n = n.where(~take, _column(runs, "test_images_finetuned" if step == "finetuned" else "test_images"))
     out = runs[["run", "arch", "criterion", "preset"]].assign(
         sweep=runs["sweep"] if "sweep" in runs else None, target=runs["target"] if "target" in runs else None,
-        x=pd.to_numeric(runs[x], errors="coerce"), accuracy=accuracy, stage=label)
+        x=pd.to_numeric(runs[x], errors="coerce"), accuracy=accuracy, stage=label, n=n,
+        suspect=latency_suspects(runs, x) if x.startswith("latency") else None)
     out = out[out["x"].notna() & out["accuracy"].notna()]
-    return out.assign(pareto=pareto_front(out, "x", "accuracy"))[cols].reset_index(drop=True)
+    front = pareto_front(out[out["suspect"].isna()], "x", "accuracy").reindex(out.index, fill_value=False)
+    return out.assign(pareto=front)[cols].reset_index(drop=True)
+
+
+def _column(runs: pd.DataFrame, name: str) -> pd.Series:
+    return pd.to_numeric(runs[name], errors="coerce") if name in runs else pd.Series(np.nan, index=runs.index)
+
+
+SUSPECT_FACTOR = 5.0
+"""A run's latency per MAC this many times off the median of the runs of its architecture is suspect."""
+
+
+def latency_suspects(runs: pd.DataFrame, x: str) -> pd.Series:
+    """Why each run's latency ``x`` (a latency key of :data:`AXES`) is suspect, else None: its milliseconds per MAC
+    are more than :data:`SUSPECT_FACTOR` times above or below the median of the runs of the same architecture
+    (a timing taken while the machine was busy with other work, e.g. 615 ms where its siblings took 3 ms). Needs
+    at least three timed runs of an architecture; fewer are never flagged."""
+    per_mac = _column(runs, x) / _column(runs, "macs")
+    arch = runs["arch"] if "arch" in runs else pd.Series(None, index=runs.index)
+    median = per_mac.groupby(arch).transform(lambda v: v.median() if v.notna().sum() >= 3 else np.nan)
+    factor = per_mac / median
+    off = (factor > SUSPECT_FACTOR) | (factor < 1 / SUSPECT_FACTOR)
+    return pd.Series([f"{f:.3g}x the median time per MAC of the {a} runs: timed on a busy machine?" if o else None
+                      for f, a, o in zip(factor, arch, off)], index=runs.index, dtype=object)
 
 
 def baselines(runs: pd.DataFrame, x: str = "flops") -> pd.DataFrame:
-    """The unpruned models the runs started from: one row per distinct (arch, ``x`` before, accuracy before),
-    columns arch, x, accuracy, runs (how many runs started from it). Runs without both values are left out."""
-    cols = ["arch", "x", "accuracy", "runs"]
+    """The unpruned models the runs started from: one row per distinct (arch, ``x`` before, accuracy before, test
+    images it is measured on), columns arch, x, accuracy, n (test images, NaN when unrecorded), runs (how many runs
+    started from it). Runs without both values are left out."""
+    cols = ["arch", "x", "accuracy", "n", "runs"]
     if runs.empty or f"{x}_before" not in runs:
         return pd.DataFrame(columns=cols)
     base = runs.assign(x=pd.to_numeric(runs[f"{x}_before"], errors="coerce"),
-                       accuracy=pd.to_numeric(runs["accuracy_before"], errors="coerce"))
+                       accuracy=pd.to_numeric(runs["accuracy_before"], errors="coerce"),
+                       n=_column(runs, "test_images").fillna(-1))
     base = base.dropna(subset=["x", "accuracy"])
-    return base.groupby(["arch", "x", "accuracy"], as_index=False).size().rename(columns={"size": "runs"})[cols]
+    base = base.groupby(["arch", "x", "accuracy", "n"], as_index=False).size().rename(columns={"size": "runs"})
+    return base.assign(n=base["n"].where(base["n"] >= 0))[cols]
 
 
 def channels_frame(manifest: dict) -> pd.DataFrame:

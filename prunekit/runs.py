@@ -214,8 +214,9 @@ class Run:
 def list_runs(root: str | os.PathLike | None = None) -> pd.DataFrame:
     """One row per run under ``root`` (newest first): run, status, arch, criterion, preset, params / MACs /
     FLOPs / latency (ms, batch 1 and 64) before and after, accuracy before, right after pruning, after BN
-    recalibration and after fine-tuning, sweep and target (for a sweep's point, else None), created, error (why it
-    failed, else None), path. Directories without a
+    recalibration and after fine-tuning, test_images (how many test images the accuracies before / after pruning /
+    recalibrated are measured on) and test_images_finetuned (the fine-tuned one's), sweep and target (for a
+    sweep's point, else None), created, error (why it failed, else None), path. Directories without a
     readable manifest are listed with status ``unreadable`` and the reason as their error."""
     root = runs_root(root)
     rows = []
@@ -241,6 +242,8 @@ def list_runs(root: str | os.PathLike | None = None) -> pd.DataFrame:
         row["accuracy_pruned"] = (acc.get("pruned") or {}).get("accuracy")
         row["accuracy_recalibrated"] = (acc.get("recalibrated") or {}).get("accuracy")
         row["accuracy_finetuned"] = (m.get("finetune") or {}).get("accuracy")
+        row["test_images"] = (acc.get("before") or acc.get("pruned") or {}).get("n")  # what the accuracies are on
+        row["test_images_finetuned"] = (((m.get("finetune") or {}).get("data")) or {}).get("test")
         row["sweep"], row["target"] = (m.get("sweep") or {}).get("id"), (m.get("sweep") or {}).get("target")
         row.update(created=m.get("created"), error=m.get("error"), path=str(path))
         rows.append(row)

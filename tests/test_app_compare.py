@@ -83,12 +83,27 @@ def test_after_pruning_only_the_front_moves(three_runs):
                                                                           "d": False}
 
 
-def test_the_chart_has_every_run_with_accuracy_and_a_star_for_the_unpruned_model(three_runs):
-    traces = _traces(_page())
+def test_the_chart_has_every_run_and_the_unpruned_model_as_a_line_and_on_request_a_star(three_runs):
+    at = _page()
+    traces = _traces(at)
     runs = {row[0] for t in traces if t.get("customdata") and t["name"] != "unpruned" for row in t["customdata"]}
     assert runs == set(three_runs.values())
-    (star,) = [t for t in traces if t["name"] == "unpruned"]
+    layout = json.loads(at.get("plotly_chart")[0].proto.spec)["layout"]
+    # by default the x axis fits the runs (20M-30M), not the unpruned model's 81.1M: no column of dots
+    lo, hi = layout["xaxis"]["range"]
+    assert 10e6 < lo < 20e6 and 30e6 < hi < 40e6
+    (line,) = [sh for sh in layout["shapes"] if sh.get("line", {}).get("dash") == "dot"]
+    assert line["y0"] == line["y1"] == 90.0
+    assert any("unpruned resnet20: 90.00%" in a["text"] for a in layout["annotations"])
+    assert not [t for t in traces if t["name"] == "unpruned"]
+    (star,) = [t for t in _traces(_page(compare_base=True)) if t["name"] == "unpruned"]
     assert star["x"] == [81_100_000] and star["y"] == [90.0] and star["marker"]["symbol"] == "star"
+
+
+def test_no_two_criteria_share_a_colour_and_a_symbol(three_runs):
+    traces = [t for t in _traces(_page()) if t.get("mode") == "markers" and t["name"] != "unpruned"]
+    styles = [(t["marker"]["color"], json.dumps(t["marker"]["symbol"])) for t in traces]
+    assert len(traces) >= 2 and len(set(styles)) == len(styles)
 
 
 def test_load_this_plan_sets_the_editor_plan_and_criterion(three_runs):

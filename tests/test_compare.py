@@ -7,7 +7,16 @@ import zipfile
 import pandas as pd
 import pytest
 
-from prunekit.compare import baselines, channels_frame, comparison, finetune_frame, pareto_front, report_zip, run_files
+from prunekit.compare import (
+    baselines,
+    channels_frame,
+    comparison,
+    finetune_frame,
+    latency_suspects,
+    pareto_front,
+    report_zip,
+    run_files,
+)
 from prunekit.runs import MODEL_FILE, Run, list_runs
 
 
@@ -27,7 +36,7 @@ def _runs_table():
         "run": ["r3", "r2", "r1"], "arch": ["resnet20"] * 3, "criterion": ["l1", "sfm_entropy", "l1"],
         "preset": ["uniform"] * 3, "flops": [40.0, 60.0, 50.0], "flops_before": [80.0] * 3,
         "accuracy_before": [90.0] * 3, "accuracy_pruned": [70.0, 85.0, 60.0],
-        "accuracy_finetuned": [None, None, 88.0]})
+        "accuracy_finetuned": [None, None, 88.0], "test_images": [1000] * 3, "test_images_finetuned": [None, None, 500]})
 
 
 def test_comparison_takes_the_fine_tuned_accuracy_where_there_is_one():
@@ -54,7 +63,7 @@ def test_each_stage_falls_back_to_the_one_before_it():
 
 def test_baselines_are_one_per_distinct_model():
     base = baselines(_runs_table(), "flops")
-    assert base.to_dict("records") == [{"arch": "resnet20", "x": 80.0, "accuracy": 90.0, "runs": 3}]
+    assert base.to_dict("records") == [{"arch": "resnet20", "x": 80.0, "accuracy": 90.0, "n": 1000.0, "runs": 3}]
     assert baselines(pd.DataFrame(), "flops").empty
 
 
@@ -100,3 +109,24 @@ def test_list_runs_gives_the_error_of_failed_and_unreadable_runs(tmp_path):
     (tmp_path / "20000101-000000-corrupt-abcdef" / "manifest.json").write_text("{ not json")
     rows = list_runs(tmp_path).set_index("status")["error"].to_dict()
     assert rows["failed"] == "ValueError: no scores" and "not a readable run manifest" in rows["unreadable"]
+
+
+def test_each_point_says_how_many_test_images_its_accuracy_is_on():
+    tuned = comparison(_runs_table(), "flops", "finetuned").set_index("run")
+    assert tuned["n"].to_dict() == {"r3": 1000, "r2": 1000, "r1": 500}  # r1's accuracy is its fine-tuned one
+
+
+def test_a_latency_far_off_its_siblings_per_mac_is_suspect_and_off_the_front():
+    # five resnet20 runs: ms per MMAC 0.1 except r5 (100x: timed on a busy machine) and r4 (0.3: within 5x)
+    runs = pd.DataFrame({
+        "run": [f"r{i}" for i in range(1, 6)], "arch": ["resnet20"] * 5, "criterion": ["l1"] * 5,
+        "preset": ["uniform"] * 5, "macs": [20e6, 30e6, 40e6, 20e6, 10e6], "latency_b1": [2.0, 3.0, 4.0, 6.0, 100.0],
+        "accuracy_pruned": [60.0, 70.0, 80.0, 65.0, 99.0]})
+    why = latency_suspects(runs, "latency_b1")
+    assert why.isna().tolist() == [True, True, True, True, False]
+    assert why[4].startswith("100x the median time per MAC of the resnet20 runs")  # 10 ms / 100 MMAC vs 0.1
+    points = comparison(runs, "latency_b1", "pruned").set_index("run")
+    assert not points.loc["r5", "pareto"]  # 99% would dominate everything if its timing were trusted
+    assert points["pareto"].to_dict() == {"r1": True, "r2": True, "r3": True, "r4": False, "r5": False}
+    # fewer than three timed runs of an architecture: nothing to compare with, nothing flagged
+    assert latency_suspects(runs.iloc[:2], "latency_b1").isna().all()
