@@ -35,7 +35,7 @@ def axis_controls() -> tuple[str, str, bool]:
     a, b, c = st.columns([1, 2, 0.8])
     x = a.selectbox("Cost (x axis)", list(AXES), format_func=AXES.get, key="compare_x")
     stage = b.radio("Accuracy (y axis)", list(STAGES), format_func=STAGES.get, horizontal=True, key="compare_stage")
-    with_base = c.toggle("Unpruned model on the x axis", key="compare_base",
+    with_base = c.toggle("Unpruned at its cost", key="compare_base",
                          help="Off: the x axis fits the runs, and the unpruned model is the dotted line at its "
                               "accuracy. On: its star at its own cost too (the runs then bunch up on the left).")
     return x, stage, with_base

@@ -79,7 +79,13 @@ def finished_table(done: list[jobs.Job]) -> None:
                    else j.error or ""),
     } for j in done])
     st.dataframe(table, hide_index=True, width="stretch")
-    choice = st.selectbox("Details of", [j.id for j in done], key="job_detail")
+    ids = [j.id for j in done]  # the last submitted first: the default pick
+    seen = st.session_state.get("job_detail_newest")
+    if seen is not None and seen != ids[0]:  # a job finished since the last run: open its details, not the old pick
+        st.session_state["job_detail"] = ids[0]
+    st.session_state["job_detail_newest"] = ids[0]
+    what = {j.id: j.description.replace("`", "") for j in done}
+    choice = st.selectbox("Details of", ids, key="job_detail", format_func=lambda i: f"{i} · {what[i]}")
     job = next(j for j in done if j.id == choice)
     if job.status == "failed":
         st.error(f"This job failed: {job.error}", icon=":material/error:")

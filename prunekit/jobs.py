@@ -354,6 +354,7 @@ def submit(
     if KINDS[kind].needs_model and (model is None or arch is None or num_classes is None):
         raise UserError(f"a {kind} job needs the model, its arch and num_classes")
     json.dumps(args)  # TypeError now, not in the worker, for arguments that cannot be stored
+    _refuse_twin(kind, args, root)
     device = str(torch.device(device) if device else best_device())
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
     job_id = f"{stamp}-{kind}-{uuid.uuid4().hex[:6]}"
@@ -380,6 +381,16 @@ def get(job_id: str, root: str | os.PathLike | None = None) -> Job:
     if spec is None:
         raise UserError(f"no job {job_id!r} in {jobs_root(root)}")
     return Job(path, spec)
+
+
+def _refuse_twin(kind: str, args: dict[str, Any], root) -> None:
+    """UserError when a queued or running job of ``kind`` has the same ``args`` (a double click on a button
+    queued the same fine-tuning of the same run twice; the second would only redo, or race, the first)."""
+    same = json.loads(json.dumps(args))
+    for job in list_jobs(root):
+        if job.active and job.kind == kind and job.spec.get("args") == same:
+            raise UserError(f"the same {kind} job is already {job.status} as {job.id} ({job.description}); follow it "
+                            "on the Jobs page, or cancel it there before queueing it again")
 
 
 def list_jobs(root: str | os.PathLike | None = None) -> list[Job]:

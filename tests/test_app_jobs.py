@@ -74,6 +74,22 @@ def test_failed_and_interrupted_jobs_say_why_and_resume(root, tmp_path):
     assert jobs.get(gone.id, root).status == "queued"
 
 
+def test_the_details_follow_the_job_that_just_finished(root):
+    # the details stayed on the job picked before (the oldest) when a newer one finished
+    old = jobs.submit("finetune", {"run": "runs/old", "epochs": 1}, device="cpu", root=root)
+    jobs._write(old, status="failed", error="ValueError: the old one")
+    at = _page()
+    assert at.selectbox(key="job_detail").value == old.id
+    new = jobs.submit("finetune", {"run": "runs/new", "epochs": 1}, device="cpu", root=root)
+    jobs._write(new, status="failed", error="ValueError: the new one")
+    at.run()
+    assert not at.exception
+    assert at.selectbox(key="job_detail").value == new.id
+    assert any("ValueError: the new one" in e.value for e in at.error)
+    at.selectbox(key="job_detail").set_value(old.id).run()  # the user's own pick stays while nothing new finishes
+    assert at.selectbox(key="job_detail").value == old.id
+
+
 def test_without_jobs_the_page_says_how_to_start_one(root):
     at = _page()
     assert not at.exception

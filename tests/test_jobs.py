@@ -66,7 +66,7 @@ def test_the_queue_runs_jobs_one_at_a_time_in_order_and_a_failure_does_not_stop_
     root, log = fake_kinds
     a = jobs.submit("steps", {"n": 5}, device="cpu", root=root)
     bad = jobs.submit("boom", {}, device="cpu", root=root)
-    b = jobs.submit("steps", {"n": 5}, device="cpu", root=root)
+    b = jobs.submit("steps", {"n": 6}, device="cpu", root=root)
     assert [j.status for j in jobs.list_jobs(root)] == ["queued"] * 3
     assert jobs.work("cpu", root, idle_exit=0.1) == 0
     assert [jobs.get(j.id, root).status for j in (a, bad, b)] == ["done", "failed", "done"]
@@ -77,7 +77,7 @@ def test_the_queue_runs_jobs_one_at_a_time_in_order_and_a_failure_does_not_stop_
     assert failed.error == "RuntimeError: CUDA out of memory (simulated)"
     assert "Traceback" in failed.traceback and "simulated" in failed.traceback
     done = jobs.get(b.id, root)
-    assert done.result == {"steps": 5} and done.progress["fraction"] == 1.0 and done.spec["attempts"] == 1
+    assert done.result == {"steps": 6} and done.progress["fraction"] == 1.0 and done.spec["attempts"] == 1
 
 
 def test_cancel_stops_a_running_job_and_a_queued_one_never_starts(fake_kinds):
@@ -115,6 +115,19 @@ def test_submit_refuses_what_it_cannot_run(fake_kinds):
     with pytest.raises(ValueError, match="no job"):
         jobs.get("../../etc", root)
     assert jobs.list_jobs(root) == []
+
+
+def test_the_same_job_is_not_queued_twice_while_the_first_is_active(fake_kinds):
+    # a double click on "Queue fine-tuning" queued the same fine-tuning of the same run twice
+    root, _ = fake_kinds
+    first = jobs.submit("steps", {"n": 3}, device="cpu", root=root)
+    with pytest.raises(ValueError, match=f"the same steps job is already queued as {first.id}"):
+        jobs.submit("steps", {"n": 3}, device="cpu", root=root)
+    other = jobs.submit("steps", {"n": 4}, device="cpu", root=root)  # other arguments: another job
+    assert [j.id for j in jobs.list_jobs(root)] == [other.id, first.id]
+    assert jobs.work("cpu", root, idle_exit=0.1) == 0
+    again = jobs.submit("steps", {"n": 3}, device="cpu", root=root)  # the first is done: queueing it again is fine
+    assert again.status == "queued"
 
 
 def test_a_job_of_a_dead_worker_reads_interrupted(fake_kinds):
