@@ -225,12 +225,18 @@ def sensitivity_ui(struct, sel, ratios: dict, criterion: str) -> None:
         return
     figures = st.session_state.setdefault(SENS_FIG, {})
     if (sel.key, criterion) not in figures:  # drawn once (about half a second); a slider move only moves the lines
-        figures[(sel.key, criterion)] = sensitivity_figure(table, struct)
+        family = model_info(sel.arch).family
+        figures[(sel.key, criterion)] = sensitivity_figure(table, struct,
+                                                           {g.root: group_label(g, family) for g in struct.groups})
     st.plotly_chart(mark_ratios(figures[(sel.key, criterion)], ratios), width="stretch")
     st.caption(f"Each panel is one group: test accuracy ({SENSITIVITY.n} images; BatchNorm recalibrated, no "
                "fine-tuning) when only that "
                "group is pruned, against its ratio; the red line is the ratio you set. All panels share one 0-100% "
-               "scale: a flat curve can be pruned hard, a curve that drops early marks a sensitive group.")
+               "scale and the dotted line is the unpruned accuracy: a flat curve can be pruned hard, a curve that "
+               "drops early marks a sensitive group.")
+    st.warning("Each curve prunes one group alone. Pruning several groups together costs more than any one of them "
+               "alone (the damage adds up, and more): read the curves to compare groups, and the predicted accuracy "
+               "above for what the whole plan costs.", icon=":material/warning:")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -313,7 +319,8 @@ def main() -> None:
     with right:
         estimate_ui(est)
         predicted_ui(sel, ratios, criterion)
-        sensitivity_ui(struct, sel, ratios, criterion)
+    st.subheader("Sensitivity of each group")
+    sensitivity_ui(struct, sel, ratios, criterion)
 
     st.subheader("Filters kept per conv")
     st.plotly_chart(filters_figure(est), width="stretch")

@@ -244,6 +244,13 @@ def test_sensitivity_curves_then_the_sensitivity_preset(default, cifar_data_root
     convs = sorted(n for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d))
     assert calls == [(SENSITIVITY.n, SENSITIVITY.ratios, convs)]  # the shared defaults, the l1 scores of all 19 convs
     assert any("Each panel is one group" in c.value for c in at.caption)
+    assert any("costs more than any one of them alone" in w.value for w in at.warning)
+    spec = _sensitivity_spec(at)
+    titles = [a["text"] for a in spec["layout"]["annotations"]]
+    assert titles[0].startswith("conv1 + layer1.0.conv2 + layer1.1.conv2 +")  # the whole group, not its first conv
+    assert len(titles) == len(struct.groups)
+    unpruned = [t for t in spec["data"] if "unpruned" in t.get("hovertemplate", "")]
+    assert len(unpruned) == len(struct.groups) and unpruned[0]["y"] == [90.0, 90.0]  # the ratio-0 accuracy
     at.button(key="preset_apply").click()
     at.run()
     assert not at.exception
@@ -281,3 +288,9 @@ def test_the_predicted_accuracy_is_the_recalibrated_plan_and_never_stale(default
     # the first plan's number is never shown for the second: either still computing, or the second's own
     assert shown == "computing..." or (done is not None and shown == f"{done.value['accuracy']:.1f}%")
     assert worker.wait(prediction_key(sel, "l1", second), 600).error is None  # ends before the test does
+
+
+def _sensitivity_spec(at) -> dict:
+    """The plotly spec of the page's sensitivity chart (the one with a red line per group)."""
+    specs = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    return next(s for s in specs if any(t.get("line", {}).get("color") == "#d62728" for t in s["data"]))
