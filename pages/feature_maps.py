@@ -108,27 +108,31 @@ def _maps(_model, key: str, layer: str, image_id: str, _x, reads: str) -> np.nda
     return feature_maps(_model, layer, _x, reads=reads).numpy()
 
 
-def plan_ui(sel, struct, layer: str) -> dict:
-    """The ratios to preview: the Plan page's plan when there is one, else a ratio for this layer's group."""
+def plan_ui(sel, struct, layer: str) -> tuple[dict, str]:
+    """The ratios to preview and what they are: the Plan page's plan when there is one ("the plan"), else a ratio
+    for this layer's group ("a preview ratio of 0.30: no plan is set")."""
     roots = {g.root for g in struct.groups}
     plan = {k: v for k, v in (st.session_state.get(PLAN) or {}).items() if k in roots}
     root = struct.out_group.get(layer)
     if plan:
         mine = f"; this layer's group ({root}) at {plan.get(root, 0.0):.0%}" if root else ""
-        st.caption(f":material/tune: The plan of the Plan & prune page: {len(plan)} groups with a ratio{mine}.")
-        return plan
+        st.success(f"**The plan** of the Plan & prune page: {len(plan)} groups with a ratio{mine}.",
+                   icon=":material/tune:")
+        return plan, "the plan"
     if root is None:
         reason = struct.frozen.get(layer, "it belongs to no prunable group")
         st.caption(f"No plan yet, and `{layer}`'s filters cannot be pruned on their own: {reason}.")
-        return {}
+        return {}, ""
     members = next(g.members for g in struct.groups if g.root == root)
+    st.info("**Preview only**: no plan is set on the Plan & prune page. The slider tries one ratio for this layer's "
+            "group; nothing is pruned until you make it the plan.", icon=":material/visibility:")
     ratio = st.slider(f"Preview ratio for this layer's group ({root}, {len(members)} coupled convs)", 0.0, 0.9,
                       0.3, 0.05, format="%.2f", key=PREVIEW_KEY,
                       help="No plan is set on the Plan & prune page: this previews one ratio for this group only.")
     if st.button("Use this ratio in the plan", key="fm_use_ratio",
                  help="Writes {group: ratio} as the plan the Plan & prune page edits."):
         st.session_state[PLAN] = {root: ratio}
-    return {root: ratio} if ratio > 0 else {}
+    return ({root: ratio}, f"a preview ratio of {ratio:.2f} (no plan is set)") if ratio > 0 else ({}, "")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -142,12 +146,14 @@ def grid_figure(maps: torch.Tensor, order: list[int], labels: list[str], marked:
     ncols = min(len(order), 8 if len(order) <= 32 else 12)
     pad = max(1, h // 8)
     grid = feature_map_grid(maps, ncols=ncols, pad=pad, order=order).numpy()
-    fig = go.Figure(go.Heatmap(z=grid, colorscale="Viridis", showscale=False, hoverinfo="skip"))
+    fig = go.Figure(go.Heatmap(z=grid, colorscale="Viridis", zmin=0, zmax=1, hoverinfo="skip", colorbar=dict(
+        title=dict(text="response", side="right"), tickvals=[0, 1], ticktext=["its min", "its max"], thickness=14,
+        tickfont=dict(size=13))))
     for k, label in enumerate(labels):
         r, q = divmod(k, ncols)
         x0, y0 = q * (w + pad) - 0.5, r * (h + pad) - 0.5
         fig.add_annotation(x=x0, y=y0, text=label, showarrow=False, xanchor="left", yanchor="top",
-                           font=dict(size=9, color="white"), bgcolor="rgba(0,0,0,0.6)", borderpad=1)
+                           font=dict(size=13, color="white"), bgcolor="rgba(0,0,0,0.65)", borderpad=2)
         if k in marked:
             fig.add_shape(type="rect", x0=x0, y0=y0, x1=x0 + w, y1=y0 + h, fillcolor="rgba(255,255,255,0.55)",
                           line=dict(color=REMOVED_COLOR, width=3))
@@ -159,7 +165,8 @@ def grid_figure(maps: torch.Tensor, order: list[int], labels: list[str], marked:
     return fig
 
 
-def original_grid(sel, layer: str, x: torch.Tensor, image_id: str, table, name: str, removed: list[int]) -> None:
+def original_grid(sel, layer: str, x: torch.Tensor, image_id: str, table, name: str, removed: list[int],
+                  what: str) -> None:
     reads = get_criterion(name).reads
     maps = torch.from_numpy(_maps(sel.model, sel.key, layer, image_id, x, reads))
     rows = table[table["layer"] == layer].sort_values(["rank"])
@@ -168,7 +175,8 @@ def original_grid(sel, layer: str, x: torch.Tensor, image_id: str, table, name: 
     labels = [f"#{f} {s:.3g}" + (" ✕" if f in gone else "") for f, s in zip(rows["filter"], rows["score"])]
     marked = {k for k, f in enumerate(order) if f in gone}
     st.markdown(f"**{len(order)} filters of `{layer}`, by {name} score, highest first.** "
-                f"{len(gone)} of {len(order)} filters are removed by the plan.")
+                + (f"{len(gone)} of {len(order)} would go with {what}." if what else "No filter is removed: no "
+                   "plan is set and no preview ratio chosen."))
     st.plotly_chart(grid_figure(maps, order, labels, marked), width="stretch", key="fm_grid")
     st.caption(f"Each tile is one filter's response to the image (bright = strong; every tile on its own scale), "
                f"labelled with the filter index and its {name} score, the most important first. Tiles veiled with "
@@ -268,7 +276,7 @@ with top_right:
         struct = None
         st.warning(f"The prunable groups of this model cannot be traced ({exc}): no plan preview.",
                    icon=":material/warning:")
-    ratios = plan_ui(sel, struct, layer) if struct is not None else {}
+    ratios, what = plan_ui(sel, struct, layer) if struct is not None else ({}, "")
     removed = removed_filters(struct.groups, ratios, to_tensors(table)).get(layer, []) if ratios else []
 if picked is None:
     st.stop()
@@ -276,7 +284,7 @@ image, image_id = picked
 x = normalized(image, sel.dataset)
 
 st.subheader(f"Feature maps of {layer}")
-original_grid(sel, layer, x, image_id, table, criterion, removed)
+original_grid(sel, layer, x, image_id, table, criterion, removed, what)
 if ratios:
     st.subheader("After pruning")
     pruned_grid(sel, layer, x, image_id, table, criterion, ratios, removed)

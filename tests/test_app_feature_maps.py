@@ -39,7 +39,8 @@ def test_one_tile_per_filter_and_the_plan_marked(with_data, layer, filters, rati
     assert _marks(original) == removed
     assert sum("✕" in a["text"] for a in original["layout"]["annotations"]) == removed
     assert len(pruned["layout"]["annotations"]) == filters - removed and _marks(pruned) == 0
-    assert f"{removed} of {filters} filters are removed by the plan" in " ".join(m.value for m in at.markdown)
+    assert f"{removed} of {filters} would go with the plan." in " ".join(m.value for m in at.markdown)
+    assert any("The plan" in x.value for x in at.success)
 
 
 def test_without_a_plan_the_preview_ratio_marks_this_group(with_data):
@@ -49,6 +50,17 @@ def test_without_a_plan_the_preview_ratio_marks_this_group(with_data):
     assert ratio == 0.3
     assert _marks(_grids(at)[0]) == 16 - int(16 * 0.7)
     assert "plan" not in at.session_state or not at.session_state["plan"]  # a preview never writes the plan
+    # said as a preview, never as "the plan" (the page said "5 of 16 filters are removed by the plan" with none)
+    text = " ".join(m.value for m in at.markdown)
+    assert "5 of 16 would go with a preview ratio of 0.30 (no plan is set)." in text and "by the plan" not in text
+    assert any("Preview only" in i.value for i in at.info)
+
+
+def test_tiles_are_readable_on_a_projector(with_data):
+    grid = _grids(_open(criterion="l1", fm_layer="layer1.0.conv1"))[0]
+    assert {a["font"]["size"] for a in grid["layout"]["annotations"]} == {13}
+    heat = grid["data"][0]
+    assert heat.get("showscale", True) and heat["colorbar"]["ticktext"] == ["its min", "its max"]
 
 
 def test_tiles_follow_the_score_order(with_data):
