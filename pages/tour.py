@@ -48,12 +48,13 @@ STEPS = (
           "(the rank-agreement view)?",
           "Read the help of each criterion: it says what comes from the paper and what prunekit reconstructs."),
          "pages/saliency.py", "Saliency", ":material/bar_chart:",
-         "SFM (seed 000): the entropy of a filter's feature map is its importance, low-entropy filters early in "
+         "SFM, 'saliency of the feature map' (the abstract at hand names no authors or year): the entropy of a "
+         "filter's feature map is its importance, low-entropy filters early in "
          "training are pruned. prunekit reconstructs the estimator (by default a 32-bin histogram of every value "
          "of the map over the probe images, read after the residual add where there is one: chosen because its "
          "ranking is the most reproducible, which the Saliency page shows as each layer's reliability). Map-EX "
-         "(seed 001) keeps filters that respond on the "
-         "objects' boxes more than on the background; linear filter ensembles (seed 003, Sandor et al., "
+         "(its abstract names no authors or year either) keeps filters that respond on the "
+         "objects' boxes more than on the background; linear filter ensembles (Sandor et al. 2020, "
          "arXiv 2001.08142) fit the loss of random filter masks. The box-to-map mapping, the box-labelled probe "
          "set, the mask sampling and the ridge fit are reconstructions."),
     Step("Feature maps up close",
@@ -70,7 +71,7 @@ STEPS = (
          "filters side by side.",
          ("On layer1.0.conv1, click the darkest off-diagonal square: do the two feature maps look alike?",),
          "pages/correlations.py", "Correlations", ":material/blur_on:",
-         "Information capacity and independence (seed 002, Tang et al., arXiv 2303.03645): capacity is an entropy "
+         "Information capacity and independence (Tang et al. 2023, arXiv 2303.03645): capacity is an entropy "
          "computed from the weights, independence the filter's lack of correlation with its layer. prunekit "
          "reconstructs both (a weight histogram entropy; the mean of 1 - |r|) and their sum after min-max scaling."),
     Step("Plan & prune",
@@ -81,9 +82,9 @@ STEPS = (
          "pruning then builds the real smaller model and records it as a run.",
          ("Ask the threshold preset for half the FLOPs, then prune: compare the estimate with the measured run.",),
          "pages/plan.py", "Plan & prune", ":material/tune:",
-         "AFIE (seed 004, Lu et al., arXiv 2208.06660): an entropy of each layer's normalised singular values sets "
-         "how much of the layer to prune. prunekit reconstructs the matrix (kernels averaged over 3x3), the "
-         "normalisation and the ratio allocation; it shows that AFIE depends mostly on the layer's shape."),
+         "AFIE (Lu et al. 2022, arXiv 2208.06660; AAAI 2024): an entropy of each layer's normalised singular "
+         "values sets how much of the layer to prune. prunekit reconstructs the matrix (kernels averaged over "
+         "3x3), the normalisation and the ratio allocation; it shows that AFIE depends mostly on the layer's shape."),
     Step("Fine-tune and jobs",
          "Right after pruning, accuracy drops; a few epochs of fine-tuning recover most of it. Fine-tuning runs as a "
          "background job, so the dashboard stays usable: the Jobs page shows its progress, lets you cancel it, and "
@@ -91,18 +92,18 @@ STEPS = (
          "GPU, seconds.",
          ("Start a 2-epoch fine-tuning of your run and watch its curve on the Jobs page.",),
          "pages/jobs.py", "Jobs", ":material/pending_actions:",
-         "SFM (seed 000) recovers accuracy with an over-parameterized convolution (DO-Conv, Cao et al. 2020) that "
+         "SFM recovers accuracy with an over-parameterized convolution (DO-Conv, Cao et al. 2020) that "
          "is folded back into a plain conv for inference; prunekit implements the folding from DO-Conv's paper."),
     Step("Compare: the Pareto front",
          "Every run lands on one chart: accuracy against FLOPs, parameters or measured latency. A run is on the "
          "**Pareto front** when no other run is both cheaper and more accurate; the rest are beaten and can be "
-         "forgotten. The stars mark the unpruned models, so you can read the price of each saving. Click a run to "
-         "see its channels and fine-tuning curve, download its report, or load its plan back into the editor.",
+         "forgotten. The dotted line marks the unpruned model, so you can read the price of each saving. Click a "
+         "run to see its channels and fine-tuning curve, download its report, or load its plan back into the editor.",
          ("Prune twice at the same FLOPs with two criteria and see which one lands higher.",),
          "pages/compare.py", "Compare runs", ":material/scatter_plot:",
          "To set beside your runs, published CIFAR-10 results: SFM claims -83.3% parameters and -66.7% FLOPs for "
-         "-0.39% top-1 on VGG-16; HRank takes ResNet-56 from 93.26% to 93.17% at -50% FLOPs. Those are the papers' "
-         "numbers, not reproduced by prunekit."),
+         "-0.39% top-1 on VGG-16; HRank (Lin et al. 2020) takes ResNet-56 from 93.26% to 93.17% at -50% FLOPs. "
+         "Those are the papers' numbers, not reproduced by prunekit."),
 )
 
 
@@ -137,10 +138,11 @@ k = min(max(int(st.session_state.get(STEP, 0)), 0), len(STEPS) - 1)
 navigation(k)
 with st.container(border=True):
     step_view(k, STEPS[k])
-st.info("The ideas come from five papers of which only the abstracts were available (no full text, no code). "
-        "Where an abstract is silent, prunekit fills the gap with a documented reconstruction whose choices are "
-        "parameters you can change; each criterion's help on the Saliency page says which part is which.",
-        icon=":material/info:")
+if k == 0:  # said once, where the tour starts; each step's source line says what is reconstructed
+    st.info("The ideas come from five papers of which only the abstracts were available (no full text, no code). "
+            "Where an abstract is silent, prunekit fills the gap with a documented reconstruction whose choices are "
+            "parameters you can change; each criterion's help on the Saliency page says which part is which.",
+            icon=":material/info:")
 with st.expander("Show all steps"):
     for i, s in enumerate(STEPS):
         step_view(i, s)

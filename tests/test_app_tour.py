@@ -45,3 +45,16 @@ def test_every_step_links_to_a_registered_page():
         assert f'"{step.page}"' in registered and (REPO / step.page).is_file()
         assert step.tries and 3 <= step.text.count(". ") + 1 <= 6
     assert [s.value for s in at.subheader][1:] == [f"{i + 1}. {s.title}" for i, s in enumerate(STEPS)]
+
+
+def test_sources_are_cited_by_authors_and_year_and_the_abstracts_note_is_said_once():
+    import re
+
+    for step in STEPS:  # "seed 000" is a file name of ours, not a citation
+        assert not re.search(r"seed \d{3}", step.source), step.source
+    cited = " ".join(s.source for s in STEPS)
+    for citation in ("Tang et al. 2023", "Sandor et al. 2020", "Lu et al. 2022", "Cao et al. 2020", "Lin et al. 2020"):
+        assert citation in cited
+    note = "only the abstracts were available"
+    assert any(note in i.value for i in _page().info)
+    assert not any(note in i.value for i in _page(tour_step=3).info)
