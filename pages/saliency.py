@@ -7,6 +7,7 @@ import streamlit as st
 from plotly.subplots import make_subplots
 
 from pages.agreement import agreement_ui, compute, reliability_ui, stability_ui
+from pages.entropy_view import entropy_ui
 from pages.shared import CRITERION, chosen_criterion, has_scores, page_with_model
 from prunekit.criteria import criterion_class, get_criterion, list_criteria
 from prunekit.data import DataNotFoundError
@@ -229,6 +230,8 @@ st.subheader(f"Score distribution of every layer ({len(df)} filters, {df['layer'
 small_multiples(df, criterion)
 st.subheader("One layer, with a threshold")
 threshold_ui(df, criterion)
+st.subheader("What is a filter's entropy?")
+entropy_ui(sel, list(dict.fromkeys(df["layer"])))
 st.subheader("Ranking")
 ranking_table(df)
 st.subheader("Do criteria agree?")

@@ -139,3 +139,25 @@ def test_a_data_driven_ranking_shows_its_reliability_and_the_noise_floor_beside_
 
 def test_a_weight_only_ranking_says_it_needs_no_reliability(l1_page):
     assert any("reliability 1 by construction" in c.value for c in l1_page.caption)
+
+
+def test_the_entropy_view_shows_the_extreme_filters_with_the_entropy_of_their_bars(cifar_data_root, monkeypatch):
+    import math
+
+    monkeypatch.setenv("PRUNEKIT_DATA", str(cifar_data_root))
+    at = _open(criterion="l1", sal_entropy_layer="layer1.0.conv1")
+    assert not at.exception
+    (fig,) = [c for c in _charts(at) if any("nats" in a.get("text", "") for a in c["layout"].get("annotations", []))]
+    titles = [a["text"] for a in fig["layout"]["annotations"]]
+    shown = [float(re.search(r"H = ([\d.]+) nats", t).group(1)) for t in titles]
+    assert len(shown) == 6 and max(shown[:3]) <= min(shown[3:])  # the 3 lowest on top, the 3 highest below
+    for title, bars in zip(titles, fig["data"]):
+        p = [v for v in bars["y"] if v > 0] if isinstance(bars["y"], list) else None
+        if p is None:  # sent as a typed array
+            import base64
+
+            import numpy as np
+            p = [v for v in np.frombuffer(base64.b64decode(bars["y"]["bdata"]), bars["y"]["dtype"]) if v > 0]
+        by_hand = -sum(v * math.log(v) for v in p)  # the entropy of the drawn histogram, in nats
+        assert abs(by_hand - float(re.search(r"H = ([\d.]+)", title).group(1))) < 0.01, title
+    assert any("The **entropy** H" in c.value for c in at.caption)
