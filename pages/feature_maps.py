@@ -7,6 +7,7 @@ import plotly.graph_objects as go
 import streamlit as st
 import torch
 
+from pages.figures import grid_figure
 from pages.shared import PLAN, chosen_criterion, page_with_model, scores_with_progress, split, structure_of
 from prunekit.criteria import get_criterion
 from prunekit.criteria.mapex import expanded_boxes
@@ -18,10 +19,9 @@ from prunekit.probe import box_set
 from prunekit.prune import prune_model
 from prunekit.scores import to_tensors
 from prunekit.selection import removed_filters
-from prunekit.views import feature_map_grid, feature_maps
+from prunekit.views import feature_maps
 
 PREVIEW_KEY = "fm_preview_ratio"
-REMOVED_COLOR = "#d62728"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -137,32 +137,6 @@ def plan_ui(sel, struct, layer: str) -> tuple[dict, str]:
 
 # ----------------------------------------------------------------------------------------------
 # The grid
-
-
-def grid_figure(maps: torch.Tensor, order: list[int], labels: list[str], marked: set[int]) -> go.Figure:
-    """maps (C, h, w) tiled in ``order``; tile k labelled labels[k]; tiles whose position is in ``marked`` get a
-    red outline and a grey veil."""
-    c, h, w = maps.shape
-    ncols = min(len(order), 8 if len(order) <= 32 else 12)
-    pad = max(1, h // 8)
-    grid = feature_map_grid(maps, ncols=ncols, pad=pad, order=order).numpy()
-    fig = go.Figure(go.Heatmap(z=grid, colorscale="Viridis", zmin=0, zmax=1, hoverinfo="skip", colorbar=dict(
-        title=dict(text="response", side="right"), tickvals=[0, 1], ticktext=["its min", "its max"], thickness=14,
-        tickfont=dict(size=13))))
-    for k, label in enumerate(labels):
-        r, q = divmod(k, ncols)
-        x0, y0 = q * (w + pad) - 0.5, r * (h + pad) - 0.5
-        fig.add_annotation(x=x0, y=y0, text=label, showarrow=False, xanchor="left", yanchor="top",
-                           font=dict(size=13, color="white"), bgcolor="rgba(0,0,0,0.65)", borderpad=2)
-        if k in marked:
-            fig.add_shape(type="rect", x0=x0, y0=y0, x1=x0 + w, y1=y0 + h, fillcolor="rgba(255,255,255,0.55)",
-                          line=dict(color=REMOVED_COLOR, width=3))
-    rows = -(-len(order) // ncols)
-    height = int(1000 * rows * (h + pad) / (ncols * (w + pad))) + 20
-    fig.update_layout(height=max(160, min(height, 1100)), margin=dict(l=0, r=0, t=10, b=10),
-                      xaxis=dict(visible=False, constrain="domain"),
-                      yaxis=dict(visible=False, autorange="reversed", scaleanchor="x"))
-    return fig
 
 
 def original_grid(sel, layer: str, x: torch.Tensor, image_id: str, table, name: str, removed: list[int],

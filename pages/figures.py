@@ -3,9 +3,15 @@ from __future__ import annotations
 
 import pandas as pd
 import plotly.graph_objects as go
+import torch
 from plotly.subplots import make_subplots
 
-__all__ = ["sensitivity_figure", "mark_ratios", "filters_figure", "agreement_bars"]
+from prunekit.views import feature_map_grid
+
+__all__ = ["sensitivity_figure", "mark_ratios", "filters_figure", "agreement_bars", "grid_figure", "cost_figure",
+           "training_curves"]
+
+REMOVED_COLOR = "#d62728"  # the frame of a filter a plan removes
 
 
 def sensitivity_figure(table: pd.DataFrame, struct, labels: dict[str, str] | None = None) -> go.Figure:
@@ -79,4 +85,57 @@ def agreement_bars(table: pd.DataFrame, rho_name: str, overlap_name: str, y_titl
     fig.update_layout(barmode="group", height=height, margin=dict(l=10, r=10, t=50, b=10), yaxis_range=[-1, 1.05],
                       yaxis_title=y_title, legend=dict(orientation="h", y=1.02, yanchor="bottom", x=0),
                       xaxis=dict(tickangle=-45, tickfont=dict(size=10)))
+    return fig
+
+
+def grid_figure(maps: torch.Tensor, order: list[int], labels: list[str], marked: set[int]) -> go.Figure:
+    """maps (C, h, w) tiled in ``order``; tile k labelled labels[k]; tiles whose position is in ``marked`` get a
+    red outline and a grey veil."""
+    c, h, w = maps.shape
+    ncols = min(len(order), 8 if len(order) <= 32 else 12)
+    pad = max(1, h // 8)
+    grid = feature_map_grid(maps, ncols=ncols, pad=pad, order=order).numpy()
+    fig = go.Figure(go.Heatmap(z=grid, colorscale="Viridis", zmin=0, zmax=1, hoverinfo="skip", colorbar=dict(
+        title=dict(text="response", side="right"), tickvals=[0, 1], ticktext=["its min", "its max"], thickness=14,
+        tickfont=dict(size=13))))
+    for k, label in enumerate(labels):
+        r, q = divmod(k, ncols)
+        x0, y0 = q * (w + pad) - 0.5, r * (h + pad) - 0.5
+        fig.add_annotation(x=x0, y=y0, text=label, showarrow=False, xanchor="left", yanchor="top",
+                           font=dict(size=13, color="white"), bgcolor="rgba(0,0,0,0.65)", borderpad=2)
+        if k in marked:
+            fig.add_shape(type="rect", x0=x0, y0=y0, x1=x0 + w, y1=y0 + h, fillcolor="rgba(255,255,255,0.55)",
+                          line=dict(color=REMOVED_COLOR, width=3))
+    rows = -(-len(order) // ncols)
+    height = int(1000 * rows * (h + pad) / (ncols * (w + pad))) + 20
+    fig.update_layout(height=max(160, min(height, 1100)), margin=dict(l=0, r=0, t=10, b=10),
+                      xaxis=dict(visible=False, constrain="domain"),
+                      yaxis=dict(visible=False, autorange="reversed", scaleanchor="x"))
+    return fig
+
+
+def cost_figure(table: pd.DataFrame) -> go.Figure:
+    """Per conv / linear layer (:func:`prunekit.metrics.layer_table`'s rows, forward order): its MACs per image
+    (top) and its parameters (bottom)."""
+    titles = ("compute: multiply-adds per image (millions)", "weights: parameters (thousands)")
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.06, subplot_titles=titles)
+    fig.add_bar(x=table["layer"], y=table["macs"] / 1e6, name="MACs (M)", marker_color="#2f6fed", row=1, col=1)
+    fig.add_bar(x=table["layer"], y=table["params"] / 1e3, name="params (k)", marker_color="#f2a541", row=2, col=1)
+    fig.update_layout(height=420, margin=dict(l=10, r=10, t=30, b=10), showlegend=False)
+    fig.update_xaxes(tickangle=-45, tickfont=dict(size=10), row=2, col=1)
+    fig.update_annotations(font_size=13, x=0, xanchor="left")
+    return fig
+
+
+def training_curves(rows: list[dict]) -> go.Figure:
+    """Train loss and test accuracy per epoch, side by side."""
+    df = pd.DataFrame(rows)
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("train loss (cross-entropy)", "test accuracy (%)"))
+    fig.add_scatter(x=df["epoch"], y=df["train_loss"], mode="lines+markers", name="train loss", row=1, col=1,
+                    line_color="#d1495b")
+    fig.add_scatter(x=df["epoch"], y=df["test_accuracy"], mode="lines+markers", name="test accuracy", row=1, col=2,
+                    line_color="#2f6fed")
+    fig.update_xaxes(title_text="epoch", dtick=1)
+    fig.update_layout(height=260, margin=dict(l=10, r=10, t=30, b=10), showlegend=False)
+    fig.update_annotations(font_size=13)
     return fig

@@ -5,10 +5,9 @@ Everything shown is read from disk (prunekit.jobs), so a refresh or a restart of
 import datetime as dt
 
 import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
-from plotly.subplots import make_subplots
 
+from pages.figures import training_curves
 from pages.shared import device_label, through_router
 from prunekit import jobs
 
@@ -37,20 +36,6 @@ def _progress_text(job: jobs.Job, p: dict) -> str:
     return "starting (loading the model and the data)..."
 
 
-def curves(rows: list[dict]) -> go.Figure:
-    """Train loss and test accuracy per epoch, side by side."""
-    df = pd.DataFrame(rows)
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("train loss (cross-entropy)", "test accuracy (%)"))
-    fig.add_scatter(x=df["epoch"], y=df["train_loss"], mode="lines+markers", name="train loss", row=1, col=1,
-                    line_color="#d1495b")
-    fig.add_scatter(x=df["epoch"], y=df["test_accuracy"], mode="lines+markers", name="test accuracy", row=1, col=2,
-                    line_color="#2f6fed")
-    fig.update_xaxes(title_text="epoch", dtick=1)
-    fig.update_layout(height=260, margin=dict(l=10, r=10, t=30, b=10), showlegend=False)
-    fig.update_annotations(font_size=13)
-    return fig
-
-
 def active_job(job: jobs.Job) -> None:
     with st.container(border=True):
         head, button = st.columns([5, 1])
@@ -66,7 +51,7 @@ def active_job(job: jobs.Job) -> None:
         st.progress(min(1.0, float(progress.get("fraction", 0.0))), text=_progress_text(job, progress))
         rows = job.metrics()
         if rows:
-            st.plotly_chart(curves(rows), width="stretch", key=f"curves-{job.id}-{len(rows)}")
+            st.plotly_chart(training_curves(rows), width="stretch", key=f"curves-{job.id}-{len(rows)}")
             st.caption("One point per finished epoch. The loss should fall and the accuracy rise; a gap that grows "
                        "between epochs means the learning rate is too high or the data too few.")
 
@@ -106,7 +91,7 @@ def finished_table(done: list[jobs.Job]) -> None:
             st.warning(str(exc))
     rows = job.metrics()
     if rows:
-        st.plotly_chart(curves(rows), width="stretch", key=f"done-curves-{job.id}")
+        st.plotly_chart(training_curves(rows), width="stretch", key=f"done-curves-{job.id}")
         st.caption("Loss and accuracy after each epoch of this job. The last accuracy point is what the run records "
                    "as its fine-tuned accuracy on the Compare page.")
     if job.kind == "finetune":

@@ -1,7 +1,7 @@
 """Model & data: the model card (layers, parameters, MACs, accuracy when known), the data and the device."""
 import streamlit as st
-from plotly.subplots import make_subplots
 
+from pages.figures import cost_figure
 from pages.shared import device_label, human, selection
 from prunekit import model_info
 from prunekit.data import how_to_get
@@ -52,13 +52,7 @@ def model_card(sel) -> None:
                 st.code(meta["command"], language="bash")
 
     st.subheader("Where the cost sits")
-    titles = ("compute: multiply-adds per image (millions)", "weights: parameters (thousands)")
-    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.06, subplot_titles=titles)
-    fig.add_bar(x=table["layer"], y=table["macs"] / 1e6, name="MACs (M)", marker_color="#2f6fed", row=1, col=1)
-    fig.add_bar(x=table["layer"], y=table["params"] / 1e3, name="params (k)", marker_color="#f2a541", row=2, col=1)
-    fig.update_layout(height=420, margin=dict(l=10, r=10, t=30, b=10), showlegend=False)
-    fig.update_xaxes(tickangle=-45, tickfont=dict(size=10), row=2, col=1)
-    fig.update_annotations(font_size=13, x=0, xanchor="left")
+    fig = cost_figure(table)
     st.plotly_chart(fig, width="stretch")
     st.caption(
         "Each column is one conv or linear layer, in forward order: the top bar is its compute per image, the bottom "

@@ -58,3 +58,23 @@ def test_sources_are_cited_by_authors_and_year_and_the_abstracts_note_is_said_on
     note = "only the abstracts were available"
     assert any(note in i.value for i in _page().info)
     assert not any(note in i.value for i in _page(tour_step=3).info)
+
+
+def test_every_step_shows_its_pages_chart(cifar_data_root, monkeypatch):
+    import json
+
+    monkeypatch.setenv("PRUNEKIT_DATA", str(cifar_data_root))
+    assert len({s.figure for s in STEPS}) == len(STEPS)  # one chart of its own per step
+    for k in range(len(STEPS)):
+        at = _page(tour_step=k)
+        assert not at.exception
+        charts = [c for c in at.get("plotly_chart") if c.proto.id and "tour_fig_current" in c.proto.id]
+        (chart,) = charts
+        assert json.loads(chart.proto.spec)["data"], STEPS[k].title  # drawn, not empty
+
+
+def test_a_step_whose_chart_needs_images_says_so_without_them(monkeypatch, tmp_path):
+    monkeypatch.setenv("PRUNEKIT_DATA", str(tmp_path))
+    at = _page(tour_step=0)
+    assert not at.exception
+    assert any("It needs the CIFAR-10 images" in c.value for c in at.caption)
