@@ -33,8 +33,10 @@ def model_card(sel) -> None:
                    f"{'x'.join(map(str, info.input_size))} input (torch.utils.flop_counter; FLOPs = 2 x MACs)")
     acc = meta.get("test_accuracy")
     cols[3].metric("Test accuracy", f"{acc:.2f}%" if acc is not None else "unknown",
-                   help=f"top-1 on the {meta.get('data', '?')} test split" if acc is not None else
-                   "this checkpoint records no accuracy")
+                   help=f"top-1 on the whole {meta.get('data', '?')} test split, measured when the model was "
+                        "trained. The Plan and Compare pages measure on a seeded subset of it and say how many "
+                        "images, so their 'before' can differ from this by a few tenths of a point."
+                   if acc is not None else "this checkpoint records no accuracy")
     cols[4].metric("Device", device_label().split(" ")[0].rstrip(":"), help=device_label())
 
     if meta.get("train_config") or meta.get("data"):

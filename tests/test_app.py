@@ -28,6 +28,9 @@ def test_opens_on_the_default_model_card():
     accuracy = float(metrics["Test accuracy"].rstrip("%"))
     assert 85.0 <= accuracy <= 100.0
     assert any("ResNet-20" in s.value for s in at.subheader)
+    # why the Plan page's "before" differs: this one is on the whole test split, theirs on a subset they name
+    help_text = next(m.proto.help for m in at.metric if m.label == "Test accuracy")
+    assert "whole cifar10 test split" in help_text and "seeded subset" in help_text
 
 
 def test_without_data_the_page_says_how_to_get_it(monkeypatch, tmp_path):
