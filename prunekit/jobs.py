@@ -196,9 +196,21 @@ class _Context:
 
 
 def _config(args: dict[str, Any], recipe: Callable[..., Any]):
+    """The training recipe of a job's arguments (TrainConfig checks every value: UserError naming a bad one)."""
     fields = {k: args[k] for k in ("lr", "batch_size", "weight_decay", "seed", "doconv", "label_smoothing",
                                    "schedule", "distill_alpha", "distill_temperature") if k in args}
-    return recipe(int(args["epochs"]), **fields)
+    return recipe(args["epochs"], **fields)
+
+
+def _check_recipe(kind: str, args: dict[str, Any]) -> None:
+    """UserError now, at submit time, for a training or fine-tuning job whose hyper-parameters are out of range."""
+    from .finetune import finetune_config
+    from .train import TrainConfig
+
+    if kind == "finetune":
+        _config(args, finetune_config)
+    elif kind == "train":
+        _config(args, lambda epochs, **kw: TrainConfig(epochs=epochs, **kw))
 
 
 def _finetune(job: Job, ctx: _Context) -> dict[str, Any]:
@@ -218,7 +230,7 @@ def _train(job: Job, ctx: _Context) -> dict[str, Any]:
     from .train import TrainConfig, train_new
 
     a = job.args
-    config = _config(a, lambda epochs, **kw: TrainConfig(epochs=epochs, **kw))
+    config = _config(a, lambda epochs, **kw: TrainConfig(epochs=epochs, **kw))  # checked at submit time too
     splits = resolve_splits(DataRequest.from_args(a), seed=config.seed)
     out = job.path / "train"
     _write(job, metrics_file=str(out / "metrics.jsonl"))
@@ -331,7 +343,7 @@ def submit(
     score: criterion, data; optional params, n (probe images). sensitivity: scores (a CSV), data; optional n,
     ratios. score and sensitivity need ``model`` (saved into the job, with ``arch`` and ``num_classes``).
     device: default the best available. start_worker: default True unless ``$PRUNEKIT_JOBS_NO_WORKER`` is set.
-    ValueError for an unknown kind or a missing argument.
+    ValueError for an unknown kind, a missing argument or a training hyper-parameter out of range.
     """
     from .metrics import best_device
 
@@ -344,6 +356,7 @@ def submit(
         raise UserError("a train job needs data (a data set's name) or folder (holding train/ and val/ image folders)")
     if KINDS[kind].needs_model and (model is None or arch is None or num_classes is None):
         raise UserError(f"a {kind} job needs the model, its arch and num_classes")
+    _check_recipe(kind, args)
     json.dumps(args)  # TypeError now, not in the worker, for arguments that cannot be stored
     device = str(torch.device(device) if device else best_device())
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())

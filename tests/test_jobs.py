@@ -117,6 +117,23 @@ def test_submit_refuses_what_it_cannot_run(fake_kinds):
     assert jobs.list_jobs(root) == []
 
 
+def test_submit_refuses_bad_hyperparameters_before_queueing(fake_kinds):
+    root, _ = fake_kinds
+    for kind, args, words in (
+            ("finetune", {"run": "r", "epochs": 3, "lr": float("inf")}, "lr (the base learning rate) must be a "
+                                                                         "finite number in (0, 10], got inf"),
+            ("finetune", {"run": "r", "epochs": 2.5}, "epochs (the passes over the training images) must be a whole "
+                                                      "number >= 1, got 2.5"),
+            ("train", {"model": "resnet20", "data": "cifar10", "epochs": 1, "weight_decay": -1},
+             "weight_decay (the L2 penalty) must be a finite number in [0, 1), got -1")):
+        with pytest.raises(ValueError) as err:
+            jobs.submit(kind, args, device="cpu", root=root)
+        assert words in str(err.value)
+    assert jobs.list_jobs(root) == []
+    job = jobs.submit("finetune", {"run": "r", "epochs": 3.0, "lr": 0.02}, device="cpu", root=root)  # JSON's 3.0
+    assert jobs._config(job.args, lambda epochs, **kw: (epochs, kw)) == (3.0, {"lr": 0.02})
+
+
 def test_a_job_of_a_dead_worker_reads_interrupted(fake_kinds):
     root, _ = fake_kinds
     job = jobs.submit("steps", {"n": 1}, device="cpu", root=root)
