@@ -164,9 +164,9 @@ def fit(
     the device, :class:`~prunekit.data.FolderLoader` for an image folder); the model trains on its ``device``.
     test_loader: any iterable of (x, y) batches on that device, e.g. either loader with ``train=False``.
 
-    With ``resume=True`` and a ``state.pt`` in ``out_dir``, training continues after its last finished epoch
-    (same weights, optimizer, schedule and data order as an uninterrupted run). With ``config.doconv`` the
-    model's k x k convs are over-parameterized for training and folded back at the end (in place).
+    With ``resume=True`` and a ``state.pt`` in ``out_dir``, training continues after its last finished epoch (same
+    weights, optimizer, schedule and data order as an uninterrupted run). ``config.doconv`` over-parameterizes the
+    k x k convs for training and folds them back at the end (in place).
 
     on_epoch(row): after each epoch, with its metrics row. on_batch(info): after each optimizer step, with
     ``epoch``, ``epochs``, ``batch``, ``batches``, ``loss`` and ``accuracy`` (the epoch's running train means);
@@ -174,7 +174,7 @@ def fit(
     epoch. on_finish(meta): at the end, with the final checkpoint's meta (``ddp`` in it under torchrun). Under
     torchrun the callbacks run on every rank (rows hold the metrics over all ranks); ``state.pt`` is read by rank
     0 and sent to the others. teacher: the model (K outputs) to distil from when ``config.distill_alpha`` > 0.
-    """
+    A loss or weights no longer finite raise :class:`TrainingDivergedError`; nothing of that epoch is saved."""
     out = Path(out_dir)
     ddp = dist_util.world(train_loader.device)
     if ddp.is_main:
@@ -183,14 +183,11 @@ def fit(
     opt, sched = _optimizer(model, config, len(train_loader), train_loader.batch_size)
     start_epoch, rows = _resume(model, opt, sched, train_loader, config, out, ddp, resume)
     header = {"train_config": asdict(config), **(meta or {})}
-    net = model  # what trains: the model itself, or its DistributedDataParallel wrapper
-    if ddp.enabled:
-        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    net = _wrapped(model, device) if ddp.enabled else model  # what trains (DistributedDataParallel under torchrun)
     for epoch in range(start_epoch, config.epochs):
         try:
             row = _epoch(model, net, teacher, opt, sched, train_loader, test_loader, config, epoch, ddp,
                          on_batch, progress and ddp.is_main)
-            _check_weights(model, epoch)
         except _NonFinite as exc:
             raise _diverged(str(exc), config, out, epoch) from None
         rows.append(row)
@@ -199,12 +196,21 @@ def fit(
         if ddp.is_main:
             _save_epoch(model, opt, sched, rng, per_rank, row, epoch, config, out, arch, num_classes, header)
         if progress and ddp.is_main:
-            tqdm.write(f"epoch {epoch + 1}: train loss {row['train_loss']:.3f}, test accuracy "
-                       f"{row['test_accuracy']:.2f}%, {row['images_per_s']:.0f} img/s")
+            tqdm.write(_summary(row))
         if on_epoch is not None:
             on_epoch(row)
     _finish(model, rows, config, out, arch, num_classes, header, ddp, on_finish)
     return rows
+
+
+def _summary(row: dict) -> str:
+    return (f"epoch {row['epoch']}: train loss {row['train_loss']:.3f}, test accuracy {row['test_accuracy']:.2f}%, "
+            f"{row['images_per_s']:.0f} img/s")
+
+
+def _wrapped(model: nn.Module, device: torch.device) -> nn.Module:
+    """``model`` in DistributedDataParallel (on its CUDA device, or the CPU)."""
+    return nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
 
 def _place(model: nn.Module, teacher: nn.Module | None, train_loader, config: TrainConfig, ddp):
@@ -297,7 +303,7 @@ def _resume(model, opt, sched, train_loader, config: TrainConfig, out: Path, ddp
 def _epoch(model, net, teacher, opt, sched, train_loader, test_loader, config: TrainConfig, epoch: int, ddp,
            on_batch, show: bool) -> dict:
     """One epoch of training (distilling from ``teacher`` when it is not None), then the test: -> the epoch's
-    metrics row (means over every rank under torchrun)."""
+    metrics row (means over every rank under torchrun). _NonFinite when a loss or the weights stop being finite."""
     device = train_loader.device
     cuda = device.type == "cuda"
     model.train()
@@ -326,6 +332,7 @@ def _epoch(model, net, teacher, opt, sched, train_loader, test_loader, config: T
     if ddp.enabled:  # the epoch's means over all ranks, and one model on all ranks
         loss_sum, correct, seen = dist_util.all_reduce_sum([loss_sum, correct, seen], device)
         dist_util.average_buffers(model)
+    _check_weights(model, epoch)  # before the test, and before anything of the epoch is saved
     seconds = time.perf_counter() - t0
     test = evaluate(model, test_loader)  # the unwrapped model: no collective, the same result on every rank
     return {"epoch": epoch + 1, "train_loss": loss_sum / seen, "train_accuracy": 100.0 * correct / seen,
