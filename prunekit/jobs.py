@@ -202,15 +202,19 @@ def _config(args: dict[str, Any], recipe: Callable[..., Any]):
     return recipe(args["epochs"], **fields)
 
 
-def _check_recipe(kind: str, args: dict[str, Any]) -> None:
-    """UserError now, at submit time, for a training or fine-tuning job whose hyper-parameters are out of range."""
+def _check_inputs(kind: str, args: dict[str, Any], model: nn.Module | None) -> None:
+    """UserError now, at submit time, for a training or fine-tuning job whose hyper-parameters are out of range, or a
+    sensitivity job whose scores file is unreadable or not the model's."""
     from .finetune import finetune_config
+    from .scores import read_scores
     from .train import TrainConfig
 
     if kind == "finetune":
         _config(args, finetune_config)
     elif kind == "train":
         _config(args, lambda epochs, **kw: TrainConfig(epochs=epochs, **kw))
+    elif kind == "sensitivity" and model is not None:
+        read_scores(args["scores"], model)
 
 
 def _finetune(job: Job, ctx: _Context) -> dict[str, Any]:
@@ -263,9 +267,11 @@ def _sensitivity(job: Job, ctx: _Context) -> dict[str, Any]:
     from .sensitivity import sensitivity
 
     a = job.args
+    model = _job_model(job, ctx)
+    scores = read_scores(a["scores"], model)  # before the data: a bad file fails at once
     data = held_out_set(a["data"], int(a.get("n") or SENSITIVITY.n), a.get("data_root"))
     recal = None if a.get("recalibrate") is False else load_arrays(a["data"], "train", a.get("data_root"))
-    table = sensitivity(_job_model(job, ctx), read_scores(a["scores"]), data,
+    table = sensitivity(model, scores, data,
                         ratios=a.get("ratios") or SENSITIVITY.ratios, recalibrate=recal, progress=ctx.steps)
     table.to_csv(job.path / "sensitivity.csv", index=False)
     return {"sensitivity": str(job.path / "sensitivity.csv"), "rows": len(table)}
@@ -343,7 +349,8 @@ def submit(
     score: criterion, data; optional params, n (probe images). sensitivity: scores (a CSV), data; optional n,
     ratios. score and sensitivity need ``model`` (saved into the job, with ``arch`` and ``num_classes``).
     device: default the best available. start_worker: default True unless ``$PRUNEKIT_JOBS_NO_WORKER`` is set.
-    ValueError for an unknown kind, a missing argument or a training hyper-parameter out of range.
+    ValueError for an unknown kind, a missing argument, a training hyper-parameter out of range or a bad scores
+    file.
     """
     from .metrics import best_device
 
@@ -356,7 +363,7 @@ def submit(
         raise UserError("a train job needs data (a data set's name) or folder (holding train/ and val/ image folders)")
     if KINDS[kind].needs_model and (model is None or arch is None or num_classes is None):
         raise UserError(f"a {kind} job needs the model, its arch and num_classes")
-    _check_recipe(kind, args)
+    _check_inputs(kind, args, model)
     json.dumps(args)  # TypeError now, not in the worker, for arguments that cannot be stored
     device = str(torch.device(device) if device else best_device())
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())

@@ -134,6 +134,20 @@ def test_submit_refuses_bad_hyperparameters_before_queueing(fake_kinds):
     assert jobs._config(job.args, lambda epochs, **kw: (epochs, kw)) == (3.0, {"lr": 0.02})
 
 
+def test_a_sensitivity_job_with_a_bad_scores_file_is_refused_at_submit(fake_kinds, tmp_path):
+    from prunekit.scores import score
+
+    root, _ = fake_kinds
+    model = build_model("resnet20")
+    table = score(model, "l1", cache=False)
+    table.loc[table.layer == "layer1.0.conv1", "score"] = float("nan")
+    table.to_csv(tmp_path / "nan.csv", index=False)
+    with pytest.raises(ValueError, match=r"nan.csv: 'layer1.0.conv1' has no usable score for filters 0, 1, 2"):
+        jobs.submit("sensitivity", {"scores": str(tmp_path / "nan.csv"), "data": "cifar10"}, device="cpu",
+                    model=model, arch="resnet20", num_classes=10, root=root)
+    assert jobs.list_jobs(root) == []
+
+
 def test_a_job_of_a_dead_worker_reads_interrupted(fake_kinds):
     root, _ = fake_kinds
     job = jobs.submit("steps", {"n": 1}, device="cpu", root=root)

@@ -76,7 +76,7 @@ def _scores(args: argparse.Namespace, model, criterion: str, params: dict) -> di
     from ..scores import read_scores, score_model, to_tensors
 
     if args.scores:
-        return read_scores(args.scores)
+        return read_scores(args.scores, model)
     with bar(f"scores ({criterion})") as progress:
         return to_tensors(score_model(model, criterion, params, probe=probe_spec(args), progress=progress))
 
