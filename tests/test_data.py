@@ -19,6 +19,7 @@ from prunekit.data import (
     make_box_probe,
     save_box_probe,
 )
+from prunekit.errors import UserError
 from tests.conftest import tiny_arrays
 
 
@@ -75,6 +76,15 @@ def test_unpacked_copy_decodes_once_into_the_cache(tmp_path, monkeypatch):
     monkeypatch.setattr(data.sets, "_decode_jpeg_copy", fail)
     again = load_arrays("cifar10", "train", tmp_path)
     assert torch.equal(again.images, ds.images)
+
+
+def test_a_damaged_image_in_the_jpeg_copy_is_named(tmp_path, monkeypatch):
+    monkeypatch.setenv("PRUNEKIT_CACHE", str(tmp_path / "cache"))
+    _write_tree(tmp_path)
+    (tmp_path / "cifar10-jpeg" / "train" / "cat" / "0001.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    with pytest.raises(UserError, match=r"cifar10-jpeg: train/cat/0001.png cannot be decoded as an image"):
+        load_arrays("cifar10", "train", tmp_path)
+    assert not list((tmp_path / "cache").rglob("*.npz"))  # nothing half-decoded cached
 
 
 @pytest.mark.data
