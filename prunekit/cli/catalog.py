@@ -3,6 +3,7 @@ background ``jobs`` and their ``worker``."""
 from __future__ import annotations
 
 import argparse
+import sys
 import textwrap
 from pathlib import Path
 
@@ -79,6 +80,8 @@ def runs(args: argparse.Namespace) -> int:
                             "accuracy_pruned", "accuracy_finetuned") if c in df]
         with pd.option_context("display.width", 200, "display.max_columns", None):
             print(df[cols].to_string(index=False))
+        for row in df[df["status"] == "unreadable"].itertuples():
+            print(f"warning: run {row.run} is unreadable: {row.error}", file=sys.stderr)
     return 0
 
 
