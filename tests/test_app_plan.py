@@ -281,3 +281,14 @@ def test_the_predicted_accuracy_is_the_recalibrated_plan_and_never_stale(default
     # the first plan's number is never shown for the second: either still computing, or the second's own
     assert shown == "computing..." or (done is not None and shown == f"{done.value['accuracy']:.1f}%")
     assert worker.wait(prediction_key(sel, "l1", second), 600).error is None  # ends before the test does
+
+
+def test_the_last_run_panel_of_a_run_that_stopped_before_its_report_stays_up(runs):
+    from prunekit.runs import Run
+
+    run = Run.create(runs, name="resnet20", model={"arch": "resnet20"}, before=None, after=None, accuracy=None)
+    run.finish("failed", "RuntimeError: out of memory (simulated)")
+    at = _plan_page(last_run=run.manifest["id"])
+    assert not at.exception
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Parameters after"] == "–" and metrics["FLOPs after"] == "–"
