@@ -334,7 +334,7 @@ def prune_run(
     A failure marks the run ``failed`` (``interrupted`` for Ctrl-C) and re-raises; the run stays on disk."""
     progress = progress or no_progress
     struct = struct or structure(model, input_size)
-    plan.check(struct)
+    plan.check(struct, arch)
     source = _source(model, arch, num_classes, input_size, checkpoint)
     run = Run.create(root, name=arch, model=source, data=_images_record(data), recalibration=None, sweep=sweep,
                      criterion={"name": plan.criterion, "params": plan.criterion_params}, plan=plan.to_dict(),
