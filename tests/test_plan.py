@@ -221,3 +221,38 @@ def test_a_plan_for_another_architecture_is_refused_before_a_run_is_made(r20, tm
         prune_run(model, plan, scores, arch="resnet20", num_classes=10, input_size=SIZE, root=tmp_path / "runs",
                   latency_batches=(), repeat=1)
     assert not (tmp_path / "runs").exists()
+
+
+def _sensitivity_table(struct):
+    slopes = {g.root: 10.0 * (i + 1) for i, g in enumerate(struct.groups)}
+    return pd.DataFrame([{"group": root, "ratio": r, "accuracy": 90 - s * r, "loss": 1 + s * r / 100}
+                         for root, s in slopes.items() for r in (0.0, 0.1, 0.3, 0.5, 0.7, 0.9)])
+
+
+def test_a_sensitivity_table_with_a_nan_or_a_missing_column_is_refused(r20, tmp_path, capsys):
+    """Before, a NaN damage never exceeded the tolerance: the group was pruned to its last measured ratio."""
+    from prunekit.cli import main
+
+    _, struct = r20
+    table = _sensitivity_table(struct)
+    table.loc[(table.group == "layer2.1.conv1") & (table.ratio == 0.5), "accuracy"] = math.nan
+    with pytest.raises(UserError, match=r"the sensitivity table's accuracy of 'layer2.1.conv1' is not a finite "
+                                        r"number at ratio 0.5"):
+        get_preset("sensitivity").make(struct, "resnet20", sensitivity=table, target=0.3)
+    with pytest.raises(UserError, match="the sensitivity table has no 'loss' column"):
+        get_preset("sensitivity").make(struct, "resnet20", sensitivity=table.drop(columns="loss"), target=0.3,
+                                       metric="loss")
+    from prunekit.sensitivity import read_sensitivity
+
+    table.to_csv(tmp_path / "sens.csv", index=False)
+    with pytest.raises(UserError, match=r"sens.csv: the sensitivity table's accuracy of 'layer2.1.conv1' is not a "
+                                        r"finite number at ratio 0.5"):
+        read_sensitivity(tmp_path / "sens.csv")
+    assert main(["plan", "--model", "resnet20", "--preset", "sensitivity", "--sensitivity", str(tmp_path / "sens.csv"),
+                 "--target", "0.3", "--out", str(tmp_path / "plan.json")]) == 2
+    err = capsys.readouterr().err
+    assert "sens.csv" in err and "'layer2.1.conv1'" in err and "Traceback" not in err
+    assert not (tmp_path / "plan.json").exists()
+    (tmp_path / "bytes.csv").write_bytes(b"\xff\xfe\x00")
+    with pytest.raises(UserError, match=r"bytes.csv: not a readable sensitivity CSV"):
+        read_sensitivity(tmp_path / "bytes.csv")

@@ -82,20 +82,20 @@ def _scores(args: argparse.Namespace, model, criterion: str, params: dict) -> di
 
 
 def plan(args: argparse.Namespace) -> int:
-    import pandas as pd
-
     from ..presets import get_preset
+    from ..sensitivity import read_sensitivity
     from ..structure import estimate, structure
 
     preset = get_preset(args.preset)
+    curves = read_sensitivity(args.sensitivity) if "sensitivity" in preset.needs and args.sensitivity else None
     model, arch, _ = load_model(args)
     struct = structure(model, input_size(arch))
     criterion, params = args.criterion, parse_params(args.param)
     inputs = {"model": model}
     if "scores" in preset.needs:
         inputs["scores"] = _scores(args, model, criterion, params)
-    if "sensitivity" in preset.needs and args.sensitivity:
-        inputs["sensitivity"] = pd.read_csv(args.sensitivity)
+    if curves is not None:
+        inputs["sensitivity"] = curves
     value = getattr(args, preset.knob.name) if preset.knob else None
     options = {p.name: getattr(args, p.name) for p in preset.params if getattr(args, p.name) is not None}
     result = preset.make(struct, arch, value=value, target=args.target, by=args.by, exclude=args.exclude,
