@@ -350,9 +350,9 @@ def _check_loss(value: float, epoch: int, batch: int, batches: int, opt, ddp, de
     first, so that every rank stops at the same step (one rank going on alone would wait for the others forever)."""
     total = dist_util.all_reduce_sum([value], device)[0] if ddp.enabled else value
     if not math.isfinite(total):
-        lr = opt.param_groups[0]["lr"]
-        raise _NonFinite(f"in epoch {epoch + 1} at step {batch} of {batches}: the loss is {value} "
-                         f"(learning rate {lr:.4g} at that step)")
+        what = f"the loss is {value}" if not math.isfinite(value) else "the loss is not finite on another rank"
+        raise _NonFinite(f"in epoch {epoch + 1} at step {batch} of {batches}: {what} (learning rate "
+                         f"{opt.param_groups[0]['lr']:.4g} at that step)")
 
 
 def _check_weights(model: nn.Module, epoch: int) -> None:
