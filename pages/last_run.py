@@ -41,7 +41,10 @@ def last_run_ui(sel) -> None:
         col.metric(name, "not measured" if value is None else f"{value:.2f}%",
                    None if value is None or before is None else f"{value - before:+.2f} pts", help=why)
     for col, key, name in ((cols[3], "params", "Parameters after"), (cols[4], "flops", "FLOPs after")):
-        a, b = m["after"][key], m["before"][key]
+        a, b = (m.get("after") or {}).get(key), (m.get("before") or {}).get(key)
+        if a is None or not b:  # the run stopped before its report
+            col.metric(name, "–", help="not measured: the run stopped before pruning")
+            continue
         col.metric(name, human(a), f"{a / b - 1:.1%}", delta_color="inverse", help=f"{b:,} -> {a:,}")
     st.page_link("pages/compare.py", label="Compare this run with the others", icon=":material/scatter_plot:")
     if m["status"] == "done":

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -71,18 +72,15 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
         raise CheckpointError(path, f"unsupported file type {path.suffix!r}.", f"Use one of {', '.join(SUFFIXES)}.")
     if path.suffix == ".safetensors":
         return _read_safetensors(path)
+    with open(path, "rb") as fh:
+        head = fh.read(16)
+    _check_head(path, head)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        if "weights only" in str(exc).lower() or "unsupported global" in str(exc).lower():
-            raise CheckpointError(
-                path,
-                "contains pickled Python objects (code), not only tensors; prunekit refuses to unpickle it.",
-                "Re-save it as a state dict (torch.save(model.state_dict(), ...)) or as .safetensors.",
-            ) from None
-        raise CheckpointError(path, f"is not a readable PyTorch file ({exc}).", _BROKEN_HINT) from None
+        raise _unpickling_error(path, head, exc) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, AttributeError, TypeError) as exc:
-        raise CheckpointError(path, f"is not a readable PyTorch file ({type(exc).__name__}).", _BROKEN_HINT) from None
+        raise CheckpointError(path, f"{_damage(path, head)} ({type(exc).__name__}).", _BROKEN_HINT) from None
     header: dict[str, Any] = {}
     if isinstance(obj, dict) and isinstance(obj.get("prunekit"), dict):
         header = obj["prunekit"]
@@ -100,6 +98,75 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
 
 
 _BROKEN_HINT = "The file is truncated or corrupted, or not a checkpoint at all: save it again."
+_ZIP = b"PK\x03\x04"  # torch.save's format since PyTorch 1.6
+_STATE_DICT_HINT = "Save the model's weights with torch.save(model.state_dict(), path) or as .safetensors."
+
+
+def _is_pickle(head: bytes) -> bool:
+    """Whether ``head`` starts a pickle of protocol 2 to 5 (torch.save's format before 1.6, and pickle.dump's)."""
+    return len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5
+
+
+def _check_head(path: Path, head: bytes) -> None:
+    """CheckpointError for a .pt/.pth file that is empty, or neither a zip archive nor a pickle (saying what it
+    looks like), before torch reads it."""
+    if not head:
+        raise CheckpointError(path, "is empty (0 bytes).", "It was not written completely: save it again.")
+    if head.startswith(_ZIP) or _is_pickle(head):
+        return
+    size = int.from_bytes(head[:8], "little") if len(head) >= 9 else 0
+    looks = ("it looks like a safetensors file: rename it to .safetensors" if head[8:9] == b"{" and 0 < size <
+             path.stat().st_size else "it looks like JSON text" if head[:1] in (b"{", b"[") else
+             "it looks like an HDF5 file (Keras?)" if head.startswith(b"\x89HDF") else
+             "it looks like an image" if head.startswith((b"\x89PNG", b"\xff\xd8\xff")) else "")
+    raise CheckpointError(path, f"is not a PyTorch checkpoint: it starts with bytes {head[:8].hex(' ')} "
+                          f"({head[:8]!r}), not a zip archive or pickle{'; ' + looks if looks else ''}.",
+                          "Choose the file torch.save wrote (.pt/.pth) or a .safetensors file.")
+
+
+def _damage(path: Path, head: bytes) -> str:
+    """What is wrong with a zip or pickle file torch could not read: a zip archive of other files, or a file cut
+    short or damaged."""
+    if head.startswith(_ZIP) and zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as zf:
+            names = zf.namelist()
+        if not any(n.endswith("/data.pkl") for n in names):
+            return f"is a zip archive, but not one torch.save wrote (it holds {', '.join(names[:3])})"
+    return "is truncated or corrupted"
+
+
+def _unpickling_error(path: Path, head: bytes, exc: pickle.UnpicklingError) -> CheckpointError:
+    """The error for a file torch's weights-only unpickler refused: code (a class or function it would have to
+    import, named), a plain pickle that torch.save did not write, or a damaged file."""
+    match = re.search(r"GLOBAL (\S+)", str(exc))
+    names = [match.group(1)] if match else (_pickle_globals(path) if _is_pickle(head) else None)
+    if names:
+        return CheckpointError(path, f"contains pickled Python objects (code: {', '.join(names[:3])}), not only "
+                               "tensors; prunekit refuses to unpickle it.", _STATE_DICT_HINT)
+    if names is not None:  # a whole pickle of plain values
+        return CheckpointError(path, "is a plain Python pickle (pickle.dump), not a checkpoint torch.save wrote.",
+                               _STATE_DICT_HINT)
+    return CheckpointError(path, "is truncated or corrupted (its pickle cannot be read).", _BROKEN_HINT)
+
+
+def _pickle_globals(path: Path) -> list[str] | None:
+    """The classes and functions a pickle would import (read with :mod:`pickletools`, nothing is run), or None
+    when it is not a whole pickle."""
+    import pickletools
+
+    names, strings = [], []
+    try:
+        with open(path, "rb") as fh:
+            for op, arg, _ in pickletools.genops(fh):
+                if op.name in ("GLOBAL", "INST"):
+                    names.append(str(arg).replace(" ", "."))
+                elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                    names.append(f"{strings[-2]}.{strings[-1]}")
+                elif isinstance(arg, str):
+                    strings.append(arg)
+    except (ValueError, EOFError, pickle.UnpicklingError):
+        return None
+    return list(dict.fromkeys(names))
 
 
 def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -110,7 +177,11 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, An
             meta = f.metadata() or {}
             state = {k: f.get_tensor(k) for k in f.keys()}
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise CheckpointError(path, f"is not a readable safetensors file ({exc}).", _BROKEN_HINT) from None
+        with open(path, "rb") as fh:
+            head = fh.read(16)
+        torch_file = head.startswith(_ZIP) or _is_pickle(head)
+        raise CheckpointError(path, f"is not a readable safetensors file ({exc}).", "It is a file torch.save wrote: "
+                              "rename it to .pt." if torch_file else _BROKEN_HINT) from None
     try:
         header = json.loads(meta["prunekit"]) if "prunekit" in meta else {}
     except json.JSONDecodeError:

@@ -49,10 +49,23 @@ def read_image(data: bytes, input_size: tuple[int, int, int]) -> torch.Tensor:
         raise
     except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombWarning,
             Image.DecompressionBombError) as exc:
-        why = f"{type(exc).__name__}: {exc}"
-        raise UserError(f"it cannot be read as an image ({why}); is the file complete?") from None
+        raise UserError(f"it cannot be read as an image: {_unreadable(data, exc)}") from None
     arr = _to_array(img, input_size[0])
     return fit_image(torch.from_numpy(arr).permute(2, 0, 1).contiguous(), input_size)
+
+
+_SIGNATURES = {b"\x89PNG\r\n\x1a\n": "PNG", b"\xff\xd8\xff": "JPEG"}
+
+
+def _unreadable(data: bytes, exc: Exception) -> str:
+    """Why PIL could not read ``data``, in words: not a PNG/JPEG at all (its first bytes), or one whose data are
+    damaged. Never PIL's own message for an unidentified file, which shows a Python object."""
+    kind = next((k for sig, k in _SIGNATURES.items() if data.startswith(sig)), None)
+    if kind is None:
+        return f"it is not a PNG or JPEG file: it starts with {data[:18]!r}; upload a PNG or JPEG"
+    why = "PIL cannot make sense of it" if isinstance(exc, UnidentifiedImageError) else \
+        (str(exc).strip() or type(exc).__name__)
+    return f"it starts like a {kind}, but its data are damaged or cut short ({why}); upload the complete file again"
 
 
 def _check_size(w: int, h: int) -> None:

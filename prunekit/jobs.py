@@ -43,7 +43,7 @@ import torch.nn as nn
 from .defaults import FINETUNE_RECIPE, HELD_OUT, PROBE, SENSITIVITY
 from .errors import UserError, unknown_name
 from .files import write_text_atomic
-from .runs import _this_process, process_gone, runs_root, utc_now
+from .runs import _kind, _this_process, process_gone, runs_root, utc_now
 
 __all__ = ["Job", "Cancelled", "KINDS", "STATUSES", "jobs_root", "submit", "get", "list_jobs", "cancel", "resume",
            "ensure_workers", "work"]
@@ -138,10 +138,51 @@ class Job:
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
+    """The JSON object in ``path``; None when it is missing, unreadable or not an object."""
     try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
+        value = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return None
+    return value if isinstance(value, dict) else None
+
+
+def _read_spec(path: Path) -> tuple[dict[str, Any] | None, str | None]:
+    """(the job directory ``path``'s spec, None); (None, why it is not a job, naming the file); or (None, None)
+    when it holds no job file (a job being created)."""
+    file = path / JOB_FILE
+    try:
+        spec = json.loads(file.read_text())
+    except FileNotFoundError:
+        return None, None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return None, f"{file}: not a prunekit job file: not JSON ({type(exc).__name__}: {exc})"
+    problem = _spec_problem(spec)
+    return (None, f"{file}: not a prunekit job file: {problem}") if problem else (spec, None)
+
+
+def _spec_problem(spec: Any) -> str | None:
+    """What makes ``spec`` (parsed JSON) not a job's spec, or None."""
+    if not isinstance(spec, dict):
+        return f"it holds a JSON {_kind(spec).split(' ', 1)[1]}, not an object"
+    for key, ok, want in (("id", lambda v: isinstance(v, str) and v, "a name"), ("kind", lambda v: isinstance(v, str),
+                          "a string"), ("status", lambda v: v in STATUSES, f"one of {', '.join(STATUSES)}"),
+                          ("device", lambda v: isinstance(v, str), "a string"), ("args", lambda v: isinstance(v, dict),
+                                                                                  "an object")):
+        if key not in spec:
+            return f"{key!r} is missing"
+        if not ok(spec[key]):
+            return f"{key!r} must be {want}, got {spec[key]!r}"
+    for key, types in (("process", (dict,)), ("result", (dict,)), ("error", (str,)), ("metrics_file", (str,)),
+                       ("order", (int, float)), ("attempts", (int,))):
+        if not isinstance(spec.get(key), (*types, type(None))) or isinstance(spec.get(key), bool):
+            return f"{key!r} must be {_kind(types[0]())} or null, got {spec[key]!r}"
+    return None
+
+
+def _unreadable(path: Path, problem: str) -> Job:
+    """A stand-in for a job directory whose job file is not a job's: status ``unreadable``, the problem as error."""
+    return Job(path, {"id": path.name, "kind": "unreadable", "status": "unreadable", "device": "?", "args": {},
+                      "error": f"{problem}. Remove the directory {path}", "order": 0})
 
 
 def _write(job: Job, **fields: Any) -> Job:
@@ -196,9 +237,25 @@ class _Context:
 
 
 def _config(args: dict[str, Any], recipe: Callable[..., Any]):
+    """The training recipe of a job's arguments (TrainConfig checks every value: UserError naming a bad one)."""
     fields = {k: args[k] for k in ("lr", "batch_size", "weight_decay", "seed", "doconv", "label_smoothing",
                                    "schedule", "distill_alpha", "distill_temperature") if k in args}
-    return recipe(int(args["epochs"]), **fields)
+    return recipe(args["epochs"], **fields)
+
+
+def _check_inputs(kind: str, args: dict[str, Any], model: nn.Module | None) -> None:
+    """UserError now, at submit time, for a training or fine-tuning job whose hyper-parameters are out of range, or a
+    sensitivity job whose scores file is unreadable or not the model's."""
+    from .finetune import finetune_config
+    from .scores import read_scores
+    from .train import TrainConfig
+
+    if kind == "finetune":
+        _config(args, finetune_config)
+    elif kind == "train":
+        _config(args, lambda epochs, **kw: TrainConfig(epochs=epochs, **kw))
+    elif kind == "sensitivity" and model is not None:
+        read_scores(args["scores"], model)
 
 
 def _finetune(job: Job, ctx: _Context) -> dict[str, Any]:
@@ -218,7 +275,7 @@ def _train(job: Job, ctx: _Context) -> dict[str, Any]:
     from .train import TrainConfig, train_new
 
     a = job.args
-    config = _config(a, lambda epochs, **kw: TrainConfig(epochs=epochs, **kw))
+    config = _config(a, lambda epochs, **kw: TrainConfig(epochs=epochs, **kw))  # checked at submit time too
     splits = resolve_splits(DataRequest.from_args(a), seed=config.seed)
     out = job.path / "train"
     _write(job, metrics_file=str(out / "metrics.jsonl"))
@@ -260,9 +317,11 @@ def _sensitivity(job: Job, ctx: _Context) -> dict[str, Any]:
     from .sensitivity import sensitivity
 
     a = job.args
+    model = _job_model(job, ctx, labels=True)
+    scores = read_scores(a["scores"], model)  # before the data: a bad file fails at once
     data = held_out_set(a["data"], int(a.get("n") or SENSITIVITY.n), a.get("data_root"))
     recal = None if a.get("recalibrate") is False else load_arrays(a["data"], "train", a.get("data_root"))
-    table = sensitivity(_job_model(job, ctx, labels=True), read_scores(a["scores"]), data,
+    table = sensitivity(model, scores, data,
                         ratios=a.get("ratios") or SENSITIVITY.ratios, recalibrate=recal, progress=ctx.steps)
     table.to_csv(job.path / "sensitivity.csv", index=False)
     return {"sensitivity": str(job.path / "sensitivity.csv"), "rows": len(table)}
@@ -340,7 +399,8 @@ def submit(
     score: criterion, data; optional params, n (probe images). sensitivity: scores (a CSV), data; optional n,
     ratios. score and sensitivity need ``model`` (saved into the job, with ``arch`` and ``num_classes``).
     device: default the best available. start_worker: default True unless ``$PRUNEKIT_JOBS_NO_WORKER`` is set.
-    ValueError for an unknown kind or a missing argument.
+    ValueError for an unknown kind, a missing argument, a training hyper-parameter out of range or a bad scores
+    file.
     """
     from .metrics import best_device
 
@@ -353,6 +413,7 @@ def submit(
         raise UserError("a train job needs data (a data set's name) or folder (holding train/ and val/ image folders)")
     if KINDS[kind].needs_model and (model is None or arch is None or num_classes is None):
         raise UserError(f"a {kind} job needs the model, its arch and num_classes")
+    _check_inputs(kind, args, model)
     json.dumps(args)  # TypeError now, not in the worker, for arguments that cannot be stored
     _refuse_twin(kind, args, root)
     device = str(torch.device(device) if device else best_device())
@@ -377,7 +438,9 @@ def submit(
 def get(job_id: str, root: str | os.PathLike | None = None) -> Job:
     """The job ``job_id`` as it is on disk now; ValueError when there is none."""
     path = jobs_root(root) / Path(job_id).name  # a bare id: never a path outside the root
-    spec = _read_json(path / JOB_FILE)
+    spec, problem = _read_spec(path)
+    if problem:
+        raise UserError(f"{problem}: remove the directory {path}")
     if spec is None:
         raise UserError(f"no job {job_id!r} in {jobs_root(root)}")
     return Job(path, spec)
@@ -394,13 +457,15 @@ def _refuse_twin(kind: str, args: dict[str, Any], root) -> None:
 
 
 def list_jobs(root: str | os.PathLike | None = None) -> list[Job]:
-    """Every job under the root, the last submitted (or resumed) first; unreadable directories are skipped."""
+    """Every job under the root, the last submitted (or resumed) first. A directory whose job file is not a job's
+    is listed as a job of status ``unreadable`` with the problem as its error (never run); one without a job file
+    (being created) is skipped."""
     base = jobs_root(root)
     jobs = []
     for path in base.iterdir() if base.is_dir() else []:
-        spec = _read_json(path / JOB_FILE) if path.is_dir() else None
-        if spec is not None:
-            jobs.append(Job(path, spec))
+        spec, problem = _read_spec(path) if path.is_dir() else (None, None)
+        if spec is not None or problem is not None:
+            jobs.append(Job(path, spec) if spec is not None else _unreadable(path, problem))
     return sorted(jobs, key=lambda j: (j.spec.get("order", 0), j.id), reverse=True)
 
 

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from .errors import UserError
+from .errors import UnknownNameError, UserError
 from .ratios import check_ratio, validate_ratios
 from .structure import Structure, signature
 
@@ -57,9 +57,23 @@ class Plan:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Plan:
-        if not isinstance(d, dict) or d.get("format") != PLAN_FORMAT:
-            raise UserError(f"not a prunekit plan: expected a JSON object with format {PLAN_FORMAT!r}")
-        known = {f.name for f in fields(cls)}
+        """The plan a JSON object holds (what :meth:`to_dict` wrote); UserError naming the entry that is missing,
+        unknown or of the wrong type, a ratio that breaks the rule, an unknown model or criterion, or criterion
+        parameters that criterion refuses."""
+        if not isinstance(d, dict):
+            raise UserError(f"not a prunekit plan: it holds a JSON {_kind(d)}, not an object")
+        if d.get("format") != PLAN_FORMAT:
+            raise UserError(f"not a prunekit plan: expected a JSON object with format {PLAN_FORMAT!r}, got format "
+                            f"{d.get('format')!r}")
+        known = [f.name for f in fields(cls)]
+        for key in d:
+            if key not in known and key != "format":
+                raise UserError(f"unknown entry {key!r} (known: {', '.join(known)}); a plan written by hand may have "
+                                "a misspelt name")
+        for key in ("arch", "ratios"):
+            if key not in d:
+                raise UserError(f"{key!r} is missing: a plan needs the model's arch and the ratios of its groups")
+        _check_entries(d)
         return cls(**{k: v for k, v in d.items() if k in known})
 
     @classmethod
@@ -77,15 +91,25 @@ class Plan:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Plan:
+        """The plan in the JSON file ``path``; UserError starting with the file's name when it is missing, not
+        text, or not a valid plan (:meth:`from_dict`)."""
         path = Path(path)
         if not path.is_file():
-            raise UserError(f"plan file {path} not found")
-        return cls.from_json(path.read_text())
+            raise UserError(f"plan file {path} not found: write one with `python -m prunekit plan --out FILE`")
+        try:
+            return cls.from_json(path.read_text())
+        except UnicodeDecodeError:
+            raise UserError(f"{path}: not a prunekit plan: not a text file (a plan is JSON)") from None
+        except UserError as exc:
+            raise type(exc)(f"{path}: {exc}") from None
 
-    def check(self, struct: Structure) -> None:
-        """ValueError when the plan does not fit the model of ``struct``: another structure (another model or
-        an already pruned one), an unknown or non-root layer, a ratio that removes a whole group, an excluded
-        layer that is not a conv or whose group has a ratio."""
+    def check(self, struct: Structure, arch: str | None = None) -> None:
+        """ValueError when the plan does not fit the model of ``struct`` (of architecture ``arch``, when given):
+        another architecture, another structure (another model or an already pruned one), an unknown or non-root
+        layer, a ratio that removes a whole group, an excluded layer that is not a conv or whose group has a
+        ratio."""
+        if arch is not None and arch != self.arch:
+            raise UserError(f"this plan was made for {self.arch}, the model is {arch}: make a plan for {arch}")
         if self.signature and self.signature != signature(struct):
             roots = ", ".join(f"{g.root}({g.channels})" for g in struct.groups[:4])
             raise UserError(f"this plan was made for another model ({self.arch}, structure {self.signature}); "
@@ -111,6 +135,31 @@ class Plan:
                 out[x.name] = "linear layer (classifier head): only conv filters are pruned; its inputs shrink " \
                               "with the convs before it"
         return out
+
+
+def _kind(value: Any) -> str:
+    return {list: "list", str: "string", bool: "boolean", type(None): "null", dict: "object"}.get(type(value), "number")
+
+
+def _check_entries(d: dict[str, Any]) -> None:
+    """UserError for a plan entry of the wrong type, a model or criterion that is not registered, or criterion
+    parameters that criterion refuses (the ratios are checked by :class:`Plan` itself)."""
+    from .criteria import get_criterion
+    from .models import list_models
+
+    excluded, criterion = d.get("excluded", []), d.get("criterion", "l1")
+    if not isinstance(excluded, list) or not all(isinstance(x, str) for x in excluded):
+        raise UserError(f"'excluded' must be a list of conv names, got {excluded!r}")
+    for key in ("criterion_params", "preset"):
+        if not isinstance(d.get(key, {}), dict):
+            raise UserError(f"{key!r} must be an object, got {d[key]!r}")
+    if not isinstance(d.get("signature", ""), str):
+        raise UserError(f"'signature' must be a string, got {d['signature']!r}")
+    if not isinstance(criterion, str) or not criterion:
+        raise UserError(f"'criterion' must be a criterion's name, got {criterion!r}")
+    if isinstance(d["arch"], str) and d["arch"] and d["arch"] not in list_models():
+        raise UnknownNameError(f"unknown model {d['arch']!r}; known models: {', '.join(list_models())}")
+    get_criterion(criterion, **d.get("criterion_params", {}))  # an unknown name or a bad parameter: its error
 
 
 def excluded_roots(struct: Structure, exclude) -> set[str]:

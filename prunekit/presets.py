@@ -253,6 +253,9 @@ class Sensitivity(Preset):
 def _damage_curves(ctx: PresetContext, metric: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """{root: (ratios, damage)} from the sensitivity table (rows at ratio 0 = unpruned), damage a drop of accuracy
     or a rise of loss; exclusions left out."""
+    from .sensitivity import check_table
+
+    check_table(ctx.sensitivity, metric)
     allowed, known = ctx.channels, {g.root for g in ctx.struct.groups}
     curves = {}
     for root, rows in ctx.sensitivity.groupby("group", sort=False):

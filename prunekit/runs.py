@@ -48,8 +48,8 @@ from .report import prune_report
 from .scores import weights_hash
 from .structure import Structure, structure
 
-__all__ = ["Run", "runs_root", "read_manifest", "list_runs", "prune_run", "file_sha256", "versions", "utc_now",
-           "process_gone", "MANIFEST", "MODEL_FILE"]
+__all__ = ["Run", "runs_root", "read_manifest", "manifest_problem", "list_runs", "prune_run", "file_sha256", "versions",
+           "utc_now", "process_gone", "MANIFEST", "MODEL_FILE"]
 
 RUN_FORMAT = "prunekit-run/1"
 MANIFEST = "manifest.json"
@@ -128,17 +128,76 @@ def file_sha256(path: str | os.PathLike) -> str:
 
 def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
     """The manifest of the run directory ``path``, its ``status`` made ``interrupted`` when it says running
-    but its process is gone. ValueError when there is none or it is not a run manifest."""
+    but its process is gone. ValueError naming the file and the problem when there is none or it is not a run
+    manifest: not JSON, not an object, another format, or an entry missing or of the wrong type
+    (:func:`manifest_problem`)."""
     file = Path(path) / MANIFEST
     try:
         manifest = json.loads(file.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise UserError(f"{file}: not a readable run manifest ({type(exc).__name__})") from None
-    if manifest.get("format") != RUN_FORMAT:
-        raise UserError(f"{file}: not a prunekit run manifest (format {manifest.get('format')!r})")
+    problem = manifest_problem(manifest)
+    if problem:
+        raise UserError(f"{file}: not a prunekit run manifest: {problem}. Remove the directory, or restore its "
+                        f"{MANIFEST} from a backup")
     if manifest.get("status") == "running" and process_gone(manifest.get("process")):
         manifest["status"] = "interrupted"
     return manifest
+
+
+_OBJECTS = ("model", "data", "recalibration", "sweep", "criterion", "plan", "before", "after", "accuracy", "report",
+            "finetune", "process", "versions", "files")  # entries that are a JSON object or null
+_NESTED_OBJECTS = (("before", "latency_ms"), ("after", "latency_ms"), ("accuracy", "before"), ("accuracy", "pruned"),
+                   ("accuracy", "recalibrated"), ("plan", "ratios"), ("plan", "preset"), ("report", "channels"))
+_NUMBERS = (("before", "params"), ("before", "macs"), ("before", "flops"), ("after", "params"), ("after", "macs"),
+            ("after", "flops"), ("finetune", "accuracy"), ("accuracy", "before", "accuracy"),
+            ("accuracy", "pruned", "accuracy"), ("accuracy", "recalibrated", "accuracy"))
+
+
+def _kind(value: Any) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null"}.get(
+        type(value), "a number")
+
+
+def manifest_problem(manifest: Any) -> str | None:
+    """What makes ``manifest`` (parsed JSON) not a run manifest that the listing, the Compare page and fine-tuning
+    can read, or None: its format, ``id`` and ``status``, and the type of every entry they read."""
+    if not isinstance(manifest, dict):
+        return f"it holds a JSON {_kind(manifest).split(' ', 1)[1]}, not an object"
+    if manifest.get("format") != RUN_FORMAT:
+        return f"its format is {manifest.get('format')!r}, not {RUN_FORMAT!r}"
+    for key, ok, want in (("id", lambda v: isinstance(v, str) and v, "a name"),
+                          ("status", lambda v: v in STATUSES, f"one of {', '.join(STATUSES)}")):
+        if key not in manifest:
+            return f"{key!r} is missing"
+        if not ok(manifest[key]):
+            return f"{key!r} must be {want}, got {manifest[key]!r}"
+    for key in ("created", "updated", "finished", "error"):
+        if not isinstance(manifest.get(key), (str, type(None))):
+            return f"{key!r} must be a string or null, got {_kind(manifest[key])}"
+    for path in [(k,) for k in _OBJECTS] + list(_NESTED_OBJECTS):
+        value = _at(manifest, path)
+        if not isinstance(value, (dict, type(None))):
+            return f"{'.'.join(path)!r} must be an object or null, got {_kind(value)}"
+    for path in _NUMBERS:
+        value = _at(manifest, path)
+        if isinstance(value, bool) or not isinstance(value, (int, float, type(None))):
+            return f"{'.'.join(path)!r} must be a number or null, got {value!r}"
+    epochs = (manifest.get("finetune") or {}).get("epochs")
+    if epochs is not None and not (isinstance(epochs, list) and all(isinstance(r, dict) for r in epochs)):
+        return f"'finetune.epochs' must be a list of objects (one per epoch), got {_kind(epochs)}"
+    for layer, pair in (_at(manifest, ("report", "channels")) or {}).items():
+        if not (isinstance(pair, list) and len(pair) == 2 and all(isinstance(n, int) for n in pair)):
+            return f"'report.channels' must map each conv to [filters before, after], got {pair!r} for {layer!r}"
+    return None
+
+
+def _at(manifest: dict, path: tuple[str, ...]) -> Any:
+    """The entry at ``path`` (keys into nested objects), None where a level is missing or null."""
+    value: Any = manifest
+    for key in path:
+        value = value.get(key) if isinstance(value, dict) else None
+    return value
 
 
 class Run:
@@ -282,7 +341,7 @@ def prune_run(
     progress = progress or no_progress
     source = _source(model, arch, num_classes, input_size, checkpoint, data, recalibrate)
     struct = struct or structure(model, input_size)
-    plan.check(struct)
+    plan.check(struct, arch)
     run = Run.create(root, name=arch, model=source, data=_images_record(data), recalibration=None, sweep=sweep,
                      criterion={"name": plan.criterion, "params": plan.criterion_params}, plan=plan.to_dict(),
                      before=None, after=None, accuracy=None, report=None, device=str(next(model.parameters()).device))

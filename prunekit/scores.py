@@ -17,6 +17,7 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 import torch.nn as nn
@@ -168,19 +169,79 @@ def _probe_for(crit: Criterion, probe: ProbeSpec | None):
     return probe.build(boxes=crit.needs_boxes)
 
 
-def read_scores(path) -> dict[str, torch.Tensor]:
-    """{conv: float32 (filters,)} from a scores CSV written by ``score``; UserError naming the file and the problem
-    when it cannot be read or has missing or non-finite scores."""
+def read_scores(path, model: nn.Module | None = None) -> dict[str, torch.Tensor]:
+    """{conv: float32 (filters,)} from a scores CSV written by ``score`` (columns layer, filter, score).
+
+    UserError naming the file, the layer and the filter numbers when it cannot be read or a row is wrong: a score
+    missing or not a finite number, a layer whose filter numbers are not 0..n-1 each once, a row without a layer.
+    With ``model``, also when a layer is not one of its convs or its scores are not as many as the conv's filters
+    (the scores of another model)."""
     try:
-        df = pd.read_csv(path)
+        df = pd.read_csv(path, dtype={"layer": str})  # a layer named 0 stays the name '0'
     except (OSError, ValueError, pd.errors.ParserError) as exc:
         raise UserError(f"{path}: not a readable scores CSV ({type(exc).__name__}: {exc}); write one with "
                         "`python -m prunekit score`") from None
-    try:
-        tensors = to_tensors(df)
-    except UserError as exc:
-        raise UserError(f"{path}: {exc}") from None
-    bad = [layer for layer, s in tensors.items() if not torch.isfinite(s).all()]
-    if bad:
-        raise UserError(f"{path}: missing or non-finite scores in {', '.join(bad[:3])}; score the model again")
+    missing = {"layer", "filter", "score"} - set(df.columns)
+    if missing:
+        raise UserError(f"{path}: a scores CSV needs the columns layer, filter, score; missing {sorted(missing)}. "
+                        "Write one with `python -m prunekit score`")
+    df = df.assign(filter=pd.to_numeric(df["filter"], errors="coerce"),
+                   score=pd.to_numeric(df["score"], errors="coerce"))
+    problems = _table_problems(df)
+    if problems:
+        raise UserError(f"{path}: {'; '.join(problems[:3])}{' (and more)' if len(problems) > 3 else ''}. Fix these "
+                        "rows, or score the model again (`python -m prunekit score`)")
+    tensors = to_tensors(df)
+    if model is not None:
+        _check_layers(path, tensors, model)
     return tensors
+
+
+def _numbers(word: str, values) -> str:
+    """"filter 2" / "filters 3, 5" (at most 10 listed)."""
+    values = [int(v) for v in values]
+    listed = ", ".join(map(str, values[:10])) + (f", ... ({len(values)} in all)" if len(values) > 10 else "")
+    return f"{word}{'s' if len(values) > 1 else ''} {listed}"
+
+
+def _table_problems(df: pd.DataFrame) -> list[str]:
+    """What is wrong with a score table's rows (filter and score already numeric, NaN where not a number)."""
+    unnamed = df.index[df["layer"].isna()] + 2  # CSV line numbers (the header is line 1)
+    if len(unnamed):
+        return [f"{_numbers('line', unnamed)} "
+                f"{'have' if len(unnamed) > 1 else 'has'} no layer name"]
+    f = df["filter"]
+    odd = df.index[f.isna() | (f < 0) | (f != f.round())]
+    if len(odd):
+        return [f"filter numbers must be whole numbers >= 0; {_numbers('line', odd + 2)} "
+                f"{'have' if len(odd) > 1 else 'has'} {df.loc[odd[0], 'filter']!r}"]
+    problems = []
+    for layer, rows in df.groupby("layer", sort=False):
+        filters = rows["filter"].astype(int)
+        twice = sorted(set(filters[filters.duplicated()]))
+        gaps = sorted(set(range(int(filters.max()) + 1)) - set(filters))
+        bad = rows.loc[~np.isfinite(rows["score"].to_numpy(dtype=float)), "filter"]
+        if twice:
+            problems.append(f"{layer!r} lists {_numbers('filter', twice)} more than once")
+        if gaps:
+            problems.append(f"{layer!r} has no row for {_numbers('filter', gaps)} (it lists {filters.nunique()} "
+                            f"filters, numbered 0 to {int(filters.max())})")
+        if len(bad):
+            problems.append(f"{layer!r} has no usable score for {_numbers('filter', sorted(bad))} (missing or not a "
+                            "finite number)")
+    return problems
+
+
+def _check_layers(path, tensors: dict[str, torch.Tensor], model: nn.Module) -> None:
+    """UserError naming the file and the layer when a scored layer is not a conv of ``model`` or has another number
+    of filters."""
+    convs = {name: m.out_channels for name, m in model.named_modules() if isinstance(m, nn.Conv2d)}
+    for layer, values in tensors.items():
+        if layer not in convs:
+            raise UserError(f"{path}: {layer!r} is not a conv of this model (its convs: "
+                            f"{', '.join(list(convs)[:6])}{', ...' if len(convs) > 6 else ''}): these are the scores "
+                            "of another model. Score this model (`python -m prunekit score`)")
+        if len(values) != convs[layer]:
+            raise UserError(f"{path}: {layer!r} has {len(values)} scores and the model's conv {convs[layer]} filters: "
+                            "these are the scores of another model (or of this one before pruning). Score this "
+                            "model (`python -m prunekit score`)")

@@ -18,22 +18,41 @@ from .ratios import kept_channels
 __all__ = ["combined_scores", "group_scores", "lowest", "removed_filters"]
 
 
-def combined_scores(members: Sequence[str], scores: dict[str, torch.Tensor]) -> torch.Tensor | None:
+def combined_scores(members: Sequence[str], scores: dict[str, torch.Tensor],
+                    channels: int | None = None) -> torch.Tensor | None:
     """float64 (channels,): the members' scores, each min-max normalised to [0, 1] within its layer, averaged over
-    the members that have scores; None when none has."""
+    the members that have scores; None when none has. UserError naming the layer and the filters when a member's
+    scores are not all finite (a criterion that gave NaN on a dead layer), or, given ``channels``, are not one per
+    filter."""
     parts = []
     for m in members:
         if m in scores:
-            s = torch.as_tensor(scores[m]).detach().double().cpu()
+            s = _checked(m, scores[m], channels)
             parts.append((s - s.min()) / (s.max() - s.min()) if s.max() > s.min() else torch.zeros_like(s))
     return torch.stack(parts).mean(0) if parts else None
+
+
+def _checked(layer: str, values, channels: int | None) -> torch.Tensor:
+    """``values`` as float64 (filters,) on the CPU; UserError when they are not finite or not ``channels`` long."""
+    s = torch.as_tensor(values).detach().double().cpu().reshape(-1)
+    if channels is not None and len(s) != channels:
+        raise UserError(f"{layer!r} has {len(s)} scores for its {channels} filters: these are the scores of another "
+                        "model (or of this one before pruning); score this model again")
+    bad = (~torch.isfinite(s)).nonzero().flatten().tolist()
+    if bad:
+        which = ", ".join(map(str, bad[:10])) + (f", ... ({len(bad)} in all)" if len(bad) > 10 else "")
+        kinds = "/".join(sorted({str(float(v)) for v in s[bad].tolist()}))
+        raise UserError(f"the scores of {layer!r} are not finite at filter{'s' if len(bad) > 1 else ''} {which} "
+                        f"({kinds}): the criterion gave no usable score there (e.g. a layer whose outputs are all "
+                        "zero). Score with another criterion, or exclude the layer from the plan")
+    return s
 
 
 def group_scores(groups, scores: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """{group root: float64 (channels,)} :func:`combined_scores` of every group with a scored member."""
     out = {}
     for g in groups:
-        combined = combined_scores(g.members, scores)
+        combined = combined_scores(g.members, scores, g.channels)
         if combined is not None:
             out[g.root] = combined
     return out
@@ -52,7 +71,7 @@ def removed_filters(groups, ratios: dict[str, float], scores: dict[str, torch.Te
         n = g.channels - kept_channels(g.channels, ratios.get(g.root, 0.0))
         if n <= 0:
             continue
-        combined = combined_scores(g.members, scores)
+        combined = combined_scores(g.members, scores, g.channels)
         if combined is None:
             raise UserError(f"no scores for any layer of the group rooted at {g.root!r}: score the model again")
         out.update({m: lowest(combined, n) for m in g.members})

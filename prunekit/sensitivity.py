@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 
+import numpy as np
 import pandas as pd
 import torch
 import torch.nn as nn
@@ -31,7 +32,7 @@ from .recalibrate import recalibrate_bn
 from .scores import to_tensors, weights_hash
 from .structure import Structure, estimate, structure
 
-__all__ = ["sensitivity", "COLUMNS"]
+__all__ = ["sensitivity", "read_sensitivity", "check_table", "COLUMNS"]
 COLUMNS = ["group", "ratio", "accuracy", "loss", "params", "macs"]
 
 
@@ -124,3 +125,36 @@ def _key(model: nn.Module, scores: dict[str, torch.Tensor], data: ArraySet, rati
     h.update(data.labels.numpy().tobytes())
     h.update(json.dumps([data.mean, data.std, ratios, groups]).encode())
     return h.hexdigest()[:24]
+
+
+def check_table(table: pd.DataFrame, metric: str = "accuracy") -> None:
+    """UserError when a sensitivity table lacks the group, ratio or ``metric`` column, or a ratio or a ``metric``
+    value is not a finite number (naming the group and the ratios): presets read it as damage, and a NaN would
+    never count as damage."""
+    for column in ("group", "ratio", metric):
+        if column not in table.columns:
+            raise UserError(f"the sensitivity table has no {column!r} column (it has {', '.join(map(str, table))}); "
+                            "compute the curves again (`python -m prunekit sensitivity`)")
+    for column in ("ratio", metric):
+        bad = table[~np.isfinite(pd.to_numeric(table[column], errors="coerce").to_numpy(dtype=float))]
+        if len(bad):
+            group, ratios = bad["group"].iloc[0], bad.loc[bad["group"] == bad["group"].iloc[0], "ratio"].tolist()
+            raise UserError(f"the sensitivity table's {column} of {group!r} is not a finite number at "
+                            f"ratio{'s' if len(ratios) > 1 else ''} {', '.join(map(str, ratios))}; compute the "
+                            "curves again (`python -m prunekit sensitivity`)")
+
+
+def read_sensitivity(path) -> pd.DataFrame:
+    """The sensitivity table in the CSV ``path`` (written by ``sensitivity``), checked (:func:`check_table`, with
+    both metrics); UserError naming the file."""
+    try:
+        table = pd.read_csv(path, dtype={"group": str})
+    except (OSError, ValueError, pd.errors.ParserError) as exc:
+        raise UserError(f"{path}: not a readable sensitivity CSV ({type(exc).__name__}: {exc}); write one with "
+                        "`python -m prunekit sensitivity`") from None
+    try:
+        for metric in ("accuracy", "loss"):
+            check_table(table, metric)
+    except UserError as exc:
+        raise UserError(f"{path}: {exc}") from None
+    return table

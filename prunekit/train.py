@@ -48,7 +48,7 @@ from .doconv import DOConv2d, fold, overparameterize
 from .errors import UserError
 from .metrics import evaluate
 
-__all__ = ["TrainConfig", "fit", "lr_factor", "train_new"]
+__all__ = ["LR_MAX", "TrainConfig", "TrainingDivergedError", "fit", "lr_factor", "train_new"]
 
 SCHEDULES = ("cosine", "step", "onecycle")
 
@@ -78,11 +78,51 @@ class TrainConfig:
     def __post_init__(self):
         if self.schedule not in SCHEDULES:
             raise UserError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
-        if self.epochs < 1 or self.batch_size < 1:
-            raise UserError("epochs and batch_size must be at least 1")
-        if not (self.lr > 0) or not (0 <= self.label_smoothing < 1) or self.weight_decay < 0:
-            raise UserError("need lr > 0, 0 <= label_smoothing < 1 and weight_decay >= 0")
+        self.epochs = _whole("epochs", self.epochs, "the passes over the training images")
+        self.batch_size = _whole("batch_size", self.batch_size, "images per step")
+        self.seed = _whole("seed", self.seed, "the random seed", low=0)
+        self.lr = _number("lr", self.lr, 0, LR_MAX, "the base learning rate", low_open=True,
+                          hint=" (0.1 trains CIFAR models from scratch, 0.01 fine-tunes)")
+        self.momentum = _number("momentum", self.momentum, 0, 1, "SGD's momentum", high_open=True,
+                                hint=" (0.9 is usual)")
+        self.weight_decay = _number("weight_decay", self.weight_decay, 0, 1, "the L2 penalty", high_open=True,
+                                    hint=" (5e-4 is usual)")
+        self.warmup_epochs = _number("warmup_epochs", self.warmup_epochs, 0, math.inf, "the linear warm-up")
+        self.label_smoothing = _number("label_smoothing", self.label_smoothing, 0, 1, "label smoothing",
+                                       high_open=True)
+        if self.nesterov and self.momentum == 0:
+            raise UserError("nesterov=True needs a momentum above 0, got momentum 0: set a momentum (0.9 is usual) "
+                            "or nesterov=False")
         check_distill(self.distill_alpha, self.distill_temperature)
+
+
+LR_MAX = 10.0  # an SGD learning rate above this diverges on any model here: a typo, refused before training
+
+
+def _number(name: str, value, low: float, high: float, what: str, *, low_open: bool = False,
+            high_open: bool = False, hint: str = "") -> float:
+    """``value`` as a float, or UserError naming ``name``, its value and the range (finite, in [low, high] with the
+    ends open as asked)."""
+    ok = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value) and \
+        (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
+    if not ok:
+        interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+        raise UserError(f"{name} ({what}) must be a finite number in {interval}, got {value!r}{hint}")
+    return float(value)
+
+
+def _whole(name: str, value, what: str, *, low: int = 1) -> int:
+    """``value`` as an int (a whole float such as a JSON 3.0 too), or UserError naming ``name`` and its value."""
+    whole = not isinstance(value, bool) and (isinstance(value, int) or
+                                             (isinstance(value, float) and value.is_integer()))
+    if not whole or value < low:
+        raise UserError(f"{name} ({what}) must be a whole number >= {low}, got {value!r}")
+    return int(value)
+
+
+class TrainingDivergedError(UserError):
+    """Training stopped because its loss or its weights stopped being finite (NaN or infinite); the message says
+    where, why (most often a learning rate too high) and what is kept."""
 
 
 def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
@@ -124,9 +164,9 @@ def fit(
     the device, :class:`~prunekit.data.FolderLoader` for an image folder); the model trains on its ``device``.
     test_loader: any iterable of (x, y) batches on that device, e.g. either loader with ``train=False``.
 
-    With ``resume=True`` and a ``state.pt`` in ``out_dir``, training continues after its last finished epoch
-    (same weights, optimizer, schedule and data order as an uninterrupted run). With ``config.doconv`` the
-    model's k x k convs are over-parameterized for training and folded back at the end (in place).
+    With ``resume=True`` and a ``state.pt`` in ``out_dir``, training continues after its last finished epoch (same
+    weights, optimizer, schedule and data order as an uninterrupted run). ``config.doconv`` over-parameterizes the
+    k x k convs for training and folds them back at the end (in place).
 
     on_epoch(row): after each epoch, with its metrics row. on_batch(info): after each optimizer step, with
     ``epoch``, ``epochs``, ``batch``, ``batches``, ``loss`` and ``accuracy`` (the epoch's running train means);
@@ -134,7 +174,7 @@ def fit(
     epoch. on_finish(meta): at the end, with the final checkpoint's meta (``ddp`` in it under torchrun). Under
     torchrun the callbacks run on every rank (rows hold the metrics over all ranks); ``state.pt`` is read by rank
     0 and sent to the others. teacher: the model (K outputs) to distil from when ``config.distill_alpha`` > 0.
-    """
+    A loss or weights no longer finite raise :class:`TrainingDivergedError`; nothing of that epoch is saved."""
     out = Path(out_dir)
     ddp = dist_util.world(train_loader.device)
     if ddp.is_main:
@@ -143,24 +183,34 @@ def fit(
     opt, sched = _optimizer(model, config, len(train_loader), train_loader.batch_size)
     start_epoch, rows = _resume(model, opt, sched, train_loader, config, out, ddp, resume)
     header = {"train_config": asdict(config), **(meta or {})}
-    net = model  # what trains: the model itself, or its DistributedDataParallel wrapper
-    if ddp.enabled:
-        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    net = _wrapped(model, device) if ddp.enabled else model  # what trains (DistributedDataParallel under torchrun)
     for epoch in range(start_epoch, config.epochs):
-        row = _epoch(model, net, teacher, opt, sched, train_loader, test_loader, config, epoch, ddp,
-                     on_batch, progress and ddp.is_main)
+        try:
+            row = _epoch(model, net, teacher, opt, sched, train_loader, test_loader, config, epoch, ddp,
+                         on_batch, progress and ddp.is_main)
+        except _NonFinite as exc:
+            raise _diverged(str(exc), config, out, epoch) from None
         rows.append(row)
         rng = {"loader_rng": train_loader.generator.get_state(), "torch_rng": torch.get_rng_state()}
         per_rank = dist_util.all_gather_object(rng) if ddp.enabled else None
         if ddp.is_main:
             _save_epoch(model, opt, sched, rng, per_rank, row, epoch, config, out, arch, num_classes, header)
         if progress and ddp.is_main:
-            tqdm.write(f"epoch {epoch + 1}: train loss {row['train_loss']:.3f}, test accuracy "
-                       f"{row['test_accuracy']:.2f}%, {row['images_per_s']:.0f} img/s")
+            tqdm.write(_summary(row))
         if on_epoch is not None:
             on_epoch(row)
     _finish(model, rows, config, out, arch, num_classes, header, ddp, on_finish)
     return rows
+
+
+def _summary(row: dict) -> str:
+    return (f"epoch {row['epoch']}: train loss {row['train_loss']:.3f}, test accuracy {row['test_accuracy']:.2f}%, "
+            f"{row['images_per_s']:.0f} img/s")
+
+
+def _wrapped(model: nn.Module, device: torch.device) -> nn.Module:
+    """``model`` in DistributedDataParallel (on its CUDA device, or the CPU)."""
+    return nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
 
 def _place(model: nn.Module, teacher: nn.Module | None, train_loader, config: TrainConfig, ddp):
@@ -253,7 +303,7 @@ def _resume(model, opt, sched, train_loader, config: TrainConfig, out: Path, ddp
 def _epoch(model, net, teacher, opt, sched, train_loader, test_loader, config: TrainConfig, epoch: int, ddp,
            on_batch, show: bool) -> dict:
     """One epoch of training (distilling from ``teacher`` when it is not None), then the test: -> the epoch's
-    metrics row (means over every rank under torchrun)."""
+    metrics row (means over every rank under torchrun). _NonFinite when a loss or the weights stop being finite."""
     device = train_loader.device
     cuda = device.type == "cuda"
     model.train()
@@ -270,7 +320,9 @@ def _epoch(model, net, teacher, opt, sched, train_loader, test_loader, config: T
         loss.backward()
         opt.step()
         sched.step()
-        loss_sum += loss.item() * len(y)
+        value = loss.item()
+        _check_loss(value, epoch, batch, len(train_loader), opt, ddp, device)
+        loss_sum += value * len(y)
         correct += (logits.argmax(1) == y).sum().item()
         seen += len(y)
         bar.set_postfix(loss=f"{loss_sum / seen:.3f}")
@@ -280,11 +332,47 @@ def _epoch(model, net, teacher, opt, sched, train_loader, test_loader, config: T
     if ddp.enabled:  # the epoch's means over all ranks, and one model on all ranks
         loss_sum, correct, seen = dist_util.all_reduce_sum([loss_sum, correct, seen], device)
         dist_util.average_buffers(model)
+    _check_weights(model, epoch)  # before the test, and before anything of the epoch is saved
     seconds = time.perf_counter() - t0
     test = evaluate(model, test_loader)  # the unwrapped model: no collective, the same result on every rank
     return {"epoch": epoch + 1, "train_loss": loss_sum / seen, "train_accuracy": 100.0 * correct / seen,
             "test_loss": test["loss"], "test_accuracy": test["accuracy"], "lr": opt.param_groups[0]["lr"],
             "seconds": seconds, "images_per_s": seen / seconds}
+
+
+class _NonFinite(Exception):
+    """Inside :func:`fit`: a loss or the weights stopped being finite (the message says where); fit raises
+    :class:`TrainingDivergedError` from it, saying what is kept."""
+
+
+def _check_loss(value: float, epoch: int, batch: int, batches: int, opt, ddp, device) -> None:
+    """_NonFinite when the step's loss ``value`` is NaN or infinite. Under torchrun the ranks' losses are summed
+    first, so that every rank stops at the same step (one rank going on alone would wait for the others forever)."""
+    total = dist_util.all_reduce_sum([value], device)[0] if ddp.enabled else value
+    if not math.isfinite(total):
+        what = f"the loss is {value}" if not math.isfinite(value) else "the loss is not finite on another rank"
+        raise _NonFinite(f"in epoch {epoch + 1} at step {batch} of {batches}: {what} (learning rate "
+                         f"{opt.param_groups[0]['lr']:.4g} at that step)")
+
+
+def _check_weights(model: nn.Module, epoch: int) -> None:
+    """_NonFinite when a weight or a buffer of ``model`` holds NaN or infinity after epoch ``epoch`` (0-based)'s
+    last step, though its losses were finite; checked before anything of the epoch is saved."""
+    bad = [name for name, t in model.state_dict().items() if t.is_floating_point() and not torch.isfinite(t).all()]
+    if bad:
+        raise _NonFinite(f"in epoch {epoch + 1}: the weights are no longer finite after its last step (NaN or "
+                         f"infinity in {', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''})")
+
+
+def _diverged(where: str, config: TrainConfig, out: Path, epoch: int) -> TrainingDivergedError:
+    """The error for a training that diverged ``where`` in epoch ``epoch`` (0-based): what is kept, the likely
+    cause, the fix."""
+    kept = (f"The last good state is kept: {out / 'state.pt'} holds epoch {epoch} and nothing of epoch "
+            f"{epoch + 1} was written" if epoch else "No epoch had finished, so nothing was saved")
+    return TrainingDivergedError(
+        f"training diverged {where}. {kept}. The usual cause is a learning rate too high for this model: lower the "
+        f"learning rate (lr {config.lr:g} now; try {config.lr / 10:g} with --lr, or lr= in Python and jobs) and start "
+        "over with --no-resume (resume=False): a resumed training keeps its old learning rate")
 
 
 def _finish(model, rows, config, out: Path, arch, num_classes, header, ddp, on_finish) -> None:

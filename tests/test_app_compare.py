@@ -133,6 +133,20 @@ def test_a_corrupt_manifest_is_listed_unreadable_and_the_page_stays_up(runs_root
     assert "not a readable run manifest" in table.loc[broken.name, "error"]
 
 
+def test_manifests_of_the_wrong_shape_are_listed_unreadable_and_the_page_stays_up(runs_root, three_runs):
+    from tests.test_runs import BAD_MANIFESTS
+
+    for name, (text, _) in BAD_MANIFESTS.items():
+        (runs_root / name).mkdir()
+        (runs_root / name / "manifest.json").write_text(text)
+    at = _page()
+    assert not at.exception
+    table = _table(at)
+    for name, (_, words) in BAD_MANIFESTS.items():
+        assert table.loc[name, "status"] == "unreadable" and words in table.loc[name, "error"], name
+    assert (table["status"] == "done").sum() == 3  # the good runs are all there
+
+
 def test_a_sweep_is_queued_from_the_page_and_its_runs_draw_one_curve_per_criterion(runs_root, tmp_path,
                                                                                  monkeypatch):
     from prunekit import jobs

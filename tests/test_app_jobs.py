@@ -94,3 +94,15 @@ def test_without_jobs_the_page_says_how_to_start_one(root):
     at = _page()
     assert not at.exception
     assert any("Nothing is running" in i.value for i in at.info)
+
+
+def test_bad_job_files_are_listed_as_unreadable_and_the_page_stays_up(root, tmp_path):
+    from tests.test_jobs import BAD_JOBS, write_bad_jobs
+
+    _running(root, tmp_path)
+    write_bad_jobs(root)
+    at = _page()
+    assert not at.exception
+    table = at.dataframe[0].value.set_index("job")
+    for name, (_, words) in BAD_JOBS.items():
+        assert table.loc[name, "status"] == "unreadable" and words in table.loc[name, "result"], name

@@ -294,3 +294,14 @@ def _sensitivity_spec(at) -> dict:
     """The plotly spec of the page's sensitivity chart (the one with a red line per group)."""
     specs = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
     return next(s for s in specs if any(t.get("line", {}).get("color") == "#d62728" for t in s["data"]))
+
+
+def test_the_last_run_panel_of_a_run_that_stopped_before_its_report_stays_up(runs):
+    from prunekit.runs import Run
+
+    run = Run.create(runs, name="resnet20", model={"arch": "resnet20"}, before=None, after=None, accuracy=None)
+    run.finish("failed", "RuntimeError: out of memory (simulated)")
+    at = _plan_page(last_run=run.manifest["id"])
+    assert not at.exception
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Parameters after"] == "–" and metrics["FLOPs after"] == "–"

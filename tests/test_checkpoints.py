@@ -148,3 +148,74 @@ def test_missing_file_and_wrong_suffix(tmp_path):
     (tmp_path / "m.bin").write_bytes(b"x")
     with pytest.raises(CheckpointError, match="unsupported file type"):
         load_checkpoint(tmp_path / "m.bin")
+
+
+def _pickle_with_code(marker) -> bytes:
+    import pickle
+
+    return pickle.dumps({"conv.weight": [1.0], "payload": _Evil(str(marker))})
+
+
+@pytest.mark.parametrize("make, words, hint", [
+    (lambda p, tmp: bytes.fromhex("13 37 c0 de") + os.urandom(996),
+     "is not a PyTorch checkpoint: it starts with bytes 13 37 c0 de", "not a zip archive or pickle"),
+    (lambda p, tmp: b'{"conv.weight": [1.0, 2.0]}', "is not a PyTorch checkpoint: it starts with bytes 7b 22",
+     "it looks like JSON text"),
+    (lambda p, tmp: b"", "is empty (0 bytes)", "save it again"),
+    (lambda p, tmp: _saved(tmp, ".pt")[: len(_saved(tmp, ".pt")) // 2], "is truncated or corrupted",
+     "save it again"),
+    (lambda p, tmp: _saved(tmp, ".safetensors"), "is not a PyTorch checkpoint", "it looks like a safetensors file: "
+                                                                                "rename it to .safetensors"),
+    (lambda p, tmp: __import__("pickle").dumps({"a": 1, "b": [2, 3]}), "is a plain Python pickle (pickle.dump), "
+                                                                         "not a checkpoint torch.save wrote",
+     "torch.save(model.state_dict()"),
+    (lambda p, tmp: _zip_of_text(tmp), "is a zip archive, but not one torch.save wrote (it holds notes.txt)",
+     "save it again"),
+], ids=["random bytes", "JSON", "empty", "truncated", "safetensors", "plain pickle", "zip of other files"])
+def test_a_file_that_is_not_a_checkpoint_is_told_apart_from_one_holding_code(tmp_path, make, words, hint):
+    path = tmp_path / "model.pt"
+    path.write_bytes(make(path, tmp_path))
+    with pytest.raises(CheckpointError) as err:
+        read_checkpoint(path)
+    message = str(err.value)
+    assert message.startswith("model.pt: ") and words in message and hint in message
+    assert "code" not in message and "pickled Python objects" not in message
+
+
+def _saved(tmp, suffix):
+    return save_checkpoint(build_model("resnet20"), tmp / f"whole{suffix}", arch="resnet20",
+                           num_classes=10).read_bytes()
+
+
+def _zip_of_text(tmp):
+    import zipfile
+
+    with zipfile.ZipFile(tmp / "notes.zip", "w") as zf:
+        zf.writestr("notes.txt", "hello")
+    return (tmp / "notes.zip").read_bytes()
+
+
+def test_a_plain_pickle_holding_a_class_is_code_and_is_never_run(tmp_path):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pt"
+    path.write_bytes(_pickle_with_code(marker))
+    with pytest.raises(CheckpointError) as err:
+        read_checkpoint(path)
+    message = str(err.value)
+    assert "evil.pt" in message and "pickled Python objects (code: pathlib.Path.touch" in message
+    assert not marker.exists()
+
+
+def test_a_checkpoint_in_the_old_torch_format_still_loads(tmp_path):
+    model = build_model("resnet20")
+    torch.save(model.state_dict(), tmp_path / "old.pth", _use_new_zipfile_serialization=False)
+    loaded, header = load_checkpoint(tmp_path / "old.pth", arch="resnet20")
+    assert header == {} and _same_outputs(model, loaded)
+
+
+def test_a_torch_file_named_safetensors_is_told_to_be_renamed(tmp_path):
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(_saved(tmp_path, ".pt"))
+    with pytest.raises(CheckpointError, match=r"model.safetensors: is not a readable safetensors file .* It is a file "
+                                              r"torch.save wrote: rename it to .pt"):
+        read_checkpoint(path)

@@ -36,7 +36,8 @@ def _runs_table():
         "run": ["r3", "r2", "r1"], "arch": ["resnet20"] * 3, "criterion": ["l1", "sfm_entropy", "l1"],
         "preset": ["uniform"] * 3, "flops": [40.0, 60.0, 50.0], "flops_before": [80.0] * 3,
         "accuracy_before": [90.0] * 3, "accuracy_pruned": [70.0, 85.0, 60.0],
-        "accuracy_finetuned": [None, None, 88.0], "test_images": [1000] * 3, "test_images_finetuned": [None, None, 500]})
+        "accuracy_finetuned": [None, None, 88.0], "test_images": [1000] * 3,
+        "test_images_finetuned": [None, None, 500]})
 
 
 def test_comparison_takes_the_fine_tuned_accuracy_where_there_is_one():

@@ -19,6 +19,7 @@ from prunekit.data import (
     make_box_probe,
     save_box_probe,
 )
+from prunekit.errors import UserError
 from tests.conftest import tiny_arrays
 
 
@@ -75,6 +76,15 @@ def test_unpacked_copy_decodes_once_into_the_cache(tmp_path, monkeypatch):
     monkeypatch.setattr(data.sets, "_decode_jpeg_copy", fail)
     again = load_arrays("cifar10", "train", tmp_path)
     assert torch.equal(again.images, ds.images)
+
+
+def test_a_damaged_image_in_the_jpeg_copy_is_named(tmp_path, monkeypatch):
+    monkeypatch.setenv("PRUNEKIT_CACHE", str(tmp_path / "cache"))
+    _write_tree(tmp_path)
+    (tmp_path / "cifar10-jpeg" / "train" / "cat" / "0001.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    with pytest.raises(UserError, match=r"cifar10-jpeg: train/cat/0001.png cannot be decoded as an image"):
+        load_arrays("cifar10", "train", tmp_path)
+    assert not list((tmp_path / "cache").rglob("*.npz"))  # nothing half-decoded cached
 
 
 @pytest.mark.data
@@ -228,6 +238,34 @@ def test_box_probe_file_errors_name_the_problem(tmp_path):
     (tmp_path / "boxes.csv").write_text("file,x0,y0,x1,y1\n../a.png,1,2,3,30\n")
     with pytest.raises(ValueError, match="outside"):
         load_box_probe(tmp_path)
+
+
+@pytest.mark.parametrize("rows, words", [
+    ("a.png,nan,2,30,30", "line 2: box corners must be finite numbers, got"),
+    ("a.png,1,2,inf,30", "line 2: box corners must be finite numbers, got"),
+    ("a.png,1,2", "line 2: box corners must be finite numbers, got"),  # a short row
+    ("a.png,1,2,30,30,cat", "line 2: label must be a class number (0, 1, ...) or empty, got 'cat'"),
+    ("a.png,1,2,30,30,1.5", "line 2: label must be a class number (0, 1, ...) or empty, got '1.5'"),
+    ("a.png,1,2,30,30,-4", "line 2: label must be a class number (0, 1, ...) or empty, got '-4'"),
+    ("a.png,1,2,30,30,3\na.png,5,5,9,9,4", "line 3: 'a.png' has label 4, and label 3 on an earlier line"),
+    (",1,2,30,30", "line 2: no file name"),
+])
+def test_box_file_rows_that_would_give_wrong_boxes_are_refused(tmp_path, rows, words):
+    Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(tmp_path / "a.png")
+    (tmp_path / "boxes.csv").write_text("file,x0,y0,x1,y1,label\n" + rows + "\n")
+    with pytest.raises(UserError) as err:
+        load_box_probe(tmp_path)
+    assert str(err.value).startswith(f"{tmp_path / 'boxes.csv'}") and words in str(err.value), str(err.value)
+
+
+def test_a_box_file_that_is_not_text_and_a_bad_size_are_refused(tmp_path):
+    Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(tmp_path / "a.png")
+    (tmp_path / "boxes.csv").write_bytes(b"file,x0,y0,x1,y1\n\xff\xfe,1,2,3,4\n")
+    with pytest.raises(UserError, match=r"boxes.csv: not a text CSV file"):
+        load_box_probe(tmp_path)
+    (tmp_path / "boxes.csv").write_text("file,x0,y0,x1,y1\na.png,1,2,30,30\n")
+    with pytest.raises(UserError, match=r"size must be a whole number of pixels >= 8, got 0"):
+        load_box_probe(tmp_path, size=0)
 
 
 def test_image_folder_tree_loads_with_standard_transforms(tmp_path):

@@ -117,6 +117,52 @@ def test_two_ranks_train_one_model_write_once_and_resume_exactly(tmp_path):
     assert header["meta"]["ddp"]["consistent"] is True
 
 
+def _diverging_worker(rank: int, world_size: int, port: int, out: str) -> None:
+    """One rank of two; rank 1 alone gets infinite classifier weights after step 2, so its loss alone is NaN at
+    step 3: both ranks must stop there together (a rank stopping alone would leave the other waiting in its next
+    collective; the 60 s timeout turns such a hang into an error)."""
+    import datetime
+    import math
+
+    import torch.distributed as dist
+
+    from prunekit.models import build_model
+    from prunekit.train import TrainConfig, TrainingDivergedError, fit
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world_size, timeout=datetime.timedelta(seconds=60))
+    try:
+        model = build_model("resnet20", num_classes=2)
+
+        def corrupt_rank_1(info):
+            if rank == 1 and (info["epoch"], info["batch"]) == (1, 2):
+                with torch.no_grad():
+                    model.fc.weight.fill_(math.inf)
+
+        try:
+            fit(model, DeviceLoader(tiny_arrays(64, classes=2), 8, train=True, seed=1),
+                DeviceLoader(tiny_arrays(32, classes=2), 32, train=False), TrainConfig(epochs=2, batch_size=8, lr=0.05),
+                f"{out}/train", arch="resnet20", num_classes=2, progress=False, on_batch=corrupt_rank_1)
+            message = None
+        except TrainingDivergedError as exc:
+            message = str(exc)
+        with open(f"{out}/rank{rank}.json", "w") as fh:
+            json.dump({"message": message}, fh)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_a_loss_gone_nan_on_one_rank_stops_every_rank_at_the_same_step(tmp_path):
+    import torch.multiprocessing as mp
+
+    mp.spawn(_diverging_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    messages = [json.loads((tmp_path / f"rank{r}.json").read_text())["message"] for r in range(2)]
+    assert all(m and "training diverged in epoch 1 at step 3 of 4" in m for m in messages), messages
+    assert "the loss is nan" in messages[1] and "the loss is not finite on another rank" in messages[0]
+    assert not (tmp_path / "train" / "state.pt").exists() and not (tmp_path / "train" / "model.safetensors").exists()
+
+
 def _torchrun(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     env.pop("WORLD_SIZE", None)

@@ -15,6 +15,7 @@ from prunekit.presets import get_preset
 from prunekit.prune import prune_model
 from prunekit.runs import MODEL_FILE, Run, file_sha256, list_runs, prune_run, read_manifest
 from prunekit.structure import structure
+from prunekit.train import TrainingDivergedError
 from tests.conftest import REPO, tiny_arrays
 
 SIZE = (3, 32, 32)
@@ -208,3 +209,52 @@ def test_the_distillation_options_reach_the_config_from_the_shell_and_the_jobs(t
     assert (seen["config"].distill_alpha, seen["config"].distill_temperature, seen["teacher"]) == (0.6, 5.0,
                                                                                                    str(source))
     assert "distilled from `teacher.safetensors`: alpha 0.6, T 5.0" in job.description
+
+
+def test_a_fine_tuning_that_diverges_fails_naming_the_epoch_and_keeps_the_last_good_state(tmp_path, monkeypatch):
+    import math
+
+    import prunekit.finetune as finetune
+
+    run = _pruned_run(tmp_path, classes=2)
+    pruned_sha = file_sha256(run.path / MODEL_FILE)
+    real_fit = finetune.fit
+
+    def fit_whose_weights_blow_up_in_epoch_2(model, *args, **kwargs):
+        def on_batch(info):  # what a learning rate far too high does: infinite weights, NaN losses
+            if (info["epoch"], info["batch"]) == (2, 1):
+                with torch.no_grad():
+                    model.fc.weight.fill_(math.inf)
+
+        return real_fit(model, *args, **{**kwargs, "on_batch": on_batch})
+
+    monkeypatch.setattr(finetune, "fit", fit_whose_weights_blow_up_in_epoch_2)
+    with pytest.raises(TrainingDivergedError):
+        finetune_run(run.path, finetune_config(3, lr=0.05, batch_size=16, distill_alpha=0.0), data=_tiny_splits(),
+                     device="cpu", progress=False)
+    m = read_manifest(run.path)
+    assert m["status"] == "failed" and "epoch 2 at step 2 of 2: the loss is nan" in m["error"]
+    assert "lower the learning rate" in m["error"] and m["error"].startswith("TrainingDivergedError: ")
+    assert [r["epoch"] for r in m["finetune"]["epochs"]] == [1] and m["finetune"]["accuracy"] is None
+    state = torch.load(run.path / FINETUNE_DIR / "state.pt", weights_only=True)
+    assert state["epoch"] == 1 and all(torch.isfinite(v).all() for v in state["model"].values()
+                                       if v.is_floating_point())
+    assert not (run.path / FINETUNE_DIR / "model.safetensors").exists()
+    assert file_sha256(run.path / MODEL_FILE) == pruned_sha
+    row = list_runs(tmp_path).iloc[0]
+    assert row["status"] == "failed" and "diverged" in row["error"]
+
+
+def test_a_learning_rate_of_inf_is_refused_before_anything_is_written(tmp_path, capsys):
+    from prunekit.cli import main
+
+    run = _pruned_run(tmp_path, classes=2)
+    manifest = (run.path / "manifest.json").read_text()
+    for option, value in (("--lr", "inf"), ("--lr", "nan"), ("--weight-decay", "-1"), ("--epochs", "0"),
+                          ("--batch-size", "0")):
+        assert main(["finetune", "--run", str(run.path), option, value, "--device", "cpu"]) == 2
+        err = capsys.readouterr().err
+        name = option[2:].replace("-", "_")
+        assert f"error: {name} (" in err and f"got {float(value) if name in ('lr', 'weight_decay') else value}" \
+            in err and "Traceback" not in err
+    assert (run.path / "manifest.json").read_text() == manifest and not (run.path / FINETUNE_DIR).exists()

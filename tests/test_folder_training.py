@@ -142,3 +142,54 @@ def test_a_background_train_job_reads_an_image_folder(folder, tmp_path, monkeypa
     assert [r["epoch"] for r in done.metrics()] == [1, 2]
     model, header = load_checkpoint(done.result["checkpoint"])
     assert header["num_classes"] == 2 and header["meta"]["data"] == str(folder.resolve())
+
+
+def _copy_tree(folder, dest):
+    import shutil
+
+    shutil.copytree(folder, dest)
+    return dest
+
+
+def test_an_image_that_is_not_one_is_named_before_training_starts(folder, tmp_path, capsys):
+    from prunekit.cli import main
+    from prunekit.errors import UserError
+
+    root = _copy_tree(folder, tmp_path / "images")
+    (root / "train" / "b" / "99.jpg").write_bytes(np.random.default_rng(1).bytes(500))  # not an image
+    (root / "val" / "a" / "98.png").write_bytes(b"")  # empty
+    with pytest.raises(UserError) as err:
+        folder_splits(root, image_size=32)
+    message = str(err.value)
+    assert "train/b/99.jpg" in message and "1 of 65 images" in message and "remove or replace" in message
+    assert "object at 0x" not in message
+    out = tmp_path / "out"
+    assert main(["train", "--model", "resnet20", "--folder", str(root), "--image-size", "32", "--epochs", "1",
+                 "--batch-size", "16", "--workers", "0", "--device", "cpu", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "train/b/99.jpg" in err and "Traceback" not in err and not out.exists()
+    (root / "train" / "b" / "99.jpg").unlink()
+    with pytest.raises(UserError, match=r"val/a/98.png"):
+        folder_splits(root, image_size=32)
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_an_image_damaged_past_its_header_is_named_when_read(folder, tmp_path, workers):
+    """A JPEG cut in half passes the header check; decoding it (in a DataLoader worker or not) names the file, in
+    a message without a worker's traceback."""
+    from prunekit.data.sets import ImageFileError
+
+    root = _copy_tree(folder, tmp_path / "images")
+    whole = root / "train" / "a" / "cut.jpg"
+    Image.fromarray(np.random.default_rng(2).integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(whole)
+    data = whole.read_bytes()
+    whole.write_bytes(data[: len(data) * 3 // 4])
+    train, val = folder_splits(root, image_size=32)  # the header is fine
+    model = build_model("resnet20", num_classes=2)
+    with pytest.raises(ImageFileError) as err:
+        fit(model, FolderLoader(train, 16, train=True, num_workers=workers), FolderLoader(val, 16, train=False),
+            TrainConfig(epochs=1, lr=0.05, warmup_epochs=0), tmp_path / "out", arch="resnet20", num_classes=2,
+            progress=False)
+    message = str(err.value)
+    assert message.startswith(f"{whole}: cannot be decoded as an image (") and "truncated" in message
+    assert "remove it from the folder or replace it" in message and "Traceback" not in message

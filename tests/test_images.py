@@ -75,3 +75,24 @@ def test_expanded_boxes_are_what_box_masks_counts_as_foreground():
         plain = box_masks([grown], side, side, stride, 0.0)
         assert torch.equal(expected, plain)
     assert torch.equal(expanded_boxes(boxes, 17, expand=False), boxes)
+
+
+def _png_with_a_bad_crc() -> bytes:
+    data = bytearray(_encode(Image.new("RGB", (64, 64), (1, 2, 3))))
+    data[40] ^= 0xFF  # inside the first chunk: its checksum no longer matches
+    return bytes(data)
+
+
+@pytest.mark.parametrize("data, reason", [
+    (b"not an image at all", "it is not a PNG or JPEG file: it starts with b'not an image at al'"),
+    (b'<svg xmlns="http://www.w3.org/2000/svg"/>', "it is not a PNG or JPEG file: it starts with b'<svg"),
+    (_png_with_a_bad_crc(), "it starts like a PNG, but its data are damaged"),
+    (_encode(Image.new("RGB", (64, 64)))[:60], "it starts like a PNG, but its data are damaged"),
+    (_encode(Image.new("RGB", (64, 64)), "JPEG")[:300], "it starts like a JPEG, but its data are damaged"),
+])
+def test_an_odd_upload_is_explained_in_words_not_a_python_object(data, reason):
+    with pytest.raises(ValueError) as err:
+        read_image(data, (3, 32, 32))
+    message = str(err.value)
+    assert reason in message and "object at 0x" not in message and "<_io" not in message
+    assert "upload" in message  # what to do

@@ -130,6 +130,76 @@ def test_the_same_job_is_not_queued_twice_while_the_first_is_active(fake_kinds):
     assert again.status == "queued"
 
 
+def test_submit_refuses_bad_hyperparameters_before_queueing(fake_kinds):
+    root, _ = fake_kinds
+    for kind, args, words in (
+            ("finetune", {"run": "r", "epochs": 3, "lr": float("inf")}, "lr (the base learning rate) must be a "
+                                                                         "finite number in (0, 10], got inf"),
+            ("finetune", {"run": "r", "epochs": 2.5}, "epochs (the passes over the training images) must be a whole "
+                                                      "number >= 1, got 2.5"),
+            ("train", {"model": "resnet20", "data": "cifar10", "epochs": 1, "weight_decay": -1},
+             "weight_decay (the L2 penalty) must be a finite number in [0, 1), got -1")):
+        with pytest.raises(ValueError) as err:
+            jobs.submit(kind, args, device="cpu", root=root)
+        assert words in str(err.value)
+    assert jobs.list_jobs(root) == []
+    job = jobs.submit("finetune", {"run": "r", "epochs": 3.0, "lr": 0.02}, device="cpu", root=root)  # JSON's 3.0
+    assert jobs._config(job.args, lambda epochs, **kw: (epochs, kw)) == (3.0, {"lr": 0.02})
+
+
+def test_a_sensitivity_job_with_a_bad_scores_file_is_refused_at_submit(fake_kinds, tmp_path):
+    from prunekit.scores import score
+
+    root, _ = fake_kinds
+    model = build_model("resnet20")
+    table = score(model, "l1", cache=False)
+    table.loc[table.layer == "layer1.0.conv1", "score"] = float("nan")
+    table.to_csv(tmp_path / "nan.csv", index=False)
+    with pytest.raises(ValueError, match=r"nan.csv: 'layer1.0.conv1' has no usable score for filters 0, 1, 2"):
+        jobs.submit("sensitivity", {"scores": str(tmp_path / "nan.csv"), "data": "cifar10"}, device="cpu",
+                    model=model, arch="resnet20", num_classes=10, root=root)
+    assert jobs.list_jobs(root) == []
+
+
+BAD_JOBS = {  # directory name -> (job.json's text, words of the reason)
+    "20000101-000001-list-aaaaaa": ("[1, 2]", "it holds a JSON list, not an object"),
+    "20000101-000002-broken-aaaaaa": ('{"id": ', "not JSON"),
+    "20000101-000003-noargs-aaaaaa": ('{"id": "x", "kind": "train", "status": "queued", "device": "cpu"}',
+                                      "'args' is missing"),
+    "20000101-000004-status-aaaaaa": ('{"id": "x", "kind": "train", "status": "lost", "device": "cpu", "args": {}}',
+                                      "'status' must be one of"),
+}
+
+
+def write_bad_jobs(root):
+    for name, (text, _) in BAD_JOBS.items():
+        (root / name).mkdir(parents=True)
+        (root / name / "job.json").write_text(text)
+
+
+def test_a_bad_job_file_is_listed_unreadable_and_the_queue_goes_on(fake_kinds, capsys):
+    from prunekit.cli import main
+
+    root, _ = fake_kinds
+    good = jobs.submit("steps", {"n": 1}, device="cpu", root=root)
+    write_bad_jobs(root)
+    (good.path / "progress.json").write_text("[0.5]")  # progress of the wrong shape: none
+    (root / "20000101-000009-new-aaaaaa").mkdir()  # a job being created (no job.json yet) is not listed
+    listed = {j.id: j for j in jobs.list_jobs(root)}
+    assert set(listed) == {good.id, *BAD_JOBS} and listed[good.id].progress == {}
+    for name, (_, words) in BAD_JOBS.items():
+        job = listed[name]
+        assert job.status == "unreadable" and not job.active and words in job.error, name
+        assert str(root / name / "job.json") in job.error and job.description == "unreadable job"
+        with pytest.raises(ValueError, match="not a prunekit job"):
+            jobs.get(name, root)
+    assert main(["jobs", "list", "--root", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert "20000101-000001-list-aaaaaa" in out and "unreadable" in out and good.id in out
+    jobs.work("cpu", root, idle_exit=0.1)  # the worker runs the good job past the bad ones
+    assert jobs.get(good.id, root).status == "done"
+
+
 def test_a_job_of_a_dead_worker_reads_interrupted(fake_kinds):
     root, _ = fake_kinds
     job = jobs.submit("steps", {"n": 1}, device="cpu", root=root)

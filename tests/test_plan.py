@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from prunekit.criteria.afie import afie_entropy
+from prunekit.errors import UserError
 from prunekit.models import build_model
 from prunekit.plan import Plan
 from prunekit.presets import get_preset
@@ -166,3 +167,92 @@ def test_max_ratio_keeps_one_filter_and_stays_within_the_plan_limit(r20):
     assert max_ratio(64) == MAX_RATIO and kept_channels(64, max_ratio(64)) == 3
     model, struct = r20
     Plan("resnet20", {g.root: max_ratio(g.channels) for g in struct.groups}).check(struct)  # every cap is valid
+
+
+def _plan_text(**entries):
+    return json.dumps({"format": "prunekit-plan/1", "arch": "resnet20", "ratios": {"layer1.0.conv1": 0.5},
+                       **entries})
+
+
+@pytest.mark.parametrize("text, words", [
+    ("[1, 2]", "not a prunekit plan: it holds a JSON list, not an object"),
+    (json.dumps({"format": "prunekit-plan/1", "arch": "resnet20"}), "'ratios' is missing"),
+    (_plan_text(exclude=["conv1"]), "unknown entry 'exclude' (known: arch, ratios, criterion, criterion_params, "
+                                    "excluded, signature, preset)"),
+    (_plan_text(ratios=[0.5]), "a plan's ratios must map group roots to numbers, got list"),
+    (_plan_text(ratios={"layer1.0.conv1": 1.5}), "ratio of 'layer1.0.conv1' must be a number in [0, 0.95], got 1.5"),
+    (_plan_text(ratios={"layer1.0.conv1": math.nan}), "ratio of 'layer1.0.conv1' must be a number in [0, 0.95], "
+                                                       "got nan"),
+    (_plan_text(ratios={"layer1.0.conv1": -1}), "must be a number in [0, 0.95], got -1"),
+    (_plan_text(ratios={"layer1.0.conv1": "0.5"}), "must be a number in [0, 0.95], got '0.5'"),
+    (_plan_text(excluded="conv1"), "'excluded' must be a list of conv names, got 'conv1'"),
+    (_plan_text(criterion=5), "'criterion' must be a criterion's name, got 5"),
+    (_plan_text(criterion="nope"), "unknown criterion 'nope'; known criteria: "),
+    (_plan_text(criterion="sfm_entropy", criterion_params={"bins": 1}), "bins must be an integer in [2, 4096], got 1"),
+    (_plan_text(criterion_params=[1]), "'criterion_params' must be an object, got [1]"),
+    (_plan_text(arch=""), "a plan needs the model's architecture name, got ''"),
+    (_plan_text(arch="nope"), "unknown model 'nope'"),
+    (_plan_text(preset="uniform"), "'preset' must be an object, got 'uniform'"),
+])
+def test_a_plan_file_of_the_wrong_shape_is_refused_naming_the_file_and_the_entry(tmp_path, text, words):
+    path = tmp_path / "my-plan.json"
+    path.write_text(text)
+    with pytest.raises(UserError) as err:
+        Plan.load(path)
+    message = str(err.value)
+    assert message.startswith(f"{path}: ") and words in message, message
+
+
+def test_a_plan_file_that_is_not_text_or_not_a_file_is_refused_naming_it(tmp_path):
+    (tmp_path / "bytes.json").write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(UserError, match=r"bytes.json: not a prunekit plan: not a text file"):
+        Plan.load(tmp_path / "bytes.json")
+    with pytest.raises(UserError, match=r"plan file .* not found"):
+        Plan.load(tmp_path)  # a directory
+
+
+def test_a_plan_for_another_architecture_is_refused_before_a_run_is_made(r20, tmp_path):
+    from prunekit.runs import prune_run
+
+    model, struct = r20
+    plan = Plan("resnet32", {"layer1.0.conv1": 0.5})  # hand-made (no signature); resnet20 has this layer too
+    scores = {n: torch.rand(c) for n, c in _convs(model).items()}
+    with pytest.raises(UserError, match="this plan was made for resnet32, the model is resnet20"):
+        prune_run(model, plan, scores, arch="resnet20", num_classes=10, input_size=SIZE, root=tmp_path / "runs",
+                  latency_batches=(), repeat=1)
+    assert not (tmp_path / "runs").exists()
+
+
+def _sensitivity_table(struct):
+    slopes = {g.root: 10.0 * (i + 1) for i, g in enumerate(struct.groups)}
+    return pd.DataFrame([{"group": root, "ratio": r, "accuracy": 90 - s * r, "loss": 1 + s * r / 100}
+                         for root, s in slopes.items() for r in (0.0, 0.1, 0.3, 0.5, 0.7, 0.9)])
+
+
+def test_a_sensitivity_table_with_a_nan_or_a_missing_column_is_refused(r20, tmp_path, capsys):
+    """Before, a NaN damage never exceeded the tolerance: the group was pruned to its last measured ratio."""
+    from prunekit.cli import main
+
+    _, struct = r20
+    table = _sensitivity_table(struct)
+    table.loc[(table.group == "layer2.1.conv1") & (table.ratio == 0.5), "accuracy"] = math.nan
+    with pytest.raises(UserError, match=r"the sensitivity table's accuracy of 'layer2.1.conv1' is not a finite "
+                                        r"number at ratio 0.5"):
+        get_preset("sensitivity").make(struct, "resnet20", sensitivity=table, target=0.3)
+    with pytest.raises(UserError, match="the sensitivity table has no 'loss' column"):
+        get_preset("sensitivity").make(struct, "resnet20", sensitivity=table.drop(columns="loss"), target=0.3,
+                                       metric="loss")
+    from prunekit.sensitivity import read_sensitivity
+
+    table.to_csv(tmp_path / "sens.csv", index=False)
+    with pytest.raises(UserError, match=r"sens.csv: the sensitivity table's accuracy of 'layer2.1.conv1' is not a "
+                                        r"finite number at ratio 0.5"):
+        read_sensitivity(tmp_path / "sens.csv")
+    assert main(["plan", "--model", "resnet20", "--preset", "sensitivity", "--sensitivity", str(tmp_path / "sens.csv"),
+                 "--target", "0.3", "--out", str(tmp_path / "plan.json")]) == 2
+    err = capsys.readouterr().err
+    assert "sens.csv" in err and "'layer2.1.conv1'" in err and "Traceback" not in err
+    assert not (tmp_path / "plan.json").exists()
+    (tmp_path / "bytes.csv").write_bytes(b"\xff\xfe\x00")
+    with pytest.raises(UserError, match=r"bytes.csv: not a readable sensitivity CSV"):
+        read_sensitivity(tmp_path / "bytes.csv")

@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+from prunekit.errors import UserError
 from prunekit.models import build_model, model_info
 from prunekit.prune import coupled_groups, prune_model
 from prunekit.ratios import kept_channels, validate_ratios
@@ -104,3 +105,28 @@ def test_the_instant_estimate_equals_what_pruning_produces(name):
     assert est.macs == count_macs(pruned, size)
     for layer, (_, after) in est.channels.items():
         assert pruned.get_submodule(layer).out_channels == after
+
+
+def test_non_finite_or_wrong_length_scores_never_reach_the_choice_of_filters():
+    """A criterion that gives NaN on a dead layer, or scores of another width, are refused naming the layer; before,
+    NaN sorted as the lowest score or argsort put it last, and a short tensor picked filters by the wrong index."""
+    from prunekit.selection import group_scores, removed_filters
+
+    model = build_model("resnet20").eval()
+    groups, _ = coupled_groups(model, (3, 32, 32))
+    scores = {n: m.weight.detach().abs().sum((1, 2, 3)) for n, m in model.named_modules()
+              if isinstance(m, torch.nn.Conv2d)}
+    dead = dict(scores, **{"layer2.1.conv1": torch.full((32,), math.nan)})
+    for call in (lambda: prune_model(model, {"layer2.1.conv1": 0.5}, dead, (3, 32, 32)),
+                 lambda: removed_filters(groups, {"layer2.1.conv1": 0.5}, dead),
+                 lambda: group_scores(groups, dead)):
+        with pytest.raises(UserError, match=r"scores of 'layer2.1.conv1' are not finite at filters 0, 1, 2, .* "
+                                            r"\(32 in all\)"):
+            call()
+    inf = scores["layer3.1.conv2"].clone().index_fill_(0, torch.tensor([7]), math.inf)
+    with pytest.raises(UserError, match=r"scores of 'layer3.1.conv2' are not finite at filter 7 \(inf\)"):
+        removed_filters(groups, {"layer3.0.conv2": 0.5}, dict(scores, **{"layer3.1.conv2": inf}))  # a member
+    short = dict(scores, **{"layer1.1.conv1": scores["layer1.1.conv1"][:10]})
+    with pytest.raises(UserError, match=r"'layer1.1.conv1' has 10 scores for its 16 filters"):
+        prune_model(model, {"layer1.1.conv1": 0.5}, short, (3, 32, 32))
+    assert prune_model(model, {"layer1.0.conv1": 0.5}, dead, (3, 32, 32))[1]  # a group without the dead layer: fine

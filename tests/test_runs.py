@@ -1,6 +1,7 @@
 """Runs on disk: the manifest, the pruned model reloading alone, a killed process, the listing."""
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -130,3 +131,51 @@ def test_the_runs_root_comes_from_the_environment(tmp_path, monkeypatch):
     monkeypatch.delenv("PRUNEKIT_RUNS")
     assert str(runs_root()) == "runs"
     assert list_runs(tmp_path / "missing").empty
+
+
+BAD_MANIFESTS = {  # directory name -> (manifest.json's text, words of the reason)
+    "20000101-000001-list-aaaaaa": ("[1, 2, 3]", "it holds a JSON list, not an object"),
+    "20000101-000002-text-aaaaaa": ('"a run"', "it holds a JSON string, not an object"),
+    "20000101-000003-noid-aaaaaa": ('{"format": "prunekit-run/1", "status": "done"}', "'id' is missing"),
+    "20000101-000004-status-aaaaaa": ('{"format": "prunekit-run/1", "id": "x", "status": 5}',
+                                      "'status' must be one of"),
+    "20000101-000005-model-aaaaaa": ('{"format": "prunekit-run/1", "id": "x", "status": "done", "model": "resnet20"}',
+                                     "'model' must be an object or null, got a string"),
+    "20000101-000006-nested-aaaaaa": ('{"format": "prunekit-run/1", "id": "x", "status": "done", '
+                                      '"accuracy": {"pruned": [1]}}', "'accuracy.pruned' must be an object or null"),
+    "20000101-000007-number-aaaaaa": ('{"format": "prunekit-run/1", "id": "x", "status": "done", '
+                                      '"after": {"params": "many"}}', "'after.params' must be a number or null"),
+    "20000101-000008-epochs-aaaaaa": ('{"format": "prunekit-run/1", "id": "x", "status": "done", '
+                                      '"finetune": {"epochs": {"1": 2}}}', "'finetune.epochs' must be a list of "
+                                                                            "objects"),
+    "20000101-000009-channels-aaaaaa": ('{"format": "prunekit-run/1", "id": "x", "status": "done", '
+                                        '"report": {"channels": {"conv1": 16}}}', "'report.channels' must map each "
+                                                                                 "conv to [filters before, after]"),
+}
+
+
+def test_a_bad_manifest_is_listed_unreadable_with_its_reason_and_the_others_still_list(tmp_path):
+    good = Run.create(tmp_path, name="good", model={"arch": "resnet20"}, after={"params": 100})
+    good.finish("done")
+    for name, (text, _) in BAD_MANIFESTS.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / MANIFEST).write_text(text)
+    table = list_runs(tmp_path).set_index("run")
+    assert table.loc[good.manifest["id"], "status"] == "done" and table.loc[good.manifest["id"], "params"] == 100
+    for name, (_, words) in BAD_MANIFESTS.items():
+        assert table.loc[name, "status"] == "unreadable", name
+        assert words in table.loc[name, "error"] and str(tmp_path / name / MANIFEST) in table.loc[name, "error"]
+        with pytest.raises(ValueError, match="not a prunekit run manifest"):
+            read_manifest(tmp_path / name)
+
+
+def test_the_runs_command_lists_the_others_past_a_bad_manifest(tmp_path, capsys):
+    from prunekit.cli import main
+
+    Run.create(tmp_path, name="good").finish("done")
+    (tmp_path / "20000101-000001-list-aaaaaa").mkdir()
+    (tmp_path / "20000101-000001-list-aaaaaa" / MANIFEST).write_text("[1, 2, 3]")
+    assert main(["runs", "--runs", str(tmp_path)]) == 0
+    out, err = capsys.readouterr()
+    assert "-good-" in out and re.search(r"20000101-000001-list-aaaaaa +unreadable", out)
+    assert "20000101-000001-list-aaaaaa is unreadable" in err and "it holds a JSON list, not an object" in err

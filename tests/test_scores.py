@@ -11,9 +11,10 @@ from prunekit.checkpoints import save_checkpoint
 from prunekit.cli import main
 from prunekit.criteria import get_criterion, list_criteria
 from prunekit.criteria.norms import L1Norm
+from prunekit.errors import UserError
 from prunekit.models import build_model
 from prunekit.probe import Probe
-from prunekit.scores import COLUMNS, score, weights_hash
+from prunekit.scores import COLUMNS, read_scores, score, weights_hash
 
 
 @pytest.fixture(autouse=True)
@@ -152,3 +153,92 @@ def test_cli_score_writes_the_table(tmp_path, monkeypatch, capsys):
     assert len(pd.read_csv(boxes)) == len(df)
     assert main(argv[:-2] + ["--param", "bins=1", "--out", str(out)]) == 2
     assert "bins must be an integer in [2, 4096], got 1" in capsys.readouterr().err
+
+
+def _scores_csv(tmp_path, edit=None, name="scores.csv"):
+    """SmallNet's l1 table (conv1: 6 filters, conv2 and conv3: 8) written as a CSV, after ``edit(df)``."""
+    df = score(SmallNet(), "l1", cache=False)
+    if edit is not None:
+        df = edit(df.copy())
+    path = tmp_path / name
+    df.to_csv(path, index=False)
+    return path
+
+
+def _set(layer, filters, value):
+    def edit(df):
+        df["score"] = df["score"].astype(object)
+        df.loc[(df.layer == layer) & df["filter"].isin(filters), "score"] = value
+        return df
+    return edit
+
+
+@pytest.mark.parametrize("value, words", [(float("nan"), "missing or not a finite number"), ("", "missing or not"),
+                                          (float("inf"), "not a finite number"), ("high", "not a finite number")])
+def test_read_scores_refuses_missing_or_non_finite_scores_naming_file_layer_and_filters(tmp_path, value, words):
+    path = _scores_csv(tmp_path, _set("conv2", [3, 5], value))
+    with pytest.raises(UserError) as err:
+        read_scores(path)
+    message = str(err.value)
+    assert str(path) in message and "'conv2'" in message and "filters 3, 5" in message and words in message
+    assert "conv1" not in message and "score the model again" in message
+
+
+def test_read_scores_refuses_missing_duplicate_and_unnamed_rows(tmp_path):
+    gap = _scores_csv(tmp_path, lambda df: df.drop(df.index[(df.layer == "conv1") & (df["filter"] == 2)]))
+    with pytest.raises(UserError, match=r"'conv1' has no row for filter 2 \(it lists 5 filters, numbered 0 to 5\)"):
+        read_scores(gap)
+    twice = _scores_csv(tmp_path, lambda df: pd.concat([df, df[(df.layer == "conv3") & (df["filter"] == 7)]]))
+    with pytest.raises(UserError, match="'conv3' lists filter 7 more than once"):
+        read_scores(twice)
+    unnamed = _scores_csv(tmp_path, _set_layer(4, float("nan")))
+    with pytest.raises(UserError, match=r"scores.csv: line 6 has no layer name"):
+        read_scores(unnamed)
+    fractional = _scores_csv(tmp_path, lambda df: df.assign(filter=df["filter"] + 0.5))
+    with pytest.raises(UserError, match="filter numbers must be whole numbers >= 0"):
+        read_scores(fractional)
+
+
+def _set_layer(row, value):
+    def edit(df):
+        df["layer"] = df["layer"].astype(object)
+        df.loc[row, "layer"] = value
+        return df
+    return edit
+
+
+def test_read_scores_checks_the_layers_against_the_model(tmp_path):
+    path = _scores_csv(tmp_path)
+    scores = read_scores(path, SmallNet())
+    assert {k: len(v) for k, v in scores.items()} == {"conv1": 6, "conv2": 8, "conv3": 8}
+    other = SmallNet()
+    other.conv2 = torch.nn.Conv2d(6, 4, 3, padding=1)  # 4 filters where the file has 8
+    with pytest.raises(UserError, match=r"scores.csv: 'conv2' has 8 scores and the model's conv 4 filters"):
+        read_scores(path, other)
+    renamed = _scores_csv(tmp_path, lambda df: df.assign(layer=df.layer.replace("conv1", "stem")), name="renamed.csv")
+    with pytest.raises(UserError, match=r"renamed.csv: 'stem' is not a conv of this model.*scores of another model"):
+        read_scores(renamed, SmallNet())
+    seq = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.Conv2d(4, 2, 1))
+    score(seq, "l1", cache=False).to_csv(tmp_path / "seq.csv", index=False)
+    assert set(read_scores(tmp_path / "seq.csv", seq)) == {"0", "2"}  # numeric layer names stay names
+
+
+def test_prune_with_a_scores_file_that_has_a_nan_is_refused_before_pruning(tmp_path, capsys):
+    plan = tmp_path / "plan.json"
+    assert main(["plan", "--model", "resnet20", "--preset", "uniform", "--ratio", "0.5", "--out", str(plan)]) == 0
+    table = score(build_model("resnet20"), "l1", cache=False)
+    table.loc[(table.layer == "layer2.0.conv1") & (table["filter"] < 3), "score"] = float("nan")
+    table.to_csv(tmp_path / "nan.csv", index=False)
+    capsys.readouterr()
+    assert main(["prune", "--plan", str(plan), "--scores", str(tmp_path / "nan.csv"), "--n", "0", "--no-latency",
+                 "--runs", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err
+    assert "nan.csv" in err and "'layer2.0.conv1'" in err and "filters 0, 1, 2" in err and "Traceback" not in err
+    assert not (tmp_path / "runs").exists()  # refused before a run was made
+    half = table[(table.layer != "layer3.0.conv1") | (table["filter"] < 32)].fillna(1.0)  # 32 of its 64 filters
+    half.to_csv(tmp_path / "half.csv", index=False)
+    assert main(["prune", "--plan", str(plan), "--scores", str(tmp_path / "half.csv"), "--n", "0", "--no-latency",
+                 "--runs", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err
+    assert "half.csv: 'layer3.0.conv1' has 32 scores and the model's conv 64 filters" in err
+    assert not (tmp_path / "runs").exists()

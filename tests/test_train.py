@@ -5,8 +5,9 @@ import pytest
 import torch
 
 from prunekit.data import DeviceLoader
+from prunekit.errors import UserError
 from prunekit.models import build_model
-from prunekit.train import TrainConfig, fit, lr_factor
+from prunekit.train import TrainConfig, TrainingDivergedError, fit, lr_factor
 from tests.conftest import tiny_arrays
 
 
@@ -108,3 +109,72 @@ def test_doconv_trains_saves_folded_plain_convs_and_resumes(tmp_path):
     assert [r["epoch"] for r in rows] == [1, 2]
     for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
         assert torch.allclose(a, b, atol=1e-5), name
+
+
+@pytest.mark.parametrize("field, value", [
+    ("lr", math.inf), ("lr", math.nan), ("lr", 0.0), ("lr", -0.1), ("lr", 1e6), ("lr", "0.1"),
+    ("weight_decay", math.nan), ("weight_decay", math.inf), ("weight_decay", -1e-4),
+    ("momentum", 1.0), ("momentum", -0.1), ("momentum", math.nan),
+    ("epochs", 0), ("epochs", 2.5), ("epochs", True), ("epochs", math.inf),
+    ("batch_size", 0), ("batch_size", math.inf), ("batch_size", "128"),
+    ("warmup_epochs", math.nan), ("warmup_epochs", -1.0), ("label_smoothing", math.nan),
+])
+def test_config_refuses_a_bad_hyperparameter_naming_it_and_its_value(field, value):
+    with pytest.raises(UserError) as err:
+        TrainConfig(**{field: value})
+    assert f"{field} " in str(err.value) and f"got {value!r}" in str(err.value)
+
+
+def test_nesterov_needs_momentum_and_whole_float_epochs_are_taken():
+    with pytest.raises(UserError, match="nesterov"):
+        TrainConfig(momentum=0.0, nesterov=True)
+    assert TrainConfig(momentum=0.0, nesterov=False).momentum == 0.0
+    config = TrainConfig(epochs=3.0, batch_size=16.0)  # JSON numbers from a job's arguments
+    assert (config.epochs, config.batch_size) == (3, 16) and isinstance(config.epochs, int)
+
+
+def _corrupt_at(model, epoch, batch):
+    """An on_batch callback that makes the classifier's weights infinite after step ``batch`` of ``epoch``, as a
+    learning rate far too high would: from then on every loss is NaN."""
+    def on_batch(info):
+        if (info["epoch"], info["batch"]) == (epoch, batch):
+            with torch.no_grad():
+                model.fc.weight.fill_(math.inf)
+    return on_batch
+
+
+def _finite_state(path):
+    state = torch.load(path, weights_only=True)
+    return state["epoch"], all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+def test_a_non_finite_loss_stops_training_and_keeps_the_last_good_state(tmp_path):
+    torch.manual_seed(0)
+    model = build_model("resnet20", num_classes=2)
+    with pytest.raises(TrainingDivergedError) as err:
+        fit(model, *_loaders(), TrainConfig(epochs=3, lr=0.05, warmup_epochs=0), tmp_path, arch="resnet20",
+            num_classes=2, progress=False, on_batch=_corrupt_at(model, 2, 1))
+    message = str(err.value)
+    assert "epoch 2" in message and "step 2 of 4" in message and "loss is nan" in message
+    assert "lower the learning rate" in message and "--no-resume" in message and str(tmp_path) in message
+    assert isinstance(err.value, UserError)
+    assert _finite_state(tmp_path / "state.pt") == (1, True)  # epoch 1's state, not overwritten
+    assert not (tmp_path / "model.safetensors").exists()
+    assert [json.loads(x)["epoch"] for x in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [1]
+
+
+def test_weights_gone_non_finite_at_an_epochs_last_step_are_never_saved(tmp_path):
+    torch.manual_seed(0)
+    model = build_model("resnet20", num_classes=2)
+    with pytest.raises(TrainingDivergedError, match="epoch 1: the weights are no longer finite") as err:
+        fit(model, *_loaders(), TrainConfig(epochs=2, lr=0.05, warmup_epochs=0), tmp_path, arch="resnet20",
+            num_classes=2, progress=False, on_batch=_corrupt_at(model, 1, 4))  # the last of 4 steps
+    assert "fc.weight" in str(err.value)
+    assert not any(p.suffix in (".pt", ".safetensors") for p in tmp_path.iterdir())  # nothing saved
+    torch.manual_seed(0)
+    model = build_model("resnet20", num_classes=2)
+    with pytest.raises(TrainingDivergedError, match="epoch 2: the weights are no longer finite"):
+        fit(model, *_loaders(), TrainConfig(epochs=2, lr=0.05, warmup_epochs=0), tmp_path / "b", arch="resnet20",
+            num_classes=2, progress=False, on_batch=_corrupt_at(model, 2, 4))
+    assert _finite_state(tmp_path / "b" / "state.pt") == (1, True)
+    assert not (tmp_path / "b" / "model.safetensors").exists()

@@ -90,6 +90,8 @@ def runs(args: argparse.Namespace) -> int:
                             "accuracy_pruned", "accuracy_finetuned") if c in df]
         with pd.option_context("display.width", 200, "display.max_columns", None):
             print(df[cols].to_string(index=False))
+        for row in df[df["status"] == "unreadable"].itertuples():
+            print(f"warning: run {row.run} is unreadable: {row.error}", file=sys.stderr)
     return 0
 
 

@@ -81,7 +81,7 @@ def _scores(args: argparse.Namespace, model, arch: str, criterion: str, params: 
     from ..scores import read_scores, score_model, to_tensors
 
     if args.scores:
-        return read_scores(args.scores)
+        return read_scores(args.scores, model)
     crit = criterion_class(criterion)
     if crit.needs_data:
         check_data(args, model, arch, labels=crit.needs_labels)
@@ -90,20 +90,20 @@ def _scores(args: argparse.Namespace, model, arch: str, criterion: str, params: 
 
 
 def plan(args: argparse.Namespace) -> int:
-    import pandas as pd
-
     from ..presets import get_preset
+    from ..sensitivity import read_sensitivity
     from ..structure import estimate, structure
 
     preset = get_preset(args.preset)
+    curves = read_sensitivity(args.sensitivity) if "sensitivity" in preset.needs and args.sensitivity else None
     model, arch, _, _ = load_model(args)
     struct = structure(model, input_size(arch))
     criterion, params = args.criterion, parse_params(args.param)
     inputs = {"model": model}
     if "scores" in preset.needs:
         inputs["scores"] = _scores(args, model, arch, criterion, params)
-    if "sensitivity" in preset.needs and args.sensitivity:
-        inputs["sensitivity"] = pd.read_csv(args.sensitivity)
+    if curves is not None:
+        inputs["sensitivity"] = curves
     value = getattr(args, preset.knob.name) if preset.knob else None
     options = {p.name: getattr(args, p.name) for p in preset.params if getattr(args, p.name) is not None}
     result = preset.make(struct, arch, value=value, target=args.target, by=args.by, exclude=args.exclude,

@@ -13,6 +13,7 @@ from .sets import (
     CIFAR10_CLASSES,
     JPEG_ARCHIVE,
     ArraySet,
+    ImageFileError,
     cache_dir,
     data_root,
     folder_dataset,
@@ -30,8 +31,9 @@ from .splits import DataRequest, Splits, classes_of, held_out_set, resolve_split
 
 __all__ = [
     "ArraySet", "BoxProbeSet", "CIFAR10_CLASSES", "DataNotFoundError", "DataRequest", "DeviceLoader", "FolderLoader",
-    "JPEG_ARCHIVE", "Splits", "TrainLoader", "batch_crop", "cache_dir", "classes_of", "data_root", "folder_dataset",
-    "folder_splits", "held_out_set", "how_to_get", "image_size", "list_datasets", "load_arrays", "load_box_probe",
+    "ImageFileError", "JPEG_ARCHIVE", "Splits", "TrainLoader", "batch_crop", "cache_dir", "classes_of", "data_root",
+    "folder_dataset", "folder_splits", "held_out_set", "how_to_get", "image_size", "list_datasets", "load_arrays",
+    "load_box_probe",
     "locate", "make_box_probe", "make_loaders", "normalization", "num_classes", "resolve_splits", "save_box_probe",
     "subset",
 ]

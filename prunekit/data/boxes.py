@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,28 +109,14 @@ def load_box_probe(folder: str | os.PathLike, *, size: int | None = None) -> Box
 
     folder = Path(folder)
     table = folder / "boxes.csv"
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 8):
+        raise UserError(f"size must be a whole number of pixels >= 8, got {size!r}")
     if not table.is_file():
         raise DataNotFoundError(
             f"{table} not found: a box-labelled probe set is a folder of images with a boxes.csv "
             "(columns file,x0,y0,x1,y1[,label], one row per box)"
         )
-    rows: dict[str, list[tuple[list[float], int]]] = {}
-    with open(table, newline="") as fh:
-        reader = csv.DictReader(fh)
-        missing = {"file", "x0", "y0", "x1", "y1"} - set(reader.fieldnames or [])
-        if missing:
-            raise UserError(f"{table}: missing columns {sorted(missing)}; expected file,x0,y0,x1,y1[,label]")
-        for line, row in enumerate(reader, start=2):
-            try:
-                box = [float(row[k]) for k in ("x0", "y0", "x1", "y1")]
-                label = int(row["label"]) if row.get("label") not in (None, "") else -1
-            except ValueError:
-                raise UserError(f"{table} line {line}: box corners must be numbers, got {row}") from None
-            if box[2] <= box[0] or box[3] <= box[1]:
-                raise UserError(f"{table} line {line}: need x0 < x1 and y0 < y1, got {box}")
-            rows.setdefault(row["file"], []).append((box, label))
-    if not rows:
-        raise UserError(f"{table} lists no boxes")
+    rows = _read_rows(table)
     images, boxes, labels = [], [], []
     for name, entries in rows.items():
         path = (folder / name).resolve()
@@ -152,3 +139,50 @@ def load_box_probe(folder: str | os.PathLike, *, size: int | None = None) -> Box
         boxes.append(bx)
         labels.append(entries[0][1])
     return BoxProbeSet(torch.stack(images), boxes, torch.tensor(labels, dtype=torch.int64))
+
+
+def _read_rows(table: Path) -> dict[str, list[tuple[list[float], int]]]:
+    """{image file: [(box [x0, y0, x1, y1], label), ...]} from ``boxes.csv``; UserError naming the file and the line
+    of a row that would give a wrong box: missing columns, a corner that is not a finite number, x1 <= x0 or
+    y1 <= y0, a label that is not a class number (or -1, or empty: unknown), one image given two labels, no file
+    name."""
+    rows: dict[str, list[tuple[list[float], int]]] = {}
+    first_label: dict[str, tuple[int, int]] = {}  # file -> (its label, the line that gave it)
+    try:
+        with open(table, newline="") as fh:
+            reader = csv.DictReader(fh)
+            missing = {"file", "x0", "y0", "x1", "y1"} - set(reader.fieldnames or [])
+            if missing:
+                raise UserError(f"{table}: missing columns {sorted(missing)}; expected file,x0,y0,x1,y1[,label]")
+            for line, row in enumerate(reader, start=2):
+                name, box, label = _parse_row(table, line, row)
+                if first_label.setdefault(name, (label, line))[0] != label:
+                    raise UserError(f"{table} line {line}: {name!r} has label {label}, and label "
+                                    f"{first_label[name][0]} on an earlier line (line {first_label[name][1]}); an "
+                                    "image has one class")
+                rows.setdefault(name, []).append((box, label))
+    except UnicodeDecodeError:
+        raise UserError(f"{table}: not a text CSV file (file,x0,y0,x1,y1[,label], UTF-8)") from None
+    if not rows:
+        raise UserError(f"{table} lists no boxes")
+    return rows
+
+
+def _parse_row(table: Path, line: int, row: dict) -> tuple[str, list[float], int]:
+    """(file name, box, label: -1 when empty) of one row of ``boxes.csv``; UserError naming the line."""
+    name = (row.get("file") or "").strip()
+    if not name:
+        raise UserError(f"{table} line {line}: no file name (the first column names the image)")
+    try:
+        box = [float(row[k]) for k in ("x0", "y0", "x1", "y1")]
+    except (TypeError, ValueError):
+        box = []
+    if len(box) != 4 or not all(math.isfinite(v) for v in box):
+        raise UserError(f"{table} line {line}: box corners must be finite numbers, got "
+                        f"{[row.get(k) for k in ('x0', 'y0', 'x1', 'y1')]}")
+    if box[2] <= box[0] or box[3] <= box[1]:
+        raise UserError(f"{table} line {line}: need x0 < x1 and y0 < y1, got {box}")
+    text = (row.get("label") or "").strip()
+    if text and not (text.isdigit() or text == "-1"):
+        raise UserError(f"{table} line {line}: label must be a class number (0, 1, ...) or empty, got {text!r}")
+    return name, box, int(text) if text else -1

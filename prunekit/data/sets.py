@@ -26,9 +26,9 @@ import torch.nn.functional as F
 
 from ..errors import DataNotFoundError, UnknownNameError, UserError
 
-__all__ = ["ArraySet", "CIFAR10_CLASSES", "JPEG_ARCHIVE", "cache_dir", "data_root", "folder_dataset", "folder_splits",
-           "how_to_get", "image_size", "list_datasets", "load_arrays", "locate", "normalization", "num_classes",
-           "subset"]
+__all__ = ["ArraySet", "CIFAR10_CLASSES", "ImageFileError", "JPEG_ARCHIVE", "cache_dir", "check_images", "data_root",
+           "folder_dataset", "folder_splits", "how_to_get", "image_size", "list_datasets", "load_arrays", "load_image",
+           "locate", "normalization", "num_classes", "subset"]
 
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 JPEG_ARCHIVE = "cifar10-jpeg.tar.gz"
@@ -243,8 +243,12 @@ def _decode_jpeg_copy(source: Path, split: str) -> tuple[np.ndarray, np.ndarray]
     if unknown:
         raise UserError(f"{source}: unexpected class folders {unknown}; expected {CIFAR10_CLASSES}")
     images = np.empty((len(entries), 32, 32, 3), dtype=np.uint8)
-    for i, (_, name, blob) in enumerate(entries):
-        img = Image.open(io.BytesIO(blob)).convert("RGB")
+    for i, (cls, name, blob) in enumerate(entries):
+        try:
+            img = Image.open(io.BytesIO(blob)).convert("RGB")
+        except _DAMAGED as exc:
+            raise ImageFileError(f"{source}: {split}/{cls}/{name} cannot be decoded as an image ({_why(exc)}); the "
+                                 f"copy is damaged: replace {source.name} with a whole copy") from None
         if img.size != (32, 32):
             raise UserError(f"{source}: {split}/{name} is {img.size[0]}x{img.size[1]}, expected 32x32")
         images[i] = np.asarray(img)
@@ -277,9 +281,64 @@ def _torchvision_arrays(name: str, spec: _Spec, root: Path, split: str, download
     return images, labels, ds.classes
 
 
+class ImageFileError(UserError):
+    """An image file that cannot be decoded; the message names it and says what to do. Raised inside a DataLoader
+    worker, it reaches the training process as this type with the same message (not the worker's traceback)."""
+
+    def __init__(self, message: str):
+        marker = f"{type(self).__name__}: "
+        if message.startswith("Caught ") and marker in message:  # torch's ExceptionWrapper.reraise from a worker
+            message = message.rsplit(marker, 1)[1].strip()
+        super().__init__(message)
+
+
+_DAMAGED = (OSError, SyntaxError, ValueError)  # PIL's UnidentifiedImageError and DecompressionBombError included
+
+
+def _why(exc: Exception) -> str:
+    """What PIL says about a file it cannot read, without the file's name (the message says it already)."""
+    from PIL import UnidentifiedImageError
+
+    return "not an image format PIL knows" if isinstance(exc, UnidentifiedImageError) else \
+        f"{str(exc).strip() or type(exc).__name__}"
+
+
+def load_image(path: str):
+    """An image file as RGB (the ImageFolder loader); ImageFileError naming the file when it cannot be decoded."""
+    from PIL import Image
+
+    try:
+        with open(path, "rb") as fh:
+            return Image.open(fh).convert("RGB")
+    except _DAMAGED as exc:
+        raise ImageFileError(f"{path}: cannot be decoded as an image ({_why(exc)}); the file is damaged or not an "
+                             "image: remove it from the folder or replace it, then start again (a training resumes "
+                             "after its last finished epoch)") from None
+
+
+def check_images(files: list[str], folder: str | os.PathLike) -> None:
+    """Open every file and check its header (PIL's ``verify``: cheap, no decoding); ImageFileError naming the ones
+    that are not readable images, before any work starts."""
+    from PIL import Image
+
+    bad = []
+    for file in files:
+        try:
+            with Image.open(file) as img:
+                img.verify()
+        except _DAMAGED as exc:
+            bad.append(f"{file} ({'an empty file' if os.path.getsize(file) == 0 else _why(exc)})")
+    if bad:
+        raise ImageFileError(f"{folder}: {len(bad)} of {len(files)} images cannot be read: {'; '.join(bad[:5])}"
+                             f"{'; ...' if len(bad) > 5 else ''}. The files are damaged or not images: remove or "
+                             "replace them, then start again")
+
+
 def folder_dataset(path: str | os.PathLike, *, train: bool, image_size: int = 224):
     """Any ImageFolder tree (``path/<class>/*.jpg``, e.g. ImageNet-100's train/ or val/) as a torchvision
-    dataset with the standard ImageNet transforms: items (float (3, S, S), int label)."""
+    dataset with the standard ImageNet transforms: items (float (3, S, S), int label). Every image's header is
+    checked first (:func:`check_images`); an image that fails to decode later raises :class:`ImageFileError`
+    naming it."""
     import torchvision
     from torchvision.transforms import v2
 
@@ -293,9 +352,11 @@ def folder_dataset(path: str | os.PathLike, *, train: bool, image_size: int = 22
         steps = [v2.Resize(int(image_size * 8 / 7)), v2.CenterCrop(image_size)]
     tf = v2.Compose([v2.PILToTensor(), *steps, v2.ToDtype(torch.float32, scale=True), norm])
     try:
-        return torchvision.datasets.ImageFolder(str(path), transform=tf)
+        dataset = torchvision.datasets.ImageFolder(str(path), transform=tf, loader=load_image)
     except FileNotFoundError as exc:
         raise DataNotFoundError(f"{path}: {exc}") from None
+    check_images([file for file, _ in dataset.samples], path)
+    return dataset
 
 
 def folder_splits(folder: str | os.PathLike, *, image_size: int = 224):
