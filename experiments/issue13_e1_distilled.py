@@ -18,6 +18,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from scipy.stats import spearmanr
+
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "experiments" / "out"
 RUNS = ROOT / "experiments" / "runs_e1_distilled"
@@ -81,8 +83,11 @@ def report(pts: dict[str, dict]) -> None:
                      "distilled": accs, "mean": statistics.mean(accs) if accs else None,
                      "sd": statistics.stdev(accs) if len(accs) > 1 else None, "runs": runs})
     rows.sort(key=lambda r: -(r["mean"] if r["mean"] is not None else -1))
+    done = [r for r in rows if r["mean"] is not None]
+    rho = {k: spearmanr([r[k] for r in done], [r["mean"] for r in done]).statistic if len(done) > 2 else None
+           for k in ("pruned", "recalibrated")}
     (OUT / "e1_distilled.json").write_text(json.dumps({"target": float(TARGET), "recipe": RECIPE, "seeds": SEEDS,
-                                                       "rows": rows}, indent=2))
+                                                       "spearman_with_mean": rho, "rows": rows}, indent=2))
     f2 = lambda v: "" if v is None else f"{v:.2f}"  # noqa: E731
     lines = [f"-{float(TARGET):.0%} FLOPs, uniform preset; every accuracy (%) on the same 2,000 held-out test images. "
              f"Fine-tuned: {RECIPE}; seeds {' '.join(map(str, SEEDS))}.", "",
@@ -91,6 +96,8 @@ def report(pts: dict[str, dict]) -> None:
     lines += [f"| {r['criterion']} | {f2(r['pruned'])} | {f2(r['recalibrated'])} | "
               f"{' / '.join(f2(a) for a in r['distilled'])} | **{f2(r['mean'])}** | {f2(r['sd'])} | "
               f"{len(r['distilled'])} |" for r in rows]
+    lines += ["", f"Spearman of the mean fine-tuned accuracy with the plain pruned one: {rho['pruned']:.2f}; with "
+              f"the recalibrated one: {rho['recalibrated']:.2f} (n = {len(done)} criteria)."] if done else []
     (OUT / "e1_distilled.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
