@@ -8,7 +8,7 @@ ifneq ($(SHARED_DATA),)
 export PRUNEKIT_DATA ?= $(SHARED_DATA)
 endif
 
-.PHONY: app test install lint clean-venv default-model
+.PHONY: app test install lint clean-venv default-model gpu
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -39,3 +39,8 @@ default-model: $(STAMP)
 	cp $(DEFAULT_RUN)/model.safetensors assets/resnet20_cifar10.safetensors
 	cp $(DEFAULT_RUN)/epoch001.safetensors assets/resnet20_cifar10_epoch001.safetensors
 	cp $(DEFAULT_RUN)/metrics.jsonl assets/resnet20_cifar10_metrics.jsonl
+
+# The GPU check (benchmarks/gpu.sh, README "On a GPU"): the CUDA tests, ResNet-20 to >= 91%, the CUDA benchmarks,
+# all into OUT (default artifacts/gpu-<time>); `make gpu DRY=1` runs the same steps on the CPU at toy size.
+gpu: $(STAMP)
+	PYTHON=$(PY) bash benchmarks/gpu.sh

@@ -17,6 +17,7 @@ least 2x the DataLoader's throughput; on the CPU, where the model's arithmetic d
 workers share the cores with it, the ratio is only reported.
 
     python benchmarks/finetune_throughput.py [--steps N] [--rounds 3] [--images 4096] [--workers 2]
+        [--device all|cpu|cuda] [--models resnet20 vgg16_bn]
 """
 from __future__ import annotations
 
@@ -108,11 +109,12 @@ def _timed(batches, step, steps: int, device: torch.device) -> float:
     return steps * BATCH / (time.perf_counter() - t0)
 
 
-def measure(data: ArraySet, device: torch.device, steps: int, rounds: int, workers: int) -> dict:
-    """Both pipelines on every model of :data:`MODELS` on ``device`` (``steps`` timed steps per round, 0: the
+def measure(data: ArraySet, device: torch.device, steps: int, rounds: int, workers: int,
+            models: tuple[str, ...] = MODELS) -> dict:
+    """Both pipelines on every model of ``models`` on ``device`` (``steps`` timed steps per round, 0: the
     defaults :data:`CPU_STEPS` / :data:`CUDA_STEPS`); the result's rows."""
     out = {}
-    for name in MODELS:
+    for name in models:
         n_steps = steps or (CUDA_STEPS if device.type == "cuda" else CPU_STEPS[name])
         torch.manual_seed(0)
         step = _trainer(build_model(name, num_classes=len(data.classes)), device)
@@ -144,6 +146,9 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=4096, help="CIFAR-10 training images used (a fixed subset)")
     parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="DataLoader workers")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
+    parser.add_argument("--device", default="all", choices=("all", "cpu", "cuda"),
+                        help="all: the CPU, and CUDA too when available (default); cpu or cuda: that one only")
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS, help="models to time")
     parser.add_argument("--data-root", default=None, help="data folder (default: $PRUNEKIT_DATA or the cache)")
     parser.add_argument("--out", default=str(RESULTS / "finetune_throughput.json"))
     args = parser.parse_args()
@@ -154,10 +159,13 @@ def main() -> None:
     except DataNotFoundError as exc:
         print(f"skipped: this benchmark needs CIFAR-10 ({exc})", file=sys.stderr)
         sys.exit(0)
-    devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
+    if args.device == "cuda" and not torch.cuda.is_available():
+        sys.exit("--device cuda: torch.cuda.is_available() is False on this machine")
+    devices = [torch.device(args.device)] if args.device != "all" else (
+        [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else []))
     results = {}
     for device in devices:
-        results[device.type] = measure(data, device, args.steps, args.rounds, args.workers)
+        results[device.type] = measure(data, device, args.steps, args.rounds, args.workers, tuple(args.models))
     write_result({"benchmark": "finetune_throughput", "batch_size": BATCH, "images": len(data),
                   "rounds": args.rounds, "dataloader_workers": args.workers, "target_ratio_cuda": TARGET_CUDA,
                   "results": results}, args.out)

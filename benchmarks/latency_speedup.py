@@ -5,7 +5,7 @@ solved for -50% FLOPs), filters chosen by L1, pruned with Torch-Pruning. Latency
 eval-mode forwards at batch 1 and 64, original and pruned timed round-robin in one run. Target (issue 4):
 at batch 64 on the CPU, speedup >= 0.8 x the MAC reduction factor.
 
-    python benchmarks/latency_speedup.py [--repeat 10] [--threads 0]
+    python benchmarks/latency_speedup.py [--repeat 10] [--threads 0] [--device cuda|cpu]
 """
 from __future__ import annotations
 
@@ -31,8 +31,8 @@ def _plan(name: str, struct):
     return get_preset("uniform").make(struct, name, target=0.5, by="flops").ratios
 
 
-def run(repeat: int, rounds: int) -> dict:
-    device = best_device()
+def run(repeat: int, rounds: int, device: torch.device | None = None) -> dict:
+    device = device or best_device()
     rows = {}
     for name in ("vgg16_bn", "resnet56"):
         model = build_model(name).eval()
@@ -68,11 +68,12 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=10, help="timed forwards per latency measurement")
     parser.add_argument("--rounds", type=int, default=3, help="round-robin rounds (median taken)")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
+    parser.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best available)")
     parser.add_argument("--out", default=str(RESULTS / "latency_speedup.json"))
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    write_result(run(args.repeat, args.rounds), args.out)
+    write_result(run(args.repeat, args.rounds, torch.device(args.device) if args.device else None), args.out)
 
 
 if __name__ == "__main__":

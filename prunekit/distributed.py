@@ -6,8 +6,10 @@ the trainer needs.
 
 A process started by ``torchrun`` finds ``WORLD_SIZE``, ``RANK`` and ``LOCAL_RANK`` in its environment;
 :func:`distributed` then joins the process group (backend ``nccl`` on CUDA, each rank on ``cuda:LOCAL_RANK``;
-``gloo`` on the CPU) and leaves it at the end. Without torchrun (or with ``WORLD_SIZE=1``) it does nothing and
-every helper here behaves as for a single process of rank 0, so the same code runs both ways.
+``gloo`` on the CPU) and leaves it at the end. One process started by torchrun (``--nproc_per_node=1``) joins a
+group of one, so a single GPU runs the same DistributedDataParallel and NCCL path as several. Without torchrun
+it does nothing and every helper here behaves as for a single process of rank 0, so the same code runs both
+ways.
 
 Convention: rank 0 alone writes files and prints results (:func:`is_main`); the others compute and keep quiet.
 """
@@ -30,7 +32,7 @@ __all__ = ["World", "launched", "distributed", "world", "rank_device", "is_main"
 @dataclass(frozen=True)
 class World:
     """Where this process stands: ``rank`` in 0..world_size-1, ``local_rank`` on its machine, the ``backend``
-    (None for a single process) and the ``device`` it trains on."""
+    (None outside a process group) and the ``device`` it trains on."""
 
     rank: int = 0
     local_rank: int = 0
@@ -40,8 +42,8 @@ class World:
 
     @property
     def enabled(self) -> bool:
-        """True when several processes train together."""
-        return self.world_size > 1
+        """True inside a torchrun process group (DistributedDataParallel), a group of one process included."""
+        return self.backend is not None
 
     @property
     def is_main(self) -> bool:
@@ -50,12 +52,13 @@ class World:
 
 
 def launched() -> bool:
-    """True when this process was started by torchrun (or alike) as one of several: ``WORLD_SIZE`` > 1."""
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+    """True when this process was started by torchrun (``TORCHELASTIC_RUN_ID`` set, one process too) or by
+    another launcher as one of several (``WORLD_SIZE`` > 1)."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 or "TORCHELASTIC_RUN_ID" in os.environ
 
 
 def _active() -> bool:
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+    return dist.is_available() and dist.is_initialized()
 
 
 def world(device: torch.device | str | None = None) -> World:
@@ -86,8 +89,9 @@ def distributed(device: torch.device | str) -> Iterator[World]:
     """Join the torchrun process group for the body and leave it afterwards; yields the :class:`World`.
 
     ``device``: the device asked for; on CUDA each rank takes ``cuda:LOCAL_RANK`` (and the ``nccl`` backend),
-    elsewhere the device stays and the backend is ``gloo``. Not launched by torchrun: yields a single-process
-    World on ``device`` and does nothing else. Already inside a process group: joins nothing, leaves nothing.
+    elsewhere the device stays and the backend is ``gloo``; torchrun's one process joins a group of one. Not
+    launched by torchrun: yields a single-process World on ``device`` (backend None) and does nothing else.
+    Already inside a process group: joins nothing, leaves nothing.
     """
     device = torch.device(device)
     if not launched() or not dist.is_available():

@@ -163,11 +163,11 @@ def test_a_loss_gone_nan_on_one_rank_stops_every_rank_at_the_same_step(tmp_path)
     assert not (tmp_path / "train" / "state.pt").exists() and not (tmp_path / "train" / "model.safetensors").exists()
 
 
-def _torchrun(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+def _torchrun(*args: str, timeout: int = 300, nproc: int = 2) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     env.pop("WORLD_SIZE", None)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "prunekit",
-           *args, "--device", "cpu", "--threads", "1"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "-m",
+           "prunekit", *args, "--device", "cpu", "--threads", "1"]
     return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout, env=env)
 
 
@@ -190,6 +190,19 @@ def test_torchrun_train_from_the_shell(cifar_data_root, tmp_path):
     assert ddp["world_size"] == 2 and ddp["backend"] == "gloo" and ddp["consistent"] is True
     assert ddp["weights_hash_per_rank"] == [weights_hash(model)] * 2  # both ranks hold the saved weights
     assert header["meta"]["test_accuracy"] == pytest.approx(result["test_accuracy"])
+
+
+@pytest.mark.data
+def test_torchrun_with_one_process_joins_a_group_of_one(cifar_data_root, tmp_path):
+    """`--nproc_per_node=1` trains through DistributedDataParallel too (on a GPU: NCCL, tests/test_cuda.py)."""
+    out = _torchrun("train", "--model", "resnet20", "--data-root", str(cifar_data_root), "--subset", "128",
+                    "--test-subset", "64", "--epochs", "1", "--batch-size", "32", "--out", str(tmp_path / "run"),
+                    nproc=1)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "x 1 processes (gloo)" in out.stdout
+    model, header = load_checkpoint(tmp_path / "run" / "model.safetensors")
+    ddp = header["meta"]["ddp"]
+    assert ddp["world_size"] == 1 and ddp["backend"] == "gloo" and ddp["weights_hash_per_rank"] == [weights_hash(model)]
 
 
 @pytest.mark.data
