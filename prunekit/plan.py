@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from .errors import UnknownNameError, UserError
+from .errors import UserError
 from .ratios import check_ratio, validate_ratios
 from .structure import Structure, signature
 
@@ -145,7 +145,7 @@ def _check_entries(d: dict[str, Any]) -> None:
     """UserError for a plan entry of the wrong type, a model or criterion that is not registered, or criterion
     parameters that criterion refuses (the ratios are checked by :class:`Plan` itself)."""
     from .criteria import get_criterion
-    from .models import list_models
+    from .models import model_info
 
     excluded, criterion = d.get("excluded", []), d.get("criterion", "l1")
     if not isinstance(excluded, list) or not all(isinstance(x, str) for x in excluded):
@@ -157,8 +157,8 @@ def _check_entries(d: dict[str, Any]) -> None:
         raise UserError(f"'signature' must be a string, got {d['signature']!r}")
     if not isinstance(criterion, str) or not criterion:
         raise UserError(f"'criterion' must be a criterion's name, got {criterion!r}")
-    if isinstance(d["arch"], str) and d["arch"] and d["arch"] not in list_models():
-        raise UnknownNameError(f"unknown model {d['arch']!r}; known models: {', '.join(list_models())}")
+    if isinstance(d["arch"], str) and d["arch"]:
+        model_info(d["arch"])  # a registered name or a source's (torchvision:, timm:, factory:): else its error
     get_criterion(criterion, **d.get("criterion_params", {}))  # an unknown name or a bad parameter: its error
 
 
