@@ -194,6 +194,7 @@ def _groups(model: nn.Module, graph: tp.DependencyGraph, order: list[str], opaqu
         members, reads, wires, reason = _read_group(group, graph, names, opaque)
         members = sorted(set(members) | {name}, key=lambda n: position.get(n, 1 << 30))
         seen.update(members)
+        reason = reason or next((frozen[m] for m in members if m in frozen), None)  # coupled with a frozen conv
         if reason is not None:
             frozen.update((m, reason) for m in members)
             continue
