@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-__all__ = ["PrunekitError", "UserError", "UnknownNameError", "DataNotFoundError", "unknown_name"]
+__all__ = ["PrunekitError", "UserError", "UnknownNameError", "DataNotFoundError", "PruneError", "unknown_name"]
 
 
 class PrunekitError(Exception):
@@ -32,6 +32,12 @@ class UnknownNameError(UserError, KeyError):
 
 class DataNotFoundError(UserError, FileNotFoundError):
     """A data set is not on disk and could not be downloaded; the message says where it looked and how to get it."""
+
+
+class PruneError(UserError):
+    """A model (or a plan for it) that prunekit cannot prune correctly: Torch-Pruning failed on it, or the pruned
+    model does not compute what the original computes with the same channels removed. The message names the layer
+    and the operation, and says what to do (give that group ratio 0, or pick another model)."""
 
 
 def unknown_name(kind: str, name: object, known: Iterable[str], *, plural: str | None = None,

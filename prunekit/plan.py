@@ -115,7 +115,7 @@ class Plan:
             raise UserError(f"this plan was made for another model ({self.arch}, structure {self.signature}); "
                              f"the model given has structure {signature(struct)} (groups {roots}, ...): make a "
                              "plan for this model")
-        validate_ratios(self.ratios, list(struct.groups))
+        validate_ratios(self.ratios, list(struct.groups), struct.frozen)
         for root in excluded_roots(struct, self.excluded):
             if self.ratios.get(root, 0.0) > 0:
                 raise UserError(f"group {root!r} holds an excluded layer but has ratio {self.ratios[root]}")

@@ -10,7 +10,7 @@ import math
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from .errors import UnknownNameError, UserError
+from .errors import PruneError, UnknownNameError, UserError
 
 __all__ = ["MAX_RATIO", "RULE", "kept_channels", "max_ratio", "ratio_removing", "check_ratio", "validate_ratios"]
 
@@ -56,12 +56,15 @@ def check_ratio(name: str, ratio: Any, channels: int | None = None) -> float:
     return float(ratio)
 
 
-def validate_ratios(ratios: dict[str, float], groups: Sequence[_Group]) -> None:
-    """UserError naming the first bad entry of ``ratios`` ({group root: ratio}): a layer that is no group's root,
-    or a ratio that breaks the rule (:func:`check_ratio`)."""
+def validate_ratios(ratios: dict[str, float], groups: Sequence[_Group], frozen: dict[str, str] | None = None) -> None:
+    """UserError naming the first bad entry of ``ratios`` ({group root: ratio}): a layer that is no group's root
+    (PruneError with the reason for a conv of ``frozen``, {conv: why it cannot be pruned}), or a ratio that breaks
+    the rule (:func:`check_ratio`)."""
     by_root = {g.root: g for g in groups}
     member_of = {m: g.root for g in groups for m in g.members}
     for layer, ratio in ratios.items():
+        if layer in (frozen or {}):
+            raise PruneError(f"{layer!r} cannot be pruned: {frozen[layer]}; leave it out of the plan")
         if layer not in by_root:
             if layer in member_of:
                 raise UserError(f"{layer!r} is coupled with {member_of[layer]!r}: give the ratio to the group's "

@@ -337,19 +337,19 @@ def prune_run(
     starts from and export writes; no weight differs) and the manifest's ``recalibration`` says on what. None:
     not recalibrated. checkpoint: the weights' file (its SHA-256 is recorded). struct: the traced structure
     (default: traced here). sweep: which sweep point this is (:mod:`prunekit.sweeps`). progress: six steps.
-    A failure marks the run ``failed`` (``interrupted`` for Ctrl-C) and re-raises; the run stays on disk."""
+    A refused plan or pruning writes nothing; a later failure marks the run ``failed`` (Ctrl-C: ``interrupted``)."""
     progress = progress or no_progress
     source = _source(model, arch, num_classes, input_size, checkpoint, data, recalibrate)
     struct = struct or structure(model, input_size)
     plan.check(struct, arch)
+    pruned, removed = prune_model(model, plan.ratios, scores, input_size)
+    progress(1, 6)
     run = Run.create(root, name=arch, model=source, data=_images_record(data), recalibration=None, sweep=sweep,
                      criterion={"name": plan.criterion, "params": plan.criterion_params}, plan=plan.to_dict(),
                      before=None, after=None, accuracy=None, report=None, device=str(next(model.parameters()).device))
     with run.failures_recorded():
         loader = None if data is None else DeviceLoader(data, 256, train=False, device=next(model.parameters()).device)
         acc_before = None if loader is None else evaluate(model, loader)
-        progress(1, 6)
-        pruned, removed = prune_model(model, plan.ratios, scores, input_size)
         progress(2, 6)
         report = prune_report(model, pruned, plan.ratios, removed, input_size, latency_batches=latency_batches,
                               repeat=repeat)

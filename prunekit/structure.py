@@ -4,19 +4,22 @@
 >>> estimate(struct, {"layer1.0.conv1": 0.5})        # params, MACs and filters per conv after pruning: arithmetic
 
 :func:`estimate` computes params, MACs and channels per layer after pruning from layer shapes alone, without
-touching the model, exactly equal to what :func:`prunekit.prune.prune_model` produces (conv and linear MACs, as
-``torch.utils.flop_counter`` counts them). :func:`signature` names a structure: a plan made for one structure
-refuses another.
+touching the model, exactly equal to what :func:`prunekit.prune.prune_model` produces (MACs as
+``torch.utils.flop_counter`` counts them: convs and linear layers, whose widths pruning changes, plus the other
+matrix products, attention's, which no pruning changes). A layer fed by a concatenation (DenseNet) reads several
+groups; its other input channels (the image, frozen groups) stay. :func:`signature` names a structure: a plan
+made for one structure refuses another.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 
 import torch.nn as nn
 
-from .metrics import output_shapes
+from .metrics import count_macs, output_shapes
 from .prune import Group, coupled_groups
 from .ratios import kept_channels, validate_ratios
 
@@ -46,8 +49,12 @@ class Structure:
     layers: tuple[_Layer, ...]
     norms: dict[str, int]  # BN name -> channels (affine: 2 params each)
     other_params: int  # parameters outside convs, linears and BNs (never pruned)
-    out_group: dict[str, str] = field(default_factory=dict)  # member conv / BN -> group root
-    in_group: dict[str, str] = field(default_factory=dict)  # consumer -> group root
+    other_macs: int  # MACs outside convs and linears (attention's matrix products; never pruned)
+    out_group: dict[str, str] = field(default_factory=dict)  # member conv -> group root
+    # consumer (conv / linear input) or BN -> ((group root, input positions per channel of that group), ...): every
+    # group whose channels it reads (several for a concatenation); its other channels (the image, frozen groups)
+    # are never pruned
+    reads: dict[str, tuple[tuple[str, int], ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -70,42 +77,46 @@ class Estimate:
 
 
 def structure(model: nn.Module, input_size: tuple[int, int, int]) -> Structure:
-    """Trace ``model`` once (a forward pass on a zero image and Torch-Pruning's dependency graph)."""
+    """Trace ``model`` once (forward passes on a zero image and Torch-Pruning's dependency graph)."""
     groups, frozen = coupled_groups(model, input_size)
-    hw = {n: shape[1] * shape[2] if len(shape) == 3 else 1 for n, shape in output_shapes(model, input_size).items()}
+    shapes = output_shapes(model, input_size)  # conv (C, H, W); linear (..., features): H * W or tokens per image
     layers, norms, counted = [], {}, 0
     for name, m in model.named_modules():
-        if isinstance(m, nn.Conv2d) and name in hw:
+        if isinstance(m, nn.Conv2d) and name in shapes:
             layers.append(_Layer(name, m.in_channels, m.out_channels, m.kernel_size[0] * m.kernel_size[1],
-                                 m.groups, hw[name], m.bias is not None, True))
-        elif isinstance(m, nn.Linear) and name in hw:
-            layers.append(_Layer(name, m.in_features, m.out_features, 1, 1, 1, m.bias is not None, False))
+                                 m.groups, math.prod(shapes[name][1:]), m.bias is not None, True))
+        elif isinstance(m, nn.Linear) and name in shapes:
+            layers.append(_Layer(name, m.in_features, m.out_features, 1, 1, math.prod(shapes[name][:-1]),
+                                 m.bias is not None, False))
         elif isinstance(m, nn.modules.batchnorm._BatchNorm) and m.affine:
             norms[name] = m.num_features
         else:
             continue
         counted += sum(p.numel() for p in m.parameters(recurse=False))
     other = sum(p.numel() for p in model.parameters()) - counted
-    out_group = {n: g.root for g in groups for n in (*g.members, *g.norms)}
-    in_group = {n: g.root for g in groups for n in g.consumers}
-    return Structure(tuple(groups), frozen, tuple(layers), norms, other, out_group, in_group)
+    layer_macs = sum(x.out_ch * (x.in_ch // x.groups) * x.kernel * x.hw for x in layers)
+    out_group = {n: g.root for g in groups for n in g.members}
+    reads: dict[str, list[tuple[str, int]]] = {}
+    for g in groups:
+        for name, per_channel in g.reads:
+            reads.setdefault(name, []).append((g.root, per_channel))
+    return Structure(tuple(groups), frozen, tuple(layers), norms, other, count_macs(model, input_size) - layer_macs,
+                     out_group, {k: tuple(v) for k, v in reads.items()})
 
 
 def estimate(struct: Structure, ratios: dict[str, float]) -> Estimate:
     """Params, MACs and filters per conv after pruning ``ratios`` ({group root: ratio}); ValueError for a
     ratio that :func:`prunekit.prune.validate_ratios` refuses."""
-    validate_ratios(ratios, list(struct.groups))
-    size = {g.root: g.channels for g in struct.groups}
-    kept = {g.root: kept_channels(g.channels, ratios.get(g.root, 0.0)) for g in struct.groups}
+    validate_ratios(ratios, list(struct.groups), struct.frozen)
+    gone = {g.root: g.channels - kept_channels(g.channels, ratios.get(g.root, 0.0)) for g in struct.groups}
     params0 = params = macs0 = macs = 0
     channels = {}
     for layer in struct.layers:
-        out_ch = kept[struct.out_group[layer.name]] if layer.name in struct.out_group else layer.out_ch
+        out_ch = layer.out_ch - gone[struct.out_group[layer.name]] if layer.name in struct.out_group else layer.out_ch
         if layer.groups > 1 and layer.groups == layer.in_ch == layer.out_ch:  # depthwise: follows its filters
             in_ch, groups = out_ch, out_ch
         else:
-            root = struct.in_group.get(layer.name)
-            in_ch = layer.in_ch if root is None else kept[root] * (layer.in_ch // size[root])
+            in_ch = layer.in_ch - sum(per * gone[root] for root, per in struct.reads.get(layer.name, ()))
             groups = layer.groups
         for (i, o, g), acc in (((layer.in_ch, layer.out_ch, layer.groups), 0), ((in_ch, out_ch, groups), 1)):
             w = o * (i // g) * layer.kernel
@@ -118,8 +129,9 @@ def estimate(struct: Structure, ratios: dict[str, float]) -> Estimate:
             channels[layer.name] = (layer.out_ch, out_ch)
     for name, c in struct.norms.items():
         params0 += 2 * c
-        params += 2 * (kept[struct.out_group[name]] if name in struct.out_group else c)
-    return Estimate(params0 + struct.other_params, params + struct.other_params, macs0, macs, channels)
+        params += 2 * (c - sum(per * gone[root] for root, per in struct.reads.get(name, ())))
+    return Estimate(params0 + struct.other_params, params + struct.other_params, macs0 + struct.other_macs,
+                    macs + struct.other_macs, channels)
 
 
 def signature(struct: Structure) -> str:

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from prunekit.checkpoints import load_checkpoint
+from prunekit.errors import PruneError
 from prunekit.models import build_model, count_params
 from prunekit.presets import get_preset
 from prunekit.prune import prune_model
@@ -82,13 +83,31 @@ def test_a_pruning_is_a_run_whose_model_reloads_alone(tmp_path):
     assert df.loc[0, "accuracy_before"] == m["accuracy"]["before"]["accuracy"]
 
 
-def test_a_failed_pruning_stays_on_disk_marked_failed(tmp_path):
-    model, plan, _ = _setup()
+def test_a_refused_pruning_writes_nothing(tmp_path, monkeypatch):
+    model, plan, scores = _setup()
     with pytest.raises(ValueError, match="no scores"):
         prune_run(model, plan, {}, arch="resnet20", num_classes=10, input_size=SIZE, root=tmp_path,
                   latency_batches=())
+    monkeypatch.setattr("prunekit.prune._dropped_inputs", lambda wiring, removed: {})  # a reference with every
+    with pytest.raises(PruneError, match="went wrong at layer1.0.conv1"):              # channel: the check fails
+        prune_run(model, plan, scores, arch="resnet20", num_classes=10, input_size=SIZE, root=tmp_path,
+                  latency_batches=())
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_failure_after_pruning_stays_on_disk_marked_failed(tmp_path, monkeypatch):
+    model, plan, scores = _setup()
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr("prunekit.runs.prune_report", broken)
+    with pytest.raises(RuntimeError, match="disk full"):
+        prune_run(model, plan, scores, arch="resnet20", num_classes=10, input_size=SIZE, root=tmp_path,
+                  latency_batches=())
     (row,) = list_runs(tmp_path).to_dict("records")
-    assert row["status"] == "failed" and "no scores" in read_manifest(row["path"])["error"]
+    assert row["status"] == "failed" and read_manifest(row["path"])["error"] == "RuntimeError: disk full"
+    assert not (tmp_path / row["run"] / MODEL_FILE).exists()
 
 
 _WRITER = """
