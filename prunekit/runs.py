@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 import platform
+import re
 import socket
 import uuid
 from collections.abc import Iterator
@@ -209,9 +210,10 @@ class Run:
     @classmethod
     def create(cls, root: str | os.PathLike | None = None, *, name: str = "run", **fields: Any) -> Run:
         """A new directory ``<root>/<UTC time>-<name>-<6 hex>`` with a manifest in status ``running``,
-        owned by this process; ``fields`` go into the manifest."""
+        owned by this process; ``fields`` go into the manifest. Characters of ``name`` that some file systems
+        refuse (``torchvision:densenet121@32``'s colon) become ``_``."""
         stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
-        run_id = f"{stamp}-{name}-{uuid.uuid4().hex[:6]}"
+        run_id = f"{stamp}-{re.sub(r'[^A-Za-z0-9_.@+-]', '_', name)}-{uuid.uuid4().hex[:6]}"
         path = runs_root(root) / run_id
         path.mkdir(parents=True)
         now = utc_now()

@@ -198,3 +198,9 @@ def test_the_runs_command_lists_the_others_past_a_bad_manifest(tmp_path, capsys)
     out, err = capsys.readouterr()
     assert "-good-" in out and re.search(r"20000101-000001-list-aaaaaa +unreadable", out)
     assert "20000101-000001-list-aaaaaa is unreadable" in err and "it holds a JSON list, not an object" in err
+
+
+def test_a_run_of_a_source_model_gets_a_directory_name_every_file_system_takes(tmp_path):
+    run = Run.create(tmp_path, name="torchvision:densenet121@32", model={"arch": "torchvision:densenet121@32"})
+    assert ":" not in run.path.name and "-torchvision_densenet121@32-" in run.path.name
+    assert run.manifest["model"]["arch"] == "torchvision:densenet121@32"  # the name itself is kept whole
