@@ -105,6 +105,7 @@ def check(model: nn.Module, input_size: tuple[int, int, int]) -> dict:
 def reason_kind(reason: str) -> str:
     """A frozen conv's reason without layer names: what kind of obstacle it is."""
     for pattern, kind in ((r"grouped conv", "grouped conv"), (r"reshape", "reshape / channel shuffle"),
+                          (r"concatenated with others", "concatenated into a wider conv"),
                           (r"split|slice|unbind", "split / slice"), (r"model's outputs", "model outputs"),
                           (r"outputs of the linear layer", "linear layer outputs"),
                           (r"\((\w+)\), which prunekit does not prune", None)):

@@ -218,6 +218,9 @@ def _read_group(group, graph: tp.DependencyGraph, names: dict, opaque: dict):
         module, name = node.module, names.get(node.module)
         if isinstance(module, nn.Conv2d) and out:
             members.append(name)
+            if list(item.idxs) != list(item.root_idxs):  # not filter i for filter i of the root: a concatenation
+                reasons.append((True, f"its filters are concatenated with others into {name} ({module.out_channels}"
+                                      " filters): prunekit removes the same filters from every conv of a group"))
         elif isinstance(module, (nn.Conv2d, nn.Linear, PadShortcut)) and not out:
             wires[name] = (list(item.idxs), list(item.root_idxs))
             reads[name] = len(set(item.idxs))

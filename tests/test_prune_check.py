@@ -52,6 +52,20 @@ class GroupedAdd(nn.Module):
         return self.fc((x + self.g(x)).mean((2, 3)))
 
 
+class Ghost(nn.Module):
+    """GhostNet's module: c1's 4 filters and a depthwise conv of them, concatenated into a depthwise conv of 8."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1, self.cheap = nn.Conv2d(3, 4, 1), nn.Conv2d(4, 4, 3, padding=1, groups=4)
+        self.dw, self.c2, self.fc = nn.Conv2d(8, 8, 3, padding=1, groups=8), nn.Conv2d(8, 6, 1), nn.Linear(6, 10)
+
+    def forward(self, x):
+        x = self.c1(x)
+        x = self.c2(self.dw(torch.cat([x, self.cheap(x)], 1)))
+        return self.fc(x.mean((2, 3)))
+
+
 def _scores(model):
     g = torch.Generator().manual_seed(0)
     return {n: torch.rand(m.out_channels, generator=g) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
@@ -105,6 +119,13 @@ def test_a_grouped_conv_freezes_its_group_with_the_reason():
     reason = "g is a grouped conv (groups=4) that is not depthwise: Torch-Pruning removes its channels one by one, " \
              "which breaks its groups"
     assert groups == [] and frozen == {"c1": reason, "g": reason}
+
+
+def test_filters_concatenated_into_a_wider_conv_freeze_their_group():
+    groups, frozen = coupled_groups(Ghost(), SIZE)
+    reason = "its filters are concatenated with others into dw (8 filters): prunekit removes the same filters from " \
+             "every conv of a group"
+    assert [g.root for g in groups] == ["c2"] and frozen == {"c1": reason, "cheap": reason, "dw": reason}
 
 
 def test_without_the_freezing_the_self_check_refuses_the_broken_models_naming_the_layer(monkeypatch):
