@@ -57,7 +57,7 @@ def _table_changed(key: str, roots: list[str], struct, arch: str) -> None:
         if "ratio" in change:
             ratios[roots[int(row)]] = 0.0 if change["ratio"] is None else change["ratio"]
     try:
-        validate_ratios(ratios, struct.groups)
+        validate_ratios(ratios, struct.groups, struct.frozen)
     except UserError as exc:
         st.session_state[ERROR] = f"Typed in the table: {exc}"
         st.session_state[VERSION] = st.session_state.get(VERSION, 0) + 1  # the table shows the kept plan again
@@ -72,7 +72,7 @@ def current_plan(struct, sel) -> dict[str, float]:
     valid_key, valid = st.session_state.get(VALID, ("", {}))
     error = st.session_state.pop(ERROR, None)
     try:
-        validate_ratios(ratios, struct.groups)
+        validate_ratios(ratios, struct.groups, struct.frozen)
     except UserError as exc:
         roots = {g.root for g in struct.groups}
         if valid_key != sel.key and not set(ratios) & roots:

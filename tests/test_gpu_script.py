@@ -68,6 +68,7 @@ def test_a_failed_step_is_recorded_the_next_still_runs_and_the_script_exits_1(tm
     assert s["dry"] is True and s["all_ok"] is False and s["accuracy"] is None and s["target_91_met"] is False
     assert s["steps"]["train"]["ok"] is False and s["steps"]["train"]["exit"] == 2
     assert s["steps"]["throughput"]["ok"] is False and s["steps"]["throughput"]["exit"] == 98
-    assert "epochs and batch_size must be at least 1" in (tmp_path / "out" / "logs" / "train.log").read_text()
+    train_log = (tmp_path / "out" / "logs" / "train.log").read_text()
+    assert "epochs (the passes over the training images) must be a whole number >= 1, got 0" in train_log
     assert "did not write" in (tmp_path / "out" / "logs" / "throughput.log").read_text()
     assert "FAILED: train, throughput" in done.stdout
