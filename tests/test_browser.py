@@ -257,9 +257,10 @@ def _type_first_ratio(page, typed: str) -> None:
     was still being drawn selects nothing, so the selection is made again, at most three times."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
-    editor = page.locator("[data-testid=stDataFrame]").first
+    editor = page.locator("[data-testid=stDataFrame]:visible").first  # the table tab's editor, not a hidden one
     cell = page.locator("input.gdg-input")
     for attempt in range(3):
+        editor.wait_for(state="visible")
         box = editor.bounding_box()
         page.mouse.click(box["x"] + 40, box["y"] + 35 + 17)  # the first row's group cell (read-only)
         page.keyboard.press("ArrowRight")  # its ratio
@@ -279,8 +280,17 @@ def _type_first_ratio(page, typed: str) -> None:
 def test_a_ratio_typed_in_the_plan_table_is_refused_as_typed(server, page, typed):
     # the editor must not clamp the value (1.5 became 0.59 or 0.50, -1 became 0.95) nor jump back to the sliders
     _open(page, server, "plan", "Plan & prune")
-    page.get_by_role("tab", name="Table").click()
+    tab = page.get_by_role("tab", name="Table")
+    for attempt in range(3):  # a click that lands while the tabs are being redrawn selects nothing: click again
+        tab.click()
+        try:
+            expect(tab).to_have_attribute("aria-selected", "true", timeout=20_000)
+            break
+        except AssertionError:
+            if attempt == 2:
+                raise
     _idle(page)
+    page.locator("[data-testid=stDataFrame]:visible").first.wait_for()
     before = _estimate(page)  # whatever plan an earlier test left
     _type_first_ratio(page, typed)
     alert = page.locator("[data-testid=stAlert]").filter(has_text="Typed in the table")
