@@ -310,8 +310,7 @@ def main() -> None:
     st.subheader("Per-group ratios")
     left, right = st.columns([1.1, 1], gap="large")
     with left:
-        # keyed, with state: an edit refused in the table redraws it, and the user stays on the tab they typed in
-        sliders, table = st.tabs(["Sliders", "Table"], key="plan_tab", on_change="rerun")
+        sliders, table = st.tabs(["Sliders", "Table"])
         with sliders:
             sliders_ui(struct, ratios, family)
         with table:
