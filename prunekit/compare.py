@@ -66,7 +66,7 @@ def comparison(runs: pd.DataFrame, x: str = "flops", stage: str = "finetuned") -
     n = pd.Series(np.nan, index=runs.index)
     for step in FALLBACK[stage]:
         column = f"accuracy_{step}"
-        values = pd.to_numeric(runs[column], errors="coerce") if column in runs else accuracy * np.nan
+        values = _column(runs, column)
         take = accuracy.isna() & values.notna()
         accuracy, label = accuracy.where(~take, values), label.where(~take, LABEL[step])
         n = n.where(~take, _column(runs, "test_images_finetuned" if step == "finetuned" else "test_images"))
