@@ -48,7 +48,10 @@ def test_the_dry_run_writes_every_file_and_the_summary(cifar_data_root, tmp_path
     assert set(s["throughput_ratio"]) == {"resnet20"} and s["throughput_ratio"]["resnet20"] > 0
     assert set(s["latency"]) == {"vgg16_bn", "resnet56"} and all(v["batch64_speedup"] > 0
                                                                  for v in s["latency"].values())
-    assert s["total_seconds"] >= sum(v["seconds"] for v in s["steps"].values()) and s["within_budget"] is True
+    # each figure is rounded to 0.1 s: the steps' sum may pass the total by half a tenth per rounded figure
+    rounding = 0.05 * (len(s["steps"]) + 1)
+    assert s["total_seconds"] + rounding >= sum(v["seconds"] for v in s["steps"].values())
+    assert s["within_budget"] is True
     train = json.loads((out / "train.json").read_text())
     assert train["recipe"]["epochs"] == 1 and train["recipe"]["batch_size"] == 64 and "--subset 256" in train["command"]
     assert train["accuracy"] == s["accuracy"] and train["wall_seconds"] == s["train_seconds"]
