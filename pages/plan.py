@@ -10,6 +10,7 @@ from pages.last_run import LAST_RUN, last_run_ui
 from pages.prediction import predicted_ui
 from pages.shared import (
     DEFAULT_SOURCE,
+    LONG_PLAN,
     PLAN,
     chosen_criterion,
     held_out,
@@ -32,6 +33,7 @@ from prunekit.sensitivity import sensitivity
 from prunekit.structure import estimate, signature
 
 BY_LABEL = {"FLOPs": "flops", "parameters": "params"}
+EDITORS = ("Sliders", "Table")
 VERSION, VALID, ERROR, PRESET, SENS, SENS_FIG = (
     "plan_version", "plan_valid", "plan_error", "plan_preset", "plan_sensitivity", "plan_sensitivity_figure")
 
@@ -183,6 +185,18 @@ def table_ui(struct, sel, ratios: dict, est, family: str) -> None:
     st.caption(f"Type a ratio per group ({RULE}); the sliders follow.")
 
 
+def editor_ui(struct, sel, ratios: dict, est, family: str) -> None:
+    """The chosen editor only (sliders or table), so a rerun after an edit keeps the user where they were; a
+    model with more than LONG_PLAN groups opens on the table (a slider per group would run off the page)."""
+    default = "Table" if len(struct.groups) > LONG_PLAN else "Sliders"
+    choice = st.segmented_control("Edit the ratios with", EDITORS, default=default, required=True,
+                                  key=f"plan_editor::{sel.arch}")
+    if choice == "Table":
+        table_ui(struct, sel, ratios, est, family)
+    else:
+        sliders_ui(struct, ratios, family)
+
+
 def estimate_ui(est) -> None:
     """Params / MACs / FLOPs before -> after, with the reductions."""
     cols = st.columns(3)
@@ -310,11 +324,7 @@ def main() -> None:
     st.subheader("Per-group ratios")
     left, right = st.columns([1.1, 1], gap="large")
     with left:
-        sliders, table = st.tabs(["Sliders", "Table"])
-        with sliders:
-            sliders_ui(struct, ratios, family)
-        with table:
-            table_ui(struct, sel, ratios, est, family)
+        editor_ui(struct, sel, ratios, est, family)
     with right:
         estimate_ui(est)
         predicted_ui(sel, ratios, criterion)

@@ -40,6 +40,7 @@ DEFAULT_SOURCE = "Bundled default: ResNet-20 on CIFAR-10"
 REGISTRY_SOURCE = "A registered architecture (untrained)"
 UPLOAD_SOURCE = "Upload a checkpoint (.pt, .pth, .safetensors)"
 CRITERION, PLAN, PROBE_N = "criterion", "plan", "probe_n"
+LONG_PLAN = 24  # coupled groups: a plan of more opens on the table rather than a slider per group
 PROBE_SIZES = sorted({128, 256, PROBE.n, 2 * PROBE.n})
 
 

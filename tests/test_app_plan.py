@@ -9,9 +9,10 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from pages.shared import CRITERION, PLAN, human
+from pages.shared import CRITERION, LONG_PLAN, PLAN, REGISTRY_SOURCE, human
 from prunekit.checkpoints import load_checkpoint
 from prunekit.defaults import DISTILL_ALPHA, HELD_OUT, SENSITIVITY
+from prunekit.models import build_model
 from prunekit.presets import get_preset
 from prunekit.prune import coupled_groups
 from prunekit.scores import weights_hash
@@ -46,6 +47,15 @@ def _metrics(at: AppTest) -> dict:
     return {m.label: (m.value, m.delta) for m in at.metric}
 
 
+def _table(at: AppTest):
+    """The plan table (the editor picked with the segmented control; the sliders are picked back after)."""
+    at.segmented_control[0].set_value("Table").run()
+    assert not at.exception and not [s for s in at.slider if (s.key or "").startswith("ratio::")]
+    table = at.data_editor[0].value
+    at.segmented_control[0].set_value("Sliders").run()
+    return table
+
+
 def _sliders(at: AppTest) -> dict:
     return {s.key.removeprefix("ratio::"): s for s in at.slider if s.key and s.key.startswith("ratio::")}
 
@@ -71,9 +81,18 @@ def test_the_editor_has_one_row_per_coupled_group(default):
     assert list(sliders) == [g.root for g in groups]
     assert sliders["conv1"].label == STREAM and sliders["conv1"].max == 15 / 16  # keeps one of 16 filters
     assert sliders["layer3.1.conv1"].label == "layer3.1.conv1 (64 filters)" and sliders["layer3.1.conv1"].max == 0.95
-    table = at.dataframe[0].value
+    table = _table(at)
     assert len(table) == 12 and list(table["group"]) == [g.root for g in groups]
     assert _metrics(at)["Parameters"] == ("0.27M", "")  # nothing pruned yet: no delta
+
+
+def test_a_model_with_many_groups_opens_on_the_table():
+    # ResNet-56: 3 residual streams and 27 lone conv1s, a slider each would run far down the page
+    at = _plan_page(model_source=REGISTRY_SOURCE, arch="resnet56")
+    groups = structure(build_model("resnet56"), SIZE).groups
+    assert len(groups) == 30 > LONG_PLAN
+    assert at.segmented_control[0].value == "Table" and not _sliders(at)
+    assert list(at.data_editor[0].value["group"]) == [g.root for g in groups]
 
 
 def test_a_plan_in_session_state_drives_sliders_table_and_estimate(default):
@@ -84,7 +103,7 @@ def test_a_plan_in_session_state_drives_sliders_table_and_estimate(default):
     sliders = _sliders(at)
     assert sliders["conv1"].value == 0.5 and sliders["layer2.1.conv1"].value == 0.75
     assert sliders["layer1.0.conv1"].value == 0.0
-    table = at.dataframe[0].value.set_index("group")
+    table = _table(at).set_index("group")
     assert table.loc["layer3.0.conv2", "ratio"] == 0.25 and table.loc["layer3.0.conv2", "kept"] == 48
 
 
@@ -96,7 +115,7 @@ def test_moving_a_slider_changes_the_plan_and_the_estimate(default):
     assert not at.exception
     assert at.session_state[PLAN] == {"layer3.0.conv1": 0.5}
     _assert_estimate(at, estimate(struct, {"layer3.0.conv1": 0.5}))
-    assert at.dataframe[0].value.set_index("group").loc["layer3.0.conv1", "kept"] == 32  # the table follows
+    assert _table(at).set_index("group").loc["layer3.0.conv1", "kept"] == 32  # the table follows
 
 
 def test_the_uniform_preset_at_half_fills_the_editor(default):
