@@ -127,14 +127,19 @@ def cost_figure(table: pd.DataFrame) -> go.Figure:
     return fig
 
 
-def training_curves(rows: list[dict]) -> go.Figure:
-    """Train loss and test accuracy per epoch, side by side."""
+def training_curves(rows: list[dict], start: dict | None = None) -> go.Figure:
+    """Train loss and test accuracy per epoch, side by side; ``start`` (the epoch-0 row: the model before its
+    first epoch, e.g. just pruned) puts the accuracy curve's first point at epoch 0."""
     df = pd.DataFrame(rows)
+    test = pd.concat([pd.DataFrame([start]), df]) if start else df
     fig = make_subplots(rows=1, cols=2, subplot_titles=("train loss (cross-entropy)", "test accuracy (%)"))
     fig.add_scatter(x=df["epoch"], y=df["train_loss"], mode="lines+markers", name="train loss", row=1, col=1,
                     line_color="#d1495b")
-    fig.add_scatter(x=df["epoch"], y=df["test_accuracy"], mode="lines+markers", name="test accuracy", row=1, col=2,
-                    line_color="#2f6fed")
+    fig.add_scatter(x=test["epoch"], y=test["test_accuracy"], mode="lines+markers", name="test accuracy", row=1,
+                    col=2, line_color="#2f6fed")
+    if start:
+        fig.add_annotation(x=0, y=start["test_accuracy"], text="before training", showarrow=True, ax=40, ay=-25,
+                           font_size=12, row=1, col=2)
     fig.update_xaxes(title_text="epoch", dtick=1)
     fig.update_layout(height=260, margin=dict(l=10, r=10, t=30, b=10), showlegend=False)
     fig.update_annotations(font_size=13)

@@ -51,8 +51,10 @@ def active_job(job: jobs.Job) -> None:
         st.progress(min(1.0, float(progress.get("fraction", 0.0))), text=_progress_text(job, progress))
         rows = job.metrics()
         if rows:
-            st.plotly_chart(training_curves(rows), width="stretch", key=f"curves-{job.id}-{len(rows)}")
-            st.caption("One point per finished epoch. The loss should fall and the accuracy rise; a gap that grows "
+            st.plotly_chart(training_curves(rows, job.start_point()), width="stretch",
+                            key=f"curves-{job.id}-{len(rows)}")
+            st.caption("One point per finished epoch; the accuracy starts at epoch 0, the model before training. "
+                       "The loss should fall and the accuracy rise; a gap that grows "
                        "between epochs means the learning rate is too high or the data too few.")
 
 
@@ -91,8 +93,9 @@ def finished_table(done: list[jobs.Job]) -> None:
             st.warning(str(exc))
     rows = job.metrics()
     if rows:
-        st.plotly_chart(training_curves(rows), width="stretch", key=f"done-curves-{job.id}")
-        st.caption("Loss and accuracy after each epoch of this job. The last accuracy point is what the run records "
+        st.plotly_chart(training_curves(rows, job.start_point()), width="stretch", key=f"done-curves-{job.id}")
+        st.caption("Loss and accuracy after each epoch of this job (accuracy at epoch 0: the model before it, e.g. "
+                   "as pruned). The last accuracy point is what the run records "
                    "as its fine-tuned accuracy on the Compare page.")
     if job.kind == "finetune":
         st.page_link("pages/compare.py", label="Compare this run with the others", icon=":material/scatter_plot:")

@@ -43,6 +43,7 @@ import torch.nn as nn
 from .defaults import FINETUNE_RECIPE, HELD_OUT, PROBE, SENSITIVITY
 from .errors import UserError, unknown_name
 from .files import write_text_atomic
+from .train import start_point
 from .runs import _kind, _this_process, process_gone, runs_root, utc_now
 
 __all__ = ["Job", "Cancelled", "KINDS", "STATUSES", "jobs_root", "submit", "get", "list_jobs", "cancel", "resume",
@@ -120,6 +121,12 @@ class Job:
         if not file or not Path(file).is_file():
             return []
         return [json.loads(line) for line in Path(file).read_text().splitlines() if line.strip()]
+
+    def start_point(self) -> dict[str, Any] | None:
+        """A training job's epoch 0 ({epoch: 0, test_loss, test_accuracy}: the model before its first epoch), or
+        None (not a training job, an older one, or not evaluated yet)."""
+        file = self.spec.get("metrics_file")
+        return start_point(Path(file).parent) if file else None
 
     @property
     def traceback(self) -> str | None:

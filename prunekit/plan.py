@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UserError
+from .files import write_text_atomic
 from .ratios import check_ratio, validate_ratios
 from .structure import Structure, signature
 
@@ -84,10 +85,10 @@ class Plan:
             raise UserError(f"a plan must be JSON: {exc}") from None
 
     def save(self, path: str | os.PathLike) -> Path:
+        """Write the plan as JSON to ``path``, atomically (an earlier file there stays whole until replaced)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(self.to_json() + "\n")
-        return path
+        return write_text_atomic(path, self.to_json() + "\n")
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Plan:

@@ -1,10 +1,12 @@
 """The trainer: SGD with momentum, a per-step cosine / step / one-cycle schedule with linear warm-up,
 optional label smoothing, mixed precision and channels_last on CUDA, a resumable state every epoch and
-per-epoch metrics appended to ``metrics.jsonl``.
+per-epoch metrics in ``metrics.jsonl``.
 
 Files in ``out_dir``: ``state.pt`` (weights, optimizer, schedule, RNG: what resume needs),
-``epoch001.safetensors`` (the epoch-1 weights, for early scoring), ``model.safetensors`` (the final weights)
-and ``metrics.jsonl`` (one JSON object per epoch).
+``epoch001.safetensors`` (the epoch-1 weights, for early scoring), ``model.safetensors`` (the final weights),
+``metrics.jsonl`` (one JSON object per epoch, rewritten whole and atomically after each) and ``start.json``
+(epoch 0: the test loss and accuracy of the model as it started, e.g. a pruned model before fine-tuning; the
+point a training curve starts from).
 
 With ``TrainConfig(doconv=True)`` the model trains over-parameterized (:mod:`prunekit.doconv`): its k x k convs
 become DO-Convs for training, every saved ``.safetensors`` holds the folded plain convs (a copy is folded, the
@@ -46,11 +48,14 @@ from .defaults import DISTILL_TEMPERATURE
 from .distill import check_distill, distillation_loss
 from .doconv import DOConv2d, fold, overparameterize
 from .errors import UserError
+from .files import write_text_atomic
 from .metrics import evaluate
 
-__all__ = ["LR_MAX", "TrainConfig", "TrainingDivergedError", "fit", "lr_factor", "train_new"]
+__all__ = ["LR_MAX", "START_FILE", "TrainConfig", "TrainingDivergedError", "fit", "lr_factor", "start_point",
+           "train_new"]
 
 SCHEDULES = ("cosine", "step", "onecycle")
+START_FILE = "start.json"  # epoch 0: the model's test loss and accuracy before training
 
 
 @dataclass
@@ -148,8 +153,7 @@ def fit(
     config: TrainConfig,
     out_dir: str | Path,
     *,
-    arch: str,
-    num_classes: int,
+    arch: str, num_classes: int,
     meta: dict | None = None,
     resume: bool = True,
     on_epoch: Callable[[dict], None] | None = None,
@@ -165,8 +169,8 @@ def fit(
     test_loader: any iterable of (x, y) batches on that device, e.g. either loader with ``train=False``.
 
     With ``resume=True`` and a ``state.pt`` in ``out_dir``, training continues after its last finished epoch (same
-    weights, optimizer, schedule and data order as an uninterrupted run). ``config.doconv`` over-parameterizes the
-    k x k convs for training and folds them back at the end (in place).
+    weights, optimizer, schedule, data order as an uninterrupted run); else it starts by testing the model (epoch 0,
+    ``start.json``). ``config.doconv`` over-parameterizes the k x k convs for training, folds them back at the end.
 
     on_epoch(row): after each epoch, with its metrics row. on_batch(info): after each optimizer step, with
     ``epoch``, ``epochs``, ``batch``, ``batches``, ``loss`` and ``accuracy`` (the epoch's running train means);
@@ -182,6 +186,7 @@ def fit(
     device, teacher = _place(model, teacher, train_loader, config, ddp)
     opt, sched = _optimizer(model, config, len(train_loader), train_loader.batch_size)
     start_epoch, rows = _resume(model, opt, sched, train_loader, config, out, ddp, resume)
+    _start_point(model, test_loader, out, ddp, start_epoch)
     header = {"train_config": asdict(config), **(meta or {})}
     net = _wrapped(model, device) if ddp.enabled else model  # what trains (DistributedDataParallel under torchrun)
     for epoch in range(start_epoch, config.epochs):
@@ -194,13 +199,31 @@ def fit(
         rng = {"loader_rng": train_loader.generator.get_state(), "torch_rng": torch.get_rng_state()}
         per_rank = dist_util.all_gather_object(rng) if ddp.enabled else None
         if ddp.is_main:
-            _save_epoch(model, opt, sched, rng, per_rank, row, epoch, config, out, arch, num_classes, header)
+            _save_epoch(model, opt, sched, rng, per_rank, rows, epoch, config, out, arch, num_classes, header)
         if progress and ddp.is_main:
             tqdm.write(_summary(row))
         if on_epoch is not None:
             on_epoch(row)
     _finish(model, rows, config, out, arch, num_classes, header, ddp, on_finish)
     return rows
+
+
+def _start_point(model: nn.Module, test_loader, out: Path, ddp, start_epoch: int) -> None:
+    """Before the first epoch of a run started afresh: the model's test loss and accuracy as it starts, written
+    to ``start.json`` by rank 0 (:func:`start_point` reads it). A resumed run keeps the one it has."""
+    if start_epoch > 0:
+        return
+    test = evaluate(model, test_loader)  # every rank alike, as after an epoch
+    if ddp.is_main:
+        write_text_atomic(out / START_FILE, json.dumps({"epoch": 0, "test_loss": test["loss"],
+                                                        "test_accuracy": test["accuracy"]}) + "\n")
+
+
+def start_point(out_dir: str | Path) -> dict | None:
+    """The epoch-0 row of a training in ``out_dir`` ({epoch: 0, test_loss, test_accuracy}), or None when it has
+    none (an older run, or one still evaluating its start)."""
+    file = Path(out_dir) / START_FILE
+    return json.loads(file.read_text()) if file.is_file() else None
 
 
 def _summary(row: dict) -> str:
@@ -296,7 +319,7 @@ def _resume(model, opt, sched, train_loader, config: TrainConfig, out: Path, ddp
     torch.set_rng_state(torch_rng)
     if ddp.is_main and metrics_path.exists():
         rows = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()][:state["epoch"]]
-        metrics_path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        write_text_atomic(metrics_path, "".join(json.dumps(r) + "\n" for r in rows))
     return state["epoch"], dist_util.broadcast_object(rows)  # the finished epochs' rows, which rank 0 read
 
 
@@ -394,14 +417,14 @@ def _finish(model, rows, config, out: Path, arch, num_classes, header, ddp, on_f
                            "the processes did not train one model")
 
 
-def _save_epoch(model, opt, sched, rng, per_rank, row, epoch, config, out, arch, num_classes, header) -> None:
-    """Rank 0's files after an epoch: the metrics row appended, ``epoch001.safetensors`` after the first epoch,
-    then ``state.pt`` (replaced atomically; ``rng_per_rank``: each rank's random streams under torchrun)."""
-    with open(out / "metrics.jsonl", "a") as fh:
-        fh.write(json.dumps(row) + "\n")
+def _save_epoch(model, opt, sched, rng, per_rank, rows, epoch, config, out, arch, num_classes, header) -> None:
+    """Rank 0's files after an epoch: ``metrics.jsonl`` rewritten with every finished epoch's row (atomically: a
+    reader never sees half a line), ``epoch001.safetensors`` after the first epoch, then ``state.pt`` (replaced
+    atomically; ``rng_per_rank``: each rank's random streams under torchrun)."""
+    write_text_atomic(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
     if epoch == 0:
         save_checkpoint(_plain(model), out / "epoch001.safetensors", arch=arch, num_classes=num_classes,
-                        meta={**header, "epoch": epoch + 1, "test_accuracy": row["test_accuracy"]})
+                        meta={**header, "epoch": epoch + 1, "test_accuracy": rows[-1]["test_accuracy"]})
     state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
              **rng, "epoch": epoch + 1, "doconv": config.doconv}
     if per_rank is not None:

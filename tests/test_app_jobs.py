@@ -1,12 +1,15 @@
 """AppTest of the Jobs page: live progress of a running job read from disk, cancel, a failure's message, resume."""
+import base64
 import json
 import os
 
+import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
 from prunekit import jobs
 from prunekit.runs import _this_process
+from prunekit.train import START_FILE
 from tests.apptest_kit import open_page
 
 
@@ -26,11 +29,19 @@ def _running(root, tmp_path):
     job = jobs.submit("finetune", {"run": str(tmp_path / "runs" / "r1"), "epochs": 3}, device="cpu", root=root)
     metrics = tmp_path / "metrics.jsonl"
     metrics.write_text(json.dumps({"epoch": 1, "train_loss": 1.25, "test_accuracy": 61.5}) + "\n")
+    (tmp_path / START_FILE).write_text(json.dumps({"epoch": 0, "test_loss": 2.5, "test_accuracy": 10.25}))
     jobs._write(job, status="running", process=_this_process(), metrics_file=str(metrics))
     (job.path / "progress.json").write_text(json.dumps(
         {"fraction": 0.5, "eta_s": 125, "epoch": 2, "epochs": 3, "batch": 30, "batches": 60, "loss": 0.812,
          "accuracy": 71.25}))
     return job
+
+
+def _array(values) -> list:
+    """A plotly figure's array as sent to the browser: a list, or base64 bytes of a typed array."""
+    if isinstance(values, dict):
+        return np.frombuffer(base64.b64decode(values["bdata"]), dtype=values["dtype"]).tolist()
+    return list(values)
 
 
 def test_a_running_job_shows_its_progress_curves_and_cancels(root, tmp_path):
@@ -47,6 +58,9 @@ def test_a_running_job_shows_its_progress_curves_and_cancels(root, tmp_path):
         [b.proto.text for b in bars]
     assert "waiting for the device" in [b.proto.text for b in bars]
     assert len(at.get("plotly_chart")) == 1  # the running job's curves (one finished epoch)
+    loss, accuracy = json.loads(at.get("plotly_chart")[0].proto.spec)["data"]
+    assert (_array(loss["x"]), _array(loss["y"])) == ([1], [1.25])  # no train loss before training
+    assert (_array(accuracy["x"]), _array(accuracy["y"])) == ([0, 1], [10.25, 61.5])  # epoch 0: before fine-tuning
     at.button(key=f"cancel-{job.id}").click().run()
     assert not at.exception
     assert (job.path / "cancel").exists()

@@ -17,7 +17,7 @@ from prunekit.scores import weights_hash
 from tests.conftest import REPO, tiny_arrays
 
 pytestmark = pytest.mark.ddp
-TRAIN_FILES = {"epoch001.safetensors", "model.safetensors", "state.pt", "metrics.jsonl"}
+TRAIN_FILES = {"epoch001.safetensors", "model.safetensors", "state.pt", "metrics.jsonl", "start.json"}
 
 
 def test_a_single_process_is_rank_0_of_1(monkeypatch):

@@ -256,3 +256,16 @@ def test_a_sensitivity_table_with_a_nan_or_a_missing_column_is_refused(r20, tmp_
     (tmp_path / "bytes.csv").write_bytes(b"\xff\xfe\x00")
     with pytest.raises(UserError, match=r"bytes.csv: not a readable sensitivity CSV"):
         read_sensitivity(tmp_path / "bytes.csv")
+
+
+def test_a_save_that_fails_midway_leaves_the_earlier_plan_whole(tmp_path, monkeypatch):
+    path = Plan("resnet20", {"conv1": 0.5}).save(tmp_path / "plan.json")
+    before = path.read_text()
+
+    def disk_full(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("prunekit.files.os.fsync", disk_full)  # the new text is written, not yet on disk
+    with pytest.raises(OSError, match="No space"):
+        Plan("resnet20", {"conv1": 0.25}).save(path)
+    assert path.read_text() == before and [p.name for p in tmp_path.iterdir()] == ["plan.json"]

@@ -7,7 +7,8 @@ import torch
 from prunekit.data import DeviceLoader
 from prunekit.errors import UserError
 from prunekit.models import build_model
-from prunekit.train import TrainConfig, TrainingDivergedError, fit, lr_factor
+from prunekit.metrics import evaluate
+from prunekit.train import START_FILE, TrainConfig, TrainingDivergedError, fit, lr_factor, start_point
 from tests.conftest import tiny_arrays
 
 
@@ -42,6 +43,24 @@ def test_a_tiny_model_learns_and_writes_its_files(tmp_path):
     files = {p.name for p in tmp_path.iterdir()}
     assert {"epoch001.safetensors", "model.safetensors", "state.pt", "metrics.jsonl"} <= files
     assert [json.loads(x)["epoch"] for x in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3, 4]
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]  # every file written whole, renamed
+
+
+def test_the_model_as_it_starts_is_epoch_0_and_a_resume_keeps_it(tmp_path):
+    torch.manual_seed(0)
+    model = build_model("resnet20", num_classes=2)
+    _, test = _loaders()
+    before = evaluate(model, test)  # the untrained model on the same test batches
+    with pytest.raises(_Stop):
+        fit(model, *_loaders(), TrainConfig(epochs=2, lr=0.05, warmup_epochs=0), tmp_path, arch="resnet20",
+            num_classes=2, progress=False, on_epoch=lambda row: _stop_after(row, 1))
+    start = start_point(tmp_path)
+    assert start == {"epoch": 0, "test_loss": before["loss"], "test_accuracy": before["accuracy"]}
+    (tmp_path / START_FILE).write_text(json.dumps({**start, "test_accuracy": -1.0}))  # a resume must not redo it
+    fit(model, *_loaders(), TrainConfig(epochs=2, lr=0.05, warmup_epochs=0), tmp_path, arch="resnet20",
+        num_classes=2, progress=False)
+    assert start_point(tmp_path)["test_accuracy"] == -1.0
+    assert start_point(tmp_path / "nowhere") is None
 
 
 def test_resume_gives_the_weights_of_an_uninterrupted_run(tmp_path):
