@@ -28,6 +28,21 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _wait_healthy(proc: subprocess.Popen, url: str, limit: float = 600) -> None:
+    """Wait for the state "the server answers its health check", polling; fail at once if the server process
+    ended, and after ``limit`` seconds (a hang, not a slow machine: it came up in 5-30 s here)."""
+    end = time.monotonic() + limit
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            pytest.fail(f"streamlit exited with {proc.returncode} before it served (see artifacts/streamlit.log)")
+        try:
+            if urllib.request.urlopen(url + "/_stcore/health", timeout=5).read() == b"ok":
+                return
+        except OSError:
+            time.sleep(0.2)
+    pytest.fail(f"streamlit did not answer its health check in {limit:.0f} s")
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     if not os.path.exists(CHROMIUM):
@@ -50,14 +65,7 @@ def server(tmp_path_factory):
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(120):
-            try:
-                if urllib.request.urlopen(url + "/_stcore/health", timeout=1).read() == b"ok":
-                    break
-            except OSError:
-                time.sleep(0.5)
-        else:
-            pytest.fail("streamlit did not come up in 60 s")
+        _wait_healthy(proc, url)
         yield url
     finally:
         proc.terminate()

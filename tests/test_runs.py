@@ -5,7 +5,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
@@ -132,7 +131,8 @@ def test_a_killed_process_leaves_earlier_runs_intact_and_its_own_interrupted(tmp
         assert proc.stdout.readline().strip() == "ready"
         victim = next(p for p in tmp_path.iterdir() if "victim" in p.name)
         assert read_manifest(victim)["status"] == "running"  # alive: not mistaken for interrupted
-        time.sleep(0.5)  # rewriting the manifest as fast as it can
+        while json.loads((victim / MANIFEST).read_text()).get("step", 0) < 50:  # a state: 50 rewrites done,
+            pass  # the writer going on as fast as it can (every read parses: the file is replaced whole)
     finally:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
