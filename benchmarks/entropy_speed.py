@@ -1,49 +1,66 @@
-"""Benchmark: SFM entropy (gap estimator) over all conv layers, as a ratio to a plain forward pass.
+"""Benchmark: every data-driven criterion over all conv layers, one pass each, as a ratio to a plain forward pass.
 
-For ResNet-56 and VGG-16-BN, over 640 probe images (5 x 128; the CIFAR-10 copy when it is found, else random
-images, which time the same), in one run: a plain forward pass, prunekit's streamed SFM entropy, and a naive
-reference (every feature map kept, per-channel numpy histograms). Each is timed ``--repeat`` times, round-robin,
-and the median taken. Target (issue 3): streamed entropy at most 1.3x the forward pass.
+For ResNet-56 and VGG-16-BN, over probe A of 640 images (5 x 128; the CIFAR-10 copy when it is found, else
+random images, which time the same) and a disjoint probe B of as many (``prunekit.reliability.split_probes``),
+in one run: a plain forward pass over A; SFM entropy with each estimator (pooled, the default; gap; spatial);
+the other data-driven criteria (taylor, hrank, chip, grad_x_activation; mapex over a box probe of as many
+images, against a forward over that probe, for a model that takes its 64x64 canvases; linear_ensembles with 2 masks, which reads the probe once per mask);
+and the default SFM entropy's scores on A and B plus their agreement (``prunekit.reliability.reliability``,
+uncached), what the dashboard's reliability costs, against the one forward over A. Each is timed ``--repeat``
+times, round-robin (a, b, c, a, b, c...), and the median taken (chip, ~50 forwards of linear algebra, once);
+the load average is recorded before and after.
+Target (issue 16): SFM entropy at most 1.3x the forward pass, per estimator.
 
-    python benchmarks/entropy_speed.py [--out benchmarks/results/entropy_speed.json]
+    python benchmarks/entropy_speed.py [--n 640] [--repeat 3] [--threads T] [--out benchmarks/results/entropy_speed.json]
 """
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 
-import numpy as np
 import torch
 from common import RESULTS, write_result
 
 from prunekit.criteria import get_criterion
 from prunekit.data import ArraySet, DataNotFoundError, load_arrays, normalization
-from prunekit.hooks import capture
 from prunekit.layers import conv_layers
 from prunekit.metrics import best_device
 from prunekit.models import build_model
-from prunekit.probe import Probe
+from prunekit.probe import Probe, make_probe
+from prunekit.reliability import reliability, split_probes
 
 TARGET = 1.3
+ESTIMATORS = ("pooled", "gap", "spatial")
+OTHERS = {"taylor": {}, "hrank": {}, "chip": {}, "grad_x_activation": {},
+          "linear_ensembles": {"samples": 2, "joint": True, "budget_s": 1e9}}
+ONCE = {"chip"}  # its eigen-decompositions take ~50 forwards: timed in the first round only
 
 
-def _probe_data(n: int) -> tuple[ArraySet, str]:
+def _probes(n: int) -> tuple[Probe, Probe, Probe | None, str]:
+    """Probes A and B (disjoint), a box probe of n images for mapex (None without the data), and their source."""
     try:
-        return load_arrays("cifar10", "train", download=False), "cifar10 (JPEG copy)"
+        data, source = load_arrays("cifar10", "train", download=False), "cifar10 (JPEG copy)"
+        boxes = make_probe("cifar10", n, boxes=True)
     except DataNotFoundError:
         g = torch.Generator().manual_seed(0)
-        images = torch.randint(0, 256, (n, 3, 32, 32), generator=g, dtype=torch.uint8)
+        images = torch.randint(0, 256, (2 * n, 3, 32, 32), generator=g, dtype=torch.uint8)
         mean, std = normalization("cifar10")
-        return ArraySet("random", images, torch.zeros(n, dtype=torch.long), ["0"], mean, std), "random images"
+        data = ArraySet("random", images, torch.zeros(2 * n, dtype=torch.long), ["0"], mean, std)
+        source, boxes = "random images", None
+    a, b = split_probes(data, n, batch_size=128)
+    return a, b, boxes, source
 
 
 def _interleaved_medians(fns: dict, repeat: int) -> dict[str, float]:
-    """Median seconds of each function, timed round-robin (a, b, c, a, b, c, ...) so that a change in the
-    machine's load during the run affects every one of them alike."""
+    """Median seconds of each function, timed round-robin so that a change in the machine's load during the run
+    affects every one of them alike; those in ``ONCE`` only in the first round."""
     times: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(repeat):
+    for r in range(repeat):
         for key, fn in fns.items():
+            if r and key in ONCE:
+                continue
             t0 = time.perf_counter()
             fn()
             if torch.cuda.is_available():
@@ -52,68 +69,71 @@ def _interleaved_medians(fns: dict, repeat: int) -> dict[str, float]:
     return {k: statistics.median(v) for k, v in times.items()}
 
 
-def _naive_entropy(model, layers, probe, device, bins=32):
-    """Keep every layer's per-image spatial means, then one numpy histogram per channel."""
-    kept = {layer.name: [] for layer in layers}
-
-    def keep(layer, fmap):
-        kept[layer.name].append(fmap.mean((2, 3)).cpu().numpy())
-
-    with torch.no_grad(), capture(model, layers, keep):
+def _forward(model, probe: Probe, device) -> None:
+    with torch.no_grad():
         for batch in probe.batches(device):
             model(batch.x)
-    result = {}
-    for name, parts in kept.items():
-        v = np.concatenate(parts)  # (N, C)
-        h = []
-        for c in range(v.shape[1]):
-            counts, _ = np.histogram(v[:, c], bins=bins)
-            p = counts[counts > 0] / counts.sum()
-            h.append(float(-(p * np.log(p)).sum()))
-        result[name] = h
-    return result
+
+
+def _accepts(model, probe: Probe, device) -> bool:
+    """Whether ``model`` takes the images of ``probe`` (a fixed-size classifier refuses 64x64 canvases)."""
+    try:
+        with torch.no_grad():
+            model(next(iter(probe.batches(device))).x[:1])
+        return True
+    except RuntimeError:
+        return False
+
+
+def _timed(model, a: Probe, b: Probe, boxes: Probe | None, device) -> dict:
+    """The functions timed for one model, by name."""
+    fns = {"forward": lambda: _forward(model, a, device)}
+    for est in ESTIMATORS:
+        fns[f"sfm_entropy/{est}"] = lambda e=est: get_criterion("sfm_entropy", estimator=e).score(model, probe=a)
+    for name, params in OTHERS.items():
+        fns[name] = lambda n=name, p=params: get_criterion(n, **p).score(model, probe=a)
+    fns["sfm_entropy+reliability"] = lambda: reliability(model, "sfm_entropy", a, b, cache=False)
+    if boxes is not None and _accepts(model, boxes, device):  # VGG's classifier takes 32x32 images only
+        fns["forward_boxes"] = lambda: _forward(model, boxes, device)
+        fns["mapex"] = lambda: get_criterion("mapex").score(model, probe=boxes)
+    return fns
+
+
+def _row(t: dict[str, float], layers: int) -> dict:
+    ratio = {k: round(v / t["forward"], 3) for k, v in t.items() if not k.startswith("forward")}
+    if "mapex" in t:
+        ratio["mapex"] = round(t["mapex"] / t["forward_boxes"], 3)  # against a forward over its own box probe
+    return {
+        "layers": layers,
+        "seconds": {k: round(v, 4) for k, v in t.items()},
+        "over_forward": ratio,
+        "meets_target": {e: ratio[f"sfm_entropy/{e}"] <= TARGET for e in ESTIMATORS},
+    }
 
 
 def run(n: int, repeat: int) -> dict:
     device = best_device()
-    data, source = _probe_data(n)
-    probe = Probe.from_arrays(data, n, batch_size=128, seed=0)
-    crit = get_criterion("sfm_entropy", estimator="gap")
+    a, b, boxes, source = _probes(n)
+    load_before = os.getloadavg()
     rows = {}
     for name in ("resnet56", "vgg16_bn"):
         model = build_model(name).to(device).eval()
-        layers = conv_layers(model)
-
-        def forward(model=model):
-            with torch.no_grad():
-                for batch in probe.batches(device):
-                    model(batch.x)
-
-        forward()  # warm-up
-        t = _interleaved_medians({
-            "forward": forward,
-            "streamed": lambda m=model: crit.score(m, probe=probe),
-            "naive": lambda m=model, ls=layers: _naive_entropy(m, ls, probe, device),
-        }, repeat)
-        t_forward, t_streamed, t_naive = t["forward"], t["streamed"], t["naive"]
-        rows[name] = {
-            "layers": len(layers),
-            "forward_s": round(t_forward, 4),
-            "streamed_s": round(t_streamed, 4),
-            "naive_s": round(t_naive, 4),
-            "streamed_over_forward": round(t_streamed / t_forward, 3),
-            "naive_over_forward": round(t_naive / t_forward, 3),
-            "meets_target": t_streamed / t_forward <= TARGET,
-        }
-        print(f"{name}: streamed {rows[name]['streamed_over_forward']}x forward, naive "
-              f"{rows[name]['naive_over_forward']}x (target <= {TARGET}x)")
+        _forward(model, a, device)  # warm-up
+        rows[name] = _row(_interleaved_medians(_timed(model, a, b, boxes, device), repeat), len(conv_layers(model)))
+        print(name, rows[name]["over_forward"], flush=True)
     return {
         "benchmark": "entropy_speed",
-        "target_streamed_over_forward": TARGET,
+        "target_sfm_entropy_over_forward": TARGET,
         "probe_images": n,
         "probe_source": source,
+        "passes": "one pass over the probe per criterion (linear_ensembles: one per mask, 2 masks here); "
+                  "sfm_entropy+reliability: one pass over A and one over the disjoint B, against one forward over A",
         "device": str(device),
+        "torch_threads": torch.get_num_threads(),
         "repeat": repeat,
+        "timed_once": sorted(ONCE),
+        "loadavg_before": [round(x, 2) for x in load_before],
+        "loadavg_after": [round(x, 2) for x in os.getloadavg()],
         "results": rows,
     }
 
@@ -122,8 +142,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=640)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
     parser.add_argument("--out", default=str(RESULTS / "entropy_speed.json"))
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     write_result(run(args.n, args.repeat), args.out)
 
 

@@ -48,7 +48,8 @@ class Probe:
     def __init__(self, source: Iterable, *, key: str | None = None):
         if iter(source) is source:
             raise UserError("a probe must be re-iterable (a list or a loader), not an iterator or generator: "
-                             "criteria such as entropy read it twice")
+                             "its content is hashed for the score cache, then read, and linear_ensembles "
+                             "reads it once per mask")
         self._source = source
         self._key = key
 

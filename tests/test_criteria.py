@@ -492,12 +492,16 @@ def test_streamed_entropies_equal_a_plain_reference(small, reads):
     assert get_criterion("sfm_entropy", reads=reads).reads == reads
     gap = run("sfm_entropy", model, probe, bins=8, estimator="gap", reads=reads)
     pooled = run("sfm_entropy", model, probe, estimator="pooled", bins=8, reads=reads)
+    # one batch holds every filter's minimum and maximum: pooled counts exactly; over three batches, each
+    # counted in cells over its own range, within the bound of prunekit.criteria.histograms
+    pooled_one_batch = run("sfm_entropy", model, probe_batches(x, y, [16]), estimator="pooled", bins=8, reads=reads)
     spatial = run("sfm_entropy", model, probe, estimator="spatial", reads=reads)
     for name, f in maps.items():
         f = f.double().numpy()
         for c in range(f.shape[1]):
             assert gap[name][c].item() == pytest.approx(numpy_entropy(f[:, c].mean((1, 2)), 8), abs=1e-6)
-            assert pooled[name][c].item() == pytest.approx(numpy_entropy(f[:, c].ravel(), 8), abs=1e-6)
+            assert pooled_one_batch[name][c].item() == pytest.approx(numpy_entropy(f[:, c].ravel(), 8), abs=1e-6)
+            assert pooled[name][c].item() == pytest.approx(numpy_entropy(f[:, c].ravel(), 8), abs=0.01)
             flat = f[:, c].reshape(len(f), -1)
             p = np.exp(flat - flat.max(1, keepdims=True))
             p /= p.sum(1, keepdims=True)
@@ -692,9 +696,15 @@ def test_invariant_to_batch_order_and_batch_size(small, name):
         batchings = [probe_batches(x, y, [16]), probe_batches(x, y, [5, 6, 5])]
     batchings.append(batchings[1][::-1])
     results = [run(name, model, b, **params) for b in batchings]
+    # pooled entropy, counted in one pass in cells over each batch's range, depends on the batching within its
+    # bound (a value binned at most 1/32 of a bin away): a few thousandths of a nat here; the same batches in
+    # another order give the same counts
+    atol = 0.01 if name == "sfm_entropy" else 1e-5
     for other in results[1:]:
         for layer, s in results[0].items():
-            assert torch.allclose(s, other[layer], rtol=1e-4, atol=1e-5), (name, layer)
+            assert torch.allclose(s, other[layer], rtol=1e-4, atol=atol), (name, layer)
+    if name == "sfm_entropy":
+        assert all(torch.equal(results[1][k], results[2][k]) for k in results[1])
 
 
 # ---------------------------------------------------------------------------------------------- the registry

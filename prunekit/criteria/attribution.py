@@ -5,7 +5,7 @@ BN output), target = the image's label: attribution = tap output x d logit_y / d
 score of filter c is its mean over images and positions (N, H, W): positive = the filter supports the correct
 class. For ReLU layers the product at the BN output equals feature map x gradient at the ReLU output (both are 0
 where the BN output is negative). ``absolute=True`` averages |attribution| instead (magnitude of influence,
-whatever its sign). All layers are attributed in one forward and backward per batch.
+whatever its sign). All layers are attributed in one forward and backward per batch: the probe is read once.
 """
 from __future__ import annotations
 

@@ -13,6 +13,8 @@ stops early once ``budget_s`` seconds have passed for the whole call (at least 2
 the ``samples`` drawn and the ``intercept`` b0 (the loss with every filter off). With fewer samples than
 filters the in-sample R^2 is near 1 whatever the data; ``r2_loo`` is the one that says whether enough samples
 were drawn (near r2 when they were).
+
+Passes: the probe is read **once per mask sample** (one loss per mask is the method), not once per call.
 """
 from __future__ import annotations
 

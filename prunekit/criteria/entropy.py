@@ -20,9 +20,11 @@ two disjoint 640-image probes of the CIFAR-10 train split, seeds 0 and 1, on the
 the add and its ReLU (pooled: median Spearman 0.97 over those 9 convs of ResNet-20, against 0.70 on their BN
 outputs, ``"pre_add"``); every other conv is read after its BN and activation either way.
 
-Streaming: a histogram over a range that is only known at the end would need every value kept. Instead the
-probe is read **twice**: a first pass takes each channel's min and max, a second pass counts into the bins.
-Memory is O(C * bins) per layer whatever the number of probe images; all layers share each pass.
+Streaming: every estimator reads the probe **once** (all layers share the pass). gap keeps the per-image,
+per-filter spatial means (O(N x C) memory per layer) and counts them at the end: the same counts as the former
+second pass over the probe, exactly. pooled cannot keep every value; it counts each batch in fine cells over the
+batch's own range and regroups them into the final bins at the end: within 1/32 of a bin of the exact counts
+(:mod:`prunekit.criteria.histograms`, with the measured difference). spatial keeps a running sum per filter.
 """
 from __future__ import annotations
 
@@ -36,7 +38,8 @@ from ..hooks import eval_mode
 from ..layers import READS, ConvLayer
 from ..probe import Batch, Probe
 from .base import Criterion, Param, Scores, register_criterion
-from .stats import bin_counts, entropy
+from .histograms import GapCounts, PooledCounts
+from .stats import entropy
 from .streaming import Progress, Ticker, per_image_mean, stream
 
 __all__ = ["SFMEntropy", "Histogram", "value_histograms"]
@@ -59,11 +62,6 @@ class Histogram:
         return entropy(self.counts)
 
 
-def _values(fmap: torch.Tensor, estimator: str) -> torch.Tensor:
-    """The values histogrammed: (B, C) spatial means for 'gap', the map (B, C, H, W) itself for 'pooled'."""
-    return fmap.mean((2, 3)) if estimator == "gap" else fmap
-
-
 def value_histograms(
     model: nn.Module,
     layers: list[ConvLayer],
@@ -74,37 +72,31 @@ def value_histograms(
     reads: str = "post_add",
     progress: Progress | None = None,
 ) -> dict[str, Histogram]:
-    """The histograms behind the gap / pooled entropies, for every layer, in two streamed passes (ranges,
-    then counts) of the feature maps read under ``reads`` (:mod:`prunekit.layers`); ``progress(done,
-    2 * len(probe))`` after each batch. The model is in eval mode meanwhile."""
+    """The histograms behind the gap / pooled entropies, for every layer, in one streamed pass of the feature
+    maps read under ``reads`` (:mod:`prunekit.layers`; :mod:`prunekit.criteria.histograms` for what is kept
+    meanwhile: O(N x C) per layer for gap, O(batches x C x 16 bins) for pooled); ``progress(done, len(probe))``
+    after each batch. The model is in eval mode meanwhile."""
     if estimator not in ("gap", "pooled"):
         raise UserError(f"histograms exist for estimator 'gap' or 'pooled', got {estimator!r}")
-    tick = Ticker(2 * len(probe), progress)
-    lo: dict[str, torch.Tensor] = {}
-    hi: dict[str, torch.Tensor] = {}
-    counts: dict[str, torch.Tensor] = {}
+    kind = GapCounts if estimator == "gap" else PooledCounts
+    kept = {layer.name: kind(bins) for layer in layers}
 
-    def ranges(layer: ConvLayer, fmap: torch.Tensor, batch: Batch) -> None:
-        v = _values(fmap, estimator)
-        dims = [d for d in range(v.ndim) if d != 1]  # every dim but the channels
-        b_lo, b_hi = v.amin(dims), v.amax(dims)
-        lo[layer.name] = torch.minimum(lo[layer.name], b_lo) if layer.name in lo else b_lo
-        hi[layer.name] = torch.maximum(hi[layer.name], b_hi) if layer.name in hi else b_hi
-
-    def count(layer: ConvLayer, fmap: torch.Tensor, batch: Batch) -> None:
-        c = bin_counts(_values(fmap, estimator), lo[layer.name], hi[layer.name], bins)
-        counts[layer.name] = counts[layer.name] + c if layer.name in counts else c
+    def add(layer: ConvLayer, fmap: torch.Tensor, batch: Batch) -> None:
+        kept[layer.name].add(fmap)
 
     with eval_mode(model):
-        stream(model, layers, probe, ranges, tick, reads)
-        stream(model, layers, probe, count, tick, reads)
-    return {name: Histogram(counts[name], lo[name], hi[name], estimator) for name in counts}
+        stream(model, layers, probe, add, Ticker(len(probe), progress), reads)
+    return {name: Histogram(*k.result(), estimator) for name, k in kept.items() if k.parts}
 
 
 def spatial_entropy(fmap: torch.Tensor) -> torch.Tensor:
-    """fmap (B, C, H, W) -> float64 (B, C): entropy (nats) of the softmax over the H*W positions."""
-    logp = torch.log_softmax(fmap.flatten(2).double(), dim=-1)
-    return -(logp.exp() * logp).sum(-1)
+    """fmap (B, C, H, W) -> float64 (B, C): entropy (nats) of the softmax over the H*W positions,
+    H = ln Z - sum e t / Z with t = x - max x, e = exp t, Z = sum e; two float32 temporaries (B, C, H*W)."""
+    x = fmap.flatten(2).float()
+    t = x - x.amax(-1, keepdim=True)
+    e = t.exp()
+    z = e.sum(-1).double()
+    return z.log() - torch.linalg.vecdot(e, t).double() / z
 
 
 @register_criterion
@@ -114,6 +106,7 @@ class SFMEntropy(Criterion):
     name = "sfm_entropy"
     unit = "entropy (nats)"
     seed_doc = 0
+    revision = 2  # pooled in one pass (fine cells per batch, regrouped; within 1/32 of a bin); spatial in float32
     description = (
         "SFM (seed 000): entropy of each filter's feature map over the probe set; low entropy = prunable. "
         "Established: entropy as importance, pruning early in training. Reconstructed: the estimator and the map "
@@ -122,7 +115,7 @@ class SFMEntropy(Criterion):
         "(Luo & Wu 2017, 0.54): histogram of the per-image spatial means; 'spatial' (1.00, but opposite sense: a "
         "flat map has the maximum): per-image softmax entropy over positions, averaged. reads='post_add' "
         "(default): a conv feeding a residual add is read after the add and its ReLU (0.97 on those convs, 0.70 "
-        "on their BN outputs). Two streamed passes for gap/pooled (ranges, then counts)."
+        "on their BN outputs). One streamed pass for every estimator."
     )
     params = (
         Param("estimator", "pooled", "how the entropy is estimated; ranking reproducibility (median per-layer "

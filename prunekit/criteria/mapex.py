@@ -25,7 +25,7 @@ score = mean over images of R_fg / (R_bg + eps).
 Images with no cell inside, or no cell outside, at a layer (a box smaller than a cell; expanded boxes that
 cover the whole map, common deep in a network) carry no contrast there and are skipped; ``info["images"]``
 gives, per layer, how many images counted. A layer where none counted scores 1.0 (no contrast) for every
-filter. One streamed pass serves every layer; memory is O(C) per layer.
+filter. One streamed pass serves every layer (the probe is read once); memory is O(C) per layer.
 """
 from __future__ import annotations
 
