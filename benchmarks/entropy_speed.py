@@ -4,14 +4,16 @@ For ResNet-56 and VGG-16-BN, over probe A of 640 images (5 x 128; the CIFAR-10 c
 random images, which time the same) and a disjoint probe B of as many (``prunekit.reliability.split_probes``),
 in one run: a plain forward pass over A; SFM entropy with each estimator (pooled, the default; gap; spatial);
 the other data-driven criteria (taylor, hrank, chip, grad_x_activation; mapex over a box probe of as many
-images, against a forward over that probe, for a model that takes its 64x64 canvases; linear_ensembles with 2 masks, which reads the probe once per mask);
+images, against a forward over that probe, for a model that takes its 64x64 canvases; linear_ensembles with 2
+masks, which reads the probe once per mask);
 and the default SFM entropy's scores on A and B plus their agreement (``prunekit.reliability.reliability``,
 uncached), what the dashboard's reliability costs, against the one forward over A. Each is timed ``--repeat``
 times, round-robin (a, b, c, a, b, c...), and the median taken (chip, ~50 forwards of linear algebra, once);
 the load average is recorded before and after.
 Target (issue 16): SFM entropy at most 1.3x the forward pass, per estimator.
 
-    python benchmarks/entropy_speed.py [--n 640] [--repeat 3] [--threads T] [--out benchmarks/results/entropy_speed.json]
+    python benchmarks/entropy_speed.py [--n 640] [--repeat 3] [--threads T]
+        [--out benchmarks/results/entropy_speed.json]
 """
 from __future__ import annotations
 

@@ -9,12 +9,12 @@ horizontal flip) on CIFAR-10 training images, batch 128, for ResNet-20 and VGG-1
   padding_mode="reflect")``, ``RandomHorizontalFlip``, ``ToTensor``, ``Normalize`` in a
   ``torch.utils.data.DataLoader`` (``--workers`` processes, ``pin_memory`` on CUDA, batches copied to the device).
 
-Both feed the same model and the same step (bf16 autocast and channels_last on CUDA, as the trainer does), timed
-in alternating rounds (device, dataloader, device, ...) after one untimed warm-up step each; each pipeline keeps
-one iterator over all rounds, so the DataLoader's worker start-up is not counted (its steady state is). The
-figure is the median over rounds. CPU always, CUDA too when available. Target (CUDA): the device pipeline at
-least 2x the DataLoader's throughput; on the CPU, where the model's arithmetic dominates and the DataLoader's
-workers share the cores with it, the ratio is only reported.
+Both feed the same model and the trainer's own step (:func:`prunekit.train.train_step`: channels_last, bf16
+autocast on CUDA), timed in alternating rounds (device, dataloader, device, ...) after one untimed warm-up step
+each; each pipeline keeps one iterator over all rounds, so the DataLoader's worker start-up is not counted (its
+steady state is). The figure is the median over rounds. CPU always, CUDA too when available. Target (CUDA): the
+device pipeline at least 2x the DataLoader's throughput; on the CPU, where the model's arithmetic dominates and the
+DataLoader's workers share the cores with it, the ratio is only reported.
 
     python benchmarks/finetune_throughput.py [--steps N] [--rounds 3] [--images 4096] [--workers 2]
         [--device all|cpu|cuda] [--models resnet20 vgg16_bn]
@@ -29,11 +29,12 @@ import sys
 import time
 
 import torch
-import torch.nn.functional as F
 from common import RESULTS, write_result
 
 from prunekit.data import ArraySet, DataNotFoundError, DeviceLoader, load_arrays
+from prunekit.finetune import finetune_config
 from prunekit.models import build_model
+from prunekit.train import MEMORY_FORMAT, _optimizer, train_step
 
 TARGET_CUDA = 2.0
 BATCH = 128
@@ -77,23 +78,16 @@ def _forever(loader):
 
 
 def _trainer(model: torch.nn.Module, device: torch.device):
-    """-> step(x, y): one SGD step of ``model`` on the batch x (B, 3, 32, 32) float, y (B,) int64 (moved to
-    ``device`` when elsewhere), as :func:`prunekit.train.fit` takes it."""
-    cuda = device.type == "cuda"
-    model.to(device).train()
-    if cuda:
-        model.to(memory_format=torch.channels_last)
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+    """-> step(x, y): one training step of ``model`` on the batch x (B, 3, 32, 32) float, y (B,) int64 (moved to
+    ``device`` when elsewhere): :func:`prunekit.train.train_step` with the fine-tuning recipe (no teacher), as
+    :func:`prunekit.train.fit` takes it."""
+    model.to(device, memory_format=MEMORY_FORMAT).train()
+    config = finetune_config(distill_alpha=0.0)
+    opt, sched = _optimizer(model, config, 1000, BATCH)
 
     def step(x: torch.Tensor, y: torch.Tensor) -> None:
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        if cuda:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
-            loss = F.cross_entropy(model(x).float(), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        train_step(model, None, opt, sched, x, y, config, fmt=MEMORY_FORMAT, bf16=device.type == "cuda")
 
     return step
 

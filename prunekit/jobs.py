@@ -43,8 +43,8 @@ import torch.nn as nn
 from .defaults import FINETUNE_RECIPE, HELD_OUT, PROBE, SENSITIVITY
 from .errors import UserError, unknown_name
 from .files import write_text_atomic
-from .train import start_point
 from .runs import _kind, _this_process, process_gone, runs_root, utc_now
+from .train import start_point
 
 __all__ = ["Job", "Cancelled", "KINDS", "STATUSES", "jobs_root", "submit", "get", "list_jobs", "cancel", "resume",
            "ensure_workers", "work"]

@@ -1,6 +1,6 @@
 """The trainer: SGD with momentum, a per-step cosine / step / one-cycle schedule with linear warm-up,
-optional label smoothing, mixed precision and channels_last on CUDA, a resumable state every epoch and
-per-epoch metrics in ``metrics.jsonl``.
+optional label smoothing, channels_last on every device (:data:`MEMORY_FORMAT`), mixed precision on CUDA, a
+resumable state every epoch and per-epoch metrics in ``metrics.jsonl``.
 
 Files in ``out_dir``: ``state.pt`` (weights, optimizer, schedule, RNG: what resume needs),
 ``epoch001.safetensors`` (the epoch-1 weights, for early scoring), ``model.safetensors`` (the final weights),
@@ -51,11 +51,14 @@ from .errors import UserError
 from .files import write_text_atomic
 from .metrics import evaluate
 
-__all__ = ["LR_MAX", "START_FILE", "TrainConfig", "TrainingDivergedError", "fit", "lr_factor", "start_point",
-           "train_new"]
+__all__ = ["LR_MAX", "MEMORY_FORMAT", "START_FILE", "TrainConfig", "TrainingDivergedError", "fit", "lr_factor",
+           "start_point", "train_new", "train_step"]
 
 SCHEDULES = ("cosine", "step", "onecycle")
 START_FILE = "start.json"  # epoch 0: the model's test loss and accuracy before training
+# The memory format models and batches train in, on every device. channels_last: on the CPU too, where ResNet-20's
+# training steps run about 1.25x as many images/s as in NCHW (benchmarks/cpu_training_speed.py).
+MEMORY_FORMAT = torch.channels_last
 
 
 @dataclass
@@ -238,30 +241,26 @@ def _wrapped(model: nn.Module, device: torch.device) -> nn.Module:
 
 def _place(model: nn.Module, teacher: nn.Module | None, train_loader, config: TrainConfig, ddp):
     """Shard the loader under torchrun, seed, over-parameterize (DO-Conv) and move the model to the loader's
-    device (channels_last on CUDA); -> (that device, the teacher there when distilling (:func:`_teacher_on`))."""
+    device in :data:`MEMORY_FORMAT`; -> (that device, the teacher there when distilling (:func:`_teacher_on`))."""
     if ddp.enabled and train_loader.sampler is None:
         train_loader.shard(ddp.world_size, ddp.rank)
     device = train_loader.device
     torch.manual_seed(config.seed)
     if config.doconv:
         overparameterize(model)
-    model.to(device)
-    if device.type == "cuda":
-        model.to(memory_format=torch.channels_last)
+    model.to(device, memory_format=MEMORY_FORMAT)
     return device, _teacher_on(teacher, device, config)
 
 
 def _teacher_on(teacher: nn.Module | None, device: torch.device, config: TrainConfig) -> nn.Module | None:
-    """The teacher frozen in eval mode on ``device`` (channels_last on CUDA) when distilling, else None; UserError
+    """The teacher frozen in eval mode on ``device`` (in :data:`MEMORY_FORMAT`) when distilling, else None; UserError
     when distilling without one."""
     if not config.distill_alpha:
         return None
     if teacher is None:
         raise UserError(f"distill_alpha={config.distill_alpha} distils from a teacher, and none was given: pass "
                         "teacher=, or set distill_alpha to 0")
-    teacher.to(device).eval().requires_grad_(False)
-    if device.type == "cuda":
-        teacher.to(memory_format=torch.channels_last)
+    teacher.to(device, memory_format=MEMORY_FORMAT).eval().requires_grad_(False)
     return teacher
 
 
@@ -275,6 +274,22 @@ def _loss(net, teacher: nn.Module | None, x: torch.Tensor, y: torch.Tensor, conf
         soft_targets = teacher(x)
     return logits, distillation_loss(logits, soft_targets, y, alpha=config.distill_alpha,
                                      temperature=config.distill_temperature, label_smoothing=config.label_smoothing)
+
+
+def train_step(net, teacher: nn.Module | None, opt, sched, x: torch.Tensor, y: torch.Tensor, config: TrainConfig,
+               *, fmt: torch.memory_format, bf16: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimizer step of :func:`fit` on the batch x (B, C, H, W) float, y (B,) int64 (on the model's device):
+    the batch in memory format ``fmt`` (:data:`MEMORY_FORMAT` in fit), the loss (:func:`_loss`, under bf16
+    autocast when ``bf16``: fit's choice on CUDA), backward, the SGD step and the schedule's step -> (logits (B, K),
+    the loss)."""
+    x = x.contiguous(memory_format=fmt)
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
+        logits, loss = _loss(net, teacher, x, y, config)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    sched.step()
+    return logits, loss
 
 
 def _optimizer(model: nn.Module, config: TrainConfig, steps_per_epoch: int, batch_size: int):
@@ -328,21 +343,14 @@ def _epoch(model, net, teacher, opt, sched, train_loader, test_loader, config: T
     """One epoch of training (distilling from ``teacher`` when it is not None), then the test: -> the epoch's
     metrics row (means over every rank under torchrun). _NonFinite when a loss or the weights stop being finite."""
     device = train_loader.device
-    cuda = device.type == "cuda"
     model.train()
     train_loader.set_epoch(epoch)
     t0 = time.perf_counter()
     loss_sum, correct, seen = 0.0, 0, 0
     bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not show, leave=False)
     for batch, (x, y) in enumerate(bar, 1):
-        if cuda:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
-            logits, loss = _loss(net, teacher, x, y, config)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
+        logits, loss = train_step(net, teacher, opt, sched, x, y, config, fmt=MEMORY_FORMAT,
+                                  bf16=device.type == "cuda")
         value = loss.item()
         _check_loss(value, epoch, batch, len(train_loader), opt, ddp, device)
         loss_sum += value * len(y)

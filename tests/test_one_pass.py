@@ -80,13 +80,14 @@ def pooled(model, batch_list, bins):
 def test_pooled_counts_by_hand():
     # 4 bins over [0, 4]: edges 0, 1, 2, 3, 4; exactly 0, 0.99, 0 in bin 0, 3 and 4 in bin 3
     tap = identity_tap(1)
-    assert pooled(tap, [maps([0, 0.99, 3, 0, 4])], 4).counts.tolist() == [[3, 0, 0, 2]]  # the batch spans the probe's range: exact
+    # the batch spans the probe's range: exact
+    assert pooled(tap, [maps([0, 0.99, 3, 0, 4])], 4).counts.tolist() == [[3, 0, 0, 2]]
     # two batches: the first over [0, 3] in 64 cells of 3/64; 0.99 lies in the cell [63/64, 66/64) whose
     # midpoint (1.0078) is in bin 1: counted there, 0.0100 from the edge at 1 (less than half a cell, 0.0234)
     split = pooled(tap, [maps([0, 0.99, 3]), maps([0, 4])], 4)
     assert SUB == 16 and split.counts.tolist() == [[2, 1, 0, 2]]
     assert split.lo.tolist() == [0.0] and split.hi.tolist() == [4.0]
-    assert pooled(tap, [maps([2, 2]), maps([2])], 4).counts.tolist() == [[3, 0, 0, 0]]  # constant: all in bin 0  # a constant filter: everything in bin 0
+    assert pooled(tap, [maps([2, 2]), maps([2])], 4).counts.tolist() == [[3, 0, 0, 0]]  # constant: all in bin 0
 
 
 def test_pooled_counts_are_within_half_a_cell_of_the_exact_ones():

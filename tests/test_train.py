@@ -6,9 +6,9 @@ import torch
 
 from prunekit.data import DeviceLoader
 from prunekit.errors import UserError
-from prunekit.models import build_model
 from prunekit.metrics import evaluate
-from prunekit.train import START_FILE, TrainConfig, TrainingDivergedError, fit, lr_factor, start_point
+from prunekit.models import build_model
+from prunekit.train import MEMORY_FORMAT, START_FILE, TrainConfig, TrainingDivergedError, fit, lr_factor, start_point
 from tests.conftest import tiny_arrays
 
 
@@ -55,7 +55,9 @@ def test_the_model_as_it_starts_is_epoch_0_and_a_resume_keeps_it(tmp_path):
         fit(model, *_loaders(), TrainConfig(epochs=2, lr=0.05, warmup_epochs=0), tmp_path, arch="resnet20",
             num_classes=2, progress=False, on_epoch=lambda row: _stop_after(row, 1))
     start = start_point(tmp_path)
-    assert start == {"epoch": 0, "test_loss": before["loss"], "test_accuracy": before["accuracy"]}
+    # the model trains in channels_last: the same sums in another order, so the loss agrees to float precision
+    assert start == {"epoch": 0, "test_loss": pytest.approx(before["loss"], rel=1e-5),
+                     "test_accuracy": before["accuracy"]}
     (tmp_path / START_FILE).write_text(json.dumps({**start, "test_accuracy": -1.0}))  # a resume must not redo it
     fit(model, *_loaders(), TrainConfig(epochs=2, lr=0.05, warmup_epochs=0), tmp_path, arch="resnet20",
         num_classes=2, progress=False)
@@ -63,11 +65,30 @@ def test_the_model_as_it_starts_is_epoch_0_and_a_resume_keeps_it(tmp_path):
     assert start_point(tmp_path / "nowhere") is None
 
 
+def _channels_last_seen(model) -> list[bool]:
+    """Filled while ``model`` trains: for each training forward, whether its first BatchNorm's input (the first
+    conv's output) was in channels_last (and not also plain NCHW)."""
+    seen = []
+
+    def record(module, inputs, output):
+        if module.training:
+            x = inputs[0]
+            seen.append(x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous())
+
+    model.bn1.register_forward_hook(record)
+    return seen
+
+
 def test_resume_gives_the_weights_of_an_uninterrupted_run(tmp_path):
     config = TrainConfig(epochs=3, lr=0.05, warmup_epochs=0, seed=1)
     torch.manual_seed(0)
     straight = build_model("resnet20", num_classes=2)
+    seen = _channels_last_seen(straight)
     fit(straight, *_loaders(), config, tmp_path / "a", arch="resnet20", num_classes=2, progress=False)
+    assert MEMORY_FORMAT == torch.channels_last and len(seen) == 12 and all(seen)  # on the CPU too: 3 x 4 steps
+    convs = [m for m in straight.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size != (1, 1)]
+    assert all(m.weight.is_contiguous(memory_format=torch.channels_last) and not m.weight.is_contiguous()
+               for m in convs)
 
     torch.manual_seed(0)
     interrupted = build_model("resnet20", num_classes=2)
@@ -102,8 +123,10 @@ def test_doconv_trains_saves_folded_plain_convs_and_resumes(tmp_path):
     torch.manual_seed(0)
     straight = build_model("resnet20", num_classes=2)
     trained = {}  # epoch -> a copy of the over-parameterized model as that epoch left it
+    seen = _channels_last_seen(straight)
     fit(straight, *loaders(), config, tmp_path / "a", arch="resnet20", num_classes=2, progress=False,
         on_epoch=lambda row: trained.update({row["epoch"]: copy.deepcopy(straight).eval()}))
+    assert len(seen) == 4 and all(seen)  # the DO-Convs trained on channels_last batches
     assert any(isinstance(m, DOConv2d) for m in trained[1].modules())
     assert not any(isinstance(m, DOConv2d) for m in straight.modules())  # handed back folded
     assert any(k.endswith(".D") for k in torch.load(tmp_path / "a" / "state.pt", weights_only=True)["model"])
