@@ -9,8 +9,21 @@ import streamlit as st
 
 from pages.shared import CRITERION, PLAN, human, through_router
 from pages.sweep_form import sweep_form
-from prunekit.compare import AXES, STAGES, baselines, channels_frame, comparison, finetune_frame, report_zip, run_files
+from prunekit.compare import (
+    AXES,
+    COSTS,
+    STAGES,
+    axis,
+    baselines,
+    channels_frame,
+    comparison,
+    finetune_frame,
+    latency_frame,
+    report_zip,
+    run_files,
+)
 from prunekit.runs import list_runs, read_manifest, runs_root
+from prunekit.runtimes import RUNTIMES
 
 PALETTE = plotly.colors.qualitative.Dark24  # 24 distinct colours: 13 criteria never share one
 RUN_KEY = "compare_run"
@@ -32,8 +45,13 @@ def empty_state() -> None:
 
 
 def axis_controls() -> tuple[str, str, bool]:
-    a, b, c = st.columns([1, 2, 0.8])
-    x = a.selectbox("Cost (x axis)", list(AXES), format_func=AXES.get, key="compare_x")
+    """(x: a key of AXES, the cost read in the picked runtime; stage; whether to star the unpruned models)."""
+    a, r, b, c = st.columns([1, 1, 2, 0.8])
+    cost = a.selectbox("Cost (x axis)", list(COSTS), format_func=COSTS.get, key="compare_x")
+    runtime = r.radio("Runtime (latency)", list(RUNTIMES), format_func=RUNTIMES.get, key="compare_runtime",
+                      help="Where the latencies were timed: PyTorch eager on the run's device, or the model exported "
+                           "to ONNX and run by ONNX Runtime on the CPU (checked equal to the module first).")
+    x = axis(cost, runtime)
     stage = b.radio("Accuracy (y axis)", list(STAGES), format_func=STAGES.get, horizontal=True, key="compare_stage")
     with_base = c.toggle("Unpruned at its cost", key="compare_base",
                          help="Off: the x axis fits the runs, and the unpruned model is the dotted line at its "
@@ -122,7 +140,8 @@ def chart_section(runs: pd.DataFrame) -> pd.DataFrame:
     points = comparison(runs, x, stage)
     if points.empty:
         st.info("No run has both this cost and an accuracy yet: a run pruned without test images records no "
-                "accuracy, and one pruned without timing no latency. Pick another cost, or prune with data.")
+                "accuracy, and one pruned without timing no latency (nor one whose ONNX export failed or disagreed an "
+                "ONNX Runtime latency: its run says why). Pick another cost or runtime, or prune with data.")
         return points
     event = st.plotly_chart(scatter(points, baselines(runs, x), x, with_base), width="stretch",
                             key=f"compare_chart_{x}_{stage}_{with_base}", on_select="rerun", selection_mode="points")
@@ -186,6 +205,19 @@ def run_metrics(m: dict) -> None:
             col.metric(label, "–", help="not measured: the run stopped before pruning")
 
 
+def latency_table(m: dict) -> None:
+    """The run's latency before and after pruning in each runtime, and why ONNX Runtime has none when it has none."""
+    frame = latency_frame(m)
+    timed = frame[frame["before"].notna() | frame["after"].notna()]
+    if len(timed):
+        st.dataframe(timed.drop(columns="note"), hide_index=True, column_config={
+            "before": st.column_config.NumberColumn("before (ms)", format="%.2f"),
+            "after": st.column_config.NumberColumn("after (ms)", format="%.2f"),
+            "speedup": st.column_config.NumberColumn(format="%.2fx")})
+    for note in frame["note"].dropna().unique():
+        st.caption(f"No ONNX Runtime latency: {note}")
+
+
 def downloads(run_dir: Path, charts: dict[str, go.Figure]) -> None:
     """The report zip (built on click) and the run's model files (only files inside the run directory)."""
     cols = st.columns(3)
@@ -216,6 +248,7 @@ def run_detail(row: pd.Series) -> None:
     if m.get("error"):
         st.error(f"This run {m['status']}: {m['error']}")
     run_metrics(m)
+    latency_table(m)
     charts = {}
     channels = channels_frame(m)
     epochs = finetune_frame(m)
@@ -246,9 +279,11 @@ def run_detail(row: pd.Series) -> None:
         st.switch_page("pages/plan.py")
 
 
-def runs_table(runs: pd.DataFrame, points: pd.DataFrame) -> None:
-    """Every run, newest first, with human-readable costs and its error when it failed."""
+def runs_table(runs: pd.DataFrame, points: pd.DataFrame, runtime: str) -> None:
+    """Every run, newest first, with human-readable costs, its batch-1 latency in ``runtime`` and its error when it
+    failed."""
     front = dict(zip(points["run"], points["pareto"]))
+    latency = {f"latency b{b} (ms, {RUNTIMES[runtime]})": axis(f"latency_b{b}", runtime) for b in (1, 64)}
 
     def col(name):
         return runs[name] if name in runs else pd.Series(None, index=runs.index, dtype=object)
@@ -261,12 +296,12 @@ def runs_table(runs: pd.DataFrame, points: pd.DataFrame) -> None:
         "run": runs["run"], "criterion": col("criterion"), "acc. before (%)": col("accuracy_before"),
         "acc. pruned (%)": col("accuracy_pruned"), "acc. recalibrated (%)": col("accuracy_recalibrated"),
         "acc. fine-tuned (%)": col("accuracy_finetuned"), "test images": col("test_images"),
-        "FLOPs": costs("flops"), "params": costs("params"), "latency b1 (ms)": col("latency_b1"),
+        "FLOPs": costs("flops"), "params": costs("params"), **{k: col(v) for k, v in latency.items()},
         "Pareto": [front.get(r, False) for r in runs["run"]], "status": runs["status"], "model": col("arch"),
         "preset": col("preset"), "created": col("created"), "error": col("error")})
     accuracies = ("acc. before (%)", "acc. pruned (%)", "acc. recalibrated (%)", "acc. fine-tuned (%)")
     st.dataframe(table, hide_index=True, width="stretch", column_config={
-        **{c: st.column_config.NumberColumn(format="%.2f") for c in ("latency b1 (ms)", *accuracies)},
+        **{c: st.column_config.NumberColumn(format="%.2f") for c in (*latency, *accuracies)},
         "test images": st.column_config.NumberColumn(format="%d", help="test images the accuracies before, after "
                                                      "pruning and recalibrated are measured on (the fine-tuned one: "
                                                      "the run's fine-tuning settings)")})
@@ -297,4 +332,4 @@ else:
     picked = st.selectbox("Run (or click a dot above)", list(labels), format_func=labels.get, key=RUN_KEY)
     run_detail(readable[readable["run"] == picked].iloc[0])
 st.subheader(f"All runs ({len(runs)})")
-runs_table(runs, points)
+runs_table(runs, points, st.session_state.get("compare_runtime") or "eager")

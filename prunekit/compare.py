@@ -1,5 +1,6 @@
-"""What the Compare page needs from the runs on disk: the accuracy-vs-cost points, their Pareto front, the
-unpruned baselines, one run's channels and fine-tuning curve, its downloadable files and its report as a zip.
+"""What the Compare page needs from the runs on disk: the accuracy-vs-cost points (a latency in PyTorch eager or
+ONNX Runtime), their Pareto front, the unpruned baselines, one run's channels, latencies per runtime and fine-tuning
+curve, its downloadable files and its report as a zip.
 
 >>> runs = list_runs()
 >>> points = comparison(runs, "flops", "finetuned")   # run, x, accuracy, stage, ..., pareto
@@ -19,18 +20,53 @@ import pandas as pd
 from .errors import UserError
 from .finetune import FINETUNE_DIR
 from .runs import MANIFEST, MODEL_FILE, read_manifest
+from .runtimes import RUNTIMES
 
-__all__ = ["AXES", "STAGES", "pareto_front", "comparison", "latency_suspects", "baselines", "channels_frame",
-           "finetune_frame",
-           "run_files", "report_zip"]
+__all__ = ["AXES", "COSTS", "STAGES", "axis", "latency_frame", "pareto_front", "comparison", "latency_suspects",
+           "baselines", "channels_frame", "finetune_frame", "run_files", "report_zip"]
 
-AXES = {"flops": "FLOPs", "params": "parameters", "latency_b1": "latency, batch 1 (ms)",
-        "latency_b64": "latency, batch 64 (ms)"}
+COSTS = {"flops": "FLOPs", "params": "parameters", "latency_b1": "latency, batch 1 (ms)",
+         "latency_b64": "latency, batch 64 (ms)"}
+"""The costs to pick; a latency is then read in one of :data:`prunekit.runtimes.RUNTIMES` (:func:`axis`)."""
+
+
+def axis(cost: str, runtime: str = "eager") -> str:
+    """The :func:`prunekit.runs.list_runs` column of ``cost`` (a key of :data:`COSTS`) in ``runtime`` (a key of
+    :data:`prunekit.runtimes.RUNTIMES`): ``latency_b1`` in ONNX Runtime is ``latency_ort_b1``; FLOPs and
+    parameters are the same in every runtime."""
+    if cost not in COSTS or runtime not in RUNTIMES:
+        raise UserError(f"cost must be one of {list(COSTS)} and runtime one of {list(RUNTIMES)}, got {cost!r}, "
+                        f"{runtime!r}")
+    return cost.replace("latency_", "latency_ort_") if runtime == "onnxruntime" else cost
+
+
+AXES = {"flops": "FLOPs", "params": "parameters",
+        **{axis(cost, runtime): f"{RUNTIMES[runtime]} {COSTS[cost]}" for runtime in RUNTIMES
+           for cost in ("latency_b1", "latency_b64")}}
+"""The x axes: a column of :func:`prunekit.runs.list_runs` and its label."""
 STAGES = {"finetuned": "after fine-tuning (else recalibrated, else right after pruning)",
           "recalibrated": "after BN recalibration (else right after pruning)", "pruned": "right after pruning"}
 FALLBACK = {"finetuned": ("finetuned", "recalibrated", "pruned"), "recalibrated": ("recalibrated", "pruned"),
             "pruned": ("pruned",)}
 LABEL = {"finetuned": "fine-tuned", "recalibrated": "recalibrated", "pruned": "pruned"}
+LATENCY_KEYS = {"eager": "latency_ms", "onnxruntime": "latency_ms_onnxruntime"}  # a run report's entry per runtime
+
+
+def latency_frame(manifest: dict) -> pd.DataFrame:
+    """A run's latencies, one row per runtime and batch size it was timed at: runtime (its label), batch,
+    before, after (ms, NaN when not measured), speedup (before / after) and note (why ONNX Runtime has no figure:
+    the export failed or disagreed, else None)."""
+    before, after = manifest.get("before") or {}, manifest.get("after") or {}
+    rows = []
+    for runtime, key in LATENCY_KEYS.items():
+        b, a = before.get(key) or {}, after.get(key) or {}
+        note = None if runtime == "eager" else (after.get("onnxruntime") or before.get("onnxruntime") or {}).get(
+            "error")
+        for batch in sorted(set(b) | set(a), key=int) or ([] if note is None else ["-"]):
+            t0, t1 = b.get(batch, np.nan), a.get(batch, np.nan)
+            rows.append({"runtime": RUNTIMES[runtime], "batch": batch, "before": t0, "after": t1,
+                         "speedup": t0 / t1 if t1 and not np.isnan(t0 + t1) else np.nan, "note": note})
+    return pd.DataFrame(rows, columns=["runtime", "batch", "before", "after", "speedup", "note"])
 
 
 def pareto_front(df: pd.DataFrame, x: str, y: str) -> pd.Series:
@@ -88,8 +124,9 @@ SUSPECT_FACTOR = 5.0
 
 
 def latency_suspects(runs: pd.DataFrame, x: str) -> pd.Series:
-    """Why each run's latency ``x`` (a latency key of :data:`AXES`) is suspect, else None: its milliseconds per MAC
-    are more than :data:`SUSPECT_FACTOR` times above or below the median of the runs of the same architecture
+    """Why each run's latency ``x`` (a latency key of :data:`AXES`, in either runtime) is suspect, else None: its
+    milliseconds per MAC in that runtime are more than :data:`SUSPECT_FACTOR` times above or below the median of the
+    runs of the same architecture in that runtime
     (a timing taken while the machine was busy with other work, e.g. 615 ms where its siblings took 3 ms). Needs
     at least three timed runs of an architecture; fewer are never flagged."""
     per_mac = _column(runs, x) / _column(runs, "macs")

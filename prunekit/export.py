@@ -5,24 +5,22 @@
 
 After writing, every file is loaded back and run on a seeded random batch (N, *input_size); an output that
 differs from the module's by more than ``atol`` raises ``RuntimeError``. The safetensors file reloads through
-:func:`prunekit.checkpoints.load_checkpoint`; TorchScript through ``torch.jit.load``; ONNX is run by ``onnx``'s
-reference evaluator (no runtime needed). The ONNX graph takes any batch size.
+:func:`prunekit.checkpoints.load_checkpoint`; TorchScript through ``torch.jit.load``; ONNX is run by ONNX Runtime on
+the CPU (:mod:`prunekit.runtimes`, which also times it, with the same check). The ONNX graph takes any batch size.
 """
 from __future__ import annotations
 
-import contextlib
 import copy
-import io
 import os
 import warnings
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn as nn
 
 from .checkpoints import load_checkpoint, save_checkpoint
 from .errors import PrunekitError, UserError
+from .runtimes import ATOL, example_batch, mismatch, onnx_bytes, ort_session, session_outputs
 
 __all__ = ["FORMATS", "ExportError", "export_model", "exported_outputs"]
 
@@ -34,10 +32,6 @@ class ExportError(PrunekitError, RuntimeError):
 
 
 SUFFIX = {"safetensors": ".safetensors", "torchscript": ".pt", "onnx": ".onnx"}
-
-
-def _example(input_size: tuple[int, int, int], batch: int = 2) -> torch.Tensor:
-    return torch.randn(batch, *input_size, generator=torch.Generator().manual_seed(0))
 
 
 def exported_outputs(path: str | os.PathLike, fmt: str, x: torch.Tensor) -> torch.Tensor:
@@ -53,11 +47,7 @@ def exported_outputs(path: str | os.PathLike, fmt: str, x: torch.Tensor) -> torc
         with torch.no_grad():
             return module(x)
     if fmt == "onnx":
-        import onnx
-        from onnx.reference import ReferenceEvaluator
-
-        evaluator = ReferenceEvaluator(onnx.load(str(path)))
-        return torch.from_numpy(np.asarray(evaluator.run(None, {evaluator.input_names[0]: x.numpy()})[0]))
+        return session_outputs(ort_session(path), x)
     raise UserError(f"format must be one of {FORMATS}, got {fmt!r}")
 
 
@@ -70,7 +60,7 @@ def export_model(
     input_size: tuple[int, int, int],
     formats=FORMATS,
     name: str = "model",
-    atol: float = 1e-4,
+    atol: float = ATOL,
 ) -> dict[str, Path]:
     """Write ``model`` to the folder ``out`` as ``<name>.safetensors`` / ``.pt`` (TorchScript) / ``.onnx``
     (``formats``), check each against the module on the CPU, -> {format: path}."""
@@ -80,7 +70,7 @@ def export_model(
     model = copy.deepcopy(model).cpu().eval()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    x = _example(input_size)
+    x = example_batch(input_size)
     with torch.no_grad():
         expected = model(x)
     paths = {}
@@ -93,19 +83,10 @@ def export_model(
                 warnings.simplefilter("ignore", FutureWarning)
                 torch.jit.save(torch.jit.trace(model, x), str(path))
         else:
-            _onnx(model, x, path)
-        diff = (exported_outputs(path, fmt, x) - expected).abs().max().item()
-        if diff > atol * max(1.0, expected.abs().max().item()):
+            path.write_bytes(onnx_bytes(model, x))
+        diff = mismatch(exported_outputs(path, fmt, x), expected, atol)
+        if diff is not None:
             raise ExportError(f"the {fmt} export {path} differs from the module by {diff:.2e} (tolerance {atol})")
         paths[fmt] = path
     return paths
 
-
-def _onnx(model: nn.Module, x: torch.Tensor, path: Path) -> None:
-    """torch.onnx's exporter (``torch.export`` based; needs the ``onnx`` and ``onnxscript`` packages), with a
-    dynamic batch dimension."""
-    batch = torch.export.Dim("batch", min=1)
-    with contextlib.redirect_stdout(io.StringIO()):  # the exporter prints its progress
-        program = torch.onnx.export(model, (x,), dynamo=True, input_names=["input"], output_names=["logits"],
-                                    dynamic_shapes=({0: batch},), verbose=False)
-    program.save(str(path))

@@ -6,10 +6,10 @@
 
 The runs root is an explicit path, else ``$PRUNEKIT_RUNS``, else ``./runs``. ``manifest.json`` holds the model
 (architecture, checkpoint and its SHA-256, weights hash), the data, the criterion and its parameters, the plan,
-the report before and after (params, MACs, FLOPs, latency; channels per layer; coupled groups), the accuracy
-before and right after pruning, ``finetune`` (empty until a fine-tuning job fills it), ``status``
-(running / done / failed / interrupted), timestamps and library versions. It is rewritten whole, atomically
-(a temporary file, then ``os.replace``), so a reader never sees half a manifest. A run whose manifest says
+the report before and after (params, MACs, FLOPs, latency in PyTorch eager and ONNX Runtime; channels per layer;
+coupled groups), the accuracy before and right after pruning, ``finetune`` (empty until a fine-tuning job fills
+it), ``status`` (running / done / failed / interrupted), timestamps and library versions. It is rewritten whole,
+atomically (a temporary file, then ``os.replace``), so a reader never sees half a manifest. A run whose manifest says
 ``running`` but whose process (pid, on this host) is gone is reported ``interrupted``. The pruned model is
 ``model.safetensors``, which :func:`prunekit.checkpoints.load_checkpoint` reloads alone. A model that does not take
 the held-out or recalibration images (their size, its outputs against their classes) is refused before a run is
@@ -46,6 +46,7 @@ from .plan import Plan
 from .prune import prune_model
 from .recalibrate import recalibrate_bn
 from .report import prune_report
+from .runtimes import RUNTIMES
 from .scores import weights_hash
 from .structure import Structure, structure
 
@@ -148,7 +149,9 @@ def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
 
 _OBJECTS = ("model", "data", "recalibration", "sweep", "criterion", "plan", "before", "after", "accuracy", "report",
             "finetune", "process", "versions", "files")  # entries that are a JSON object or null
-_NESTED_OBJECTS = (("before", "latency_ms"), ("after", "latency_ms"), ("accuracy", "before"), ("accuracy", "pruned"),
+_NESTED_OBJECTS = (("before", "latency_ms"), ("after", "latency_ms"), ("before", "latency_ms_onnxruntime"),
+                   ("after", "latency_ms_onnxruntime"), ("before", "onnxruntime"), ("after", "onnxruntime"),
+                   ("accuracy", "before"), ("accuracy", "pruned"),
                    ("accuracy", "recalibrated"), ("plan", "ratios"), ("plan", "preset"), ("report", "channels"))
 _NUMBERS = (("before", "params"), ("before", "macs"), ("before", "flops"), ("after", "params"), ("after", "macs"),
             ("after", "flops"), ("finetune", "accuracy"), ("accuracy", "before", "accuracy"),
@@ -274,8 +277,10 @@ class Run:
 
 def list_runs(root: str | os.PathLike | None = None) -> pd.DataFrame:
     """One row per run under ``root`` (newest first): run, status, arch, criterion, preset, params / MACs /
-    FLOPs / latency (ms, batch 1 and 64) before and after, accuracy before, right after pruning, after BN
-    recalibration and after fine-tuning, test_images (how many test images the accuracies before / after pruning /
+    FLOPs / latency (ms, batch 1 and 64: latency_b1, latency_b64 in PyTorch eager, latency_ort_b1, latency_ort_b64
+    in ONNX Runtime on the CPU; None when not measured) before and after, ort_error (why a run has no ONNX Runtime
+    latency, else None), accuracy before, right after pruning, after BN recalibration and after fine-tuning,
+    test_images (how many test images the accuracies before / after pruning /
     recalibrated are measured on) and test_images_finetuned (the fine-tuned one's), sweep and target (for a
     sweep's point, else None), created, error (why it failed, else None), path. Directories without a
     readable manifest are listed with status ``unreadable`` and the reason as their error."""
@@ -296,9 +301,11 @@ def list_runs(root: str | os.PathLike | None = None) -> pd.DataFrame:
                "preset": ((m.get("plan") or {}).get("preset") or {}).get("name")}
         for key in ("params", "macs", "flops"):
             row[f"{key}_before"], row[key] = before.get(key), after.get(key)
-        for b in ("1", "64"):
-            row[f"latency_b{b}_before"] = (before.get("latency_ms") or {}).get(b)
-            row[f"latency_b{b}"] = (after.get("latency_ms") or {}).get(b)
+        for runtime, key in (("", "latency_ms"), ("ort_", "latency_ms_onnxruntime")):
+            for b in ("1", "64"):
+                row[f"latency_{runtime}b{b}_before"] = (before.get(key) or {}).get(b)
+                row[f"latency_{runtime}b{b}"] = (after.get(key) or {}).get(b)
+        row["ort_error"] = (after.get("onnxruntime") or before.get("onnxruntime") or {}).get("error")
         row["accuracy_before"] = (acc.get("before") or {}).get("accuracy")
         row["accuracy_pruned"] = (acc.get("pruned") or {}).get("accuracy")
         row["accuracy_recalibrated"] = (acc.get("recalibrated") or {}).get("accuracy")
@@ -323,8 +330,7 @@ def prune_run(
     checkpoint: str | os.PathLike | None = None,
     data: ArraySet | None = None,
     recalibrate: ArraySet | None = None,
-    latency_batches=LATENCY_BATCHES,
-    repeat: int = LATENCY_REPEAT,
+    latency_batches=LATENCY_BATCHES, repeat: int = LATENCY_REPEAT, runtimes=tuple(RUNTIMES),
     struct: Structure | None = None,
     sweep: dict | None = None,
     progress: Progress | None = None,
@@ -337,7 +343,8 @@ def prune_run(
     BatchNorm statistics are re-estimated (:func:`prunekit.recalibrate.recalibrate_bn`, with
     :data:`prunekit.defaults.RECALIBRATION`); the run's model is then the recalibrated one (what fine-tuning
     starts from and export writes; no weight differs) and the manifest's ``recalibration`` says on what. None:
-    not recalibrated. checkpoint: the weights' file (its SHA-256 is recorded). struct: the traced structure
+    not recalibrated. latency_batches, repeat, runtimes: :mod:`prunekit.runtimes` (a failed ONNX export is recorded,
+    never fails the run). checkpoint: the weights' file (its SHA-256 is recorded). struct: the traced structure
     (default: traced here). sweep: which sweep point this is (:mod:`prunekit.sweeps`). progress: six steps.
     A refused plan or pruning writes nothing; a later failure marks the run ``failed`` (Ctrl-C: ``interrupted``)."""
     progress = progress or no_progress
@@ -354,7 +361,7 @@ def prune_run(
         acc_before = None if loader is None else evaluate(model, loader)
         progress(2, 6)
         report = prune_report(model, pruned, plan.ratios, removed, input_size, latency_batches=latency_batches,
-                              repeat=repeat)
+                              repeat=repeat, runtimes=runtimes)
         progress(3, 6)
         accuracy = {"before": acc_before, "pruned": None if loader is None else evaluate(pruned, loader),
                     "recalibrated": None}

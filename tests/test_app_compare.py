@@ -13,16 +13,19 @@ from tests.apptest_kit import open_page
 PLAN_RATIOS = {"conv1": 0.5, "layer2.0.conv1": 0.25}
 
 
-def _run(root, criterion, flops, pruned, finetuned=None, status="done", error=None):
-    """A run written by hand: ResNet-20 (81.1M FLOPs, 90% before) pruned to ``flops`` FLOPs."""
+def _run(root, criterion, flops, pruned, finetuned=None, status="done", error=None, ort=None):
+    """A run written by hand: ResNet-20 (81.1M FLOPs, 90% before) pruned to ``flops`` FLOPs, timed at batch 1 in
+    PyTorch eager (2 ms -> 1 ms) and, given ``ort`` (ms after), in ONNX Runtime (0.8 ms before)."""
+    timed = {} if ort is None else {"latency_ms_onnxruntime": {"1": ort}}
     finetune = None if finetuned is None else {
         "accuracy": finetuned, "epochs": [{"epoch": 1, "test_accuracy": finetuned - 2, "train_accuracy": 70.0},
                                           {"epoch": 2, "test_accuracy": finetuned, "train_accuracy": 75.0}]}
     run = Run.create(root, name="resnet20", model={"arch": "resnet20"}, criterion={"name": criterion, "params": {}},
                      plan={"format": "prunekit-plan/1", "arch": "resnet20", "ratios": PLAN_RATIOS,
                            "preset": {"name": "uniform"}},
-                     before={"params": 272_474, "flops": 81_100_000, "latency_ms": {"1": 2.0}},
-                     after={"params": 150_000, "flops": flops, "latency_ms": {"1": 1.0}},
+                     before={"params": 272_474, "flops": 81_100_000, "latency_ms": {"1": 2.0},
+                             **({} if ort is None else {"latency_ms_onnxruntime": {"1": 0.8}})},
+                     after={"params": 150_000, "flops": flops, "latency_ms": {"1": 1.0}, **timed},
                      accuracy={"before": {"accuracy": 90.0}, "pruned": {"accuracy": pruned}},
                      report={"channels": {"conv1": [16, 8], "layer1.0.conv1": [16, 8]}}, finetune=finetune)
     run.finish(status, error)
@@ -104,6 +107,31 @@ def test_no_two_criteria_share_a_colour_and_a_symbol(three_runs):
     traces = [t for t in _traces(_page()) if t.get("mode") == "markers" and t["name"] != "unpruned"]
     styles = [(t["marker"]["color"], json.dumps(t["marker"]["symbol"])) for t in traces]
     assert len(traces) >= 2 and len(set(styles)) == len(styles)
+
+
+def test_the_runtime_picker_switches_the_latency_axis_and_the_table_column(runs_root):
+    ids = {"a": _run(runs_root, "l1", 20e6, 80.0, ort=0.3), "b": _run(runs_root, "fpgm", 30e6, 85.0, ort=0.5),
+           "old": _run(runs_root, "l1", 25e6, 70.0)}  # a run from before ONNX Runtime was timed
+
+    def chart(at):
+        xs = {row[0]: x for t in _traces(at) if t.get("mode") == "markers" for row, x in zip(t["customdata"], t["x"])}
+        return xs, json.loads(at.get("plotly_chart")[0].proto.spec)["layout"]["xaxis"]["title"]["text"]
+
+    eager = _page(compare_x="latency_b1")
+    assert not eager.exception
+    assert chart(eager) == ({ids["a"]: 1.0, ids["b"]: 1.0, ids["old"]: 1.0}, "PyTorch eager latency, batch 1 (ms)")
+    ort = _page(compare_x="latency_b1", compare_runtime="onnxruntime")
+    assert not ort.exception
+    assert chart(ort) == ({ids["a"]: 0.3, ids["b"]: 0.5}, "ONNX Runtime latency, batch 1 (ms)")  # old: none
+    table = _table(ort)
+    assert "latency b1 (ms, PyTorch eager)" not in table
+    assert table["latency b1 (ms, ONNX Runtime)"].fillna(-1).to_dict() == {ids["a"]: 0.3, ids["b"]: 0.5,
+                                                                          ids["old"]: -1}
+    assert _table(eager)["latency b1 (ms, PyTorch eager)"].to_dict() == {r: 1.0 for r in ids.values()}
+    run = _page(compare_run=ids["a"], compare_runtime="onnxruntime")  # the run's own latencies, per runtime
+    latencies = run.dataframe[0].value
+    assert latencies[["runtime", "before", "after"]].values.tolist() == [["PyTorch eager", 2.0, 1.0],
+                                                                         ["ONNX Runtime", 0.8, 0.3]]
 
 
 def test_load_this_plan_sets_the_editor_plan_and_criterion(three_runs):

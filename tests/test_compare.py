@@ -7,6 +7,7 @@ import zipfile
 import pandas as pd
 import pytest
 
+from prunekit import compare
 from prunekit.compare import (
     baselines,
     channels_frame,
@@ -110,6 +111,37 @@ def test_list_runs_gives_the_error_of_failed_and_unreadable_runs(tmp_path):
     (tmp_path / "20000101-000000-corrupt-abcdef" / "manifest.json").write_text("{ not json")
     rows = list_runs(tmp_path).set_index("status")["error"].to_dict()
     assert rows["failed"] == "ValueError: no scores" and "not a readable run manifest" in rows["unreadable"]
+
+
+def test_each_runtime_has_its_latency_columns_and_a_run_its_latency_table():
+    assert compare.axis("latency_b64", "onnxruntime") == "latency_ort_b64"
+    assert compare.axis("latency_b1") == "latency_b1" and compare.axis("flops", "onnxruntime") == "flops"
+    assert {"latency_b1", "latency_b64", "latency_ort_b1", "latency_ort_b64"} < set(compare.AXES)
+    with pytest.raises(ValueError, match="runtime one of"):
+        compare.axis("latency_b1", "tensorrt")
+    manifest = {"before": {"latency_ms": {"1": 2.0, "64": 40.0}, "latency_ms_onnxruntime": {"1": 1.0, "64": 30.0}},
+                "after": {"latency_ms": {"1": 1.0, "64": 20.0}, "latency_ms_onnxruntime": {"1": 0.5, "64": 10.0},
+                          "onnxruntime": {"error": None}}}
+    frame = compare.latency_frame(manifest)
+    assert frame[["runtime", "batch", "speedup"]].values.tolist() == [
+        ["PyTorch eager", "1", 2.0], ["PyTorch eager", "64", 2.0], ["ONNX Runtime", "1", 2.0],
+        ["ONNX Runtime", "64", 3.0]]
+    # an export that disagreed: no ONNX Runtime figures, one row saying why
+    manifest["after"] = {"latency_ms": {"1": 1.0}, "onnxruntime": {"error": "outputs differ"}}
+    manifest["before"] = {"latency_ms": {"1": 2.0}, "onnxruntime": {"error": "outputs differ"}}
+    frame = compare.latency_frame(manifest)
+    assert frame["note"].fillna("-").tolist() == ["-", "outputs differ"]
+    assert frame["after"].isna().tolist() == [False, True]
+    old = compare.latency_frame({"before": {"latency_ms": {"1": 2.0}}, "after": {}})  # a run from before ORT
+    assert old["runtime"].tolist() == ["PyTorch eager"]
+
+
+def test_latency_suspects_are_judged_within_one_runtime():
+    # ONNX Runtime is 10x faster than eager on every run: no run is suspect in either runtime on its own
+    runs = pd.DataFrame({"run": ["r1", "r2", "r3"], "arch": ["resnet20"] * 3, "macs": [20e6, 30e6, 40e6],
+                         "latency_b1": [2.0, 3.0, 4.0], "latency_ort_b1": [0.2, 0.3, 40.0]})
+    assert latency_suspects(runs, "latency_b1").isna().all()
+    assert latency_suspects(runs, "latency_ort_b1").notna().tolist() == [False, False, True]
 
 
 def test_each_point_says_how_many_test_images_its_accuracy_is_on():

@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 
+import pandas as pd
 import pytest
 import torch
 
@@ -41,7 +42,7 @@ def test_a_recalibrated_run_keeps_the_recalibrated_model_and_every_accuracy(tmp_
     model, plan, scores = _setup()
     held_out, train = tiny_arrays(32), tiny_arrays(40, seed=3)
     run = prune_run(model, plan, scores, arch="resnet20", num_classes=10, input_size=SIZE, root=tmp_path,
-                    data=held_out, recalibrate=train, latency_batches=(1,), repeat=1)
+                    data=held_out, recalibrate=train, latency_batches=(1,), repeat=1, runtimes=("eager",))
     m = read_manifest(run.path)
     expected, _ = recalibrate_bn(prune_model(model, plan.ratios, scores, SIZE)[0], train)
     acc = evaluate(expected, DeviceLoader(held_out, 256, train=False))
@@ -68,6 +69,12 @@ def test_a_pruning_is_a_run_whose_model_reloads_alone(tmp_path):
     assert m["before"]["params"] == count_params(model) and m["after"]["params"] == count_params(expected)
     assert m["after"]["flops"] == 2 * m["after"]["macs"] and m["after"]["tp_macs"] >= m["after"]["macs"]
     assert set(m["after"]["latency_ms"]) == {"1", "2"}
+    for stage in ("before", "after"):  # both runtimes, the ONNX export checked equal before it was timed
+        assert set(m[stage]["latency_ms_onnxruntime"]) == {"1", "2"}
+        assert all(v > 0 for v in m[stage]["latency_ms_onnxruntime"].values())
+        ort = m[stage]["onnxruntime"]
+        assert ort["error"] is None and ort["max_abs_diff"] < 1e-4 and ort["optimization"] == "ORT_ENABLE_ALL"
+        assert ort["threads"] == torch.get_num_threads()
     assert m["accuracy"]["before"]["n"] == 32 and 0 <= m["accuracy"]["pruned"]["accuracy"] <= 100
     assert m["report"]["channels"]["conv1"] == [16, 8] and m["report"]["unprunable"]["fc"]
     stream = next(g for g in m["report"]["groups"] if g["root"] == "conv1")
@@ -80,6 +87,22 @@ def test_a_pruning_is_a_run_whose_model_reloads_alone(tmp_path):
     df = list_runs(tmp_path)
     assert df.loc[0, "status"] == "done" and df.loc[0, "params"] == count_params(expected)
     assert df.loc[0, "accuracy_before"] == m["accuracy"]["before"]["accuracy"]
+    assert df.loc[0, "latency_ort_b1"] == m["after"]["latency_ms_onnxruntime"]["1"]
+    assert pd.isna(df.loc[0, "latency_ort_b64_before"]) and pd.isna(df.loc[0, "ort_error"])  # timed at 1 and 2 only
+
+
+def test_a_run_from_before_onnx_runtime_still_lists_without_its_figures(tmp_path):
+    run = Run.create(tmp_path, name="resnet20", model={"arch": "resnet20"},
+                     before={"params": 10, "macs": 5, "flops": 10, "latency_ms": {"1": 2.0, "64": 30.0}},
+                     after={"params": 5, "macs": 2, "flops": 4, "latency_ms": {"1": 1.0, "64": 20.0}})
+    run.finish()
+    (row,) = list_runs(tmp_path).to_dict("records")
+    assert row["status"] == "done" and row["latency_b64"] == 20.0 and row["latency_b64_before"] == 30.0
+    assert all(row[f"latency_ort_b{b}{s}"] is None for b in (1, 64) for s in ("", "_before"))
+    assert row["ort_error"] is None
+    bad = {**run.manifest, "after": {**run.manifest["after"], "latency_ms_onnxruntime": [1.0]}}
+    (tmp_path / run.manifest["id"] / MANIFEST).write_text(json.dumps(bad))
+    assert "'after.latency_ms_onnxruntime' must be an object or null" in list_runs(tmp_path).loc[0, "error"]
 
 
 def test_a_refused_pruning_writes_nothing(tmp_path, monkeypatch):

@@ -134,7 +134,7 @@ def prune(args: argparse.Namespace) -> int:
         run = prune_run(model, loaded, scores, arch=arch, num_classes=classes, input_size=input_size(arch),
                         root=args.runs, checkpoint=args.checkpoint, data=data, recalibrate=_recalibration(args),
                         latency_batches=() if args.no_latency else LATENCY_BATCHES, repeat=args.repeat,
-                        progress=progress)
+                        runtimes=args.runtimes, progress=progress)
     if notes:  # how the weights were initialised, a replaced head
         run.update(model={**run.manifest["model"], **notes})
     row = list_runs(run.path.parent).set_index("run").loc[run.manifest["id"]]
@@ -203,6 +203,9 @@ def register(sub) -> None:
     p.add_argument("--runs", default=None, help="runs root (default: $PRUNEKIT_RUNS or ./runs)")
     p.add_argument("--repeat", type=int, default=LATENCY_REPEAT, help="timed runs per latency measurement")
     p.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
+    p.add_argument("--runtimes", nargs="+", choices=["eager", "onnxruntime"], default=["eager", "onnxruntime"],
+                   help="where latency is timed: PyTorch eager on the model's device, ONNX Runtime on the CPU "
+                        "(the model exported to ONNX and checked equal first; adds a few seconds). Default: both")
     _recalibration_arg(p)
     p.set_defaults(func=prune)
 
