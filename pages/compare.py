@@ -210,10 +210,13 @@ def latency_table(m: dict) -> None:
     frame = latency_frame(m)
     timed = frame[frame["before"].notna() | frame["after"].notna()]
     if len(timed):
-        st.dataframe(timed.drop(columns="note"), hide_index=True, column_config={
+        st.dataframe(timed.drop(columns="note").fillna({"check": "ok"}), hide_index=True, column_config={
             "before": st.column_config.NumberColumn("before (ms)", format="%.2f"),
             "after": st.column_config.NumberColumn("after (ms)", format="%.2f"),
-            "speedup": st.column_config.NumberColumn(format="%.2fx")})
+            "speedup": st.column_config.NumberColumn(format="%.2fx"),
+            "check": st.column_config.TextColumn("plausible?", width="large",
+                                                 help="a speedup far above the MAC reduction, or a pruned model "
+                                                      "much slower, means a timing was disturbed")})
     for note in frame["note"].dropna().unique():
         st.caption(f"No ONNX Runtime latency: {note}")
 

@@ -52,11 +52,28 @@ LABEL = {"finetuned": "fine-tuned", "recalibrated": "recalibrated", "pruned": "p
 LATENCY_KEYS = {"eager": "latency_ms", "onnxruntime": "latency_ms_onnxruntime"}  # a run report's entry per runtime
 
 
+SPEEDUP_SLACK = 1.5
+"""A speedup above this many times the run's MAC reduction, or below 1 / this, is not what pruning does: suspect."""
+
+
+def _speedup_check(speedup: float, macs_factor: float) -> str | None:
+    """Why ``speedup`` (before / after) is implausible for a model with ``macs_factor`` times fewer MACs, else
+    None (None too when either is unknown)."""
+    if np.isnan(speedup) or not np.isfinite(macs_factor):
+        return None
+    if speedup > SPEEDUP_SLACK * macs_factor or speedup < 1 / SPEEDUP_SLACK:
+        return (f"{speedup:.3g}x for {macs_factor:.3g}x fewer MACs: one of the two timings was taken while the "
+                "machine was busy; trust the other runtime or batch size, or prune again on a quiet machine")
+    return None
+
+
 def latency_frame(manifest: dict) -> pd.DataFrame:
     """A run's latencies, one row per runtime and batch size it was timed at: runtime (its label), batch,
-    before, after (ms, NaN when not measured), speedup (before / after) and note (why ONNX Runtime has no figure:
-    the export failed or disagreed, else None)."""
+    before, after (ms, NaN when not measured), speedup (before / after), check (why that speedup is implausible
+    for the run's MAC reduction, :data:`SPEEDUP_SLACK`; else None) and note (why ONNX Runtime has no figure: the
+    export failed or disagreed, else None)."""
     before, after = manifest.get("before") or {}, manifest.get("after") or {}
+    macs_factor = (before.get("macs") or np.nan) / (after.get("macs") or np.nan)
     rows = []
     for runtime, key in LATENCY_KEYS.items():
         b, a = before.get(key) or {}, after.get(key) or {}
@@ -64,9 +81,10 @@ def latency_frame(manifest: dict) -> pd.DataFrame:
             "error")
         for batch in sorted(set(b) | set(a), key=int) or ([] if note is None else ["-"]):
             t0, t1 = b.get(batch, np.nan), a.get(batch, np.nan)
-            rows.append({"runtime": RUNTIMES[runtime], "batch": batch, "before": t0, "after": t1,
-                         "speedup": t0 / t1 if t1 and not np.isnan(t0 + t1) else np.nan, "note": note})
-    return pd.DataFrame(rows, columns=["runtime", "batch", "before", "after", "speedup", "note"])
+            speedup = t0 / t1 if t1 and not np.isnan(t0 + t1) else np.nan
+            rows.append({"runtime": RUNTIMES[runtime], "batch": batch, "before": t0, "after": t1, "speedup": speedup,
+                         "check": _speedup_check(speedup, macs_factor), "note": note})
+    return pd.DataFrame(rows, columns=["runtime", "batch", "before", "after", "speedup", "check", "note"])
 
 
 def pareto_front(df: pd.DataFrame, x: str, y: str) -> pd.Series:

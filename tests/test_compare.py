@@ -126,6 +126,12 @@ def test_each_runtime_has_its_latency_columns_and_a_run_its_latency_table():
     assert frame[["runtime", "batch", "speedup"]].values.tolist() == [
         ["PyTorch eager", "1", 2.0], ["PyTorch eager", "64", 2.0], ["ONNX Runtime", "1", 2.0],
         ["ONNX Runtime", "64", 3.0]]
+    assert frame["check"].isna().all()  # without MAC counts nothing is judged
+    # 2x fewer MACs: 2x and 3x are plausible (<= 1.5 x 2), 200x (a busy machine's 199.7 -> 0.99 ms) and 0.41x not
+    manifest["before"] |= {"macs": 40_000_000, "latency_ms": {"1": 199.7, "64": 903.3}}
+    manifest["after"] |= {"macs": 20_000_000, "latency_ms": {"1": 0.99, "64": 2203.7}}
+    checks = compare.latency_frame(manifest)["check"].tolist()
+    assert pd.isna(checks[2:]).all() and "202x for 2x fewer MACs" in checks[0] and "0.41x for 2x" in checks[1]
     # an export that disagreed: no ONNX Runtime figures, one row saying why
     manifest["after"] = {"latency_ms": {"1": 1.0}, "onnxruntime": {"error": "outputs differ"}}
     manifest["before"] = {"latency_ms": {"1": 2.0}, "onnxruntime": {"error": "outputs differ"}}
