@@ -246,7 +246,7 @@ class _Context:
 def _config(args: dict[str, Any], recipe: Callable[..., Any]):
     """The training recipe of a job's arguments (TrainConfig checks every value: UserError naming a bad one)."""
     fields = {k: args[k] for k in ("lr", "batch_size", "weight_decay", "seed", "doconv", "label_smoothing",
-                                   "schedule", "distill_alpha", "distill_temperature") if k in args}
+                                   "schedule", "distill_alpha", "distill_temperature", "precision") if k in args}
     return recipe(args["epochs"], **fields)
 
 

@@ -51,10 +51,11 @@ from .errors import UserError
 from .files import write_text_atomic
 from .metrics import evaluate
 
-__all__ = ["LR_MAX", "MEMORY_FORMAT", "START_FILE", "TrainConfig", "TrainingDivergedError", "fit", "lr_factor",
-           "start_point", "train_new", "train_step"]
+__all__ = ["LR_MAX", "MEMORY_FORMAT", "PRECISIONS", "START_FILE", "TrainConfig", "TrainingDivergedError", "fit",
+           "lr_factor", "start_point", "train_new", "train_step", "uses_bf16"]
 
 SCHEDULES = ("cosine", "step", "onecycle")
+PRECISIONS = ("auto", "bf16", "fp32")  # TrainConfig.precision: when the loss runs under bf16 autocast
 START_FILE = "start.json"  # epoch 0: the model's test loss and accuracy before training
 # The memory format models and batches train in, on every device. channels_last: on the CPU too, where ResNet-20's
 # training steps run about 1.25x as many images/s as in NCHW (benchmarks/cpu_training_speed.py).
@@ -67,6 +68,9 @@ class TrainConfig:
 
     distill_alpha: the weight of the teacher's term in [0, 1] (0: no distillation; above 0, :func:`fit` needs a
     teacher); distill_temperature: the temperature T > 0 softening both models' outputs (:mod:`prunekit.distill`).
+    precision: "auto" (bf16 autocast on CUDA, float32 elsewhere), "bf16" (bf16 autocast on any device: on a CPU with
+    bf16 units, ~1.8x the training images/s, ``benchmarks/cpu_training_speed.py``; slower on one without) or
+    "fp32" (float32 everywhere).
     """
 
     epochs: int = 30
@@ -82,10 +86,13 @@ class TrainConfig:
     doconv: bool = False
     distill_alpha: float = 0.0
     distill_temperature: float = DISTILL_TEMPERATURE
+    precision: str = "auto"
 
     def __post_init__(self):
         if self.schedule not in SCHEDULES:
             raise UserError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        if self.precision not in PRECISIONS:
+            raise UserError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         self.epochs = _whole("epochs", self.epochs, "the passes over the training images")
         self.batch_size = _whole("batch_size", self.batch_size, "images per step")
         self.seed = _whole("seed", self.seed, "the random seed", low=0)
@@ -276,6 +283,11 @@ def _loss(net, teacher: nn.Module | None, x: torch.Tensor, y: torch.Tensor, conf
                                      temperature=config.distill_temperature, label_smoothing=config.label_smoothing)
 
 
+def uses_bf16(config: TrainConfig, device: torch.device) -> bool:
+    """Whether :func:`fit` runs the loss under bf16 autocast on ``device`` (``config.precision``)."""
+    return config.precision == "bf16" or (config.precision == "auto" and device.type == "cuda")
+
+
 def train_step(net, teacher: nn.Module | None, opt, sched, x: torch.Tensor, y: torch.Tensor, config: TrainConfig,
                *, fmt: torch.memory_format, bf16: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimizer step of :func:`fit` on the batch x (B, C, H, W) float, y (B,) int64 (on the model's device):
@@ -350,7 +362,7 @@ def _epoch(model, net, teacher, opt, sched, train_loader, test_loader, config: T
     bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not show, leave=False)
     for batch, (x, y) in enumerate(bar, 1):
         logits, loss = train_step(net, teacher, opt, sched, x, y, config, fmt=MEMORY_FORMAT,
-                                  bf16=device.type == "cuda")
+                                  bf16=uses_bf16(config, device))
         value = loss.item()
         _check_loss(value, epoch, batch, len(train_loader), opt, ddp, device)
         loss_sum += value * len(y)

@@ -17,6 +17,7 @@ from prunekit.presets import get_preset
 from prunekit.prune import coupled_groups
 from prunekit.scores import weights_hash
 from prunekit.structure import estimate, structure
+from prunekit.train import TrainConfig
 from tests.apptest_kit import open_page
 from tests.conftest import REPO
 
@@ -223,6 +224,9 @@ def test_fine_tuning_is_queued_as_a_background_job(runs, cifar_data_root, monkey
     assert inputs["Teacher weight (alpha)"].value == DISTILL_ALPHA
     inputs["Teacher weight (alpha)"].set_value(0.8)
     inputs["Temperature (T)"].set_value(3.0)
+    (bf16,) = [t for t in at.toggle if t.label == "bf16 on the CPU"]
+    assert bf16.value is False
+    bf16.set_value(True)
     next(b for b in at.button if b.label == "Queue fine-tuning").click()
     at.run()
     assert not at.exception
@@ -232,7 +236,8 @@ def test_fine_tuning_is_queued_as_a_background_job(runs, cifar_data_root, monkey
     assert job.status == "queued" and job.kind == "finetune"  # PRUNEKIT_JOBS_NO_WORKER: nobody picks it up
     assert job.args == {"run": str(runs / at.session_state["last_run"]), "epochs": 1, "lr": 0.01, "subset": 256,
                         "test_subset": 500, "batch_size": 128, "data": "cifar10", "distill_alpha": 0.8,
-                        "distill_temperature": 3.0}
+                        "distill_temperature": 3.0, "precision": "bf16"}
+    assert jobs._config(job.args, lambda epochs, **kw: TrainConfig(epochs=epochs, **kw)).precision == "bf16"
     assert "distilled from the unpruned model: alpha 0.8, T 3.0" in job.description
 
 

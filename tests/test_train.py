@@ -8,7 +8,16 @@ from prunekit.data import DeviceLoader
 from prunekit.errors import UserError
 from prunekit.metrics import evaluate
 from prunekit.models import build_model
-from prunekit.train import MEMORY_FORMAT, START_FILE, TrainConfig, TrainingDivergedError, fit, lr_factor, start_point
+from prunekit.train import (
+    MEMORY_FORMAT,
+    START_FILE,
+    TrainConfig,
+    TrainingDivergedError,
+    fit,
+    lr_factor,
+    start_point,
+    uses_bf16,
+)
 from tests.conftest import tiny_arrays
 
 
@@ -159,7 +168,7 @@ def test_doconv_trains_saves_folded_plain_convs_and_resumes(tmp_path):
     ("momentum", 1.0), ("momentum", -0.1), ("momentum", math.nan),
     ("epochs", 0), ("epochs", 2.5), ("epochs", True), ("epochs", math.inf),
     ("batch_size", 0), ("batch_size", math.inf), ("batch_size", "128"),
-    ("warmup_epochs", math.nan), ("warmup_epochs", -1.0), ("label_smoothing", math.nan),
+    ("warmup_epochs", math.nan), ("warmup_epochs", -1.0), ("label_smoothing", math.nan), ("precision", "fp16"),
 ])
 def test_config_refuses_a_bad_hyperparameter_naming_it_and_its_value(field, value):
     with pytest.raises(UserError) as err:
@@ -220,3 +229,16 @@ def test_weights_gone_non_finite_at_an_epochs_last_step_are_never_saved(tmp_path
             num_classes=2, progress=False, on_batch=_corrupt_at(model, 2, 4))
     assert _finite_state(tmp_path / "b" / "state.pt") == (1, True)
     assert not (tmp_path / "b" / "model.safetensors").exists()
+
+
+@pytest.mark.parametrize("precision, bf16", [("auto", False), ("fp32", False), ("bf16", True)])
+def test_the_precision_decides_whether_the_cpu_trains_under_bf16_autocast(tmp_path, precision, bf16):
+    assert uses_bf16(TrainConfig(precision=precision), torch.device("cuda")) == (precision != "fp32")
+    torch.manual_seed(0)
+    model = build_model("resnet20", num_classes=2)
+    dtypes = []
+    model.conv1.register_forward_hook(lambda m, i, out: dtypes.append(out.dtype) if m.training else None)
+    rows = fit(model, *_loaders(), TrainConfig(epochs=1, lr=0.05, warmup_epochs=0, precision=precision), tmp_path,
+               arch="resnet20", num_classes=2, progress=False)
+    assert set(dtypes) == {torch.bfloat16 if bf16 else torch.float32} and math.isfinite(rows[0]["train_loss"])
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # autocast: the weights stay float32

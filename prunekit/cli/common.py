@@ -99,6 +99,11 @@ def add_recipe_args(p: argparse.ArgumentParser, recipe, *, extra: bool) -> None:
         p.add_argument("--schedule", default=recipe.schedule, choices=SCHEDULES)
         p.add_argument("--warmup-epochs", type=float, default=recipe.warmup_epochs)
         p.add_argument("--label-smoothing", type=float, default=recipe.label_smoothing)
+    from ..train import PRECISIONS
+
+    p.add_argument("--precision", default=recipe.precision, choices=PRECISIONS,
+                   help="auto: bf16 autocast on CUDA, float32 elsewhere; bf16: on the CPU too (faster on a CPU with "
+                        "bf16 units); fp32: float32 everywhere")
     p.add_argument("--doconv", action="store_true", help="train with DO-Conv (files hold the folded plain convs)")
     p.add_argument("--no-resume", action="store_true", help="start over even if the output holds a saved state")
     add_device_args(p)
