@@ -46,7 +46,7 @@ def empty_state() -> None:
 
 def axis_controls() -> tuple[str, str, bool]:
     """(x: a key of AXES, the cost read in the picked runtime; stage; whether to star the unpruned models)."""
-    a, r, b, c = st.columns([1, 1, 2, 0.8])
+    a, r, b, c = st.columns([1, 1, 1.8, 1.1])  # the toggle's label whole at 1440 px
     cost = a.selectbox("Cost (x axis)", list(COSTS), format_func=COSTS.get, key="compare_x")
     runtime = r.radio("Runtime (latency)", list(RUNTIMES), format_func=RUNTIMES.get, key="compare_runtime",
                       help="Where the latencies were timed: PyTorch eager on the run's device, or the model exported "
