@@ -19,8 +19,8 @@ import pandas as pd
 
 from .errors import UserError
 from .finetune import FINETUNE_DIR
-from .runs import MANIFEST, MODEL_FILE, read_manifest
-from .runtimes import RUNTIMES
+from .runs import MANIFEST, MODEL_FILE, ort_error, read_manifest
+from .runtimes import LATENCY_KEYS, RUNTIMES
 
 __all__ = ["AXES", "COSTS", "STAGES", "axis", "latency_frame", "pareto_front", "comparison", "latency_suspects",
            "baselines", "channels_frame", "finetune_frame", "run_files", "report_zip"]
@@ -49,7 +49,6 @@ STAGES = {"finetuned": "after fine-tuning (else recalibrated, else right after p
 FALLBACK = {"finetuned": ("finetuned", "recalibrated", "pruned"), "recalibrated": ("recalibrated", "pruned"),
             "pruned": ("pruned",)}
 LABEL = {"finetuned": "fine-tuned", "recalibrated": "recalibrated", "pruned": "pruned"}
-LATENCY_KEYS = {"eager": "latency_ms", "onnxruntime": "latency_ms_onnxruntime"}  # a run report's entry per runtime
 
 
 SPEEDUP_SLACK = 1.5
@@ -77,8 +76,7 @@ def latency_frame(manifest: dict) -> pd.DataFrame:
     rows = []
     for runtime, key in LATENCY_KEYS.items():
         b, a = before.get(key) or {}, after.get(key) or {}
-        note = None if runtime == "eager" else (after.get("onnxruntime") or before.get("onnxruntime") or {}).get(
-            "error")
+        note = None if runtime == "eager" else ort_error(manifest)
         for batch in sorted(set(b) | set(a), key=int) or ([] if note is None else ["-"]):
             t0, t1 = b.get(batch, np.nan), a.get(batch, np.nan)
             speedup = t0 / t1 if t1 and not np.isnan(t0 + t1) else np.nan

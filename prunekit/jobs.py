@@ -44,7 +44,7 @@ from .defaults import FINETUNE_RECIPE, HELD_OUT, PROBE, SENSITIVITY
 from .errors import UserError, unknown_name
 from .files import write_text_atomic
 from .runs import _kind, _this_process, process_gone, runs_root, utc_now
-from .train import start_point
+from .train import read_metrics, start_point
 
 __all__ = ["Job", "Cancelled", "KINDS", "STATUSES", "jobs_root", "submit", "get", "list_jobs", "cancel", "resume",
            "ensure_workers", "work"]
@@ -120,7 +120,7 @@ class Job:
         file = self.spec.get("metrics_file")
         if not file or not Path(file).is_file():
             return []
-        return [json.loads(line) for line in Path(file).read_text().splitlines() if line.strip()]
+        return read_metrics(file)
 
     def start_point(self) -> dict[str, Any] | None:
         """A training job's epoch 0 ({epoch: 0, test_loss, test_accuracy}: the model before its first epoch), or

@@ -46,12 +46,12 @@ from .plan import Plan
 from .prune import prune_model
 from .recalibrate import recalibrate_bn
 from .report import prune_report
-from .runtimes import RUNTIMES
+from .runtimes import LATENCY_KEYS, RUNTIMES
 from .scores import weights_hash
 from .structure import Structure, structure
 
 __all__ = ["Run", "runs_root", "read_manifest", "manifest_problem", "list_runs", "prune_run", "file_sha256", "versions",
-           "utc_now", "process_gone", "MANIFEST", "MODEL_FILE"]
+           "utc_now", "process_gone", "ort_error", "MANIFEST", "MODEL_FILE"]
 
 RUN_FORMAT = "prunekit-run/1"
 MANIFEST = "manifest.json"
@@ -275,6 +275,12 @@ class Run:
                                meta={"run": self.manifest["id"], **(meta or {})})
 
 
+def ort_error(manifest: dict) -> str | None:
+    """Why a run has no ONNX Runtime latency (its export failed or disagreed with the module), else None."""
+    before, after = manifest.get("before") or {}, manifest.get("after") or {}
+    return (after.get("onnxruntime") or before.get("onnxruntime") or {}).get("error")
+
+
 def list_runs(root: str | os.PathLike | None = None) -> pd.DataFrame:
     """One row per run under ``root`` (newest first): run, status, arch, criterion, preset, params / MACs /
     FLOPs / latency (ms, batch 1 and 64: latency_b1, latency_b64 in PyTorch eager, latency_ort_b1, latency_ort_b64
@@ -301,11 +307,12 @@ def list_runs(root: str | os.PathLike | None = None) -> pd.DataFrame:
                "preset": ((m.get("plan") or {}).get("preset") or {}).get("name")}
         for key in ("params", "macs", "flops"):
             row[f"{key}_before"], row[key] = before.get(key), after.get(key)
-        for runtime, key in (("", "latency_ms"), ("ort_", "latency_ms_onnxruntime")):
+        for runtime, key in LATENCY_KEYS.items():
+            prefix = "latency_ort_" if runtime == "onnxruntime" else "latency_"
             for b in ("1", "64"):
-                row[f"latency_{runtime}b{b}_before"] = (before.get(key) or {}).get(b)
-                row[f"latency_{runtime}b{b}"] = (after.get(key) or {}).get(b)
-        row["ort_error"] = (after.get("onnxruntime") or before.get("onnxruntime") or {}).get("error")
+                row[f"{prefix}b{b}_before"] = (before.get(key) or {}).get(b)
+                row[f"{prefix}b{b}"] = (after.get(key) or {}).get(b)
+        row["ort_error"] = ort_error(m)
         row["accuracy_before"] = (acc.get("before") or {}).get("accuracy")
         row["accuracy_pruned"] = (acc.get("pruned") or {}).get("accuracy")
         row["accuracy_recalibrated"] = (acc.get("recalibrated") or {}).get("accuracy")

@@ -29,10 +29,12 @@ import torch.nn as nn
 
 from .metrics import latency_ms
 
-__all__ = ["RUNTIMES", "SESSION", "ATOL", "example_batch", "onnx_bytes", "ort_session", "session_outputs", "mismatch",
-           "checked_session", "ort_latency_ms", "runtime_latencies"]
+__all__ = ["RUNTIMES", "LATENCY_KEYS", "SESSION", "ATOL", "example_batch", "onnx_bytes", "ort_session",
+           "session_outputs", "mismatch", "checked_session", "ort_latency_ms", "runtime_latencies"]
 
 RUNTIMES = {"eager": "PyTorch eager", "onnxruntime": "ONNX Runtime"}
+LATENCY_KEYS = {"eager": "latency_ms", "onnxruntime": "latency_ms_onnxruntime"}
+"""The entry of :func:`runtime_latencies` (and of a run report's before / after) holding each runtime's latencies."""
 SESSION = {"optimization": "ORT_ENABLE_ALL", "inter_op_threads": 1, "execution": "ORT_SEQUENTIAL",
            "provider": "CPUExecutionProvider"}
 """ONNX Runtime's session options (intra-op threads: ``torch.get_num_threads()``)."""
@@ -117,7 +119,7 @@ def ort_latency_ms(session, input_size: tuple[int, int, int], batch_size: int = 
                    warmup: int = 3) -> float:
     """Median wall time in milliseconds of one ``session.run`` on a (batch_size, *input_size) input, over
     ``repeat`` timed runs after ``warmup`` untimed ones (the same input as :func:`prunekit.metrics.latency_ms`)."""
-    x = torch.randn(batch_size, *input_size, generator=torch.Generator().manual_seed(0)).numpy()
+    x = example_batch(input_size, batch_size).numpy()
     feed = {session.get_inputs()[0].name: x}
     times = []
     for i in range(warmup + repeat):
@@ -133,12 +135,13 @@ def runtime_latencies(model: nn.Module, input_size: tuple[int, int, int], batche
     """{latency_ms: {str(batch): ms} in eager on the model's device, latency_ms_onnxruntime: {str(batch): ms} in
     ONNX Runtime on the CPU ({} when not checked equal), onnxruntime: :func:`checked_session`'s record (None when
     not asked: ``"onnxruntime"`` not in ``runtimes``, or no ``batches``)}."""
-    out: dict[str, Any] = {"latency_ms": {}, "latency_ms_onnxruntime": {}, "onnxruntime": None}
+    out: dict[str, Any] = {**{key: {} for key in LATENCY_KEYS.values()}, "onnxruntime": None}
     if "eager" in runtimes:
-        out["latency_ms"] = {str(b): round(latency_ms(model, input_size, b, repeat=repeat), 4) for b in batches}
+        out[LATENCY_KEYS["eager"]] = {str(b): round(latency_ms(model, input_size, b, repeat=repeat), 4)
+                                      for b in batches}
     if "onnxruntime" in runtimes and batches:
         session, out["onnxruntime"] = checked_session(model, input_size)
         if session is not None:
-            out["latency_ms_onnxruntime"] = {str(b): round(ort_latency_ms(session, input_size, b, repeat=repeat), 4)
-                                             for b in batches}
+            out[LATENCY_KEYS["onnxruntime"]] = {str(b): round(ort_latency_ms(session, input_size, b, repeat=repeat), 4)
+                                                for b in batches}
     return out

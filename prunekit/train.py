@@ -52,7 +52,7 @@ from .files import write_text_atomic
 from .metrics import evaluate
 
 __all__ = ["LR_MAX", "MEMORY_FORMAT", "PRECISIONS", "START_FILE", "TrainConfig", "TrainingDivergedError", "fit",
-           "lr_factor", "start_point", "train_new", "train_step", "uses_bf16"]
+           "lr_factor", "read_metrics", "start_point", "train_new", "train_step", "uses_bf16", "write_metrics"]
 
 SCHEDULES = ("cosine", "step", "onecycle")
 PRECISIONS = ("auto", "bf16", "fp32")  # TrainConfig.precision: when the loss runs under bf16 autocast
@@ -236,6 +236,16 @@ def start_point(out_dir: str | Path) -> dict | None:
     return json.loads(file.read_text()) if file.is_file() else None
 
 
+def read_metrics(file: str | Path) -> list[dict]:
+    """The per-epoch rows of a ``metrics.jsonl`` (one JSON object per line)."""
+    return [json.loads(line) for line in Path(file).read_text().splitlines() if line.strip()]
+
+
+def write_metrics(file: str | Path, rows: list[dict]) -> None:
+    """``rows`` as ``metrics.jsonl``, one JSON object per line, replacing the file whole (atomically)."""
+    write_text_atomic(file, "".join(json.dumps(r) + "\n" for r in rows))
+
+
 def _summary(row: dict) -> str:
     return (f"epoch {row['epoch']}: train loss {row['train_loss']:.3f}, test accuracy {row['test_accuracy']:.2f}%, "
             f"{row['images_per_s']:.0f} img/s")
@@ -345,8 +355,8 @@ def _resume(model, opt, sched, train_loader, config: TrainConfig, out: Path, ddp
     train_loader.generator.set_state(loader_rng)
     torch.set_rng_state(torch_rng)
     if ddp.is_main and metrics_path.exists():
-        rows = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()][:state["epoch"]]
-        write_text_atomic(metrics_path, "".join(json.dumps(r) + "\n" for r in rows))
+        rows = read_metrics(metrics_path)[:state["epoch"]]
+        write_metrics(metrics_path, rows)
     return state["epoch"], dist_util.broadcast_object(rows)  # the finished epochs' rows, which rank 0 read
 
 
@@ -441,7 +451,7 @@ def _save_epoch(model, opt, sched, rng, per_rank, rows, epoch, config, out, arch
     """Rank 0's files after an epoch: ``metrics.jsonl`` rewritten with every finished epoch's row (atomically: a
     reader never sees half a line), ``epoch001.safetensors`` after the first epoch, then ``state.pt`` (replaced
     atomically; ``rng_per_rank``: each rank's random streams under torchrun)."""
-    write_text_atomic(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    write_metrics(out / "metrics.jsonl", rows)
     if epoch == 0:
         save_checkpoint(_plain(model), out / "epoch001.safetensors", arch=arch, num_classes=num_classes,
                         meta={**header, "epoch": epoch + 1, "test_accuracy": rows[-1]["test_accuracy"]})
