@@ -283,8 +283,8 @@ def run_detail(row: pd.Series) -> None:
 
 
 def runs_table(runs: pd.DataFrame, points: pd.DataFrame, runtime: str) -> None:
-    """Every run, newest first, with human-readable costs, its batch-1 latency in ``runtime`` and its error when it
-    failed."""
+    """Every run, newest first, with human-readable costs, its batch-1 and batch-64 latencies in ``runtime`` and its
+    error when it failed."""
     front = dict(zip(points["run"], points["pareto"]))
     latency = {f"latency b{b} (ms, {RUNTIMES[runtime]})": axis(f"latency_b{b}", runtime) for b in (1, 64)}
 

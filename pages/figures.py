@@ -139,7 +139,7 @@ def training_curves(rows: list[dict], start: dict | None = None) -> go.Figure:
                     col=2, line_color="#2f6fed")
     if start:
         fig.add_annotation(x=0, y=start["test_accuracy"], text="before training", showarrow=True, ax=40, ay=-25,
-                           font_size=12, row=1, col=2)
+                           row=1, col=2)
     fig.update_xaxes(title_text="epoch", dtick=1)
     fig.update_layout(height=260, margin=dict(l=10, r=10, t=30, b=10), showlegend=False)
     fig.update_annotations(font_size=13)
