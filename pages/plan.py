@@ -302,21 +302,33 @@ INTRO = ("A **coupled group** is a set of convs whose filters must go together. 
          "they are pruned together with one ratio; the other convs form groups of one.")
 
 
+def frozen_ui(frozen: dict[str, str], expanded: bool = False) -> None:
+    """The convs that keep every filter ({conv: why}, from the structure): a count, the list in an expander."""
+    if not frozen:
+        return
+    n = len(frozen)
+    with st.expander(f"Not prunable here: {n} conv{'s' if n > 1 else ''} keep every filter (why)", expanded=expanded,
+                     icon=":material/lock:"):
+        st.caption("Pruning them would break the model or give wrong outputs (each line says why), so they are "
+                   "left whole; every other conv is pruned as planned.")
+        st.dataframe(pd.DataFrame({"conv": list(frozen), "why": list(frozen.values())}), hide_index=True,
+                     width="stretch", height=min(36 * (n + 1) + 3, 400))
+
+
 def main() -> None:
     sel = page_with_model(
         "Plan & prune",
         "Choose how many filters each layer loses, see the cost at once, then prune for real and fine-tune.")
     struct = structure_of(sel)
     if not struct.groups:
-        st.info(f"{sel.arch} has no prunable group of filters here"
-                + (": " + "; ".join(f"{k} ({v})" for k, v in struct.frozen.items()) if struct.frozen else "")
-                + ". Planning and pruning do not apply to it.", icon=":material/info:")
+        st.info(f"{sel.arch} has no prunable group of filters here. Planning and pruning do not apply to it.",
+                icon=":material/info:")
+        frozen_ui(struct.frozen, expanded=True)
         st.stop()
     family = model_info(sel.arch).family
     criterion = criterion_in_use()
     st.markdown(INTRO)
-    if struct.frozen:
-        st.caption("Not prunable here: " + "; ".join(f"{k} ({v})" for k, v in struct.frozen.items()) + ".")
+    frozen_ui(struct.frozen)
     preset_ui(struct, sel, criterion)
     ratios = current_plan(struct, sel)
     est = estimate(struct, ratios)

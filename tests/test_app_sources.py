@@ -79,3 +79,17 @@ def test_the_factory_the_app_was_started_with_is_a_source_and_a_page_that_needs_
     at = open_page("pages/plan.py", model_source="Your own model (--factory)")
     assert not at.exception
     assert any(f"{factory} has no convolutions: this page scores and prunes conv filters" in i.value for i in at.info)
+
+
+def test_the_convs_that_cannot_be_pruned_are_counted_and_listed_with_why():
+    # timm's RegNetX-200MF: its grouped convs (not depthwise) keep every filter; a wall of reasons used to open
+    # the Plan page, now a count and a table
+    at = open_page("pages/plan.py", model_source="A timm model", timm_model="timm:regnetx_002")
+    assert not at.exception
+    label = next(e.label for e in at.expander if e.label.startswith("Not prunable here"))
+    frame = next(f.value for f in at.dataframe if list(f.value.columns) == ["conv", "why"])
+    assert label == f"Not prunable here: {len(frame)} convs keep every filter (why)"
+    why = frame.set_index("conv")["why"]
+    assert why["s1.b1.conv2.conv"].startswith("s1.b1.conv2.conv is a grouped conv (groups=")  # by hand: timm's
+    assert why["s1.b1.conv1.conv"].startswith("s1.b1.conv2.conv is a grouped conv")  # ... and the conv feeding it
+    assert not [c for c in at.caption if "Not prunable here" in c.value]  # the old run-on caption
