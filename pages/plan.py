@@ -170,7 +170,8 @@ def table_ui(struct, sel, ratios: dict, est, family: str) -> None:
              "ratio": float(ratios.get(g.root, 0.0)), "kept": est.channels[g.root][1]} for g in struct.groups]
     key = f"plan_table_{st.session_state.get(VERSION, 0)}"
     st.data_editor(
-        pd.DataFrame(rows), key=key, hide_index=True, width="stretch", height=36 * (len(rows) + 1) + 3,
+        pd.DataFrame(rows), key=key, hide_index=True, width="stretch",
+        height=36 * (min(len(rows), LONG_PLAN) + 1) + 3,  # the longest plans scroll inside the table
         column_order=["group", "ratio", "kept", "filters", "convs"], disabled=["group", "convs", "filters", "kept"],
         on_change=_table_changed, args=(key, [g.root for g in struct.groups], struct, sel.arch),
         column_config={
@@ -182,7 +183,8 @@ def table_ui(struct, sel, ratios: dict, est, family: str) -> None:
             "ratio": st.column_config.NumberColumn("ratio", format="%.3f",
                                                    help=f"share of the group's filters to remove: {RULE}"),
             "kept": st.column_config.NumberColumn("kept after", format="%d")})
-    st.caption(f"Type a ratio per group ({RULE}); the sliders follow.")
+    st.caption(f"Type a ratio per group ({RULE}); the sliders follow."
+               + (f" The table scrolls: {len(rows)} groups." if len(rows) > LONG_PLAN else ""))
 
 
 def editor_ui(struct, sel, ratios: dict, est, family: str) -> None:

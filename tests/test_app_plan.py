@@ -94,6 +94,8 @@ def test_a_model_with_many_groups_opens_on_the_table():
     assert len(groups) == 30 > LONG_PLAN
     assert at.segmented_control[0].value == "Table" and not _sliders(at)
     assert list(at.data_editor[0].value["group"]) == [g.root for g in groups]
+    # every group is in the table, which scrolls at LONG_PLAN rows (DenseNet-121's 120 ran 4,000 px down the page)
+    assert any("The table scrolls: 30 groups." in c.value for c in at.caption)
 
 
 def test_a_plan_in_session_state_drives_sliders_table_and_estimate(default):
