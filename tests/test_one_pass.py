@@ -5,9 +5,9 @@ import pytest
 import torch
 from saliency_testkit import SmallNet, identity_tap, probe_batches, single_thread  # noqa: F401  (autouse fixture)
 
-from prunekit.criteria import criterion_class, get_criterion, list_criteria
+from prunekit.criteria import criterion_class, get_criterion, histograms, list_criteria
 from prunekit.criteria.entropy import value_histograms
-from prunekit.criteria.histograms import SUB
+from prunekit.criteria.histograms import LANES, MAX_COUNTERS, MAX_LANE_COUNTERS, SUB, PooledCounts, count_indices
 from prunekit.criteria.stats import bin_counts
 from prunekit.criteria.streaming import stream
 from prunekit.layers import conv_layers
@@ -109,6 +109,57 @@ def test_pooled_counts_are_within_half_a_cell_of_the_exact_ones():
         near = sum(int((np.abs(p[:, c].double().numpy().ravel()[:, None] - edges[None, 1:-1]) < w).any(1).sum())
                    for p, w in zip(parts, half_cells))
         assert h.counts[c].sum() == v.size and moved <= near  # only values that close to an edge moved
+
+
+@pytest.fixture
+def threads(monkeypatch):
+    """Four torch threads and no least chunk, so that the CPU counting splits even a tiny map."""
+    monkeypatch.setattr(histograms, "MIN_CHUNK", 1)
+    torch.set_num_threads(4)  # the autouse single_thread fixture restores the former count afterwards
+
+
+def test_threaded_counting_is_one_bincount(threads, monkeypatch):
+    lengths = []
+    bincount = torch.bincount
+    monkeypatch.setattr(torch, "bincount", lambda x, minlength:
+                        lengths.append(len(x)) or bincount(x, minlength=minlength))
+    # 7 values, 3 counters: 2 chunks of at least 3 values, fewer than the 4 threads
+    assert count_indices(torch.tensor([2, 0, 2, 1, 2, 0, 2], dtype=torch.int32), 3).tolist() == [2, 1, 4]
+    assert sorted(lengths) == [3, 4]
+    lengths.clear()
+    assert count_indices(torch.tensor([1], dtype=torch.int32), 4).tolist() == [0, 1, 0, 0] and lengths == [1]
+    idx = torch.randint(0, 1000, (100_003,), generator=torch.Generator().manual_seed(1), dtype=torch.int32)
+    lengths.clear()
+    counts = count_indices(idx, 1000)
+    assert sorted(lengths) == [25_000, 25_001, 25_001, 25_001] and counts.dtype == torch.int64
+    assert torch.equal(counts, bincount(idx, minlength=1000))
+
+
+def one_bincount(fmap, bins):
+    """A batch's cell counts int32 (C, cells + 1) as one torch.bincount of every value counts them (the known
+    answer for the threads and the counter copies)."""
+    c = fmap.shape[1]
+    cells = max(1, min(SUB, MAX_COUNTERS // (c * bins))) * bins
+    lo, hi = fmap.amin((0, 2, 3)).view(1, c, 1, 1), fmap.amax((0, 2, 3)).view(1, c, 1, 1)
+    scale = torch.where(hi > lo, cells / (hi - lo), torch.zeros_like(lo))
+    idx = ((fmap - lo) * scale).to(torch.int32) + torch.arange(c, dtype=torch.int32).view(1, c, 1, 1) * (cells + 1)
+    return torch.bincount(idx.reshape(-1), minlength=c * (cells + 1)).view(c, cells + 1).to(torch.int32)
+
+
+@pytest.mark.parametrize("shape,bins", [((8, 3, 16, 16), 8), ((2, 1, 1, 1), 4), ((3, 2, 7, 3), 32),
+                                        ((2, 128, 2, 2), 32)])
+def test_pooled_batches_are_counted_as_one_bincount_counts_them(threads, shape, bins):
+    g = torch.Generator().manual_seed(7)
+    fmap = torch.randn(shape, generator=g).relu()  # runs of zeros: equal cells side by side
+    fmap[:, 0] = 1.5 if shape[1] > 1 else fmap[:, 0]  # a constant channel where there are two
+    kept = PooledCounts(bins)
+    kept.add(fmap)
+    c = shape[1]
+    lanes = LANES * c * (max(1, min(SUB, MAX_COUNTERS // (c * bins))) * bins + 1) <= MAX_LANE_COUNTERS
+    assert lanes == (c < 128)  # both with and without counter copies
+    counts, lo, hi = kept.parts[0]
+    assert torch.equal(counts, one_bincount(fmap, bins)) and counts.dtype == torch.int32
+    assert torch.equal(lo, fmap.amin((0, 2, 3))) and torch.equal(hi, fmap.amax((0, 2, 3)))
 
 
 def count_forwards(model):
