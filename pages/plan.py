@@ -121,8 +121,8 @@ def round_to_ui() -> int:
              "what 48 do, and removed filters that do not free a whole block save MACs but little time. With N > 1 "
              "every pruned group keeps the multiple of N nearest its ratio's count (at least N; a group narrower "
              "than N is not rounded); presets solve their target on the rounded estimate. 1: no rounding.")
-    cols[1].caption(f"1 keeps exactly what the ratios say; {block} (this CPU's vector block) makes every pruned "
-                    "width run at full speed on the CPU, at the price of coarser steps.")
+    cols[1].caption(f"1 keeps exactly what the ratios say; {block}, this CPU's vector block, leaves the CPU no "
+                    "padding to compute, at the price of coarser steps.")
     return st.session_state.get(PLAN_ROUND_TO, ROUND_TO)
 
 
