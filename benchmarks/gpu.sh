@@ -40,11 +40,11 @@ export PYTHONUNBUFFERED=1
 if [[ $DRY == 1 ]]; then
     DEVICE=cpu EPOCHS=${EPOCHS:-1} BATCH=${BATCH:-64} SUBSET=256 TEST_SUBSET=256
     THROUGHPUT_ARGS=(--models resnet20 --steps 1 --rounds 1 --images 256 --workers 0)
-    LATENCY_ARGS=(--repeat 1 --rounds 1)
+    LATENCY_ARGS=(--repeat 1 --rounds 1 --rows vgg16_bn resnet56)
 else
     DEVICE=cuda EPOCHS=${EPOCHS:-150} BATCH=${BATCH:-512} SUBSET=0 TEST_SUBSET=0
     THROUGHPUT_ARGS=()
-    LATENCY_ARGS=()
+    LATENCY_ARGS=(--rows vgg16_bn resnet56)  # the round_to rows are about CPU vector widths
 fi
 LR=${LR:-0.4} WARMUP=${WARMUP:-3} SMOOTHING=${SMOOTHING:-0.1} SEED=${SEED:-0}
 ALL_STEPS="env cuda_tests train throughput latency"

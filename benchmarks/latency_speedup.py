@@ -2,9 +2,13 @@
 Runtime on the CPU.
 
 VGG-16-BN at the published SFM budget (-66.7% FLOPs) and ResNet-56 at about 2x fewer MACs (uniform ratios
-solved for -50% FLOPs), filters chosen by L1, pruned with Torch-Pruning. Latency is the median of repeated
+solved for -50% FLOPs), filters chosen by L1, pruned with Torch-Pruning; then ResNet-56 again with every kept width
+rounded to a multiple of 16 or 8 (the plan's ``round_to``, :mod:`prunekit.ratios`): the uniform target solved on
+the rounded estimate (round_to 16: widths 16/16/16, 2.23x fewer MACs; 8: 8/24/48, 2.20x) and the uniform ratio 0.5
+at round_to 16 (widths 16/16/32, 1.97x). Latency is the median of repeated
 eval-mode forwards at batch 1 and 64; the original and the pruned model in both runtimes are timed round-robin in
-one run. PyTorch eager runs on --device; ONNX Runtime on the CPU with prunekit.runtimes.SESSION (the exported
+one run. PyTorch eager runs on --device, under fixed malloc thresholds (:func:`prunekit.metrics.steady_allocator`,
+recorded as ``allocator``); ONNX Runtime on the CPU with prunekit.runtimes.SESSION (the exported
 model checked equal to the module first). Target (issues 4 and 16): at batch 64, speedup >= 0.8 x the MAC
 reduction factor in at least one runtime. For ResNet-56, ``why`` holds a table of why it falls short:
 per stage (by feature-map side) its channels, MAC share and MAC reduction (also with every conv's channels padded
@@ -12,7 +16,7 @@ to the CPU's vector block, as oneDNN's and ONNX Runtime's blocked layouts do), i
 speedup in each runtime, and ONNX Runtime's time per operator type (fixed costs: layout reorders, adds, pooling,
 the linear head).
 
-    python benchmarks/latency_speedup.py [--repeat 10] [--rounds 3] [--threads 0] [--device cuda|cpu]
+    python benchmarks/latency_speedup.py [--repeat 10] [--rounds 3] [--threads 0] [--device cuda|cpu] [--rows ...]
 
 ``results[name]["batch1"]`` / ``["batch64"]`` are PyTorch eager on --device (read by gpu_report.py);
 ``results[name]["onnxruntime"]`` the same keys in ONNX Runtime (None, with the reason, when its export failed).
@@ -31,31 +35,24 @@ import torch
 from common import RESULTS, cpu_name, write_result
 
 from prunekit.criteria import get_criterion
-from prunekit.metrics import best_device, count_macs, latency_ms, layer_table
+from prunekit.metrics import best_device, count_macs, latency_ms, layer_table, steady_allocator
 from prunekit.models import build_model, model_info
 from prunekit.presets import get_preset
 from prunekit.prune import prune_model
-from prunekit.runtimes import SESSION, checked_session, onnx_bytes, ort_latency_ms, ort_session
+from prunekit.runtimes import SESSION, checked_session, onnx_bytes, ort_latency_ms, ort_session, vector_block
 from prunekit.structure import estimate, structure
 
 TARGET = 0.8
 RUNTIMES = ("eager", "onnxruntime")
 
 
-def _plan(name: str, struct):
-    if name == "vgg16_bn":
-        return get_preset("vgg16_published").make(struct, "vgg16_bn").ratios
-    return get_preset("uniform").make(struct, name, target=0.5, by="flops").ratios
-
-
-def vector_block() -> int:
-    """The channel block of oneDNN's and ONNX Runtime's blocked (NCHWc) conv layouts on this CPU: 16 floats with
-    AVX-512, 8 with AVX2, else 4 (SSE / NEON)."""
-    try:
-        flags = open("/proc/cpuinfo").read()
-    except OSError:
-        return 8
-    return 16 if "avx512f" in flags else 8 if "avx2" in flags else 4
+ROWS = {  # row: (model, preset, its arguments)
+    "vgg16_bn": ("vgg16_bn", "vgg16_published", {}),
+    "resnet56": ("resnet56", "uniform", {"target": 0.5}),
+    "resnet56_round_to_16": ("resnet56", "uniform", {"target": 0.5, "round_to": 16}),
+    "resnet56_round_to_16_ratio_0.5": ("resnet56", "uniform", {"value": 0.5, "round_to": 16}),
+    "resnet56_round_to_8": ("resnet56", "uniform", {"target": 0.5, "round_to": 8}),
+}
 
 
 def _timer(model, session, runtime: str, size, batch: int, repeat: int) -> float:
@@ -177,40 +174,43 @@ def why_table(model, pruned, size, repeat: int) -> dict:
             f"mac_reduction_padded_to_{block}": round(padded, 3)}
 
 
-def _measure(name: str, device: torch.device, repeat: int, rounds: int) -> dict:
+def _measure(row_name: str, device: torch.device, repeat: int, rounds: int) -> dict:
+    name, preset, arguments = ROWS[row_name]
     model = build_model(name).eval()
     size = model_info(name).input_size
     struct = structure(model, size)
-    ratios = _plan(name, struct)
-    pruned, _ = prune_model(model, ratios, get_criterion("l1").score(model), size)
+    plan = get_preset(preset).make(struct, name, **arguments)
+    pruned, _ = prune_model(model, plan.ratios, get_criterion("l1").score(model), size, round_to=plan.round_to)
     pruned.eval()
     sessions, records = {}, {}
     for which, m in (("original", model), ("pruned", pruned)):
         sessions[which], records[which] = checked_session(m, size)
     models = {"original": model.to(device), "pruned": pruned.to(device)}
     macs0, macs1 = count_macs(model, size), count_macs(pruned, size)
-    assert macs1 == estimate(struct, ratios).macs
+    assert macs1 == estimate(struct, plan.ratios, plan.round_to).macs
     factor = macs0 / macs1
     timed = _time_pairs(models, sessions, size, repeat, rounds)
     for runtime in timed.values():
         for row in runtime.values():
             row["speedup_over_mac_reduction"] = round(row["speedup"] / factor, 3)
     ratio = {r: timed[r]["batch64"]["speedup_over_mac_reduction"] if r in timed else None for r in RUNTIMES}
-    row = {"macs_before": macs0, "macs_after": macs1, "mac_reduction_factor": round(factor, 3), **timed["eager"],
+    widths = sorted({(b, a) for b, a in estimate(struct, plan.ratios, plan.round_to).channels.values()})
+    row = {"plan": {"preset": preset, **arguments, "round_to": plan.round_to, "conv_widths": widths},
+           "macs_before": macs0, "macs_after": macs1, "mac_reduction_factor": round(factor, 3), **timed["eager"],
            "onnxruntime": {**timed["onnxruntime"], "session": records["pruned"]} if "onnxruntime" in timed else
            {"error": records["original"]["error"] or records["pruned"]["error"]},
            "speedup_over_mac_reduction": ratio,
            "meets_target_in": [r for r, v in ratio.items() if v is not None and v >= TARGET]}
     row["meets_target"] = bool(row["meets_target_in"])
-    if name == "resnet56":  # always: a target met under load can be noise, the table says where the time goes
+    if row_name == "resnet56":  # always: a target met under load can be noise, the table says where the time goes
         row["why"] = why_table(models["original"].cpu(), models["pruned"].cpu(), size, repeat)
     return row
 
 
-def run(repeat: int, rounds: int, device: torch.device | None = None) -> dict:
+def run(repeat: int, rounds: int, device: torch.device | None = None, names=tuple(ROWS)) -> dict:
     device = device or best_device()
     load_before, rows = os.getloadavg(), {}
-    for name in ("vgg16_bn", "resnet56"):
+    for name in names:
         rows[name] = row = _measure(name, device, repeat, rounds)
         for runtime in RUNTIMES:
             timed = row if runtime == "eager" else row["onnxruntime"]
@@ -221,6 +221,7 @@ def run(repeat: int, rounds: int, device: torch.device | None = None) -> dict:
     return {"benchmark": "latency_speedup", "device": str(device), "onnxruntime_device": "cpu",
             "onnxruntime_session": {**SESSION, "intra_op_threads": torch.get_num_threads()},
             "target_speedup_over_mac_reduction": TARGET, "repeat": repeat, "rounds": rounds,
+            "allocator": steady_allocator(),
             "machine": {"cpu": cpu_name(), "threads": torch.get_num_threads(), "vector_block": vector_block()},
             "load_average": {"before": [round(v, 2) for v in load_before],
                              "after": [round(v, 2) for v in os.getloadavg()]}, "results": rows}
@@ -232,11 +233,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="round-robin rounds (median taken)")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
     parser.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best available)")
+    parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS), help="rows to measure (all)")
     parser.add_argument("--out", default=str(RESULTS / "latency_speedup.json"))
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    write_result(run(args.repeat, args.rounds, torch.device(args.device) if args.device else None), args.out)
+    write_result(run(args.repeat, args.rounds, torch.device(args.device) if args.device else None, args.rows),
+                 args.out)
 
 
 if __name__ == "__main__":

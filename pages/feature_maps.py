@@ -8,10 +8,19 @@ import streamlit as st
 import torch
 
 from pages.figures import grid_figure
-from pages.shared import PLAN, chosen_criterion, page_with_model, scores_with_progress, split, structure_of
+from pages.shared import (
+    PLAN,
+    PLAN_ROUND_TO,
+    chosen_criterion,
+    page_with_model,
+    scores_with_progress,
+    split,
+    structure_of,
+)
 from prunekit.criteria import get_criterion
 from prunekit.criteria.mapex import expanded_boxes
 from prunekit.data import DataNotFoundError
+from prunekit.defaults import ROUND_TO
 from prunekit.errors import UserError
 from prunekit.images import fit_image, normalized, read_image
 from prunekit.layers import conv_layers
@@ -97,15 +106,20 @@ def _convs(_model, key: str) -> dict:
 
 
 @st.cache_resource(show_spinner="Pruning a copy of the model...", max_entries=8)
-def _pruned(_model, key: str, ratios: tuple, scores_id: str, _scores, input_size: tuple):
-    """A pruned deep copy (the cached model is never touched), cached by (model, ratios, the scores' criterion,
-    data set and probe size)."""
-    return prune_model(_model, dict(ratios), _scores, input_size)[0]
+def _pruned(_model, key: str, ratios: tuple, round_to: int, scores_id: str, _scores, input_size: tuple):
+    """A pruned deep copy (the cached model is never touched), cached by (model, ratios, rounding, the scores'
+    criterion, data set and probe size)."""
+    return prune_model(_model, dict(ratios), _scores, input_size, round_to=round_to)[0]
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def _maps(_model, key: str, layer: str, image_id: str, _x, reads: str) -> np.ndarray:
     return feature_maps(_model, layer, _x, reads=reads).numpy()
+
+
+def round_to() -> int:
+    """The Plan page's rounding of kept filters (what pruning by its plan keeps)."""
+    return st.session_state.get(PLAN_ROUND_TO, ROUND_TO)
 
 
 def plan_ui(sel, struct, layer: str) -> tuple[dict, str]:
@@ -116,6 +130,7 @@ def plan_ui(sel, struct, layer: str) -> tuple[dict, str]:
     root = struct.out_group.get(layer)
     if plan:
         mine = f"; this layer's group ({root}) at {plan.get(root, 0.0):.0%}" if root else ""
+        mine += f"; kept filters rounded to multiples of {round_to()}" if round_to() > 1 else ""
         st.success(f"**The plan** of the Plan & prune page: {len(plan)} groups with a ratio{mine}.",
                    icon=":material/tune:")
         return plan, "the plan"
@@ -166,11 +181,12 @@ def pruned_grid(sel, layer: str, x: torch.Tensor, image_id: str, table, name: st
     tensors = to_tensors(table)
     scores_id = f"{name}|{sel.dataset}|{sel.probe_n}"
     try:
-        pruned = _pruned(sel.model, sel.key, tuple(sorted(ratios.items())), scores_id, tensors, sel.input_size)
+        pruned = _pruned(sel.model, sel.key, tuple(sorted(ratios.items())), round_to(), scores_id, tensors,
+                         sel.input_size)
     except (UserError, RuntimeError) as exc:
         st.error(f"Pruning with this plan failed: {exc}", icon=":material/error:")
         return
-    key = f"{sel.key}|pruned|{tuple(sorted(ratios.items()))}|{scores_id}"
+    key = f"{sel.key}|pruned|{tuple(sorted(ratios.items()))}|{round_to()}|{scores_id}"
     maps = torch.from_numpy(_maps(pruned, key, layer, image_id, x, get_criterion(name).reads))
     gone = set(removed)
     kept = [f for f in range(len(table[table["layer"] == layer])) if f not in gone]  # pruned layer's channel order
@@ -251,7 +267,8 @@ with top_right:
         st.warning(f"The prunable groups of this model cannot be traced ({exc}): no plan preview.",
                    icon=":material/warning:")
     ratios, what = plan_ui(sel, struct, layer) if struct is not None else ({}, "")
-    removed = removed_filters(struct.groups, ratios, to_tensors(table)).get(layer, []) if ratios else []
+    removed = removed_filters(struct.groups, ratios, to_tensors(table),
+                              round_to=round_to()).get(layer, []) if ratios else []
 if picked is None:
     st.stop()
 image, image_id = picked

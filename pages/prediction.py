@@ -28,9 +28,11 @@ def predictor() -> LatestWins:
     return st.session_state[PREDICTOR]
 
 
-def prediction_key(sel, criterion: str, ratios: dict) -> tuple:
-    """What a prediction depends on: the weights, the criterion, the data, the plan's non-zero ratios."""
-    return sel.key, criterion, sel.dataset, sel.probe_n, tuple(sorted((k, v) for k, v in ratios.items() if v > 0))
+def prediction_key(sel, criterion: str, ratios: dict, round_to: int) -> tuple:
+    """What a prediction depends on: the weights, the criterion, the data, the plan's non-zero ratios and
+    rounding."""
+    return (sel.key, criterion, sel.dataset, sel.probe_n, tuple(sorted((k, v) for k, v in ratios.items() if v > 0)),
+            round_to)
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
@@ -38,7 +40,7 @@ def _unpruned(_model, key: str, dataset: str, _data) -> float:
     return evaluate(_model, DeviceLoader(_data, 250, train=False, device=next(_model.parameters()).device))["accuracy"]
 
 
-def predicted_ui(sel, ratios: dict, criterion: str) -> None:
+def predicted_ui(sel, ratios: dict, criterion: str, round_to: int) -> None:
     """The predicted accuracy of the current plan: asked for in the background, shown when it is there."""
     active = {k: v for k, v in ratios.items() if v > 0}
     data = held_out(sel, PREDICTION.n)
@@ -48,11 +50,12 @@ def predicted_ui(sel, ratios: dict, criterion: str) -> None:
                    "Set a ratio to see the accuracy the plan would keep (measured in the background).")
         return
     train = split(sel.dataset, "train")
-    key = prediction_key(sel, criterion, ratios)
+    key = prediction_key(sel, criterion, ratios, round_to)
     tensors = to_tensors(scores_with_progress(sel, criterion))  # here: scoring traces the model (never in a thread)
 
     def work() -> dict:
-        return predict_accuracy(sel.model, active, tensors, sel.input_size, train=train, held_out=data)
+        return predict_accuracy(sel.model, active, tensors, sel.input_size, train=train, held_out=data,
+                                round_to=round_to)
 
     predictor().ask(key, work)
     before = _unpruned(sel.model, sel.key, sel.dataset, data)

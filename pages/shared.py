@@ -5,8 +5,8 @@ Cached objects (st.cache_resource) are shared by every session: never prune or t
 deep-copy first.
 
 Session keys that pages share: ``CRITERION`` (the criterion chosen on the Saliency page, a registry name),
-``PLAN`` (the plan being edited on the Plan page: {coupled group's root conv: ratio}), ``PROBE_N`` (probe
-images, set in the sidebar).
+``PLAN`` (the plan being edited on the Plan page: {coupled group's root conv: ratio}), ``PLAN_ROUND_TO`` (its
+rounding of kept filters), ``PROBE_N`` (probe images, set in the sidebar).
 """
 from __future__ import annotations
 
@@ -40,6 +40,7 @@ DEFAULT_SOURCE = "Bundled default: ResNet-20 on CIFAR-10"
 REGISTRY_SOURCE = "A registered architecture (untrained)"
 UPLOAD_SOURCE = "Upload a checkpoint (.pt, .pth, .safetensors)"
 CRITERION, PLAN, PROBE_N = "criterion", "plan", "probe_n"
+PLAN_ROUND_TO = "plan_round_to"  # the Plan page's rounding of kept filters (prunekit.ratios.kept_channels)
 LONG_PLAN = 24  # coupled groups: a plan of more opens on the table rather than a slider per group
 PROBE_SIZES = sorted({128, 256, PROBE.n, 2 * PROBE.n})
 

@@ -67,7 +67,7 @@ def _correlation() -> go.Figure:
 def _plan() -> go.Figure:
     model, struct = _bundled()
     plan = get_preset("uniform").make(struct, "resnet20", value=0.3, model=model)
-    return _small(filters_figure(estimate(struct, plan.ratios)))
+    return _small(filters_figure(estimate(struct, plan.ratios, plan.round_to)))
 
 
 def _training() -> go.Figure:

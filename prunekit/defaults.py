@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 __all__ = ["PROBE", "HELD_OUT", "PREDICTION", "RECALIBRATION", "SENSITIVITY", "FINETUNE_RECIPE", "FINETUNE_EPOCHS",
            "QUICK_FINETUNE_EPOCHS", "DISTILL_ALPHA", "DISTILL_TEMPERATURE", "FALLBACK_CRITERION", "DEFAULT_CRITERION",
-           "BOTTOM_FRACTION", "LATENCY_BATCHES", "LATENCY_REPEAT", "SOURCE_INPUT_SIDE"]
+           "BOTTOM_FRACTION", "LATENCY_BATCHES", "LATENCY_REPEAT", "SOURCE_INPUT_SIDE", "ROUND_TO"]
 
 
 @dataclass(frozen=True)
@@ -88,3 +88,4 @@ BOTTOM_FRACTION = 0.3  # rank agreement counts the overlap of each layer's botto
 LATENCY_BATCHES = (1, 64)  # batch sizes a run's latency is measured at
 LATENCY_REPEAT = 10  # timed runs per latency measurement
 SOURCE_INPUT_SIDE = 224  # the input side of a torchvision model, or a factory without input_size, without an @ size
+ROUND_TO = 1  # a plan's kept channels rounded to a multiple of this (prunekit.ratios.kept_channels); 1: no rounding

@@ -339,7 +339,8 @@ def _sweep(job: Job, ctx: _Context) -> dict[str, Any]:
     from .probe import ProbeSpec
     from .sweeps import SweepSpec, run_sweep
 
-    a, spec_fields = job.args, ("criteria", "targets", "preset", "by", "finetune_epochs", "finetune_subset")
+    a, spec_fields = job.args, ("criteria", "targets", "preset", "by", "finetune_epochs", "finetune_subset",
+                                   "round_to")
     spec = SweepSpec(**{k: a[k] for k in spec_fields if k in a})
     n = int(a.get("n", HELD_OUT.n))
     try:

@@ -1,8 +1,18 @@
 """Measurements of a model: the device to use, accuracy and loss on a data set, MACs by two counters
 (``torch.utils.flop_counter``: conv and linear only; Torch-Pruning's: BN, activations and pooling too),
-latency, and a per-layer table."""
+latency, and a per-layer table.
+
+Eager latency on the CPU depends on glibc malloc: by default a freed block above its mmap threshold (128 KiB at
+first) raises the threshold, so a process that once held big tensors (a VGG-16 forward at batch 64) serves later
+activations from the heap, while a fresh one maps and unmaps them on every forward and pays the page faults:
+ResNet-56's pruned speedup at batch 64 read 1.51x in a fresh process and 1.17x after a VGG forward.
+:func:`latency_ms` therefore fixes the thresholds first (:func:`steady_allocator`), once per process.
+"""
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import platform
 import statistics
 import time
 from collections.abc import Iterable
@@ -13,7 +23,36 @@ import torch.nn.functional as F
 
 from .errors import UserError
 
-__all__ = ["best_device", "evaluate", "count_macs", "count_ops_tp", "latency_ms", "layer_table", "output_shapes"]
+__all__ = ["best_device", "evaluate", "count_macs", "count_ops_tp", "latency_ms", "layer_table", "output_shapes",
+           "steady_allocator", "MMAP_THRESHOLD", "TRIM_THRESHOLD"]
+
+MMAP_THRESHOLD = 64 << 20  # bytes: blocks below it come from the heap, above it from mmap; fixed, not dynamic
+TRIM_THRESHOLD = 128 << 20  # bytes of free heap top kept rather than returned to the system (2 x, as glibc's rule)
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt's parameter numbers (malloc.h)
+_allocator: str | None = None  # what steady_allocator set in this process
+
+
+def steady_allocator(libc=None) -> str:
+    """Fix glibc malloc's mmap threshold at :data:`MMAP_THRESHOLD` and its trim threshold at
+    :data:`TRIM_THRESHOLD` (``mallopt``), so that eager latency no longer depends on what the process allocated
+    before; once per process (later calls return the first call's answer). A no-op off glibc Linux. ``libc``: the
+    C library to call (default: the process's own). -> what was set, e.g. "glibc mmap threshold 64 MiB, trim
+    threshold 128 MiB", recorded with every latency."""
+    global _allocator
+    if _allocator is None:
+        _allocator = _set_thresholds(libc)
+    return _allocator
+
+
+def _set_thresholds(libc) -> str:
+    if libc is None:
+        if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+            return f"system default (not glibc: {platform.system()} {platform.libc_ver()[0] or 'unknown libc'})"
+        libc = ctypes.CDLL(ctypes.util.find_library("c"))
+    ok = libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1 and libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1
+    if not ok:
+        return "glibc default (mallopt refused the thresholds)"
+    return f"glibc mmap threshold {MMAP_THRESHOLD >> 20} MiB, trim threshold {TRIM_THRESHOLD >> 20} MiB"
 
 
 def best_device() -> torch.device:
@@ -66,9 +105,12 @@ def count_ops_tp(model: nn.Module, input_size: tuple[int, int, int]) -> tuple[in
 def latency_ms(model: nn.Module, input_size: tuple[int, int, int], batch_size: int = 1, *, repeat: int = 20,
                warmup: int = 3) -> float:
     """Median wall time in milliseconds of one eval-mode forward pass of a (batch_size, *input_size) input on
-    the model's device, over ``repeat`` timed runs after ``warmup`` untimed ones (CUDA synchronised)."""
+    the model's device, over ``repeat`` timed runs after ``warmup`` untimed ones (CUDA synchronised); glibc's
+    malloc thresholds fixed first (:func:`steady_allocator`), so the figure does not depend on what the process
+    ran before."""
     if repeat < 1 or batch_size < 1:
         raise UserError(f"repeat and batch_size must be at least 1, got {repeat}, {batch_size}")
+    steady_allocator()
     device = next(model.parameters()).device
     x = torch.randn(batch_size, *input_size, generator=torch.Generator().manual_seed(0)).to(device)
     was_training = model.training

@@ -1,6 +1,7 @@
 """Pruning plans: per-group ratios, the criterion that picks the filters, exclusions; JSON on disk.
 
 >>> plan = Plan("resnet20", {"layer1.0.conv1": 0.5}, criterion="fpgm")
+>>> Plan("resnet20", {"layer1.0.conv1": 0.3}, round_to=8)   # kept filters rounded to a multiple of 8 (11 -> 8)
 >>> plan.check(structure(model, (3, 32, 32)))     # UserError if it does not fit this model
 >>> Plan.load(plan.save("plan.json"))
 
@@ -16,9 +17,10 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from .defaults import ROUND_TO
 from .errors import UserError
 from .files import write_text_atomic
-from .ratios import check_ratio, validate_ratios
+from .ratios import check_ratio, check_round_to, validate_ratios
 from .structure import Structure, signature
 
 __all__ = ["Plan", "PLAN_FORMAT", "excluded_roots"]
@@ -31,8 +33,9 @@ class Plan:
     """What to prune: ``ratios`` {group root: ratio in [0, 0.95]} (see :func:`prunekit.prune.coupled_groups`;
     groups not named keep every filter), the criterion (registered name and parameters) whose scores pick the
     filters inside each group, the convs the user ``excluded`` (their whole group keeps its filters), the
-    model's ``arch`` and structure ``signature`` (a plan refuses another model), and how it was made
-    (``preset``: its name and arguments)."""
+    model's ``arch`` and structure ``signature`` (a plan refuses another model), how it was made (``preset``: its
+    name and arguments), and ``round_to``: every pruned group's kept filters rounded to a multiple of it
+    (:func:`prunekit.ratios.kept_channels`; 1, the default and what a plan file without the entry means: none)."""
 
     arch: str
     ratios: dict[str, float]
@@ -41,6 +44,7 @@ class Plan:
     excluded: list[str] = field(default_factory=list)
     signature: str = ""
     preset: dict[str, Any] = field(default_factory=dict)
+    round_to: int = ROUND_TO
 
     def __post_init__(self):
         if not isinstance(self.arch, str) or not self.arch:
@@ -49,6 +53,7 @@ class Plan:
             raise UserError(f"a plan's ratios must map group roots to numbers, got {type(self.ratios).__name__}")
         self.ratios = {k: check_ratio(k, v) for k, v in self.ratios.items()}
         self.excluded = list(self.excluded)
+        self.round_to = check_round_to(self.round_to)
 
     def to_dict(self) -> dict[str, Any]:
         return {"format": PLAN_FORMAT, **asdict(self)}

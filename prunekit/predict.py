@@ -13,6 +13,7 @@ import torch
 import torch.nn as nn
 
 from .data import ArraySet, DeviceLoader
+from .defaults import ROUND_TO
 from .layers import TRACE_LOCK
 from .metrics import evaluate
 from .prune import prune_model
@@ -22,15 +23,16 @@ __all__ = ["predict_accuracy"]
 
 
 def predict_accuracy(model: nn.Module, ratios: dict[str, float], scores: dict[str, torch.Tensor],
-                     input_size: tuple[int, int, int], *, train: ArraySet | None,
-                     held_out: ArraySet) -> dict[str, float | int | bool]:
-    """Prune a copy of ``model`` by ``ratios`` ({group root: ratio}) with ``scores`` ({conv: (filters,)}),
+                     input_size: tuple[int, int, int], *, train: ArraySet | None, held_out: ArraySet,
+                     round_to: int = ROUND_TO) -> dict[str, float | int | bool]:
+    """Prune a copy of ``model`` by ``ratios`` ({group root: ratio}; kept filters rounded to a multiple of
+    ``round_to``) with ``scores`` ({conv: (filters,)}),
     recalibrate its BatchNorm statistics on ``train`` (None: not recalibrated) and evaluate it on ``held_out``
     (uint8 (N, 3, H, W)). -> accuracy (%), loss, n (images), recalibrated, seconds. ``model`` is not modified.
     Safe in a background thread: it holds :data:`prunekit.layers.TRACE_LOCK` while it runs, and traces nothing."""
     t0 = time.perf_counter()
     with TRACE_LOCK:
-        pruned, _ = prune_model(model, ratios, scores, input_size)
+        pruned, _ = prune_model(model, ratios, scores, input_size, round_to=round_to)
         note = "no training images"
         if train is not None:
             pruned, note = recalibrate_bn(pruned, train)

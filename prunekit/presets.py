@@ -4,6 +4,7 @@ The command line's choices and options, the dashboard's menu and its help text a
 
 >>> get_preset("uniform").make(struct, "resnet20", target=0.5)            # half the FLOPs, one ratio everywhere
 >>> get_preset("threshold").make(struct, "resnet20", value=0.3, scores=table)
+>>> get_preset("uniform").make(struct, "resnet56", target=0.5, round_to=16)   # widths multiples of 16
 >>> list_presets()   # ['uniform', 'threshold', 'afie', 'sensitivity', 'vgg16_published']
 
 A target is the fraction of FLOPs (``by="flops"``) or of parameters (``by="params"``) to remove; it is met by
@@ -24,11 +25,12 @@ import torch
 import torch.nn as nn
 
 from .criteria.afie import afie_entropy, allocate_ratios
+from .defaults import ROUND_TO
 from .errors import UserError
 from .models import VGG16_CFG
 from .params import Param
 from .plan import Plan, excluded_roots
-from .ratios import MAX_RATIO, kept_channels, max_ratio, ratio_removing
+from .ratios import MAX_RATIO, check_round_to, kept_channels, max_ratio, ratio_removing
 from .registry import Registry
 from .scores import to_tensors
 from .selection import group_scores
@@ -80,12 +82,16 @@ class Preset:
     def make(self, struct: Structure, arch: str, *, value: float | None = None, target: float | None = None,
              by: str = "flops", exclude=(), criterion: str | None = None, criterion_params: dict | None = None,
              model: nn.Module | None = None, scores=None, sensitivity: pd.DataFrame | None = None,
-             **params: Any) -> Plan:
+             round_to: int = ROUND_TO, **params: Any) -> Plan:
         """The plan of this preset for the model of ``struct``: at ``value`` (its knob) or solved for ``target``, the
         fraction of ``by`` ("flops" or "params") to remove. criterion: what picks the filters inside each group
         (default: the scores' own criterion when ``scores`` is a :func:`prunekit.score` table, else l1). exclude:
-        convs whose groups keep every filter. UserError for anything missing or out of range."""
+        convs whose groups keep every filter. round_to: the plan's rounding of kept filters
+        (:func:`prunekit.ratios.kept_channels`); a target is solved on the rounded estimate, which moves in steps,
+        so it may be overshot: the plan's record then says what it ``reached``. UserError for anything missing or
+        out of range."""
         value, target = self._check_numbers(value, target, by)
+        round_to = check_round_to(round_to)
         inputs = {"model": model, "scores": scores, "sensitivity": sensitivity}
         for need in self.needs:
             if inputs[need] is None:
@@ -100,11 +106,13 @@ class Preset:
         ctx = PresetContext(struct, [g for g in struct.groups if g.root not in skip], model, scores, sensitivity,
                             self._check_params(params))
         shape = self._prepare(ctx)
-        ratios = shape(value) if target is None else _solve(struct, shape, target, by, self.top)
+        ratios = shape(value) if target is None else _solve(struct, shape, target, by, self.top, round_to)
         record = {"name": self.name, **({self.knob.name: value} if self.knob else {}),
                   **({"target": target, "by": by} if self.targets else {}), **ctx.params, **ctx.record}
+        if target is not None and round_to > 1:
+            record["reached"] = round(_reduction(struct, ratios, by, round_to), 4)
         plan = Plan(arch, {k: v for k, v in ratios.items() if v > 0}, criterion or "l1", dict(criterion_params or {}),
-                    list(exclude), signature(struct), record)
+                    list(exclude), signature(struct), record, round_to)
         plan.check(struct)
         return plan
 
@@ -138,22 +146,24 @@ class Preset:
         raise NotImplementedError
 
 
-def _reduction(struct: Structure, ratios: dict[str, float], by: str) -> float:
-    est = estimate(struct, ratios)
+def _reduction(struct: Structure, ratios: dict[str, float], by: str, round_to: int) -> float:
+    est = estimate(struct, ratios, round_to)
     return est.macs_reduction if by == "flops" else est.params_reduction
 
 
 def _solve(struct: Structure, shape: Callable[[float], dict[str, float]], target: float, by: str,
-           hi: float) -> dict[str, float]:
-    """Ratios ``shape(t)`` for the smallest t in (0, hi] whose estimated reduction of ``by`` reaches ``target``."""
-    best = _reduction(struct, shape(hi), by)
+           hi: float, round_to: int) -> dict[str, float]:
+    """Ratios ``shape(t)`` for the smallest t in (0, hi] whose estimated reduction of ``by`` (kept filters rounded
+    to ``round_to``) reaches ``target``."""
+    best = _reduction(struct, shape(hi), by, round_to)
     if best < target:
+        rounded = f", kept filters rounded to multiples of {round_to}" if round_to > 1 else ""
         raise UserError(f"this preset removes at most {best:.1%} of the {by} (ratios capped at {MAX_RATIO}, "
-                        f"exclusions kept); the target {target:.1%} is out of reach")
+                        f"exclusions kept{rounded}); the target {target:.1%} is out of reach")
     lo = 0.0
     for _ in range(40):
         mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if _reduction(struct, shape(mid), by) < target else (lo, mid)
+        lo, hi = (mid, hi) if _reduction(struct, shape(mid), by, round_to) < target else (lo, mid)
     return shape(hi)
 
 

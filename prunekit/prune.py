@@ -7,6 +7,7 @@ filters that go are chosen by :func:`prunekit.selection.removed_filters` (the lo
 
 >>> groups, frozen = coupled_groups(model, (3, 32, 32))
 >>> pruned, removed = prune_model(model, {"layer1.0.conv1": 0.5}, scores, (3, 32, 32))
+>>> pruned, removed = prune_model(model, {"layer1.0.conv1": 0.3}, scores, (3, 32, 32), round_to=8)  # 16 -> 8 kept
 
 The input model is never modified: pruning works on a deep copy.
 
@@ -33,10 +34,11 @@ import torch_pruning as tp
 from torch_pruning.dependency import index_mapping
 from torch_pruning.ops import OPTYPE
 
+from .defaults import ROUND_TO
 from .errors import PruneError
 from .metrics import output_shapes
 from .models import PadShortcut
-from .ratios import validate_ratios
+from .ratios import check_round_to, validate_ratios
 from .selection import removed_filters
 from .verify import check_pruned, probe_input, reference_output
 
@@ -286,10 +288,12 @@ def _upstream(node, names: dict) -> str:
 
 
 def prune_model(
-    model: nn.Module, ratios: dict[str, float], scores: dict[str, torch.Tensor], input_size: tuple[int, int, int]
+    model: nn.Module, ratios: dict[str, float], scores: dict[str, torch.Tensor], input_size: tuple[int, int, int],
+    *, round_to: int = ROUND_TO,
 ) -> tuple[nn.Module, dict[str, list[int]]]:
     """Prune a deep copy of ``model``: ``ratios`` maps group roots to ratios, ``scores`` maps conv names to
-    per-filter scores (higher = more important). -> (smaller model, {root: removed filter indices}).
+    per-filter scores (higher = more important); each group's kept count rounded to a multiple of ``round_to``
+    (:func:`prunekit.ratios.kept_channels`). -> (smaller model, {root: removed filter indices}).
     The removed filters are the lowest combined scores, ties broken by index. The pruned model is checked against
     the original on a probe input (:func:`prunekit.verify.check_pruned`); PruneError when Torch-Pruning fails or
     the check does."""
@@ -297,7 +301,7 @@ def prune_model(
     graph, opaque = _graph(pruned, input_size)
     groups, frozen, wiring = _groups(pruned, graph, _forward_order(pruned, input_size), opaque)
     validate_ratios(ratios, groups, frozen)
-    removed_per_conv = removed_filters(groups, ratios, scores)
+    removed_per_conv = removed_filters(groups, ratios, scores, round_to=check_round_to(round_to))
     removed = {g.root: removed_per_conv[g.root] for g in groups if g.root in removed_per_conv}
     probe = probe_input(pruned, input_size)
     dropped = _dropped_inputs(wiring, removed)

@@ -358,7 +358,7 @@ def prune_run(
     source = _source(model, arch, num_classes, input_size, checkpoint, data, recalibrate)
     struct = struct or structure(model, input_size)
     plan.check(struct, arch)
-    pruned, removed = prune_model(model, plan.ratios, scores, input_size)
+    pruned, removed = prune_model(model, plan.ratios, scores, input_size, round_to=plan.round_to)
     progress(1, 6)
     run = Run.create(root, name=arch, model=source, data=_images_record(data), recalibration=None, sweep=sweep,
                      criterion={"name": plan.criterion, "params": plan.criterion_params}, plan=plan.to_dict(),
@@ -377,8 +377,8 @@ def prune_run(
             pruned = _recalibrate(run, pruned, recalibrate, loader, accuracy)
         progress(5, 6)
         run.update(before=report.before, after=report.after, accuracy=accuracy,
-                   report={"channels": report.to_dict()["channels"], "groups": report.groups,
-                           "combine": report.combine, "unprunable": plan.unprunable(struct)})
+                   report={"channels": report.to_dict()["channels"], "groups": report.groups, "combine":
+                           report.combine, "unprunable": plan.unprunable(struct), "round_to": plan.round_to})
         run.save_model(pruned, arch=arch, num_classes=num_classes, meta={"source_checkpoint": source["checkpoint"],
                        **{f"accuracy_{k}": (v or {}).get("accuracy") for k, v in accuracy.items() if k != "before"}})
         run.update(files={"model": MODEL_FILE})

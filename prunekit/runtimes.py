@@ -21,16 +21,17 @@ import math
 import os
 import statistics
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn as nn
 
-from .metrics import latency_ms
+from .metrics import latency_ms, steady_allocator
 
 __all__ = ["RUNTIMES", "LATENCY_KEYS", "SESSION", "ATOL", "example_batch", "onnx_bytes", "ort_session",
-           "session_outputs", "mismatch", "checked_session", "ort_latency_ms", "runtime_latencies"]
+           "session_outputs", "mismatch", "checked_session", "ort_latency_ms", "runtime_latencies", "vector_block"]
 
 RUNTIMES = {"eager": "PyTorch eager", "onnxruntime": "ONNX Runtime"}
 LATENCY_KEYS = {"eager": "latency_ms", "onnxruntime": "latency_ms_onnxruntime"}
@@ -134,8 +135,11 @@ def runtime_latencies(model: nn.Module, input_size: tuple[int, int, int], batche
                       runtimes=tuple(RUNTIMES)) -> dict[str, Any]:
     """{latency_ms: {str(batch): ms} in eager on the model's device, latency_ms_onnxruntime: {str(batch): ms} in
     ONNX Runtime on the CPU ({} when not checked equal), onnxruntime: :func:`checked_session`'s record (None when
-    not asked: ``"onnxruntime"`` not in ``runtimes``, or no ``batches``)}."""
+    not asked: ``"onnxruntime"`` not in ``runtimes``, or no ``batches``), and, when eager is timed, allocator: the
+    malloc thresholds eager ran under (:func:`prunekit.metrics.steady_allocator`)}."""
     out: dict[str, Any] = {**{key: {} for key in LATENCY_KEYS.values()}, "onnxruntime": None}
+    if "eager" in runtimes and batches:
+        out["allocator"] = steady_allocator()
     if "eager" in runtimes:
         out[LATENCY_KEYS["eager"]] = {str(b): round(latency_ms(model, input_size, b, repeat=repeat), 4)
                                       for b in batches}
@@ -145,3 +149,14 @@ def runtime_latencies(model: nn.Module, input_size: tuple[int, int, int], batche
             out[LATENCY_KEYS["onnxruntime"]] = {str(b): round(ort_latency_ms(session, input_size, b, repeat=repeat), 4)
                                                 for b in batches}
     return out
+
+
+def vector_block() -> int:
+    """The channel block of oneDNN's and ONNX Runtime's blocked (NCHWc) conv layouts on this CPU: 16 floats with
+    AVX-512, 8 with AVX2, else 4 (SSE / NEON); 8 when the CPU's flags cannot be read (no /proc/cpuinfo). A conv
+    width that is no multiple of it is padded up to one (a plan's ``round_to``: :mod:`prunekit.ratios`)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return 8
+    return 16 if "avx512f" in flags else 8 if "avx2" in flags else 4

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 import torch
 
+from .defaults import ROUND_TO
 from .errors import UserError
 from .ratios import kept_channels
 
@@ -63,12 +64,14 @@ def lowest(combined: torch.Tensor, n: int) -> list[int]:
     return sorted(torch.argsort(combined, stable=True)[:n].tolist())
 
 
-def removed_filters(groups, ratios: dict[str, float], scores: dict[str, torch.Tensor]) -> dict[str, list[int]]:
-    """{conv: the filter indices pruning by ``ratios`` ({root: ratio}) removes} for every member of every group with
-    a ratio; UserError for a group with a ratio and no scored member."""
+def removed_filters(groups, ratios: dict[str, float], scores: dict[str, torch.Tensor], *,
+                    round_to: int = ROUND_TO) -> dict[str, list[int]]:
+    """{conv: the filter indices pruning by ``ratios`` ({root: ratio}), kept counts rounded to a multiple of
+    ``round_to`` (:func:`prunekit.ratios.kept_channels`), removes} for every member of every group that loses
+    filters; UserError for such a group with no scored member."""
     out: dict[str, list[int]] = {}
     for g in groups:
-        n = g.channels - kept_channels(g.channels, ratios.get(g.root, 0.0))
+        n = g.channels - kept_channels(g.channels, ratios.get(g.root, 0.0), round_to)
         if n <= 0:
             continue
         combined = combined_scores(g.members, scores, g.channels)

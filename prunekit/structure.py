@@ -2,6 +2,7 @@
 
 >>> struct = structure(model, (3, 32, 32))          # coupled groups, layer shapes, BNs (one trace, about a second)
 >>> estimate(struct, {"layer1.0.conv1": 0.5})        # params, MACs and filters per conv after pruning: arithmetic
+>>> estimate(struct, {"layer1.0.conv1": 0.3}, round_to=8)   # kept filters rounded to a multiple of 8
 
 :func:`estimate` computes params, MACs and channels per layer after pruning from layer shapes alone, without
 touching the model, exactly equal to what :func:`prunekit.prune.prune_model` produces (MACs as
@@ -19,9 +20,10 @@ from dataclasses import dataclass, field
 
 import torch.nn as nn
 
+from .defaults import ROUND_TO
 from .metrics import count_macs, output_shapes
 from .prune import Group, coupled_groups
-from .ratios import kept_channels, validate_ratios
+from .ratios import check_round_to, kept_channels, validate_ratios
 
 __all__ = ["Structure", "Estimate", "structure", "estimate", "signature"]
 
@@ -104,11 +106,13 @@ def structure(model: nn.Module, input_size: tuple[int, int, int]) -> Structure:
                      out_group, {k: tuple(v) for k, v in reads.items()})
 
 
-def estimate(struct: Structure, ratios: dict[str, float]) -> Estimate:
-    """Params, MACs and filters per conv after pruning ``ratios`` ({group root: ratio}); ValueError for a
-    ratio that :func:`prunekit.prune.validate_ratios` refuses."""
+def estimate(struct: Structure, ratios: dict[str, float], round_to: int = ROUND_TO) -> Estimate:
+    """Params, MACs and filters per conv after pruning ``ratios`` ({group root: ratio}), kept counts rounded to a
+    multiple of ``round_to`` (:func:`prunekit.ratios.kept_channels`); ValueError for a ratio that
+    :func:`prunekit.ratios.validate_ratios` refuses or a bad round_to."""
     validate_ratios(ratios, list(struct.groups), struct.frozen)
-    gone = {g.root: g.channels - kept_channels(g.channels, ratios.get(g.root, 0.0)) for g in struct.groups}
+    round_to = check_round_to(round_to)
+    gone = {g.root: g.channels - kept_channels(g.channels, ratios.get(g.root, 0.0), round_to) for g in struct.groups}
     params0 = params = macs0 = macs = 0
     channels = {}
     for layer in struct.layers:

@@ -23,10 +23,12 @@ import torch.nn as nn
 from .criteria import criterion_class
 from .criteria.streaming import Progress, no_progress
 from .data import ArraySet, DataRequest
+from .defaults import ROUND_TO
 from .errors import UserError
 from .fits import check_model_data
 from .presets import BY, get_preset
 from .probe import ProbeSpec
+from .ratios import check_round_to
 from .runs import Run, prune_run
 from .scores import score_model, to_tensors
 from .structure import structure
@@ -39,7 +41,8 @@ class SweepSpec:
     """criteria: registry names; targets: fractions of ``by`` ("flops" or "params") to remove, each in (0, 1);
     preset: an allocation preset that solves for a target and reads at most the model and the scores (uniform,
     threshold, afie); finetune_epochs: a brief fine-tuning of every point (0: none) on ``finetune_subset``
-    training images (0: all)."""
+    training images (0: all); round_to: every point's kept filters rounded to a multiple of it
+    (:func:`prunekit.ratios.kept_channels`; the target is solved on the rounded estimate)."""
 
     criteria: tuple[str, ...]
     targets: tuple[float, ...]
@@ -47,6 +50,7 @@ class SweepSpec:
     by: str = "flops"
     finetune_epochs: int = 0
     finetune_subset: int = 0
+    round_to: int = ROUND_TO
 
     @staticmethod
     def allows(preset: str) -> bool:
@@ -57,6 +61,7 @@ class SweepSpec:
     def __post_init__(self):
         object.__setattr__(self, "criteria", tuple(self.criteria))
         object.__setattr__(self, "targets", tuple(sorted({float(t) for t in self.targets})))
+        object.__setattr__(self, "round_to", check_round_to(self.round_to))
         if not self.criteria or not self.targets:
             raise UserError("a sweep needs at least one criterion and one target")
         for name in self.criteria:
@@ -94,7 +99,7 @@ def run_sweep(model: nn.Module, arch: str, spec: SweepSpec, *, num_classes: int,
         scores = to_tensors(score_model(model, criterion, probe=probe))
         for target in spec.targets:
             plan = preset.make(struct, arch, target=target, by=spec.by, criterion=criterion, model=model,
-                               scores=scores)
+                               scores=scores, round_to=spec.round_to)
             run = prune_run(model, plan, scores, arch=arch, num_classes=num_classes, input_size=input_size,
                             root=root, checkpoint=checkpoint, data=held_out, recalibrate=train, struct=struct,
                             sweep={"id": sweep_id, "criterion": criterion, "target": target, "by": spec.by,

@@ -9,7 +9,7 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from pages.shared import CRITERION, LONG_PLAN, PLAN, REGISTRY_SOURCE, human
+from pages.shared import CRITERION, LONG_PLAN, PLAN, PLAN_ROUND_TO, REGISTRY_SOURCE, human
 from prunekit.checkpoints import load_checkpoint
 from prunekit.defaults import DISTILL_ALPHA, HELD_OUT, SENSITIVITY
 from prunekit.models import build_model
@@ -119,6 +119,33 @@ def test_moving_a_slider_changes_the_plan_and_the_estimate(default):
     assert at.session_state[PLAN] == {"layer3.0.conv1": 0.5}
     _assert_estimate(at, estimate(struct, {"layer3.0.conv1": 0.5}))
     assert _table(at).set_index("group").loc["layer3.0.conv1", "kept"] == 32  # the table follows
+
+
+def test_rounding_kept_channels_changes_the_estimate_the_table_and_the_preset(default):
+    _, struct = default
+    ratios = {"layer3.0.conv1": 0.3, "conv1": 0.3}
+    at = _plan_page(**{PLAN: ratios})
+    (control,) = [n for n in at.number_input if n.key == "round_to_input"]
+    assert control.label == "Round kept channels to a multiple of" and control.value == 1
+    assert "blocks of channels" in control.help and "16 with AVX-512" in control.help
+    _assert_estimate(at, estimate(struct, ratios))
+    assert _table(at).set_index("group").loc["layer3.0.conv1", "kept"] == 44  # int(64 * 0.7)
+    control.set_value(16).run()
+    assert not at.exception and at.session_state[PLAN_ROUND_TO] == 16
+    rounded = estimate(struct, ratios, 16)
+    assert rounded.macs != estimate(struct, ratios).macs
+    _assert_estimate(at, rounded)
+    table = _table(at).set_index("group")
+    assert table.loc["layer3.0.conv1", "kept"] == 48 and table.loc["conv1", "kept"] == 16  # 44 -> 48; 11 -> 16
+    at.selectbox(key="preset_kind").set_value("uniform")
+    at.radio(key="preset_mode").set_value("a target")
+    at.number_input(key="preset_target").set_value(0.5)
+    at.button(key="preset_apply").click()
+    at.run()
+    assert not at.exception
+    plan = get_preset("uniform").make(struct, "resnet20", target=0.5, round_to=16)
+    _assert_estimate(at, estimate(struct, plan.ratios, 16))
+    assert any(f"it removes {plan.preset['reached']:.1%} of the flops" in s.value for s in at.success)
 
 
 def test_the_uniform_preset_at_half_fills_the_editor(default):
@@ -297,7 +324,7 @@ def test_the_predicted_accuracy_is_the_recalibrated_plan_and_never_stale(default
     at = _plan_page(**{CRITERION: "l1", PLAN: first})
     sel = at.session_state["selection"]
     worker = at.session_state[PREDICTOR]
-    assert worker.wait(prediction_key(sel, "l1", first), 600).error is None  # the background worker, done
+    assert worker.wait(prediction_key(sel, "l1", first, 1), 600).error is None  # the background worker, done
     at.run()
     assert not at.exception
     l1 = {n: m.weight.detach().abs().sum((1, 2, 3)) for n, m in model.named_modules()
@@ -310,10 +337,10 @@ def test_the_predicted_accuracy_is_the_recalibrated_plan_and_never_stale(default
     at.session_state[PLAN] = second
     at.run()
     shown = _metrics(at)["Predicted accuracy"][0]
-    done = worker.result(prediction_key(sel, "l1", second))
+    done = worker.result(prediction_key(sel, "l1", second, 1))
     # the first plan's number is never shown for the second: either still computing, or the second's own
     assert shown == "computing..." or (done is not None and shown == f"{done.value['accuracy']:.1f}%")
-    assert worker.wait(prediction_key(sel, "l1", second), 600).error is None  # ends before the test does
+    assert worker.wait(prediction_key(sel, "l1", second, 1), 600).error is None  # ends before the test does
 
 
 def _sensitivity_spec(at) -> dict:

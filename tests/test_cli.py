@@ -1,4 +1,5 @@
 import json
+import os
 import subprocess
 import sys
 
@@ -40,11 +41,14 @@ def test_train_from_the_shell_writes_a_loadable_model(cifar_data_root, tmp_path)
     assert (tmp_path / "run" / "epoch001.safetensors").exists()
 
 
-def test_plan_prune_runs_export_from_the_shell(tmp_path):
-    import os
+def _env(tmp_path) -> dict:
+    """The environment of a command writing its runs and cache under ``tmp_path``, on one thread."""
+    return {**os.environ, "PRUNEKIT_RUNS": str(tmp_path / "runs"), "PRUNEKIT_CACHE": str(tmp_path / "cache"),
+            "OMP_NUM_THREADS": "1"}
 
-    env = {**os.environ, "PRUNEKIT_RUNS": str(tmp_path / "runs"), "PRUNEKIT_CACHE": str(tmp_path / "cache"),
-           "OMP_NUM_THREADS": "1"}
+
+def test_plan_prune_runs_export_from_the_shell(tmp_path):
+    env = _env(tmp_path)
     out = _cli("plan", "--model", "resnet20", "--preset", "uniform", "--target", "0.5", "--exclude", "conv1",
                "--out", str(tmp_path / "plan.json"), env=env)
     assert out.returncode == 0, out.stderr
@@ -73,3 +77,28 @@ def test_a_plan_for_another_model_is_an_error_not_a_traceback(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and "error: the plan was made for resnet32, the model is resnet20" in err
     assert not (tmp_path / "runs").exists()  # refused before any run was started
+
+
+def test_the_command_line_round_to_reaches_the_pruned_model(tmp_path):
+    import torch
+
+    from prunekit.runs import MODEL_FILE, read_manifest
+
+    env = _env(tmp_path)
+    out = _cli("plan", "--model", "resnet20", "--preset", "uniform", "--ratio", "0.3", "--round-to", "16",
+               "--out", str(tmp_path / "plan.json"), env=env)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout.strip().splitlines()[-1])["round_to"] == 16
+    out = _cli("prune", "--plan", str(tmp_path / "plan.json"), "--n", "0", "--no-latency", env=env)
+    assert out.returncode == 0, out.stderr
+    run = json.loads(out.stdout.strip().splitlines()[-1])
+    manifest = read_manifest(run["run"])
+    assert run["round_to"] == manifest["plan"]["round_to"] == manifest["report"]["round_to"] == 16
+    model, _ = load_checkpoint(os.path.join(run["run"], MODEL_FILE))
+    widths = {n: m.out_channels for n, m in model.named_modules()
+              if isinstance(m, torch.nn.Conv2d) and not n.endswith("shortcut")}
+    # ratio 0.3 keeps int(c * 0.7) = 11 / 22 / 44 of 16 / 32 / 64, rounded to multiples of 16: 16 / 16 / 48
+    assert set(widths.values()) == {16, 48}, widths
+    out = _cli("prune", "--plan", str(tmp_path / "plan.json"), "--round-to", "2.5", "--n", "0", "--no-latency",
+               env=env)
+    assert out.returncode != 0 and "--round-to: invalid int value: '2.5'" in out.stderr

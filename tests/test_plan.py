@@ -178,7 +178,7 @@ def _plan_text(**entries):
     ("[1, 2]", "not a prunekit plan: it holds a JSON list, not an object"),
     (json.dumps({"format": "prunekit-plan/1", "arch": "resnet20"}), "'ratios' is missing"),
     (_plan_text(exclude=["conv1"]), "unknown entry 'exclude' (known: arch, ratios, criterion, criterion_params, "
-                                    "excluded, signature, preset)"),
+                                    "excluded, signature, preset, round_to)"),
     (_plan_text(ratios=[0.5]), "a plan's ratios must map group roots to numbers, got list"),
     (_plan_text(ratios={"layer1.0.conv1": 1.5}), "ratio of 'layer1.0.conv1' must be a number in [0, 0.95], got 1.5"),
     (_plan_text(ratios={"layer1.0.conv1": math.nan}), "ratio of 'layer1.0.conv1' must be a number in [0, 0.95], "

@@ -84,8 +84,11 @@ def test_bad_plans_are_refused_with_a_reason():
         validate_ratios({"layer1.0.conv1": 0.95}, groups)
 
 
-@pytest.mark.parametrize("name", ["resnet20", "resnet56", "vgg16_bn", "resnet18_cifar", "mobilenet_v2_cifar"])
-def test_the_instant_estimate_equals_what_pruning_produces(name):
+@pytest.mark.parametrize("name, round_to", [("resnet20", 1), ("resnet56", 1), ("vgg16_bn", 1), ("resnet18_cifar", 1),
+                                            ("mobilenet_v2_cifar", 1), ("resnet20", 8), ("vgg16_bn", 8)])
+def test_the_instant_estimate_equals_what_pruning_produces(name, round_to):
+    """Also with every kept width rounded to a multiple of 8 (the plan's round_to): each pruned conv's width is
+    then a multiple of 8, or its group keeps every filter."""
     from prunekit.metrics import count_macs
     from prunekit.models import count_params
     from prunekit.structure import estimate, structure
@@ -98,13 +101,20 @@ def test_the_instant_estimate_equals_what_pruning_produces(name):
     ratios = {grp.root: round(float(torch.rand(1, generator=g)) * 0.8, 2) for grp in struct.groups}
     scores = {n: torch.rand(m.out_channels, generator=g) for n, m in model.named_modules()
               if isinstance(m, torch.nn.Conv2d)}
-    est = estimate(struct, ratios)
+    est = estimate(struct, ratios, round_to)
     assert est.params_before == count_params(model) and est.macs_before == count_macs(model, size)
-    pruned, _ = prune_model(model, ratios, scores, size)
+    pruned, _ = prune_model(model, ratios, scores, size, round_to=round_to)
     assert est.params == count_params(pruned)
     assert est.macs == count_macs(pruned, size)
     for layer, (_, after) in est.channels.items():
         assert pruned.get_submodule(layer).out_channels == after
+    for grp in struct.groups:
+        for member in grp.members:
+            width = pruned.get_submodule(member).out_channels
+            assert width == kept_channels(grp.channels, ratios[grp.root], round_to)
+            assert width % round_to == 0 or width == grp.channels
+    if round_to > 1:
+        assert est.macs != estimate(struct, ratios).macs  # the rounding changed something
 
 
 def test_non_finite_or_wrong_length_scores_never_reach_the_choice_of_filters():

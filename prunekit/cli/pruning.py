@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
 
+from ..defaults import ROUND_TO
 from ..errors import UserError
 from .common import (
     add_criterion_args,
@@ -107,10 +109,11 @@ def plan(args: argparse.Namespace) -> int:
     value = getattr(args, preset.knob.name) if preset.knob else None
     options = {p.name: getattr(args, p.name) for p in preset.params if getattr(args, p.name) is not None}
     result = preset.make(struct, arch, value=value, target=args.target, by=args.by, exclude=args.exclude,
-                         criterion=criterion, criterion_params=params, **inputs, **options)
+                         criterion=criterion, criterion_params=params, round_to=args.round_to, **inputs, **options)
     result.save(args.out)
-    est = estimate(struct, result.ratios)
+    est = estimate(struct, result.ratios, result.round_to)
     return emit({"preset": args.preset, "arch": arch, "criterion": result.criterion, "groups": len(result.ratios),
+                 "round_to": result.round_to,
                  "params": [est.params_before, est.params], "macs": [est.macs_before, est.macs],
                  "params_reduction": round(est.params_reduction, 4), "flops_reduction": round(est.macs_reduction, 4),
                  "unprunable": result.unprunable(struct), "out": args.out})
@@ -123,6 +126,8 @@ def prune(args: argparse.Namespace) -> int:
     from ..runs import list_runs, prune_run
 
     loaded = Plan.load(args.plan)
+    if args.round_to is not None:
+        loaded = replace(loaded, round_to=args.round_to)  # checked again by the plan
     if not args.checkpoint and not args.model:
         args.model = loaded.arch
     model, arch, classes, notes = load_model(args)
@@ -138,7 +143,8 @@ def prune(args: argparse.Namespace) -> int:
     if notes:  # how the weights were initialised, a replaced head
         run.update(model={**run.manifest["model"], **notes})
     row = list_runs(run.path.parent).set_index("run").loc[run.manifest["id"]]
-    return emit({"run": str(run.path), "status": run.status, "params": [int(row.params_before), int(row.params)],
+    return emit({"run": str(run.path), "status": run.status, "round_to": loaded.round_to,
+                 "params": [int(row.params_before), int(row.params)],
                  "flops": [int(row.flops_before), int(row.flops)], "accuracy_before": row.accuracy_before,
                  "accuracy_pruned": row.accuracy_pruned})
 
@@ -198,6 +204,7 @@ def register(sub) -> None:
     add_model_args(p)
     add_criterion_args(p, None)
     p.add_argument("--plan", required=True, help="a plan JSON written by `plan`")
+    add_round_to_arg(p, "(default: the plan's own round_to; given, it replaces it)", None)
     p.add_argument("--n", type=int, default=HELD_OUT.n,
                    help=f"held-out test images for accuracy (default {HELD_OUT.n}; 0: do not evaluate)")
     p.add_argument("--runs", default=None, help="runs root (default: $PRUNEKIT_RUNS or ./runs)")
@@ -229,6 +236,15 @@ def _recalibration_arg(p: argparse.ArgumentParser) -> None:
                    f"training images, seed {RECALIBRATION.seed}, before they are evaluated)")
 
 
+def add_round_to_arg(p: argparse.ArgumentParser, note: str, default: int | None = ROUND_TO) -> None:
+    """--round-to N: the rounding of every pruned group's kept filters (:func:`prunekit.ratios.kept_channels`)."""
+    p.add_argument("--round-to", type=int, default=default, metavar="N",
+                   help="round every pruned group's kept filters to a multiple of N (nearest; at least N; a group "
+                        "narrower than N is not rounded): CPUs compute convs in blocks of 16 floats (AVX-512) or 8 "
+                        f"(AVX2), so widths that are multiples of 16 or 8 run faster for their MACs {note}"
+                        + (f"; default {default} (no rounding)" if default is not None else ""))
+
+
 def _register_plan(sub) -> None:
     """`plan`: the preset menu, each preset's knob and options, all from the preset registry."""
     from ..presets import BY, get_preset, list_presets
@@ -250,6 +266,7 @@ def _register_plan(sub) -> None:
     p.add_argument("--by", default="flops", choices=BY)
     p.add_argument("--sensitivity", default=None, help="sensitivity: a CSV written by `sensitivity`")
     p.add_argument("--exclude", nargs="+", default=[], help="convs to leave unpruned (with their coupled group)")
+    add_round_to_arg(p, "(a --target is solved on the rounded estimate)")
     p.add_argument("--out", required=True, help="the plan's JSON file")
     p.set_defaults(func=plan)
 
@@ -259,7 +276,8 @@ def sweep(args: argparse.Namespace) -> int:
     from ..sweeps import SweepSpec, run_sweep
 
     spec = SweepSpec(criteria=tuple(args.criteria), targets=tuple(args.targets), preset=args.preset, by=args.by,
-                     finetune_epochs=args.finetune_epochs, finetune_subset=args.finetune_subset)
+                     finetune_epochs=args.finetune_epochs, finetune_subset=args.finetune_subset,
+                     round_to=args.round_to)
     model, arch, classes, notes = load_model(args)
     held_out = held_out_set(args.data, args.n, args.data_root) if args.n else None
     with bar("sweep") as progress:
@@ -287,6 +305,7 @@ def register_sweep(sub) -> None:
     p.add_argument("--by", default="flops", choices=BY)
     p.add_argument("--finetune-epochs", type=int, default=0, help="a brief fine-tuning of every point (0: none)")
     p.add_argument("--finetune-subset", type=int, default=0, help="training images per fine-tuning epoch (0: all)")
+    add_round_to_arg(p, "(each target is solved on the rounded estimate)")
     p.add_argument("--n", type=int, default=HELD_OUT.n, help=f"held-out test images (default {HELD_OUT.n})")
     p.add_argument("--runs", default=None, help="runs root (default: $PRUNEKIT_RUNS or ./runs)")
     add_probe_args(p, "probe-")
