@@ -153,7 +153,8 @@ def preset_ui(struct, sel, criterion: str, round_to: int) -> None:
             st.error(f"{preset.label}: {exc}", icon=":material/error:")
             return
         _set_plan({g.root: plan.ratios.get(g.root, 0.0) for g in struct.groups}, plan.preset)
-        reached = f" (rounded widths: it removes {plan.preset['reached']:.1%} of the {by})" \
+        noun = next(label for label, key in BY_LABEL.items() if key == by)
+        reached = f" (rounded widths: it removes {plan.preset['reached']:.1%} of the {noun})" \
             if "reached" in plan.preset else ""
         st.success(f"{preset.label} applied{reached}: the editor below holds its ratios.", icon=":material/check:")
     st.caption(preset.help)

@@ -145,7 +145,7 @@ def test_rounding_kept_channels_changes_the_estimate_the_table_and_the_preset(de
     assert not at.exception
     plan = get_preset("uniform").make(struct, "resnet20", target=0.5, round_to=16)
     _assert_estimate(at, estimate(struct, plan.ratios, 16))
-    assert any(f"it removes {plan.preset['reached']:.1%} of the flops" in s.value for s in at.success)
+    assert any(f"it removes {plan.preset['reached']:.1%} of the FLOPs" in s.value for s in at.success)
 
 
 def test_the_uniform_preset_at_half_fills_the_editor(default):
