@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import streamlit as st
 
-from pages.shared import selection
+from pages.shared import PLAN_ROUND_TO, selection
 from prunekit import jobs
 from prunekit.criteria import criterion_class, list_criteria
-from prunekit.defaults import HELD_OUT, RECALIBRATION
+from prunekit.defaults import HELD_OUT, RECALIBRATION, ROUND_TO
 from prunekit.errors import UserError
 from prunekit.presets import get_preset, list_presets
 from prunekit.sweeps import SweepSpec
@@ -30,28 +30,34 @@ def sweep_form() -> None:
             targets = st.text_input("Fractions of FLOPs to remove", DEFAULT_TARGETS, help="comma-separated, each "
                                     "in (0, 1)")
             preset = st.selectbox("Allocation", presets, format_func=lambda n: get_preset(n).label)
+            round_to = st.number_input("Round kept channels to a multiple of", 1, 256,
+                                       int(st.session_state.get(PLAN_ROUND_TO, ROUND_TO)), 1,
+                                       help="as on the Plan page (which it starts from): 1 keeps exactly what the "
+                                            "target asks; 16 or 8 (a CPU's vector block) runs faster on a CPU and "
+                                            "overshoots the target a little")
             go = st.form_submit_button("Queue the sweep", type="primary", icon=":material/play_arrow:")
         st.caption(f"Each point is pruned, its BatchNorm recalibrated on {RECALIBRATION.n} training images and "
                    f"evaluated on {HELD_OUT.n} test images, and kept as a run; the chart joins one criterion's "
                    "points into a curve. Follow it, or cancel it, on the Jobs page.")
         if go:
-            _submit(sel, criteria, targets, preset)
+            _submit(sel, criteria, targets, preset, int(round_to))
         if st.session_state.get(LAST_SWEEP):
             st.success(f"Sweep queued as job {st.session_state[LAST_SWEEP]}", icon=":material/schedule:")
             st.page_link("pages/jobs.py", label="Follow it on the Jobs page", icon=":material/pending_actions:")
 
 
-def _submit(sel, criteria: list[str], targets: str, preset: str) -> None:
+def _submit(sel, criteria: list[str], targets: str, preset: str, round_to: int) -> None:
     try:
         values = [float(t) for t in targets.replace(" ", "").split(",") if t]
     except ValueError:
         st.error(f"Targets must be numbers separated by commas, got {targets!r}.", icon=":material/error:")
         return
     try:
-        spec = SweepSpec(criteria=tuple(criteria), targets=tuple(values), preset=preset)
+        spec = SweepSpec(criteria=tuple(criteria), targets=tuple(values), preset=preset, round_to=round_to)
         classes = int(sel.header.get("num_classes") or st.session_state.get("num_classes", 10))
         job = jobs.submit("sweep", {"criteria": list(spec.criteria), "targets": list(spec.targets),
-                                    "preset": spec.preset, "data": sel.dataset, "arch": sel.arch,
+                                    "preset": spec.preset, "round_to": spec.round_to, "data": sel.dataset,
+                                    "arch": sel.arch,
                                     "num_classes": classes, "input_size": list(sel.input_size),
                                     "probe_n": sel.probe_n}, model=sel.model, arch=sel.arch, num_classes=classes)
     except (UserError, OSError) as exc:

@@ -191,6 +191,12 @@ def test_a_sweep_is_queued_from_the_page_and_its_runs_draw_one_curve_per_criteri
     assert job.kind == "sweep" and job.status == "queued"
     assert job.args["criteria"] == ["l1", "random"] and job.args["targets"] == [0.2, 0.5]
     assert job.args["arch"] == "resnet20" and job.args["input_size"] == [3, 32, 32]
+    assert job.args["round_to"] == 1  # the Plan page's rounding (none), which the form starts from
+    next(n for n in at.number_input if n.label == "Round kept channels to a multiple of").set_value(16)
+    at.text_input[0].set_value("0.3")
+    next(b for b in at.button if b.label == "Queue the sweep").click()
+    at.run()
+    assert jobs.get(at.session_state["compare_last_sweep"]).args["round_to"] == 16
     at.text_input[0].set_value("0.5, 2")
     next(b for b in at.button if b.label == "Queue the sweep").click()
     at.run()
