@@ -31,11 +31,12 @@ lint: $(STAMP)
 clean-venv:
 	rm -rf $(VENV)
 
-# Re-train the bundled default (assets/README.md): CIFAR-10 ResNet-20, 15 epochs; on 2 CPU cores about an hour.
+# Re-train the bundled default (assets/README.md): CIFAR-10 ResNet-20, 30 epochs in bf16; on 2 quiet CPU cores with bf16
+# units about 20 minutes.
 DEFAULT_RUN := runs/train-resnet20-cifar10
 default-model: $(STAMP)
-	OMP_WAIT_POLICY=PASSIVE $(PY) -m prunekit train --model resnet20 --data cifar10 --epochs 15 --batch-size 128 \
-		--lr 0.1 --schedule cosine --warmup-epochs 1 --seed 0 --out $(DEFAULT_RUN)
+	OMP_WAIT_POLICY=PASSIVE $(PY) -m prunekit train --model resnet20 --data cifar10 --epochs 30 --batch-size 128 \
+		--lr 0.1 --schedule cosine --warmup-epochs 1 --seed 0 --threads 2 --precision bf16 --out $(DEFAULT_RUN)
 	cp $(DEFAULT_RUN)/model.safetensors assets/resnet20_cifar10.safetensors
 	cp $(DEFAULT_RUN)/epoch001.safetensors assets/resnet20_cifar10_epoch001.safetensors
 	cp $(DEFAULT_RUN)/metrics.jsonl assets/resnet20_cifar10_metrics.jsonl
