@@ -23,7 +23,10 @@ def model_card(sel) -> None:
     st.subheader(sel.label)
     st.caption(f"{info.description} · input {'x'.join(map(str, info.input_size))} (C x H x W)")
     weights = sel.header.get("weights") or meta.get("weights")
-    if weights:
+    if weights and meta.get("epochs"):  # a trained checkpoint: its meta's weights say how the training started
+        st.info(f"Weights: trained {meta['epochs']} epochs on {meta.get('data', '?')}, starting from {weights}",
+                icon=":material/model_training:")
+    elif weights:
         st.info(f"Weights: {weights}", icon=":material/info:" if weights.startswith("pretrained") else
                 ":material/casino:")
     cols = st.columns(5)

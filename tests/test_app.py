@@ -5,7 +5,7 @@ on a rerun (Streamlit 1.67), so each case starts a fresh app with its choices in
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from prunekit.checkpoints import DEFAULT_CHECKPOINT
+from prunekit.checkpoints import DEFAULT_CHECKPOINT, read_checkpoint
 from tests.apptest_kit import open_page
 
 
@@ -31,6 +31,10 @@ def test_opens_on_the_default_model_card():
     # why the Plan page's "before" differs: this one is on the whole test split, theirs on a subset they name
     help_text = next(m.proto.help for m in at.metric if m.label == "Test accuracy")
     assert "whole cifar10 test split" in help_text and "seeded subset" in help_text
+    # the checkpoint's meta says how its training started: the card never calls a trained model's weights random
+    header = read_checkpoint(DEFAULT_CHECKPOINT)[1]["meta"]
+    assert [i.value for i in at.info] == [f"Weights: trained {header['epochs']} epochs on cifar10, starting from "
+                                          "random initialisation"]
 
 
 def test_without_data_the_page_says_how_to_get_it(monkeypatch, tmp_path):
