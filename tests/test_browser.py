@@ -117,6 +117,7 @@ def test_a_page_opened_by_its_url_on_a_fresh_server_comes_with_the_app(server, p
 def test_home_shows_the_default_model_card(server, page):
     page.goto(server)
     page.get_by_text("Where the cost sits").wait_for()
+    page.locator("[data-testid=stPlotlyChart]").first.wait_for()  # the cost chart, not its loading skeleton
     _idle(page)
     _drawn(page)
     page.screenshot(path=str(SHOTS / "model.png"), full_page=True)
