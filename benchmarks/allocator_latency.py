@@ -19,7 +19,7 @@ import subprocess
 import sys
 
 import torch
-from common import RESULTS, cpu_name, write_result
+from common import RESULTS, cpu_name, load_average, write_result
 
 ARMS, HISTORIES = ("default", "fixed"), ("fresh", "after_vgg")
 BATCH, SIZE = 64, (3, 32, 32)
@@ -75,8 +75,7 @@ def run(rounds: int, repeat: int, inner: int) -> dict:
     return {"benchmark": "allocator_latency", "model": "resnet56, uniform ratio 0.5 (l1)", "batch": BATCH,
             "rounds": rounds, "repeat": repeat, "inner_rounds": inner,
             "machine": {"cpu": cpu_name(), "threads": torch.get_num_threads()},
-            "load_average": {"before": [round(v, 2) for v in load_before],
-                             "after": [round(v, 2) for v in os.getloadavg()]}, "results": results}
+            "load_average": load_average(load_before), "results": results}
 
 
 def main() -> None:

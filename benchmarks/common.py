@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 from pathlib import Path
 
@@ -27,6 +28,11 @@ def environment() -> dict:
         "versions": {"python": platform.python_version(), "torch": torch.__version__,
                      "torch_pruning": torch_pruning.__version__},
     }
+
+
+def load_average(before: tuple[float, float, float]) -> dict:
+    """{"before": the 1/5/15-minute load averages ``before`` the timings, "after": now}, rounded to 0.01."""
+    return {"before": [round(v, 2) for v in before], "after": [round(v, 2) for v in os.getloadavg()]}
 
 
 def write_result(result: dict, out: str | Path) -> Path:

@@ -32,7 +32,7 @@ import time
 from collections import defaultdict
 
 import torch
-from common import RESULTS, cpu_name, write_result
+from common import RESULTS, cpu_name, load_average, write_result
 
 from prunekit.criteria import get_criterion
 from prunekit.metrics import best_device, count_macs, latency_ms, layer_table, steady_allocator
@@ -223,8 +223,7 @@ def run(repeat: int, rounds: int, device: torch.device | None = None, names=tupl
             "target_speedup_over_mac_reduction": TARGET, "repeat": repeat, "rounds": rounds,
             "allocator": steady_allocator(),
             "machine": {"cpu": cpu_name(), "threads": torch.get_num_threads(), "vector_block": vector_block()},
-            "load_average": {"before": [round(v, 2) for v in load_before],
-                             "after": [round(v, 2) for v in os.getloadavg()]}, "results": rows}
+            "load_average": load_average(load_before), "results": rows}
 
 
 def main() -> None:
