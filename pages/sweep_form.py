@@ -10,6 +10,7 @@ from prunekit.criteria import criterion_class, list_criteria
 from prunekit.defaults import HELD_OUT, RECALIBRATION, ROUND_TO
 from prunekit.errors import UserError
 from prunekit.presets import get_preset, list_presets
+from prunekit.runtimes import RUNTIMES
 from prunekit.sweeps import SweepSpec
 
 DEFAULT_TARGETS = "0.1, 0.3, 0.5, 0.7"
@@ -35,28 +36,35 @@ def sweep_form() -> None:
                                        help="as on the Plan page (which it starts from): 1 keeps exactly what the "
                                             "target asks; 16 or 8 (a CPU's vector block) runs faster on a CPU and "
                                             "overshoots the target a little")
+            runtimes = st.multiselect("Time each point's latency in", list(RUNTIMES), default=list(RUNTIMES),
+                                      format_func=RUNTIMES.get,
+                                      help="batch 1 and 64, as a pruned run records it (ONNX Runtime: the model "
+                                           "exported and checked equal first); a few seconds per point. Empty: no "
+                                           "latency, a faster sweep")
             go = st.form_submit_button("Queue the sweep", type="primary", icon=":material/play_arrow:")
         st.caption(f"Each point is pruned, its BatchNorm recalibrated on {RECALIBRATION.n} training images and "
                    f"evaluated on {HELD_OUT.n} test images, and kept as a run; the chart joins one criterion's "
                    "points into a curve. Follow it, or cancel it, on the Jobs page.")
         if go:
-            _submit(sel, criteria, targets, preset, int(round_to))
+            _submit(sel, criteria, targets, preset, int(round_to), tuple(runtimes))
         if st.session_state.get(LAST_SWEEP):
             st.success(f"Sweep queued as job {st.session_state[LAST_SWEEP]}", icon=":material/schedule:")
             st.page_link("pages/jobs.py", label="Follow it on the Jobs page", icon=":material/pending_actions:")
 
 
-def _submit(sel, criteria: list[str], targets: str, preset: str, round_to: int) -> None:
+def _submit(sel, criteria: list[str], targets: str, preset: str, round_to: int, runtimes: tuple[str, ...]) -> None:
     try:
         values = [float(t) for t in targets.replace(" ", "").split(",") if t]
     except ValueError:
         st.error(f"Targets must be numbers separated by commas, got {targets!r}.", icon=":material/error:")
         return
     try:
-        spec = SweepSpec(criteria=tuple(criteria), targets=tuple(values), preset=preset, round_to=round_to)
+        spec = SweepSpec(criteria=tuple(criteria), targets=tuple(values), preset=preset, round_to=round_to,
+                         runtimes=runtimes)
         classes = int(sel.header.get("num_classes") or st.session_state.get("num_classes", 10))
         job = jobs.submit("sweep", {"criteria": list(spec.criteria), "targets": list(spec.targets),
-                                    "preset": spec.preset, "round_to": spec.round_to, "data": sel.dataset,
+                                    "preset": spec.preset, "round_to": spec.round_to,
+                                    "runtimes": list(spec.runtimes), "data": sel.dataset,
                                     "arch": sel.arch,
                                     "num_classes": classes, "input_size": list(sel.input_size),
                                     "probe_n": sel.probe_n}, model=sel.model, arch=sel.arch, num_classes=classes)

@@ -23,13 +23,14 @@ import torch.nn as nn
 from .criteria import criterion_class
 from .criteria.streaming import Progress, no_progress
 from .data import ArraySet, DataRequest
-from .defaults import ROUND_TO
+from .defaults import LATENCY_BATCHES, ROUND_TO
 from .errors import UserError
 from .fits import check_model_data
 from .presets import BY, get_preset
 from .probe import ProbeSpec
 from .ratios import check_round_to
 from .runs import Run, prune_run
+from .runtimes import RUNTIMES
 from .scores import score_model, to_tensors
 from .structure import structure
 
@@ -42,7 +43,9 @@ class SweepSpec:
     preset: an allocation preset that solves for a target and reads at most the model and the scores (uniform,
     threshold, afie); finetune_epochs: a brief fine-tuning of every point (0: none) on ``finetune_subset``
     training images (0: all); round_to: every point's kept filters rounded to a multiple of it
-    (:func:`prunekit.ratios.kept_channels`; the target is solved on the rounded estimate)."""
+    (:func:`prunekit.ratios.kept_channels`; the target is solved on the rounded estimate); runtimes: where every
+    point's latency is timed (keys of :data:`prunekit.runtimes.RUNTIMES`; empty: no latency, which saves the
+    export and the timing of every point)."""
 
     criteria: tuple[str, ...]
     targets: tuple[float, ...]
@@ -51,6 +54,7 @@ class SweepSpec:
     finetune_epochs: int = 0
     finetune_subset: int = 0
     round_to: int = ROUND_TO
+    runtimes: tuple[str, ...] = tuple(RUNTIMES)
 
     @staticmethod
     def allows(preset: str) -> bool:
@@ -62,6 +66,7 @@ class SweepSpec:
         object.__setattr__(self, "criteria", tuple(self.criteria))
         object.__setattr__(self, "targets", tuple(sorted({float(t) for t in self.targets})))
         object.__setattr__(self, "round_to", check_round_to(self.round_to))
+        object.__setattr__(self, "runtimes", tuple(dict.fromkeys(self.runtimes)))
         if not self.criteria or not self.targets:
             raise UserError("a sweep needs at least one criterion and one target")
         for name in self.criteria:
@@ -76,6 +81,10 @@ class SweepSpec:
             raise UserError(f"by must be one of {BY}, got {self.by!r}")
         if self.finetune_epochs < 0 or self.finetune_subset < 0:
             raise UserError("finetune_epochs and finetune_subset must be >= 0")
+        unknown = [r for r in self.runtimes if r not in RUNTIMES]
+        if unknown:
+            raise UserError(f"unknown runtime {', '.join(map(repr, unknown))}: latency is timed in "
+                            f"{', '.join(RUNTIMES)} (none: no latency)")
 
 
 def run_sweep(model: nn.Module, arch: str, spec: SweepSpec, *, num_classes: int, input_size: tuple[int, int, int],
@@ -102,6 +111,7 @@ def run_sweep(model: nn.Module, arch: str, spec: SweepSpec, *, num_classes: int,
                                scores=scores, round_to=spec.round_to)
             run = prune_run(model, plan, scores, arch=arch, num_classes=num_classes, input_size=input_size,
                             root=root, checkpoint=checkpoint, data=held_out, recalibrate=train, struct=struct,
+                            latency_batches=LATENCY_BATCHES if spec.runtimes else (), runtimes=spec.runtimes,
                             sweep={"id": sweep_id, "criterion": criterion, "target": target, "by": spec.by,
                                    "preset": spec.preset, "spec": asdict(spec)})
             if spec.finetune_epochs:

@@ -192,11 +192,14 @@ def test_a_sweep_is_queued_from_the_page_and_its_runs_draw_one_curve_per_criteri
     assert job.args["criteria"] == ["l1", "random"] and job.args["targets"] == [0.2, 0.5]
     assert job.args["arch"] == "resnet20" and job.args["input_size"] == [3, 32, 32]
     assert job.args["round_to"] == 1  # the Plan page's rounding (none), which the form starts from
+    assert job.args["runtimes"] == ["eager", "onnxruntime"]  # latency timed in both runtimes by default
     next(n for n in at.number_input if n.label == "Round kept channels to a multiple of").set_value(16)
+    next(m for m in at.multiselect if m.label == "Time each point's latency in").set_value([])
     at.text_input[0].set_value("0.3")
     next(b for b in at.button if b.label == "Queue the sweep").click()
     at.run()
-    assert jobs.get(at.session_state["compare_last_sweep"]).args["round_to"] == 16
+    queued = jobs.get(at.session_state["compare_last_sweep"]).args
+    assert queued["round_to"] == 16 and queued["runtimes"] == []  # no latency: a faster sweep
     at.text_input[0].set_value("0.5, 2")
     next(b for b in at.button if b.label == "Queue the sweep").click()
     at.run()

@@ -47,20 +47,28 @@ def test_what_a_sweep_cannot_do_is_refused_before_any_work():
         SweepSpec(criteria=("l1",), targets=(0.5, 1.2))
     with pytest.raises(UserError, match="pick uniform, threshold or afie"):
         SweepSpec(criteria=("l1",), targets=(0.5,), preset="sensitivity")
+    with pytest.raises(UserError, match="unknown runtime 'tensorrt'.*eager, onnxruntime"):
+        SweepSpec(criteria=("l1",), targets=(0.5,), runtimes=("eager", "tensorrt"))
 
 
-def test_a_sweep_from_the_shell_and_as_a_job(tmp_path, capsys, monkeypatch):
+def test_a_sweep_from_the_shell_and_as_a_job_times_latency_only_where_asked(tmp_path, capsys, monkeypatch):
     assert main(["sweep", "--model", "resnet20", "--criteria", "l1", "fpgm", "--targets", "0.3", "0.5", "--n", "0",
-                 "--no-recalibrate", "--runs", str(tmp_path / "cli")]) == 0
+                 "--no-recalibrate", "--no-latency", "--runs", str(tmp_path / "cli")]) == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert out["points"] == 4 and len(list_runs(tmp_path / "cli")) == 4
+    table = list_runs(tmp_path / "cli")
+    assert out["points"] == 4 and len(table) == 4
+    assert table[["latency_b1", "latency_b64", "latency_ort_b1", "latency_ort_b64"]].isna().all().all()
     monkeypatch.setenv("PRUNEKIT_JOBS", str(tmp_path / "jobs"))
     monkeypatch.setenv("PRUNEKIT_RUNS", str(tmp_path / "job-runs"))
     job = jobs.submit("sweep", {"criteria": ["l1"], "targets": [0.25, 0.5], "data": "cifar10", "n": 0,
-                                "recalibrate": False, "arch": "resnet20", "num_classes": 10, "input_size": [3, 32, 32]},
+                                "recalibrate": False, "runtimes": ["eager"], "arch": "resnet20", "num_classes": 10,
+                                "input_size": [3, 32, 32]},
                       model=build_model("resnet20"), arch="resnet20", num_classes=10, device="cpu", start_worker=False)
     assert "Sweep l1 at 2 targets (uniform)" == job.description
     assert jobs.work("cpu", idle_exit=0.5) == 0
     done = jobs.get(job.id)
     assert done.status == "done", done.error
-    assert len(done.result["runs"]) == 2 and len(list_runs(tmp_path / "job-runs")) == 2
+    table = list_runs(tmp_path / "job-runs")
+    assert len(done.result["runs"]) == 2 and len(table) == 2
+    assert (table[["latency_b1", "latency_b64"]] > 0).all().all()  # eager timed, ONNX Runtime not
+    assert table[["latency_ort_b1", "latency_ort_b64"]].isna().all().all()

@@ -181,7 +181,7 @@ def sensitivity(args: argparse.Namespace) -> int:
 
 def register(sub) -> None:
     from ..criteria import list_criteria
-    from ..defaults import HELD_OUT, LATENCY_REPEAT, SENSITIVITY
+    from ..defaults import HELD_OUT, SENSITIVITY
 
     s = sub.add_parser("score", help="score every filter of a model with a criterion; writes a CSV")
     add_model_args(s, required=True)
@@ -208,11 +208,7 @@ def register(sub) -> None:
     p.add_argument("--n", type=int, default=HELD_OUT.n,
                    help=f"held-out test images for accuracy (default {HELD_OUT.n}; 0: do not evaluate)")
     p.add_argument("--runs", default=None, help="runs root (default: $PRUNEKIT_RUNS or ./runs)")
-    p.add_argument("--repeat", type=int, default=LATENCY_REPEAT, help="timed runs per latency measurement")
-    p.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
-    p.add_argument("--runtimes", nargs="+", choices=["eager", "onnxruntime"], default=["eager", "onnxruntime"],
-                   help="where latency is timed: PyTorch eager on the model's device, ONNX Runtime on the CPU "
-                        "(the model exported to ONNX and checked equal first; adds a few seconds). Default: both")
+    add_latency_args(p)
     _recalibration_arg(p)
     p.set_defaults(func=prune)
 
@@ -234,6 +230,19 @@ def _recalibration_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-recalibrate", action="store_true",
                    help=f"do not re-estimate the pruned models' BatchNorm statistics (by default on {RECALIBRATION.n} "
                    f"training images, seed {RECALIBRATION.seed}, before they are evaluated)")
+
+
+def add_latency_args(p: argparse.ArgumentParser, repeat: bool = True) -> None:
+    """--no-latency, --runtimes (and --repeat): whether and where a run's latency is timed (prunekit.runtimes)."""
+    from ..defaults import LATENCY_REPEAT
+    from ..runtimes import RUNTIMES
+
+    if repeat:
+        p.add_argument("--repeat", type=int, default=LATENCY_REPEAT, help="timed runs per latency measurement")
+    p.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
+    p.add_argument("--runtimes", nargs="+", choices=list(RUNTIMES), default=list(RUNTIMES),
+                   help="where latency is timed: PyTorch eager on the model's device, ONNX Runtime on the CPU "
+                        "(the model exported to ONNX and checked equal first; adds a few seconds). Default: both")
 
 
 def add_round_to_arg(p: argparse.ArgumentParser, note: str, default: int | None = ROUND_TO) -> None:
@@ -277,7 +286,7 @@ def sweep(args: argparse.Namespace) -> int:
 
     spec = SweepSpec(criteria=tuple(args.criteria), targets=tuple(args.targets), preset=args.preset, by=args.by,
                      finetune_epochs=args.finetune_epochs, finetune_subset=args.finetune_subset,
-                     round_to=args.round_to)
+                     round_to=args.round_to, runtimes=() if args.no_latency else tuple(args.runtimes))
     model, arch, classes, notes = load_model(args)
     held_out = held_out_set(args.data, args.n, args.data_root) if args.n else None
     with bar("sweep") as progress:
@@ -306,6 +315,7 @@ def register_sweep(sub) -> None:
     p.add_argument("--finetune-epochs", type=int, default=0, help="a brief fine-tuning of every point (0: none)")
     p.add_argument("--finetune-subset", type=int, default=0, help="training images per fine-tuning epoch (0: all)")
     add_round_to_arg(p, "(each target is solved on the rounded estimate)")
+    add_latency_args(p, repeat=False)
     p.add_argument("--n", type=int, default=HELD_OUT.n, help=f"held-out test images (default {HELD_OUT.n})")
     p.add_argument("--runs", default=None, help="runs root (default: $PRUNEKIT_RUNS or ./runs)")
     add_probe_args(p, "probe-")
