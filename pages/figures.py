@@ -30,8 +30,8 @@ def sensitivity_figure(table: pd.DataFrame, struct, labels: dict[str, str] | Non
         traces += [go.Scatter(x=[0, 0.95], y=[base, base], mode="lines", line=dict(color="#868e96", dash="dot"),
                               hovertemplate=f"unpruned: {base:.1f}%<extra></extra>"),
                    go.Scatter(x=curve["ratio"], y=curve["accuracy"], mode="lines+markers", marker_size=7,
-                              line=dict(color="#2f6fed", width=2.5),
-                              hovertemplate="ratio %{x:.2f}: %{y:.1f}%<extra></extra>"),
+                              line=dict(color="#2f6fed", width=2.5), customdata=curve[["kept"]],
+                              hovertemplate="ratio %{x:.2f} (%{customdata[0]} filters kept): %{y:.1f}%<extra></extra>"),
                    go.Scatter(x=[0, 0], y=[0, 100], mode="lines", name=root, line=dict(color="#d62728", width=2),
                               hoverinfo="skip")]
         where += [(i // 2 + 1, i % 2 + 1)] * 3

@@ -14,6 +14,7 @@ from pages.shared import (
     PLAN,
     PLAN_ROUND_TO,
     chosen_criterion,
+    duration,
     held_out,
     human,
     page_with_model,
@@ -31,7 +32,7 @@ from prunekit.ratios import RULE, max_ratio, validate_ratios
 from prunekit.runs import prune_run
 from prunekit.runtimes import vector_block
 from prunekit.scores import to_tensors
-from prunekit.sensitivity import sensitivity
+from prunekit.sensitivity import expected_minutes, sensitivity
 from prunekit.structure import estimate, signature
 
 BY_LABEL = {"FLOPs": "flops", "parameters": "params"}
@@ -167,7 +168,7 @@ def make_preset(preset, struct, sel, value, target, by: str, criterion: str, rou
     if "scores" in preset.needs:
         inputs["scores"], criterion = score_tensors(sel, criterion)
     if "sensitivity" in preset.needs:
-        inputs["sensitivity"] = st.session_state.get(SENS, {}).get((sel.key, criterion))
+        inputs["sensitivity"] = st.session_state.get(SENS, {}).get((sel.key, criterion, round_to))
     return preset.make(struct, sel.arch, value=value, target=target, by=by, criterion=criterion,
                        round_to=round_to, **inputs)
 
@@ -240,8 +241,9 @@ def estimate_ui(est) -> None:
                f"{est.macs:,} (FLOPs = 2 × MACs). Exactly what the pruned model will count.")
 
 
-def sensitivity_ui(struct, sel, ratios: dict, criterion: str) -> None:
-    """The button, then one accuracy-vs-ratio curve per group with the current ratio marked."""
+def sensitivity_ui(struct, sel, ratios: dict, criterion: str, round_to: int) -> None:
+    """The button, then one accuracy-vs-ratio curve per group with the current ratio marked (each ratio keeping
+    what the plan's rounding keeps)."""
     data = held_out(sel, SENSITIVITY.n)
     if data is None:
         st.info(f"Sensitivity curves need test images: each group is pruned alone and evaluated on "
@@ -249,36 +251,41 @@ def sensitivity_ui(struct, sel, ratios: dict, criterion: str) -> None:
                 "how to get them; the sliders, presets (except Sensitivity), the estimate and pruning still work.",
                 icon=":material/folder_off:")
         return
-    table = st.session_state.get(SENS, {}).get((sel.key, criterion))
+    key = (sel.key, criterion, round_to)
+    table = st.session_state.get(SENS, {}).get(key)
+    rounded = (f" Kept filters are rounded to multiples of {round_to}, as the plan rounds them: ratios that round "
+               "to the same width share one point." if round_to > 1 else "")
     if st.button("Compute sensitivity" if table is None else "Recompute sensitivity", key="sens_go",
                  help=f"Prunes each group alone at ratios {', '.join(map(str, SENSITIVITY.ratios))} (filters picked "
                       f"by {criterion}), re-estimates its BatchNorm statistics on {RECALIBRATION.n} training images "
-                      f"and measures accuracy on {SENSITIVITY.n} test images without fine-tuning. "
+                      f"and measures accuracy on {SENSITIVITY.n} test images without fine-tuning.{rounded} "
                       "Cached on disk: a second time is instant."):
         tensors, _ = score_tensors(sel, criterion)
         bar = st.progress(0.0, text="Pruning each group alone...")
         table = sensitivity(sel.model, tensors, data, ratios=SENSITIVITY.ratios, struct=struct,
-                            recalibrate=split(sel.dataset, "train"),
+                            recalibrate=split(sel.dataset, "train"), round_to=round_to,
                             progress=lambda d, t: bar.progress(d / t, text=f"Sensitivity: {d}/{t} pruned models"))
         bar.empty()
-        st.session_state.setdefault(SENS, {})[(sel.key, criterion)] = table
-        st.session_state.setdefault(SENS_FIG, {}).pop((sel.key, criterion), None)
+        st.session_state.setdefault(SENS, {})[key] = table
+        st.session_state.setdefault(SENS_FIG, {}).pop(key, None)
     if table is None:
+        models = len(struct.groups) * len(SENSITIVITY.ratios)
         st.caption("Sensitivity: how much accuracy each group loses when it alone is pruned. Click the button: "
-                   f"{len(struct.groups) * len(SENSITIVITY.ratios)} pruned models, about a minute on a 2-core CPU "
-                   "for ResNet-20 (two on a busy one); a progress bar follows it.")
+                   f"{'at most ' if round_to > 1 else ''}{models} pruned models, "
+                   f"{duration(expected_minutes(models, estimate(struct, {}).macs))} on a 2-core CPU (twice that on a "
+                   "busy one; scaled from ResNet-20's 60 in about a minute by the MACs per image); a progress bar "
+                   "follows it.")
         return
     figures = st.session_state.setdefault(SENS_FIG, {})
-    if (sel.key, criterion) not in figures:  # drawn once (about half a second); a slider move only moves the lines
+    if key not in figures:  # drawn once (about half a second); a slider move only moves the lines
         family = model_info(sel.arch).family
-        figures[(sel.key, criterion)] = sensitivity_figure(table, struct,
-                                                           {g.root: group_label(g, family) for g in struct.groups})
-    st.plotly_chart(mark_ratios(figures[(sel.key, criterion)], ratios), width="stretch")
+        figures[key] = sensitivity_figure(table, struct, {g.root: group_label(g, family) for g in struct.groups})
+    st.plotly_chart(mark_ratios(figures[key], ratios), width="stretch")
     st.caption(f"Each panel is one group: test accuracy ({SENSITIVITY.n} images; BatchNorm recalibrated, no "
                "fine-tuning) when only that "
                "group is pruned, against its ratio; the red line is the ratio you set. All panels share one 0-100% "
                "scale and the dotted line is the unpruned accuracy: a flat curve can be pruned hard, a curve that "
-               "drops early marks a sensitive group.")
+               "drops early marks a sensitive group." + rounded)
     st.warning("Each curve prunes one group alone. Pruning several groups together costs more than any one of them "
                "alone (the damage adds up, and more): read the curves to compare groups, and the predicted accuracy "
                "above for what the whole plan costs.", icon=":material/warning:")
@@ -373,7 +380,7 @@ def main() -> None:
         estimate_ui(est)
         predicted_ui(sel, ratios, criterion, round_to)
     st.subheader("Sensitivity of each group")
-    sensitivity_ui(struct, sel, ratios, criterion)
+    sensitivity_ui(struct, sel, ratios, criterion, round_to)
 
     st.subheader("Filters kept per conv")
     st.plotly_chart(filters_figure(est), width="stretch")

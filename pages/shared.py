@@ -244,6 +244,13 @@ def human(n: float) -> str:
     return f"{n:.0f}"
 
 
+def duration(minutes: float) -> str:
+    """0.8 -> 'about a minute', 7.2 -> 'about 7 minutes', 210 -> 'about 3.5 hours'."""
+    if minutes < 1.5:
+        return "about a minute"
+    return f"about {minutes:.0f} minutes" if minutes < 90 else f"about {minutes / 60:.1f} hours"
+
+
 def device_label() -> str:
     device = best_device()
     if device.type == "cuda":

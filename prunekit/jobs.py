@@ -40,7 +40,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from .defaults import FINETUNE_RECIPE, HELD_OUT, PROBE, SENSITIVITY
+from .defaults import FINETUNE_RECIPE, HELD_OUT, PROBE, ROUND_TO, SENSITIVITY
 from .errors import UserError, unknown_name
 from .files import write_text_atomic
 from .runs import _kind, _this_process, process_gone, runs_root, utc_now
@@ -328,8 +328,8 @@ def _sensitivity(job: Job, ctx: _Context) -> dict[str, Any]:
     scores = read_scores(a["scores"], model)  # before the data: a bad file fails at once
     data = held_out_set(a["data"], int(a.get("n") or SENSITIVITY.n), a.get("data_root"))
     recal = None if a.get("recalibrate") is False else load_arrays(a["data"], "train", a.get("data_root"))
-    table = sensitivity(model, scores, data,
-                        ratios=a.get("ratios") or SENSITIVITY.ratios, recalibrate=recal, progress=ctx.steps)
+    table = sensitivity(model, scores, data, ratios=a.get("ratios") or SENSITIVITY.ratios, recalibrate=recal,
+                        round_to=a.get("round_to", ROUND_TO), progress=ctx.steps)
     table.to_csv(job.path / "sensitivity.csv", index=False)
     return {"sensitivity": str(job.path / "sensitivity.csv"), "rows": len(table)}
 

@@ -1,14 +1,17 @@
 """Sensitivity analysis: how much each coupled group alone can lose before the model suffers.
 
 >>> df = sensitivity(model, scores, held_out.subset(SENSITIVITY.n))    # ratios: SENSITIVITY.ratios
->>> df.columns   # group, ratio, accuracy, loss, params, macs
+>>> df.columns   # group, ratio, kept, accuracy, loss, params, macs
 
 For each prunable group (named by its root, see :func:`prunekit.prune.coupled_groups`), only that group is
 pruned (physically, by :func:`prunekit.prune.prune_model` with the criterion's ``scores``) at each ratio, and the
 pruned model is evaluated without fine-tuning on a held-out set. A ratio that would remove every filter of a
-group is skipped. Each group's curve starts with a row at ratio 0: the unpruned model. ``params`` and ``macs``
-come from the instant estimate (:func:`prunekit.plan.estimate`). Results are cached under
-``cache_dir()/sensitivity`` keyed by the weights, the scores, the held-out images, the ratios and the groups.
+group is skipped. Each group's curve starts with a row at ratio 0: the unpruned model. With ``round_to`` > 1 each
+ratio keeps what a plan with that rounding keeps (:func:`prunekit.ratios.kept_channels`), so the curves show what
+the plan will prune; ratios that round to the same width share one pruned model (and a ratio that keeps every
+filter is the unpruned model). ``kept`` is the group's filters kept; ``params`` and ``macs`` come from the instant
+estimate (:func:`prunekit.plan.estimate`). Results are cached under ``cache_dir()/sensitivity`` keyed by the
+weights, the scores, the held-out images, the ratios, the groups and the rounding.
 """
 from __future__ import annotations
 
@@ -22,18 +25,28 @@ import torch.nn as nn
 
 from .criteria.streaming import Progress, no_progress
 from .data import ArraySet, DeviceLoader, cache_dir
-from .defaults import RECALIBRATION, SENSITIVITY
+from .defaults import RECALIBRATION, ROUND_TO, SENSITIVITY
 from .errors import UserError
 from .files import write_text_atomic
 from .metrics import evaluate
 from .prune import prune_model
-from .ratios import RULE, check_ratio, kept_channels
+from .ratios import RULE, check_ratio, check_round_to, kept_channels
 from .recalibrate import recalibrate_bn
 from .scores import to_tensors, weights_hash
 from .structure import Structure, estimate, structure
 
-__all__ = ["sensitivity", "read_sensitivity", "check_table", "COLUMNS"]
-COLUMNS = ["group", "ratio", "accuracy", "loss", "params", "macs"]
+__all__ = ["sensitivity", "read_sensitivity", "check_table", "expected_minutes", "COLUMNS", "REFERENCE"]
+COLUMNS = ["group", "ratio", "kept", "accuracy", "loss", "params", "macs"]
+REFERENCE = (60, 40_551_040, 1.0)
+"""Measured: ResNet-20's curves, 60 pruned models of 40.55M MACs per image, in about 1.0 minute on the 2-core CPU
+build machine (SENSITIVITY's images, recalibrated)."""
+
+
+def expected_minutes(models: int, macs: int) -> float:
+    """Roughly how long ``models`` pruned models of ``macs`` MACs per image take on that CPU: :data:`REFERENCE`
+    scaled by the work (models x MACs per image; the images evaluated and recalibrated on are the same)."""
+    count, ref_macs, minutes = REFERENCE
+    return minutes * models * macs / (count * ref_macs)
 
 
 def sensitivity(
@@ -44,6 +57,7 @@ def sensitivity(
     ratios=SENSITIVITY.ratios,
     groups: list[str] | None = None,
     recalibrate: ArraySet | None = None,
+    round_to: int = ROUND_TO,
     struct: Structure | None = None,
     batch_size: int = 256,
     cache: bool = True,
@@ -56,12 +70,14 @@ def sensitivity(
     groups: roots to analyse (default: every prunable group). recalibrate: training images on which every model,
     the unpruned one too, has its BatchNorm statistics re-estimated before it is evaluated
     (:func:`prunekit.recalibrate.recalibrate_bn`; the damage is then pruning's alone, and it predicts fine-tuned
-    accuracy far better than the plain one); None: evaluated as pruned. struct: the model's traced structure, when
+    accuracy far better than the plain one); None: evaluated as pruned. round_to: kept filters rounded to a multiple
+    of it, as a plan with this rounding prunes (1: none). struct: the model's traced structure, when
     the caller holds it (default: traced here). progress: ``progress(done, total)``.
     Returns a DataFrame with :data:`COLUMNS`, accuracy in %, loss the mean cross-entropy; ``attrs`` holds the
     cache ``key`` and whether it was ``cached``.
     """
     ratios = sorted({check_ratio("sensitivity", r) for r in ratios} - {0.0})
+    round_to = check_round_to(round_to)
     if not ratios:
         raise UserError(f"give at least one ratio above 0; {RULE}")
     if isinstance(scores, pd.DataFrame):
@@ -72,15 +88,15 @@ def sensitivity(
     unknown = [g for g in chosen if g not in by_root]
     if unknown:
         raise UserError(f"unknown groups {unknown}; prunable groups: {', '.join(by_root)}")
-    key = _key(model, scores, data, ratios, chosen, recalibrate)
+    key = _key(model, scores, data, ratios, chosen, recalibrate, round_to)
     table = cache_dir() / "sensitivity" / f"{key}.csv"
     if cache and table.is_file():
         df = pd.read_csv(table)
         df.attrs = {"key": key, "cached": True}
         return df
-    work = {g: [r for r in ratios if kept_channels(by_root[g].channels, r) >= 1] for g in chosen}
-    df = pd.DataFrame(_curves(model, scores, data, struct, work, batch_size, recalibrate, progress or no_progress),
-                      columns=COLUMNS)
+    work = {g: [r for r in ratios if kept_channels(by_root[g].channels, r, round_to) >= 1] for g in chosen}
+    df = pd.DataFrame(_curves(model, scores, data, struct, work, batch_size, recalibrate, round_to,
+                              progress or no_progress), columns=COLUMNS)
     if cache:
         table.parent.mkdir(parents=True, exist_ok=True)
         write_text_atomic(table, df.to_csv(index=False))
@@ -89,8 +105,9 @@ def sensitivity(
 
 
 def _curves(model, scores, data, struct, work: dict[str, list[float]], batch_size: int, recal: ArraySet | None,
-            progress: Progress) -> list[dict]:
-    """The rows: per group, the unpruned model (ratio 0), then the group alone pruned at each of its ratios."""
+            round_to: int, progress: Progress) -> list[dict]:
+    """The rows: per group, the unpruned model (ratio 0), then the group alone pruned at each of its ratios (one
+    pruned model per width kept: ratios rounded to the same width share it; the full width is the unpruned one)."""
     loader = DeviceLoader(data, batch_size, train=False, device=next(model.parameters()).device)
 
     def measure(m: nn.Module) -> dict:
@@ -100,20 +117,27 @@ def _curves(model, scores, data, struct, work: dict[str, list[float]], batch_siz
     input_size = tuple(data.images.shape[1:])
     total, done, rows = sum(len(v) for v in work.values()), 0, []
     for g, group_ratios in work.items():
-        rows.append({"group": g, "ratio": 0.0, "accuracy": base["accuracy"], "loss": base["loss"],
-                     "params": est0.params, "macs": est0.macs})
+        channels = next(x.channels for x in struct.groups if x.root == g)
+        by_width = {channels: (base, est0)}
+        rows.append(_row(g, 0.0, channels, base, est0))
         for r in group_ratios:
-            pruned, _ = prune_model(model, {g: r}, scores, input_size)
-            result, est = measure(pruned), estimate(struct, {g: r})
-            rows.append({"group": g, "ratio": r, "accuracy": result["accuracy"], "loss": result["loss"],
-                         "params": est.params, "macs": est.macs})
+            kept = kept_channels(channels, r, round_to)
+            if kept not in by_width:
+                pruned, _ = prune_model(model, {g: r}, scores, input_size, round_to=round_to)
+                by_width[kept] = measure(pruned), estimate(struct, {g: r}, round_to)
+            rows.append(_row(g, r, kept, *by_width[kept]))
             done += 1
             progress(done, total)
     return rows
 
 
+def _row(group: str, ratio: float, kept: int, result: dict, est) -> dict:
+    return {"group": group, "ratio": ratio, "kept": kept, "accuracy": result["accuracy"], "loss": result["loss"],
+            "params": est.params, "macs": est.macs}
+
+
 def _key(model: nn.Module, scores: dict[str, torch.Tensor], data: ArraySet, ratios: list[float],
-         groups: list[str], recal: ArraySet | None) -> str:
+         groups: list[str], recal: ArraySet | None, round_to: int) -> str:
     h = hashlib.sha256(weights_hash(model).encode())
     if recal is not None:  # the recalibration images the models are evaluated after, and how many of them
         sub = recal.subset(RECALIBRATION.n, RECALIBRATION.seed)
@@ -123,7 +147,7 @@ def _key(model: nn.Module, scores: dict[str, torch.Tensor], data: ArraySet, rati
         h.update(scores[name].detach().float().cpu().contiguous().numpy().tobytes())
     h.update(data.images.numpy().tobytes())
     h.update(data.labels.numpy().tobytes())
-    h.update(json.dumps([data.mean, data.std, ratios, groups]).encode())
+    h.update(json.dumps([data.mean, data.std, ratios, groups, round_to]).encode())
     return h.hexdigest()[:24]
 
 

@@ -280,10 +280,10 @@ def test_sensitivity_curves_then_the_sensitivity_preset(default, cifar_data_root
     model, struct = default
     calls = []
 
-    def fake(model, scores, data, *, ratios, progress=None, **_):
-        calls.append((len(data), tuple(ratios), sorted(scores)))
-        rows = [{"group": g.root, "ratio": r, "accuracy": 90 - (80 if g.root == "conv1" else 10) * r, "loss": 0.0,
-                 "params": 0, "macs": 0} for g in struct.groups for r in (0.0, *ratios)]
+    def fake(model, scores, data, *, ratios, round_to, progress=None, **_):
+        calls.append((len(data), tuple(ratios), sorted(scores), round_to))
+        rows = [{"group": g.root, "ratio": r, "kept": g.channels, "loss": 0.0, "params": 0, "macs": 0,
+                 "accuracy": 90 - (80 if g.root == "conv1" else 10) * r} for g in struct.groups for r in (0.0, *ratios)]
         progress(1, 1)
         return pd.DataFrame(rows)
 
@@ -291,11 +291,13 @@ def test_sensitivity_curves_then_the_sensitivity_preset(default, cifar_data_root
     monkeypatch.setattr(sys.modules["prunekit.sensitivity"], "sensitivity", fake)  # the package re-exports
     # a function of the same name, so the module is reached through sys.modules
     at = _plan_page(**{CRITERION: "l1", PLAN: {"conv1": 0.3}}, preset_kind="sensitivity", preset_target=0.3)
+    assert any("60 pruned models, about a minute on a 2-core CPU" in c.value for c in at.caption)  # 12 groups x 5
     at.button(key="sens_go").click()
     at.run()
     assert not at.exception
     convs = sorted(n for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d))
-    assert calls == [(SENSITIVITY.n, SENSITIVITY.ratios, convs)]  # the shared defaults, the l1 scores of all 19 convs
+    assert calls == [(SENSITIVITY.n, SENSITIVITY.ratios, convs, 1)]  # the shared defaults, the l1 scores of all 19
+    # convs, the plan's rounding (none)
     assert any("Each panel is one group" in c.value for c in at.caption)
     assert any("costs more than any one of them alone" in w.value for w in at.warning)
     spec = _sensitivity_spec(at)
@@ -310,6 +312,11 @@ def test_sensitivity_curves_then_the_sensitivity_preset(default, cifar_data_root
     plan = at.session_state[PLAN]
     assert plan["conv1"] == min(plan.values())  # the one sensitive group is pruned least
     assert estimate(struct, plan).macs_reduction >= 0.3
+    at.number_input(key="round_to_input").set_value(16).run()  # another rounding: other curves, computed anew
+    assert not any(b.label == "Recompute sensitivity" for b in at.button)
+    at.button(key="sens_go").click()
+    at.run()
+    assert calls[-1][3] == 16 and any("rounded to multiples of 16" in c.value for c in at.caption)
 
 
 def test_the_predicted_accuracy_is_the_recalibrated_plan_and_never_stale(default, cifar_data_root, monkeypatch):

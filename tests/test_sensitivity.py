@@ -63,3 +63,58 @@ def test_with_recalibration_every_point_is_evaluated_after_re_estimating_the_bat
     assert df.iloc[0]["loss"] == pytest.approx(base["loss"]) and df.iloc[1]["loss"] == pytest.approx(pruned["loss"])
     plain = sensitivity(model, scores, data, ratios=(0.5,), groups=["layer3.0.conv1"], cache=False)
     assert plain.iloc[1]["loss"] != pytest.approx(df.iloc[1]["loss"])  # recalibration changed what was measured
+
+
+def test_with_round_to_each_ratio_keeps_what_the_plan_keeps_and_one_width_is_pruned_once(monkeypatch):
+    """64 filters, round_to 16: ratios 0.1 / 0.2 / 0.3 / 0.5 keep 57 -> 64 (unpruned), 51 -> 48, 44 -> 48, 32; 16
+    filters with round_to 16 are never pruned. Two pruned models in all, each the plan's own."""
+    import sys
+
+    from prunekit.data import DeviceLoader
+    from prunekit.metrics import evaluate
+    from prunekit.prune import prune_model
+
+    model, scores = _model_with_dead_filters()
+    data = tiny_arrays(24)
+    pruned_calls = []
+    monkeypatch.setattr(sys.modules["prunekit.sensitivity"], "prune_model",
+                        lambda *a, **k: pruned_calls.append(k) or prune_model(*a, **k))
+    df = sensitivity(model, scores, data, ratios=(0.1, 0.2, 0.3, 0.5), groups=["layer3.0.conv1", "layer1.0.conv1"],
+                     round_to=16, cache=False)
+    wide, narrow = df[df["group"] == "layer3.0.conv1"], df[df["group"] == "layer1.0.conv1"]
+    assert wide["kept"].tolist() == [64, 64, 48, 48, 32] and narrow["kept"].tolist() == [16] * 5
+    assert len(pruned_calls) == 2 and all(k["round_to"] == 16 for k in pruned_calls)
+    base = wide.iloc[0]
+    assert (narrow["loss"] == base["loss"]).all() and wide.iloc[1]["loss"] == base["loss"]  # nothing removed
+    assert wide.iloc[2]["loss"] == wide.iloc[3]["loss"] != base["loss"]  # the one 48-filter model, twice
+    expected = evaluate(prune_model(model, {"layer3.0.conv1": 0.3}, scores, (3, 32, 32), round_to=16)[0],
+                        DeviceLoader(data, 256, train=False))
+    assert wide.iloc[3]["loss"] == pytest.approx(expected["loss"])
+    struct = structure(model, (3, 32, 32))
+    assert wide.iloc[4]["macs"] == estimate(struct, {"layer3.0.conv1": 0.5}, 16).macs
+    exact = sensitivity(model, scores, data, ratios=(0.2,), groups=["layer3.0.conv1"])
+    rounded = sensitivity(model, scores, data, ratios=(0.2,), groups=["layer3.0.conv1"], round_to=16)
+    assert exact.attrs["key"] != rounded.attrs["key"] and exact["kept"].tolist() == [64, 51]  # cached apart
+
+
+def test_from_the_shell_the_curves_follow_round_to(cifar_data_root, tmp_path, capsys):
+    import json
+
+    import pandas as pd
+
+    from prunekit.cli import main
+
+    assert main(["sensitivity", "--model", "resnet20", "--data", "cifar10", "--data-root", str(cifar_data_root),
+                 "--n", "16", "--no-recalibrate", "--groups", "layer3.0.conv1", "--ratios", "0.3", "0.5",
+                 "--round-to", "16", "--out", str(tmp_path / "s.csv")]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["rows"] == 3
+    assert pd.read_csv(tmp_path / "s.csv")["kept"].tolist() == [64, 48, 32]  # 44 -> 48; 32
+
+
+def test_the_expected_time_scales_resnet20s_measured_minute_by_the_work():
+    from pages.shared import duration
+    from prunekit.sensitivity import expected_minutes
+
+    assert expected_minutes(60, 40_551_040) == pytest.approx(1.0)  # the reference itself
+    assert expected_minutes(120, 4 * 40_551_040) == pytest.approx(8.0)  # twice the models, 4x the MACs each
+    assert [duration(m) for m in (0.6, 8.0, 210.0)] == ["about a minute", "about 8 minutes", "about 3.5 hours"]

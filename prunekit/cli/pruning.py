@@ -173,7 +173,8 @@ def sensitivity(args: argparse.Namespace) -> int:
     scores = _scores(args, model, arch, args.criterion, parse_params(args.param))
     with bar("sensitivity") as progress:
         df = curves(model, scores, held_out_set(args.data, args.n, args.data_root), ratios=args.ratios,
-                    groups=args.groups, recalibrate=_recalibration(args), cache=not args.no_cache, progress=progress)
+                    groups=args.groups, recalibrate=_recalibration(args), round_to=args.round_to,
+                    cache=not args.no_cache, progress=progress)
     out = _write_csv(df, args.out)
     return emit({"groups": int(df["group"].nunique()), "rows": len(df), "cached": df.attrs["cached"],
                  "out": str(out)})
@@ -219,8 +220,9 @@ def register(sub) -> None:
     p.add_argument("--ratios", type=float, nargs="+", default=list(SENSITIVITY.ratios))
     p.add_argument("--groups", nargs="+", default=None, help="group roots (default: every prunable group)")
     p.add_argument("--no-cache", action="store_true")
+    add_round_to_arg(p, "(each ratio keeps what a plan with this rounding keeps; give the plan the same)")
     _recalibration_arg(p)
-    p.add_argument("--out", required=True, help="output CSV (group, ratio, accuracy, loss, params, macs)")
+    p.add_argument("--out", required=True, help="output CSV (group, ratio, kept, accuracy, loss, params, macs)")
     p.set_defaults(func=sensitivity)
 
 
