@@ -7,7 +7,12 @@ the other data-driven criteria (taylor, hrank, chip, grad_x_activation; mapex ov
 images, against a forward over that probe, for a model that takes its 64x64 canvases; linear_ensembles with 2
 masks, which reads the probe once per mask);
 and the default SFM entropy's scores on A and B plus their agreement (``prunekit.reliability.reliability``,
-uncached), what the dashboard's reliability costs, against the one forward over A. Each is timed ``--repeat``
+uncached), what the dashboard's reliability costs, against the one forward over A. Why pooled costs what it does:
+the same streamed pass that only reads the maps at SFM's sites (``read``: hooks, the activation applied) and that
+also takes each batch's per-filter range (``read+range``: what pooled does besides counting), the map values one
+pass counts, and torch.bincount's speed on one core over as many values as the largest map batch (cell indices
+with a ReLU's run of zeros, as pooled counts them): ``floor_over_forward`` is read+range plus that counting spread
+over every torch thread, the least any exact per-value counting costs on this CPU. Each is timed ``--repeat``
 times, round-robin (a, b, c, a, b, c...), and the median taken (chip, ~50 forwards of linear algebra, once);
 the load average is recorded before and after.
 Target (issue 16): SFM entropy at most 1.3x the forward pass, per estimator.
@@ -26,6 +31,7 @@ import torch
 from common import RESULTS, write_result
 
 from prunekit.criteria import get_criterion
+from prunekit.criteria.streaming import stream
 from prunekit.data import ArraySet, DataNotFoundError, load_arrays, normalization
 from prunekit.layers import conv_layers
 from prunekit.metrics import best_device
@@ -87,9 +93,44 @@ def _accepts(model, probe: Probe, device) -> bool:
         return False
 
 
+def _read(model, probe: Probe, with_range: bool):
+    """One streamed pass reading every conv's map at SFM's sites; with_range: each batch's per-filter min and max
+    too (as pooled takes them)."""
+    layers, reads = conv_layers(model), get_criterion("sfm_entropy").reads
+
+    def fn(layer, fmap, batch):
+        if with_range:
+            fmap.amin((2, 3)).amin(0), fmap.amax((2, 3)).amax(0)
+
+    return lambda: stream(model, layers, probe, fn, lambda: None, reads)
+
+
+def _values(model, probe: Probe) -> tuple[int, int]:
+    """(map values one pooled pass counts, the most in one layer's batch)."""
+    sizes: list[int] = []
+    stream(model, conv_layers(model), probe, lambda layer, fmap, batch: sizes.append(fmap.numel()), lambda: None,
+           get_criterion("sfm_entropy").reads)
+    return sum(sizes), max(sizes)
+
+
+def _bincount_ns(values: int, repeat: int) -> float:
+    """torch.bincount's median ns per value on one thread, over ``values`` cell indices into 16 filters x 513
+    cells, half of them one filter's zero cell (a ReLU's zeros), the rest uniform."""
+    g = torch.Generator().manual_seed(0)
+    idx = torch.randint(0, 16 * 513, (values,), generator=g, dtype=torch.int32)
+    idx[::2] = 0
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        torch.bincount(idx, minlength=16 * 513)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times) / values * 1e9
+
+
 def _timed(model, a: Probe, b: Probe, boxes: Probe | None, device) -> dict:
     """The functions timed for one model, by name."""
-    fns = {"forward": lambda: _forward(model, a, device)}
+    fns = {"forward": lambda: _forward(model, a, device), "sfm_entropy/read": _read(model, a, False),
+           "sfm_entropy/read+range": _read(model, a, True)}
     for est in ESTIMATORS:
         fns[f"sfm_entropy/{est}"] = lambda e=est: get_criterion("sfm_entropy", estimator=e).score(model, probe=a)
     for name, params in OTHERS.items():
@@ -101,15 +142,25 @@ def _timed(model, a: Probe, b: Probe, boxes: Probe | None, device) -> dict:
     return fns
 
 
-def _row(t: dict[str, float], layers: int) -> dict:
+def _row(t: dict[str, float], layers: int, values: int, bincount_ns: float) -> dict:
     ratio = {k: round(v / t["forward"], 3) for k, v in t.items() if not k.startswith("forward")}
     if "mapex" in t:
         ratio["mapex"] = round(t["mapex"] / t["forward_boxes"], 3)  # against a forward over its own box probe
+    counting = t["sfm_entropy/pooled"] - t["sfm_entropy/read+range"]
+    floor = t["sfm_entropy/read+range"] + values * bincount_ns * 1e-9 / torch.get_num_threads()
     return {
         "layers": layers,
         "seconds": {k: round(v, 4) for k, v in t.items()},
         "over_forward": ratio,
         "meets_target": {e: ratio[f"sfm_entropy/{e}"] <= TARGET for e in ESTIMATORS},
+        "pooled_why": {
+            "values_counted": values,
+            "counting_ns_per_value": round(counting / values * 1e9, 3),
+            "target_leaves_ns_per_value": round((TARGET * t["forward"] - t["sfm_entropy/read+range"]) / values * 1e9,
+                                                3),
+            "bincount_ns_per_value_one_thread": round(bincount_ns, 3),
+            "floor_over_forward": round(floor / t["forward"], 3),
+        },
     }
 
 
@@ -121,8 +172,10 @@ def run(n: int, repeat: int) -> dict:
     for name in ("resnet56", "vgg16_bn"):
         model = build_model(name).to(device).eval()
         _forward(model, a, device)  # warm-up
-        rows[name] = _row(_interleaved_medians(_timed(model, a, b, boxes, device), repeat), len(conv_layers(model)))
-        print(name, rows[name]["over_forward"], flush=True)
+        values, largest = _values(model, a)
+        rows[name] = _row(_interleaved_medians(_timed(model, a, b, boxes, device), repeat), len(conv_layers(model)),
+                          values, _bincount_ns(largest, 5))
+        print(name, rows[name]["over_forward"], rows[name]["pooled_why"], flush=True)
     return {
         "benchmark": "entropy_speed",
         "target_sfm_entropy_over_forward": TARGET,
