@@ -15,9 +15,8 @@ SHOWN = 3  # filters per side
 
 
 @st.cache_data(show_spinner="Reading the layer's feature maps over the probe images...", max_entries=16)
-def _histograms(_model, key: str, layer: str, dataset: str, n: int) -> pd.DataFrame | None:
-    images = probe(dataset, n)
-    return None if images is None else value_histograms(_model, layer, images)
+def _histograms(_model, key: str, layer: str, dataset: str, n: int, _images) -> pd.DataFrame:
+    return value_histograms(_model, layer, _images)
 
 
 def entropy_figure(hist: pd.DataFrame, k: int = SHOWN) -> go.Figure:
@@ -45,11 +44,12 @@ def entropy_ui(sel, layers: list[str]) -> None:
     """The layer picker, the figure and what it shows (says so when there are no probe images)."""
     layer = st.selectbox("Layer", layers, key="sal_entropy_layer",
                          help="Any conv of the model; its filters' responses are read over the probe images.")
-    hist = _histograms(sel.model, sel.key, layer, sel.dataset, sel.probe_n)
-    if hist is None:
+    images = probe(sel.dataset, sel.probe_n) if sel.data_path is not None else None
+    if images is None:
         st.info("This view reads the feature maps of the probe images, and there are none here: the Model & data "
                 "page says how to get the data set.", icon=":material/folder_off:")
         return
+    hist = _histograms(sel.model, sel.key, layer, sel.dataset, sel.probe_n, images)
     st.plotly_chart(entropy_figure(hist), width="stretch", key="sal_entropy")
     st.caption(f"Every value of a filter's feature map over the {sel.probe_n} probe images ({sel.dataset} training "
                "images), binned into 32 bins between its smallest and largest value. The **entropy** H = -Σ p log p "

@@ -12,6 +12,7 @@ from pages.shared import (
     PLAN,
     PLAN_ROUND_TO,
     chosen_criterion,
+    found,
     page_with_model,
     scores_with_progress,
     split,
@@ -19,7 +20,6 @@ from pages.shared import (
 )
 from prunekit.criteria import get_criterion
 from prunekit.criteria.mapex import expanded_boxes
-from prunekit.data import DataNotFoundError
 from prunekit.defaults import ROUND_TO
 from prunekit.errors import UserError
 from prunekit.images import fit_image, normalized, read_image
@@ -206,16 +206,12 @@ def pruned_grid(sel, layer: str, x: torch.Tensor, image_id: str, table, name: st
 
 @st.cache_resource(show_spinner="Preparing the box probe...", max_entries=4)
 def _box_set(dataset: str, n: int):
-    """The box-labelled images Map-EX reads (:func:`prunekit.probe.box_set`, what its probe streams); None without
-    data."""
-    try:
-        return box_set(dataset, n)
-    except DataNotFoundError:
-        return None
+    """The box-labelled images Map-EX reads (:func:`prunekit.probe.box_set`, what its probe streams)."""
+    return box_set(dataset, n)
 
 
 def mapex_ui(sel, layer) -> None:
-    data = _box_set(sel.dataset, sel.probe_n) if sel.data_path is not None else None
+    data = found(_box_set, sel.dataset, sel.probe_n) if sel.data_path is not None else None
     if data is None:
         st.info(f"Map-EX reads box-labelled images made from the {sel.dataset} training split, which is missing.",
                 icon=":material/folder_off:")

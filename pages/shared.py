@@ -14,6 +14,7 @@ import hashlib
 import tempfile
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,38 +95,47 @@ def _weights_key(_model, label: str, model_id: int) -> str:
     return weights_hash(_model)
 
 
-@st.cache_resource(show_spinner="Loading the images...", max_entries=4)
-def split(dataset: str, which: str) -> ArraySet | None:
-    """The ``which`` split ("train" / "test") of ``dataset`` as uint8 arrays, None when its files are missing."""
+def found(load: Callable, *args):
+    """``load(*args)``, or None when its data set's files are missing (DataNotFoundError). ``load`` is a cached
+    function that raises on a miss: Streamlit caches no exception, so files put in place while the app runs (the
+    Model & data page says how) are found at the next rerun, never hidden behind a cached None."""
     try:
-        return load_arrays(dataset, which)
+        return load(*args)
     except DataNotFoundError:
         return None
+
+
+@st.cache_resource(show_spinner="Loading the images...", max_entries=4)
+def _split(dataset: str, which: str) -> ArraySet:
+    return load_arrays(dataset, which)
+
+
+def split(dataset: str, which: str) -> ArraySet | None:
+    """The ``which`` split ("train" / "test") of ``dataset`` as uint8 arrays, None when its files are missing."""
+    return found(_split, dataset, which)
 
 
 @st.cache_resource(show_spinner="Loading the test images...", max_entries=8)
-def _held_out(dataset: str, n: int) -> ArraySet | None:
-    try:
-        return held_out_set(dataset, n)
-    except DataNotFoundError:
-        return None
+def _held_out(dataset: str, n: int) -> ArraySet:
+    return held_out_set(dataset, n)
 
 
 def held_out(sel: Selection, n: int) -> ArraySet | None:
     """``n`` held-out images of the selected data set (:func:`prunekit.data.held_out_set`, as the command line
     draws them), None without data or when the model cannot take them (the sidebar says why)."""
-    return _held_out(sel.dataset, n) if sel.data_path is not None and not sel.data_problem else None
+    return found(_held_out, sel.dataset, n) if sel.data_path is not None and not sel.data_problem else None
 
 
 @st.cache_resource(show_spinner="Preparing the probe images...", max_entries=8)
+def _probe(dataset: str, n: int, boxes: bool) -> Probe:
+    return make_probe(dataset, n, boxes=boxes)
+
+
 def probe(dataset: str, n: int, boxes: bool = False) -> Probe | None:
     """The probe the criteria read (:func:`prunekit.probe.make_probe`, as the command line and the jobs build it):
     ``n`` training images, or with ``boxes`` ``n`` objects of the same split on 64x64 canvases with their boxes;
     None without data."""
-    try:
-        return make_probe(dataset, n, boxes=boxes)
-    except DataNotFoundError:
-        return None
+    return found(_probe, dataset, n, boxes)
 
 
 @st.cache_resource(show_spinner="Tracing the model's coupled groups...", max_entries=8)

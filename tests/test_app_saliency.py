@@ -161,3 +161,15 @@ def test_the_entropy_view_shows_the_extreme_filters_with_the_entropy_of_their_ba
         by_hand = -sum(v * math.log(v) for v in p)  # the entropy of the drawn histogram, in nats
         assert abs(by_hand - float(re.search(r"H = ([\d.]+)", title).group(1))) < 0.01, title
     assert any("The **entropy** H" in c.value for c in at.caption)
+
+
+def test_data_put_in_place_while_the_app_runs_is_found_at_the_next_run(cifar_data_root, tmp_path, monkeypatch):
+    """A miss is never cached: the entropy view says there are no probe images, the files arrive (as the Model &
+    data page says how), and the same server draws the view on the next run."""
+    monkeypatch.setenv("PRUNEKIT_DATA", str(tmp_path))  # an empty data root
+    at = _open(criterion="l1", sal_entropy_layer="layer1.1.conv2")
+    assert not at.exception and any("there are none here" in i.value for i in at.info)
+    monkeypatch.setenv("PRUNEKIT_DATA", str(cifar_data_root))
+    at = _open(criterion="l1", sal_entropy_layer="layer1.1.conv2")
+    assert not at.exception and not any("there are none here" in i.value for i in at.info)
+    assert [c for c in _charts(at) if any("nats" in a.get("text", "") for a in c["layout"].get("annotations", []))]

@@ -41,7 +41,7 @@ import torch
 from .stats import bin_counts, bin_index
 
 __all__ = ["GapCounts", "PooledCounts", "SUB", "MAX_COUNTERS", "LANES", "MAX_LANE_COUNTERS", "MIN_CHUNK",
-           "count_indices"]
+           "count_indices", "cell_indices"]
 
 SUB = 16  # cells per final bin (pooled)
 MAX_COUNTERS = 1 << 22  # most counters of one layer's batch histogram (pooled)
@@ -78,6 +78,28 @@ def _offsets(c: int, h: int, w: int, cells: int, lanes: int, device: torch.devic
     return (channel.view(c, 1, 1) + lane.view(1, h, w)).unsqueeze(0)
 
 
+def cell_indices(fmap: torch.Tensor, bins: int) -> tuple[torch.Tensor, int, int, torch.Tensor, torch.Tensor]:
+    """The pooled estimator's view of one batch ``fmap`` (B, C, H, W): (idx int32 (B*C*H*W,), counters n, lanes,
+    lo, hi (C,)): each value's cell among ``cells + 1`` per filter over the batch's own range [lo, hi] (cells =
+    ``sub * bins``, see the module docstring), offset into its filter's counters in its position's copy of them
+    (``lanes`` copies of ``n = C (cells + 1)`` counters on the CPU while they stay within ``MAX_LANE_COUNTERS``, else
+    1). One temporary of the batch's size: float32, then its cell indices in place as int32."""
+    c, h, w = fmap.shape[1:]
+    cells = max(1, min(SUB, MAX_COUNTERS // (c * bins))) * bins
+    n = c * (cells + 1)
+    lanes = LANES if fmap.device.type == "cpu" and LANES * n <= MAX_LANE_COUNTERS else 1
+    shape = (1, c, 1, 1)
+    lo = fmap.amin((2, 3)).amin(0)  # per image first: a contiguous reduction, much faster than over (0, 2, 3)
+    hi = fmap.amax((2, 3)).amax(0)
+    span = (hi - lo).float()
+    scale = torch.where(span > 0, cells / span, torch.zeros_like(span))
+    t = fmap.float() - lo.float().view(shape)  # >= 0; no copy of a float32 fmap before it
+    t *= scale.view(shape)  # in [0, cells]: cells only for the values equal to hi
+    idx = t.view(torch.int32).copy_(t)  # in place (no second temporary); truncation: the floor of a value >= 0
+    idx += _offsets(c, h, w, cells, lanes, fmap.device)
+    return idx.reshape(-1), n, lanes, lo, hi
+
+
 class GapCounts:
     """The gap estimator's histograms: the N per-image spatial means of each filter, counted at the end."""
 
@@ -105,24 +127,11 @@ class PooledCounts:
         self.parts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []  # (counts, lo_b, hi_b) per batch
 
     def add(self, fmap: torch.Tensor) -> None:
-        """Count ``fmap`` (B, C, H, W) in int32 (C, cells + 1) over its own per-filter range. One temporary of its
-        size: float32, then its cell indices in place as int32, counted by :func:`count_indices` (on the CPU into
-        ``LANES`` copies of the counters while they stay within ``MAX_LANE_COUNTERS``, then summed)."""
-        c, h, w = fmap.shape[1:]
-        cells = max(1, min(SUB, MAX_COUNTERS // (c * self.bins))) * self.bins
-        n = c * (cells + 1)
-        lanes = LANES if fmap.device.type == "cpu" and LANES * n <= MAX_LANE_COUNTERS else 1
-        shape = (1, c, 1, 1)
-        lo = fmap.amin((2, 3)).amin(0)  # per image first: a contiguous reduction, much faster than over (0, 2, 3)
-        hi = fmap.amax((2, 3)).amax(0)
-        span = (hi - lo).float()
-        scale = torch.where(span > 0, cells / span, torch.zeros_like(span))
-        t = fmap.float() - lo.float().view(shape)  # >= 0; no copy of a float32 fmap before it
-        t *= scale.view(shape)  # in [0, cells]: cells only for the values equal to hi
-        idx = t.view(torch.int32).copy_(t)  # in place (no second temporary); truncation: the floor of a value >= 0
-        idx += _offsets(c, h, w, cells, lanes, fmap.device)
-        counts = count_indices(idx.reshape(-1), lanes * n).view(lanes, n).sum(0)
-        self.parts.append((counts.view(c, cells + 1).to(torch.int32), lo, hi))
+        """Count ``fmap`` (B, C, H, W) in int32 (C, cells + 1) over its own per-filter range: its
+        :func:`cell_indices` counted by :func:`count_indices`, the copies of the counters summed."""
+        idx, n, lanes, lo, hi = cell_indices(fmap, self.bins)
+        counts = count_indices(idx, lanes * n).view(lanes, n).sum(0)
+        self.parts.append((counts.view(fmap.shape[1], -1).to(torch.int32), lo, hi))
 
     def result(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """counts int64 (C, bins), lo, hi (C,): the range over every batch."""
