@@ -10,8 +10,8 @@ and the default SFM entropy's scores on A and B plus their agreement (``prunekit
 uncached), what the dashboard's reliability costs, against the one forward over A. Why pooled costs what it does:
 the same streamed pass that only reads the maps at SFM's sites (``read``: hooks, the activation applied) and that
 also takes each batch's per-filter range (``read+range``: what pooled does besides counting), the map values one
-pass counts, and torch.bincount's speed on one core over as many values as the largest map batch (cell indices
-with a ReLU's run of zeros, as pooled counts them): ``floor_over_forward`` is read+range plus that counting spread
+pass counts, and torch.bincount's speed on one core over the cell indices of the largest map batch (as pooled
+counts them): ``floor_over_forward`` is read+range plus that counting spread
 over every torch thread, the least any exact per-value counting costs on this CPU. Each is timed ``--repeat``
 times, round-robin (a, b, c, a, b, c...), and the median taken (chip, ~50 forwards of linear algebra, once);
 the load average is recorded before and after.
@@ -31,6 +31,7 @@ import torch
 from common import RESULTS, write_result
 
 from prunekit.criteria import get_criterion
+from prunekit.criteria.histograms import cell_indices
 from prunekit.criteria.streaming import stream
 from prunekit.data import ArraySet, DataNotFoundError, load_arrays, normalization
 from prunekit.layers import conv_layers
@@ -105,26 +106,29 @@ def _read(model, probe: Probe, with_range: bool):
     return lambda: stream(model, layers, probe, fn, lambda: None, reads)
 
 
-def _values(model, probe: Probe) -> tuple[int, int]:
-    """(map values one pooled pass counts, the most in one layer's batch)."""
-    sizes: list[int] = []
-    stream(model, conv_layers(model), probe, lambda layer, fmap, batch: sizes.append(fmap.numel()), lambda: None,
-           get_criterion("sfm_entropy").reads)
-    return sum(sizes), max(sizes)
+def _values(model, probe: Probe) -> tuple[int, torch.Tensor]:
+    """(map values one pooled pass counts, a copy of the largest map batch (B, C, H, W) it reads)."""
+    sizes, largest = [], []
+
+    def fn(layer, fmap, batch):
+        sizes.append(fmap.numel())
+        if fmap.numel() == max(sizes):
+            largest[:] = [fmap.clone()]
+
+    stream(model, conv_layers(model), probe, fn, lambda: None, get_criterion("sfm_entropy").reads)
+    return sum(sizes), largest[0]
 
 
-def _bincount_ns(values: int, repeat: int) -> float:
-    """torch.bincount's median ns per value on one thread, over ``values`` cell indices into 16 filters x 513
-    cells, half of them one filter's zero cell (a ReLU's zeros), the rest uniform."""
-    g = torch.Generator().manual_seed(0)
-    idx = torch.randint(0, 16 * 513, (values,), generator=g, dtype=torch.int32)
-    idx[::2] = 0
+def _bincount_ns(fmap: torch.Tensor, repeat: int) -> float:
+    """torch.bincount's median ns per value on one thread over the cell indices pooled counts for ``fmap``
+    (:func:`prunekit.criteria.histograms.cell_indices`, 32 bins: a ReLU's runs of zeros included)."""
+    idx, n, lanes, _, _ = cell_indices(fmap, get_criterion("sfm_entropy").config["bins"])
     times = []
     for _ in range(repeat):
         t0 = time.perf_counter()
-        torch.bincount(idx, minlength=16 * 513)
+        torch.bincount(idx, minlength=lanes * n)
         times.append(time.perf_counter() - t0)
-    return statistics.median(times) / values * 1e9
+    return statistics.median(times) / len(idx) * 1e9
 
 
 def _timed(model, a: Probe, b: Probe, boxes: Probe | None, device) -> dict:
