@@ -35,7 +35,7 @@ clean-venv:
 # units about 20 minutes.
 DEFAULT_RUN := runs/train-resnet20-cifar10
 default-model: $(STAMP)
-	OMP_WAIT_POLICY=PASSIVE $(PY) -m prunekit train --model resnet20 --data cifar10 --epochs 30 --batch-size 128 \
+	OMP_WAIT_POLICY=PASSIVE $(PY) -m prunekit train --model resnet20 --data cifar10 --epochs 75 --batch-size 128 \
 		--lr 0.1 --schedule cosine --warmup-epochs 1 --seed 0 --threads 2 --precision bf16 --out $(DEFAULT_RUN)
 	cp $(DEFAULT_RUN)/model.safetensors assets/resnet20_cifar10.safetensors
 	cp $(DEFAULT_RUN)/epoch001.safetensors assets/resnet20_cifar10_epoch001.safetensors
