@@ -29,7 +29,8 @@ int64 counts (C, bins) over ``bins`` equal bins from lo[c] to hi[c], the filter'
   exactly those of one bincount. Over every conv, as a ratio to a plain forward pass (640 images, torch's 2
   threads, ``benchmarks/entropy_speed.py`` on a 2-core AMD EPYC under load 3.7-4.1): ResNet-56 1.65x, VGG-16-BN
   1.26x (2.10x / 1.33x before, at load 1.0-1.7); interleaved in one run, former / this code: 1.68x / 1.61x and
-  1.48x / 1.30x, in another 1.72x / 1.74x and 1.55x / 1.47x.
+  1.48x / 1.30x, in another 1.72x / 1.74x and 1.55x / 1.47x. On the quiet machine (load 0.9-1.8): 2.02x / 1.38x,
+  against a floor of 1.25x / 1.15x for exact counting at torch.bincount's speed on both threads (README).
 """
 from __future__ import annotations
 
