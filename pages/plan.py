@@ -37,8 +37,9 @@ from prunekit.structure import estimate, signature
 
 BY_LABEL = {"FLOPs": "flops", "parameters": "params"}
 EDITORS = ("Sliders", "Table")
-VERSION, VALID, ERROR, PRESET, SENS, SENS_FIG = (
-    "plan_version", "plan_valid", "plan_error", "plan_preset", "plan_sensitivity", "plan_sensitivity_figure")
+VERSION, VALID, ERROR, PRESET, SENS, SENS_FIG, APPLIED = (
+    "plan_version", "plan_valid", "plan_error", "plan_preset", "plan_sensitivity", "plan_sensitivity_figure",
+    "plan_applied")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -157,7 +158,11 @@ def preset_ui(struct, sel, criterion: str, round_to: int) -> None:
         noun = next(label for label, key in BY_LABEL.items() if key == by)
         reached = f" (rounded widths: it removes {plan.preset['reached']:.1%} of the {noun})" \
             if "reached" in plan.preset else ""
-        st.success(f"{preset.label} applied{reached}: the editor below holds its ratios.", icon=":material/check:")
+        st.session_state[APPLIED] = (st.session_state[VERSION], f"{preset.label} applied{reached}: the editor "
+                                     "below holds its ratios.")
+    version, notice = st.session_state.get(APPLIED, (None, ""))
+    if version is not None and version == st.session_state.get(VERSION):  # until the plan is edited: a rerun
+        st.success(notice, icon=":material/check:")  # (the predicted accuracy arriving) must not wipe it
     st.caption(preset.help)
 
 

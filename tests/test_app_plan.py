@@ -162,6 +162,10 @@ def test_the_uniform_preset_at_half_fills_the_editor(default):
     assert est.params == 68050 and _metrics(at)["Parameters"][0] == "68.05k"
     assert {root: s.value for root, s in _sliders(at).items()} == {g.root: 0.5 for g in struct.groups}
     assert at.session_state["plan_preset"]["name"] == "uniform"
+    at.run()  # another run (the predicted accuracy arriving reruns the page): the notice stays
+    assert [s.value for s in at.success] == ["Uniform applied: the editor below holds its ratios."]
+    _sliders(at)["layer3.0.conv1"].set_value(0.25).run()  # the plan edited: it is no longer the preset's
+    assert not at.exception and not at.success
 
 
 def test_the_published_vgg16_budget_explains_itself_on_resnet20():
