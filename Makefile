@@ -31,8 +31,8 @@ lint: $(STAMP)
 clean-venv:
 	rm -rf $(VENV)
 
-# Re-train the bundled default (assets/README.md): CIFAR-10 ResNet-20, 30 epochs in bf16; on 2 quiet CPU cores with bf16
-# units about 20 minutes.
+# Re-train the bundled default (assets/README.md): CIFAR-10 ResNet-20, 75 epochs in bf16; on 2 quiet CPU cores with bf16
+# units about 45-50 minutes (63 on a busy machine).
 DEFAULT_RUN := runs/train-resnet20-cifar10
 default-model: $(STAMP)
 	OMP_WAIT_POLICY=PASSIVE $(PY) -m prunekit train --model resnet20 --data cifar10 --epochs 75 --batch-size 128 \
