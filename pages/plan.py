@@ -273,6 +273,7 @@ def sensitivity_ui(struct, sel, ratios: dict, criterion: str, round_to: int) -> 
         bar.empty()
         st.session_state.setdefault(SENS, {})[key] = table
         st.session_state.setdefault(SENS_FIG, {}).pop(key, None)
+        st.rerun()  # drawn from the top: the button above now reads "Recompute"
     if table is None:
         models = len(struct.groups) * len(SENSITIVITY.ratios)
         st.caption("Sensitivity: how much accuracy each group loses when it alone is pruned. Click the button: "

@@ -303,6 +303,7 @@ def test_sensitivity_curves_then_the_sensitivity_preset(default, cifar_data_root
     assert calls == [(SENSITIVITY.n, SENSITIVITY.ratios, convs, 1)]  # the shared defaults, the l1 scores of all 19
     # convs, the plan's rounding (none)
     assert any("Each panel is one group" in c.value for c in at.caption)
+    assert at.button(key="sens_go").label == "Recompute sensitivity"  # the curves are there: the label says so
     assert any("costs more than any one of them alone" in w.value for w in at.warning)
     spec = _sensitivity_spec(at)
     titles = [a["text"] for a in spec["layout"]["annotations"]]
