@@ -102,6 +102,10 @@ class Preset:
             scores = to_tensors(scores)
         elif "scores" in self.needs and criterion is None:
             raise UserError("name the criterion the scores come from (criterion=...)")
+        if sensitivity is not None and "sensitivity" in self.needs:
+            from .sensitivity import check_rounding
+
+            check_rounding(sensitivity, struct, round_to)
         skip = excluded_roots(struct, exclude)
         ctx = PresetContext(struct, [g for g in struct.groups if g.root not in skip], model, scores, sensitivity,
                             self._check_params(params))

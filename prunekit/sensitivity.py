@@ -35,7 +35,8 @@ from .recalibrate import recalibrate_bn
 from .scores import to_tensors, weights_hash
 from .structure import Structure, estimate, structure
 
-__all__ = ["sensitivity", "read_sensitivity", "check_table", "expected_minutes", "COLUMNS", "REFERENCE"]
+__all__ = ["sensitivity", "read_sensitivity", "check_table", "check_rounding", "expected_minutes", "COLUMNS",
+           "REFERENCE"]
 COLUMNS = ["group", "ratio", "kept", "accuracy", "loss", "params", "macs"]
 REFERENCE = (60, 40_551_040, 1.0)
 """Measured: ResNet-20's curves, 60 pruned models of 40.55M MACs per image, in about 1.0 minute on the 2-core CPU
@@ -166,6 +167,22 @@ def check_table(table: pd.DataFrame, metric: str = "accuracy") -> None:
             raise UserError(f"the sensitivity table's {column} of {group!r} is not a finite number at "
                             f"ratio{'s' if len(ratios) > 1 else ''} {', '.join(map(str, ratios))}; compute the "
                             "curves again (`python -m prunekit sensitivity`)")
+
+
+def check_rounding(table: pd.DataFrame, struct: Structure, round_to: int) -> None:
+    """UserError when a table with a ``kept`` column (every table :func:`sensitivity` writes) was computed with
+    another rounding than ``round_to``: its curves would describe widths the plan never keeps. A table without the
+    column (written before it existed) cannot be checked and passes."""
+    if "kept" not in table.columns:
+        return
+    channels = {g.root: g.channels for g in struct.groups}
+    kept = pd.to_numeric(table["kept"], errors="coerce")
+    for group, ratio, got in zip(table["group"], pd.to_numeric(table["ratio"], errors="coerce"), kept):
+        if group in channels and ratio > 0 and got != (want := kept_channels(channels[group], ratio, round_to)):
+            raise UserError(f"the sensitivity table keeps {got:g} of the {channels[group]} filters of {group!r} at "
+                            f"ratio {ratio:g}, where a plan with round_to {round_to} keeps {want}: the curves were "
+                            f"computed with another rounding; compute them with the plan's (`python -m prunekit "
+                            f"sensitivity --round-to {round_to}`) or plan with theirs")
 
 
 def read_sensitivity(path) -> pd.DataFrame:

@@ -281,12 +281,15 @@ def test_sensitivity_curves_then_the_sensitivity_preset(default, cifar_data_root
 
     import pandas as pd
 
+    from prunekit.ratios import kept_channels
+
     model, struct = default
     calls = []
 
     def fake(model, scores, data, *, ratios, round_to, progress=None, **_):
         calls.append((len(data), tuple(ratios), sorted(scores), round_to))
-        rows = [{"group": g.root, "ratio": r, "kept": g.channels, "loss": 0.0, "params": 0, "macs": 0,
+        rows = [{"group": g.root, "ratio": r, "kept": kept_channels(g.channels, r, round_to), "loss": 0.0, "params": 0,
+                 "macs": 0,
                  "accuracy": 90 - (80 if g.root == "conv1" else 10) * r} for g in struct.groups for r in (0.0, *ratios)]
         progress(1, 1)
         return pd.DataFrame(rows)

@@ -269,3 +269,19 @@ def test_a_save_that_fails_midway_leaves_the_earlier_plan_whole(tmp_path, monkey
     with pytest.raises(OSError, match="No space"):
         Plan("resnet20", {"conv1": 0.25}).save(path)
     assert path.read_text() == before and [p.name for p in tmp_path.iterdir()] == ["plan.json"]
+
+
+def test_sensitivity_curves_computed_with_another_rounding_are_refused_by_the_preset(r20):
+    """A table's `kept` says how it rounded: 16 filters at ratio 0.1 keep 14 unrounded, 16 with round_to 16."""
+    from prunekit.ratios import kept_channels
+
+    _, struct = r20
+    table = _sensitivity_table(struct)
+    width = {g.root: g.channels for g in struct.groups}
+    table["kept"] = [width[g] if r == 0 else kept_channels(width[g], r) for g, r in zip(table.group, table.ratio)]
+    assert get_preset("sensitivity").make(struct, "resnet20", sensitivity=table, target=0.3).ratios
+    with pytest.raises(UserError, match=r"keeps 14 of the 16 filters of 'conv1' at ratio 0.1, where a plan with "
+                                        r"round_to 16 keeps 16.*sensitivity --round-to 16"):
+        get_preset("sensitivity").make(struct, "resnet20", sensitivity=table, target=0.3, round_to=16)
+    assert get_preset("sensitivity").make(struct, "resnet20", sensitivity=table.drop(columns="kept"), target=0.3,
+                                          round_to=16).ratios  # a table from before `kept`: not checkable, taken
