@@ -94,28 +94,31 @@ def _accepts(model, probe: Probe, device) -> bool:
         return False
 
 
+def _sfm_pass(model, probe: Probe, fn) -> None:
+    """One streamed pass calling ``fn(fmap)`` on every conv's map (B, C, H, W), read at SFM's sites."""
+    stream(model, conv_layers(model), probe, lambda layer, fmap, batch: fn(fmap), lambda: None,
+           get_criterion("sfm_entropy").reads)
+
+
 def _read(model, probe: Probe, with_range: bool):
-    """One streamed pass reading every conv's map at SFM's sites; with_range: each batch's per-filter min and max
-    too (as pooled takes them)."""
-    layers, reads = conv_layers(model), get_criterion("sfm_entropy").reads
+    """The pass that only reads the maps; with_range: each batch's per-filter min and max too (as pooled takes
+    them)."""
+    def ranges(fmap):
+        return fmap.amin((2, 3)).amin(0), fmap.amax((2, 3)).amax(0)
 
-    def fn(layer, fmap, batch):
-        if with_range:
-            fmap.amin((2, 3)).amin(0), fmap.amax((2, 3)).amax(0)
-
-    return lambda: stream(model, layers, probe, fn, lambda: None, reads)
+    return lambda: _sfm_pass(model, probe, ranges if with_range else lambda fmap: None)
 
 
 def _values(model, probe: Probe) -> tuple[int, torch.Tensor]:
     """(map values one pooled pass counts, a copy of the largest map batch (B, C, H, W) it reads)."""
     sizes, largest = [], []
 
-    def fn(layer, fmap, batch):
+    def fn(fmap):
         sizes.append(fmap.numel())
         if fmap.numel() == max(sizes):
             largest[:] = [fmap.clone()]
 
-    stream(model, conv_layers(model), probe, fn, lambda: None, get_criterion("sfm_entropy").reads)
+    _sfm_pass(model, probe, fn)
     return sum(sizes), largest[0]
 
 

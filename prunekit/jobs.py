@@ -341,7 +341,7 @@ def _sweep(job: Job, ctx: _Context) -> dict[str, Any]:
 
     a, spec_fields = job.args, ("criteria", "targets", "preset", "by", "finetune_epochs", "finetune_subset",
                                    "round_to", "runtimes")
-    spec = SweepSpec(**{k: tuple(a[k]) if k == "runtimes" else a[k] for k in spec_fields if k in a})
+    spec = SweepSpec(**{k: a[k] for k in spec_fields if k in a})
     n = int(a.get("n", HELD_OUT.n))
     try:
         train = load_arrays(a["data"], "train", a.get("data_root")) if a.get("recalibrate", True) else None

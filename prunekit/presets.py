@@ -50,7 +50,8 @@ NEEDS = {  # what a preset may read, and how a user gets it
 @dataclass
 class PresetContext:
     """What a preset's ``_shape`` reads: the structure, the groups it may prune (exclusions left out), their widths,
-    and whatever the preset needs (model, scores {conv: (filters,)}, sensitivity table), plus its parameters."""
+    and whatever the preset needs (model, scores {conv: (filters,)}, sensitivity table), plus its parameters and the
+    plan's rounding of kept filters."""
 
     struct: Structure
     groups: list = field(default_factory=list)
@@ -58,6 +59,7 @@ class PresetContext:
     scores: dict[str, torch.Tensor] | None = None
     sensitivity: pd.DataFrame | None = None
     params: dict[str, Any] = field(default_factory=dict)
+    round_to: int = ROUND_TO  # the plan's rounding of kept filters
     record: dict[str, Any] = field(default_factory=dict)  # what the preset adds to the plan's record
 
     @property
@@ -102,13 +104,9 @@ class Preset:
             scores = to_tensors(scores)
         elif "scores" in self.needs and criterion is None:
             raise UserError("name the criterion the scores come from (criterion=...)")
-        if sensitivity is not None and "sensitivity" in self.needs:
-            from .sensitivity import check_rounding
-
-            check_rounding(sensitivity, struct, round_to)
         skip = excluded_roots(struct, exclude)
         ctx = PresetContext(struct, [g for g in struct.groups if g.root not in skip], model, scores, sensitivity,
-                            self._check_params(params))
+                            self._check_params(params), round_to=round_to)
         shape = self._prepare(ctx)
         ratios = shape(value) if target is None else _solve(struct, shape, target, by, self.top, round_to)
         record = {"name": self.name, **({self.knob.name: value} if self.knob else {}),
@@ -267,9 +265,10 @@ class Sensitivity(Preset):
 def _damage_curves(ctx: PresetContext, metric: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """{root: (ratios, damage)} from the sensitivity table (rows at ratio 0 = unpruned), damage a drop of accuracy
     or a rise of loss; exclusions left out."""
-    from .sensitivity import check_table
+    from .sensitivity import check_rounding, check_table
 
     check_table(ctx.sensitivity, metric)
+    check_rounding(ctx.sensitivity, ctx.struct, ctx.round_to)
     allowed, known = ctx.channels, {g.root for g in ctx.struct.groups}
     curves = {}
     for root, rows in ctx.sensitivity.groupby("group", sort=False):

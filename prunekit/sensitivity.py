@@ -117,8 +117,9 @@ def _curves(model, scores, data, struct, work: dict[str, list[float]], batch_siz
     base, est0 = measure(model), estimate(struct, {})
     input_size = tuple(data.images.shape[1:])
     total, done, rows = sum(len(v) for v in work.values()), 0, []
+    widths = {x.root: x.channels for x in struct.groups}
     for g, group_ratios in work.items():
-        channels = next(x.channels for x in struct.groups if x.root == g)
+        channels = widths[g]
         by_width = {channels: (base, est0)}
         rows.append(_row(g, 0.0, channels, base, est0))
         for r in group_ratios:
