@@ -3,7 +3,7 @@
 ResNet-56 and its uniform-0.5 pruning (widths 8/16/32, about 4x fewer MACs) timed at batch 64 in PyTorch eager on
 the CPU, each time in a new process, either straight away (``fresh``) or after one VGG-16-BN forward at batch 64
 (``after_vgg``), under glibc's default dynamic mmap threshold (``default``) or under the fixed thresholds
-:func:`prunekit.metrics.latency_ms` sets first (``fixed``: :func:`prunekit.metrics.steady_allocator`). The four
+:func:`prunekit.models.metrics.latency_ms` sets first (``fixed``: :func:`prunekit.models.metrics.steady_allocator`). The four
 processes run round-robin, --rounds times, and each times the two models interleaved, so load hits all alike.
 Target: with the fix, the speedup in a fresh process and after VGG agree (``fixed.agreement`` near 1).
 
@@ -27,12 +27,12 @@ BATCH, SIZE = 64, (3, 32, 32)
 
 def child(arm: str, history: str, repeat: int, inner: int) -> dict:
     """In this (new) process: prune ResNet-56, maybe run VGG-16 once, time both models interleaved."""
-    from prunekit import metrics
+    from prunekit.models import metrics
     from prunekit.criteria import get_criterion
-    from prunekit.models import build_model
-    from prunekit.presets import get_preset
-    from prunekit.prune import prune_model
-    from prunekit.structure import structure
+    from prunekit.models.zoo import build_model
+    from prunekit.pruning.presets import get_preset
+    from prunekit.pruning.prune import prune_model
+    from prunekit.pruning.structure import structure
 
     if arm == "default":  # the control arm: steady_allocator counts as done, glibc keeps its dynamic threshold
         metrics._allocator = "glibc default (this benchmark's control arm)"

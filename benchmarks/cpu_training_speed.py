@@ -1,9 +1,9 @@
 """Benchmark: CPU training / fine-tuning throughput of the trainer's own step under different settings.
 
-Every variant runs :func:`prunekit.train.train_step` (the step :func:`prunekit.train.fit` runs: the batch in a
+Every variant runs :func:`prunekit.training.train.train_step` (the step :func:`prunekit.training.train.fit` runs: the batch in a
 memory format, the loss, backward, the SGD step with its schedule, built by the trainer's own optimizer code) on
 batches of :class:`prunekit.data.DeviceLoader` (CIFAR-10 training images, crops and flips), with the fine-tuning
-recipe (:func:`prunekit.finetune.finetune_config`, without distillation unless the variant says ``teacher``).
+recipe (:func:`prunekit.runs.finetune.finetune_config`, without distillation unless the variant says ``teacher``).
 Variants differ in one or more of:
 
 - ``threads``: ``torch.set_num_threads`` while the variant runs (2: torch's default on this machine);
@@ -39,9 +39,9 @@ import torch  # noqa: E402
 from common import RESULTS, write_result
 
 from prunekit.data import DataNotFoundError, DeviceLoader, load_arrays
-from prunekit.finetune import finetune_config
-from prunekit.models import build_model
-from prunekit.train import _optimizer, train_step
+from prunekit.runs.finetune import finetune_config
+from prunekit.models.zoo import build_model
+from prunekit.training.train import _optimizer, train_step
 
 TARGET = 1.5  # issue 16: ResNet-20 fine-tuning at least 1.5x today's images/s on the CPU
 BASE = {"threads": 2, "channels_last": False, "compile": False, "batch": 128, "bf16": False, "teacher": False}

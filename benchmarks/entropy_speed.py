@@ -1,7 +1,7 @@
 """Benchmark: every data-driven criterion over all conv layers, one pass each, as a ratio to a plain forward pass.
 
 For ResNet-56 and VGG-16-BN, over probe A of 640 images (5 x 128; the CIFAR-10 copy when it is found, else
-random images, which time the same) and a disjoint probe B of as many (``prunekit.reliability.split_probes``),
+random images, which time the same) and a disjoint probe B of as many (``prunekit.analysis.reliability.split_probes``),
 in one run: a plain forward pass over A; SFM entropy with each estimator (pooled, the default; gap; spatial);
 the other data-driven criteria (taylor, hrank, chip, grad_x_activation; mapex over a box probe of as many
 images, against a forward over that probe, for a model that takes its 64x64 canvases; linear_ensembles with 2
@@ -34,11 +34,11 @@ from prunekit.criteria import get_criterion
 from prunekit.criteria.histograms import cell_indices
 from prunekit.criteria.streaming import stream
 from prunekit.data import ArraySet, DataNotFoundError, load_arrays, normalization
-from prunekit.layers import conv_layers
-from prunekit.metrics import best_device
-from prunekit.models import build_model
-from prunekit.probe import Probe, make_probe
-from prunekit.reliability import reliability, split_probes
+from prunekit.models.layers import conv_layers
+from prunekit.models.metrics import best_device
+from prunekit.models.zoo import build_model
+from prunekit.criteria.probe import Probe, make_probe
+from prunekit.analysis.reliability import reliability, split_probes
 
 TARGET = 1.3
 ESTIMATORS = ("pooled", "gap", "spatial")

@@ -1,4 +1,4 @@
-"""Benchmark: time of one instant estimate of a plan (prunekit.structure.estimate), which the dashboard runs on every
+"""Benchmark: time of one instant estimate of a plan (prunekit.pruning.structure.estimate), which the dashboard runs on every
 slider move. Target (issue 4): at most 50 ms for ResNet-56 and torchvision ResNet-50.
 
 For each model: the one-off trace (:func:`prunekit.structure.structure`), then ``--repeat`` estimates of random plans
@@ -15,8 +15,8 @@ import time
 import torch
 from common import RESULTS, write_result
 
-from prunekit.models import build_model, model_info
-from prunekit.structure import estimate, structure
+from prunekit.models.zoo import build_model, model_info
+from prunekit.pruning.structure import estimate, structure
 
 TARGET_MS = 50.0
 MODELS = ("resnet56", "resnet50")

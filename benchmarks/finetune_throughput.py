@@ -9,7 +9,7 @@ horizontal flip) on CIFAR-10 training images, batch 128, for ResNet-20 and VGG-1
   padding_mode="reflect")``, ``RandomHorizontalFlip``, ``ToTensor``, ``Normalize`` in a
   ``torch.utils.data.DataLoader`` (``--workers`` processes, ``pin_memory`` on CUDA, batches copied to the device).
 
-Both feed the same model and the trainer's own step (:func:`prunekit.train.train_step`: channels_last, bf16
+Both feed the same model and the trainer's own step (:func:`prunekit.training.train.train_step`: channels_last, bf16
 autocast on CUDA), timed in alternating rounds (device, dataloader, device, ...) after one untimed warm-up step
 each; each pipeline keeps one iterator over all rounds, so the DataLoader's worker start-up is not counted (its
 steady state is). The figure is the median over rounds. CPU always, CUDA too when available. Target (CUDA): the
@@ -32,9 +32,9 @@ import torch
 from common import RESULTS, write_result
 
 from prunekit.data import ArraySet, DataNotFoundError, DeviceLoader, load_arrays
-from prunekit.finetune import finetune_config
-from prunekit.models import build_model
-from prunekit.train import MEMORY_FORMAT, _optimizer, train_step
+from prunekit.runs.finetune import finetune_config
+from prunekit.models.zoo import build_model
+from prunekit.training.train import MEMORY_FORMAT, _optimizer, train_step
 
 TARGET_CUDA = 2.0
 BATCH = 128
@@ -79,8 +79,8 @@ def _forever(loader):
 
 def _trainer(model: torch.nn.Module, device: torch.device):
     """-> step(x, y): one training step of ``model`` on the batch x (B, 3, 32, 32) float, y (B,) int64 (moved to
-    ``device`` when elsewhere): :func:`prunekit.train.train_step` with the fine-tuning recipe (no teacher), as
-    :func:`prunekit.train.fit` takes it."""
+    ``device`` when elsewhere): :func:`prunekit.training.train.train_step` with the fine-tuning recipe (no teacher), as
+    :func:`prunekit.training.train.fit` takes it."""
     model.to(device, memory_format=MEMORY_FORMAT).train()
     config = finetune_config(distill_alpha=0.0)
     opt, sched = _optimizer(model, config, 1000, BATCH)

@@ -102,7 +102,7 @@ def train_record(out: Path, steps: dict) -> dict:
     record["target_met"] = record["accuracy"] is not None and record["accuracy"] >= TARGET_ACCURACY
     model = out / "train" / "model.safetensors"
     if model.is_file():
-        from prunekit.checkpoints import read_checkpoint
+        from prunekit.models.checkpoints import read_checkpoint
 
         meta = read_checkpoint(model)[1].get("meta", {})
         record.update(recipe=meta.get("train_config"), command=meta.get("command"), device=meta.get("device"),

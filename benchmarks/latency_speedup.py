@@ -3,12 +3,12 @@ Runtime on the CPU.
 
 VGG-16-BN at the published SFM budget (-66.7% FLOPs) and ResNet-56 at about 2x fewer MACs (uniform ratios
 solved for -50% FLOPs), filters chosen by L1, pruned with Torch-Pruning; then ResNet-56 again with every kept width
-rounded to a multiple of 16 or 8 (the plan's ``round_to``, :mod:`prunekit.ratios`): the uniform target solved on
+rounded to a multiple of 16 or 8 (the plan's ``round_to``, :mod:`prunekit.pruning.ratios`): the uniform target solved on
 the rounded estimate (round_to 16: widths 16/16/16, 2.23x fewer MACs; 8: 8/24/48, 2.20x) and the uniform ratio 0.5
 at round_to 16 (widths 16/16/32, 1.97x). Latency is the median of repeated
 eval-mode forwards at batch 1 and 64; the original and the pruned model in both runtimes are timed round-robin in
-one run. PyTorch eager runs on --device, under fixed malloc thresholds (:func:`prunekit.metrics.steady_allocator`,
-recorded as ``allocator``); ONNX Runtime on the CPU with prunekit.runtimes.SESSION (the exported
+one run. PyTorch eager runs on --device, under fixed malloc thresholds (:func:`prunekit.models.metrics.steady_allocator`,
+recorded as ``allocator``); ONNX Runtime on the CPU with prunekit.runs.runtimes.SESSION (the exported
 model checked equal to the module first). Target (issues 4 and 16): at batch 64, speedup >= 0.8 x the MAC
 reduction factor in at least one runtime. For ResNet-56, ``why`` holds a table of why it falls short:
 per stage (by feature-map side) its channels, MAC share and MAC reduction (also with every conv's channels padded
@@ -35,12 +35,12 @@ import torch
 from common import RESULTS, cpu_name, load_average, write_result
 
 from prunekit.criteria import get_criterion
-from prunekit.metrics import best_device, count_macs, latency_ms, layer_table, steady_allocator
-from prunekit.models import build_model, model_info
-from prunekit.presets import get_preset
-from prunekit.prune import prune_model
-from prunekit.runtimes import SESSION, checked_session, onnx_bytes, ort_latency_ms, ort_session, vector_block
-from prunekit.structure import estimate, structure
+from prunekit.models.metrics import best_device, count_macs, latency_ms, layer_table, steady_allocator
+from prunekit.models.zoo import build_model, model_info
+from prunekit.pruning.presets import get_preset
+from prunekit.pruning.prune import prune_model
+from prunekit.runs.runtimes import SESSION, checked_session, onnx_bytes, ort_latency_ms, ort_session, vector_block
+from prunekit.pruning.structure import estimate, structure
 
 TARGET = 0.8
 RUNTIMES = ("eager", "onnxruntime")

@@ -2,9 +2,9 @@
 bundled ResNet-20 (issue 13 target: at most 5 s on the 2-core CPU).
 
 What the page does after a change: hand the plan to its latest-wins background worker
-(:class:`prunekit.latest.LatestWins`), which prunes a copy, recalibrates its BatchNorm statistics on
+(:class:`prunekit.runs.latest.LatestWins`), which prunes a copy, recalibrates its BatchNorm statistics on
 RECALIBRATION.n training images and evaluates it on PREDICTION.n held-out images
-(:func:`prunekit.predict.predict_accuracy`). Timed here: ``--plans`` random plans (a fresh ratio in [0, 0.8] for
+(:func:`prunekit.pruning.predict.predict_accuracy`). Timed here: ``--plans`` random plans (a fresh ratio in [0, 0.8] for
 every group), each from ``ask`` to the result, with the scores already in memory (as on the page, where they are
 computed once per criterion); median and worst.
 
@@ -19,13 +19,13 @@ import time
 import torch
 from common import RESULTS, write_result
 
-from prunekit.checkpoints import DEFAULT_CHECKPOINT, load_checkpoint
+from prunekit.models.checkpoints import DEFAULT_CHECKPOINT, load_checkpoint
 from prunekit.data import held_out_set, load_arrays
 from prunekit.defaults import PREDICTION, RECALIBRATION
-from prunekit.latest import LatestWins
-from prunekit.predict import predict_accuracy
-from prunekit.scores import score_model, to_tensors
-from prunekit.structure import structure
+from prunekit.runs.latest import LatestWins
+from prunekit.pruning.predict import predict_accuracy
+from prunekit.criteria.scores import score_model, to_tensors
+from prunekit.pruning.structure import structure
 
 TARGET_S = 5.0
 

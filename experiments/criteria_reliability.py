@@ -4,9 +4,9 @@ agrees between two disjoint probes of the CIFAR-10 train split, on the bundled R
 For each criterion (hrank, chip, taylor in both forms, sfm_entropy with its default, grad_x_activation) and, for
 comparison, the rule each changed criterion followed before issue 12 (hrank and chip reading a residual block's
 last conv at its BN output, sfm_entropy estimator=gap on the BN output), the two probes of
-prunekit.reliability.split_probes (n images drawn by seed 0, n more by seed 1 from the rest) are scored uncached
+prunekit.analysis.reliability.split_probes (n images drawn by seed 0, n more by seed 1 from the rest) are scored uncached
 and compared layer by layer (prunekit.reliability.reliability): median and minimum per-layer Spearman, median
-bottom-30% overlap (prunekit.reliability.summarize), over every conv and over the 9 residual convs alone (the only
+bottom-30% overlap (prunekit.analysis.reliability.summarize), over every conv and over the 9 residual convs alone (the only
 ones whose map changed), the number of layers whose Spearman is undefined (a constant ranking), and the seconds
 to score one probe on this machine. Writes experiments/out/criteria_reliability.json and prints a markdown table.
 
@@ -22,7 +22,7 @@ from sfm_reliability import machine, record  # this folder: the CPU in words, on
 
 from prunekit import load_arrays, load_checkpoint
 from prunekit.criteria import criterion_class, get_criterion
-from prunekit.reliability import split_probes
+from prunekit.analysis.reliability import split_probes
 
 ROOT = Path(__file__).resolve().parent.parent
 # (label, criterion, parameters, rule): "now" = prunekit's current default, "before" = the rule before issue 12
@@ -82,7 +82,7 @@ def main() -> None:
         rows.append(measure(model, a, b, *case))
         print(markdown(rows[-1:], args.n).splitlines()[-1], flush=True)
     result = {"checkpoint": Path(args.checkpoint).name, "data": "cifar10 train", "n": args.n, "seeds": [0, 1],
-              "probes": "disjoint (prunekit.reliability.split_probes)", "machine": machine(), "rows": rows}
+              "probes": "disjoint (prunekit.analysis.reliability.split_probes)", "machine": machine(), "rows": rows}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1))
     print(f"\n{result['machine']}\n\n{markdown(rows, args.n)}")

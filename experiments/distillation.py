@@ -69,8 +69,8 @@ def finetune(run: str, alpha: float, threads: str) -> dict:
 
 def pruned_weights(run: str) -> str:
     """The weights hash of ``run``'s pruned model (its file also holds the run's id, so the file's SHA-256 differs)."""
-    from prunekit.checkpoints import load_checkpoint
-    from prunekit.scores import weights_hash
+    from prunekit.models.checkpoints import load_checkpoint
+    from prunekit.criteria.scores import weights_hash
 
     return weights_hash(load_checkpoint(ROOT / run / "model.safetensors")[0])
 

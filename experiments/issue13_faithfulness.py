@@ -75,14 +75,14 @@ def uniform_plan(crit: str) -> Path:
 
 def random_alloc_plan(seed: int, lo: float = 0.2, cap: float = 0.9) -> Path:
     """Random per-group ratios: weight w_g ~ U(lo, 1) per group, ratio_g = min(cap, t * w_g), t solved by
-    bisection on prunekit.structure.estimate so that the FLOPs fall by TARGET.  Filters inside a group: L1."""
+    bisection on prunekit.pruning.structure.estimate so that the FLOPs fall by TARGET.  Filters inside a group: L1."""
     path = OUT / f"issue13_plan_randalloc_s{seed}.json"
     if path.exists():
         return path
     sys.path.insert(0, str(ROOT))
-    from prunekit.models import build_model
-    from prunekit.plan import Plan
-    from prunekit.structure import estimate, signature, structure
+    from prunekit.models.zoo import build_model
+    from prunekit.pruning.plan import Plan
+    from prunekit.pruning.structure import estimate, signature, structure
 
     struct = structure(build_model("resnet20", num_classes=10).eval(), (3, 32, 32))
     roots = [g.root for g in struct.groups]

@@ -22,7 +22,7 @@ one() {  # one CRITERION: its sweep over the targets that have no finished point
     local c="$1" missing t0
     missing=$("$PY" - "$SWEEP_RUNS" "$c" $TARGETS <<'PY'
 import sys
-from prunekit.runs import list_runs
+from prunekit.runs.records import list_runs
 df = list_runs(sys.argv[1])
 ok = df[(df.criterion == sys.argv[2]) & df.sweep.notna() & df.accuracy_recalibrated.notna()] if len(df) else df
 have = set() if not len(ok) else {round(float(t), 6) for t in ok.target}

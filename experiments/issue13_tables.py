@@ -1,4 +1,4 @@
-"""Issue 13 (b): the sweep's points (prunekit.runs.list_runs of SWEEP_RUNS, default experiments/runs_sweep) as
+"""Issue 13 (b): the sweep's points (prunekit.runs.records.list_runs of SWEEP_RUNS, default experiments/runs_sweep) as
 criterion x target tables of the recalibrated and the plain pruned accuracy (and the fine-tuned one where a point
 was fine-tuned, part (c)) -> out/e1_curves.json, out/e1_curves.md; the curves as out/e1_curves.png when plotly and
 kaleido are installed, else an HTML chart (plotly from its CDN) when plotly is, else nothing."""
@@ -11,7 +11,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from prunekit.runs import list_runs  # noqa: E402
+from prunekit.runs.records import list_runs  # noqa: E402
 
 OUT = ROOT / "experiments" / "out"
 SWEEP_RUNS = ROOT / os.environ.get("SWEEP_RUNS", "experiments/runs_sweep")

@@ -22,8 +22,8 @@ from prunekit import load_arrays, load_checkpoint
 from prunekit.criteria.entropy import value_histograms
 from prunekit.criteria.stats import bin_counts, entropy
 from prunekit.criteria.streaming import stream
-from prunekit.layers import conv_layers
-from prunekit.probe import Probe
+from prunekit.models.layers import conv_layers
+from prunekit.criteria.probe import Probe
 
 ROOT = Path(__file__).resolve().parent.parent
 

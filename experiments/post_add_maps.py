@@ -3,7 +3,7 @@
 On the bundled ResNet-20 and n CIFAR-10 train images (seed 0, prunekit's default draw), each criterion is scored
 reading a residual conv's map after the add and its ReLU (``reads = "post_add"``, what prunekit now does) and
 reading its BN output (``"pre_add"``, what it did before); the other convs read the same map either way. Per
-layer: Spearman and bottom-30% overlap between the two rankings (prunekit.views.rank_agreement). Writes
+layer: Spearman and bottom-30% overlap between the two rankings (prunekit.analysis.views.rank_agreement). Writes
 experiments/out/post_add_maps.json and prints a markdown table of the residual convs (and of any other layer
 whose rankings differ, which would be a bug). Spearman is NaN where one ranking is constant (every map of the
 layer has full rank under the old rule).
@@ -18,10 +18,10 @@ from pathlib import Path
 
 from prunekit import load_arrays, load_checkpoint
 from prunekit.criteria import criterion_class
-from prunekit.layers import conv_layers
-from prunekit.probe import Probe
-from prunekit.scores import score
-from prunekit.views import rank_agreement
+from prunekit.models.layers import conv_layers
+from prunekit.criteria.probe import Probe
+from prunekit.criteria.scores import score
+from prunekit.analysis.views import rank_agreement
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -1,6 +1,6 @@
 """E3: rank agreement between epoch-1 and final scores (CSV files written by `python -m prunekit score`).
 
-Per layer: Spearman, Kendall and the overlap of the bottom 30% (prunekit.views.rank_agreement). A criterion that
+Per layer: Spearman, Kendall and the overlap of the bottom 30% (prunekit.analysis.views.rank_agreement). A criterion that
 gives one score per layer (AFIE: every filter of a layer carries the layer's score) has no within-layer ranking,
 so for it the agreement is taken across layers (Spearman of the per-layer scores). --plans compares two plans'
 per-group ratios (e.g. the AFIE allocation made on each checkpoint).
@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
 
-from prunekit.views import rank_agreement
+from prunekit.analysis.views import rank_agreement
 
 
 def main() -> None:

@@ -2,7 +2,7 @@
 
 On the bundled ResNet-20 and the CIFAR-10 train split, for each estimator of sfm_entropy (gap, pooled, spatial),
 each map of the convs that feed a residual add (reads: pre_add, post_add) and each probe size n, the two
-disjoint probes of prunekit.reliability.split_probes (n images drawn by seed 0, n more by seed 1 from the rest)
+disjoint probes of prunekit.analysis.reliability.split_probes (n images drawn by seed 0, n more by seed 1 from the rest)
 are scored and compared layer by layer: median and minimum of the per-layer Spearman, median overlap of the
 bottom 30% (k = ceil(0.3 C)), over every conv and over the 9 residual convs alone (the only ones whose map
 ``reads`` changes). Time: seconds to score one probe (half the time of scoring both), on this machine.
@@ -22,8 +22,8 @@ from pathlib import Path
 import torch
 
 from prunekit import load_arrays, load_checkpoint
-from prunekit.layers import conv_layers
-from prunekit.reliability import reliability, split_probes, summarize
+from prunekit.models.layers import conv_layers
+from prunekit.analysis.reliability import reliability, split_probes, summarize
 
 ROOT = Path(__file__).resolve().parent.parent
 ESTIMATORS = ("gap", "pooled", "spatial")
@@ -89,7 +89,7 @@ def main() -> None:
                 rows.append(measure(model, data, n, estimator, reads))
                 print(markdown(rows[-1:]).splitlines()[-1], flush=True)
     result = {"checkpoint": Path(args.checkpoint).name, "data": "cifar10 train", "seeds": [0, 1],
-              "probes": "disjoint (prunekit.reliability.split_probes)", "machine": machine(), "rows": rows}
+              "probes": "disjoint (prunekit.analysis.reliability.split_probes)", "machine": machine(), "rows": rows}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1))
     print(f"\n{result['machine']}\n\n{markdown(rows)}")

@@ -157,9 +157,9 @@ def rerun_table(df: pd.DataFrame, rows: list[tuple[str | None, str, str]], first
 def choice_change_table() -> str:
     """How far issue 12 moved each changed criterion's filter ranking on the final model: per layer, the old scores
     (scores_final_C.csv) against the re-run's (scores_final_C_v2.csv), same 640 probe images; Spearman and bottom-30%
-    overlap (prunekit.views.rank_agreement), medians over every conv and over the residual convs (`layerS.B.conv2`,
+    overlap (prunekit.analysis.views.rank_agreement), medians over every conv and over the residual convs (`layerS.B.conv2`,
     the last conv of each block)."""
-    from prunekit.views import rank_agreement  # here only: the other tables need no torch
+    from prunekit.analysis.views import rank_agreement  # here only: the other tables need no torch
 
     lines = ["| criterion | old vs new ranking, median Spearman: all 19 convs / 9 residual convs / other 10 | "
              "median bottom-30% overlap: all / residual / other |", "|---|---|---|"]

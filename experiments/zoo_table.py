@@ -2,8 +2,8 @@
 10 classes, every prunable group at ratio 0.3 (issue 14).
 
 For each model: its structure (prunable groups, frozen convs and why), a pruning of every group at
-:data:`RATIO` (:func:`prunekit.prune.prune_model`, which checks the pruned model against the original with the
-same channels zeroed, :mod:`prunekit.verify`), and the instant estimate (:func:`prunekit.structure.estimate`)
+:data:`RATIO` (:func:`prunekit.pruning.prune.prune_model`, which checks the pruned model against the original with the
+same channels zeroed, :mod:`prunekit.pruning.verify`), and the instant estimate (:func:`prunekit.pruning.structure.estimate`)
 compared with the pruned model's real params and MACs. The input is the smallest of :data:`SIZES` the model
 runs on (64 px where it works). Each model runs in a child process (memory; a time limit).
 
@@ -27,10 +27,10 @@ import torch
 import torch.nn as nn
 
 from prunekit.errors import PrunekitError
-from prunekit.metrics import count_macs
-from prunekit.models import count_params
-from prunekit.prune import prune_model
-from prunekit.structure import estimate, structure
+from prunekit.models.metrics import count_macs
+from prunekit.models.zoo import count_params
+from prunekit.pruning.prune import prune_model
+from prunekit.pruning.structure import estimate, structure
 
 OUT = Path(__file__).resolve().parent / "out"
 RATIO = 0.3

@@ -9,14 +9,14 @@ import streamlit as st
 from pages.figures import agreement_bars
 from pages.shared import DEFAULT_SOURCE, has_scores, progress_bar, reliability_of, scores
 from prunekit import load_checkpoint
-from prunekit.checkpoints import EARLY_CHECKPOINT
+from prunekit.models.checkpoints import EARLY_CHECKPOINT
 from prunekit.criteria import criterion_class, list_criteria
 from prunekit.data import DataNotFoundError
 from prunekit.defaults import BOTTOM_FRACTION as BOTTOM
 from prunekit.errors import UserError
-from prunekit.reliability import summarize
-from prunekit.scores import weights_hash
-from prunekit.views import rank_agreement
+from prunekit.analysis.reliability import summarize
+from prunekit.criteria.scores import weights_hash
+from prunekit.analysis.views import rank_agreement
 
 __all__ = ["reliability_ui", "agreement_ui", "stability_ui"]
 
@@ -149,7 +149,7 @@ def stability_ui(sel, name: str, params: dict, final: pd.DataFrame, floor: pd.Da
     if st.session_state.get("model_source", DEFAULT_SOURCE) != DEFAULT_SOURCE:
         st.info("Rank stability compares a model with its own epoch-1 checkpoint: only the bundled default ships "
                 "one. For another model, save its weights after the first epoch and compare them in a notebook "
-                "with `prunekit.views.rank_stability`.", icon=":material/info:")
+                "with `prunekit.analysis.views.rank_stability`.", icon=":material/info:")
         return
     if not EARLY_CHECKPOINT.exists():
         st.warning(f"The epoch-1 checkpoint {EARLY_CHECKPOINT.name} is missing from assets/.",

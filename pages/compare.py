@@ -9,7 +9,7 @@ import streamlit as st
 
 from pages.shared import CRITERION, PLAN, human, through_router
 from pages.sweep_form import sweep_form
-from prunekit.compare import (
+from prunekit.runs.compare import (
     AXES,
     COSTS,
     STAGES,
@@ -22,8 +22,8 @@ from prunekit.compare import (
     report_zip,
     run_files,
 )
-from prunekit.runs import list_runs, read_manifest, runs_root
-from prunekit.runtimes import RUNTIMES
+from prunekit.runs.records import list_runs, read_manifest, runs_root
+from prunekit.runs.runtimes import RUNTIMES
 
 PALETTE = plotly.colors.qualitative.Dark24  # 24 distinct colours: 13 criteria never share one
 RUN_KEY = "compare_run"

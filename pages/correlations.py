@@ -7,7 +7,7 @@ from plotly.subplots import make_subplots
 from pages.shared import chosen_criterion, page_with_model, probe, scores_with_progress, split
 from prunekit import conv_layers
 from prunekit.errors import UserError
-from prunekit.views import correlated_pairs, feature_correlation, feature_maps, filter_kernels, weight_correlation
+from prunekit.analysis.views import correlated_pairs, feature_correlation, feature_maps, filter_kernels, weight_correlation
 
 WEIGHTS, FEATURES = "weights", "feature maps (probe images)"
 CLICKABLE_MAX = 128  # filters: above this the matrix is a plain heatmap (a scatter of C*C squares gets heavy)

@@ -1,6 +1,6 @@
 """The Saliency page's "What is a filter's entropy?" view: for one layer, the distributions of the feature-map
 values of its lowest- and highest-entropy filters side by side, each with its entropy (what SFM scores). The
-package computes the histograms (:func:`prunekit.views.value_histograms`); this module draws them."""
+package computes the histograms (:func:`prunekit.analysis.views.value_histograms`); this module draws them."""
 from __future__ import annotations
 
 import pandas as pd
@@ -9,7 +9,7 @@ import streamlit as st
 from plotly.subplots import make_subplots
 
 from pages.shared import probe
-from prunekit.views import value_histograms
+from prunekit.analysis.views import value_histograms
 
 SHOWN = 3  # filters per side
 
@@ -21,7 +21,7 @@ def _histograms(_model, key: str, layer: str, dataset: str, n: int, _images) -> 
 
 def entropy_figure(hist: pd.DataFrame, k: int = SHOWN) -> go.Figure:
     """Two rows of ``k`` panels: the value histograms of the ``k`` lowest-entropy filters (top, red) and the ``k``
-    highest (bottom, blue) of one layer, from :func:`prunekit.views.value_histograms`'s table; each titled with
+    highest (bottom, blue) of one layer, from :func:`prunekit.analysis.views.value_histograms`'s table; each titled with
     the filter and its entropy in nats."""
     ent = hist.groupby("filter")["entropy"].first().sort_values(kind="stable")
     low, high = ent.index[:k].tolist(), ent.index[-k:][::-1].tolist()

@@ -22,13 +22,13 @@ from prunekit.criteria import get_criterion
 from prunekit.criteria.mapex import expanded_boxes
 from prunekit.defaults import ROUND_TO
 from prunekit.errors import UserError
-from prunekit.images import fit_image, normalized, read_image
-from prunekit.layers import conv_layers
-from prunekit.probe import box_set
-from prunekit.prune import prune_model
-from prunekit.scores import to_tensors
-from prunekit.selection import removed_filters
-from prunekit.views import feature_maps
+from prunekit.data.images import fit_image, normalized, read_image
+from prunekit.models.layers import conv_layers
+from prunekit.criteria.probe import box_set
+from prunekit.pruning.prune import prune_model
+from prunekit.criteria.scores import to_tensors
+from prunekit.pruning.selection import removed_filters
+from prunekit.analysis.views import feature_maps
 
 PREVIEW_KEY = "fm_preview_ratio"
 
@@ -206,7 +206,7 @@ def pruned_grid(sel, layer: str, x: torch.Tensor, image_id: str, table, name: st
 
 @st.cache_resource(show_spinner="Preparing the box probe...", max_entries=4)
 def _box_set(dataset: str, n: int):
-    """The box-labelled images Map-EX reads (:func:`prunekit.probe.box_set`, what its probe streams)."""
+    """The box-labelled images Map-EX reads (:func:`prunekit.criteria.probe.box_set`, what its probe streams)."""
     return box_set(dataset, n)
 
 

@@ -6,7 +6,7 @@ import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
-from prunekit.views import feature_map_grid
+from prunekit.analysis.views import feature_map_grid
 
 __all__ = ["sensitivity_figure", "mark_ratios", "filters_figure", "agreement_bars", "grid_figure", "cost_figure",
            "training_curves"]
@@ -78,7 +78,7 @@ def filters_figure(est) -> go.Figure:
 
 def agreement_bars(table: pd.DataFrame, rho_name: str, overlap_name: str, y_title: str, height: int) -> go.Figure:
     """Per layer, two rankings' Spearman (blue) and bottom-k overlap (orange) side by side, from a
-    :func:`prunekit.views.rank_agreement` table (layer, spearman, overlap); the legend above the plot."""
+    :func:`prunekit.analysis.views.rank_agreement` table (layer, spearman, overlap); the legend above the plot."""
     fig = go.Figure()
     fig.add_bar(x=table["layer"], y=table["spearman"], name=rho_name, marker_color="#2f6fed")
     fig.add_bar(x=table["layer"], y=table["overlap"], name=overlap_name, marker_color="#f2a541")
@@ -115,7 +115,7 @@ def grid_figure(maps: torch.Tensor, order: list[int], labels: list[str], marked:
 
 
 def cost_figure(table: pd.DataFrame) -> go.Figure:
-    """Per conv / linear layer (:func:`prunekit.metrics.layer_table`'s rows, forward order): its MACs per image
+    """Per conv / linear layer (:func:`prunekit.models.metrics.layer_table`'s rows, forward order): its MACs per image
     (top) and its parameters (bottom)."""
     titles = ("compute: multiply-adds per image (millions)", "weights: parameters (thousands)")
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.06, subplot_titles=titles)

@@ -1,6 +1,6 @@
 """Jobs: the background work (fine-tuning, training, long scoring) with live progress, curves, cancel and resume.
 
-Everything shown is read from disk (prunekit.jobs), so a refresh or a restart of the dashboard finds it again.
+Everything shown is read from disk (prunekit.runs.jobs), so a refresh or a restart of the dashboard finds it again.
 """
 import datetime as dt
 
@@ -9,7 +9,7 @@ import streamlit as st
 
 from pages.figures import training_curves
 from pages.shared import device_label, through_router
-from prunekit import jobs
+from prunekit.runs import jobs
 
 REFRESH_S = 2  # seconds between redraws while a job is queued or running
 STATUS_ICON = {"queued": ":material/schedule:", "running": ":material/autorenew:", "done": ":material/check_circle:",
@@ -25,7 +25,7 @@ def _duration(seconds: float | None) -> str:
 
 
 def _progress_text(job: jobs.Job, p: dict) -> str:
-    """One line of the job's progress ``p`` (:attr:`prunekit.jobs.Job.progress`)."""
+    """One line of the job's progress ``p`` (:attr:`prunekit.runs.jobs.Job.progress`)."""
     if job.status == "queued":
         return "waiting for the device"
     if "epoch" in p:

@@ -6,8 +6,8 @@ import streamlit as st
 
 from pages.shared import device_label, human
 from prunekit.defaults import FINETUNE_RECIPE, HELD_OUT, QUICK_FINETUNE_EPOCHS
-from prunekit.finetune import source_on_disk
-from prunekit.runs import read_manifest, runs_root
+from prunekit.runs.finetune import source_on_disk
+from prunekit.runs.records import read_manifest, runs_root
 
 BATCH = FINETUNE_RECIPE["batch_size"]
 LAST_RUN, LAST_JOB = "last_run", "plan_last_job"
@@ -98,7 +98,7 @@ def submit_finetune(run_path, dataset: str, epochs: int, lr: float, subset: int,
     """Queue the fine-tuning of the run at ``run_path`` with the jobs API (a worker process does the work),
     distilling from the unpruned model with weight ``alpha`` (0: not) at ``temperature``, the loss in
     ``precision`` ("auto": float32 on the CPU; "bf16": bf16 autocast there too)."""
-    from prunekit import jobs
+    from prunekit.runs import jobs
 
     try:
         job = jobs.submit("finetune", {"run": str(run_path), "epochs": epochs, "lr": lr, "subset": subset,

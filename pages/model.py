@@ -5,7 +5,7 @@ from pages.figures import cost_figure
 from pages.shared import device_label, human, selection
 from prunekit import model_info
 from prunekit.data import how_to_get
-from prunekit.metrics import layer_table
+from prunekit.models.metrics import layer_table
 
 
 @st.cache_data(show_spinner="Counting parameters and MACs...", max_entries=16)

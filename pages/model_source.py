@@ -2,7 +2,7 @@
 picked from a searchable list, or the user's own factory when the app was started with one
 (``streamlit run app.py -- --factory package.module:function``, or ``$PRUNEKIT_FACTORY``), each at an input size
 (default: the data set's image side) and, on request, with downloaded weights. Building is cached per
-(name, classes, weights) and shows a spinner; the package does the work (:mod:`prunekit.sources`)."""
+(name, classes, weights) and shows a spinner; the package does the work (:mod:`prunekit.models.sources`)."""
 from __future__ import annotations
 
 import argparse
@@ -13,9 +13,9 @@ import streamlit as st
 from prunekit import model_info
 from prunekit.data import image_size, num_classes
 from prunekit.errors import UserError
-from prunekit.fits import check_model_data, outputs_of
-from prunekit.models import create_model
-from prunekit.sources import enable_factories, enabled_factories, model_catalog
+from prunekit.models.fits import check_model_data, outputs_of
+from prunekit.models.zoo import create_model
+from prunekit.models.sources import enable_factories, enabled_factories, model_catalog
 
 TORCHVISION_SOURCE = "A torchvision model"
 TIMM_SOURCE = "A timm model"
@@ -94,7 +94,7 @@ def _data_problem(_model, key: str, arch: str, dataset: str) -> str | None:
 
 
 def data_problem(model, key: str, arch: str | None, dataset: str) -> str | None:
-    """Why the selected model cannot take ``dataset``'s images or labels (:func:`prunekit.fits.check_model_data`),
+    """Why the selected model cannot take ``dataset``'s images or labels (:func:`prunekit.models.fits.check_model_data`),
     None when it can; computed once per model and data set."""
     if model is None or not arch:
         return None

@@ -23,17 +23,17 @@ from pages.shared import (
     structure_of,
 )
 from prunekit import model_info
-from prunekit.checkpoints import DEFAULT_CHECKPOINT
+from prunekit.models.checkpoints import DEFAULT_CHECKPOINT
 from prunekit.defaults import HELD_OUT, RECALIBRATION, ROUND_TO, SENSITIVITY
 from prunekit.errors import UserError
-from prunekit.plan import Plan
-from prunekit.presets import get_preset, list_presets
-from prunekit.ratios import RULE, max_ratio, validate_ratios
-from prunekit.runs import prune_run
-from prunekit.runtimes import vector_block
-from prunekit.scores import to_tensors
-from prunekit.sensitivity import expected_minutes, sensitivity
-from prunekit.structure import estimate, signature
+from prunekit.pruning.plan import Plan
+from prunekit.pruning.presets import get_preset, list_presets
+from prunekit.pruning.ratios import RULE, max_ratio, validate_ratios
+from prunekit.runs.records import prune_run
+from prunekit.runs.runtimes import vector_block
+from prunekit.criteria.scores import to_tensors
+from prunekit.pruning.sensitivity import expected_minutes, sensitivity
+from prunekit.pruning.structure import estimate, signature
 
 BY_LABEL = {"FLOPs": "flops", "parameters": "params"}
 EDITORS = ("Sliders", "Table")
@@ -111,7 +111,7 @@ def _round_to_changed() -> None:
 
 
 def round_to_ui() -> int:
-    """The plan's rounding of every pruned group's kept filters (:func:`prunekit.ratios.kept_channels`)."""
+    """The plan's rounding of every pruned group's kept filters (:func:`prunekit.pruning.ratios.kept_channels`)."""
     st.session_state["round_to_input"] = st.session_state.get(PLAN_ROUND_TO, ROUND_TO)
     block = vector_block()
     cols = st.columns([1, 2], vertical_alignment="bottom")

@@ -1,5 +1,5 @@
 """The Plan page's live predicted accuracy: each new plan is pruned, recalibrated and evaluated in a background
-thread (:class:`prunekit.latest.LatestWins`: the newest plan wins, the controls never wait), and the number is
+thread (:class:`prunekit.runs.latest.LatestWins`: the newest plan wins, the controls never wait), and the number is
 shown only for the plan it was computed for."""
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import streamlit as st
 from pages.shared import held_out, scores_with_progress, split
 from prunekit.data import DeviceLoader
 from prunekit.defaults import HELD_OUT, PREDICTION, RECALIBRATION
-from prunekit.latest import LatestWins
-from prunekit.metrics import evaluate
-from prunekit.predict import predict_accuracy
-from prunekit.scores import to_tensors
+from prunekit.runs.latest import LatestWins
+from prunekit.models.metrics import evaluate
+from prunekit.pruning.predict import predict_accuracy
+from prunekit.criteria.scores import to_tensors
 
 PREDICTOR = "plan_predictor"
 POLL_S = 0.5  # how often the pending number is looked at while it is computed

@@ -13,7 +13,7 @@ from prunekit.criteria import criterion_class, get_criterion, list_criteria
 from prunekit.data import DataNotFoundError
 from prunekit.defaults import BOTTOM_FRACTION as BOTTOM
 from prunekit.errors import UserError
-from prunekit.views import score_histogram
+from prunekit.analysis.views import score_histogram
 
 NCOLS = 5  # small multiples per row
 WEIGHT_ONLY = ", ".join(n for n in list_criteria() if not criterion_class(n).needs_data)

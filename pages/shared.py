@@ -26,22 +26,22 @@ from streamlit.runtime.pages_manager import PagesManager
 from pages import started
 from pages.model_source import SOURCES, data_problem, pick_source_model, source_options
 from prunekit import CheckpointError, best_device, build_model, list_models, load_checkpoint, model_info
-from prunekit.checkpoints import DEFAULT_CHECKPOINT
+from prunekit.models.checkpoints import DEFAULT_CHECKPOINT
 from prunekit.criteria import criterion_class
 from prunekit.data import ArraySet, DataNotFoundError, data_root, held_out_set, list_datasets, load_arrays, locate
 from prunekit.defaults import DEFAULT_CRITERION, FALLBACK_CRITERION, PROBE
 from prunekit.errors import UserError
-from prunekit.probe import Probe, ProbeSpec, make_probe
-from prunekit.reliability import probe_reliability
-from prunekit.scores import score_model, weights_hash
-from prunekit.structure import Structure, structure
+from prunekit.criteria.probe import Probe, ProbeSpec, make_probe
+from prunekit.analysis.reliability import probe_reliability
+from prunekit.criteria.scores import score_model, weights_hash
+from prunekit.pruning.structure import Structure, structure
 
 MAX_UPLOAD_MB = 200  # also server.maxUploadSize in .streamlit/config.toml
 DEFAULT_SOURCE = "Bundled default: ResNet-20 on CIFAR-10"
 REGISTRY_SOURCE = "A registered architecture (untrained)"
 UPLOAD_SOURCE = "Upload a checkpoint (.pt, .pth, .safetensors)"
 CRITERION, PLAN, PROBE_N = "criterion", "plan", "probe_n"
-PLAN_ROUND_TO = "plan_round_to"  # the Plan page's rounding of kept filters (prunekit.ratios.kept_channels)
+PLAN_ROUND_TO = "plan_round_to"  # the Plan page's rounding of kept filters (prunekit.pruning.ratios.kept_channels)
 LONG_PLAN = 24  # coupled groups: a plan of more opens on the table rather than a slider per group
 PROBE_SIZES = sorted({128, 256, PROBE.n, 2 * PROBE.n})
 
@@ -132,7 +132,7 @@ def _probe(dataset: str, n: int, boxes: bool) -> Probe:
 
 
 def probe(dataset: str, n: int, boxes: bool = False) -> Probe | None:
-    """The probe the criteria read (:func:`prunekit.probe.make_probe`, as the command line and the jobs build it):
+    """The probe the criteria read (:func:`prunekit.criteria.probe.make_probe`, as the command line and the jobs build it):
     ``n`` training images, or with ``boxes`` ``n`` objects of the same split on 64x64 canvases with their boxes;
     None without data."""
     return found(_probe, dataset, n, boxes)
@@ -156,7 +156,7 @@ _SCORES_MAX = 64
 def scores(sel: Selection, criterion: str, params: dict | None = None, progress=None, *,
            fallback: bool = True, allow_slow: bool = True) -> pd.DataFrame:
     """The per-filter scores of the selected model by ``criterion`` (columns layer, filter, criterion, score,
-    rank; one row per filter of every conv), from this process's memory, else :func:`prunekit.scores.score_model`
+    rank; one row per filter of every conv), from this process's memory, else :func:`prunekit.criteria.scores.score_model`
     (the package's disk cache, else computed with ``progress(done, total)``). With ``fallback``, a criterion that
     cannot run here (no images, or slow and not ``allow_slow``) gives l1's scores, with the reason in
     ``attrs["fallback"]``; without, DataNotFoundError. UserError for bad parameters.
@@ -203,7 +203,7 @@ def _request(sel: Selection, criterion: str, params: dict | None, *flags) -> tup
 
 def reliability_of(sel: Selection, criterion: str, params: dict | None = None, progress=None) -> pd.DataFrame:
     """How reproducible the criterion's ranking is on the selected model
-    (:func:`prunekit.reliability.probe_reliability` on the sidebar's probe), from this process's memory when it
+    (:func:`prunekit.analysis.reliability.probe_reliability` on the sidebar's probe), from this process's memory when it
     was measured before."""
     request = ("reliability", *_request(sel, criterion, params))
     with _SCORES_LOCK:

@@ -5,13 +5,13 @@ from __future__ import annotations
 import streamlit as st
 
 from pages.shared import PLAN_ROUND_TO, selection
-from prunekit import jobs
+from prunekit.runs import jobs
 from prunekit.criteria import criterion_class, list_criteria
 from prunekit.defaults import HELD_OUT, RECALIBRATION, ROUND_TO
 from prunekit.errors import UserError
-from prunekit.presets import get_preset, list_presets
-from prunekit.runtimes import RUNTIMES
-from prunekit.sweeps import SweepSpec
+from prunekit.pruning.presets import get_preset, list_presets
+from prunekit.runs.runtimes import RUNTIMES
+from prunekit.runs.sweeps import SweepSpec
 
 DEFAULT_TARGETS = "0.1, 0.3, 0.5, 0.7"
 LAST_SWEEP = "compare_last_sweep"

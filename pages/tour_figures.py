@@ -11,14 +11,14 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from pages.figures import cost_figure, filters_figure, grid_figure, training_curves
-from prunekit.checkpoints import ASSETS, DEFAULT_CHECKPOINT, load_checkpoint
+from prunekit.models.checkpoints import ASSETS, DEFAULT_CHECKPOINT, load_checkpoint
 from prunekit.data import DataNotFoundError, held_out_set
-from prunekit.images import normalized
-from prunekit.metrics import layer_table
-from prunekit.presets import get_preset
-from prunekit.scores import score_model
-from prunekit.structure import estimate, structure
-from prunekit.views import feature_maps, weight_correlation
+from prunekit.data.images import normalized
+from prunekit.models.metrics import layer_table
+from prunekit.pruning.presets import get_preset
+from prunekit.criteria.scores import score_model
+from prunekit.pruning.structure import estimate, structure
+from prunekit.analysis.views import feature_maps, weight_correlation
 
 HEIGHT = 260  # px: small, beside the step's text
 CURVES = Path(__file__).resolve().parent.parent / "experiments" / "out" / "e1_curves.json"  # RESULTS.md's E1

@@ -2,9 +2,9 @@
 
 The public API, re-exported from the modules that hold it.
 """
-from .checkpoints import CheckpointError, load_checkpoint, save_checkpoint
-from .criteria import get_criterion, list_criteria
-from .data import (
+from prunekit.models.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
+from prunekit.criteria import get_criterion, list_criteria
+from prunekit.data import (
     ArraySet,
     BoxProbeSet,
     DataNotFoundError,
@@ -15,24 +15,24 @@ from .data import (
     load_arrays,
     make_box_probe,
 )
-from .errors import PrunekitError, UserError
-from .finetune import finetune_config, finetune_run
-from .fits import check_model_data, replace_head
-from .layers import conv_layers
-from .metrics import best_device, evaluate
-from .models import build_model, count_params, create_model, list_models, model_info
-from .plan import Plan
-from .presets import get_preset, list_presets
-from .prune import coupled_groups, prune_model
-from .report import prune_report
-from .runs import list_runs, prune_run
-from .scores import score, score_model
-from .sensitivity import sensitivity
-from .sources import enable_factory, model_catalog
-from .structure import estimate, structure
-from .train import TrainConfig, fit
+from prunekit.errors import PrunekitError, UserError
+from prunekit.runs.finetune import finetune_config, finetune_run
+from prunekit.models.fits import check_model_data, replace_head
+from prunekit.models.layers import conv_layers
+from prunekit.models.metrics import best_device, evaluate
+from prunekit.models.zoo import build_model, count_params, create_model, list_models, model_info
+from prunekit.pruning.plan import Plan
+from prunekit.pruning.presets import get_preset, list_presets
+from prunekit.pruning.prune import coupled_groups, prune_model
+from prunekit.runs.report import prune_report
+from prunekit.runs.records import list_runs, prune_run
+from prunekit.criteria.scores import score, score_model
+from prunekit.pruning.sensitivity import sensitivity
+from prunekit.models.sources import enable_factory, model_catalog
+from prunekit.pruning.structure import estimate, structure
+from prunekit.training.train import TrainConfig, fit
 
-__version__ = "0.1.0"
+from prunekit.version import __version__
 
 __all__ = [
     "ArraySet", "BoxProbeSet", "CheckpointError", "DataNotFoundError", "DeviceLoader", "FolderLoader", "Plan",

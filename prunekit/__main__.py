@@ -1,6 +1,6 @@
 """``python -m prunekit <command>``; see ``python -m prunekit --help``."""
 import sys
 
-from .cli import main
+from prunekit.cli import main
 
 sys.exit(main())

@@ -67,7 +67,7 @@ RECALIBRATION = RecalibrationDefaults()
 HELD_OUT = HeldOutDefaults()
 SENSITIVITY = SensitivityDefaults()
 
-# Distillation from the unpruned model while fine-tuning (prunekit.distill; Hinton et al. 2015): the weight of the
+# Distillation from the unpruned model while fine-tuning (prunekit.training.distill; Hinton et al. 2015): the weight of the
 # teacher's softened outputs (0: off) and the temperature that softens them.
 # Measured (experiments/distillation.py, RESULTS.md): E1's -50% FLOPs ResNet-20 runs (l1, fpgm, random) fine-tuned
 # 2 x 5,000 images gain +1.76 / +2.58 / +2.97 points at alpha 0.9 and +1.82 / +2.09 / +2.58 at 0.5, T 4.
@@ -88,4 +88,4 @@ BOTTOM_FRACTION = 0.3  # rank agreement counts the overlap of each layer's botto
 LATENCY_BATCHES = (1, 64)  # batch sizes a run's latency is measured at
 LATENCY_REPEAT = 10  # timed runs per latency measurement
 SOURCE_INPUT_SIDE = 224  # the input side of a torchvision model, or a factory without input_size, without an @ size
-ROUND_TO = 1  # a plan's kept channels rounded to a multiple of this (prunekit.ratios.kept_channels); 1: no rounding
+ROUND_TO = 1  # a plan's kept channels rounded to a multiple of this (prunekit.pruning.ratios.kept_channels); 1: no rounding

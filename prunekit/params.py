@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import UserError
+from prunekit.errors import UserError
 
 __all__ = ["Param"]
 

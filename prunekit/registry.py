@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Generic, TypeVar
 
-from .errors import UserError, unknown_name
+from prunekit.errors import UserError, unknown_name
 
 __all__ = ["Registry"]
 

@@ -5,7 +5,7 @@ on a rerun (Streamlit 1.67), so each case starts a fresh app with its choices in
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from prunekit.checkpoints import DEFAULT_CHECKPOINT, read_checkpoint
+from prunekit.models.checkpoints import DEFAULT_CHECKPOINT, read_checkpoint
 from tests.apptest_kit import open_page
 
 

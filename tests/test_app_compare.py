@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from prunekit.runs import Run
+from prunekit.runs.records import Run
 from tests.apptest_kit import open_page
 
 PLAN_RATIOS = {"conv1": 0.5, "layer2.0.conv1": 0.25}
@@ -177,7 +177,7 @@ def test_manifests_of_the_wrong_shape_are_listed_unreadable_and_the_page_stays_u
 
 def test_a_sweep_is_queued_from_the_page_and_its_runs_draw_one_curve_per_criterion(runs_root, tmp_path,
                                                                                  monkeypatch):
-    from prunekit import jobs
+    from prunekit.runs import jobs
 
     monkeypatch.setenv("PRUNEKIT_JOBS", str(tmp_path / "jobs"))
     monkeypatch.setenv("PRUNEKIT_JOBS_NO_WORKER", "1")

@@ -7,8 +7,8 @@ import numpy as np
 from streamlit.testing.v1 import AppTest
 
 from prunekit import load_checkpoint
-from prunekit.checkpoints import DEFAULT_CHECKPOINT
-from prunekit.views import weight_correlation
+from prunekit.models.checkpoints import DEFAULT_CHECKPOINT
+from prunekit.analysis.views import weight_correlation
 from tests.apptest_kit import open_page
 
 LAYER = "layer1.0.conv1"  # 16 filters

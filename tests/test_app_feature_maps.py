@@ -6,7 +6,7 @@ import json
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from prunekit.ratios import kept_channels
+from prunekit.pruning.ratios import kept_channels
 from tests.apptest_kit import open_page
 
 PAGE = "pages/feature_maps.py"

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from prunekit import jobs
-from prunekit.runs import _this_process
-from prunekit.train import START_FILE
+from prunekit.runs import jobs
+from prunekit.runs.records import _this_process
+from prunekit.training.train import START_FILE
 from tests.apptest_kit import open_page
 
 

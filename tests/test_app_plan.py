@@ -10,14 +10,14 @@ import torch
 from streamlit.testing.v1 import AppTest
 
 from pages.shared import CRITERION, LONG_PLAN, PLAN, PLAN_ROUND_TO, REGISTRY_SOURCE, human
-from prunekit.checkpoints import load_checkpoint
+from prunekit.models.checkpoints import load_checkpoint
 from prunekit.defaults import DISTILL_ALPHA, HELD_OUT, SENSITIVITY
-from prunekit.models import build_model
-from prunekit.presets import get_preset
-from prunekit.prune import coupled_groups
-from prunekit.scores import weights_hash
-from prunekit.structure import estimate, structure
-from prunekit.train import TrainConfig
+from prunekit.models.zoo import build_model
+from prunekit.pruning.presets import get_preset
+from prunekit.pruning.prune import coupled_groups
+from prunekit.criteria.scores import weights_hash
+from prunekit.pruning.structure import estimate, structure
+from prunekit.training.train import TrainConfig
 from tests.apptest_kit import open_page
 from tests.conftest import REPO
 
@@ -62,7 +62,7 @@ def _sliders(at: AppTest) -> dict:
 
 
 def _assert_estimate(at: AppTest, est) -> None:
-    """The three metrics and the exact counts under them are prunekit.plan.estimate's."""
+    """The three metrics and the exact counts under them are prunekit.pruning.plan.estimate's."""
     metrics = _metrics(at)
     assert metrics["Parameters"][0] == human(est.params)
     assert metrics["MACs / image"][0] == human(est.macs)
@@ -242,7 +242,7 @@ def test_without_data_prune_works_sensitivity_explains_and_l1_stands_in(default,
 
 
 def test_fine_tuning_is_queued_as_a_background_job(runs, cifar_data_root, monkeypatch):
-    from prunekit import jobs
+    from prunekit.runs import jobs
 
     monkeypatch.setenv("PRUNEKIT_DATA", str(cifar_data_root))
     at = _plan_page(**{CRITERION: "l1", PLAN: {"layer3.2.conv1": 0.5}})
@@ -275,13 +275,13 @@ def test_fine_tuning_is_queued_as_a_background_job(runs, cifar_data_root, monkey
 
 
 def test_sensitivity_curves_then_the_sensitivity_preset(default, cifar_data_root, monkeypatch):
-    """The button hands the page's model, scores and SENSITIVITY.n test images to prunekit.sensitivity (faked here: the
+    """The button hands the page's model, scores and SENSITIVITY.n test images to prunekit.pruning.sensitivity (faked here: the
     real one prunes 48 models); the curves feed the Sensitivity preset."""
     import sys
 
     import pandas as pd
 
-    from prunekit.ratios import kept_channels
+    from prunekit.pruning.ratios import kept_channels
 
     model, struct = default
     calls = []
@@ -295,7 +295,7 @@ def test_sensitivity_curves_then_the_sensitivity_preset(default, cifar_data_root
         return pd.DataFrame(rows)
 
     monkeypatch.setenv("PRUNEKIT_DATA", str(cifar_data_root))
-    monkeypatch.setattr(sys.modules["prunekit.sensitivity"], "sensitivity", fake)  # the package re-exports
+    monkeypatch.setattr(sys.modules["prunekit.pruning.sensitivity"], "sensitivity", fake)  # the package re-exports
     # a function of the same name, so the module is reached through sys.modules
     at = _plan_page(**{CRITERION: "l1", PLAN: {"conv1": 0.3}}, preset_kind="sensitivity", preset_target=0.3)
     assert any("60 pruned models, about a minute on a 2-core CPU" in c.value for c in at.caption)  # 12 groups x 5
@@ -331,7 +331,7 @@ def test_the_predicted_accuracy_is_the_recalibrated_plan_and_never_stale(default
     from pages.prediction import PREDICTOR, prediction_key
     from prunekit.data import held_out_set, load_arrays
     from prunekit.defaults import PREDICTION
-    from prunekit.predict import predict_accuracy
+    from prunekit.pruning.predict import predict_accuracy
 
     monkeypatch.setenv("PRUNEKIT_DATA", str(cifar_data_root))
     model, struct = default
@@ -365,7 +365,7 @@ def _sensitivity_spec(at) -> dict:
 
 
 def test_the_last_run_panel_of_a_run_that_stopped_before_its_report_stays_up(runs):
-    from prunekit.runs import Run
+    from prunekit.runs.records import Run
 
     run = Run.create(runs, name="resnet20", model={"arch": "resnet20"}, before=None, after=None, accuracy=None)
     run.finish("failed", "RuntimeError: out of memory (simulated)")

@@ -11,7 +11,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from prunekit import conv_layers, load_checkpoint
-from prunekit.checkpoints import DEFAULT_CHECKPOINT
+from prunekit.models.checkpoints import DEFAULT_CHECKPOINT
 from tests.apptest_kit import open_page
 
 PAGE = "pages/saliency.py"
@@ -115,8 +115,8 @@ def _chart_titled(at: AppTest, y_title: str) -> dict:
 
 def test_a_data_driven_ranking_shows_its_reliability_and_the_noise_floor_beside_the_stability(cifar_data_root,
                                                                                              monkeypatch):
-    from prunekit.probe import ProbeSpec
-    from prunekit.reliability import probe_reliability, summarize
+    from prunekit.criteria.probe import ProbeSpec
+    from prunekit.analysis.reliability import probe_reliability, summarize
 
     monkeypatch.setenv("PRUNEKIT_DATA", str(cifar_data_root))
     at = _open(criterion="hrank", probe_n=128)

@@ -4,7 +4,7 @@ import textwrap
 
 import pytest
 
-import prunekit.sources as sources
+import prunekit.models.sources as sources
 from tests.apptest_kit import open_page
 
 TORCHVISION = "A torchvision model"

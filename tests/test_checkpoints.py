@@ -4,8 +4,8 @@ import pathlib
 import pytest
 import torch
 
-from prunekit.checkpoints import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
-from prunekit.models import build_model
+from prunekit.models.checkpoints import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
+from prunekit.models.zoo import build_model
 
 
 def _same_outputs(a, b, size=32):
@@ -52,7 +52,7 @@ def test_pruned_resnet_rebuilds_its_smaller_shapes(tmp_path):
     state["layer1.0.conv2.weight"] = state["layer1.0.conv2.weight"][:, keep]
     pruned = build_model("resnet20")
     pruned.load_state_dict(full.state_dict())
-    from prunekit.checkpoints import conform_to_state_dict
+    from prunekit.models.checkpoints import conform_to_state_dict
 
     conform_to_state_dict(pruned, state)
     pruned.load_state_dict(state)
@@ -73,7 +73,7 @@ def test_pruned_option_a_shortcut_rebuilds_its_mask(tmp_path):
     model = build_model("resnet20")
     state = {k: v.clone() for k, v in model.state_dict().items()}
     state["layer2.0.shortcut.route"] = torch.eye(22, 12, dtype=torch.bool)  # 16 -> 32 became 12 -> 22
-    from prunekit.checkpoints import conform_to_state_dict
+    from prunekit.models.checkpoints import conform_to_state_dict
 
     conform_to_state_dict(model, state)
     model.load_state_dict(state)
@@ -81,7 +81,7 @@ def test_pruned_option_a_shortcut_rebuilds_its_mask(tmp_path):
 
 
 def test_depthwise_conv_stays_depthwise_when_rebuilt():
-    from prunekit.checkpoints import conform_to_state_dict
+    from prunekit.models.checkpoints import conform_to_state_dict
 
     model = build_model("mobilenet_v2_cifar")
     state = {k: v.clone() for k, v in model.state_dict().items()}

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from prunekit.checkpoints import load_checkpoint
+from prunekit.models.checkpoints import load_checkpoint
 from tests.conftest import REPO
 
 
@@ -82,7 +82,7 @@ def test_a_plan_for_another_model_is_an_error_not_a_traceback(tmp_path, capsys):
 def test_the_command_line_round_to_reaches_the_pruned_model(tmp_path):
     import torch
 
-    from prunekit.runs import MODEL_FILE, read_manifest
+    from prunekit.runs.records import MODEL_FILE, read_manifest
 
     env = _env(tmp_path)
     out = _cli("plan", "--model", "resnet20", "--preset", "uniform", "--ratio", "0.3", "--round-to", "16",

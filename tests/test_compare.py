@@ -1,4 +1,4 @@
-"""prunekit.compare: the Pareto front on hand-made tables, the chart's points, the baselines, the run's files
+"""prunekit.runs.compare: the Pareto front on hand-made tables, the chart's points, the baselines, the run's files
 and its report zip (nothing outside the run directory)."""
 import io
 import json
@@ -7,8 +7,8 @@ import zipfile
 import pandas as pd
 import pytest
 
-from prunekit import compare
-from prunekit.compare import (
+from prunekit.runs import compare
+from prunekit.runs.compare import (
     baselines,
     channels_frame,
     comparison,
@@ -18,7 +18,7 @@ from prunekit.compare import (
     report_zip,
     run_files,
 )
-from prunekit.runs import MODEL_FILE, Run, list_runs
+from prunekit.runs.records import MODEL_FILE, Run, list_runs
 
 
 def test_pareto_front_keeps_the_undominated_points():

@@ -16,9 +16,9 @@ from prunekit.criteria.ensembles import fit_additive
 from prunekit.criteria.information import capacity, independence
 from prunekit.criteria.mapex import box_masks
 from prunekit.data import make_box_probe
-from prunekit.layers import conv_layers
-from prunekit.models import build_model
-from prunekit.probe import Probe
+from prunekit.models.layers import conv_layers
+from prunekit.models.zoo import build_model
+from prunekit.criteria.probe import Probe
 
 DATA_CRITERIA = [n for n in list_criteria() if criterion_class(n).needs_data]
 
@@ -551,7 +551,7 @@ def hooked_maps(model, x, hooks):
 
 
 def resnet20_hooks(model):
-    """CIFAR ResNet-20 (prunekit.models): the stem's ReLU, then each block's one ReLU module, called after bn1
+    """CIFAR ResNet-20 (prunekit.models.zoo): the stem's ReLU, then each block's one ReLU module, called after bn1
     (conv1's map) and after the residual add (conv2's map: HRank's and CHIP's relu2)."""
     hooks = {"relu": ["conv1"]}
     for stage in ("layer1", "layer2", "layer3"):

@@ -15,14 +15,14 @@ import pandas as pd
 import pytest
 import torch
 
-from prunekit import jobs
-from prunekit.checkpoints import load_checkpoint
+from prunekit.runs import jobs
+from prunekit.models.checkpoints import load_checkpoint
 from prunekit.cli import main
 from prunekit.data import DeviceLoader, load_arrays
-from prunekit.models import build_model
-from prunekit.runs import read_manifest
-from prunekit.scores import weights_hash
-from prunekit.train import TrainConfig, fit
+from prunekit.models.zoo import build_model
+from prunekit.runs.records import read_manifest
+from prunekit.criteria.scores import weights_hash
+from prunekit.training.train import TrainConfig, fit
 from tests.conftest import REPO, tiny_arrays
 
 pytestmark = pytest.mark.cuda
@@ -79,7 +79,7 @@ def test_score_prune_and_finetune_on_cuda(cifar_data_root, tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def trained(cuda, tmp_path_factory):
-    """ResNet-20 after one epoch of :func:`prunekit.train.fit` on 256 random images on CUDA; -> (model, metrics
+    """ResNet-20 after one epoch of :func:`prunekit.training.train.fit` on 256 random images on CUDA; -> (model, metrics
     rows, what its first conv saw in training: [(input in channels_last, output dtype), ...])."""
     data = tiny_arrays(256)
     model = build_model("resnet20")

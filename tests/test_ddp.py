@@ -9,11 +9,11 @@ import sys
 import pytest
 import torch
 
-from prunekit.checkpoints import load_checkpoint, read_checkpoint
+from prunekit.models.checkpoints import load_checkpoint, read_checkpoint
 from prunekit.data import ArraySet, DeviceLoader
 from prunekit.distributed import World, distributed, is_main, world
-from prunekit.runs import read_manifest
-from prunekit.scores import weights_hash
+from prunekit.runs.records import read_manifest
+from prunekit.criteria.scores import weights_hash
 from tests.conftest import REPO, tiny_arrays
 
 pytestmark = pytest.mark.ddp
@@ -60,8 +60,8 @@ def _resume_worker(rank: int, world_size: int, port: int, out: str) -> None:
     """One rank: an uninterrupted 2-epoch run into out/a, one "killed" after epoch 1 into out/b, then resumed."""
     import torch.distributed as dist
 
-    from prunekit.models import build_model
-    from prunekit.train import TrainConfig, fit
+    from prunekit.models.zoo import build_model
+    from prunekit.training.train import TrainConfig, fit
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
@@ -126,8 +126,8 @@ def _diverging_worker(rank: int, world_size: int, port: int, out: str) -> None:
 
     import torch.distributed as dist
 
-    from prunekit.models import build_model
-    from prunekit.train import TrainConfig, TrainingDivergedError, fit
+    from prunekit.models.zoo import build_model
+    from prunekit.training.train import TrainConfig, TrainingDivergedError, fit
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), LOCAL_RANK=str(rank))
     torch.set_num_threads(1)

@@ -8,10 +8,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from prunekit.data import DeviceLoader
-from prunekit.distill import distillation_loss
+from prunekit.training.distill import distillation_loss
 from prunekit.errors import UserError
-from prunekit.models import build_model
-from prunekit.train import TrainConfig, fit
+from prunekit.models.zoo import build_model
+from prunekit.training.train import TrainConfig, fit
 from tests.conftest import tiny_arrays
 
 STUDENT = [[1.0, 2.0, 0.5], [0.0, -1.0, 3.0]]  # (B=2, K=3)

@@ -6,9 +6,9 @@ import pytest
 import torch
 import torch.nn as nn
 
-from prunekit.checkpoints import load_checkpoint, save_checkpoint
-from prunekit.doconv import DOConv2d, fold, overparameterize
-from prunekit.models import build_model, count_params
+from prunekit.models.checkpoints import load_checkpoint, save_checkpoint
+from prunekit.models.doconv import DOConv2d, fold, overparameterize
+from prunekit.models.zoo import build_model, count_params
 
 
 def _perturb(model, scale=0.05, seed=1):

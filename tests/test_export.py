@@ -2,9 +2,9 @@
 import pytest
 import torch
 
-from prunekit.export import export_model, exported_outputs
-from prunekit.models import build_model
-from prunekit.prune import prune_model
+from prunekit.runs.export import export_model, exported_outputs
+from prunekit.models.zoo import build_model
+from prunekit.pruning.prune import prune_model
 
 
 def test_a_pruned_model_exports_to_three_formats_with_the_same_outputs(tmp_path):

@@ -6,16 +6,16 @@ import sys
 import pytest
 import torch
 
-from prunekit.checkpoints import load_checkpoint, save_checkpoint
+from prunekit.models.checkpoints import load_checkpoint, save_checkpoint
 from prunekit.data import Splits
 from prunekit.defaults import DISTILL_ALPHA, DISTILL_TEMPERATURE
-from prunekit.finetune import FINETUNE_DIR, finetune_config, finetune_run
-from prunekit.models import build_model, count_params
-from prunekit.presets import get_preset
-from prunekit.prune import prune_model
-from prunekit.runs import MODEL_FILE, Run, file_sha256, list_runs, prune_run, read_manifest
-from prunekit.structure import structure
-from prunekit.train import TrainingDivergedError
+from prunekit.runs.finetune import FINETUNE_DIR, finetune_config, finetune_run
+from prunekit.models.zoo import build_model, count_params
+from prunekit.pruning.presets import get_preset
+from prunekit.pruning.prune import prune_model
+from prunekit.runs.records import MODEL_FILE, Run, file_sha256, list_runs, prune_run, read_manifest
+from prunekit.pruning.structure import structure
+from prunekit.training.train import TrainingDivergedError
 from tests.conftest import REPO, tiny_arrays
 
 SIZE = (3, 32, 32)
@@ -41,7 +41,7 @@ def _pruned_run(root, classes, data=None, checkpoint=None):
 
 
 def test_finetuning_a_pruned_run_lowers_the_loss_is_recorded_and_resumes(tmp_path, monkeypatch):
-    import prunekit.finetune as finetune
+    import prunekit.runs.finetune as finetune
 
     data = tiny_arrays(32, classes=2)
     data.images[data.labels == 1] //= 4  # a learnable difference: class 1 is darker
@@ -129,8 +129,8 @@ def _killed_after_epoch_1(real_fit):
 
 
 def test_distilling_from_the_unpruned_model_is_recorded_and_resumes_exactly(tmp_path, monkeypatch):
-    import prunekit.finetune as finetune
-    from prunekit.scores import weights_hash
+    import prunekit.runs.finetune as finetune
+    from prunekit.criteria.scores import weights_hash
 
     source = tmp_path / "unpruned.safetensors"
     runs = [_pruned_run(tmp_path / name, 2, checkpoint=source) for name in ("straight", "resumed", "plain")]
@@ -184,8 +184,8 @@ def test_distilling_without_the_unpruned_model_on_disk_is_refused_and_writes_not
 
 
 def test_the_distillation_options_reach_the_config_from_the_shell_and_the_jobs(tmp_path, monkeypatch):
-    import prunekit.finetune as finetune
-    from prunekit import jobs
+    import prunekit.runs.finetune as finetune
+    from prunekit.runs import jobs
     from prunekit.cli import build_parser, main
 
     args = build_parser().parse_args(["finetune", "--run", "r"])
@@ -214,7 +214,7 @@ def test_the_distillation_options_reach_the_config_from_the_shell_and_the_jobs(t
 def test_a_fine_tuning_that_diverges_fails_naming_the_epoch_and_keeps_the_last_good_state(tmp_path, monkeypatch):
     import math
 
-    import prunekit.finetune as finetune
+    import prunekit.runs.finetune as finetune
 
     run = _pruned_run(tmp_path, classes=2)
     pruned_sha = file_sha256(run.path / MODEL_FILE)

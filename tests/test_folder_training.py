@@ -7,10 +7,10 @@ import pytest
 import torch
 from PIL import Image
 
-from prunekit.checkpoints import load_checkpoint
+from prunekit.models.checkpoints import load_checkpoint
 from prunekit.data import FolderLoader, folder_splits
-from prunekit.models import build_model
-from prunekit.train import TrainConfig, fit
+from prunekit.models.zoo import build_model
+from prunekit.training.train import TrainConfig, fit
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +102,7 @@ def test_resume_on_an_image_folder_gives_the_weights_of_an_uninterrupted_run(fol
 
 def test_train_and_finetune_on_a_folder_from_the_command_line(folder, tmp_path, capsys):
     from prunekit.cli import main
-    from prunekit.runs import read_manifest
+    from prunekit.runs.records import read_manifest
     from tests.test_finetune import _pruned_run
 
     common = ["--folder", str(folder), "--image-size", "32", "--epochs", "1", "--batch-size", "16", "--workers", "1",
@@ -127,8 +127,8 @@ def test_train_and_finetune_on_a_folder_from_the_command_line(folder, tmp_path, 
 
 
 def test_a_background_train_job_reads_an_image_folder(folder, tmp_path, monkeypatch):
-    from prunekit import jobs
-    from prunekit.checkpoints import load_checkpoint
+    from prunekit.runs import jobs
+    from prunekit.models.checkpoints import load_checkpoint
 
     monkeypatch.setenv("PRUNEKIT_JOBS_NO_WORKER", "1")
     root = tmp_path / "jobs"

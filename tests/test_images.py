@@ -1,4 +1,4 @@
-"""prunekit.images: uploaded images decoded, fitted to the model's input, and odd files refused with a reason."""
+"""prunekit.data.images: uploaded images decoded, fitted to the model's input, and odd files refused with a reason."""
 import io
 
 import numpy as np
@@ -6,9 +6,9 @@ import pytest
 import torch
 from PIL import Image
 
-from prunekit import images
+from prunekit.data import images
 from prunekit.criteria.mapex import box_masks, expanded_boxes
-from prunekit.images import fit_image, normalized, read_image
+from prunekit.data.images import fit_image, normalized, read_image
 
 
 def _encode(img: Image.Image, fmt: str = "PNG") -> bytes:

@@ -12,12 +12,12 @@ import time
 import pytest
 import torch
 
-from prunekit import jobs
-from prunekit.jobs import _Context, _Kind
-from prunekit.models import build_model
-from prunekit.presets import get_preset
-from prunekit.runs import prune_run, read_manifest
-from prunekit.structure import estimate, structure
+from prunekit.runs import jobs
+from prunekit.runs.jobs import _Context, _Kind
+from prunekit.models.zoo import build_model
+from prunekit.pruning.presets import get_preset
+from prunekit.runs.records import prune_run, read_manifest
+from prunekit.pruning.structure import estimate, structure
 from tests.conftest import REPO
 
 SIZE = (3, 32, 32)
@@ -149,7 +149,7 @@ def test_submit_refuses_bad_hyperparameters_before_queueing(fake_kinds):
 
 
 def test_a_sensitivity_job_with_a_bad_scores_file_is_refused_at_submit(fake_kinds, tmp_path):
-    from prunekit.scores import score
+    from prunekit.criteria.scores import score
 
     root, _ = fake_kinds
     model = build_model("resnet20")
@@ -212,8 +212,8 @@ def test_a_job_of_a_dead_worker_reads_interrupted(fake_kinds):
 
 def _half_flops_run(root, test_set):
     """The bundled ResNet-20 pruned by L1 to about half its FLOPs (uniform ratios solved for the target)."""
-    from prunekit.checkpoints import DEFAULT_CHECKPOINT, load_checkpoint
-    from prunekit.scores import score, to_tensors
+    from prunekit.models.checkpoints import DEFAULT_CHECKPOINT, load_checkpoint
+    from prunekit.criteria.scores import score, to_tensors
 
     model, header = load_checkpoint(DEFAULT_CHECKPOINT)
     struct = structure(model, SIZE)
@@ -273,7 +273,7 @@ def test_jobs_from_the_shell(fake_kinds, tmp_path):
 
 
 def test_a_score_job_fills_the_cache_the_dashboard_reads(fake_kinds, monkeypatch, tmp_path):
-    from prunekit.scores import score
+    from prunekit.criteria.scores import score
 
     monkeypatch.setenv("PRUNEKIT_CACHE", str(tmp_path / "cache"))
     root, _ = fake_kinds

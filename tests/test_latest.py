@@ -2,7 +2,7 @@
 key (so a stale one is never taken for the current one), and an error is returned, not raised in the thread."""
 import threading
 
-from prunekit.latest import LatestWins
+from prunekit.runs.latest import LatestWins
 
 
 def test_only_the_newest_request_runs_and_results_stay_under_their_keys():

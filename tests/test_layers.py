@@ -1,13 +1,13 @@
-"""Prunable conv discovery (prunekit.layers) and the hooks (prunekit.hooks)."""
+"""Prunable conv discovery (prunekit.models.layers) and the hooks (prunekit.criteria.hooks)."""
 import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from saliency_testkit import SmallNet, single_thread  # noqa: F401  (autouse fixture)
 
-from prunekit.hooks import capture, eval_mode, gate
-from prunekit.layers import Site, conv_layers, feature_map, select_layers
-from prunekit.models import build_model
+from prunekit.criteria.hooks import capture, eval_mode, gate
+from prunekit.models.layers import Site, conv_layers, feature_map, select_layers
+from prunekit.models.zoo import build_model
 
 
 def by_name(model):

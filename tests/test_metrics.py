@@ -1,8 +1,8 @@
 import torch
 import torch.nn as nn
 
-from prunekit.metrics import best_device, count_macs, evaluate, layer_table
-from prunekit.models import build_model
+from prunekit.models.metrics import best_device, count_macs, evaluate, layer_table
+from prunekit.models.zoo import build_model
 
 
 def test_macs_of_a_hand_sized_network():

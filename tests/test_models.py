@@ -3,7 +3,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from prunekit.models import build_model, count_params, list_models, model_info
+from prunekit.models.zoo import build_model, count_params, list_models, model_info
 
 EXPECTED = {"resnet20", "resnet32", "resnet56", "resnet110", "vgg16_bn", "resnet18", "resnet50", "mobilenet_v2",
             "resnet18_cifar", "resnet50_cifar", "mobilenet_v2_cifar"}
@@ -81,7 +81,7 @@ def test_32x32_variants_keep_spatial_resolution():
 
 
 def test_pad_shortcut_routes_inputs_to_their_channels():
-    from prunekit.models import PadShortcut
+    from prunekit.models.zoo import PadShortcut
 
     pad = PadShortcut(3, 4, stride=2)
     assert torch.equal(pad.route, torch.eye(4, 3, dtype=torch.bool))

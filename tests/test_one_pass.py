@@ -10,9 +10,9 @@ from prunekit.criteria.entropy import value_histograms
 from prunekit.criteria.histograms import LANES, MAX_COUNTERS, MAX_LANE_COUNTERS, SUB, PooledCounts, count_indices
 from prunekit.criteria.stats import bin_counts
 from prunekit.criteria.streaming import stream
-from prunekit.layers import conv_layers
-from prunekit.probe import as_probe
-from prunekit.reliability import reliability
+from prunekit.models.layers import conv_layers
+from prunekit.criteria.probe import as_probe
+from prunekit.analysis.reliability import reliability
 
 DATA_CRITERIA = [n for n in list_criteria() if criterion_class(n).needs_data]
 

@@ -5,10 +5,10 @@ import json
 import pytest
 import torch
 
-import prunekit.probe
+import prunekit.criteria.probe
 from pages.shared import Selection, scores
-from prunekit import jobs
-from prunekit.checkpoints import save_checkpoint
+from prunekit.runs import jobs
+from prunekit.models.checkpoints import save_checkpoint
 from prunekit.cli import build_parser, main
 from prunekit.criteria.entropy import SFMEntropy
 from prunekit.defaults import (
@@ -20,8 +20,8 @@ from prunekit.defaults import (
     PROBE,
     SENSITIVITY,
 )
-from prunekit.models import build_model
-from prunekit.scores import weights_hash
+from prunekit.models.zoo import build_model
+from prunekit.criteria.scores import weights_hash
 from tests.conftest import tiny_arrays
 
 
@@ -31,7 +31,7 @@ def fake_cifar(monkeypatch, tmp_path):
     monkeypatch.setenv("PRUNEKIT_CACHE", str(tmp_path / "cache"))
     data = tiny_arrays(700)
     data.name = "cifar10"
-    monkeypatch.setattr(prunekit.probe, "load_arrays", lambda *a, **k: data)
+    monkeypatch.setattr(prunekit.criteria.probe, "load_arrays", lambda *a, **k: data)
     return data
 
 
@@ -83,8 +83,8 @@ def test_a_score_from_the_shell_is_a_cache_hit_for_the_jobs_and_the_dashboard(fa
 
 def test_a_criterion_that_cannot_run_falls_back_and_says_why(monkeypatch, tmp_path):
     from prunekit.data import DataNotFoundError
-    from prunekit.probe import ProbeSpec
-    from prunekit.scores import score_model
+    from prunekit.criteria.probe import ProbeSpec
+    from prunekit.criteria.scores import score_model
 
     monkeypatch.setenv("PRUNEKIT_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("PRUNEKIT_DATA", str(tmp_path / "nodata"))
@@ -102,6 +102,6 @@ def test_a_criterion_that_cannot_run_falls_back_and_says_why(monkeypatch, tmp_pa
           if isinstance(m, torch.nn.Conv2d)}
     torch.testing.assert_close(torch.tensor(table[table.layer == "conv1"]["score"].to_numpy(), dtype=torch.float32),
                                l1["conv1"])
-    monkeypatch.setattr(prunekit.probe, "load_arrays", lambda *a, **k: tiny_arrays(16))  # data present: only slow
+    monkeypatch.setattr(prunekit.criteria.probe, "load_arrays", lambda *a, **k: tiny_arrays(16))  # data present: only slow
     slow = score_model(model, "linear_ensembles", probe=ProbeSpec("cifar100", 8), fallback="l1", allow_slow=False)
     assert slow.attrs["criterion"] == "l1" and "takes minutes" in slow.attrs["fallback"]

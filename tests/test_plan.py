@@ -8,11 +8,11 @@ import torch
 
 from prunekit.criteria.afie import afie_entropy
 from prunekit.errors import UserError
-from prunekit.models import build_model
-from prunekit.plan import Plan
-from prunekit.presets import get_preset
-from prunekit.selection import removed_filters
-from prunekit.structure import estimate, structure
+from prunekit.models.zoo import build_model
+from prunekit.pruning.plan import Plan
+from prunekit.pruning.presets import get_preset
+from prunekit.pruning.selection import removed_filters
+from prunekit.pruning.structure import estimate, structure
 
 SIZE = (3, 32, 32)
 
@@ -106,7 +106,7 @@ def test_global_threshold_on_hand_made_scores(r20):
 
 
 def test_removed_filters_preview_is_what_pruning_removes(r20):
-    from prunekit.prune import prune_model
+    from prunekit.pruning.prune import prune_model
 
     model, struct = r20
     # hand-known: scores rise with the index, so the lowest indices go; conv1's group ranks by its members' mean
@@ -124,7 +124,7 @@ def test_removed_filters_preview_is_what_pruning_removes(r20):
 
 
 def test_global_threshold_to_a_target_from_a_score_table(r20):
-    from prunekit.scores import to_frame
+    from prunekit.criteria.scores import to_frame
 
     model, struct = r20
     g = torch.Generator().manual_seed(0)
@@ -161,7 +161,7 @@ def test_sensitivity_prunes_the_least_sensitive_groups_most(r20):
 
 
 def test_max_ratio_keeps_one_filter_and_stays_within_the_plan_limit(r20):
-    from prunekit.ratios import MAX_RATIO, kept_channels, max_ratio
+    from prunekit.pruning.ratios import MAX_RATIO, kept_channels, max_ratio
 
     assert max_ratio(16) == 15 / 16 and kept_channels(16, max_ratio(16)) == 1  # 0.95 would keep int(0.8) = 0
     assert max_ratio(64) == MAX_RATIO and kept_channels(64, max_ratio(64)) == 3
@@ -212,7 +212,7 @@ def test_a_plan_file_that_is_not_text_or_not_a_file_is_refused_naming_it(tmp_pat
 
 
 def test_a_plan_for_another_architecture_is_refused_before_a_run_is_made(r20, tmp_path):
-    from prunekit.runs import prune_run
+    from prunekit.runs.records import prune_run
 
     model, struct = r20
     plan = Plan("resnet32", {"layer1.0.conv1": 0.5})  # hand-made (no signature); resnet20 has this layer too
@@ -242,7 +242,7 @@ def test_a_sensitivity_table_with_a_nan_or_a_missing_column_is_refused(r20, tmp_
     with pytest.raises(UserError, match="the sensitivity table has no 'loss' column"):
         get_preset("sensitivity").make(struct, "resnet20", sensitivity=table.drop(columns="loss"), target=0.3,
                                        metric="loss")
-    from prunekit.sensitivity import read_sensitivity
+    from prunekit.pruning.sensitivity import read_sensitivity
 
     table.to_csv(tmp_path / "sens.csv", index=False)
     with pytest.raises(UserError, match=r"sens.csv: the sensitivity table's accuracy of 'layer2.1.conv1' is not a "
@@ -273,7 +273,7 @@ def test_a_save_that_fails_midway_leaves_the_earlier_plan_whole(tmp_path, monkey
 
 def test_sensitivity_curves_computed_with_another_rounding_are_refused_by_the_preset(r20):
     """A table's `kept` says how it rounded: 16 filters at ratio 0.1 keep 14 unrounded, 16 with round_to 16."""
-    from prunekit.ratios import kept_channels
+    from prunekit.pruning.ratios import kept_channels
 
     _, struct = r20
     table = _sensitivity_table(struct)

@@ -4,10 +4,10 @@ import pytest
 
 from prunekit.cli import build_parser, main
 from prunekit.errors import UnknownNameError, UserError
-from prunekit.models import build_model
+from prunekit.models.zoo import build_model
 from prunekit.params import Param
-from prunekit.presets import _REGISTRY, Preset, get_preset, list_presets, register_preset
-from prunekit.structure import estimate, structure
+from prunekit.pruning.presets import _REGISTRY, Preset, get_preset, list_presets, register_preset
+from prunekit.pruning.structure import estimate, structure
 from tests.apptest_kit import open_page
 
 SIZE = (3, 32, 32)

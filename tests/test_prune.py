@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from prunekit.errors import UserError
-from prunekit.models import build_model, model_info
-from prunekit.prune import coupled_groups, prune_model
-from prunekit.ratios import kept_channels, validate_ratios
+from prunekit.models.zoo import build_model, model_info
+from prunekit.pruning.prune import coupled_groups, prune_model
+from prunekit.pruning.ratios import kept_channels, validate_ratios
 
 
 def _reference(model, groups, removed):
@@ -89,9 +89,9 @@ def test_bad_plans_are_refused_with_a_reason():
 def test_the_instant_estimate_equals_what_pruning_produces(name, round_to):
     """Also with every kept width rounded to a multiple of 8 (the plan's round_to): each pruned conv's width is
     then a multiple of 8, or its group keeps every filter."""
-    from prunekit.metrics import count_macs
-    from prunekit.models import count_params
-    from prunekit.structure import estimate, structure
+    from prunekit.models.metrics import count_macs
+    from prunekit.models.zoo import count_params
+    from prunekit.pruning.structure import estimate, structure
 
     torch.manual_seed(0)
     model = build_model(name).eval()
@@ -120,7 +120,7 @@ def test_the_instant_estimate_equals_what_pruning_produces(name, round_to):
 def test_non_finite_or_wrong_length_scores_never_reach_the_choice_of_filters():
     """A criterion that gives NaN on a dead layer, or scores of another width, are refused naming the layer; before,
     NaN sorted as the lowest score or argsort put it last, and a short tensor picked filters by the wrong index."""
-    from prunekit.selection import group_scores, removed_filters
+    from prunekit.pruning.selection import group_scores, removed_filters
 
     model = build_model("resnet20").eval()
     groups, _ = coupled_groups(model, (3, 32, 32))

@@ -7,11 +7,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torch_pruning as tp
 
-import prunekit.prune as prune_module
+import prunekit.pruning.prune as prune_module
 from prunekit.errors import PruneError, UserError
-from prunekit.models import build_model
-from prunekit.prune import coupled_groups, prune_model
-from prunekit.structure import estimate, structure
+from prunekit.models.zoo import build_model
+from prunekit.pruning.prune import coupled_groups, prune_model
+from prunekit.pruning.structure import estimate, structure
 
 SIZE = (3, 16, 16)
 

@@ -8,10 +8,10 @@ import torch
 import torchvision
 
 from experiments.zoo_table import RATIO, TIMM, build, check, smallest_input, torchvision_names
-from prunekit.metrics import count_macs
-from prunekit.models import count_params
-from prunekit.prune import prune_model
-from prunekit.structure import estimate, structure
+from prunekit.models.metrics import count_macs
+from prunekit.models.zoo import count_params
+from prunekit.pruning.prune import prune_model
+from prunekit.pruning.structure import estimate, structure
 
 
 def _prunes_exactly(row: dict) -> None:

@@ -6,8 +6,8 @@ import torch.nn as nn
 
 from prunekit.data import DeviceLoader, held_out_set, load_arrays
 from prunekit.errors import UserError
-from prunekit.metrics import evaluate
-from prunekit.recalibrate import NO_BN, recalibrate_bn
+from prunekit.models.metrics import evaluate
+from prunekit.pruning.recalibrate import NO_BN, recalibrate_bn
 from tests.conftest import tiny_arrays
 
 
@@ -53,7 +53,7 @@ def test_a_model_without_batchnorm_is_returned_as_is_with_a_note_and_bad_counts_
 
 @pytest.mark.data
 def test_recalibration_restores_a_model_whose_statistics_were_corrupted(cifar_data_root):
-    from prunekit.checkpoints import DEFAULT_CHECKPOINT, load_checkpoint
+    from prunekit.models.checkpoints import DEFAULT_CHECKPOINT, load_checkpoint
 
     model, _ = load_checkpoint(DEFAULT_CHECKPOINT)
     held_out = DeviceLoader(held_out_set("cifar10", 1000, cifar_data_root), 250, train=False)

@@ -1,4 +1,4 @@
-"""Ranking reliability (prunekit.reliability): disjoint seeded probes, and agreement figures in cases known by hand."""
+"""Ranking reliability (prunekit.analysis.reliability): disjoint seeded probes, and agreement figures in cases known by hand."""
 import math
 
 import pandas as pd
@@ -8,8 +8,8 @@ from saliency_testkit import SmallNet, identity_tap, random_arrays, single_threa
 
 from prunekit.criteria import Criterion, Scores
 from prunekit.criteria.streaming import per_image_mean
-from prunekit.probe import Probe
-from prunekit.reliability import reliability, split_probes, summarize
+from prunekit.criteria.probe import Probe
+from prunekit.analysis.reliability import reliability, split_probes, summarize
 
 
 @pytest.fixture(autouse=True)
@@ -87,13 +87,13 @@ def test_summarize_by_hand():
 def test_the_command_line_prints_and_writes_the_reliability_of_a_data_driven_ranking(tmp_path, monkeypatch, capsys):
     import json
 
-    import prunekit.probe
-    from prunekit.checkpoints import save_checkpoint
+    import prunekit.criteria.probe
+    from prunekit.models.checkpoints import save_checkpoint
     from prunekit.cli import main
-    from prunekit.models import build_model
+    from prunekit.models.zoo import build_model
 
     data = random_arrays(64)
-    monkeypatch.setattr(prunekit.probe, "load_arrays", lambda *a, **k: data)
+    monkeypatch.setattr(prunekit.criteria.probe, "load_arrays", lambda *a, **k: data)
     model = build_model("resnet20").eval()
     ckpt = save_checkpoint(model, tmp_path / "r20.safetensors", arch="resnet20", num_classes=10)
     out = tmp_path / "hrank.csv"

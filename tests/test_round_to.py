@@ -1,5 +1,5 @@
 """round_to: every pruned group's kept filters rounded to a multiple of N (CPU vector width), through the rule
-(prunekit.ratios.kept_channels), the instant estimate, pruning, plans, presets and the command line; and the fixed
+(prunekit.pruning.ratios.kept_channels), the instant estimate, pruning, plans, presets and the command line; and the fixed
 malloc thresholds eager latency is timed under."""
 import json
 import platform
@@ -7,15 +7,15 @@ import platform
 import pytest
 import torch
 
-from prunekit import metrics
+from prunekit.models import metrics
 from prunekit.errors import UserError
-from prunekit.metrics import steady_allocator
-from prunekit.models import build_model
-from prunekit.plan import Plan
-from prunekit.presets import get_preset
-from prunekit.ratios import kept_channels
-from prunekit.selection import removed_filters
-from prunekit.structure import estimate, structure
+from prunekit.models.metrics import steady_allocator
+from prunekit.models.zoo import build_model
+from prunekit.pruning.plan import Plan
+from prunekit.pruning.presets import get_preset
+from prunekit.pruning.ratios import kept_channels
+from prunekit.pruning.selection import removed_filters
+from prunekit.pruning.structure import estimate, structure
 
 
 @pytest.mark.parametrize("channels, ratio, round_to, kept", [
@@ -136,7 +136,7 @@ def test_steady_allocator_sets_the_thresholds_once_and_says_so(monkeypatch):
 @pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc",
                     reason="mallopt's thresholds are glibc's; elsewhere steady_allocator is a no-op")
 def test_the_real_glibc_takes_the_thresholds_and_latency_records_them(monkeypatch):
-    from prunekit.runtimes import runtime_latencies
+    from prunekit.runs.runtimes import runtime_latencies
 
     monkeypatch.setattr(metrics, "_allocator", None)
     assert steady_allocator() == "glibc mmap threshold 64 MiB, trim threshold 128 MiB" == steady_allocator()
@@ -146,7 +146,7 @@ def test_the_real_glibc_takes_the_thresholds_and_latency_records_them(monkeypatc
 
 
 def test_a_sweep_spec_carries_round_to_and_refuses_a_bad_one():
-    from prunekit.sweeps import SweepSpec
+    from prunekit.runs.sweeps import SweepSpec
 
     assert SweepSpec(criteria=("l1",), targets=(0.5,), round_to=8).round_to == 8
     assert SweepSpec(criteria=("l1",), targets=(0.5,)).round_to == 1

@@ -11,13 +11,13 @@ from prunekit.cli import main
 from prunekit.criteria import get_criterion
 from prunekit.data import load_arrays
 from prunekit.errors import DataNotFoundError, PrunekitError, UnknownNameError, UserError
-from prunekit.models import build_model
-from prunekit.plan import Plan
-from prunekit.presets import get_preset
-from prunekit.prune import prune_model
-from prunekit.ratios import MAX_RATIO, check_ratio, kept_channels, max_ratio
-from prunekit.sensitivity import sensitivity
-from prunekit.structure import estimate, structure
+from prunekit.models.zoo import build_model
+from prunekit.pruning.plan import Plan
+from prunekit.pruning.presets import get_preset
+from prunekit.pruning.prune import prune_model
+from prunekit.pruning.ratios import MAX_RATIO, check_ratio, kept_channels, max_ratio
+from prunekit.pruning.sensitivity import sensitivity
+from prunekit.pruning.structure import estimate, structure
 from tests.conftest import REPO, tiny_arrays
 
 SIZE = (3, 32, 32)
@@ -105,5 +105,5 @@ def test_pages_compute_nothing_themselves():
     """Pages draw: they never import torch_pruning or train, and never call a criterion's score() directly."""
     for page in sorted((REPO / "pages").glob("*.py")):
         text = page.read_text()
-        for word in ("torch_pruning", "prunekit.train", ".score(", ".backward("):
+        for word in ("torch_pruning", "prunekit.training.train", ".score(", ".backward("):
             assert word not in text, f"{page.name} uses {word}"

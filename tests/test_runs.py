@@ -10,13 +10,13 @@ import pandas as pd
 import pytest
 import torch
 
-from prunekit.checkpoints import load_checkpoint
+from prunekit.models.checkpoints import load_checkpoint
 from prunekit.errors import PruneError
-from prunekit.models import build_model, count_params
-from prunekit.presets import get_preset
-from prunekit.prune import prune_model
-from prunekit.runs import MANIFEST, MODEL_FILE, Run, list_runs, prune_run, read_manifest, runs_root
-from prunekit.structure import structure
+from prunekit.models.zoo import build_model, count_params
+from prunekit.pruning.presets import get_preset
+from prunekit.pruning.prune import prune_model
+from prunekit.runs.records import MANIFEST, MODEL_FILE, Run, list_runs, prune_run, read_manifest, runs_root
+from prunekit.pruning.structure import structure
 from tests.conftest import REPO, tiny_arrays
 
 SIZE = (3, 32, 32)
@@ -36,8 +36,8 @@ def _setup():
 
 def test_a_recalibrated_run_keeps_the_recalibrated_model_and_every_accuracy(tmp_path):
     from prunekit.data import DeviceLoader
-    from prunekit.metrics import evaluate
-    from prunekit.recalibrate import recalibrate_bn
+    from prunekit.models.metrics import evaluate
+    from prunekit.pruning.recalibrate import recalibrate_bn
 
     model, plan, scores = _setup()
     held_out, train = tiny_arrays(32), tiny_arrays(40, seed=3)
@@ -110,7 +110,7 @@ def test_a_refused_pruning_writes_nothing(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="no scores"):
         prune_run(model, plan, {}, arch="resnet20", num_classes=10, input_size=SIZE, root=tmp_path,
                   latency_batches=())
-    monkeypatch.setattr("prunekit.prune._dropped_inputs", lambda wiring, removed: {})  # a reference with every
+    monkeypatch.setattr("prunekit.pruning.prune._dropped_inputs", lambda wiring, removed: {})  # a reference with every
     with pytest.raises(PruneError, match="went wrong at layer1.0.conv1"):              # channel: the check fails
         prune_run(model, plan, scores, arch="resnet20", num_classes=10, input_size=SIZE, root=tmp_path,
                   latency_batches=())
@@ -123,7 +123,7 @@ def test_a_failure_after_pruning_stays_on_disk_marked_failed(tmp_path, monkeypat
     def broken(*args, **kwargs):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr("prunekit.runs.prune_report", broken)
+    monkeypatch.setattr("prunekit.runs.records.prune_report", broken)
     with pytest.raises(RuntimeError, match="disk full"):
         prune_run(model, plan, scores, arch="resnet20", num_classes=10, input_size=SIZE, root=tmp_path,
                   latency_batches=())
@@ -134,7 +134,7 @@ def test_a_failure_after_pruning_stays_on_disk_marked_failed(tmp_path, monkeypat
 
 _WRITER = """
 import sys
-from prunekit.runs import Run
+from prunekit.runs.records import Run
 run = Run.create(sys.argv[1], name="victim", payload=list(range(2000)))
 print("ready", flush=True)
 i = 0

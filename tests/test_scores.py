@@ -7,14 +7,14 @@ import torch
 from saliency_testkit import SmallNet, random_arrays, single_thread  # noqa: F401
 
 import prunekit.data
-from prunekit.checkpoints import save_checkpoint
+from prunekit.models.checkpoints import save_checkpoint
 from prunekit.cli import main
 from prunekit.criteria import get_criterion, list_criteria
 from prunekit.criteria.norms import L1Norm
 from prunekit.errors import UserError
-from prunekit.models import build_model
-from prunekit.probe import Probe
-from prunekit.scores import COLUMNS, read_scores, score, weights_hash
+from prunekit.models.zoo import build_model
+from prunekit.criteria.probe import Probe
+from prunekit.criteria.scores import COLUMNS, read_scores, score, weights_hash
 
 
 @pytest.fixture(autouse=True)
@@ -133,7 +133,7 @@ def test_cli_criteria_lists_every_criterion(capsys):
 
 
 def test_cli_score_writes_the_table(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(prunekit.probe, "load_arrays", lambda *a, **k: random_arrays(8))
+    monkeypatch.setattr(prunekit.criteria.probe, "load_arrays", lambda *a, **k: random_arrays(8))
     ckpt = save_checkpoint(build_model("resnet20"), tmp_path / "r20.safetensors", arch="resnet20", num_classes=10)
     out = tmp_path / "scores.csv"
     argv = ["score", "--model", "resnet20", "--checkpoint", str(ckpt), "--criterion", "sfm_entropy",

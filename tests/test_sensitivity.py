@@ -2,9 +2,9 @@
 import pytest
 import torch
 
-from prunekit.models import build_model
-from prunekit.sensitivity import COLUMNS, sensitivity
-from prunekit.structure import estimate, structure
+from prunekit.models.zoo import build_model
+from prunekit.pruning.sensitivity import COLUMNS, sensitivity
+from prunekit.pruning.structure import estimate, structure
 from tests.conftest import tiny_arrays
 
 
@@ -49,9 +49,9 @@ def test_each_group_alone_with_hand_known_losses_and_the_cache():
 
 def test_with_recalibration_every_point_is_evaluated_after_re_estimating_the_batchnorm():
     from prunekit.data import DeviceLoader
-    from prunekit.metrics import evaluate
-    from prunekit.prune import prune_model
-    from prunekit.recalibrate import recalibrate_bn
+    from prunekit.models.metrics import evaluate
+    from prunekit.pruning.prune import prune_model
+    from prunekit.pruning.recalibrate import recalibrate_bn
 
     model, scores = _model_with_dead_filters()
     data, train = tiny_arrays(24), tiny_arrays(32, seed=5)
@@ -71,13 +71,13 @@ def test_with_round_to_each_ratio_keeps_what_the_plan_keeps_and_one_width_is_pru
     import sys
 
     from prunekit.data import DeviceLoader
-    from prunekit.metrics import evaluate
-    from prunekit.prune import prune_model
+    from prunekit.models.metrics import evaluate
+    from prunekit.pruning.prune import prune_model
 
     model, scores = _model_with_dead_filters()
     data = tiny_arrays(24)
     pruned_calls = []
-    monkeypatch.setattr(sys.modules["prunekit.sensitivity"], "prune_model",
+    monkeypatch.setattr(sys.modules["prunekit.pruning.sensitivity"], "prune_model",
                         lambda *a, **k: pruned_calls.append(k) or prune_model(*a, **k))
     df = sensitivity(model, scores, data, ratios=(0.1, 0.2, 0.3, 0.5), groups=["layer3.0.conv1", "layer1.0.conv1"],
                      round_to=16, cache=False)
@@ -113,7 +113,7 @@ def test_from_the_shell_the_curves_follow_round_to(cifar_data_root, tmp_path, ca
 
 def test_the_expected_time_scales_resnet20s_measured_minute_by_the_work():
     from pages.shared import duration
-    from prunekit.sensitivity import expected_minutes
+    from prunekit.pruning.sensitivity import expected_minutes
 
     assert expected_minutes(60, 40_551_040) == pytest.approx(1.0)  # the reference itself
     assert expected_minutes(120, 4 * 40_551_040) == pytest.approx(8.0)  # twice the models, 4x the MACs each

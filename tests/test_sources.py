@@ -6,22 +6,22 @@ import textwrap
 import pytest
 import torch
 
-import prunekit.sources as sources
-from prunekit.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
+import prunekit.models.sources as sources
+from prunekit.models.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 from prunekit.cli import build_parser, main
 from prunekit.cli.common import load_model
 from prunekit.data import Splits
 from prunekit.errors import UnknownNameError, UserError
-from prunekit.finetune import finetune_config, finetune_run
-from prunekit.fits import check_model_data, replace_head
-from prunekit.models import build_model, count_params, create_model, list_models, model_info
-from prunekit.plan import Plan
-from prunekit.presets import get_preset
-from prunekit.prune import prune_model
-from prunekit.runs import MODEL_FILE, prune_run, read_manifest
-from prunekit.sources import enable_factory, model_catalog, parse_spec
-from prunekit.structure import structure
-from prunekit.train import TrainConfig, train_new
+from prunekit.runs.finetune import finetune_config, finetune_run
+from prunekit.models.fits import check_model_data, replace_head
+from prunekit.models.zoo import build_model, count_params, create_model, list_models, model_info
+from prunekit.pruning.plan import Plan
+from prunekit.pruning.presets import get_preset
+from prunekit.pruning.prune import prune_model
+from prunekit.runs.records import MODEL_FILE, prune_run, read_manifest
+from prunekit.models.sources import enable_factory, model_catalog, parse_spec
+from prunekit.pruning.structure import structure
+from prunekit.training.train import TrainConfig, train_new
 from tests.conftest import tiny_arrays
 
 RESNET18_7_CLASSES = 11_180_103  # torchvision's (and timm's) ResNet-18: 11,689,512 with its 1000-class fc

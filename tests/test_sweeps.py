@@ -5,13 +5,13 @@ import json
 import pytest
 import torch
 
-from prunekit import jobs
+from prunekit.runs import jobs
 from prunekit.cli import main
-from prunekit.compare import comparison
+from prunekit.runs.compare import comparison
 from prunekit.errors import UnknownNameError, UserError
-from prunekit.models import build_model
-from prunekit.runs import list_runs, read_manifest
-from prunekit.sweeps import SweepSpec, run_sweep
+from prunekit.models.zoo import build_model
+from prunekit.runs.records import list_runs, read_manifest
+from prunekit.runs.sweeps import SweepSpec, run_sweep
 from tests.conftest import tiny_arrays
 
 SIZE = (3, 32, 32)

@@ -6,9 +6,9 @@ import torch
 
 from prunekit.data import DeviceLoader
 from prunekit.errors import UserError
-from prunekit.metrics import evaluate
-from prunekit.models import build_model
-from prunekit.train import (
+from prunekit.models.metrics import evaluate
+from prunekit.models.zoo import build_model
+from prunekit.training.train import (
     MEMORY_FORMAT,
     START_FILE,
     TrainConfig,
@@ -123,8 +123,8 @@ def _stop_after(row, epoch):
 def test_doconv_trains_saves_folded_plain_convs_and_resumes(tmp_path):
     import copy
 
-    from prunekit.checkpoints import load_checkpoint
-    from prunekit.doconv import DOConv2d
+    from prunekit.models.checkpoints import load_checkpoint
+    from prunekit.models.doconv import DOConv2d
 
     data = tiny_arrays(32, classes=2)
     loaders = lambda: (DeviceLoader(data, 16, train=True, seed=0), DeviceLoader(data, 32, train=False))

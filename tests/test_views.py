@@ -1,4 +1,4 @@
-"""What the dashboard draws (prunekit.views), checked against hand-made cases and plain numpy."""
+"""What the dashboard draws (prunekit.analysis.views), checked against hand-made cases and plain numpy."""
 import math
 
 import numpy as np
@@ -10,8 +10,8 @@ import torch.nn.functional as F
 from saliency_testkit import SmallNet, identity_tap, probe_batches, single_thread  # noqa: F401
 
 from prunekit.criteria import get_criterion
-from prunekit.scores import score
-from prunekit.views import (
+from prunekit.criteria.scores import score
+from prunekit.analysis.views import (
     cluster_order,
     feature_correlation,
     feature_map_grid,
@@ -144,7 +144,7 @@ def test_rank_stability_between_two_checkpoints():
 
 
 def test_correlated_pairs_are_the_highest_off_diagonal_entries():
-    from prunekit.views import Correlation, correlated_pairs
+    from prunekit.analysis.views import Correlation, correlated_pairs
 
     m = np.array([[1.0, 0.2, 0.9], [0.2, 1.0, 0.5], [0.9, 0.5, 1.0]])
     pairs = correlated_pairs(Correlation("conv", m, [0, 1, 2]), k=2)
@@ -152,7 +152,7 @@ def test_correlated_pairs_are_the_highest_off_diagonal_entries():
 
 
 def test_filter_kernels_are_the_mean_then_the_first_input_channels():
-    from prunekit.views import filter_kernels
+    from prunekit.analysis.views import filter_kernels
 
     model = torch.nn.Sequential(torch.nn.Conv2d(4, 2, 3))
     kernels = filter_kernels(model, "0", 1, channels=2)
@@ -164,7 +164,7 @@ def test_filter_kernels_are_the_mean_then_the_first_input_channels():
 
 
 def test_correlation_cells_follow_the_clustering_order():
-    from prunekit.views import Correlation
+    from prunekit.analysis.views import Correlation
 
     m = np.array([[1.0, 0.2, 0.9], [0.2, 1.0, 0.5], [0.9, 0.5, 1.0]])
     cells = Correlation("conv", m, [2, 0, 1]).cells()

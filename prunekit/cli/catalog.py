@@ -7,8 +7,8 @@ import sys
 import textwrap
 from pathlib import Path
 
-from ..errors import UserError
-from .common import MODEL_HELP, add_factory_arg, bar, emit, input_size, parse_params
+from prunekit.errors import UserError
+from prunekit.cli.common import MODEL_HELP, add_factory_arg, bar, emit, input_size, parse_params
 
 __all__ = ["register"]
 
@@ -16,8 +16,8 @@ __all__ = ["register"]
 def models(args: argparse.Namespace) -> int:
     """The registered models with their input size and description; --source torchvision|timm|factory lists that
     source's names instead (those containing --search)."""
-    from ..models import model_info
-    from ..sources import model_catalog
+    from prunekit.models.zoo import model_info
+    from prunekit.models.sources import model_catalog
 
     names = model_catalog(args.source, args.search)
     if args.source == "registry":
@@ -33,7 +33,7 @@ def models(args: argparse.Namespace) -> int:
 
 
 def datasets(args: argparse.Namespace) -> int:
-    from ..data import data_root, list_datasets
+    from prunekit.data import data_root, list_datasets
 
     print(f"data root: {data_root(args.data_root)}")
     for name in list_datasets():
@@ -50,7 +50,7 @@ def _options(params, form: str) -> None:
 
 
 def criteria(args: argparse.Namespace) -> int:
-    from ..criteria import criterion_class, list_criteria
+    from prunekit.criteria import criterion_class, list_criteria
 
     for name in list_criteria():
         cls = criterion_class(name)
@@ -63,7 +63,7 @@ def criteria(args: argparse.Namespace) -> int:
 
 
 def presets(args: argparse.Namespace) -> int:
-    from ..presets import get_preset, list_presets
+    from prunekit.pruning.presets import get_preset, list_presets
 
     for name in list_presets():
         preset = get_preset(name)
@@ -78,7 +78,7 @@ def presets(args: argparse.Namespace) -> int:
 def runs(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from ..runs import list_runs, runs_root
+    from prunekit.runs.records import list_runs, runs_root
 
     df = list_runs(args.runs)
     if args.json:
@@ -96,9 +96,9 @@ def runs(args: argparse.Namespace) -> int:
 
 
 def export(args: argparse.Namespace) -> int:
-    from ..checkpoints import load_checkpoint
-    from ..export import export_model
-    from ..runs import MODEL_FILE
+    from prunekit.models.checkpoints import load_checkpoint
+    from prunekit.runs.export import export_model
+    from prunekit.runs.records import MODEL_FILE
 
     source = Path(args.run) / MODEL_FILE if args.run else args.checkpoint
     if not source:
@@ -113,7 +113,7 @@ def export(args: argparse.Namespace) -> int:
 
 
 def jobs(args: argparse.Namespace) -> int:
-    from .. import jobs as queue
+    from prunekit.runs import jobs as queue
 
     if args.action == "list":
         for job in queue.list_jobs(args.root):
@@ -132,13 +132,13 @@ def jobs(args: argparse.Namespace) -> int:
 
 
 def worker(args: argparse.Namespace) -> int:
-    from ..jobs import work
+    from prunekit.runs.jobs import work
 
     return work(args.device, args.root, idle_exit=args.idle_exit)
 
 
 def register(sub) -> None:
-    from ..export import FORMATS
+    from prunekit.runs.export import FORMATS
 
     m = sub.add_parser("models", help="list the registered models, or a source's (torchvision, timm, factory)",
                        description="Models are named: a registered name, torchvision:<name>, timm:<name> or "

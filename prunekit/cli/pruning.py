@@ -7,9 +7,9 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from ..defaults import ROUND_TO
-from ..errors import UserError
-from .common import (
+from prunekit.defaults import ROUND_TO
+from prunekit.errors import UserError
+from prunekit.cli.common import (
     add_criterion_args,
     add_model_args,
     add_probe_args,
@@ -33,8 +33,8 @@ def _write_csv(df, out: str) -> Path:
 
 
 def score(args: argparse.Namespace) -> int:
-    from ..criteria import get_criterion
-    from ..scores import score_model
+    from prunekit.criteria import get_criterion
+    from prunekit.criteria.scores import score_model
 
     crit = get_criterion(args.criterion, **parse_params(args.param))
     model, arch, _, _ = load_model(args)
@@ -57,7 +57,7 @@ def score(args: argparse.Namespace) -> int:
 def _reliability(model, crit, args: argparse.Namespace, out: Path) -> dict:
     """Score again on a disjoint probe, print how reproducible each layer's ranking is, write it beside the
     scores (``<out>.reliability.csv``); -> the summary."""
-    from ..reliability import probe_reliability, summarize
+    from prunekit.analysis.reliability import probe_reliability, summarize
 
     with bar(f"reliability ({crit.name})") as progress:
         table = probe_reliability(model, crit.name, crit.config, probe_spec(args), cache=not args.no_cache,
@@ -79,8 +79,8 @@ def _reliability(model, crit, args: argparse.Namespace, out: Path) -> dict:
 def _scores(args: argparse.Namespace, model, arch: str, criterion: str, params: dict) -> dict:
     """{conv: scores} from --scores CSV, else computed (and cached) with ``criterion`` on the probe options (the
     model checked against the data first when the criterion reads images)."""
-    from ..criteria import criterion_class
-    from ..scores import read_scores, score_model, to_tensors
+    from prunekit.criteria import criterion_class
+    from prunekit.criteria.scores import read_scores, score_model, to_tensors
 
     if args.scores:
         return read_scores(args.scores, model)
@@ -92,9 +92,9 @@ def _scores(args: argparse.Namespace, model, arch: str, criterion: str, params: 
 
 
 def plan(args: argparse.Namespace) -> int:
-    from ..presets import get_preset
-    from ..sensitivity import read_sensitivity
-    from ..structure import estimate, structure
+    from prunekit.pruning.presets import get_preset
+    from prunekit.pruning.sensitivity import read_sensitivity
+    from prunekit.pruning.structure import estimate, structure
 
     preset = get_preset(args.preset)
     curves = read_sensitivity(args.sensitivity) if "sensitivity" in preset.needs and args.sensitivity else None
@@ -120,10 +120,10 @@ def plan(args: argparse.Namespace) -> int:
 
 
 def prune(args: argparse.Namespace) -> int:
-    from ..data import held_out_set
-    from ..defaults import LATENCY_BATCHES
-    from ..plan import Plan
-    from ..runs import list_runs, prune_run
+    from prunekit.data import held_out_set
+    from prunekit.defaults import LATENCY_BATCHES
+    from prunekit.pruning.plan import Plan
+    from prunekit.runs.records import list_runs, prune_run
 
     loaded = Plan.load(args.plan)
     if args.round_to is not None:
@@ -152,7 +152,7 @@ def prune(args: argparse.Namespace) -> int:
 def _recalibration(args: argparse.Namespace):
     """The training images BatchNorm statistics are recalibrated on; None with --no-recalibrate, or (said on
     stderr, and recorded as no recalibration) when the data set is not there."""
-    from ..data import DataNotFoundError, load_arrays
+    from prunekit.data import DataNotFoundError, load_arrays
 
     if args.no_recalibrate:
         return None
@@ -165,8 +165,8 @@ def _recalibration(args: argparse.Namespace):
 
 
 def sensitivity(args: argparse.Namespace) -> int:
-    from ..data import held_out_set
-    from ..sensitivity import sensitivity as curves
+    from prunekit.data import held_out_set
+    from prunekit.pruning.sensitivity import sensitivity as curves
 
     model, arch, _, _ = load_model(args)
     check_data(args, model, arch, labels=True)
@@ -181,8 +181,8 @@ def sensitivity(args: argparse.Namespace) -> int:
 
 
 def register(sub) -> None:
-    from ..criteria import list_criteria
-    from ..defaults import HELD_OUT, SENSITIVITY
+    from prunekit.criteria import list_criteria
+    from prunekit.defaults import HELD_OUT, SENSITIVITY
 
     s = sub.add_parser("score", help="score every filter of a model with a criterion; writes a CSV")
     add_model_args(s, required=True)
@@ -227,7 +227,7 @@ def register(sub) -> None:
 
 
 def _recalibration_arg(p: argparse.ArgumentParser) -> None:
-    from ..defaults import RECALIBRATION
+    from prunekit.defaults import RECALIBRATION
 
     p.add_argument("--no-recalibrate", action="store_true",
                    help=f"do not re-estimate the pruned models' BatchNorm statistics (by default on {RECALIBRATION.n} "
@@ -235,9 +235,9 @@ def _recalibration_arg(p: argparse.ArgumentParser) -> None:
 
 
 def add_latency_args(p: argparse.ArgumentParser, repeat: bool = True) -> None:
-    """--no-latency, --runtimes (and --repeat): whether and where a run's latency is timed (prunekit.runtimes)."""
-    from ..defaults import LATENCY_REPEAT
-    from ..runtimes import RUNTIMES
+    """--no-latency, --runtimes (and --repeat): whether and where a run's latency is timed (prunekit.runs.runtimes)."""
+    from prunekit.defaults import LATENCY_REPEAT
+    from prunekit.runs.runtimes import RUNTIMES
 
     if repeat:
         p.add_argument("--repeat", type=int, default=LATENCY_REPEAT, help="timed runs per latency measurement")
@@ -248,7 +248,7 @@ def add_latency_args(p: argparse.ArgumentParser, repeat: bool = True) -> None:
 
 
 def add_round_to_arg(p: argparse.ArgumentParser, note: str, default: int | None = ROUND_TO) -> None:
-    """--round-to N: the rounding of every pruned group's kept filters (:func:`prunekit.ratios.kept_channels`)."""
+    """--round-to N: the rounding of every pruned group's kept filters (:func:`prunekit.pruning.ratios.kept_channels`)."""
     p.add_argument("--round-to", type=int, default=default, metavar="N",
                    help="round every pruned group's kept filters to a multiple of N (nearest; at least N; a group "
                         "narrower than N is not rounded): CPUs compute convs in blocks of 16 floats (AVX-512) or 8 "
@@ -258,7 +258,7 @@ def add_round_to_arg(p: argparse.ArgumentParser, note: str, default: int | None 
 
 def _register_plan(sub) -> None:
     """`plan`: the preset menu, each preset's knob and options, all from the preset registry."""
-    from ..presets import BY, get_preset, list_presets
+    from prunekit.pruning.presets import BY, get_preset, list_presets
 
     presets = [get_preset(name) for name in list_presets()]
     p = sub.add_parser("plan", help="build a pruning plan with a preset; writes JSON and prints its estimate",
@@ -283,8 +283,8 @@ def _register_plan(sub) -> None:
 
 
 def sweep(args: argparse.Namespace) -> int:
-    from ..data import held_out_set
-    from ..sweeps import SweepSpec, run_sweep
+    from prunekit.data import held_out_set
+    from prunekit.runs.sweeps import SweepSpec, run_sweep
 
     spec = SweepSpec(criteria=tuple(args.criteria), targets=tuple(args.targets), preset=args.preset, by=args.by,
                      finetune_epochs=args.finetune_epochs, finetune_subset=args.finetune_subset,
@@ -302,9 +302,9 @@ def sweep(args: argparse.Namespace) -> int:
 
 
 def register_sweep(sub) -> None:
-    from ..criteria import list_criteria
-    from ..defaults import HELD_OUT
-    from ..presets import BY, list_presets
+    from prunekit.criteria import list_criteria
+    from prunekit.defaults import HELD_OUT
+    from prunekit.pruning.presets import BY, list_presets
 
     p = sub.add_parser("sweep", help="criteria x targets, each pruned, recalibrated and evaluated: accuracy-vs-FLOPs "
                        "curves (every point a run)")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from .common import (
+from prunekit.cli.common import (
     MODEL_HELP,
     add_data_args,
     add_factory_arg,
@@ -26,9 +26,9 @@ TORCHRUN = ("Under torchrun (torchrun --nproc_per_node=N -m prunekit {cmd} ...) 
 
 
 def train(args: argparse.Namespace) -> int:
-    from ..data import resolve_splits
-    from ..distributed import distributed
-    from ..train import TrainConfig, train_new
+    from prunekit.data import resolve_splits
+    from prunekit.distributed import distributed
+    from prunekit.training.train import TrainConfig, train_new
 
     with distributed(device(args)) as world:  # under torchrun: one rank of several (DDP); else a no-op
         config = TrainConfig(**recipe_overrides(args))
@@ -49,8 +49,8 @@ def train(args: argparse.Namespace) -> int:
 
 
 def finetune(args: argparse.Namespace) -> int:
-    from ..distributed import distributed
-    from ..finetune import finetune_config, finetune_run
+    from prunekit.distributed import distributed
+    from prunekit.runs.finetune import finetune_config, finetune_run
 
     with distributed(device(args)) as world:
         config = finetune_config(**recipe_overrides(args))
@@ -69,8 +69,8 @@ def finetune(args: argparse.Namespace) -> int:
 
 
 def register(sub) -> None:
-    from ..finetune import finetune_config
-    from ..train import TrainConfig
+    from prunekit.runs.finetune import finetune_config
+    from prunekit.training.train import TrainConfig
 
     t = sub.add_parser("train", help="train a model from scratch on a 32x32 data set or an image folder",
                        description="Train a model (registered, torchvision:, timm: or factory:, its input size the "

@@ -7,8 +7,8 @@
 
 One small module per family; importing this package registers them all, seed criteria first.
 """
-from . import afie, attribution, datadriven, ensembles, entropy, information, mapex, norms  # noqa: F401  (register)
-from .base import (
+from prunekit.criteria import afie, attribution, datadriven, ensembles, entropy, information, mapex, norms  # noqa: F401  (register)
+from prunekit.criteria.base import (
     Criterion,
     Param,
     Scores,

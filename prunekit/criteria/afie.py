@@ -25,13 +25,13 @@ import math
 import torch
 import torch.nn as nn
 
-from ..errors import UserError
-from ..hooks import capture
-from ..layers import ConvLayer
-from ..probe import Probe
-from .base import Criterion, Param, Scores, get_criterion, register_criterion
-from .stats import minmax
-from .streaming import Progress, model_device
+from prunekit.errors import UserError
+from prunekit.criteria.hooks import capture
+from prunekit.models.layers import ConvLayer
+from prunekit.criteria.probe import Probe
+from prunekit.criteria.base import Criterion, Param, Scores, get_criterion, register_criterion
+from prunekit.criteria.stats import minmax
+from prunekit.criteria.streaming import Progress, model_device
 
 __all__ = ["AFIE", "afie_entropy", "allocate_ratios", "conv_macs"]
 

@@ -18,13 +18,13 @@ from typing import Any, ClassVar
 import torch
 import torch.nn as nn
 
-from ..errors import UserError
-from ..hooks import eval_mode
-from ..layers import ConvLayer, select_layers
-from ..params import Param
-from ..probe import Probe, as_probe
-from ..registry import Registry
-from .streaming import Progress, no_progress
+from prunekit.errors import UserError
+from prunekit.criteria.hooks import eval_mode
+from prunekit.models.layers import ConvLayer, select_layers
+from prunekit.params import Param
+from prunekit.criteria.probe import Probe, as_probe
+from prunekit.registry import Registry
+from prunekit.criteria.streaming import Progress, no_progress
 
 __all__ = [
     "Param", "Criterion", "LayerwiseCriterion", "Scores", "register_criterion", "list_criteria", "get_criterion",
@@ -48,7 +48,7 @@ class Criterion:
     the number of the seed document (0-4) a criterion reconstructs, None for a baseline, ``unit`` (what a score
     measures, in words), ``slow`` (minutes on a CPU), ``reads``: which
     feature map of a conv that feeds a residual add a data-driven criterion reads, "pre_add" (its BN output) or
-    "post_add" (after the add and its activation; :mod:`prunekit.layers`), and ``revision``: raised whenever
+    "post_add" (after the add and its activation; :mod:`prunekit.models.layers`), and ``revision``: raised whenever
     the criterion's scores change for the same parameters (the score cache keys on it).
     Instances hold validated parameter values in ``self.config``.
     """
@@ -93,7 +93,7 @@ class Criterion:
         """Score every output filter of ``layers`` (default: every conv of ``model``).
 
         model: on its device; put in eval mode while scoring (BN uses running statistics), then restored.
-        probe: needed when ``needs_data``; anything :func:`prunekit.probe.as_probe` accepts.
+        probe: needed when ``needs_data``; anything :func:`prunekit.criteria.probe.as_probe` accepts.
         progress: optional ``progress(done, total)`` callback.
         Returns :class:`Scores`: one float32 tensor (out_channels,) per layer, higher = more important.
         """

@@ -30,11 +30,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..hooks import capture, gate
-from ..layers import ConvLayer
-from ..probe import Batch, Probe
-from .base import Criterion, Param, Scores, register_criterion
-from .streaming import Progress, Ticker, model_device, per_image_mean
+from prunekit.criteria.hooks import capture, gate
+from prunekit.models.layers import ConvLayer
+from prunekit.criteria.probe import Batch, Probe
+from prunekit.criteria.base import Criterion, Param, Scores, register_criterion
+from prunekit.criteria.streaming import Progress, Ticker, model_device, per_image_mean
 
 __all__ = ["Taylor", "HRank", "CHIP", "chip_scores"]
 

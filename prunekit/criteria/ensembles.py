@@ -5,7 +5,7 @@ on and off, measure the network's loss for each, fit a linear additive model of 
 rank the filters by it.
 Reconstructed (methods.md): per layer (or jointly over the chosen layers, ``joint=True``) draw ``samples``
 masks m in {0, 1}^F, each bit 1 with probability ``keep``; evaluate the mean loss over the whole probe set with
-the masks applied as channel gates on the feature maps (:func:`prunekit.hooks.gate`: a multiplicative mask in a
+the masks applied as channel gates on the feature maps (:func:`prunekit.criteria.hooks.gate`: a multiplicative mask in a
 forward hook, the model is never copied); fit L ~ b0 + sum_j b_j m_j by ridge regression (``alpha``);
 importance_j = -b_j (removing an important filter raises the loss). ``samples=0`` means 4 F per fit; sampling
 stops early once ``budget_s`` seconds have passed for the whole call (at least 2 samples per fit).
@@ -26,11 +26,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..hooks import gate
-from ..layers import ConvLayer
-from ..probe import Probe
-from .base import Criterion, Param, Scores, register_criterion
-from .streaming import Progress, model_device
+from prunekit.criteria.hooks import gate
+from prunekit.models.layers import ConvLayer
+from prunekit.criteria.probe import Probe
+from prunekit.criteria.base import Criterion, Param, Scores, register_criterion
+from prunekit.criteria.streaming import Progress, model_device
 
 __all__ = ["LinearEnsembles", "AdditiveFit", "fit_additive"]
 

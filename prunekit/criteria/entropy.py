@@ -33,14 +33,14 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from ..errors import UserError
-from ..hooks import eval_mode
-from ..layers import READS, ConvLayer
-from ..probe import Batch, Probe
-from .base import Criterion, Param, Scores, register_criterion
-from .histograms import GapCounts, PooledCounts
-from .stats import entropy
-from .streaming import Progress, Ticker, per_image_mean, stream
+from prunekit.errors import UserError
+from prunekit.criteria.hooks import eval_mode
+from prunekit.models.layers import READS, ConvLayer
+from prunekit.criteria.probe import Batch, Probe
+from prunekit.criteria.base import Criterion, Param, Scores, register_criterion
+from prunekit.criteria.histograms import GapCounts, PooledCounts
+from prunekit.criteria.stats import entropy
+from prunekit.criteria.streaming import Progress, Ticker, per_image_mean, stream
 
 __all__ = ["SFMEntropy", "Histogram", "value_histograms"]
 
@@ -73,7 +73,7 @@ def value_histograms(
     progress: Progress | None = None,
 ) -> dict[str, Histogram]:
     """The histograms behind the gap / pooled entropies, for every layer, in one streamed pass of the feature
-    maps read under ``reads`` (:mod:`prunekit.layers`; :mod:`prunekit.criteria.histograms` for what is kept
+    maps read under ``reads`` (:mod:`prunekit.models.layers`; :mod:`prunekit.criteria.histograms` for what is kept
     meanwhile: O(N x C) per layer for gap, O(batches x C x 16 bins) for pooled); ``progress(done, len(probe))``
     after each batch. The model is in eval mode meanwhile."""
     if estimator not in ("gap", "pooled"):

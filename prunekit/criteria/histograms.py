@@ -39,7 +39,7 @@ from functools import cache
 
 import torch
 
-from .stats import bin_counts, bin_index
+from prunekit.criteria.stats import bin_counts, bin_index
 
 __all__ = ["GapCounts", "PooledCounts", "SUB", "MAX_COUNTERS", "LANES", "MAX_LANE_COUNTERS", "MIN_CHUNK",
            "count_indices", "cell_indices"]

@@ -6,9 +6,9 @@ from collections.abc import Callable
 import torch
 import torch.nn as nn
 
-from ..hooks import capture
-from ..layers import ConvLayer
-from ..probe import Batch, Probe
+from prunekit.criteria.hooks import capture
+from prunekit.models.layers import ConvLayer
+from prunekit.criteria.probe import Batch, Probe
 
 __all__ = ["Progress", "no_progress", "Ticker", "model_device", "stream", "per_image_mean"]
 
@@ -37,7 +37,7 @@ def stream(
 ) -> None:
     """One pass of ``probe`` through ``model`` without gradients: ``fn(layer, fmap, batch)`` for every layer
     and batch, ``fmap`` the feature map (B, C, H, W) on the model's device, read under ``reads`` ("pre_add" or
-    "post_add", :mod:`prunekit.layers`); ``tick()`` after each batch. Every layer is served by the same forward
+    "post_add", :mod:`prunekit.models.layers`); ``tick()`` after each batch. Every layer is served by the same forward
     pass."""
     device = model_device(model)
     current: list[Batch] = []

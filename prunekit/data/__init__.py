@@ -6,10 +6,10 @@ DataLoader for image folders) and box-labelled probe sets for Map-EX (:mod:`.box
 >>> splits = resolve_splits(DataRequest(name="cifar10", subset=5000), seed=0)
 >>> loader = DeviceLoader(splits.train, 128, train=True, device="cuda")
 """
-from ..errors import DataNotFoundError
-from .boxes import BoxProbeSet, load_box_probe, make_box_probe, save_box_probe
-from .loaders import DeviceLoader, FolderLoader, TrainLoader, batch_crop, make_loaders
-from .sets import (
+from prunekit.errors import DataNotFoundError
+from prunekit.data.boxes import BoxProbeSet, load_box_probe, make_box_probe, save_box_probe
+from prunekit.data.loaders import DeviceLoader, FolderLoader, TrainLoader, batch_crop, make_loaders
+from prunekit.data.sets import (
     CIFAR10_CLASSES,
     JPEG_ARCHIVE,
     ArraySet,
@@ -27,7 +27,7 @@ from .sets import (
     num_classes,
     subset,
 )
-from .splits import DataRequest, Splits, classes_of, held_out_set, resolve_splits
+from prunekit.data.splits import DataRequest, Splits, classes_of, held_out_set, resolve_splits
 
 __all__ = [
     "ArraySet", "BoxProbeSet", "CIFAR10_CLASSES", "DataNotFoundError", "DataRequest", "DeviceLoader", "FolderLoader",

@@ -11,8 +11,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import DataNotFoundError, UserError
-from .sets import ArraySet
+from prunekit.errors import DataNotFoundError, UserError
+from prunekit.data.sets import ArraySet
 
 __all__ = ["BoxProbeSet", "load_box_probe", "make_box_probe", "save_box_probe"]
 

@@ -1,6 +1,6 @@
 """Training and test loaders: :class:`DeviceLoader` (a whole 32x32 :class:`~prunekit.data.ArraySet` on the device,
 after airbench) and :class:`FolderLoader` (a DataLoader over a map-style dataset). Both follow :class:`TrainLoader`,
-the interface that :func:`prunekit.train.fit` needs of its training data; any iterable of (x, y) batches serves
+the interface that :func:`prunekit.training.train.fit` needs of its training data; any iterable of (x, y) batches serves
 for testing.
 """
 from __future__ import annotations
@@ -11,8 +11,8 @@ from typing import Protocol
 import torch
 import torch.nn.functional as F
 
-from ..errors import UserError
-from .sets import ArraySet
+from prunekit.errors import UserError
+from prunekit.data.sets import ArraySet
 
 __all__ = ["DeviceLoader", "FolderLoader", "TrainLoader", "batch_crop", "make_loaders"]
 
@@ -28,7 +28,7 @@ def make_loaders(train, test, batch_size: int, *, device: str | torch.device, se
 
 
 class TrainLoader(Protocol):
-    """What :func:`prunekit.train.fit` needs of its training data (:class:`DeviceLoader`, :class:`FolderLoader`).
+    """What :func:`prunekit.training.train.fit` needs of its training data (:class:`DeviceLoader`, :class:`FolderLoader`).
 
     Iterating yields (x float (B, C, H, W), y int64 (B,)) already on ``device``, ``len()`` batches of
     ``batch_size``. ``generator`` drives every random draw of the data order (and augmentation) that
@@ -92,7 +92,7 @@ class FolderLoader(_Epochs):
     incomplete batch dropped; with ``train=False``: in order, all images. The augmentation is the dataset's own
     transform: with workers, each epoch's worker processes are seeded from ``generator`` (no persistent workers,
     so a resumed run repeats them); with ``num_workers=0`` it draws from ``torch``'s global RNG, which
-    :func:`prunekit.train.fit` saves too. :meth:`shard` and :meth:`set_epoch` work as :class:`DeviceLoader`'s.
+    :func:`prunekit.training.train.fit` saves too. :meth:`shard` and :meth:`set_epoch` work as :class:`DeviceLoader`'s.
     """
 
     def __init__(

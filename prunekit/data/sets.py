@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import DataNotFoundError, UnknownNameError, UserError
+from prunekit.errors import DataNotFoundError, UnknownNameError, UserError
 
 __all__ = ["ArraySet", "CIFAR10_CLASSES", "ImageFileError", "JPEG_ARCHIVE", "cache_dir", "check_images", "data_root",
            "folder_dataset", "folder_splits", "how_to_get", "image_size", "list_datasets", "load_arrays", "load_image",

@@ -11,10 +11,10 @@ from typing import Any
 
 import torch
 
-from .. import distributed as dist_util
-from ..defaults import HELD_OUT
-from ..errors import UserError
-from .sets import ArraySet, folder_splits, image_size, load_arrays, subset
+from prunekit import distributed as dist_util
+from prunekit.defaults import HELD_OUT
+from prunekit.errors import UserError
+from prunekit.data.sets import ArraySet, folder_splits, image_size, load_arrays, subset
 
 __all__ = ["DataRequest", "Splits", "classes_of", "held_out_set", "resolve_splits"]
 

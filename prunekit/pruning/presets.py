@@ -1,0 +1,314 @@
+"""Presets: the ways to make a plan, as a registry like the criteria's. Each preset carries its name, a label and
+help text, its parameters, what it reads, and one verb, :meth:`Preset.make`, that makes a :class:`~prunekit.pruning.plan.Plan`.
+The command line's choices and options, the dashboard's menu and its help text all come from here.
+
+>>> get_preset("uniform").make(struct, "resnet20", target=0.5)            # half the FLOPs, one ratio everywhere
+>>> get_preset("threshold").make(struct, "resnet20", value=0.3, scores=table)
+>>> get_preset("uniform").make(struct, "resnet56", target=0.5, round_to=16)   # widths multiples of 16
+>>> list_presets()   # ['uniform', 'threshold', 'afie', 'sensitivity', 'vgg16_published']
+
+A target is the fraction of FLOPs (``by="flops"``) or of parameters (``by="params"``) to remove; it is met by
+bisection on the preset's one free number, each step one :func:`prunekit.pruning.structure.estimate`. A preset with a
+``knob`` (the uniform ratio, the threshold) takes that number instead of a target. Adding a preset is one small
+subclass with :func:`register_preset`: it defines ``_shape(ctx, t)``, the ratios at free number ``t`` (pruning more
+as ``t`` grows).
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn as nn
+
+from prunekit.criteria.afie import afie_entropy, allocate_ratios
+from prunekit.defaults import ROUND_TO
+from prunekit.errors import UserError
+from prunekit.models.zoo import VGG16_CFG
+from prunekit.params import Param
+from prunekit.pruning.plan import Plan, excluded_roots
+from prunekit.pruning.ratios import MAX_RATIO, check_round_to, kept_channels, max_ratio, ratio_removing
+from prunekit.registry import Registry
+from prunekit.criteria.scores import to_tensors
+from prunekit.pruning.selection import group_scores
+from prunekit.pruning.structure import Structure, estimate, signature
+
+__all__ = ["Preset", "PresetContext", "BY", "register_preset", "list_presets", "get_preset"]
+
+BY = ("flops", "params")
+NEEDS = {  # what a preset may read, and how a user gets it
+    "model": "the model itself",
+    "scores": "per-filter scores (score the model with a criterion first, or pass a scores CSV)",
+    "sensitivity": "sensitivity curves (compute them first: `python -m prunekit sensitivity`, or the button beside "
+                   "the sliders)",
+}
+
+
+@dataclass
+class PresetContext:
+    """What a preset's ``_shape`` reads: the structure, the groups it may prune (exclusions left out), their widths,
+    and whatever the preset needs (model, scores {conv: (filters,)}, sensitivity table), plus its parameters and the
+    plan's rounding of kept filters."""
+
+    struct: Structure
+    groups: list = field(default_factory=list)
+    model: nn.Module | None = None
+    scores: dict[str, torch.Tensor] | None = None
+    sensitivity: pd.DataFrame | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    round_to: int = ROUND_TO  # the plan's rounding of kept filters
+    record: dict[str, Any] = field(default_factory=dict)  # what the preset adds to the plan's record
+
+    @property
+    def channels(self) -> dict[str, int]:
+        return {g.root: g.channels for g in self.groups}
+
+
+class Preset:
+    """Base class of every preset. Class attributes: ``name`` (registry key), ``label`` (menu text), ``help`` (what it
+    does, in a user's words), ``knob`` (the :class:`~prunekit.params.Param` it takes instead of a target, or None),
+    ``targets`` (whether it solves for a target), ``params`` (further options), ``needs`` (keys of :data:`NEEDS`)."""
+
+    name: ClassVar[str]
+    label: ClassVar[str]
+    help: ClassVar[str]
+    knob: ClassVar[Param | None] = None
+    targets: ClassVar[bool] = True
+    params: ClassVar[tuple[Param, ...]] = ()
+    needs: ClassVar[tuple[str, ...]] = ()
+    top: ClassVar[float] = MAX_RATIO  # the largest free number a target is solved up to
+
+    def make(self, struct: Structure, arch: str, *, value: float | None = None, target: float | None = None,
+             by: str = "flops", exclude=(), criterion: str | None = None, criterion_params: dict | None = None,
+             model: nn.Module | None = None, scores=None, sensitivity: pd.DataFrame | None = None,
+             round_to: int = ROUND_TO, **params: Any) -> Plan:
+        """The plan of this preset for the model of ``struct``: at ``value`` (its knob) or solved for ``target``, the
+        fraction of ``by`` ("flops" or "params") to remove. criterion: what picks the filters inside each group
+        (default: the scores' own criterion when ``scores`` is a :func:`prunekit.score` table, else l1). exclude:
+        convs whose groups keep every filter. round_to: the plan's rounding of kept filters
+        (:func:`prunekit.pruning.ratios.kept_channels`); a target is solved on the rounded estimate, which moves in steps,
+        so it may be overshot: the plan's record then says what it ``reached``. UserError for anything missing or
+        out of range."""
+        value, target = self._check_numbers(value, target, by)
+        round_to = check_round_to(round_to)
+        inputs = {"model": model, "scores": scores, "sensitivity": sensitivity}
+        for need in self.needs:
+            if inputs[need] is None:
+                raise UserError(f"the {self.name} preset needs {NEEDS[need]}")
+        if isinstance(scores, pd.DataFrame):
+            criterion = criterion or scores.attrs.get("criterion") or str(scores["criterion"].iloc[0])
+            criterion_params = criterion_params or scores.attrs.get("params", {})
+            scores = to_tensors(scores)
+        elif "scores" in self.needs and criterion is None:
+            raise UserError("name the criterion the scores come from (criterion=...)")
+        skip = excluded_roots(struct, exclude)
+        ctx = PresetContext(struct, [g for g in struct.groups if g.root not in skip], model, scores, sensitivity,
+                            self._check_params(params), round_to=round_to)
+        shape = self._prepare(ctx)
+        ratios = shape(value) if target is None else _solve(struct, shape, target, by, self.top, round_to)
+        record = {"name": self.name, **({self.knob.name: value} if self.knob else {}),
+                  **({"target": target, "by": by} if self.targets else {}), **ctx.params, **ctx.record}
+        if target is not None and round_to > 1:
+            record["reached"] = round(_reduction(struct, ratios, by, round_to), 4)
+        plan = Plan(arch, {k: v for k, v in ratios.items() if v > 0}, criterion or "l1", dict(criterion_params or {}),
+                    list(exclude), signature(struct), record, round_to)
+        plan.check(struct)
+        return plan
+
+    def _check_numbers(self, value, target, by) -> tuple[float | None, float | None]:
+        if self.knob is not None and self.targets and (value is None) == (target is None):
+            raise UserError(f"the {self.name} preset takes a {self.knob.name} or a target (a fraction of FLOPs or "
+                            "params to remove), not both and not neither")
+        if self.knob is None and value is not None:
+            raise UserError(f"the {self.name} preset takes no value (it has no free number), got {value!r}")
+        if not self.targets and target is not None:
+            raise UserError(f"the {self.name} preset is a fixed budget: it takes no target")
+        if self.targets and self.knob is None and target is None:
+            raise UserError(f"the {self.name} preset needs a target (a fraction of FLOPs or params to remove)")
+        if by not in BY:
+            raise UserError(f"by must be one of {BY}, got {by!r}")
+        if target is not None and (isinstance(target, bool) or not isinstance(target, (int, float))
+                                   or not 0 < target < 1):
+            raise UserError(f"target must be a fraction of {by} to remove, in (0, 1), got {target!r}")
+        return (None if value is None else self.knob.validate(value)), target
+
+    def _check_params(self, params: dict[str, Any]) -> dict[str, Any]:
+        known = {p.name: p for p in self.params}
+        unknown = sorted(set(params) - set(known))
+        if unknown:
+            raise UserError(f"the {self.name} preset has no parameter {', '.join(unknown)}; its parameters: "
+                            f"{', '.join(known) or 'none'}")
+        return {p.name: p.validate(params.get(p.name, p.default)) for p in self.params}
+
+    def _prepare(self, ctx: PresetContext) -> Callable[[float | None], dict[str, float]]:
+        """The preset's shape: free number t -> {root: ratio}, pruning more as t grows."""
+        raise NotImplementedError
+
+
+def _reduction(struct: Structure, ratios: dict[str, float], by: str, round_to: int) -> float:
+    est = estimate(struct, ratios, round_to)
+    return est.macs_reduction if by == "flops" else est.params_reduction
+
+
+def _solve(struct: Structure, shape: Callable[[float], dict[str, float]], target: float, by: str,
+           hi: float, round_to: int) -> dict[str, float]:
+    """Ratios ``shape(t)`` for the smallest t in (0, hi] whose estimated reduction of ``by`` (kept filters rounded
+    to ``round_to``) reaches ``target``."""
+    best = _reduction(struct, shape(hi), by, round_to)
+    if best < target:
+        rounded = f", kept filters rounded to multiples of {round_to}" if round_to > 1 else ""
+        raise UserError(f"this preset removes at most {best:.1%} of the {by} (ratios capped at {MAX_RATIO}, "
+                        f"exclusions kept{rounded}); the target {target:.1%} is out of reach")
+    lo = 0.0
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if _reduction(struct, shape(mid), by, round_to) < target else (lo, mid)
+    return shape(hi)
+
+
+_REGISTRY: Registry[Preset] = Registry("preset")
+
+
+def register_preset(cls: type[Preset]) -> type[Preset]:
+    """Class decorator: add a :class:`Preset` subclass to the registry under ``cls.name``."""
+    return _REGISTRY.register(cls)
+
+
+def list_presets() -> list[str]:
+    """Every registered preset name, in registration order."""
+    return _REGISTRY.names()
+
+
+def get_preset(name: str) -> Preset:
+    """The preset registered as ``name``; UnknownNameError listing the known ones."""
+    return _REGISTRY.cls(name)()
+
+
+# ----------------------------------------------------------------------------------------------
+# The presets
+
+
+@register_preset
+class Uniform(Preset):
+    name, label = "uniform", "Uniform"
+    help = ("Every group loses the same share of its filters (capped so that each keeps one). With a target, the "
+            "ratio is solved so that the estimate removes that fraction of FLOPs or parameters.")
+    knob = Param("ratio", 0.5, "the ratio of every group", low=0.0, high=MAX_RATIO)
+
+    def _prepare(self, ctx):
+        return lambda t: {g.root: min(t, max_ratio(g.channels)) for g in ctx.groups}
+
+
+@register_preset
+class Threshold(Preset):
+    name, label = "threshold", "Global threshold"
+    help = ("Scores are min-max normalised per layer; every filter below one global threshold goes, so layers full "
+            "of weak filters lose more. Each group keeps at least one filter. Uses the criterion's scores.")
+    knob = Param("threshold", 0.5, "the normalised score cut (scores are min-max normalised per layer)",
+                 low=0.0, high=1.0)
+    needs = ("scores",)
+
+    top = 1.0 + 1e-9
+
+    def _prepare(self, ctx):
+        combined = {r: s for r, s in group_scores(ctx.groups, ctx.scores).items()}
+        if not combined:
+            raise UserError("the scores name none of the model's prunable convs")
+        channels = ctx.channels
+        most = {r: channels[r] - max(1, kept_channels(channels[r], MAX_RATIO)) for r in combined}
+        return lambda t: {r: ratio_removing(channels[r], min(int((s < t).sum()), most[r]))
+                          for r, s in combined.items()}
+
+
+@register_preset
+class Afie(Preset):
+    name, label = "afie", "AFIE allocation"
+    help = ("AFIE allocation (seed 004, reconstructed): layers whose weights carry less information (low AFIE = "
+            "K_l / C_out) lose more filters, ratio_g proportional to AFIE_max / AFIE_g, capped at 0.95, scaled to "
+            "reach the target. Filters inside a group are picked by the criterion (AFIE's default: l1).")
+    needs = ("model",)
+
+    def _prepare(self, ctx):
+        score = {g.root: sum(afie_entropy(ctx.model.get_submodule(m).weight) / g.channels for m in g.members)
+                 / len(g.members) for g in ctx.groups}
+        filters = {g.root: float(g.channels * len(g.members)) for g in ctx.groups}
+        channels = ctx.channels
+        ctx.record["afie"] = score
+
+        def shape(t: float) -> dict[str, float]:
+            alloc = allocate_ratios(score, t, filters, MAX_RATIO)
+            return {r: min(v, max_ratio(channels[r])) for r, v in alloc.items()}
+        return shape
+
+
+@register_preset
+class Sensitivity(Preset):
+    name, label = "sensitivity", "Sensitivity"
+    help = ("Each group is pruned as far as its own sensitivity curve allows within one shared tolerance of "
+            "damage, solved for the target: robust groups lose most. Needs the sensitivity curves.")
+    params = (Param("metric", "accuracy", "the damage measure: a drop of accuracy or a rise of loss",
+                    choices=("accuracy", "loss")),)
+    needs = ("sensitivity",)
+    top = 1.0
+
+    def _prepare(self, ctx):
+        curves = _damage_curves(ctx, ctx.params["metric"])
+        worst = max(max(float(d.max()), 0.0) for _, d in curves.values()) or 1.0
+        channels = ctx.channels
+        return lambda t: {root: min(_reach(r, d, t * worst), max_ratio(channels[root]))
+                          for root, (r, d) in curves.items()}
+
+
+def _damage_curves(ctx: PresetContext, metric: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{root: (ratios, damage)} from the sensitivity table (rows at ratio 0 = unpruned), damage a drop of accuracy
+    or a rise of loss; exclusions left out."""
+    from prunekit.pruning.sensitivity import check_rounding, check_table
+
+    check_table(ctx.sensitivity, metric)
+    check_rounding(ctx.sensitivity, ctx.struct, ctx.round_to)
+    allowed, known = ctx.channels, {g.root for g in ctx.struct.groups}
+    curves = {}
+    for root, rows in ctx.sensitivity.groupby("group", sort=False):
+        if root not in known:
+            raise UserError(f"the sensitivity table names {root!r}, not a prunable group of this model")
+        if root not in allowed:
+            continue
+        rows = rows.sort_values("ratio")
+        if rows["ratio"].iloc[0] != 0:
+            raise UserError(f"the sensitivity table has no unpruned row (ratio 0) for {root!r}")
+        v = rows[metric].to_numpy(float)
+        curves[root] = (rows["ratio"].to_numpy(float), (v[0] - v) if metric == "accuracy" else (v - v[0]))
+    if not curves:
+        raise UserError("the sensitivity table covers no prunable group of this model")
+    return curves
+
+
+def _reach(r: np.ndarray, d: np.ndarray, tol: float) -> float:
+    """The largest ratio whose piecewise-linear damage curve (r, d) stays within ``tol``."""
+    for i in range(1, len(r)):
+        if d[i] > tol:
+            return r[i - 1] + (tol - d[i - 1]) / (d[i] - d[i - 1]) * (r[i] - r[i - 1]) if d[i - 1] <= tol else r[i - 1]
+    return r[-1]
+
+
+VGG16_PUBLISHED = [0.3] * 7 + [0.75] * 5 + [0.0]
+
+
+@register_preset
+class Vgg16Published(Preset):
+    name, label = "vgg16_published", "Published VGG-16 budget"
+    help = ("SFM's VGG-16 budget (methods.md): ratios [0.3]*7 + [0.75]*5 on convs 1-12, the 13th unpruned: 2.50M "
+            "params and 104.2M MACs from 14.99M and 313.5M (-83.3% params, -66.7% FLOPs). For vgg16_bn only.")
+    targets = False
+
+    def _prepare(self, ctx):
+        widths = [g.channels for g in ctx.struct.groups]
+        expected = [v for v in VGG16_CFG if v != "M"]
+        if widths != expected or any(g.coupled for g in ctx.struct.groups):
+            raise UserError(f"the published budget is defined for vgg16_bn (13 uncoupled convs of widths "
+                            f"{expected}); this model's groups have widths {widths}: pick another preset")
+        ratios = {g.root: r for g, r in zip(ctx.struct.groups, VGG16_PUBLISHED)}
+        return lambda t: ratios

@@ -1,0 +1,216 @@
+"""What the Compare page needs from the runs on disk: the accuracy-vs-cost points (a latency in PyTorch eager or
+ONNX Runtime), their Pareto front, the unpruned baselines, one run's channels, latencies per runtime and fine-tuning
+curve, its downloadable files and its report as a zip.
+
+>>> runs = list_runs()
+>>> points = comparison(runs, "flops", "finetuned")   # run, x, accuracy, stage, ..., pareto
+>>> report_zip(runs.loc[0, "path"])                    # bytes of a zip: manifest, plan, channels, fine-tuning
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from prunekit.errors import UserError
+from prunekit.runs.finetune import FINETUNE_DIR
+from prunekit.runs.records import MANIFEST, MODEL_FILE, ort_error, read_manifest
+from prunekit.runs.runtimes import LATENCY_KEYS, RUNTIMES
+
+__all__ = ["AXES", "COSTS", "STAGES", "axis", "latency_frame", "pareto_front", "comparison", "latency_suspects",
+           "baselines", "channels_frame", "finetune_frame", "run_files", "report_zip"]
+
+COSTS = {"flops": "FLOPs", "params": "parameters", "latency_b1": "latency, batch 1 (ms)",
+         "latency_b64": "latency, batch 64 (ms)"}
+"""The costs to pick; a latency is then read in one of :data:`prunekit.runs.runtimes.RUNTIMES` (:func:`axis`)."""
+
+
+def axis(cost: str, runtime: str = "eager") -> str:
+    """The :func:`prunekit.runs.records.list_runs` column of ``cost`` (a key of :data:`COSTS`) in ``runtime`` (a key of
+    :data:`prunekit.runs.runtimes.RUNTIMES`): ``latency_b1`` in ONNX Runtime is ``latency_ort_b1``; FLOPs and
+    parameters are the same in every runtime."""
+    if cost not in COSTS or runtime not in RUNTIMES:
+        raise UserError(f"cost must be one of {list(COSTS)} and runtime one of {list(RUNTIMES)}, got {cost!r}, "
+                        f"{runtime!r}")
+    return cost.replace("latency_", "latency_ort_") if runtime == "onnxruntime" else cost
+
+
+AXES = {"flops": "FLOPs", "params": "parameters",
+        **{axis(cost, runtime): f"{RUNTIMES[runtime]} {COSTS[cost]}" for runtime in RUNTIMES
+           for cost in ("latency_b1", "latency_b64")}}
+"""The x axes: a column of :func:`prunekit.runs.records.list_runs` and its label."""
+STAGES = {"finetuned": "after fine-tuning (else recalibrated, else right after pruning)",
+          "recalibrated": "after BN recalibration (else right after pruning)", "pruned": "right after pruning"}
+FALLBACK = {"finetuned": ("finetuned", "recalibrated", "pruned"), "recalibrated": ("recalibrated", "pruned"),
+            "pruned": ("pruned",)}
+LABEL = {"finetuned": "fine-tuned", "recalibrated": "recalibrated", "pruned": "pruned"}
+
+
+SPEEDUP_SLACK = 1.5
+"""A speedup above this many times the run's MAC reduction, or below 1 / this, is not what pruning does: suspect."""
+
+
+def _speedup_check(speedup: float, macs_factor: float) -> str | None:
+    """Why ``speedup`` (before / after) is implausible for a model with ``macs_factor`` times fewer MACs, else
+    None (None too when either is unknown)."""
+    if np.isnan(speedup) or not np.isfinite(macs_factor):
+        return None
+    if speedup > SPEEDUP_SLACK * macs_factor or speedup < 1 / SPEEDUP_SLACK:
+        return (f"{speedup:.3g}x for {macs_factor:.3g}x fewer MACs: one of the two timings was taken while the "
+                "machine was busy; trust the other runtime or batch size, or prune again on a quiet machine")
+    return None
+
+
+def latency_frame(manifest: dict) -> pd.DataFrame:
+    """A run's latencies, one row per runtime and batch size it was timed at: runtime (its label), batch,
+    before, after (ms, NaN when not measured), speedup (before / after), check (why that speedup is implausible
+    for the run's MAC reduction, :data:`SPEEDUP_SLACK`; else None) and note (why ONNX Runtime has no figure: the
+    export failed or disagreed, else None)."""
+    before, after = manifest.get("before") or {}, manifest.get("after") or {}
+    macs_factor = (before.get("macs") or np.nan) / (after.get("macs") or np.nan)
+    rows = []
+    for runtime, key in LATENCY_KEYS.items():
+        b, a = before.get(key) or {}, after.get(key) or {}
+        note = None if runtime == "eager" else ort_error(manifest)
+        for batch in sorted(set(b) | set(a), key=int) or ([] if note is None else ["-"]):
+            t0, t1 = b.get(batch, np.nan), a.get(batch, np.nan)
+            speedup = t0 / t1 if t1 and not np.isnan(t0 + t1) else np.nan
+            rows.append({"runtime": RUNTIMES[runtime], "batch": batch, "before": t0, "after": t1, "speedup": speedup,
+                         "check": _speedup_check(speedup, macs_factor), "note": note})
+    return pd.DataFrame(rows, columns=["runtime", "batch", "before", "after", "speedup", "check", "note"])
+
+
+def pareto_front(df: pd.DataFrame, x: str, y: str) -> pd.Series:
+    """Boolean mask (``df``'s index) of the rows on the Pareto front of low ``x`` (a cost) and high ``y``
+    (an accuracy): no other row has x <= and y >= with one of them strict. Rows with a missing or non-finite
+    x or y are never on it; equal rows are all on it."""
+    xs = pd.to_numeric(df[x], errors="coerce").to_numpy(dtype=np.float64)
+    ys = pd.to_numeric(df[y], errors="coerce").to_numpy(dtype=np.float64)
+    valid = np.isfinite(xs) & np.isfinite(ys)
+    cx, cy = xs[valid][None, :], ys[valid][None, :]  # candidates that may dominate
+    dominated = ((cx <= xs[:, None]) & (cy >= ys[:, None]) & ((cx < xs[:, None]) | (cy > ys[:, None]))).any(1)
+    return pd.Series(valid & ~dominated, index=df.index, name="pareto")
+
+
+def comparison(runs: pd.DataFrame, x: str = "flops", stage: str = "finetuned") -> pd.DataFrame:
+    """The points of the accuracy-vs-cost chart from :func:`prunekit.runs.records.list_runs`'s table: one row per run
+    that has ``x`` and an accuracy, columns run, arch, criterion, preset, sweep and target (a sweep's point; else
+    None), x, accuracy, stage ('fine-tuned', 'recalibrated' or 'pruned': where the accuracy comes from), n (test
+    images that accuracy is measured on), suspect (why the latency is suspect, :func:`latency_suspects`; else None),
+    pareto (suspect points are never on the front).
+    A sweep's points, sorted by x within (sweep, criterion), are its curves.
+
+    x: a key of :data:`AXES`; stage: a key of :data:`STAGES`: the accuracy of that stage where a run has one,
+    else of the stage before it (:data:`FALLBACK`)."""
+    if x not in AXES or stage not in STAGES:
+        raise UserError(f"x must be one of {list(AXES)} and stage one of {list(STAGES)}, got {x!r}, {stage!r}")
+    cols = ["run", "arch", "criterion", "preset", "sweep", "target", "x", "accuracy", "stage", "n", "suspect",
+            "pareto"]
+    if runs.empty or x not in runs:
+        return pd.DataFrame(columns=cols)
+    accuracy = pd.Series(np.nan, index=runs.index)
+    label = pd.Series(None, index=runs.index, dtype=object)
+    n = pd.Series(np.nan, index=runs.index)
+    for step in FALLBACK[stage]:
+        column = f"accuracy_{step}"
+        values = _column(runs, column)
+        take = accuracy.isna() & values.notna()
+        accuracy, label = accuracy.where(~take, values), label.where(~take, LABEL[step])
+        n = n.where(~take, _column(runs, "test_images_finetuned" if step == "finetuned" else "test_images"))
+    out = runs[["run", "arch", "criterion", "preset"]].assign(
+        sweep=runs["sweep"] if "sweep" in runs else None, target=runs["target"] if "target" in runs else None,
+        x=pd.to_numeric(runs[x], errors="coerce"), accuracy=accuracy, stage=label, n=n,
+        suspect=latency_suspects(runs, x) if x.startswith("latency") else None)
+    out = out[out["x"].notna() & out["accuracy"].notna()]
+    front = pareto_front(out[out["suspect"].isna()], "x", "accuracy").reindex(out.index, fill_value=False)
+    return out.assign(pareto=front)[cols].reset_index(drop=True)
+
+
+def _column(runs: pd.DataFrame, name: str) -> pd.Series:
+    return pd.to_numeric(runs[name], errors="coerce") if name in runs else pd.Series(np.nan, index=runs.index)
+
+
+SUSPECT_FACTOR = 5.0
+"""A run's latency per MAC this many times off the median of the runs of its architecture is suspect."""
+
+
+def latency_suspects(runs: pd.DataFrame, x: str) -> pd.Series:
+    """Why each run's latency ``x`` (a latency key of :data:`AXES`, in either runtime) is suspect, else None: its
+    milliseconds per MAC in that runtime are more than :data:`SUSPECT_FACTOR` times above or below the median of the
+    runs of the same architecture in that runtime
+    (a timing taken while the machine was busy with other work, e.g. 615 ms where its siblings took 3 ms). Needs
+    at least three timed runs of an architecture; fewer are never flagged."""
+    per_mac = _column(runs, x) / _column(runs, "macs")
+    arch = runs["arch"] if "arch" in runs else pd.Series(None, index=runs.index)
+    median = per_mac.groupby(arch).transform(lambda v: v.median() if v.notna().sum() >= 3 else np.nan)
+    factor = per_mac / median
+    off = (factor > SUSPECT_FACTOR) | (factor < 1 / SUSPECT_FACTOR)
+    return pd.Series([f"{f:.3g}x the median time per MAC of the {a} runs: timed on a busy machine?" if o else None
+                      for f, a, o in zip(factor, arch, off)], index=runs.index, dtype=object)
+
+
+def baselines(runs: pd.DataFrame, x: str = "flops") -> pd.DataFrame:
+    """The unpruned models the runs started from: one row per distinct (arch, ``x`` before, accuracy before, test
+    images it is measured on), columns arch, x, accuracy, n (test images, NaN when unrecorded), runs (how many runs
+    started from it). Runs without both values are left out."""
+    cols = ["arch", "x", "accuracy", "n", "runs"]
+    if runs.empty or f"{x}_before" not in runs:
+        return pd.DataFrame(columns=cols)
+    base = runs.assign(x=pd.to_numeric(runs[f"{x}_before"], errors="coerce"),
+                       accuracy=pd.to_numeric(runs["accuracy_before"], errors="coerce"),
+                       n=_column(runs, "test_images").fillna(-1))
+    base = base.dropna(subset=["x", "accuracy"])
+    base = base.groupby(["arch", "x", "accuracy", "n"], as_index=False).size().rename(columns={"size": "runs"})
+    return base.assign(n=base["n"].where(base["n"] >= 0))[cols]
+
+
+def channels_frame(manifest: dict) -> pd.DataFrame:
+    """One row per conv of a run's report: layer, before, after, removed (filters), in the model's order."""
+    channels = (manifest.get("report") or {}).get("channels") or {}
+    rows = [(layer, int(b), int(a), int(b) - int(a)) for layer, (b, a) in channels.items()]
+    return pd.DataFrame(rows, columns=["layer", "before", "after", "removed"])
+
+
+def finetune_frame(manifest: dict) -> pd.DataFrame:
+    """The fine-tuning metrics of a run, one row per finished epoch (epoch, train_loss, train_accuracy,
+    test_loss, test_accuracy, lr, seconds, images_per_s); empty when it was not fine-tuned."""
+    return pd.DataFrame((manifest.get("finetune") or {}).get("epochs") or [])
+
+
+def _inside(run_dir: Path, relative: str) -> Path | None:
+    """``run_dir / relative`` if it is a regular file that resolves inside ``run_dir``, else None."""
+    root = run_dir.resolve()
+    path = (run_dir / relative).resolve()
+    return path if path.is_file() and path.is_relative_to(root) else None
+
+
+def run_files(run_dir: str | os.PathLike) -> dict[str, Path]:
+    """The run's model files that exist: {'pruned': model.safetensors, 'fine-tuned':
+    finetune/model.safetensors}; only regular files inside ``run_dir`` (a link out of it is not offered)."""
+    run_dir = Path(run_dir)
+    candidates = {"pruned": MODEL_FILE, "fine-tuned": f"{FINETUNE_DIR}/{MODEL_FILE}"}
+    return {label: path for label, rel in candidates.items() if (path := _inside(run_dir, rel)) is not None}
+
+
+def report_zip(run_dir: str | os.PathLike, charts: dict[str, str] | None = None) -> bytes:
+    """A zip of one run's report: manifest.json, plan.json, channels.csv (per conv: before, after, removed),
+    finetune.csv (per epoch, when fine-tuned) and ``charts`` ({file stem: standalone HTML}) as
+    ``charts/<stem>.html``. ValueError when the run's manifest is unreadable."""
+    run_dir = Path(run_dir)
+    manifest = read_manifest(run_dir)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr(MANIFEST, (run_dir / MANIFEST).read_text())
+        zf.writestr("plan.json", json.dumps(manifest.get("plan") or {}, indent=2))
+        zf.writestr("channels.csv", channels_frame(manifest).to_csv(index=False))
+        tuned = finetune_frame(manifest)
+        if not tuned.empty:
+            zf.writestr("finetune.csv", tuned.to_csv(index=False))
+        for stem, html in (charts or {}).items():
+            zf.writestr(f"charts/{Path(stem).name}.html", html)
+    return buffer.getvalue()

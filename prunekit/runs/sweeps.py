@@ -1,0 +1,142 @@
+"""Sweeps: criteria x targets under one allocation preset, each point pruned, recalibrated and evaluated (optionally
+fine-tuned briefly), so that the Compare page can draw accuracy against FLOPs as one curve per criterion, the chart
+pruning papers compare methods by.
+
+>>> spec = SweepSpec(criteria=("l1", "fpgm"), targets=(0.1, 0.3, 0.5, 0.7))
+>>> runs = run_sweep(model, "resnet20", spec, num_classes=10, input_size=(3, 32, 32), held_out=test, train=train,
+...                  probe=ProbeSpec("cifar10"))
+>>> curves(list_runs(), "flops", "recalibrated")    # sweep, criterion, target, x, accuracy, stage
+
+Every point is an ordinary run (:func:`prunekit.runs.records.prune_run`) whose manifest's ``sweep`` entry names the sweep
+(its id, the criterion, the target, the preset, ``by``), so sweeps are stored, listed, opened and exported like any
+run; a sweep stopped part-way keeps the points it finished.
+"""
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from dataclasses import asdict, dataclass
+
+import torch.nn as nn
+
+from prunekit.criteria import criterion_class
+from prunekit.criteria.streaming import Progress, no_progress
+from prunekit.data import ArraySet, DataRequest
+from prunekit.defaults import LATENCY_BATCHES, ROUND_TO
+from prunekit.errors import UserError
+from prunekit.models.fits import check_model_data
+from prunekit.pruning.presets import BY, get_preset
+from prunekit.criteria.probe import ProbeSpec
+from prunekit.pruning.ratios import check_round_to
+from prunekit.runs.records import Run, prune_run
+from prunekit.runs.runtimes import RUNTIMES
+from prunekit.criteria.scores import score_model, to_tensors
+from prunekit.pruning.structure import structure
+
+__all__ = ["SweepSpec", "run_sweep"]
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    """criteria: registry names; targets: fractions of ``by`` ("flops" or "params") to remove, each in (0, 1);
+    preset: an allocation preset that solves for a target and reads at most the model and the scores (uniform,
+    threshold, afie); finetune_epochs: a brief fine-tuning of every point (0: none) on ``finetune_subset``
+    training images (0: all); round_to: every point's kept filters rounded to a multiple of it
+    (:func:`prunekit.pruning.ratios.kept_channels`; the target is solved on the rounded estimate); runtimes: where every
+    point's latency is timed (keys of :data:`prunekit.runs.runtimes.RUNTIMES`; empty: no latency, which saves the
+    export and the timing of every point)."""
+
+    criteria: tuple[str, ...]
+    targets: tuple[float, ...]
+    preset: str = "uniform"
+    by: str = "flops"
+    finetune_epochs: int = 0
+    finetune_subset: int = 0
+    round_to: int = ROUND_TO
+    runtimes: tuple[str, ...] = tuple(RUNTIMES)
+
+    @staticmethod
+    def allows(preset: str) -> bool:
+        """Whether a sweep can use ``preset``: it solves for a target from the model and the scores alone."""
+        p = get_preset(preset)
+        return p.targets and not set(p.needs) - {"model", "scores"}
+
+    def __post_init__(self):
+        object.__setattr__(self, "criteria", tuple(self.criteria))
+        object.__setattr__(self, "targets", tuple(sorted({float(t) for t in self.targets})))
+        object.__setattr__(self, "round_to", check_round_to(self.round_to))
+        object.__setattr__(self, "runtimes", tuple(dict.fromkeys(self.runtimes)))
+        if not self.criteria or not self.targets:
+            raise UserError("a sweep needs at least one criterion and one target")
+        for name in self.criteria:
+            criterion_class(name)  # UnknownNameError listing the known ones
+        bad = [t for t in self.targets if not 0 < t < 1]
+        if bad:
+            raise UserError(f"targets are fractions of {self.by} to remove, each in (0, 1); got {bad}")
+        if not self.allows(self.preset):
+            raise UserError(f"a sweep solves a preset for each target from the model and the scores; {self.preset} "
+                            "cannot (pick uniform, threshold or afie)")
+        if self.by not in BY:
+            raise UserError(f"by must be one of {BY}, got {self.by!r}")
+        if self.finetune_epochs < 0 or self.finetune_subset < 0:
+            raise UserError("finetune_epochs and finetune_subset must be >= 0")
+        unknown = [r for r in self.runtimes if r not in RUNTIMES]
+        if unknown:
+            raise UserError(f"unknown runtime {', '.join(map(repr, unknown))}: latency is timed in "
+                            f"{', '.join(RUNTIMES)} (none: no latency)")
+
+
+def run_sweep(model: nn.Module, arch: str, spec: SweepSpec, *, num_classes: int, input_size: tuple[int, int, int],
+              held_out: ArraySet | None, train: ArraySet | None, probe: ProbeSpec | None = None,
+              finetune_data: DataRequest | None = None, root: str | os.PathLike | None = None,
+              checkpoint: str | os.PathLike | None = None, progress: Progress | None = None) -> list[Run]:
+    """Every point of ``spec`` as a run under ``root``, criterion by criterion, targets in increasing order.
+
+    held_out: test images each point is evaluated on (before, pruned, recalibrated); train: the images BatchNorm
+    is recalibrated on (None: not recalibrated); probe: what data-driven criteria read (scored once each, with
+    the cache); finetune_data: the data of the brief fine-tunings (default: the run's data set). progress:
+    ``progress(done, total)`` after each point (an exception there stops the sweep; finished points stay).
+    Returns the runs, in the order made. UserError before any work when the model does not take the images
+    (:func:`prunekit.models.fits.check_model_data`)."""
+    progress = progress or no_progress
+    _check_data(model, arch, input_size, spec, held_out, train, probe)
+    struct = structure(model, input_size)
+    sweep_id = f"{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:6]}"
+    preset, runs, total = get_preset(spec.preset), [], len(spec.criteria) * len(spec.targets)
+    for criterion in spec.criteria:
+        scores = to_tensors(score_model(model, criterion, probe=probe))
+        for target in spec.targets:
+            plan = preset.make(struct, arch, target=target, by=spec.by, criterion=criterion, model=model,
+                               scores=scores, round_to=spec.round_to)
+            run = prune_run(model, plan, scores, arch=arch, num_classes=num_classes, input_size=input_size,
+                            root=root, checkpoint=checkpoint, data=held_out, recalibrate=train, struct=struct,
+                            latency_batches=LATENCY_BATCHES if spec.runtimes else (), runtimes=spec.runtimes,
+                            sweep={"id": sweep_id, "criterion": criterion, "target": target, "by": spec.by,
+                                   "preset": spec.preset, "spec": asdict(spec)})
+            if spec.finetune_epochs:
+                _finetune(run, spec, finetune_data)
+            runs.append(run)
+            progress(len(runs), total)
+    return runs
+
+
+def _check_data(model: nn.Module, arch: str, input_size, spec: SweepSpec, held_out: ArraySet | None,
+                train: ArraySet | None, probe: ProbeSpec | None) -> None:
+    """Every set of images the sweep will feed the model, checked first: the held-out images (labels), the
+    recalibration images and the probe's data set (labels when a criterion reads them)."""
+    labelled = any(criterion_class(c).needs_labels for c in spec.criteria)
+    reads_probe = any(criterion_class(c).needs_data for c in spec.criteria)
+    for data, labels in ((held_out, True), (train, False), (probe.dataset if probe and reads_probe else None,
+                                                               labelled)):
+        if data is not None:
+            check_model_data(model, arch, data, labels=labels, input_size=input_size)
+
+
+def _finetune(run: Run, spec: SweepSpec, data: DataRequest | None) -> None:
+    from dataclasses import replace
+
+    from prunekit.runs.finetune import finetune_config, finetune_run
+
+    request = replace(data or DataRequest(), subset=spec.finetune_subset)
+    finetune_run(run.path, finetune_config(spec.finetune_epochs), data=request, progress=False)
