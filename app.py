@@ -11,7 +11,7 @@ import streamlit as st
 
 st.set_page_config(page_title="prunekit", page_icon=":material/content_cut:", layout="wide")
 
-from pages.shared import sidebar  # noqa: E402  (set_page_config must come first)
+from pages.ui.sidebar import sidebar  # noqa: E402  (set_page_config must come first)
 
 PAGES = {
     "Explore": [
@@ -31,7 +31,7 @@ PAGES = {
 }
 
 # the navigation is drawn by this script (page links), never Streamlit's list of the files in pages/: that list
-# (shared.py and the page helpers among them) would show until the first run ends (client.showSidebarNavigation)
+# (with its own names and order) would show until the first run ends (client.showSidebarNavigation)
 navigation = st.navigation(PAGES, position="hidden")
 with st.sidebar:
     for section, pages in PAGES.items():

@@ -21,6 +21,8 @@ import sys
 import torch
 from common import RESULTS, cpu_name, load_average, write_result
 
+from prunekit.defaults import LATENCY_REPEAT
+
 ARMS, HISTORIES = ("default", "fixed"), ("fresh", "after_vgg")
 BATCH, SIZE = 64, (3, 32, 32)
 
@@ -81,7 +83,7 @@ def run(rounds: int, repeat: int, inner: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3, help="round-robin rounds of the four processes")
-    parser.add_argument("--repeat", type=int, default=10, help="timed forwards per latency measurement")
+    parser.add_argument("--repeat", type=int, default=LATENCY_REPEAT, help="timed forwards per latency measurement")
     parser.add_argument("--inner", type=int, default=3, help="interleaved measurements per model and process")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
     parser.add_argument("--child", nargs=2, metavar=("ARM", "HISTORY"), help=argparse.SUPPRESS)

@@ -1,4 +1,4 @@
-"""How fast the dashboard redraws after a slider move on the default model (issue 6: "well under a second").
+"""How fast the dashboard redraws after a slider move on the default model (target: "well under a second").
 
 Streamlit's AppTest runs the real app (app.py, the sidebar and the page) in this process; each timed step
 moves one slider and reruns the script, which is what a browser's slider move triggers on the server (the

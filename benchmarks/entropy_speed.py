@@ -15,7 +15,7 @@ counts them): ``floor_over_forward`` is read+range plus that counting spread
 over every torch thread, the least any exact per-value counting costs on this CPU. Each is timed ``--repeat``
 times, round-robin (a, b, c, a, b, c...), and the median taken (chip, ~50 forwards of linear algebra, once);
 the load average is recorded before and after.
-Target (issue 16): SFM entropy at most 1.3x the forward pass, per estimator.
+Target: SFM entropy at most 1.3x the forward pass, per estimator.
 
     python benchmarks/entropy_speed.py [--n 640] [--repeat 3] [--threads T]
         [--out benchmarks/results/entropy_speed.json]
@@ -34,6 +34,7 @@ from prunekit.criteria import get_criterion
 from prunekit.criteria.histograms import cell_indices
 from prunekit.criteria.streaming import stream
 from prunekit.data import ArraySet, DataNotFoundError, load_arrays, normalization
+from prunekit.defaults import PROBE
 from prunekit.models.layers import conv_layers
 from prunekit.models.metrics import best_device
 from prunekit.models.zoo import build_model
@@ -58,7 +59,7 @@ def _probes(n: int) -> tuple[Probe, Probe, Probe | None, str]:
         mean, std = normalization("cifar10")
         data = ArraySet("random", images, torch.zeros(2 * n, dtype=torch.long), ["0"], mean, std)
         source, boxes = "random images", None
-    a, b = split_probes(data, n, batch_size=128)
+    a, b = split_probes(data, n, batch_size=PROBE.batch_size)
     return a, b, boxes, source
 
 
@@ -202,7 +203,7 @@ def run(n: int, repeat: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=640)
+    parser.add_argument("--n", type=int, default=PROBE.n)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
     parser.add_argument("--out", default=str(RESULTS / "entropy_speed.json"))

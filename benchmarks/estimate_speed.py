@@ -1,5 +1,5 @@
 """Benchmark: time of one instant estimate of a plan (prunekit.pruning.structure.estimate), which the dashboard runs on every
-slider move. Target (issue 4): at most 50 ms for ResNet-56 and torchvision ResNet-50.
+slider move. Target: at most 50 ms for ResNet-56 and torchvision ResNet-50.
 
 For each model: the one-off trace (:func:`prunekit.structure.structure`), then ``--repeat`` estimates of random plans
 (a fresh ratio for every group each time), median and worst time.

@@ -32,12 +32,13 @@ import torch
 from common import RESULTS, write_result
 
 from prunekit.data import ArraySet, DataNotFoundError, DeviceLoader, load_arrays
+from prunekit.defaults import TRAIN_BATCH
 from prunekit.runs.finetune import finetune_config
 from prunekit.models.zoo import build_model
 from prunekit.training.train import MEMORY_FORMAT, _optimizer, train_step
 
 TARGET_CUDA = 2.0
-BATCH = 128
+BATCH = TRAIN_BATCH
 MODELS = ("resnet20", "vgg16_bn")
 CPU_STEPS = {"resnet20": 4, "vgg16_bn": 1}  # timed steps per round on the CPU: a full run in ~5 min on 2 cores
 CUDA_STEPS = 50

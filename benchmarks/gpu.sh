@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU check (issue 16): on one GPU, in under 9 minutes, everything into one folder OUT:
+# The GPU check: on one GPU, in under 9 minutes, everything into one folder OUT:
 #   env.json                      the GPU (nvidia-smi -L, or "none"), torch / CUDA / cuDNN versions
 #   cuda-tests.xml, .log          pytest -m cuda tests/test_cuda.py, every test required to run (none skipped)
 #   train/, train.json            ResNet-20 trained on the CIFAR-10 copy (target >= 91%), timed

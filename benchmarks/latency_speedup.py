@@ -35,11 +35,13 @@ import torch
 from common import RESULTS, cpu_name, load_average, write_result
 
 from prunekit.criteria import get_criterion
+from prunekit.defaults import LATENCY_BATCHES, LATENCY_REPEAT
 from prunekit.models.metrics import best_device, count_macs, latency_ms, layer_table, steady_allocator
 from prunekit.models.zoo import build_model, model_info
 from prunekit.pruning.presets import get_preset
 from prunekit.pruning.prune import prune_model
-from prunekit.runs.runtimes import SESSION, checked_session, onnx_bytes, ort_latency_ms, ort_session, vector_block
+from prunekit.runs.runtime_onnx import SESSION, checked_session, onnx_bytes, ort_latency_ms, ort_session
+from prunekit.runs.runtimes import vector_block
 from prunekit.pruning.structure import estimate, structure
 
 TARGET = 0.8
@@ -64,7 +66,7 @@ def _timer(model, session, runtime: str, size, batch: int, repeat: int) -> float
 def _time_pairs(models: dict, sessions: dict, size, repeat: int, rounds: int) -> dict:
     """{runtime: {batchB: {original_ms, pruned_ms, speedup}}}: every (runtime, model) timed once per round."""
     out: dict = {}
-    for batch in (1, 64):
+    for batch in LATENCY_BATCHES:
         times = defaultdict(list)
         for _ in range(rounds):  # round-robin, so a change of load hits all alike
             for runtime in RUNTIMES:
@@ -228,7 +230,7 @@ def run(repeat: int, rounds: int, device: torch.device | None = None, names=tupl
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeat", type=int, default=10, help="timed forwards per latency measurement")
+    parser.add_argument("--repeat", type=int, default=LATENCY_REPEAT, help="timed forwards per latency measurement")
     parser.add_argument("--rounds", type=int, default=3, help="round-robin rounds (median taken)")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
     parser.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best available)")

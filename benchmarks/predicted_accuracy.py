@@ -1,5 +1,5 @@
 """Benchmark: the Plan page's live predicted accuracy, from the last change of a plan to its number, for the
-bundled ResNet-20 (issue 13 target: at most 5 s on the 2-core CPU).
+bundled ResNet-20 (target: at most 5 s on the 2-core CPU).
 
 What the page does after a change: hand the plan to its latest-wins background worker
 (:class:`prunekit.runs.latest.LatestWins`), which prunes a copy, recalibrates its BatchNorm statistics on

@@ -1,5 +1,5 @@
-# Shared settings and helpers for the CPU-scale recipes (sourced by e1..e4). Override any setting from the
-# environment, e.g. `EPOCHS=30 SUBSET=0 DEVICE=cuda bash experiments/e1_criteria.sh` for a longer schedule.
+# Shared settings and helpers for the CPU-scale recipes (sourced by criteria_at_one_budget.sh, allocation.sh, early_scoring.sh, doconv_finetuning.sh). Override any setting from the
+# environment, e.g. `EPOCHS=30 SUBSET=0 DEVICE=cuda bash experiments/criteria_at_one_budget.sh` for a longer schedule.
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/.." && pwd)"
@@ -19,7 +19,7 @@ SUBSET="${SUBSET:-5000}"         # training images per fine-tuning epoch (0: all
 TEST_N="${TEST_N:-10000}"        # test images for every accuracy (10000: the whole test split)
 RUNS="${RUNS:-experiments/runs}" # runs root (the Compare page reads it via PRUNEKIT_RUNS)
 OUT="${OUT:-experiments/out}"    # scores, plans, logs, run index
-TAG="${TAG:-}"                   # suffix of every run key and score / plan file name (issue12.sh: _v2), so that a
+TAG="${TAG:-}"                   # suffix of every run key and score / plan file name (revised_criteria.sh: _v2), so that a
 TAG_NOTE="${TAG_NOTE:-}"         # re-run sits beside the old runs and files; TAG_NOTE: appended to its runs' notes
 # PARAMS_<criterion>: that criterion's parameters for `score` and `plan` (recorded in the plan and the run's
 # manifest), words NAME=VALUE, e.g. PARAMS_taylor="form=iclr2017"; unset: the criterion's defaults
@@ -28,7 +28,7 @@ RUN_INDEX="$OUT/runs.tsv"        # key <TAB> experiment <TAB> run directory <TAB
 touch "$RUN_INDEX"
 TIMES="$OUT/times.tsv"           # step <TAB> wall seconds
 touch "$TIMES"
-# BatchNorm recalibration after pruning (prunekit's default since issue 13): off here, as for every run of these
+# BatchNorm recalibration after pruning (prunekit's default): off here, as for every run of these
 # recipes (made before it existed), so that re-runs keep the same recipe; RECALIBRATE=1 turns it on
 RECALIBRATE="${RECALIBRATE:-0}"
 RECAL=(); [[ "$RECALIBRATE" == 1 ]] || RECAL=(--no-recalibrate)

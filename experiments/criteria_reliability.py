@@ -1,8 +1,8 @@
-"""Ranking reliability of the data-driven criteria of RESULTS.md (issue 12): how well each layer's filter ranking
+"""Ranking reliability of the data-driven criteria of RESULTS.md: how well each layer's filter ranking
 agrees between two disjoint probes of the CIFAR-10 train split, on the bundled ResNet-20.
 
 For each criterion (hrank, chip, taylor in both forms, sfm_entropy with its default, grad_x_activation) and, for
-comparison, the rule each changed criterion followed before issue 12 (hrank and chip reading a residual block's
+comparison, the rule each changed criterion followed before its revision (hrank and chip reading a residual block's
 last conv at its BN output, sfm_entropy estimator=gap on the BN output), the two probes of
 prunekit.analysis.reliability.split_probes (n images drawn by seed 0, n more by seed 1 from the rest) are scored uncached
 and compared layer by layer (prunekit.reliability.reliability): median and minimum per-layer Spearman, median
@@ -22,19 +22,20 @@ from sfm_reliability import machine, record  # this folder: the CPU in words, on
 
 from prunekit import load_arrays, load_checkpoint
 from prunekit.criteria import criterion_class, get_criterion
+from prunekit.defaults import PROBE
 from prunekit.analysis.reliability import split_probes
 
 ROOT = Path(__file__).resolve().parent.parent
-# (label, criterion, parameters, rule): "now" = prunekit's current default, "before" = the rule before issue 12
+# (label, criterion, parameters, rule): "now" = prunekit's current default, "before" = the rule before the revision
 CASES = [
     ("hrank", "hrank", {}, "now"),
-    ("hrank, BN output (before issue 12)", "hrank", {"reads": "pre_add"}, "before"),
+    ("hrank, BN output (before the revision)", "hrank", {"reads": "pre_add"}, "before"),
     ("chip", "chip", {}, "now"),
-    ("chip, BN output (before issue 12)", "chip", {"reads": "pre_add"}, "before"),
+    ("chip, BN output (before the revision)", "chip", {"reads": "pre_add"}, "before"),
     ("taylor form=cvpr2019 (default)", "taylor", {"form": "cvpr2019"}, "now"),
     ("taylor form=iclr2017", "taylor", {"form": "iclr2017"}, "now"),
     ("sfm_entropy (default: pooled, post_add)", "sfm_entropy", {}, "now"),
-    ("sfm_entropy gap, pre_add (before issue 12)", "sfm_entropy", {"estimator": "gap", "reads": "pre_add"}, "before"),
+    ("sfm_entropy gap, pre_add (before the revision)", "sfm_entropy", {"estimator": "gap", "reads": "pre_add"}, "before"),
     ("grad_x_activation", "grad_x_activation", {}, "now"),
 ]
 
@@ -72,7 +73,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--checkpoint", default=str(ROOT / "assets" / "resnet20_cifar10.safetensors"))
     ap.add_argument("--data-root", default=None, help="prunekit data root holding CIFAR-10 (default: prunekit's)")
-    ap.add_argument("--n", type=int, default=640, help="images per probe (default 640, prunekit's probe)")
+    ap.add_argument("--n", type=int, default=PROBE.n, help=f"images per probe (default {PROBE.n}, prunekit's probe)")
     ap.add_argument("--out", default=str(ROOT / "experiments" / "out" / "criteria_reliability.json"))
     args = ap.parse_args()
     model, _ = load_checkpoint(args.checkpoint)

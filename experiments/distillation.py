@@ -1,4 +1,4 @@
-"""Distillation from the unpruned model while fine-tuning (issue 13, point 5b), CPU scale: does it help at E1's budget?
+"""Distillation from the unpruned model while fine-tuning, CPU scale: does it help at E1's budget?
 
 The bundled ResNet-20 (85.58%) pruned by E1's uniform plans at -50% FLOPs (``out/plan_uniform_<criterion>.json``
 with ``out/scores_final_<criterion>.csv``; l1, fpgm, random), once per setting into a runs root of its own (the

@@ -20,6 +20,7 @@ from scipy.stats import spearmanr
 
 from prunekit import load_arrays, load_checkpoint
 from prunekit.criteria.entropy import value_histograms
+from prunekit.defaults import PROBE
 from prunekit.criteria.stats import bin_counts, entropy
 from prunekit.criteria.streaming import stream
 from prunekit.models.layers import conv_layers
@@ -75,8 +76,10 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "experiments" / "out" / "pooled_one_pass.json"))
     args = ap.parse_args()
     model, _ = load_checkpoint(args.checkpoint)
-    probe = Probe.from_arrays(load_arrays("cifar10", "train", args.data_root), 640, batch_size=128, seed=0)
-    result = {"checkpoint": Path(args.checkpoint).name, "probe": "640 cifar10 train images, seed 0, batches of 128",
+    probe = Probe.from_arrays(load_arrays("cifar10", "train", args.data_root), PROBE.n, batch_size=PROBE.batch_size,
+                              seed=PROBE.seed)
+    result = {"checkpoint": Path(args.checkpoint).name,
+              "probe": f"{PROBE.n} cifar10 train images, seed {PROBE.seed}, batches of {PROBE.batch_size}",
               "rows": [compare(model, probe, args.bins, reads) for reads in ("post_add", "pre_add")]}
     for r in result["rows"]:
         print(f"reads={r['reads']}: min per-layer Spearman {r['min_spearman']:.4f}, max |dH| {r['max_abs_dH']:.2e} "

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from prunekit import load_arrays, load_checkpoint
 from prunekit.criteria import criterion_class
+from prunekit.defaults import PROBE
 from prunekit.models.layers import conv_layers
 from prunekit.criteria.probe import Probe
 from prunekit.criteria.scores import score
@@ -43,7 +44,7 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "experiments" / "out" / "post_add_maps.json"))
     args = ap.parse_args()
     model, _ = load_checkpoint(args.checkpoint)
-    probe = Probe.from_arrays(load_arrays("cifar10", "train", args.data_root), args.n, seed=0)
+    probe = Probe.from_arrays(load_arrays("cifar10", "train", args.data_root), args.n, seed=PROBE.seed)
     residual = {layer.name for layer in conv_layers(model) if layer.residual}
     result, lines = {"n": args.n, "residual_layers": sorted(residual)}, []
     for name in ("hrank", "chip"):

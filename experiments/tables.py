@@ -94,11 +94,11 @@ E3 = [("e1_sfm_entropy", "final model, final sfm_entropy scores (E1)"),
       ("e3_sfm_entropy_epoch1", "final model, epoch-1 sfm_entropy scores")]
 E4 = [("e1_sfm_entropy", "plain fine-tuning (E1)"), ("e4_sfm_entropy_doconv", "fine-tuned with DO-Conv")]
 
-# The re-run after issue 12 (experiments/issue12.sh): the same keys with this suffix, the same recipe.
+# The re-run of the revised criteria (experiments/revised_criteria.sh): the same keys with this suffix, the same recipe.
 TAG = "_v2"
 POST_ADD = ("map of each residual block's last conv (9 of the 19 convs): its BN output -> after the add and its "
             "ReLU, as the published code reads it")
-CHANGED = {  # criterion -> what issue 12 changed in it
+CHANGED = {  # criterion -> what the revision changed in it
     "sfm_entropy": "estimator `gap` -> `pooled` (a histogram of every value of the map, not of the per-image "
                    "spatial means); reads `pre_add` -> `post_add`: " + POST_ADD,
     "hrank": POST_ADD,
@@ -108,14 +108,14 @@ CHANGED = {  # criterion -> what issue 12 changed in it
 }
 CHANGED["hrank again, fine-tuning seed 1 (extra: the same pruned model as the hrank re-run)"] = (
     "as hrank; fine-tuning seed 1 instead of 0: the noise of one fine-tuning")
-CHANGED["taylor form=iclr2017 (extra: the old default form, on issue 12's code)"] = (
+CHANGED["taylor form=iclr2017 (extra: the old default form, on the revised code)"] = (
     "form `iclr2017` (per image, the absolute spatial mean of activation x gradient, averaged over images)")
 # (old run's key or None, re-run's key, label): the re-run's rows beside the old ones
 E1_V2 = [("e1_sfm_entropy", "e1_sfm_entropy_v2", "sfm_entropy"), ("e1_hrank", "e1_hrank_v2", "hrank"),
          ("e1_chip", "e1_chip_v2", "chip"), (None, "e1_taylor_v2", "taylor"),
          (None, "e1_hrank_seed1_v2", "hrank again, fine-tuning seed 1 (extra: the same pruned model as the hrank "
                                      "re-run)"),
-         (None, "e1_taylor_v2_iclr2017", "taylor form=iclr2017 (extra: the old default form, on issue 12's code)")]
+         (None, "e1_taylor_v2_iclr2017", "taylor form=iclr2017 (extra: the old default form, on the revised code)")]
 E3_V2 = [(k, k + TAG, label) for k, label in E3]
 E4_V2 = [(k, k + TAG, label) for k, label in E4]
 
@@ -131,10 +131,10 @@ def arrow(old, new, fmt="{:.2f}") -> str:
 
 def rerun_table(df: pd.DataFrame, rows: list[tuple[str | None, str, str]], first: str,
                 what: dict[str, str] | None = None) -> str:
-    """Each old run beside its re-run after issue 12, rows (old key or None, new key, label): accuracy after
+    """Each old run beside its re-run with the revised criteria, rows (old key or None, new key, label): accuracy after
     pruning and after fine-tuning, old -> new; the new run's size; both run ids; ``what``: the change, per label."""
     by = df.set_index("key") if len(df) else pd.DataFrame()
-    cols = [first] + (["what changed (issue 12)"] if what else []) + [
+    cols = [first] + (["what the revision changed"] if what else []) + [
         "params / FLOPs (new)", "acc after pruning: old -> new", "acc after fine-tuning: old -> new",
         "change vs before (new)", "runs: old / new"]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
@@ -146,7 +146,7 @@ def rerun_table(df: pd.DataFrame, rows: list[tuple[str | None, str, str]], first
                                         f"{new.flops / 1e6:.1f}M ({pct(new.flops, new.flops_before)})")
         delta = "" if new is None or pd.isna(new.acc_ft) else f"{new.acc_ft - new.acc_before:+.2f}"
         runs = (("—" if old is None else f"`{old.run}`") + " / " +
-                ("not run yet (`experiments/issue12.sh`)" if new is None else f"`{new.run}`"))
+                ("not run yet (`experiments/revised_criteria.sh`)" if new is None else f"`{new.run}`"))
         cells = [label] + ([what.get(label, "")] if what else []) + [
             size, arrow(get(old, "acc_pruned"), get(new, "acc_pruned")),
             arrow(get(old, "acc_ft"), get(new, "acc_ft")), delta, runs]
@@ -155,7 +155,7 @@ def rerun_table(df: pd.DataFrame, rows: list[tuple[str | None, str, str]], first
 
 
 def choice_change_table() -> str:
-    """How far issue 12 moved each changed criterion's filter ranking on the final model: per layer, the old scores
+    """How far the revision moved each changed criterion's filter ranking on the final model: per layer, the old scores
     (scores_final_C.csv) against the re-run's (scores_final_C_v2.csv), same 640 probe images; Spearman and bottom-30%
     overlap (prunekit.analysis.views.rank_agreement), medians over every conv and over the residual convs (`layerS.B.conv2`,
     the last conv of each block)."""
@@ -226,10 +226,10 @@ def e3_agreement() -> str:
 
 
 def e3_agreement_v2() -> str:
-    """E3's rank agreement before (e3_summary.json) and after issue 12 (e3_summary_v2.json), side by side."""
+    """E3's rank agreement before (e3_summary.json) and after the revision (e3_summary_v2.json), side by side."""
     f_old, f_new = OUT / "e3_summary.json", OUT / f"e3_summary{TAG}.json"
     if not f_new.exists():
-        return "(E3 re-run not computed yet: `experiments/issue12.sh`)"
+        return "(E3 re-run not computed yet: `experiments/revised_criteria.sh`)"
     old, new = (json.loads(f.read_text()) if f.exists() else {} for f in (f_old, f_new))
     f3 = lambda x: "—" if x is None else f"{x:.3f}"  # noqa: E731
     lines = ["| criterion | what is ranked | Spearman epoch 1 vs final: old -> new | bottom-30% overlap: old -> new |",
@@ -240,8 +240,8 @@ def e3_agreement_v2() -> str:
         o = old.get(name, {})
         if e["within_layer_ranking"]:
             what = (f"filters within each layer ({e['layers']} layers)" if name != "afie" else
-                    f"filters within each layer by AFIE's inner criterion (L1 of the weights; not changed by issue "
-                    f"12; {e['layers']} layers)")
+                    f"filters within each layer by AFIE's inner criterion (L1 of the weights; not changed by "
+                    f"the revision; {e['layers']} layers)")
             rho = "; ".join(f"{stat} {f3(o.get('spearman_' + stat))} -> **{f3(e['spearman_' + stat])}**"
                             for stat in ("mean", "median", "min", "max"))
             lines.append(f"| {name} | {what} | {rho} | mean {f3(o.get('bottom30_overlap_mean'))} -> "
@@ -251,7 +251,7 @@ def e3_agreement_v2() -> str:
                          f"{f3(o.get('across_layers_spearman'))} -> **{f3(e['across_layers_spearman'])}** | |")
     if "plans" in new:
         p, po = new["plans"], old.get("plans", {})
-        lines.append(f"| afie (layer score; revision 2 since issue 12) | per-group ratios of the AFIE plan made on "
+        lines.append(f"| afie (layer score; revision 2) | per-group ratios of the AFIE plan made on "
                      f"each checkpoint | {f3(po.get('ratio_spearman'))} -> **{f3(p['ratio_spearman'])}** "
                      f"(largest ratio difference {f3(po.get('max_abs_ratio_difference'))} -> "
                      f"{f3(p['max_abs_ratio_difference'])}) | |")
@@ -297,7 +297,7 @@ def sfm_reliability_table() -> str:
 
 def criteria_reliability_table() -> str:
     """out/criteria_reliability.json (experiments/criteria_reliability.py): each data-driven criterion's
-    per-layer agreement between two disjoint probes, now and (for the changed ones) before issue 12."""
+    per-layer agreement between two disjoint probes, now and (for the changed ones) before the revision."""
     f = OUT / "criteria_reliability.json"
     if not f.exists():
         return "(not measured yet: experiments/criteria_reliability.py)"
@@ -325,12 +325,12 @@ def times_table(df: pd.DataFrame) -> str:
             if line.strip():
                 step, sec = line.split("\t")
                 total += int(sec)
-                if TAG in step or step.startswith("reliability:"):  # experiments/issue12.sh
+                if TAG in step or step.startswith("reliability:"):  # experiments/revised_criteria.sh
                     rerun += int(sec)
                 lines.append(f"| {step} | {sec} |")
     lines.append(f"| **total** | **{total}** ({total / 60:.1f} min) |")
     if rerun:
-        lines.append(f"| of which the re-run after issue 12 (`{TAG}` steps and the criteria's reliability) | {rerun} "
+        lines.append(f"| of which the re-run with the revised criteria (`{TAG}` steps and the criteria's reliability) | {rerun} "
                      f"({rerun / 60:.1f} min) |")
     if len(df):
         ips = df.ft_img_s.dropna()

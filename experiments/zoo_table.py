@@ -1,5 +1,5 @@
 """Which models prunekit prunes: every classification model of torchvision and a sample of timm, random init,
-10 classes, every prunable group at ratio 0.3 (issue 14).
+10 classes, every prunable group at ratio 0.3.
 
 For each model: its structure (prunable groups, frozen convs and why), a pruning of every group at
 :data:`RATIO` (:func:`prunekit.pruning.prune.prune_model`, which checks the pruned model against the original with the

@@ -1,9 +1,9 @@
-"""The dashboard's pages (app.py routes them) and their helpers.
+"""The dashboard's pages (the files directly in pages/, which app.py routes) and, in pages/ui/, their shared helpers.
 
-Importing this package is the first thing every page does (``from pages.shared import ...``), before the slow
+Importing this package is the first thing every page does (``from pages.ui... import ...``), before the slow
 imports (PyTorch, prunekit, plotly): on the first run after a server start, which may be a page opened by its URL
-and run without app.py, a note says what is going on instead of a blank page. :mod:`pages.shared` takes it away
-once it is imported.
+and run without app.py, a note says what is going on instead of a blank page.
+:func:`pages.ui.router.through_router`, which every page calls once its imports are done, takes it away.
 """
 import streamlit as st
 from streamlit.runtime.scriptrunner import get_script_run_ctx

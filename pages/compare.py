@@ -7,12 +7,14 @@ import plotly.colors
 import plotly.graph_objects as go
 import streamlit as st
 
-from pages.shared import CRITERION, PLAN, human, through_router
-from pages.sweep_form import sweep_form
+from pages.ui.router import through_router
+from pages.ui.state import CRITERION, PLAN
+from pages.ui.sweep_form import sweep_form
+from prunekit.defaults import LATENCY_BATCHES
 from prunekit.runs.compare import (
-    AXES,
     COSTS,
     STAGES,
+    axes,
     axis,
     baselines,
     channels_frame,
@@ -23,7 +25,8 @@ from prunekit.runs.compare import (
     run_files,
 )
 from prunekit.runs.records import list_runs, read_manifest, runs_root
-from prunekit.runs.runtimes import RUNTIMES
+from prunekit.runs.runtimes import runtime_labels
+from prunekit.text import human
 
 PALETTE = plotly.colors.qualitative.Dark24  # 24 distinct colours: 13 criteria never share one
 RUN_KEY = "compare_run"
@@ -45,10 +48,10 @@ def empty_state() -> None:
 
 
 def axis_controls() -> tuple[str, str, bool]:
-    """(x: a key of AXES, the cost read in the picked runtime; stage; whether to star the unpruned models)."""
+    """(x: a key of axes(), the cost read in the picked runtime; stage; whether to star the unpruned models)."""
     a, r, b, c = st.columns([1, 1, 1.8, 1.1])  # the toggle's label whole at 1440 px
     cost = a.selectbox("Cost (x axis)", list(COSTS), format_func=COSTS.get, key="compare_x")
-    runtime = r.radio("Runtime (latency)", list(RUNTIMES), format_func=RUNTIMES.get, key="compare_runtime",
+    runtime = r.radio("Runtime (latency)", list(runtime_labels()), format_func=runtime_labels().get, key="compare_runtime",
                       help="Where the latencies were timed: PyTorch eager on the run's device, or the model exported "
                            "to ONNX and run by ONNX Runtime on the CPU (checked equal to the module first).")
     x = axis(cost, runtime)
@@ -92,7 +95,7 @@ def _runs_trace(fig: go.Figure, group: pd.DataFrame, criterion, k: int, x: str) 
                     symbol=[f"{symbol}-open" if s else symbol for s in suspect],
                     line=dict(width=group["pareto"].map({True: 2, False: 0}), color="#212529")),
         hovertemplate="<b>%{customdata[0]}</b><br>" + f"criterion {criterion}<br>preset %{{customdata[1]}}"
-                      "<br>accuracy %{y:.2f}% (%{customdata[2]}, on %{customdata[3]} test images)<br>" + AXES[x]
+                      "<br>accuracy %{y:.2f}% (%{customdata[2]}, on %{customdata[3]} test images)<br>" + axes()[x]
                       + " %{x:.4s}<br>suspect timing: %{customdata[4]}<extra></extra>")
 
 
@@ -115,8 +118,8 @@ def scatter(points: pd.DataFrame, base: pd.DataFrame, x: str, with_base: bool = 
                         marker=dict(symbol="star", size=18, color="#ffd166", line=dict(width=1, color="#212529")),
                         customdata=base[["arch", "runs"]].to_numpy(),
                         hovertemplate="<b>unpruned %{customdata[0]}</b><br>accuracy %{y:.2f}%<br>"
-                                      + AXES[x] + " %{x:.4s}<br>%{customdata[1]} run(s) from it<extra></extra>")
-    fig.update_xaxes(title=AXES[x], tickformat="~s" if x in ("flops", "params") else None,
+                                      + axes()[x] + " %{x:.4s}<br>%{customdata[1]} run(s) from it<extra></extra>")
+    fig.update_xaxes(title=axes()[x], tickformat="~s" if x in ("flops", "params") else None,
                      range=_x_range(points, base, with_base))
     fig.update_yaxes(title="top-1 test accuracy (%)")
     fig.update_layout(height=480, margin=dict(l=10, r=10, t=30, b=10), legend=dict(title="criterion", y=0.9),
@@ -286,7 +289,8 @@ def runs_table(runs: pd.DataFrame, points: pd.DataFrame, runtime: str) -> None:
     """Every run, newest first, with human-readable costs, its batch-1 and batch-64 latencies in ``runtime`` and its
     error when it failed."""
     front = dict(zip(points["run"], points["pareto"]))
-    latency = {f"latency b{b} (ms, {RUNTIMES[runtime]})": axis(f"latency_b{b}", runtime) for b in (1, 64)}
+    latency = {f"latency b{b} (ms, {runtime_labels()[runtime]})": axis(f"latency_b{b}", runtime)
+               for b in LATENCY_BATCHES}
 
     def col(name):
         return runs[name] if name in runs else pd.Series(None, index=runs.index, dtype=object)
@@ -335,4 +339,4 @@ else:
     picked = st.selectbox("Run (or click a dot above)", list(labels), format_func=labels.get, key=RUN_KEY)
     run_detail(readable[readable["run"] == picked].iloc[0])
 st.subheader(f"All runs ({len(runs)})")
-runs_table(runs, points, st.session_state.get("compare_runtime") or "eager")
+runs_table(runs, points, st.session_state.get("compare_runtime") or next(iter(runtime_labels())))

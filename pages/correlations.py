@@ -4,10 +4,13 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
-from pages.shared import chosen_criterion, page_with_model, probe, scores_with_progress, split
+from pages.ui.cached import probe, split
+from pages.ui.scoring import scores_with_progress
+from pages.ui.sidebar import page_with_model
+from pages.ui.state import chosen_criterion
 from prunekit import conv_layers
-from prunekit.errors import UserError
 from prunekit.analysis.views import correlated_pairs, feature_correlation, feature_maps, filter_kernels, weight_correlation
+from prunekit.errors import UserError
 
 WEIGHTS, FEATURES = "weights", "feature maps (probe images)"
 CLICKABLE_MAX = 128  # filters: above this the matrix is a plain heatmap (a scatter of C*C squares gets heavy)

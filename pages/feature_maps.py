@@ -7,28 +7,22 @@ import plotly.graph_objects as go
 import streamlit as st
 import torch
 
-from pages.figures import grid_figure
-from pages.shared import (
-    PLAN,
-    PLAN_ROUND_TO,
-    chosen_criterion,
-    found,
-    page_with_model,
-    scores_with_progress,
-    split,
-    structure_of,
-)
+from pages.ui.cached import found, split, structure_of
+from pages.ui.figures import grid_figure
+from pages.ui.scoring import scores_with_progress
+from pages.ui.sidebar import page_with_model
+from pages.ui.state import PLAN, PLAN_ROUND_TO, chosen_criterion
+from prunekit.analysis.views import feature_maps
 from prunekit.criteria import get_criterion
 from prunekit.criteria.mapex import expanded_boxes
+from prunekit.criteria.probe import box_set
+from prunekit.criteria.scores import to_tensors
+from prunekit.data.images import fit_image, normalized, read_image
 from prunekit.defaults import ROUND_TO
 from prunekit.errors import UserError
-from prunekit.data.images import fit_image, normalized, read_image
 from prunekit.models.layers import conv_layers
-from prunekit.criteria.probe import box_set
 from prunekit.pruning.prune import prune_model
-from prunekit.criteria.scores import to_tensors
 from prunekit.pruning.selection import removed_filters
-from prunekit.analysis.views import feature_maps
 
 PREVIEW_KEY = "fm_preview_ratio"
 

@@ -7,32 +7,27 @@ import datetime as dt
 import pandas as pd
 import streamlit as st
 
-from pages.figures import training_curves
-from pages.shared import device_label, through_router
+from pages.ui.figures import training_curves
+from pages.ui.router import through_router
+from pages.ui.sidebar import device_label
 from prunekit.runs import jobs
+from prunekit.text import duration
 
 REFRESH_S = 2  # seconds between redraws while a job is queued or running
 STATUS_ICON = {"queued": ":material/schedule:", "running": ":material/autorenew:", "done": ":material/check_circle:",
                "failed": ":material/error:", "cancelled": ":material/cancel:", "interrupted": ":material/pause_circle:"}
 
 
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "estimating..."
-    seconds = int(seconds)
-    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min" if seconds >= 3600 else \
-        f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
-
-
 def _progress_text(job: jobs.Job, p: dict) -> str:
     """One line of the job's progress ``p`` (:attr:`prunekit.runs.jobs.Job.progress`)."""
     if job.status == "queued":
         return "waiting for the device"
+    eta = "estimating..." if p.get("eta_s") is None else duration(p["eta_s"])
     if "epoch" in p:
         return (f"epoch {p['epoch']}/{p['epochs']} · batch {p['batch']}/{p['batches']} · train loss {p['loss']:.3f}"
-                f" · train accuracy {p['accuracy']:.1f}% · ETA {_duration(p.get('eta_s'))}")
+                f" · train accuracy {p['accuracy']:.1f}% · ETA {eta}")
     if "done" in p:
-        return f"step {p['done']}/{p['total']} · ETA {_duration(p.get('eta_s'))}"
+        return f"step {p['done']}/{p['total']} · ETA {eta}"
     return "starting (loading the model and the data)..."
 
 

@@ -1,11 +1,12 @@
 """Model & data: the model card (layers, parameters, MACs, accuracy when known), the data and the device."""
 import streamlit as st
 
-from pages.figures import cost_figure
-from pages.shared import device_label, human, selection
+from pages.ui.figures import cost_figure
+from pages.ui.sidebar import device_label, selection
 from prunekit import model_info
 from prunekit.data import how_to_get
 from prunekit.models.metrics import layer_table
+from prunekit.text import human
 
 
 @st.cache_data(show_spinner="Counting parameters and MACs...", max_entries=16)

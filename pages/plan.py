@@ -5,35 +5,26 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from pages.figures import filters_figure, mark_ratios, sensitivity_figure
-from pages.last_run import LAST_RUN, last_run_ui
-from pages.prediction import predicted_ui
-from pages.shared import (
-    DEFAULT_SOURCE,
-    LONG_PLAN,
-    PLAN,
-    PLAN_ROUND_TO,
-    chosen_criterion,
-    duration,
-    held_out,
-    human,
-    page_with_model,
-    scores_with_progress,
-    split,
-    structure_of,
-)
+from pages.ui.cached import held_out, split, structure_of
+from pages.ui.figures import filters_figure, mark_ratios, sensitivity_figure
+from pages.ui.last_run import LAST_RUN, last_run_ui
+from pages.ui.prediction import predicted_ui
+from pages.ui.scoring import scores_with_progress
+from pages.ui.sidebar import DEFAULT_SOURCE, page_with_model
+from pages.ui.state import LONG_PLAN, PLAN, PLAN_ROUND_TO, chosen_criterion
 from prunekit import model_info
-from prunekit.models.checkpoints import DEFAULT_CHECKPOINT
-from prunekit.defaults import HELD_OUT, RECALIBRATION, ROUND_TO, SENSITIVITY
+from prunekit.criteria.scores import to_tensors
+from prunekit.defaults import HELD_OUT, MAX_RATIO, RECALIBRATION, ROUND_TO, SENSITIVITY, TARGET_BY
 from prunekit.errors import UserError
+from prunekit.models.checkpoints import DEFAULT_CHECKPOINT
 from prunekit.pruning.plan import Plan
 from prunekit.pruning.presets import get_preset, list_presets
 from prunekit.pruning.ratios import RULE, max_ratio, validate_ratios
-from prunekit.runs.records import prune_run
-from prunekit.runs.runtimes import vector_block
-from prunekit.criteria.scores import to_tensors
 from prunekit.pruning.sensitivity import expected_minutes, sensitivity
 from prunekit.pruning.structure import estimate, signature
+from prunekit.runs.records import prune_run
+from prunekit.runs.runtimes import vector_block
+from prunekit.text import duration, human
 
 BY_LABEL = {"FLOPs": "flops", "parameters": "params"}
 EDITORS = ("Sliders", "Table")
@@ -140,9 +131,9 @@ def preset_ui(struct, sel, criterion: str, round_to: int) -> None:
                                           key="preset_kind"))
     modes = (["a target"] if preset.targets else []) + ([f"one {preset.knob.name}"] if preset.knob else [])
     mode = cols[1].radio("Set by", modes, key="preset_mode", horizontal=True) if modes else None
-    value, target, by = None, None, "flops"
+    value, target, by = None, None, TARGET_BY
     if mode == "a target":
-        target = cols[2].number_input("Fraction to remove", 0.05, 0.95, 0.5, 0.05, key="preset_target")
+        target = cols[2].number_input("Fraction to remove", 0.05, MAX_RATIO, 0.5, 0.05, key="preset_target")
         by = BY_LABEL[cols[3].radio("of the", list(BY_LABEL), key="preset_by", horizontal=True)]
     elif mode is not None:
         knob = preset.knob
@@ -276,9 +267,10 @@ def sensitivity_ui(struct, sel, ratios: dict, criterion: str, round_to: int) -> 
         st.rerun()  # drawn from the top: the button above now reads "Recompute"
     if table is None:
         models = len(struct.groups) * len(SENSITIVITY.ratios)
+        expected = duration(60 * expected_minutes(models, estimate(struct, {}).macs), about=True)
         st.caption("Sensitivity: how much accuracy each group loses when it alone is pruned. Click the button: "
                    f"{'at most ' if round_to > 1 else ''}{models} pruned models, "
-                   f"{duration(expected_minutes(models, estimate(struct, {}).macs))} on a 2-core CPU (twice that on a "
+                   f"{expected} on a 2-core CPU (twice that on a "
                    "busy one; scaled from ResNet-20's 60 in about a minute by the MACs per image); a progress bar "
                    "follows it.")
         return

@@ -6,14 +6,16 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
-from pages.agreement import agreement_ui, compute, reliability_ui, stability_ui
-from pages.entropy_view import entropy_ui
-from pages.shared import CRITERION, chosen_criterion, has_scores, page_with_model
+from pages.ui.agreement import agreement_ui, compute, reliability_ui, stability_ui
+from pages.ui.entropy_view import entropy_ui
+from pages.ui.scoring import has_scores
+from pages.ui.sidebar import page_with_model
+from pages.ui.state import CRITERION, chosen_criterion
+from prunekit.analysis.views import score_histogram
 from prunekit.criteria import criterion_class, get_criterion, list_criteria
 from prunekit.data import DataNotFoundError
 from prunekit.defaults import BOTTOM_FRACTION as BOTTOM
 from prunekit.errors import UserError
-from prunekit.analysis.views import score_histogram
 
 NCOLS = 5  # small multiples per row
 WEIGHT_ONLY = ", ".join(n for n in list_criteria() if not criterion_class(n).needs_data)

@@ -4,8 +4,8 @@ from dataclasses import dataclass
 
 import streamlit as st
 
-from pages.shared import through_router
-from pages.tour_figures import tour_figure
+from pages.ui.router import through_router
+from pages.ui.tour_figures import tour_figure
 
 STEP = "tour_step"
 
@@ -19,7 +19,7 @@ class Step:
     link: str
     icon: str
     source: str = ""  # the paper behind the idea, and what prunekit reconstructs of it
-    figure: str = ""  # a key of pages.tour_figures.FIGURES: the step's page's chart, small
+    figure: str = ""  # a key of pages.ui.tour_figures.FIGURES: the step's page's chart, small
 
 
 STEPS = (

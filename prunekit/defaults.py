@@ -11,7 +11,9 @@ from dataclasses import dataclass
 
 __all__ = ["PROBE", "HELD_OUT", "PREDICTION", "RECALIBRATION", "SENSITIVITY", "FINETUNE_RECIPE", "FINETUNE_EPOCHS",
            "QUICK_FINETUNE_EPOCHS", "DISTILL_ALPHA", "DISTILL_TEMPERATURE", "FALLBACK_CRITERION", "DEFAULT_CRITERION",
-           "BOTTOM_FRACTION", "LATENCY_BATCHES", "LATENCY_REPEAT", "SOURCE_INPUT_SIDE", "ROUND_TO"]
+           "BOTTOM_FRACTION", "LATENCY_BATCHES", "LATENCY_REPEAT", "SOURCE_INPUT_SIDE", "ROUND_TO", "MAX_RATIO",
+           "EVAL_BATCH", "FOLDER_IMAGE_SIDE", "TARGET_BY", "SWEEP",
+           "TRAIN_BATCH"]
 
 
 @dataclass(frozen=True)
@@ -61,11 +63,25 @@ class PredictionDefaults:
     n: int = 1000
 
 
+@dataclass(frozen=True)
+class SweepDefaults:
+    """A sweep (prunekit.runs.sweeps.SweepSpec, ``prunekit sweep``, the Compare page's sweep form): ``criteria``
+    the form opens on, ``targets`` fractions of FLOPs to remove, each solved by the ``preset`` allocation;
+    ``finetune_epochs`` of brief fine-tuning of every point (0: none) on ``finetune_subset`` images (0: all)."""
+
+    criteria: tuple[str, ...] = ("l1", "fpgm")
+    targets: tuple[float, ...] = (0.1, 0.3, 0.5, 0.7)
+    preset: str = "uniform"
+    finetune_epochs: int = 0
+    finetune_subset: int = 0
+
+
 PROBE = ProbeDefaults()
 PREDICTION = PredictionDefaults()
 RECALIBRATION = RecalibrationDefaults()
 HELD_OUT = HeldOutDefaults()
 SENSITIVITY = SensitivityDefaults()
+SWEEP = SweepDefaults()
 
 # Distillation from the unpruned model while fine-tuning (prunekit.training.distill; Hinton et al. 2015): the weight of the
 # teacher's softened outputs (0: off) and the temperature that softens them.
@@ -74,9 +90,11 @@ SENSITIVITY = SensitivityDefaults()
 DISTILL_ALPHA = 0.9
 DISTILL_TEMPERATURE = 4.0  # a common CIFAR choice (Hinton et al. use 1-20)
 
+TRAIN_BATCH = 128  # images per training step: TrainConfig's, FINETUNE_RECIPE's and the data loaders' default
+
 # The usual CIFAR fine-tuning after pruning (e.g. Torch-Pruning's CIFAR benchmarks: SGD lr 0.01, momentum 0.9,
 # weight decay 5e-4, batch 128), without Nesterov or warm-up, with a cosine schedule: TrainConfig overrides.
-FINETUNE_RECIPE = {"lr": 0.01, "momentum": 0.9, "nesterov": False, "weight_decay": 5e-4, "batch_size": 128,
+FINETUNE_RECIPE = {"lr": 0.01, "momentum": 0.9, "nesterov": False, "weight_decay": 5e-4, "batch_size": TRAIN_BATCH,
                    "schedule": "cosine", "warmup_epochs": 0.0, "distill_alpha": DISTILL_ALPHA,
                    "distill_temperature": DISTILL_TEMPERATURE}
 FINETUNE_EPOCHS = 30  # a full fine-tuning (the command line's default)
@@ -89,3 +107,12 @@ LATENCY_BATCHES = (1, 64)  # batch sizes a run's latency is measured at
 LATENCY_REPEAT = 10  # timed runs per latency measurement
 SOURCE_INPUT_SIDE = 224  # the input side of a torchvision model, or a factory without input_size, without an @ size
 ROUND_TO = 1  # a plan's kept channels rounded to a multiple of this (prunekit.pruning.ratios.kept_channels); 1: no rounding
+# The largest pruning ratio (share of a group's filters removed): the rule of prunekit.pruning.ratios, AFIE's cap and
+# target bound, the Plan page's target input and the sensitivity chart's ratio axis.
+MAX_RATIO = 0.95
+# Images per batch of every evaluation pass (held-out accuracy of a run, sensitivity curves, the Plan page's
+# prediction, the test loader of training on arrays): evaluation runs in eval mode, so it never changes a result.
+EVAL_BATCH = 256
+FOLDER_IMAGE_SIDE = 224  # side of the square crops of an image-folder data set (--folder, --image-size)
+# What a preset's or a sweep's target counts ("flops" or "params"): Preset.make, SweepSpec, `plan --by`, `sweep --by`.
+TARGET_BY = "flops"

@@ -30,7 +30,7 @@ def _running(root, tmp_path):
     metrics = tmp_path / "metrics.jsonl"
     metrics.write_text(json.dumps({"epoch": 1, "train_loss": 1.25, "test_accuracy": 61.5}) + "\n")
     (tmp_path / START_FILE).write_text(json.dumps({"epoch": 0, "test_loss": 2.5, "test_accuracy": 10.25}))
-    jobs._write(job, status="running", process=_this_process(), metrics_file=str(metrics))
+    job.save(status="running", process=_this_process(), metrics_file=str(metrics))
     (job.path / "progress.json").write_text(json.dumps(
         {"fraction": 0.5, "eta_s": 125, "epoch": 2, "epochs": 3, "batch": 30, "batches": 60, "loss": 0.812,
          "accuracy": 71.25}))
@@ -69,10 +69,10 @@ def test_a_running_job_shows_its_progress_curves_and_cancels(root, tmp_path):
 
 def test_failed_and_interrupted_jobs_say_why_and_resume(root, tmp_path):
     failed = jobs.submit("finetune", {"run": "runs/x", "epochs": 1}, device="cpu", root=root)
-    jobs._write(failed, status="failed", error="ValueError: run x has no pruned model")
+    failed.save(status="failed", error="ValueError: run x has no pruned model")
     (failed.path / "error.txt").write_text("Traceback (most recent call last):\nValueError: run x has no pruned model")
     gone = jobs.submit("finetune", {"run": "runs/y", "epochs": 2}, device="cpu", root=root)
-    jobs._write(gone, status="running", process={"pid": 2**22 + 7, "host": os.uname().nodename, "start": None})
+    gone.save(status="running", process={"pid": 2**22 + 7, "host": os.uname().nodename, "start": None})
     at = _page(job_detail=failed.id)
     assert not at.exception
     assert any(s.value == "Running and queued (0)" for s in at.subheader)
@@ -91,11 +91,11 @@ def test_failed_and_interrupted_jobs_say_why_and_resume(root, tmp_path):
 def test_the_details_follow_the_job_that_just_finished(root):
     # the details stayed on the job picked before (the oldest) when a newer one finished
     old = jobs.submit("finetune", {"run": "runs/old", "epochs": 1}, device="cpu", root=root)
-    jobs._write(old, status="failed", error="ValueError: the old one")
+    old.save(status="failed", error="ValueError: the old one")
     at = _page()
     assert at.selectbox(key="job_detail").value == old.id
     new = jobs.submit("finetune", {"run": "runs/new", "epochs": 1}, device="cpu", root=root)
-    jobs._write(new, status="failed", error="ValueError: the new one")
+    new.save(status="failed", error="ValueError: the new one")
     at.run()
     assert not at.exception
     assert at.selectbox(key="job_detail").value == new.id

@@ -9,15 +9,16 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from pages.shared import CRITERION, LONG_PLAN, PLAN, PLAN_ROUND_TO, REGISTRY_SOURCE, human
-from prunekit.models.checkpoints import load_checkpoint
+from pages.ui.sidebar import REGISTRY_SOURCE
+from pages.ui.state import CRITERION, LONG_PLAN, PLAN, PLAN_ROUND_TO
+from prunekit.criteria.scores import weights_hash
 from prunekit.defaults import DISTILL_ALPHA, HELD_OUT, SENSITIVITY
+from prunekit.models.checkpoints import load_checkpoint
 from prunekit.models.zoo import build_model
 from prunekit.pruning.presets import get_preset
 from prunekit.pruning.prune import coupled_groups
-from prunekit.criteria.scores import weights_hash
 from prunekit.pruning.structure import estimate, structure
-from prunekit.training.train import TrainConfig
+from prunekit.text import human
 from tests.apptest_kit import open_page
 from tests.conftest import REPO
 
@@ -270,7 +271,7 @@ def test_fine_tuning_is_queued_as_a_background_job(runs, cifar_data_root, monkey
     assert job.args == {"run": str(runs / at.session_state["last_run"]), "epochs": 1, "lr": 0.01, "subset": 256,
                         "test_subset": 500, "batch_size": 128, "data": "cifar10", "distill_alpha": 0.8,
                         "distill_temperature": 3.0, "precision": "bf16"}
-    assert jobs._config(job.args, lambda epochs, **kw: TrainConfig(epochs=epochs, **kw)).precision == "bf16"
+    assert jobs.job_kind("finetune").config(job.args).precision == "bf16"
     assert "distilled from the unpruned model: alpha 0.8, T 3.0" in job.description
 
 
@@ -328,7 +329,7 @@ def test_sensitivity_curves_then_the_sensitivity_preset(default, cifar_data_root
 
 
 def test_the_predicted_accuracy_is_the_recalibrated_plan_and_never_stale(default, cifar_data_root, monkeypatch):
-    from pages.prediction import PREDICTOR, prediction_key
+    from pages.ui.prediction import PREDICTOR, prediction_key
     from prunekit.data import held_out_set, load_arrays
     from prunekit.defaults import PREDICTION
     from prunekit.pruning.predict import predict_accuracy

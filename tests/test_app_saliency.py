@@ -100,7 +100,7 @@ def test_a_rerun_that_changes_no_score_input_computes_nothing(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("scores recomputed on a rerun that did not change the model, criterion or probe")
 
-    monkeypatch.setattr("pages.shared.score_model", refuse)
+    monkeypatch.setattr("pages.ui.scoring.score_model", refuse)
     slider = at.slider(key="sal_thr_l1_layer1.0.conv1")
     slider.set_value((slider.min + slider.max) / 2).run()
     assert not at.exception, at.exception

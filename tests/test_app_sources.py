@@ -4,7 +4,8 @@ import textwrap
 
 import pytest
 
-import prunekit.models.sources as sources
+import prunekit.models.source_factory as factories
+import prunekit.models.source_torchvision as torchvision_source
 from tests.apptest_kit import open_page
 
 TORCHVISION = "A torchvision model"
@@ -30,7 +31,7 @@ def test_pretrained_weights_that_cannot_be_downloaded_say_so_on_the_card(monkeyp
     def offline(name):
         raise OSError("network is unreachable")
 
-    monkeypatch.setattr(sources, "_download_torchvision", offline)
+    monkeypatch.setattr(torchvision_source, "_download_torchvision", offline)
     at = open_page(model_source=TORCHVISION, torchvision_model="torchvision:resnet18", pretrained=True)
     assert not at.exception
     assert _metrics(at)["Architecture"] == "torchvision:resnet18@32"
@@ -67,8 +68,8 @@ def factory(tmp_path, monkeypatch):
         mlp.input_size = (3, 32, 32)
         '''))
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setattr(sources, "_FACTORIES", {})
-    monkeypatch.setenv(sources.FACTORY_ENV, "prunekit_app_factory:mlp")
+    monkeypatch.setattr(factories, "_FACTORIES", {})
+    monkeypatch.setenv(factories.FACTORY_ENV, "prunekit_app_factory:mlp")
     return "factory:prunekit_app_factory:mlp"
 
 

@@ -1,4 +1,4 @@
-"""On a GPU (issue 16; benchmarks/gpu.sh runs them): the device pipeline (score, prune, fine-tune), the trainer's
+"""On a GPU (benchmarks/gpu.sh runs them): the device pipeline (score, prune, fine-tune), the trainer's
 bf16 autocast and channels_last, a background job and a one-process torchrun (NCCL), each on CUDA.
 
 Where ``torch.cuda.is_available()`` is False they skip, saying so: the only reason they may skip. With

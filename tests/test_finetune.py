@@ -201,11 +201,11 @@ def test_the_distillation_options_reach_the_config_from_the_shell_and_the_jobs(t
     assert (ft["teacher"]["path"], ft["teacher"]["unpruned"], ft["teacher"]["alpha"]) == (str(source), False, 0.7)
 
     seen = {}
-    monkeypatch.setattr(finetune, "finetune_run", lambda run, config, **kw: seen.update(config=config, **kw) or 1 / 0)
+    monkeypatch.setattr(jobs.kinds, "finetune_run", lambda run, config, **kw: seen.update(config=config, **kw) or 1 / 0)
     job = jobs.Job(tmp_path, {"id": "j", "kind": "finetune", "device": "cpu", "args": {
         "run": str(run.path), "epochs": 2, "distill_alpha": 0.6, "distill_temperature": 5.0, "teacher": str(source)}})
     with pytest.raises(ZeroDivisionError):
-        jobs.KINDS["finetune"].run(job, jobs._Context(job))
+        jobs.job_kind("finetune").run(job, jobs.worker.Context(job))
     assert (seen["config"].distill_alpha, seen["config"].distill_temperature, seen["teacher"]) == (0.6, 5.0,
                                                                                                    str(source))
     assert "distilled from `teacher.safetensors`: alpha 0.6, T 5.0" in job.description

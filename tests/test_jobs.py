@@ -13,7 +13,9 @@ import pytest
 import torch
 
 from prunekit.runs import jobs
-from prunekit.runs.jobs import _Context, _Kind
+from prunekit.errors import UnknownNameError, UserError
+from prunekit.runs.jobs import JobKind
+from prunekit.runs.jobs.worker import Context
 from prunekit.models.zoo import build_model
 from prunekit.pruning.presets import get_preset
 from prunekit.runs.records import prune_run, read_manifest
@@ -25,28 +27,37 @@ SIZE = (3, 32, 32)
 
 @pytest.fixture
 def fake_kinds(monkeypatch, tmp_path):
-    """Job kinds that run in this process: ``steps`` (n steps of dt seconds, logging start and end to
-    ``log.jsonl``) and ``boom`` (raises). The worker loop runs in-process (``jobs.work``)."""
+    """Job kinds registered for the test (unregistered after it) that run in this process: ``steps`` (n steps of
+    dt seconds, logging start and end to ``log.jsonl``) and ``boom`` (raises). The worker loop runs in-process
+    (``jobs.work``)."""
     log = tmp_path / "log.jsonl"
 
-    def steps(job, ctx: _Context):
-        with open(log, "a") as fh:
-            fh.write(json.dumps({"job": job.id, "event": "start", "t": time.monotonic()}) + "\n")
-        n = job.args["n"]
-        for i in range(1, n + 1):
-            time.sleep(job.args.get("dt", 0.01))
-            ctx.steps(i, n)
-        with open(log, "a") as fh:
-            fh.write(json.dumps({"job": job.id, "event": "end", "t": time.monotonic()}) + "\n")
-        return {"steps": n}
+    class Steps(JobKind):
+        name, requires = "steps", ("n",)
 
-    def boom(job, ctx):
-        raise RuntimeError("CUDA out of memory (simulated)")
+        def run(self, job, ctx: Context):
+            with open(log, "a") as fh:
+                fh.write(json.dumps({"job": job.id, "event": "start", "t": time.monotonic()}) + "\n")
+            n = job.args["n"]
+            for i in range(1, n + 1):
+                time.sleep(job.args.get("dt", 0.01))
+                ctx.steps(i, n)
+            with open(log, "a") as fh:
+                fh.write(json.dumps({"job": job.id, "event": "end", "t": time.monotonic()}) + "\n")
+            return {"steps": n}
 
-    monkeypatch.setitem(jobs.KINDS, "steps", _Kind(steps, ("n",)))
-    monkeypatch.setitem(jobs.KINDS, "boom", _Kind(boom, ()))
+    class Boom(JobKind):
+        name = "boom"
+
+        def run(self, job, ctx):
+            raise RuntimeError("CUDA out of memory (simulated)")
+
+    for kind in (Steps, Boom):
+        jobs.KINDS.register(kind)
     monkeypatch.setenv("PRUNEKIT_JOBS_NO_WORKER", "1")
-    return tmp_path / "jobs", log
+    yield tmp_path / "jobs", log
+    for kind in (Steps, Boom):
+        jobs.KINDS.unregister(kind.name)
 
 
 def _events(log):
@@ -145,7 +156,8 @@ def test_submit_refuses_bad_hyperparameters_before_queueing(fake_kinds):
         assert words in str(err.value)
     assert jobs.list_jobs(root) == []
     job = jobs.submit("finetune", {"run": "r", "epochs": 3.0, "lr": 0.02}, device="cpu", root=root)  # JSON's 3.0
-    assert jobs._config(job.args, lambda epochs, **kw: (epochs, kw)) == (3.0, {"lr": 0.02})
+    config = jobs.job_kind("finetune").config(job.args)
+    assert (config.epochs, config.lr) == (3, 0.02)
 
 
 def test_a_sensitivity_job_with_a_bad_scores_file_is_refused_at_submit(fake_kinds, tmp_path):
@@ -160,6 +172,78 @@ def test_a_sensitivity_job_with_a_bad_scores_file_is_refused_at_submit(fake_kind
         jobs.submit("sensitivity", {"scores": str(tmp_path / "nan.csv"), "data": "cifar10"}, device="cpu",
                     model=model, arch="resnet20", num_classes=10, root=root)
     assert jobs.list_jobs(root) == []
+
+
+SWEEP_ARGS = {"criteria": ["l1"], "targets": [0.5], "data": "cifar10", "arch": "resnet20", "num_classes": 10,
+              "input_size": [3, 32, 32]}
+BAD_INPUTS = [  # (kind, arguments, words of its refusal, naming the value)
+    ("finetune", {"run": "r", "epochs": 3, "lr": float("inf")},
+     "lr (the base learning rate) must be a finite number in (0, 10], got inf"),
+    ("train", {"model": "resnet20", "epochs": 1}, "a train job needs data (a data set's name) or folder"),
+    ("score", {"criterion": "nope", "data": "cifar10"}, "unknown criterion 'nope'"),
+    ("score", {"criterion": "l1", "data": "cifar10", "n": 2.5}, "n (the probe images) must be a whole number >= 1, "
+                                                                "got 2.5"),
+    ("sensitivity", {"scores": "scores.csv", "data": "cifar10", "ratios": [0.5, 1.5]},
+     "ratio of 'sensitivity' must be a number in [0, 0.95], got 1.5"),
+    ("sweep", {**SWEEP_ARGS, "criteria": ["l1", "nope"]}, "unknown criterion 'nope'"),
+    ("sweep", {**SWEEP_ARGS, "targets": [0.5, 1.5]}, "each in (0, 1); got [1.5]"),
+]
+
+
+def test_every_built_in_kind_has_a_bad_input_case():
+    assert {kind for kind, _, _ in BAD_INPUTS} == set(jobs.KINDS.names())
+
+
+@pytest.mark.parametrize("kind, args, words", BAD_INPUTS, ids=[f"{k}-{i}" for i, (k, _, _) in enumerate(BAD_INPUTS)])
+def test_each_kind_refuses_a_bad_input_itself_and_submit_writes_nothing(kind, args, words, tmp_path):
+    entry = jobs.job_kind(kind)
+    model = build_model("resnet20") if entry.needs_model else None
+    with pytest.raises(UserError) as err:
+        entry.check(args, model)  # the kind's own check, without the queue
+    assert words in str(err.value)
+    root = tmp_path / "jobs"
+    with pytest.raises(UserError) as err:
+        jobs.submit(kind, args, device="cpu", model=model, arch="resnet20", num_classes=10, root=root,
+                    start_worker=False)
+    assert words in str(err.value)
+    assert not root.exists()
+
+
+def test_a_kind_registered_outside_the_package_runs_through_the_queue_and_the_worker(tmp_path):
+    root = tmp_path / "jobs"
+
+    class Echo(JobKind):
+        name, requires = "echo", ("text",)
+
+        def check(self, args, model):
+            if not isinstance(args["text"], str):
+                raise UserError(f"text must be a string, got {args['text']!r}")
+
+        def describe(self, args):
+            return f"Echo {args['text']!r}"
+
+        def run(self, job, ctx):
+            ctx.steps(1, 1)
+            return {"echo": job.args["text"].upper()}
+
+    jobs.KINDS.register(Echo)
+    try:
+        with pytest.raises(UserError, match="text must be a string, got 3"):
+            jobs.submit("echo", {"text": 3}, device="cpu", root=root, start_worker=False)
+        assert not root.exists()
+        job = jobs.submit("echo", {"text": "hi"}, device="cpu", root=root, start_worker=False)
+        before = sorted(p.name for p in root.rglob("*"))
+        with pytest.raises(UserError, match=r"text must be a string, got \['hi'\]"):
+            jobs.submit("echo", {"text": ["hi"]}, device="cpu", root=root, start_worker=False)
+        assert sorted(p.name for p in root.rglob("*")) == before
+        assert job.description == "Echo 'hi'"
+        assert jobs.work("cpu", root, idle_exit=0.1) == 0
+        done = jobs.get(job.id, root)
+        assert (done.status, done.result, done.progress["fraction"]) == ("done", {"echo": "HI"}, 1.0)
+    finally:
+        jobs.KINDS.unregister("echo")
+    with pytest.raises(UnknownNameError, match="unknown job kind 'echo'"):
+        jobs.submit("echo", {"text": "hi"}, device="cpu", root=root, start_worker=False)
 
 
 BAD_JOBS = {  # directory name -> (job.json's text, words of the reason)
@@ -206,7 +290,7 @@ def test_a_job_of_a_dead_worker_reads_interrupted(fake_kinds):
     job = jobs.submit("steps", {"n": 1}, device="cpu", root=root)
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    jobs._write(job, status="running", process={"pid": dead.pid, "host": os.uname().nodename, "start": None})
+    job.save(status="running", process={"pid": dead.pid, "host": os.uname().nodename, "start": None})
     assert jobs.get(job.id, root).status == "interrupted"
 
 

@@ -1,7 +1,9 @@
+import pytest
 import torch
 import torch.nn as nn
 
-from prunekit.models.metrics import best_device, count_macs, evaluate, layer_table
+from prunekit.data import ArraySet
+from prunekit.models.metrics import best_device, count_macs, evaluate, held_out_accuracy, layer_table
 from prunekit.models.zoo import build_model
 
 
@@ -41,3 +43,22 @@ def test_evaluate_counts_correct_predictions():
 
 def test_best_device_is_a_real_device():
     assert best_device().type in ("cuda", "mps", "cpu")
+
+
+def test_held_out_accuracy_is_the_hand_computed_accuracy_and_loss():
+    # 7 images: channel c is filled with images[i, c]; the model's logits are the normalised channel means of
+    # channels 0 and 1, so it predicts class 0 when channel 0 is brighter
+    values = torch.tensor([[200, 10, 0], [10, 200, 0], [90, 80, 0], [80, 90, 0], [255, 0, 0], [0, 255, 0],
+                           [128, 127, 0]], dtype=torch.uint8)
+    images = values[:, :, None, None].expand(7, 3, 32, 32).contiguous()
+    labels = torch.tensor([0, 1, 1, 1, 0, 0, 0])  # predictions 0 1 0 1 0 1 0: 5 of 7 right
+    data = ArraySet("hand", images, labels, ["a", "b"], (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+    linear = nn.Linear(3, 2, bias=False)
+    with torch.no_grad():
+        linear.weight.copy_(torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]))
+    model = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), linear)
+    result = held_out_accuracy(model, data, batch_size=3)  # batches of 3, 3 and 1
+    logits = (values[:, :2].float() / 255 - 0.5) / 0.25
+    loss = nn.functional.cross_entropy(logits, labels).item()
+    assert result["n"] == 7 and result["accuracy"] == pytest.approx(100 * 5 / 7)
+    assert result["loss"] == pytest.approx(loss, rel=1e-5)

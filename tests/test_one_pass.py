@@ -1,4 +1,4 @@
-"""One pass over the probe for every data-driven criterion (issue 16): the gap histograms exactly as the former
+"""One pass over the probe for every data-driven criterion: the gap histograms exactly as the former
 two passes counted them, the pooled ones within their stated bound, and each probe read once, reliability too."""
 import numpy as np
 import pytest

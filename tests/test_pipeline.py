@@ -5,12 +5,12 @@ import json
 import pytest
 import torch
 
-import prunekit.criteria.probe
-from pages.shared import Selection, scores
-from prunekit.runs import jobs
-from prunekit.models.checkpoints import save_checkpoint
+from pages.ui.scoring import scores
+from pages.ui.sidebar import Selection
 from prunekit.cli import build_parser, main
 from prunekit.criteria.entropy import SFMEntropy
+import prunekit.criteria.probe
+from prunekit.criteria.scores import weights_hash
 from prunekit.defaults import (
     DISTILL_ALPHA,
     DISTILL_TEMPERATURE,
@@ -20,8 +20,9 @@ from prunekit.defaults import (
     PROBE,
     SENSITIVITY,
 )
+from prunekit.models.checkpoints import save_checkpoint
 from prunekit.models.zoo import build_model
-from prunekit.criteria.scores import weights_hash
+from prunekit.runs import jobs
 from tests.conftest import tiny_arrays
 
 

@@ -161,7 +161,8 @@ def test_sensitivity_prunes_the_least_sensitive_groups_most(r20):
 
 
 def test_max_ratio_keeps_one_filter_and_stays_within_the_plan_limit(r20):
-    from prunekit.pruning.ratios import MAX_RATIO, kept_channels, max_ratio
+    from prunekit.defaults import MAX_RATIO
+    from prunekit.pruning.ratios import kept_channels, max_ratio
 
     assert max_ratio(16) == 15 / 16 and kept_channels(16, max_ratio(16)) == 1  # 0.95 would keep int(0.8) = 0
     assert max_ratio(64) == MAX_RATIO and kept_channels(64, max_ratio(64)) == 3

@@ -10,12 +10,13 @@ import torch
 from prunekit.cli import main
 from prunekit.criteria import get_criterion
 from prunekit.data import load_arrays
+from prunekit.defaults import MAX_RATIO
 from prunekit.errors import DataNotFoundError, PrunekitError, UnknownNameError, UserError
 from prunekit.models.zoo import build_model
 from prunekit.pruning.plan import Plan
 from prunekit.pruning.presets import get_preset
 from prunekit.pruning.prune import prune_model
-from prunekit.pruning.ratios import MAX_RATIO, check_ratio, kept_channels, max_ratio
+from prunekit.pruning.ratios import check_ratio, kept_channels, max_ratio
 from prunekit.pruning.sensitivity import sensitivity
 from prunekit.pruning.structure import estimate, structure
 from tests.conftest import REPO, tiny_arrays

@@ -4,7 +4,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from prunekit.runs.runtimes import ATOL, checked_session, mismatch, onnx_bytes, runtime_latencies, session_outputs
+from prunekit.runs.runtime_onnx import ATOL, checked_session, mismatch, onnx_bytes, session_outputs
+from prunekit.runs.runtimes import runtime_latencies
 
 SIZE = (3, 8, 8)
 
@@ -45,7 +46,7 @@ def test_both_runtimes_are_timed_at_each_batch_size(net):
 
 def test_an_onnx_model_that_disagrees_is_not_timed_and_says_why(net, monkeypatch):
     other = _net(seed=1)  # the exporter hands back another network's graph
-    monkeypatch.setattr("prunekit.runs.runtimes.onnx_bytes", lambda model, x: onnx_bytes(other, x))
+    monkeypatch.setattr("prunekit.runs.runtime_onnx.onnx_bytes", lambda model, x: onnx_bytes(other, x))
     out = runtime_latencies(net, SIZE, batches=(1,), repeat=1)
     assert out["latency_ms_onnxruntime"] == {} and set(out["latency_ms"]) == {"1"}
     assert "differ from the module's" in out["onnxruntime"]["error"] and out["onnxruntime"]["max_abs_diff"] > ATOL
@@ -55,7 +56,7 @@ def test_an_export_that_fails_is_not_timed_and_says_why(net, monkeypatch):
     def broken(model, x):
         raise RuntimeError("unsupported operator aten::weird")
 
-    monkeypatch.setattr("prunekit.runs.runtimes.onnx_bytes", broken)
+    monkeypatch.setattr("prunekit.runs.runtime_onnx.onnx_bytes", broken)
     out = runtime_latencies(net, SIZE, batches=(1,), repeat=1)
     assert out["latency_ms_onnxruntime"] == {}
     assert out["onnxruntime"]["error"] == ("export to ONNX Runtime failed: RuntimeError: unsupported operator "

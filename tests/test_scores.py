@@ -13,8 +13,8 @@ from prunekit.criteria import get_criterion, list_criteria
 from prunekit.criteria.norms import L1Norm
 from prunekit.errors import UserError
 from prunekit.models.zoo import build_model
-from prunekit.criteria.probe import Probe
-from prunekit.criteria.scores import COLUMNS, read_scores, score, weights_hash
+from prunekit.criteria.probe import Probe, ProbeSpec
+from prunekit.criteria.scores import COLUMNS, read_scores, score, score_model, weights_hash
 
 
 @pytest.fixture(autouse=True)
@@ -242,3 +242,17 @@ def test_prune_with_a_scores_file_that_has_a_nan_is_refused_before_pruning(tmp_p
     err = capsys.readouterr().err
     assert "half.csv: 'layer3.0.conv1' has 32 scores and the model's conv 64 filters" in err
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_model_that_cannot_take_the_probe_falls_back_and_says_to_what(tmp_path, monkeypatch):
+    monkeypatch.setenv("PRUNEKIT_CACHE", str(tmp_path / "cache"))
+    model = SmallNet().eval()
+    unfit = "the model takes 1-channel images, not 3"
+    with pytest.raises(UserError, match="1-channel"):
+        score_model(model, "sfm_entropy", probe=ProbeSpec("cifar10", 8), unfit=unfit)  # no fallback: refused
+    table = score_model(model, "sfm_entropy", probe=ProbeSpec("cifar10", 8), fallback="l2", unfit=unfit)
+    assert table.attrs["criterion"] == "l2" and table.attrs["requested"] == "sfm_entropy"
+    assert table.attrs["fallback"] == ("sfm_entropy reads cifar10 images, and the model takes 1-channel images, "
+                                       "not 3. The filters are ranked by l2 instead.")
+    # a data-free criterion is not affected by what the model cannot take
+    assert score_model(model, "l1", probe=ProbeSpec("cifar10", 8), fallback="l2", unfit=unfit).attrs["fallback"] is None

@@ -112,9 +112,10 @@ def test_from_the_shell_the_curves_follow_round_to(cifar_data_root, tmp_path, ca
 
 
 def test_the_expected_time_scales_resnet20s_measured_minute_by_the_work():
-    from pages.shared import duration
     from prunekit.pruning.sensitivity import expected_minutes
+    from prunekit.text import duration
 
     assert expected_minutes(60, 40_551_040) == pytest.approx(1.0)  # the reference itself
     assert expected_minutes(120, 4 * 40_551_040) == pytest.approx(8.0)  # twice the models, 4x the MACs each
-    assert [duration(m) for m in (0.6, 8.0, 210.0)] == ["about a minute", "about 8 minutes", "about 3.5 hours"]
+    assert [duration(60 * m, about=True) for m in (0.6, 8.0, 210.0)] == ["about a minute", "about 8 minutes",
+                                                                          "about 3.5 hours"]

@@ -6,20 +6,23 @@ import textwrap
 import pytest
 import torch
 
-import prunekit.models.sources as sources
+import prunekit.models.source_factory as factories
+import prunekit.models.source_torchvision as source_torchvision
 from prunekit.models.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 from prunekit.cli import build_parser, main
 from prunekit.cli.common import load_model
 from prunekit.data import Splits
 from prunekit.errors import UnknownNameError, UserError
 from prunekit.runs.finetune import finetune_config, finetune_run
-from prunekit.models.fits import check_model_data, replace_head
+from prunekit.models.fits import check_model_data
+from prunekit.models.heads import replace_head
 from prunekit.models.zoo import build_model, count_params, create_model, list_models, model_info
 from prunekit.pruning.plan import Plan
 from prunekit.pruning.presets import get_preset
 from prunekit.pruning.prune import prune_model
 from prunekit.runs.records import MODEL_FILE, prune_run, read_manifest
-from prunekit.models.sources import enable_factory, model_catalog, parse_spec
+from prunekit.models.source_factory import enable_factory
+from prunekit.models.sources import model_catalog, parse_spec
 from prunekit.pruning.structure import structure
 from prunekit.training.train import TrainConfig, train_new
 from tests.conftest import tiny_arrays
@@ -30,8 +33,8 @@ RESNET18_7_CLASSES = 11_180_103  # torchvision's (and timm's) ResNet-18: 11,689,
 @pytest.fixture
 def no_factories(monkeypatch):
     """An empty factory table and no $PRUNEKIT_FACTORY for the test (both restored after)."""
-    monkeypatch.setattr(sources, "_FACTORIES", {})
-    monkeypatch.delenv(sources.FACTORY_ENV, raising=False)
+    monkeypatch.setattr(factories, "_FACTORIES", {})
+    monkeypatch.delenv(factories.FACTORY_ENV, raising=False)
 
 
 def _factory_module(tmp_path, monkeypatch, name: str) -> str:
@@ -115,10 +118,10 @@ def test_a_factory_builds_only_once_enabled_and_a_header_never_imports_it(tmp_pa
 def test_factories_come_from_the_flag_and_the_environment(tmp_path, monkeypatch, no_factories, capsys):
     first = _factory_module(tmp_path, monkeypatch, "prunekit_test_factory_b")
     second = _factory_module(tmp_path, monkeypatch, "prunekit_test_factory_c")
-    monkeypatch.setenv(sources.FACTORY_ENV, second)
+    monkeypatch.setenv(factories.FACTORY_ENV, second)
     assert main(["models", "--source", "factory", "--factory", first]) == 0
     assert capsys.readouterr().out.split() == [f"factory:{first}", f"factory:{second}"]
-    assert sorted(sources.os.environ[sources.FACTORY_ENV].split(",")) == [first, second]  # the workers inherit them
+    assert sorted(factories.os.environ[factories.FACTORY_ENV].split(",")) == [first, second]  # the workers inherit them
     assert main(["models", "--factory", "no_such_module_xyz:f"]) == 2
     assert "cannot import no_such_module_xyz" in capsys.readouterr().err
 
@@ -127,7 +130,7 @@ def test_a_failed_download_falls_back_to_random_weights_and_says_why(monkeypatch
     def offline(name):
         raise OSError("network is unreachable")
 
-    monkeypatch.setattr(sources, "_download_torchvision", offline)
+    monkeypatch.setattr(source_torchvision, "_download_torchvision", offline)
     built = create_model("torchvision:resnet18@32", num_classes=10, pretrained=True)
     assert built.weights == ("random initialisation: pretrained weights could not be downloaded (OSError: network is "
                              "unreachable)")
@@ -142,7 +145,7 @@ def test_downloaded_weights_are_kept_and_the_head_replaced(monkeypatch):
 
     torch.manual_seed(0)
     imagenet = torchvision.models.resnet18()  # stands for the downloaded ImageNet model (1000 classes)
-    monkeypatch.setattr(sources, "_download_torchvision", lambda name: imagenet)
+    monkeypatch.setattr(source_torchvision, "_download_torchvision", lambda name: imagenet)
     built = create_model("torchvision:resnet18@32", num_classes=10, pretrained=True)
     assert built.weights == "pretrained: torchvision ResNet18_Weights.IMAGENET1K_V1; its 10-class head is new (random)"
     assert built.model.fc.out_features == 10 and built.model.conv1.weight is imagenet.conv1.weight

@@ -26,15 +26,15 @@ from typing import Any
 import pandas as pd
 import torch.nn as nn
 
+from prunekit.analysis.views import rank_agreement
 from prunekit.criteria import Criterion, as_criterion, get_criterion
+from prunekit.criteria.probe import Probe, ProbeSpec, make_probe
+from prunekit.criteria.scores import score
 from prunekit.criteria.streaming import Progress
 from prunekit.data import ArraySet
 from prunekit.defaults import BOTTOM_FRACTION, PROBE
 from prunekit.errors import UserError
 from prunekit.models.layers import ConvLayer
-from prunekit.criteria.probe import Probe, ProbeSpec, make_probe
-from prunekit.criteria.scores import score
-from prunekit.analysis.views import rank_agreement
 
 __all__ = ["reliability", "probe_reliability", "split_probes", "summarize"]
 

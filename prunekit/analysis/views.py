@@ -22,15 +22,15 @@ from scipy.stats import kendalltau, spearmanr
 
 from prunekit.criteria import Criterion
 from prunekit.criteria.entropy import value_histograms as _value_histograms
+from prunekit.criteria.hooks import capture, eval_mode
 from prunekit.criteria.information import abs_pearson
+from prunekit.criteria.probe import Batch, as_probe
+from prunekit.criteria.scores import score
 from prunekit.criteria.streaming import Progress, Ticker, model_device, stream
 from prunekit.defaults import BOTTOM_FRACTION
 from prunekit.errors import UserError
-from prunekit.criteria.hooks import capture, eval_mode
 from prunekit.models.layers import ConvLayer, select_layers
-from prunekit.criteria.probe import Batch, as_probe
 from prunekit.pruning.ratios import kept_channels
-from prunekit.criteria.scores import score
 
 __all__ = [
     "Correlation", "score_histogram", "value_histograms", "weight_correlation", "feature_correlation",

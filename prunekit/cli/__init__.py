@@ -14,9 +14,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from prunekit.errors import PrunekitError
 from prunekit.cli import catalog, pruning, training
 from prunekit.cli.common import enable_factories
+from prunekit.errors import PrunekitError
 
 __all__ = ["main", "build_parser"]
 

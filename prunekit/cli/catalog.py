@@ -7,33 +7,39 @@ import sys
 import textwrap
 from pathlib import Path
 
-from prunekit.errors import UserError
+import pandas as pd
+
 from prunekit.cli.common import MODEL_HELP, add_factory_arg, bar, emit, input_size, parse_params
+from prunekit.criteria import criterion_class, list_criteria
+from prunekit.data import data_root, list_datasets
+from prunekit.errors import UserError
+from prunekit.models.checkpoints import load_checkpoint
+from prunekit.models.sources import get_source
+from prunekit.pruning.presets import get_preset, list_presets
+from prunekit.runs import jobs as queue
+from prunekit.runs.export import FORMATS, export_model
+from prunekit.runs.jobs import work
+from prunekit.runs.records import MODEL_FILE, list_runs, runs_root
+from prunekit.text import duration
 
 __all__ = ["register"]
 
 
 def models(args: argparse.Namespace) -> int:
-    """The registered models with their input size and description; --source torchvision|timm|factory lists that
-    source's names instead (those containing --search)."""
-    from prunekit.models.zoo import model_info
-    from prunekit.models.sources import model_catalog
+    """The registered models with their input size and description; --source <source> lists that source's names
+    instead (those containing --search): what the source's :meth:`~prunekit.models.sources.ModelSource.listing`
+    says."""
 
-    names = model_catalog(args.source, args.search)
-    if args.source == "registry":
-        for name in names:
-            info = model_info(name)
-            print(f"{name:20s} {'x'.join(map(str, info.input_size)):10s} {info.description}")
-    else:
+    names = get_source(args.source).listing(args.search)
+    if names:
         print("\n".join(names))
-    if not names:
+    else:
         print(f"no {args.source} model" + (f" contains {args.search!r}" if args.search else " (enable one with "
                                             "--factory package.module:function)"), file=sys.stderr)
     return 0
 
 
 def datasets(args: argparse.Namespace) -> int:
-    from prunekit.data import data_root, list_datasets
 
     print(f"data root: {data_root(args.data_root)}")
     for name in list_datasets():
@@ -50,7 +56,6 @@ def _options(params, form: str) -> None:
 
 
 def criteria(args: argparse.Namespace) -> int:
-    from prunekit.criteria import criterion_class, list_criteria
 
     for name in list_criteria():
         cls = criterion_class(name)
@@ -63,7 +68,6 @@ def criteria(args: argparse.Namespace) -> int:
 
 
 def presets(args: argparse.Namespace) -> int:
-    from prunekit.pruning.presets import get_preset, list_presets
 
     for name in list_presets():
         preset = get_preset(name)
@@ -76,9 +80,7 @@ def presets(args: argparse.Namespace) -> int:
 
 
 def runs(args: argparse.Namespace) -> int:
-    import pandas as pd
 
-    from prunekit.runs.records import list_runs, runs_root
 
     df = list_runs(args.runs)
     if args.json:
@@ -96,9 +98,6 @@ def runs(args: argparse.Namespace) -> int:
 
 
 def export(args: argparse.Namespace) -> int:
-    from prunekit.models.checkpoints import load_checkpoint
-    from prunekit.runs.export import export_model
-    from prunekit.runs.records import MODEL_FILE
 
     source = Path(args.run) / MODEL_FILE if args.run else args.checkpoint
     if not source:
@@ -113,12 +112,11 @@ def export(args: argparse.Namespace) -> int:
 
 
 def jobs(args: argparse.Namespace) -> int:
-    from prunekit.runs import jobs as queue
 
     if args.action == "list":
         for job in queue.list_jobs(args.root):
             p = job.progress
-            eta = f", ETA {p['eta_s']:.0f} s" if p.get("eta_s") is not None and job.status == "running" else ""
+            eta = f", ETA {duration(p['eta_s'])}" if p.get("eta_s") is not None and job.status == "running" else ""
             print(f"{job.id:40s} {job.status:11s} {job.device:6s} {100 * p.get('fraction', 0):5.1f}%{eta}"
                   + (f"  {job.error}" if job.error else ""))
         return 0
@@ -132,20 +130,19 @@ def jobs(args: argparse.Namespace) -> int:
 
 
 def worker(args: argparse.Namespace) -> int:
-    from prunekit.runs.jobs import work
 
     return work(args.device, args.root, idle_exit=args.idle_exit)
 
 
 def register(sub) -> None:
-    from prunekit.runs.export import FORMATS
 
     m = sub.add_parser("models", help="list the registered models, or a source's (torchvision, timm, factory)",
                        description="Models are named: a registered name, torchvision:<name>, timm:<name> or "
                        "factory:<package.module>:<function> (enabled with --factory), each with an optional input "
                        "size @<side> or @<H>x<W> (e.g. torchvision:densenet121@32).")
-    m.add_argument("--source", default="registry", choices=("registry", "torchvision", "timm", "factory"),
-                   help="which names to list (default: the registered ones, with their input size)")
+    m.add_argument("--source", default="registry",
+                   help="which source's names to list: registry, torchvision, timm, factory or one you registered "
+                   "(default: the registered ones, with their input size)")
     m.add_argument("--search", default="", help="only the names containing this text (case-insensitive)")
     add_factory_arg(m)
     m.set_defaults(func=models)

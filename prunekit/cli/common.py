@@ -11,8 +11,21 @@ from dataclasses import fields
 from typing import Any
 
 import torch
+from tqdm import tqdm
 
+from prunekit.criteria import list_criteria
+from prunekit.criteria.probe import ProbeSpec
+from prunekit.data import DataRequest, list_datasets, num_classes
+from prunekit.defaults import FOLDER_IMAGE_SIDE, PROBE
 from prunekit.errors import UserError
+from prunekit.models.checkpoints import load_checkpoint
+from prunekit.models.fits import check_model_data
+from prunekit.models.heads import outputs_of as outputs
+from prunekit.models.heads import replace_head
+from prunekit.models.metrics import best_device
+from prunekit.models.source_factory import enable_factories as enable
+from prunekit.models.zoo import create_model, model_info
+from prunekit.training.train import PRECISIONS, SCHEDULES, TrainConfig
 
 __all__ = ["add_model_args", "add_factory_arg", "enable_factories", "check_data", "add_data_args",
            "add_device_args", "add_probe_args", "add_criterion_args", "add_recipe_args", "parse_params", "bar",
@@ -42,7 +55,6 @@ def add_factory_arg(p: argparse.ArgumentParser) -> None:
 def add_model_args(p: argparse.ArgumentParser, *, required: bool = False) -> None:
     """--checkpoint, --model, --factory, --pretrained, --replace-head, --data, --data-root and the device: what a
     command scoring or pruning a model reads."""
-    from prunekit.data import list_datasets
 
     p.add_argument("--checkpoint", default=None, help="weights (.pt/.pth/.safetensors); a prunekit file names its "
                    "architecture")
@@ -62,21 +74,20 @@ def add_model_args(p: argparse.ArgumentParser, *, required: bool = False) -> Non
 
 def enable_factories(args: argparse.Namespace) -> list[str]:
     """Import the factories --factory and $PRUNEKIT_FACTORY name (every command calls this first)."""
-    from prunekit.models.sources import enable_factories as enable
 
     return enable(getattr(args, "factory", None) or [])
 
 
 def add_data_args(p: argparse.ArgumentParser, *, default: str | None) -> None:
     """A 32x32 data set or an image folder, with the folder's image size and workers."""
-    from prunekit.data import list_datasets
 
     source = p.add_mutually_exclusive_group()
     source.add_argument("--data", default=default, choices=list_datasets(),
                         help=f"a 32x32 data set (default: {default or 'the run`s'})")
     source.add_argument("--folder", default=None, metavar="DIR",
                         help="an image folder holding train/ and val/ ImageFolder trees (<class>/<image> files)")
-    p.add_argument("--image-size", type=int, default=224, help="--folder: side of the square crops (default 224)")
+    p.add_argument("--image-size", type=int, default=FOLDER_IMAGE_SIDE,
+                   help=f"--folder: side of the square crops (default {FOLDER_IMAGE_SIDE})")
     p.add_argument("--workers", type=int, default=None,
                    help="--folder: DataLoader worker processes (default: min(8, CPU count); 0: read in this process)")
     p.add_argument("--data-root", default=None, help="data folder (default: $PRUNEKIT_DATA or ~/.cache/prunekit/data)")
@@ -94,12 +105,10 @@ def add_recipe_args(p: argparse.ArgumentParser, recipe, *, extra: bool) -> None:
     p.add_argument("--weight-decay", type=float, default=recipe.weight_decay)
     p.add_argument("--seed", type=int, default=recipe.seed)
     if extra:
-        from prunekit.training.train import SCHEDULES
 
         p.add_argument("--schedule", default=recipe.schedule, choices=SCHEDULES)
         p.add_argument("--warmup-epochs", type=float, default=recipe.warmup_epochs)
         p.add_argument("--label-smoothing", type=float, default=recipe.label_smoothing)
-    from prunekit.training.train import PRECISIONS
 
     p.add_argument("--precision", default=recipe.precision, choices=PRECISIONS,
                    help="auto: bf16 autocast on CUDA, float32 elsewhere; bf16: on the CPU too (faster on a CPU with "
@@ -111,14 +120,12 @@ def add_recipe_args(p: argparse.ArgumentParser, recipe, *, extra: bool) -> None:
 
 def recipe_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """The TrainConfig fields the recipe options set (those present in ``args``)."""
-    from prunekit.training.train import TrainConfig
 
     return {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
 
 
 def data_request(args: argparse.Namespace):
     """The :class:`~prunekit.data.DataRequest` of add_data_args' options."""
-    from prunekit.data import DataRequest
 
     return DataRequest(name=None if args.folder else args.data, root=args.data_root, folder=args.folder,
                        image_size=args.image_size, workers=args.workers, subset=args.subset,
@@ -128,7 +135,6 @@ def data_request(args: argparse.Namespace):
 def add_probe_args(p: argparse.ArgumentParser, prefix: str = "") -> None:
     """The probe set's size, seed and batch size (``--n`` for `score`; ``--probe-n`` where --n means held-out
     images)."""
-    from prunekit.defaults import PROBE
 
     p.add_argument(f"--{prefix}n", dest="probe_n", type=int, default=PROBE.n,
                    help=f"probe images from the training split (default {PROBE.n})")
@@ -140,14 +146,12 @@ def add_probe_args(p: argparse.ArgumentParser, prefix: str = "") -> None:
 
 def probe_spec(args: argparse.Namespace):
     """The :class:`~prunekit.criteria.probe.ProbeSpec` of add_probe_args' options and --data / --data-root."""
-    from prunekit.criteria.probe import ProbeSpec
 
     return ProbeSpec(args.data, args.probe_n, seed=args.probe_seed, batch_size=args.probe_batch_size,
                      data_root=args.data_root)
 
 
 def add_criterion_args(p: argparse.ArgumentParser, default: str | None, *, scores: bool = True) -> None:
-    from prunekit.criteria import list_criteria
 
     p.add_argument("--criterion", default=default, required=default is None and not scores, choices=list_criteria(),
                    help="criterion picking the filters inside each group" + (f" (default {default})" if default
@@ -178,7 +182,6 @@ def parse_params(pairs: list[str], as_json: bool = False) -> dict:
 @contextlib.contextmanager
 def bar(desc: str) -> Iterator:
     """A tqdm bar on stderr, driven by the package's ``progress(done, total)`` callbacks."""
-    from tqdm import tqdm
 
     with tqdm(desc=desc, unit="step", file=sys.stderr) as b:
 
@@ -190,7 +193,6 @@ def bar(desc: str) -> Iterator:
 
 
 def device(args: argparse.Namespace) -> torch.device:
-    from prunekit.models.metrics import best_device
 
     if getattr(args, "threads", 0):
         torch.set_num_threads(args.threads)
@@ -200,9 +202,6 @@ def device(args: argparse.Namespace) -> torch.device:
 def load_model(args: argparse.Namespace):
     """-> (model on the device in eval mode, arch, num_classes (its outputs), notes for the run's manifest) from
     --checkpoint and/or --model (built fresh, --pretrained downloaded), its head replaced with --replace-head."""
-    from prunekit.models.checkpoints import load_checkpoint
-    from prunekit.data import num_classes
-    from prunekit.models.zoo import create_model
 
     notes: dict = {}
     if args.checkpoint:
@@ -227,7 +226,6 @@ def load_model(args: argparse.Namespace):
 def _replaced_head(model, arch: str, classes: int, data: str) -> dict:
     """--replace-head: a fresh ``classes``-class head when the outputs differ -> the manifest's note (said on
     stderr)."""
-    from prunekit.models.fits import replace_head
 
     before = outputs_of(model, input_size(arch))
     if before == classes:
@@ -239,7 +237,6 @@ def _replaced_head(model, arch: str, classes: int, data: str) -> dict:
 
 
 def outputs_of(model, size: tuple[int, int, int]) -> int:
-    from prunekit.models.fits import outputs_of as outputs
 
     return outputs(model, size)
 
@@ -247,13 +244,11 @@ def outputs_of(model, size: tuple[int, int, int]) -> int:
 def check_data(args: argparse.Namespace, model, arch: str, *, labels: bool) -> None:
     """The model against --data before any work (:func:`prunekit.models.fits.check_model_data`): its input size, and with
     ``labels`` its outputs against the classes."""
-    from prunekit.models.fits import check_model_data
 
     check_model_data(model, arch, args.data, labels=labels)
 
 
 def input_size(arch: str) -> tuple[int, int, int]:
-    from prunekit.models.zoo import model_info
 
     return model_info(arch).input_size
 

@@ -7,8 +7,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from prunekit.defaults import ROUND_TO
-from prunekit.errors import UserError
+from prunekit.analysis.reliability import probe_reliability, summarize
 from prunekit.cli.common import (
     add_criterion_args,
     add_model_args,
@@ -21,6 +20,28 @@ from prunekit.cli.common import (
     parse_params,
     probe_spec,
 )
+from prunekit.criteria import criterion_class, get_criterion, list_criteria
+from prunekit.criteria.scores import read_scores, score_model, to_tensors
+from prunekit.data import DataNotFoundError, held_out_set, load_arrays
+from prunekit.defaults import (
+    HELD_OUT,
+    LATENCY_BATCHES,
+    LATENCY_REPEAT,
+    RECALIBRATION,
+    ROUND_TO,
+    SENSITIVITY,
+    SWEEP,
+    TARGET_BY,
+)
+from prunekit.errors import UserError
+from prunekit.pruning.plan import Plan
+from prunekit.pruning.presets import BY, get_preset, list_presets
+from prunekit.pruning.sensitivity import read_sensitivity
+from prunekit.pruning.sensitivity import sensitivity as curves
+from prunekit.pruning.structure import estimate, structure
+from prunekit.runs.records import list_runs, prune_run
+from prunekit.runs.runtimes import runtime_labels
+from prunekit.runs.sweeps import SweepSpec, run_sweep
 
 __all__ = ["register"]
 
@@ -33,8 +54,6 @@ def _write_csv(df, out: str) -> Path:
 
 
 def score(args: argparse.Namespace) -> int:
-    from prunekit.criteria import get_criterion
-    from prunekit.criteria.scores import score_model
 
     crit = get_criterion(args.criterion, **parse_params(args.param))
     model, arch, _, _ = load_model(args)
@@ -57,7 +76,6 @@ def score(args: argparse.Namespace) -> int:
 def _reliability(model, crit, args: argparse.Namespace, out: Path) -> dict:
     """Score again on a disjoint probe, print how reproducible each layer's ranking is, write it beside the
     scores (``<out>.reliability.csv``); -> the summary."""
-    from prunekit.analysis.reliability import probe_reliability, summarize
 
     with bar(f"reliability ({crit.name})") as progress:
         table = probe_reliability(model, crit.name, crit.config, probe_spec(args), cache=not args.no_cache,
@@ -79,8 +97,6 @@ def _reliability(model, crit, args: argparse.Namespace, out: Path) -> dict:
 def _scores(args: argparse.Namespace, model, arch: str, criterion: str, params: dict) -> dict:
     """{conv: scores} from --scores CSV, else computed (and cached) with ``criterion`` on the probe options (the
     model checked against the data first when the criterion reads images)."""
-    from prunekit.criteria import criterion_class
-    from prunekit.criteria.scores import read_scores, score_model, to_tensors
 
     if args.scores:
         return read_scores(args.scores, model)
@@ -92,9 +108,6 @@ def _scores(args: argparse.Namespace, model, arch: str, criterion: str, params: 
 
 
 def plan(args: argparse.Namespace) -> int:
-    from prunekit.pruning.presets import get_preset
-    from prunekit.pruning.sensitivity import read_sensitivity
-    from prunekit.pruning.structure import estimate, structure
 
     preset = get_preset(args.preset)
     curves = read_sensitivity(args.sensitivity) if "sensitivity" in preset.needs and args.sensitivity else None
@@ -120,10 +133,6 @@ def plan(args: argparse.Namespace) -> int:
 
 
 def prune(args: argparse.Namespace) -> int:
-    from prunekit.data import held_out_set
-    from prunekit.defaults import LATENCY_BATCHES
-    from prunekit.pruning.plan import Plan
-    from prunekit.runs.records import list_runs, prune_run
 
     loaded = Plan.load(args.plan)
     if args.round_to is not None:
@@ -152,7 +161,6 @@ def prune(args: argparse.Namespace) -> int:
 def _recalibration(args: argparse.Namespace):
     """The training images BatchNorm statistics are recalibrated on; None with --no-recalibrate, or (said on
     stderr, and recorded as no recalibration) when the data set is not there."""
-    from prunekit.data import DataNotFoundError, load_arrays
 
     if args.no_recalibrate:
         return None
@@ -165,8 +173,6 @@ def _recalibration(args: argparse.Namespace):
 
 
 def sensitivity(args: argparse.Namespace) -> int:
-    from prunekit.data import held_out_set
-    from prunekit.pruning.sensitivity import sensitivity as curves
 
     model, arch, _, _ = load_model(args)
     check_data(args, model, arch, labels=True)
@@ -181,8 +187,6 @@ def sensitivity(args: argparse.Namespace) -> int:
 
 
 def register(sub) -> None:
-    from prunekit.criteria import list_criteria
-    from prunekit.defaults import HELD_OUT, SENSITIVITY
 
     s = sub.add_parser("score", help="score every filter of a model with a criterion; writes a CSV")
     add_model_args(s, required=True)
@@ -227,7 +231,6 @@ def register(sub) -> None:
 
 
 def _recalibration_arg(p: argparse.ArgumentParser) -> None:
-    from prunekit.defaults import RECALIBRATION
 
     p.add_argument("--no-recalibrate", action="store_true",
                    help=f"do not re-estimate the pruned models' BatchNorm statistics (by default on {RECALIBRATION.n} "
@@ -236,15 +239,15 @@ def _recalibration_arg(p: argparse.ArgumentParser) -> None:
 
 def add_latency_args(p: argparse.ArgumentParser, repeat: bool = True) -> None:
     """--no-latency, --runtimes (and --repeat): whether and where a run's latency is timed (prunekit.runs.runtimes)."""
-    from prunekit.defaults import LATENCY_REPEAT
-    from prunekit.runs.runtimes import RUNTIMES
 
     if repeat:
         p.add_argument("--repeat", type=int, default=LATENCY_REPEAT, help="timed runs per latency measurement")
     p.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
-    p.add_argument("--runtimes", nargs="+", choices=list(RUNTIMES), default=list(RUNTIMES),
-                   help="where latency is timed: PyTorch eager on the model's device, ONNX Runtime on the CPU "
-                        "(the model exported to ONNX and checked equal first; adds a few seconds). Default: both")
+    labels = runtime_labels()
+    p.add_argument("--runtimes", nargs="+", choices=list(labels), default=list(labels),
+                   help="where latency is timed: " + ", ".join(f"{name} ({label})" for name, label in labels.items())
+                   + " (ONNX Runtime: the model exported to ONNX and checked equal first; adds a few seconds). "
+                   "Default: every one")
 
 
 def add_round_to_arg(p: argparse.ArgumentParser, note: str, default: int | None = ROUND_TO) -> None:
@@ -258,7 +261,6 @@ def add_round_to_arg(p: argparse.ArgumentParser, note: str, default: int | None 
 
 def _register_plan(sub) -> None:
     """`plan`: the preset menu, each preset's knob and options, all from the preset registry."""
-    from prunekit.pruning.presets import BY, get_preset, list_presets
 
     presets = [get_preset(name) for name in list_presets()]
     p = sub.add_parser("plan", help="build a pruning plan with a preset; writes JSON and prints its estimate",
@@ -274,7 +276,7 @@ def _register_plan(sub) -> None:
         p.add_argument(f"--{param.name}", default=None, choices=param.choices,
                        help=f"{owner}: {param.doc} (default {param.default})")
     p.add_argument("--target", type=float, default=None, help="fraction of FLOPs (or params, --by) to remove")
-    p.add_argument("--by", default="flops", choices=BY)
+    p.add_argument("--by", default=TARGET_BY, choices=BY, help=f"what --target counts (default {TARGET_BY})")
     p.add_argument("--sensitivity", default=None, help="sensitivity: a CSV written by `sensitivity`")
     p.add_argument("--exclude", nargs="+", default=[], help="convs to leave unpruned (with their coupled group)")
     add_round_to_arg(p, "(a --target is solved on the rounded estimate)")
@@ -283,8 +285,6 @@ def _register_plan(sub) -> None:
 
 
 def sweep(args: argparse.Namespace) -> int:
-    from prunekit.data import held_out_set
-    from prunekit.runs.sweeps import SweepSpec, run_sweep
 
     spec = SweepSpec(criteria=tuple(args.criteria), targets=tuple(args.targets), preset=args.preset, by=args.by,
                      finetune_epochs=args.finetune_epochs, finetune_subset=args.finetune_subset,
@@ -302,20 +302,20 @@ def sweep(args: argparse.Namespace) -> int:
 
 
 def register_sweep(sub) -> None:
-    from prunekit.criteria import list_criteria
-    from prunekit.defaults import HELD_OUT
-    from prunekit.pruning.presets import BY, list_presets
 
     p = sub.add_parser("sweep", help="criteria x targets, each pruned, recalibrated and evaluated: accuracy-vs-FLOPs "
                        "curves (every point a run)")
     add_model_args(p)
     p.add_argument("--criteria", nargs="+", required=True, choices=list_criteria())
     p.add_argument("--targets", nargs="+", type=float, required=True, help="fractions of FLOPs (or --by params) to "
-                   "remove, e.g. 0.1 0.3 0.5 0.7")
-    p.add_argument("--preset", default="uniform", choices=list_presets(), help="the allocation (default uniform)")
-    p.add_argument("--by", default="flops", choices=BY)
-    p.add_argument("--finetune-epochs", type=int, default=0, help="a brief fine-tuning of every point (0: none)")
-    p.add_argument("--finetune-subset", type=int, default=0, help="training images per fine-tuning epoch (0: all)")
+                   f"remove, e.g. {' '.join(map(str, SWEEP.targets))}")
+    p.add_argument("--preset", default=SWEEP.preset, choices=list_presets(),
+                   help=f"the allocation (default {SWEEP.preset})")
+    p.add_argument("--by", default=TARGET_BY, choices=BY, help=f"what --targets count (default {TARGET_BY})")
+    p.add_argument("--finetune-epochs", type=int, default=SWEEP.finetune_epochs,
+                   help=f"a brief fine-tuning of every point (default {SWEEP.finetune_epochs}; 0: none)")
+    p.add_argument("--finetune-subset", type=int, default=SWEEP.finetune_subset,
+                   help=f"training images per fine-tuning epoch (default {SWEEP.finetune_subset}; 0: all)")
     add_round_to_arg(p, "(each target is solved on the rounded estimate)")
     add_latency_args(p, repeat=False)
     p.add_argument("--n", type=int, default=HELD_OUT.n, help=f"held-out test images (default {HELD_OUT.n})")

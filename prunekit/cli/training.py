@@ -18,6 +18,10 @@ from prunekit.cli.common import (
     emit,
     recipe_overrides,
 )
+from prunekit.data import resolve_splits
+from prunekit.distributed import distributed
+from prunekit.runs.finetune import finetune_config, finetune_run
+from prunekit.training.train import TrainConfig, train_new
 
 __all__ = ["register"]
 
@@ -26,9 +30,6 @@ TORCHRUN = ("Under torchrun (torchrun --nproc_per_node=N -m prunekit {cmd} ...) 
 
 
 def train(args: argparse.Namespace) -> int:
-    from prunekit.data import resolve_splits
-    from prunekit.distributed import distributed
-    from prunekit.training.train import TrainConfig, train_new
 
     with distributed(device(args)) as world:  # under torchrun: one rank of several (DDP); else a no-op
         config = TrainConfig(**recipe_overrides(args))
@@ -49,8 +50,6 @@ def train(args: argparse.Namespace) -> int:
 
 
 def finetune(args: argparse.Namespace) -> int:
-    from prunekit.distributed import distributed
-    from prunekit.runs.finetune import finetune_config, finetune_run
 
     with distributed(device(args)) as world:
         config = finetune_config(**recipe_overrides(args))
@@ -69,8 +68,6 @@ def finetune(args: argparse.Namespace) -> int:
 
 
 def register(sub) -> None:
-    from prunekit.runs.finetune import finetune_config
-    from prunekit.training.train import TrainConfig
 
     t = sub.add_parser("train", help="train a model from scratch on a 32x32 data set or an image folder",
                        description="Train a model (registered, torchvision:, timm: or factory:, its input size the "

@@ -25,13 +25,14 @@ import math
 import torch
 import torch.nn as nn
 
-from prunekit.errors import UserError
-from prunekit.criteria.hooks import capture
-from prunekit.models.layers import ConvLayer
-from prunekit.criteria.probe import Probe
 from prunekit.criteria.base import Criterion, Param, Scores, get_criterion, register_criterion
+from prunekit.criteria.hooks import capture
+from prunekit.criteria.probe import Probe
 from prunekit.criteria.stats import minmax
 from prunekit.criteria.streaming import Progress, model_device
+from prunekit.defaults import MAX_RATIO
+from prunekit.errors import UserError
+from prunekit.models.layers import ConvLayer
 
 __all__ = ["AFIE", "afie_entropy", "allocate_ratios", "conv_macs"]
 
@@ -51,7 +52,7 @@ def afie_entropy(weight: torch.Tensor) -> float:
 
 
 def allocate_ratios(
-    afie: dict[str, float], target: float, weights: dict[str, float], cap: float = 0.95
+    afie: dict[str, float], target: float, weights: dict[str, float], cap: float = MAX_RATIO
 ) -> dict[str, float]:
     """Per-layer pruning ratios lambda_l = min(cap, lambda_min * AFIE_max / AFIE_l) (cap where AFIE_l = 0),
     with lambda_min such that sum_l lambda_l w_l / sum_l w_l = target; ``weights`` w_l are the layers' filter
@@ -103,16 +104,16 @@ class AFIE(Criterion):
         "AFIE (Lu et al., arXiv 2208.06660, AAAI 2024, seed 004): a layer score. Established: entropy of the "
         "normalised spectrum of each layer's input-output matrix. Reconstructed: kernel-averaged weight matrix, "
         "min-max scaled singular values (all equal within round-off: uniform, K = ln n), softmax, entropy / C_out; "
-        "ratios lambda_l = lambda_min * AFIE_max / AFIE_l (cap 0.95) meeting the target by filters or FLOPs; "
+        f"ratios lambda_l = lambda_min * AFIE_max / AFIE_l (cap {MAX_RATIO}) meeting the target by filters or FLOPs; "
         "filters inside a layer ranked by 'within' (default L1). Data-free. AFIE depends mostly on layer shape "
         "(K_l ~ ln min(C_in, C_out))."
     )
     params = (
         Param("target", 0.5, "global fraction to prune (of filters, or of conv FLOPs)", low=0.0, open_low=True,
-              high=0.95),
+              high=MAX_RATIO),
         Param("by", "filters", "what the target counts", choices=("filters", "flops")),
         Param("within", "l1", "data-free criterion ranking the filters inside a layer", choices=WITHIN),
-        Param("cap", 0.95, "largest ratio of one layer", low=0.0, high=1.0, open_low=True, open_high=True),
+        Param("cap", MAX_RATIO, "largest ratio of one layer", low=0.0, high=1.0, open_low=True, open_high=True),
         Param("image_size", 32, "input side for the FLOPs of by='flops'", low=8, high=4096),
     )
 

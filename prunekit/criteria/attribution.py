@@ -13,10 +13,10 @@ import torch
 import torch.nn as nn
 from captum.attr import LayerGradientXActivation
 
-from prunekit.models.layers import ConvLayer
-from prunekit.criteria.probe import Probe
 from prunekit.criteria.base import Criterion, Param, Scores, register_criterion
+from prunekit.criteria.probe import Probe
 from prunekit.criteria.streaming import Progress, Ticker, model_device
+from prunekit.models.layers import ConvLayer
 
 __all__ = ["GradXActivation"]
 

@@ -18,13 +18,13 @@ from typing import Any, ClassVar
 import torch
 import torch.nn as nn
 
-from prunekit.errors import UserError
 from prunekit.criteria.hooks import eval_mode
+from prunekit.criteria.probe import Probe, as_probe
+from prunekit.criteria.streaming import Progress, no_progress
+from prunekit.errors import UserError
 from prunekit.models.layers import ConvLayer, select_layers
 from prunekit.params import Param
-from prunekit.criteria.probe import Probe, as_probe
 from prunekit.registry import Registry
-from prunekit.criteria.streaming import Progress, no_progress
 
 __all__ = [
     "Param", "Criterion", "LayerwiseCriterion", "Scores", "register_criterion", "list_criteria", "get_criterion",
@@ -136,7 +136,7 @@ class LayerwiseCriterion(Criterion):
         raise NotImplementedError
 
 
-_REGISTRY: Registry[Criterion] = Registry("criterion", "criteria")
+_REGISTRY: Registry[type[Criterion]] = Registry("criterion", "criteria")
 
 
 def register_criterion(cls: type[Criterion]) -> type[Criterion]:
@@ -151,14 +151,14 @@ def list_criteria() -> list[str]:
     order = {name: i for i, name in enumerate(names)}
 
     def key(n: str) -> tuple:
-        seed = _REGISTRY.cls(n).seed_doc
+        seed = _REGISTRY.get(n).seed_doc
         return seed is None, seed or 0, order[n]
     return sorted(names, key=key)
 
 
 def criterion_class(name: str) -> type[Criterion]:
     """The class registered as ``name``; :class:`~prunekit.errors.UnknownNameError` listing the known names."""
-    return _REGISTRY.cls(name, list_criteria())
+    return _REGISTRY.get(name, list_criteria())
 
 
 def get_criterion(name: str, **params: Any) -> Criterion:

@@ -30,11 +30,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from prunekit.criteria.hooks import capture, gate
-from prunekit.models.layers import ConvLayer
-from prunekit.criteria.probe import Batch, Probe
 from prunekit.criteria.base import Criterion, Param, Scores, register_criterion
+from prunekit.criteria.hooks import capture, gate
+from prunekit.criteria.probe import Batch, Probe
 from prunekit.criteria.streaming import Progress, Ticker, model_device, per_image_mean
+from prunekit.models.layers import ConvLayer
 
 __all__ = ["Taylor", "HRank", "CHIP", "chip_scores"]
 

@@ -26,11 +26,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from prunekit.criteria.hooks import gate
-from prunekit.models.layers import ConvLayer
-from prunekit.criteria.probe import Probe
 from prunekit.criteria.base import Criterion, Param, Scores, register_criterion
+from prunekit.criteria.hooks import gate
+from prunekit.criteria.probe import Probe
 from prunekit.criteria.streaming import Progress, model_device
+from prunekit.models.layers import ConvLayer
 
 __all__ = ["LinearEnsembles", "AdditiveFit", "fit_additive"]
 

@@ -33,14 +33,14 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from prunekit.errors import UserError
-from prunekit.criteria.hooks import eval_mode
-from prunekit.models.layers import READS, ConvLayer
-from prunekit.criteria.probe import Batch, Probe
 from prunekit.criteria.base import Criterion, Param, Scores, register_criterion
 from prunekit.criteria.histograms import GapCounts, PooledCounts
+from prunekit.criteria.hooks import eval_mode
+from prunekit.criteria.probe import Batch, Probe
 from prunekit.criteria.stats import entropy
 from prunekit.criteria.streaming import Progress, Ticker, per_image_mean, stream
+from prunekit.errors import UserError
+from prunekit.models.layers import READS, ConvLayer
 
 __all__ = ["SFMEntropy", "Histogram", "value_histograms"]
 

@@ -14,9 +14,9 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from prunekit.models.layers import ConvLayer
 from prunekit.criteria.base import LayerwiseCriterion, Param, register_criterion
 from prunekit.criteria.stats import bin_counts, entropy, minmax
+from prunekit.models.layers import ConvLayer
 
 __all__ = ["Capacity", "Independence", "Information", "abs_pearson", "capacity", "independence"]
 

@@ -32,10 +32,10 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from prunekit.models.layers import ConvLayer
-from prunekit.criteria.probe import Batch, Probe
 from prunekit.criteria.base import Criterion, Param, Scores, register_criterion
+from prunekit.criteria.probe import Batch, Probe
 from prunekit.criteria.streaming import Progress, Ticker, stream
+from prunekit.models.layers import ConvLayer
 
 __all__ = ["MapEX", "box_masks", "expanded_boxes"]
 

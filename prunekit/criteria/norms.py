@@ -9,9 +9,9 @@ import zlib
 import torch
 import torch.nn as nn
 
+from prunekit.criteria.base import LayerwiseCriterion, Param, register_criterion
 from prunekit.errors import UserError
 from prunekit.models.layers import ConvLayer
-from prunekit.criteria.base import LayerwiseCriterion, Param, register_criterion
 
 __all__ = ["L1Norm", "L2Norm", "FPGM", "BNScale", "RandomScores", "fpgm"]
 

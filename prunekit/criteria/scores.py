@@ -23,12 +23,12 @@ import torch
 import torch.nn as nn
 
 from prunekit.criteria import Criterion, Scores, as_criterion, get_criterion
+from prunekit.criteria.probe import ProbeSpec, as_probe
 from prunekit.criteria.streaming import Progress
 from prunekit.data import cache_dir
 from prunekit.errors import DataNotFoundError, UserError
 from prunekit.files import write_text_atomic
 from prunekit.models.layers import ConvLayer, select_layers
-from prunekit.criteria.probe import ProbeSpec, as_probe
 
 __all__ = ["score", "score_model", "read_scores", "to_frame", "to_tensors", "weights_hash", "COLUMNS"]
 
@@ -76,14 +76,29 @@ def score(
     progress: Progress | None = None,
     **params: Any,
 ) -> pd.DataFrame | None:
-    """Score the filters of ``layers`` (default: every conv) of ``model`` with ``criterion``.
+    """Score the filters of ``layers`` (default: every conv) of ``model`` with ``criterion``: the entry point.
+    :meth:`Criterion.score` is the step below it (a dict of tensors, no cache); :func:`score_model` is what the
+    command line, the jobs and the dashboard call (a named probe set, a fallback criterion).
 
-    criterion: a registered name (``params`` are its parameters) or a built :class:`Criterion`.
-    probe: for data-driven criteria, anything :func:`prunekit.criteria.probe.as_probe` accepts; ignored otherwise.
-    cache: read and write ``cache_dir()/scores``. compute: False returns None instead of computing what is not
-    cached. progress: ``progress(done, total)`` while computing.
-    Returns the tidy DataFrame (:data:`COLUMNS`); ``attrs`` holds the criterion's name, parameters and
+    Args:
+        model: the model (not modified); a conv with C_out filters gets C_out scores.
+        criterion: a registered name (:func:`prunekit.list_criteria`; ``params`` are its parameters) or a built
+            :class:`Criterion`.
+        layers: convs (names or :class:`~prunekit.models.layers.ConvLayer`), default every conv.
+        probe: for data-driven criteria, images (N, C, H, W): an :class:`~prunekit.data.ArraySet`, a
+            :class:`~prunekit.data.BoxProbeSet`, a :class:`~prunekit.criteria.probe.Probe` or (x, y) batches;
+            ignored by weight-only criteria (l1, fpgm, ...).
+        cache: read and write ``cache_dir()/scores``. compute: False returns None instead of computing what is not
+            cached. progress: ``progress(done, total)`` while computing.
+
+    Returns: the tidy DataFrame, one row per filter (sum of C_out over the layers), columns layer, filter, criterion,
+    score, rank (1 = the most important in its layer); ``attrs`` holds the criterion's name, parameters and
     diagnostics (``info``), the cache ``key`` and whether the result was ``cached``.
+
+    >>> df = score(build_model("resnet20"), "l1")       # weight-only: no images needed
+    >>> len(df), df["layer"].nunique()                  # ResNet-20's 688 filters in 19 convs
+    (688, 19)
+    >>> score(model, "sfm_entropy", probe=load_arrays("cifar10", "train").subset(256))
     """
     crit = as_criterion(criterion, params, "score")
     chosen = select_layers(model, layers)
@@ -131,22 +146,28 @@ def score_model(
     allow_slow: bool = True,
     cache: bool = True,
     progress: Progress | None = None,
+    unfit: str | None = None,
 ) -> pd.DataFrame:
     """The filters of ``layers`` (default: every conv) of ``model`` scored by ``criterion`` with ``params``, on the
     probe set ``probe`` names: the one
-    path the command line, the jobs and the dashboard score through (same request, same cache entry).
+    path the command line, the jobs and the dashboard score through (same request, same cache entry). From Python,
+    :func:`score` is the entry point (any probe images, no fallback).
 
     fallback: a data-free criterion to use instead when ``criterion`` cannot run here (it reads images and there
-    are none, or it is ``slow``, not cached and ``allow_slow`` is False); None raises instead
-    (DataNotFoundError). The table's ``attrs`` add ``requested`` (the criterion asked for) and ``fallback`` (None,
-    or why another criterion's scores came back: show it to the user).
+    are none, or the model cannot take them, or it is ``slow``, not cached and ``allow_slow`` is False); None raises
+    instead (DataNotFoundError without images, else UserError). unfit: why the model cannot take the probe's images
+    (None: it can). The table's ``attrs`` add ``requested`` (the criterion asked for) and ``fallback`` (None, or
+    why another criterion's scores came back, ending "The filters are ranked by <fallback> instead.": show it to
+    the user).
     """
     crit = get_criterion(criterion, **(params or {}))
     try:
-        data = _probe_for(crit, probe)
-        df = score(model, crit, layers, data, cache=cache, progress=progress,
-                   compute=allow_slow or not crit.slow)
-        why = None if df is not None else f"{criterion} takes minutes and was not started here (score it first)"
+        if unfit and crit.needs_data:
+            df, why = None, f"{criterion} reads {probe.dataset if probe else 'probe'} images, and {unfit}"
+        else:
+            df = score(model, crit, layers, _probe_for(crit, probe), cache=cache, progress=progress,
+                       compute=allow_slow or not crit.slow)
+            why = None if df is not None else f"{criterion} takes minutes and was not started here (score it first)"
     except DataNotFoundError as exc:
         if fallback is None:
             raise

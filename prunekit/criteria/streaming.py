@@ -7,8 +7,8 @@ import torch
 import torch.nn as nn
 
 from prunekit.criteria.hooks import capture
-from prunekit.models.layers import ConvLayer
 from prunekit.criteria.probe import Batch, Probe
+from prunekit.models.layers import ConvLayer
 
 __all__ = ["Progress", "no_progress", "Ticker", "model_device", "stream", "per_image_mean"]
 

@@ -6,7 +6,6 @@ DataLoader for image folders) and box-labelled probe sets for Map-EX (:mod:`.box
 >>> splits = resolve_splits(DataRequest(name="cifar10", subset=5000), seed=0)
 >>> loader = DeviceLoader(splits.train, 128, train=True, device="cuda")
 """
-from prunekit.errors import DataNotFoundError
 from prunekit.data.boxes import BoxProbeSet, load_box_probe, make_box_probe, save_box_probe
 from prunekit.data.loaders import DeviceLoader, FolderLoader, TrainLoader, batch_crop, make_loaders
 from prunekit.data.sets import (
@@ -28,6 +27,7 @@ from prunekit.data.sets import (
     subset,
 )
 from prunekit.data.splits import DataRequest, Splits, classes_of, held_out_set, resolve_splits
+from prunekit.errors import DataNotFoundError
 
 __all__ = [
     "ArraySet", "BoxProbeSet", "CIFAR10_CLASSES", "DataNotFoundError", "DataRequest", "DeviceLoader", "FolderLoader",

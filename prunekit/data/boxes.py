@@ -10,9 +10,10 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image, UnidentifiedImageError
 
-from prunekit.errors import DataNotFoundError, UserError
 from prunekit.data.sets import ArraySet
+from prunekit.errors import DataNotFoundError, UserError
 
 __all__ = ["BoxProbeSet", "load_box_probe", "make_box_probe", "save_box_probe"]
 
@@ -86,7 +87,6 @@ def make_box_probe(
 
 def save_box_probe(probe: BoxProbeSet, folder: str | os.PathLike) -> Path:
     """Write the box-labelled format: PNG images plus ``boxes.csv`` (file,x0,y0,x1,y1,label; one row per box)."""
-    from PIL import Image
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -105,7 +105,6 @@ def load_box_probe(folder: str | os.PathLike, *, size: int | None = None) -> Box
     """Read a folder of images with ``boxes.csv`` (columns file,x0,y0,x1,y1[,label]; pixel corners, x1/y1
     exclusive). Images are resized to ``size`` x ``size`` (boxes scaled alike); without ``size`` they must
     all be square and of one size. Errors name the file and the row at fault."""
-    from PIL import Image, UnidentifiedImageError
 
     folder = Path(folder)
     table = folder / "boxes.csv"

@@ -10,19 +10,22 @@ from typing import Protocol
 
 import torch
 import torch.nn.functional as F
+from torch.utils.data import DataLoader, DistributedSampler
 
-from prunekit.errors import UserError
 from prunekit.data.sets import ArraySet
+from prunekit.defaults import EVAL_BATCH, TRAIN_BATCH
+from prunekit.errors import UserError
 
 __all__ = ["DeviceLoader", "FolderLoader", "TrainLoader", "batch_crop", "make_loaders"]
 
 def make_loaders(train, test, batch_size: int, *, device: str | torch.device, seed: int = 0,
                  num_workers: int | None = None) -> tuple[TrainLoader, TrainLoader]:
-    """(training, test) loaders of two :class:`ArraySet` (:class:`DeviceLoader`, test batches of 500) or two
-    map-style datasets (:class:`FolderLoader` with ``num_workers``, test batches of ``batch_size``)."""
+    """(training, test) loaders of two :class:`ArraySet` (:class:`DeviceLoader`, test batches of
+    :data:`prunekit.defaults.EVAL_BATCH`) or two map-style datasets (:class:`FolderLoader` with ``num_workers``,
+    test batches of ``batch_size``)."""
     if isinstance(train, ArraySet):
         return (DeviceLoader(train, batch_size, train=True, device=device, seed=seed),
-                DeviceLoader(test, 500, train=False, device=device))
+                DeviceLoader(test, EVAL_BATCH, train=False, device=device))
     return (FolderLoader(train, batch_size, train=True, device=device, seed=seed, num_workers=num_workers),
             FolderLoader(test, batch_size, train=False, device=device, num_workers=num_workers))
 
@@ -63,7 +66,6 @@ class _Epochs:
         """Iterate only rank ``rank``'s share (1/num_replicas, the same size on every rank) of each epoch's
         shuffled images, by a :class:`~torch.utils.data.DistributedSampler` seeded with ``seed``; the augmentation
         draws from ``generator`` reseeded with ``seed + rank``. Returns the loader itself."""
-        from torch.utils.data import DistributedSampler
 
         if not self.train:
             raise UserError("only a training loader is sharded")
@@ -98,7 +100,7 @@ class FolderLoader(_Epochs):
     def __init__(
         self,
         dataset: torch.utils.data.Dataset,
-        batch_size: int = 128,
+        batch_size: int = TRAIN_BATCH,
         *,
         train: bool,
         device: str | torch.device = "cpu",
@@ -118,7 +120,6 @@ class FolderLoader(_Epochs):
         return len(self.dataset)
 
     def __iter__(self):
-        from torch.utils.data import DataLoader
 
         cuda = self.device.type == "cuda"
         loader = DataLoader(self.dataset, self.batch_size, shuffle=self.train and self.sampler is None,
@@ -159,7 +160,7 @@ class DeviceLoader(_Epochs):
     def __init__(
         self,
         data: ArraySet,
-        batch_size: int = 128,
+        batch_size: int = TRAIN_BATCH,
         *,
         train: bool,
         device: str | torch.device = "cpu",

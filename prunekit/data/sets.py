@@ -23,7 +23,11 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+import torchvision
+from PIL import Image, UnidentifiedImageError
+from torchvision.transforms import v2
 
+from prunekit.defaults import FOLDER_IMAGE_SIDE
 from prunekit.errors import DataNotFoundError, UnknownNameError, UserError
 
 __all__ = ["ArraySet", "CIFAR10_CLASSES", "ImageFileError", "JPEG_ARCHIVE", "cache_dir", "check_images", "data_root",
@@ -222,7 +226,6 @@ def _cached_jpeg_arrays(source: Path, split: str) -> tuple[torch.Tensor, torch.T
 
 def _decode_jpeg_copy(source: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     """-> images uint8 (N, 3, 32, 32), labels int64 (N,), files sorted by class then name."""
-    from PIL import Image
 
     entries: list[tuple[str, str, bytes]] = []  # (class, file name, bytes)
     if source.is_file():
@@ -257,7 +260,6 @@ def _decode_jpeg_copy(source: Path, split: str) -> tuple[np.ndarray, np.ndarray]
 
 
 def _torchvision_arrays(name: str, spec: _Spec, root: Path, split: str, download: bool):
-    import torchvision
 
     cls = getattr(torchvision.datasets, spec.torchvision_class)
     try:
@@ -297,7 +299,6 @@ _DAMAGED = (OSError, SyntaxError, ValueError)  # PIL's UnidentifiedImageError an
 
 def _why(exc: Exception) -> str:
     """What PIL says about a file it cannot read, without the file's name (the message says it already)."""
-    from PIL import UnidentifiedImageError
 
     return "not an image format PIL knows" if isinstance(exc, UnidentifiedImageError) else \
         f"{str(exc).strip() or type(exc).__name__}"
@@ -305,7 +306,6 @@ def _why(exc: Exception) -> str:
 
 def load_image(path: str):
     """An image file as RGB (the ImageFolder loader); ImageFileError naming the file when it cannot be decoded."""
-    from PIL import Image
 
     try:
         with open(path, "rb") as fh:
@@ -319,7 +319,6 @@ def load_image(path: str):
 def check_images(files: list[str], folder: str | os.PathLike) -> None:
     """Open every file and check its header (PIL's ``verify``: cheap, no decoding); ImageFileError naming the ones
     that are not readable images, before any work starts."""
-    from PIL import Image
 
     bad = []
     for file in files:
@@ -334,13 +333,11 @@ def check_images(files: list[str], folder: str | os.PathLike) -> None:
                              "replace them, then start again")
 
 
-def folder_dataset(path: str | os.PathLike, *, train: bool, image_size: int = 224):
+def folder_dataset(path: str | os.PathLike, *, train: bool, image_size: int = FOLDER_IMAGE_SIDE):
     """Any ImageFolder tree (``path/<class>/*.jpg``, e.g. ImageNet-100's train/ or val/) as a torchvision
     dataset with the standard ImageNet transforms: items (float (3, S, S), int label). Every image's header is
     checked first (:func:`check_images`); an image that fails to decode later raises :class:`ImageFileError`
     naming it."""
-    import torchvision
-    from torchvision.transforms import v2
 
     path = Path(path)
     if not path.is_dir():
@@ -359,7 +356,7 @@ def folder_dataset(path: str | os.PathLike, *, train: bool, image_size: int = 22
     return dataset
 
 
-def folder_splits(folder: str | os.PathLike, *, image_size: int = 224):
+def folder_splits(folder: str | os.PathLike, *, image_size: int = FOLDER_IMAGE_SIDE):
     """(train, val) :func:`folder_dataset` of ``folder/train`` and ``folder/val`` (ImageFolder trees with the same
     class folders), at ``image_size`` x ``image_size``."""
     folder = Path(folder)

@@ -12,9 +12,9 @@ from typing import Any
 import torch
 
 from prunekit import distributed as dist_util
-from prunekit.defaults import HELD_OUT
-from prunekit.errors import UserError
 from prunekit.data.sets import ArraySet, folder_splits, image_size, load_arrays, subset
+from prunekit.defaults import FOLDER_IMAGE_SIDE, HELD_OUT
+from prunekit.errors import UserError
 
 __all__ = ["DataRequest", "Splits", "classes_of", "held_out_set", "resolve_splits"]
 
@@ -30,7 +30,7 @@ class DataRequest:
     name: str | None = None
     root: str | os.PathLike | None = None
     folder: str | os.PathLike | None = None
-    image_size: int = 224
+    image_size: int = FOLDER_IMAGE_SIDE
     workers: int | None = None
     subset: int = 0
     test_subset: int = 0
@@ -51,7 +51,7 @@ class DataRequest:
         workers, subset, test_subset; ``data`` defaults to ``default_name`` unless a folder is given."""
         folder = args.get("folder") or None
         return cls(name=None if folder else (args.get("data") or default_name), root=args.get("data_root"),
-                   folder=folder, image_size=int(args.get("image_size") or 224), workers=args.get("workers"),
+                   folder=folder, image_size=int(args.get("image_size") or FOLDER_IMAGE_SIDE), workers=args.get("workers"),
                    subset=int(args.get("subset") or 0), test_subset=int(args.get("test_subset") or 0))
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import pickletools
 import re
 import zipfile
 from pathlib import Path
@@ -20,9 +21,11 @@ from typing import Any
 
 import torch
 import torch.nn as nn
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 
 from prunekit.errors import UserError
-from prunekit.models.zoo import build_model
+from prunekit.models.zoo import build_model, model_info
 
 __all__ = ["DEFAULT_CHECKPOINT", "EARLY_CHECKPOINT", "CheckpointError", "save_checkpoint", "load_checkpoint",
            "read_checkpoint", "conform_to_state_dict"]
@@ -54,7 +57,6 @@ def save_checkpoint(
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     if path.suffix == ".safetensors":
-        from safetensors.torch import save_file
 
         save_file(state, str(tmp), metadata={"prunekit": json.dumps(header)})
     else:
@@ -152,7 +154,6 @@ def _unpickling_error(path: Path, head: bytes, exc: pickle.UnpicklingError) -> C
 def _pickle_globals(path: Path) -> list[str] | None:
     """The classes and functions a pickle would import (read with :mod:`pickletools`, nothing is run), or None
     when it is not a whole pickle."""
-    import pickletools
 
     names, strings = [], []
     try:
@@ -170,7 +171,6 @@ def _pickle_globals(path: Path) -> list[str] | None:
 
 
 def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    from safetensors import SafetensorError, safe_open
 
     try:
         with safe_open(str(path), framework="pt") as f:
@@ -232,7 +232,6 @@ def load_checkpoint(
 
 
 def _input_size(arch: str) -> tuple[int, int, int]:
-    from prunekit.models.zoo import model_info
 
     return model_info(arch).input_size
 

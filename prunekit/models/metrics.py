@@ -17,14 +17,19 @@ import statistics
 import time
 from collections.abc import Iterable
 
+import pandas as pd
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+import torch_pruning as tp
+from torch.utils.flop_counter import FlopCounterMode
 
+from prunekit.data import ArraySet, DeviceLoader
+from prunekit.defaults import EVAL_BATCH
 from prunekit.errors import UserError
 
-__all__ = ["best_device", "evaluate", "count_macs", "count_ops_tp", "latency_ms", "layer_table", "output_shapes",
-           "steady_allocator", "MMAP_THRESHOLD", "TRIM_THRESHOLD"]
+__all__ = ["best_device", "evaluate", "held_out_accuracy", "count_macs", "count_ops_tp", "latency_ms", "layer_table",
+           "output_shapes", "steady_allocator", "MMAP_THRESHOLD", "TRIM_THRESHOLD"]
 
 MMAP_THRESHOLD = 64 << 20  # bytes: blocks below it come from the heap, above it from mmap; fixed, not dynamic
 TRIM_THRESHOLD = 128 << 20  # bytes of free heap top kept rather than returned to the system (2 x, as glibc's rule)
@@ -85,6 +90,12 @@ def evaluate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tenso
     return {"accuracy": 100.0 * correct / n, "loss": loss_sum / n, "n": n}
 
 
+def held_out_accuracy(model: nn.Module, images: ArraySet, *, batch_size: int = EVAL_BATCH) -> dict[str, float]:
+    """:func:`evaluate` of ``model`` on held-out ``images`` (uint8 (N, C, H, W) with labels (N,)), in order and
+    without augmentation, in batches of ``batch_size`` on the model's device. -> accuracy (%), loss, n (= N)."""
+    return evaluate(model, DeviceLoader(images, batch_size, train=False, device=next(model.parameters()).device))
+
+
 def count_macs(model: nn.Module, input_size: tuple[int, int, int]) -> int:
     """Multiply-accumulates of one forward pass on a (1, *input_size) input, counted by
     ``torch.utils.flop_counter`` (conv and linear layers; FLOPs = 2 x MACs)."""
@@ -94,7 +105,6 @@ def count_macs(model: nn.Module, input_size: tuple[int, int, int]) -> int:
 def count_ops_tp(model: nn.Module, input_size: tuple[int, int, int]) -> tuple[int, int]:
     """(MACs, params) of one (1, *input_size) forward pass by Torch-Pruning's counter
     (``tp.utils.count_ops_and_params``), which also counts BN, activations and pooling."""
-    import torch_pruning as tp
 
     device = next(model.parameters()).device
     macs, params = tp.utils.count_ops_and_params(model, torch.zeros(1, *input_size, device=device))
@@ -133,7 +143,6 @@ def latency_ms(model: nn.Module, input_size: tuple[int, int, int], batch_size: i
 def layer_table(model: nn.Module, input_size: tuple[int, int, int]):
     """One row per conv / linear layer: name, type, in/out channels, kernel, stride, groups, output size,
     params and MACs (from ``torch.utils.flop_counter``) -> pandas DataFrame in forward order."""
-    import pandas as pd
 
     flops = _flop_counts(model, input_size)
     shapes = output_shapes(model, input_size)
@@ -191,7 +200,6 @@ def _forward_zeros(model: nn.Module, input_size: tuple[int, int, int]) -> None:
 
 
 def _flop_counts(model: nn.Module, input_size: tuple[int, int, int]) -> dict[str, int]:
-    from torch.utils.flop_counter import FlopCounterMode
 
     with FlopCounterMode(display=False, depth=None) as counter:
         _forward_zeros(model, input_size)

@@ -1,28 +1,25 @@
-"""Models beyond the registry, named by one scheme everywhere an architecture is named (checkpoint headers, run
-manifests, the command line's --model, the dashboard):
+"""Model sources: every way to name a model, one registry entry each, named by one scheme everywhere an
+architecture is named (checkpoint headers, run manifests, the command line's --model, the dashboard):
 
-- ``torchvision:<name>``: a torchvision classification model (``torchvision.models.list_models``);
-- ``timm:<name>``: a timm model (``timm.list_models()``);
-- ``factory:<package.module>:<function>``: your own ``function(num_classes: int) -> nn.Module``. Its code is
-  imported only when you name it when starting (:func:`enable_factory`: the command line's ``--factory``, the
-  dashboard's ``streamlit run app.py -- --factory``, or ``$PRUNEKIT_FACTORY``), never because a file names it.
-  The function may carry an ``input_size`` attribute (C, H, W) and take a ``pretrained`` argument.
+- a bare name: a model registered with :func:`prunekit.models.source_registered.register_model` (``resnet20``);
+- ``torchvision:<name>``: a torchvision classification model (:mod:`prunekit.models.source_torchvision`);
+- ``timm:<name>``: a timm model (:mod:`prunekit.models.source_timm`);
+- ``factory:<package.module>:<function>``: your own ``function(num_classes: int) -> nn.Module``, imported only
+  when you name it when starting (:mod:`prunekit.models.source_factory`).
 
-A suffix ``@<side>`` or ``@<H>x<W>`` fixes the input size (``torchvision:densenet121@32``); without it:
-torchvision 224x224, timm its pretrained config's ``input_size``, a factory its ``input_size`` attribute or
-224x224. A registered name takes the suffix too (``resnet18@32``). The size is part of the name, so
-:func:`prunekit.models.zoo.model_info` answers it for everything downstream (structure, latency, checkpoints, runs).
+A suffix ``@<side>`` or ``@<H>x<W>`` fixes the input size (``torchvision:densenet121@32``); without it each source
+says (torchvision 224x224, timm its pretrained config's ``input_size``, a factory its ``input_size`` attribute or
+224x224). The size is part of the name, so :func:`prunekit.models.zoo.model_info` answers it for everything
+downstream (structure, latency, checkpoints, runs).
+
+A source is a :class:`ModelSource` subclass registered with :func:`register_source`; it answers its catalogue,
+whether a name is known, a model's input size and description, and builds one (-> (module, weights note)).
 
 >>> parse_spec("torchvision:densenet121@32")    # ModelSpec(source='torchvision', name='densenet121', size=(32, 32))
 >>> model_catalog("timm", "regnet")             # ['timm:regnetv_040', ..., 'timm:regnetz_e8']
->>> enable_factory("mypkg.nets:tiny_cnn")       # imports mypkg.nets now; "factory:mypkg.nets:tiny_cnn" builds
 """
 from __future__ import annotations
 
-import difflib
-import importlib
-import inspect
-import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,23 +28,19 @@ import torch.nn as nn
 
 from prunekit.defaults import SOURCE_INPUT_SIDE
 from prunekit.errors import UnknownNameError, UserError
+from prunekit.registry import Registry, close_matches
 
-__all__ = ["SOURCES", "FACTORY_ENV", "ModelSpec", "parse_spec", "model_catalog", "enable_factory",
-           "enable_factories", "enabled_factories", "source_input_size", "source_description", "create_source_model",
-           "close_matches", "check_known", "RANDOM_INIT"]
+__all__ = ["ModelSource", "ModelSpec", "ModelInfo", "BuiltModel", "register_source", "get_source", "source_names",
+           "parse_spec", "model_catalog", "try_download", "first_line", "RANDOM_INIT"]
 
-SOURCES = ("torchvision", "timm", "factory")
-FACTORY_ENV = "PRUNEKIT_FACTORY"  # comma-separated package.module:function names enabled at start
 RANDOM_INIT = "random initialisation"
 _SIZE = re.compile(r"^(\d+)(?:x(\d+))?$")
-_FACTORY = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*$")
-_FACTORIES: dict[str, Callable[..., nn.Module]] = {}  # "package.module:function" -> the function
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """A parsed model name: ``source`` ("registry", "torchvision", "timm" or "factory"), ``name`` within it (a
-    factory's "package.module:function") and ``size`` (H, W) from an ``@`` suffix, else None."""
+    """A parsed model name: ``source`` (a registered source's name: "registry", "torchvision", ...), ``name``
+    within it (a factory's "package.module:function") and ``size`` (H, W) from an ``@`` suffix, else None."""
 
     source: str
     name: str
@@ -55,8 +48,8 @@ class ModelSpec:
 
     @property
     def base(self) -> str:
-        """The name without its size suffix: "torchvision:densenet121"."""
-        return self.name if self.source == "registry" else f"{self.source}:{self.name}"
+        """The name without its size suffix: "torchvision:densenet121" (a registered name: bare)."""
+        return get_source(self.source).full_name(self.name)
 
     def __str__(self) -> str:
         if self.size is None:
@@ -65,9 +58,112 @@ class ModelSpec:
         return f"{self.base}@{h}" if h == w else f"{self.base}@{h}x{w}"
 
 
+@dataclass(frozen=True)
+class ModelInfo:
+    """Metadata of a model name: ``builder(num_classes=..., **kwargs) -> nn.Module`` (random weights),
+    ``input_size`` (C, H, W) it is meant for, ``family`` ("cifar-resnet", ..., "torchvision", "timm", "factory"),
+    a one-line ``description`` and its ``source`` (the name of its :class:`ModelSource`)."""
+
+    name: str
+    builder: Callable[..., nn.Module]
+    input_size: tuple[int, int, int]  # (C, H, W) the model is meant for
+    family: str
+    description: str
+    source: str = "registry"
+
+
+@dataclass
+class BuiltModel:
+    """A freshly built model and ``weights``: how its weights were initialised, in words ("random
+    initialisation", "pretrained: ...", or why pretrained weights were asked for and not loaded)."""
+
+    model: nn.Module
+    weights: str
+
+
+class ModelSource:
+    """One way to name models. ``name``: the source's name (its models are "<name>:<model>", unless ``prefixed``
+    is False: the registered names are bare); ``form``: how its models are named, for messages."""
+
+    name: str = ""
+    form: str = ""
+    prefixed: bool = True
+
+    def catalogue(self) -> list[str]:
+        """The names of its models (without the source's prefix), sorted."""
+        raise NotImplementedError
+
+    def build(self, spec: ModelSpec, num_classes: int, pretrained: bool = False, **kwargs) -> tuple[nn.Module, str]:
+        """``spec``'s model with ``num_classes`` outputs -> (module, how its weights were initialised:
+        :data:`RANDOM_INIT`, "pretrained: ...", or why pretrained weights were asked for and not loaded)."""
+        raise NotImplementedError
+
+    def description(self, spec: ModelSpec) -> str:
+        """A one-line description of ``spec``'s model: "torchvision: ResNet-18 from Deep Residual..."."""
+        return f"{self.name}: {spec.name}"
+
+    def default_size(self, spec: ModelSpec) -> tuple[int, int, int]:
+        """(C, H, W) the model takes without an ``@`` size."""
+        return 3, SOURCE_INPUT_SIDE, SOURCE_INPUT_SIDE
+
+    def family(self, spec: ModelSpec) -> str:
+        return self.name
+
+    def check_name(self, spec_text: str, name: str) -> None:
+        """UserError when ``name`` (the part after the prefix of ``spec_text``) is malformed."""
+        if not name:
+            raise UserError(f"model {spec_text!r} names no {self.name} model; list them with "
+                            f"`python -m prunekit models --source {self.name}`")
+
+    def check_known(self, spec: ModelSpec) -> None:
+        """UnknownNameError, with the close matches, when the source has no model ``spec.name``."""
+        known = self.catalogue()
+        if spec.name in known:
+            return
+        near = close_matches(spec.name, known)
+        hint = f"; did you mean {', '.join(self.full_name(n) for n in near)}?" if near else ""
+        raise UnknownNameError(f"unknown {self.name} model {spec.name!r}{hint} List them with `python -m prunekit "
+                               f"models --source {self.name} --search <text>`")
+
+    def input_size(self, spec: ModelSpec) -> tuple[int, int, int]:
+        """(C, H, W): the ``@`` size, else :meth:`default_size`'s."""
+        channels, h, w = self.default_size(spec)
+        if spec.size is not None:
+            h, w = spec.size
+        return int(channels), int(h), int(w)
+
+    def full_name(self, name: str) -> str:
+        """"densenet121" -> "torchvision:densenet121" (bare when the source is not ``prefixed``)."""
+        return f"{self.name}:{name}" if self.prefixed else name
+
+    def listing(self, search: str = "") -> list[str]:
+        """The lines ``python -m prunekit models --source <name>`` prints: the full names containing ``search``."""
+        return model_catalog(self.name, search)
+
+
+_SOURCES: Registry[type[ModelSource]] = Registry("model source")
+
+
+def register_source(cls: type[ModelSource]) -> type[ModelSource]:
+    """Class decorator: add a :class:`ModelSource` subclass to the registry under ``cls.name``."""
+    return _SOURCES.register(cls)
+
+
+def get_source(name: str) -> ModelSource:
+    """The source registered as ``name``; UnknownNameError listing the known ones."""
+    return _SOURCES.get(name)()
+
+
+def source_names(*, prefixed: bool | None = None) -> list[str]:
+    """Every registered source's name, in registration order (``prefixed``: only those whose models are named
+    with a prefix, or only those without)."""
+    return [n for n in _SOURCES.names() if prefixed is None or _SOURCES.get(n).prefixed == prefixed]
+
+
 def parse_spec(spec: str) -> ModelSpec:
-    """``"timm:resnet18@64"`` -> ModelSpec("timm", "resnet18", (64, 64)); a name without a source is the registry's.
-    UserError for a malformed size or factory name, UnknownNameError for an unknown source (nothing is imported)."""
+    """``"timm:resnet18@64"`` -> ModelSpec("timm", "resnet18", (64, 64)); a name without a prefix is the bare
+    source's (the registered names). UserError for a malformed size or name, UnknownNameError for an unknown
+    source (nothing is imported)."""
     if not isinstance(spec, str) or not spec.strip():
         raise UserError(f"a model name must be a non-empty string, got {spec!r}")
     base, at, size_text = spec.strip().rpartition("@") if "@" in spec else (spec.strip(), "", "")
@@ -80,243 +176,35 @@ def parse_spec(spec: str) -> ModelSpec:
         size = (int(m.group(1)), int(m.group(2) or m.group(1)))
     source, colon, name = base.partition(":")
     if not colon:
-        return ModelSpec("registry", base, size)
-    if source not in SOURCES:
-        raise UnknownNameError(f"unknown model source {source!r} in {spec!r}; sources: {', '.join(SOURCES)} "
-                               "(torchvision:<name>, timm:<name>, factory:<package.module>:<function>)")
-    if source == "factory" and not _FACTORY.match(name):
-        raise UserError(f"model {spec!r}: a factory is named factory:<package.module>:<function>, e.g. "
-                        "factory:mypkg.nets:tiny_cnn")
-    if not name:
-        raise UserError(f"model {spec!r} names no {source} model; list them with "
-                        f"`python -m prunekit models --source {source}`")
+        return ModelSpec(source_names(prefixed=False)[0], base, size)
+    prefixed = source_names(prefixed=True)
+    if source not in prefixed:
+        forms = ", ".join(_SOURCES.get(n).form for n in prefixed)
+        raise UnknownNameError(f"unknown model source {source!r} in {spec!r}; sources: {', '.join(prefixed)} "
+                               f"({forms})")
+    get_source(source).check_name(spec, name)
     return ModelSpec(source, name, size)
 
 
-# ---- the catalogues -------------------------------------------------------------------------------------------
-
-def _torchvision_names() -> list[str]:
-    import torchvision
-
-    return sorted(torchvision.models.list_models(module=torchvision.models))
-
-
-def _timm_names() -> list[str]:
-    import timm
-
-    return sorted(timm.list_models())
-
-
 def model_catalog(source: str = "registry", search: str = "") -> list[str]:
-    """The names of one source, as full specs ("torchvision:resnet18"; registered names bare), sorted; those
-    containing ``search`` (case-insensitive) when it is given. Sources: registry, torchvision, timm, factory
-    (the factories enabled at start)."""
-    from prunekit.models.zoo import list_models
-
-    listing = {"registry": lambda: list_models(), "torchvision": lambda: [f"torchvision:{n}" for n in
-                                                                          _torchvision_names()],
-               "timm": lambda: [f"timm:{n}" for n in _timm_names()],
-               "factory": lambda: [f"factory:{n}" for n in sorted(_FACTORIES)]}
-    if source not in listing:
-        raise UnknownNameError(f"unknown model source {source!r}; sources: registry, {', '.join(SOURCES)}")
-    return [n for n in listing[source]() if search.lower() in n.lower()]
+    """The names of one source (:func:`source_names`), as full specs ("torchvision:resnet18"; registered names
+    bare), sorted; those containing ``search`` (case-insensitive) when it is given."""
+    entry = get_source(source)
+    return [n for n in map(entry.full_name, entry.catalogue()) if search.lower() in n.lower()]
 
 
-def close_matches(name: str, known: list[str], n: int = 5) -> list[str]:
-    """Up to ``n`` names of ``known`` that look like ``name`` (difflib), best first."""
-    return difflib.get_close_matches(name, known, n=n, cutoff=0.6)
-
-
-def _unknown(spec: ModelSpec, known: list[str]) -> UnknownNameError:
-    near = close_matches(spec.name, known)
-    hint = f"; did you mean {', '.join(f'{spec.source}:{n}' for n in near)}?" if near else ""
-    return UnknownNameError(f"unknown {spec.source} model {spec.name!r}{hint} List them with `python -m prunekit "
-                            f"models --source {spec.source} --search <text>`")
-
-
-def check_known(spec: ModelSpec) -> None:
-    """UnknownNameError (with close matches, or how to enable a factory) when ``spec``'s source has no such model."""
-    if spec.source == "torchvision":
-        names = _torchvision_names()
-    elif spec.source == "timm":
-        names = _timm_names()
-    else:
-        _factory(spec.name)
-        return
-    if spec.name not in names:
-        raise _unknown(spec, names)
-
-
-# ---- factories ------------------------------------------------------------------------------------------------
-
-def enable_factory(name: str) -> Callable[..., nn.Module]:
-    """Import ``package.module:function`` now (the user named it when starting) and allow
-    ``factory:package.module:function`` to build it; -> the function. UserError when it cannot be imported or is
-    not callable."""
-    name = name.strip().removeprefix("factory:")
-    if not _FACTORY.match(name):
-        raise UserError(f"--factory {name!r}: name a function as package.module:function (importable from the "
-                        "current folder or an installed package), e.g. mypkg.nets:tiny_cnn")
-    module_name, _, attr = name.partition(":")
+def try_download(download: Callable[[], nn.Module]) -> tuple[nn.Module | None, str]:
+    """(``download()``, "") or, when it fails (offline, no such weights, a bad download), (None, a note saying
+    why the model starts from random weights)."""
     try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise UserError(f"--factory {name}: cannot import {module_name} ({exc}). Install it, start from the folder "
-                        "that holds it, or add that folder to PYTHONPATH") from None
-    fn = getattr(module, attr, None)
-    if not callable(fn):
-        raise UserError(f"--factory {name}: {module_name} has no function {attr!r}; the factory is a function "
-                        "(num_classes: int) -> nn.Module")
-    _FACTORIES[name] = fn
-    return fn
+        return download(), ""
+    except Exception as exc:  # noqa: BLE001 - offline, no such weights, a bad download: say so and go on
+        reason = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
+        return None, f"{RANDOM_INIT}: pretrained weights could not be downloaded ({reason})"
 
 
-def enable_factories(names: list[str] | tuple[str, ...] = (), *, env: bool = True) -> list[str]:
-    """Enable every factory in ``names`` and, with ``env``, those ``$PRUNEKIT_FACTORY`` lists (comma-separated).
-    The enabled names are written back to ``$PRUNEKIT_FACTORY``, so that the processes this one starts (the jobs'
-    workers) enable them too. -> every enabled name."""
-    wanted = [*names, *(os.environ.get(FACTORY_ENV, "").split(",") if env else [])]
-    for name in wanted:
-        if name.strip():
-            enable_factory(name)
-    if _FACTORIES:
-        os.environ[FACTORY_ENV] = ",".join(sorted(_FACTORIES))
-    return sorted(_FACTORIES)
-
-
-def enabled_factories() -> list[str]:
-    """The factories enabled in this process ("package.module:function"), sorted."""
-    return sorted(_FACTORIES)
-
-
-def _factory(name: str) -> Callable[..., nn.Module]:
-    if name not in _FACTORIES:
-        raise UnknownNameError(
-            f"the model factory:{name} is your own code, and prunekit imports code only when you name it when "
-            f"starting: run the command with --factory {name}, start the dashboard with `streamlit run app.py -- "
-            f"--factory {name}`, or set {FACTORY_ENV}={name}")
-    return _FACTORIES[name]
-
-
-# ---- metadata -------------------------------------------------------------------------------------------------
-
-def source_input_size(spec: ModelSpec) -> tuple[int, int, int]:
-    """(C, H, W) the model takes: the ``@`` size, else the source's default (see the module docstring)."""
-    channels, h, w = 3, SOURCE_INPUT_SIDE, SOURCE_INPUT_SIDE
-    if spec.source == "timm":
-        from timm.models import get_pretrained_cfg
-
-        cfg = get_pretrained_cfg(spec.name)
-        if cfg is not None and cfg.input_size:
-            channels, h, w = cfg.input_size
-    elif spec.source == "factory":
-        size = getattr(_factory(spec.name), "input_size", None)
-        if size is not None:
-            if len(tuple(size)) != 3:
-                raise UserError(f"factory:{spec.name}: its input_size attribute must be (C, H, W), got {size!r}")
-            channels, h, w = (int(v) for v in size)
-    if spec.size is not None:
-        h, w = spec.size
-    return int(channels), int(h), int(w)
-
-
-def _first_line(doc: str | None) -> str:
+def first_line(doc: str | None) -> str:
     """The first sentence of a docstring, reStructuredText links reduced to their text."""
     text = " ".join((doc or "").strip().split("\n\n")[0].split())
     text = re.sub(r"`([^`<]*?)\s*<[^>]*>`_*", r"\1", text)
     return text.split(". ")[0].rstrip(".:")
-
-
-def source_description(spec: ModelSpec) -> str:
-    """A one-line description from the builder's docstring: "torchvision: ResNet-18 from Deep Residual..."."""
-    if spec.source == "torchvision":
-        from torchvision.models import get_model_builder
-
-        doc = _first_line(get_model_builder(spec.name).__doc__)
-    elif spec.source == "timm":
-        from timm.models import model_entrypoint
-
-        doc = _first_line(model_entrypoint(spec.name).__doc__)
-    else:
-        doc = _first_line(_factory(spec.name).__doc__) or f"your model ({spec.name})"
-    return f"{spec.source}: {doc or spec.name}"
-
-
-# ---- building -------------------------------------------------------------------------------------------------
-
-def create_source_model(spec: ModelSpec, num_classes: int, pretrained: bool = False) -> tuple[nn.Module, str]:
-    """Build a torchvision, timm or factory model with ``num_classes`` outputs -> (model, how its weights were
-    initialised: :data:`RANDOM_INIT`, "pretrained: ...", or why pretrained weights were asked for and not loaded).
-    A failed download falls back to random initialisation and says so."""
-    check_known(spec)
-    if spec.source == "factory":
-        return _build_factory(spec, num_classes, pretrained)
-    build = _build_torchvision if spec.source == "torchvision" else _build_timm
-    if not pretrained:
-        return build(spec, num_classes), RANDOM_INIT
-    try:
-        model = _download_torchvision(spec.name) if spec.source == "torchvision" else build(spec, num_classes, True)
-    except Exception as exc:  # noqa: BLE001 - offline, no such weights, a bad download: say so and go on
-        reason = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
-        return build(spec, num_classes), f"{RANDOM_INIT}: pretrained weights could not be downloaded ({reason})"
-    if spec.source == "torchvision" and num_classes != 1000:
-        from prunekit.models.fits import replace_head
-
-        replace_head(model, num_classes, source_input_size(spec))
-    return model, _pretrained_note(spec, model, num_classes)
-
-
-def _build_torchvision(spec: ModelSpec, num_classes: int) -> nn.Module:
-    """torchvision's model with random weights (``weights=None``); a vision transformer (fixed input size) is built
-    for a square @ size."""
-    import torchvision
-
-    extra = {}
-    if spec.name.startswith("vit_") and spec.size is not None and spec.size[0] == spec.size[1]:
-        extra["image_size"] = spec.size[0]
-    return torchvision.models.get_model(spec.name, weights=None, num_classes=num_classes, **extra)
-
-
-def _download_torchvision(name: str) -> nn.Module:
-    """torchvision's ``name`` with its DEFAULT (ImageNet) weights, downloaded into torch's hub cache if absent."""
-    import torchvision
-
-    return torchvision.models.get_model(name, weights="DEFAULT")
-
-
-def _build_timm(spec: ModelSpec, num_classes: int, pretrained: bool = False) -> nn.Module:
-    """timm's model (its head for ``num_classes``; a model with a fixed input size is built for the @ size)."""
-    import timm
-    from timm.models import get_pretrained_cfg
-
-    cfg = get_pretrained_cfg(spec.name)
-    extra = {}
-    if spec.size is not None and cfg is not None and cfg.fixed_input_size:
-        extra["img_size"] = spec.size
-    return timm.create_model(spec.name, pretrained=pretrained, num_classes=num_classes, **extra)
-
-
-def _pretrained_note(spec: ModelSpec, model: nn.Module, num_classes: int) -> str:
-    if spec.source == "torchvision":
-        from torchvision.models import get_model_weights
-
-        weights = get_model_weights(spec.name).DEFAULT
-        head = f"; its {num_classes}-class head is new (random)" if num_classes != 1000 else ""
-        return f"pretrained: torchvision {weights}{head}"
-    cfg = getattr(model, "pretrained_cfg", None) or {}
-    tag = cfg.get("tag") if isinstance(cfg, dict) else None
-    head = f"; its {num_classes}-class head is new (random)" if num_classes != cfg.get("num_classes", 1000) else ""
-    return f"pretrained: timm {spec.name}{'.' + tag if tag else ''}{head}"
-
-
-def _build_factory(spec: ModelSpec, num_classes: int, pretrained: bool) -> tuple[nn.Module, str]:
-    fn = _factory(spec.name)
-    takes_pretrained = "pretrained" in inspect.signature(fn).parameters
-    model = fn(num_classes=num_classes, **({"pretrained": pretrained} if takes_pretrained else {}))
-    if not isinstance(model, nn.Module):
-        raise UserError(f"factory:{spec.name} returned {type(model).__name__}, not a torch.nn.Module")
-    if not pretrained:
-        return model, RANDOM_INIT
-    if takes_pretrained:
-        return model, "pretrained: as your factory loads them (pretrained=True)"
-    return model, f"{RANDOM_INIT}: factory:{spec.name} takes no pretrained argument"

@@ -1,4 +1,4 @@
-"""Model registry: build a network by name.
+"""Build a network by name, from any model source (:mod:`prunekit.models.sources`), and the registered networks.
 
 >>> model = build_model("resnet20", num_classes=10)   # CIFAR ResNet-20, input (N, 3, 32, 32)
 >>> list_models()                                       # every registered name
@@ -7,7 +7,8 @@
 An unknown name raises ``KeyError`` listing the known ones (and the close matches). Each entry carries metadata
 (:class:`ModelInfo`): the input size it expects, its family and a one-line description.
 
-Beyond the registry (:mod:`prunekit.models.sources`): ``torchvision:<name>``, ``timm:<name>`` and
+Beyond the registered names (:mod:`prunekit.models.source_registered`; add one with :func:`register_model`), the
+other sources: ``torchvision:<name>``, ``timm:<name>`` and
 ``factory:<package.module>:<function>``, any of them (a registered name too) with an input-size suffix
 ``@<side>`` or ``@<H>x<W>``; :func:`model_info` and :func:`build_model` take these names everywhere a registered
 one goes. ``build_model(..., pretrained=True)`` asks for downloaded weights; :func:`create_model` also says what
@@ -21,127 +22,71 @@ ResNet-56 0.85M); ``shortcut="B"`` swaps in a 1x1 conv + BN projection.
 """
 from __future__ import annotations
 
-import functools
 import warnings
-from collections.abc import Callable
-from dataclasses import dataclass, replace
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import torchvision
 
-from prunekit.errors import UnknownNameError, UserError
+from prunekit.errors import UserError
+from prunekit.models import source_factory, source_timm, source_torchvision  # noqa: F401, I001
 
-__all__ = ["ModelInfo", "BuiltModel", "register_model", "build_model", "create_model", "list_models", "model_info",
-           "count_params"]
+# the model sources register themselves on import, in this order (the registered names first)
+from prunekit.models.source_registered import list_models, register_model
+from prunekit.models.sources import BuiltModel, ModelInfo, get_source, parse_spec
 
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """Metadata of a model name: ``builder(num_classes=..., **kwargs) -> nn.Module`` (random weights),
-    ``input_size`` (C, H, W) it is meant for, ``family`` ("cifar-resnet", ..., "torchvision", "timm", "factory"),
-    a one-line ``description`` and its ``source`` ("registry", "torchvision", "timm" or "factory")."""
-
-    name: str
-    builder: Callable[..., nn.Module]
-    input_size: tuple[int, int, int]  # (C, H, W) the model is meant for
-    family: str
-    description: str
-    source: str = "registry"
-
-
-@dataclass
-class BuiltModel:
-    """A freshly built model and ``weights``: how its weights were initialised, in words ("random
-    initialisation", "pretrained: ...", or why pretrained weights were asked for and not loaded)."""
-
-    model: nn.Module
-    weights: str
-
-
-_REGISTRY: dict[str, ModelInfo] = {}
-
-
-def register_model(name: str, *, input_size: tuple[int, int, int], family: str, description: str):
-    """Decorator: register ``builder(num_classes=..., **kwargs) -> nn.Module`` under ``name``."""
-
-    def wrap(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        if name in _REGISTRY:
-            raise UserError(f"model {name!r} is already registered")
-        _REGISTRY[name] = ModelInfo(name, builder, input_size, family, description)
-        return builder
-
-    return wrap
-
-
-def list_models() -> list[str]:
-    """Names of every registered model, sorted."""
-    return sorted(_REGISTRY)
+__all__ = ["build_model", "create_model", "model_info", "count_params", "ModelInfo", "BuiltModel", "register_model",
+           "list_models"]
 
 
 def model_info(name: str) -> ModelInfo:
     """The metadata of ``name`` (a registered name or a source spec, with or without an ``@`` size); UnknownNameError
     (a ``KeyError``) naming the known models and the close matches when it is unknown."""
-    if name in _REGISTRY:
-        return _REGISTRY[name]
-    from prunekit.models.sources import parse_spec
-
     spec = parse_spec(name)
-    if spec.source == "registry":
-        if spec.name not in _REGISTRY:
-            raise _unknown_registered(spec.name)
-        info = _REGISTRY[spec.name]
-        return replace(info, name=str(spec), input_size=(info.input_size[0], *spec.size))
-    return _source_info(spec)
+    source = get_source(spec.source)
+    source.check_known(spec)
 
+    def builder(num_classes: int = 10, **kwargs) -> nn.Module:
+        return source.build(spec, num_classes, **kwargs)[0]
 
-@functools.lru_cache(maxsize=256)
-def _source_info(spec) -> ModelInfo:
-    """The metadata of a torchvision / timm / factory spec; UnknownNameError (with close matches, or how to enable
-    a factory) when the source has no such model."""
-    from prunekit.models.sources import check_known, create_source_model, source_description, source_input_size
-
-    check_known(spec)
-
-    def builder(num_classes: int = 10) -> nn.Module:
-        return create_source_model(spec, num_classes)[0]
-
-    return ModelInfo(str(spec), builder, source_input_size(spec), spec.source, source_description(spec), spec.source)
-
-
-def _unknown_registered(name: str) -> UnknownNameError:
-    """"unknown model 'x'; known models: ..." with the close matches, registered or torchvision's."""
-    from prunekit.models.sources import close_matches, model_catalog
-
-    exact = [f"{source}:{name}" for source in ("torchvision", "timm") if f"{source}:{name}" in model_catalog(source)]
-    near = exact + close_matches(name, list_models())
-    hint = f" (did you mean {', '.join(near)}?)" if near else ""
-    return UnknownNameError(f"unknown model {name!r}; known models: {', '.join(list_models())}{hint}; or "
-                            "torchvision:<name>, timm:<name>, factory:<package.module>:<function> (`python -m "
-                            "prunekit models --source torchvision|timm`)")
+    return ModelInfo(str(spec), builder, source.input_size(spec), source.family(spec), source.description(spec),
+                     spec.source)
 
 
 def create_model(name: str, *, num_classes: int = 10, pretrained: bool = False, **kwargs) -> BuiltModel:
     """Build ``name`` (registered or a source spec) with ``num_classes`` outputs -> :class:`BuiltModel` (the model
-    and how its weights were initialised). ``pretrained``: download the source's weights (torchvision DEFAULT, a
+    and how its weights were initialised): the step below :func:`build_model`, the entry point, for a caller that
+    shows the user where the weights came from. ``pretrained``: download the source's weights (torchvision DEFAULT, a
     new head for other than 1000 classes; timm's own); offline, random weights and a note saying why. Registered
-    models have no pretrained weights (the note says so)."""
+    models have no pretrained weights (the note says so). ``kwargs`` go to a registered model's builder."""
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise UserError(f"num_classes must be a positive integer, got {num_classes!r}")
-    info = model_info(name)
-    if info.source == "registry":
-        note = "random initialisation" + (": registered models have no pretrained weights" if pretrained else "")
-        return BuiltModel(info.builder(num_classes=num_classes, **kwargs), note)
-    from prunekit.models.sources import create_source_model, parse_spec
-
-    model, note = create_source_model(parse_spec(info.name), num_classes, pretrained)
-    return BuiltModel(model, note)
+    spec = parse_spec(name)
+    source = get_source(spec.source)
+    source.check_known(spec)
+    return BuiltModel(*source.build(spec, num_classes, pretrained, **kwargs))
 
 
 def build_model(name: str, *, num_classes: int = 10, pretrained: bool = False, **kwargs) -> nn.Module:
-    """Build ``name`` with ``num_classes`` outputs (weights freshly initialised, or with ``pretrained`` downloaded:
-    see :func:`create_model`, which also returns what the weights are; here a failed download is a warning)."""
+    """Build ``name`` with ``num_classes`` outputs: the entry point for a model (weights freshly initialised, or with
+    ``pretrained`` downloaded: see :func:`create_model`, which also returns what the weights are; here a failed
+    download is a warning).
+
+    Args:
+        name: a name of :func:`list_models`, or ``torchvision:<name>``, ``timm:<name>``,
+            ``factory:<package.module>:<function>``, each with an optional ``@<side>`` input size.
+        num_classes: the outputs (logits) of the classifier.
+        pretrained: download the source's weights (registered models have none).
+        kwargs: the registered builder's options (``shortcut="B"`` for the CIFAR ResNets).
+
+    Returns: an ``nn.Module`` taking (N, C, H, W) images, (C, H, W) being :func:`model_info`'s ``input_size``,
+    and returning logits (N, num_classes).
+
+    >>> model = build_model("resnet20", num_classes=10)
+    >>> model(torch.zeros(2, *model_info("resnet20").input_size)).shape
+    torch.Size([2, 10])
+    """
     built = create_model(name, num_classes=num_classes, pretrained=pretrained, **kwargs)
     if pretrained and not built.weights.startswith("pretrained"):
         warnings.warn(built.weights, stacklevel=2)

@@ -17,9 +17,11 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from prunekit.criteria import get_criterion
 from prunekit.defaults import ROUND_TO
 from prunekit.errors import UserError
 from prunekit.files import write_text_atomic
+from prunekit.models.zoo import model_info
 from prunekit.pruning.ratios import check_ratio, check_round_to, validate_ratios
 from prunekit.pruning.structure import Structure, signature
 
@@ -150,8 +152,6 @@ def _kind(value: Any) -> str:
 def _check_entries(d: dict[str, Any]) -> None:
     """UserError for a plan entry of the wrong type, a model or criterion that is not registered, or criterion
     parameters that criterion refuses (the ratios are checked by :class:`Plan` itself)."""
-    from prunekit.criteria import get_criterion
-    from prunekit.models.zoo import model_info
 
     excluded, criterion = d.get("excluded", []), d.get("criterion", "l1")
     if not isinstance(excluded, list) or not all(isinstance(x, str) for x in excluded):

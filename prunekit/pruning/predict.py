@@ -12,10 +12,10 @@ import time
 import torch
 import torch.nn as nn
 
-from prunekit.data import ArraySet, DeviceLoader
+from prunekit.data import ArraySet
 from prunekit.defaults import ROUND_TO
 from prunekit.models.layers import TRACE_LOCK
-from prunekit.models.metrics import evaluate
+from prunekit.models.metrics import held_out_accuracy
 from prunekit.pruning.prune import prune_model
 from prunekit.pruning.recalibrate import recalibrate_bn
 
@@ -36,5 +36,5 @@ def predict_accuracy(model: nn.Module, ratios: dict[str, float], scores: dict[st
         note = "no training images"
         if train is not None:
             pruned, note = recalibrate_bn(pruned, train)
-        result = evaluate(pruned, DeviceLoader(held_out, 250, train=False, device=next(model.parameters()).device))
+        result = held_out_accuracy(pruned, held_out)
     return {**result, "recalibrated": note is None, "seconds": time.perf_counter() - t0}

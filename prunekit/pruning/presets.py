@@ -25,18 +25,19 @@ import torch
 import torch.nn as nn
 
 from prunekit.criteria.afie import afie_entropy, allocate_ratios
-from prunekit.defaults import ROUND_TO
+from prunekit.criteria.scores import to_tensors
+from prunekit.defaults import MAX_RATIO, ROUND_TO, TARGET_BY
 from prunekit.errors import UserError
-from prunekit.models.zoo import VGG16_CFG
+from prunekit.models.zoo import VGG16_CFG, model_info
 from prunekit.params import Param
 from prunekit.pruning.plan import Plan, excluded_roots
-from prunekit.pruning.ratios import MAX_RATIO, check_round_to, kept_channels, max_ratio, ratio_removing
-from prunekit.registry import Registry
-from prunekit.criteria.scores import to_tensors
+from prunekit.pruning.ratios import check_round_to, kept_channels, max_ratio, ratio_removing
 from prunekit.pruning.selection import group_scores
-from prunekit.pruning.structure import Structure, estimate, signature
+from prunekit.pruning.sensitivity import check_rounding, check_table
+from prunekit.pruning.structure import Structure, estimate, signature, structure
+from prunekit.registry import Registry
 
-__all__ = ["Preset", "PresetContext", "BY", "register_preset", "list_presets", "get_preset"]
+__all__ = ["Preset", "PresetContext", "BY", "register_preset", "list_presets", "get_preset", "plan"]
 
 BY = ("flops", "params")
 NEEDS = {  # what a preset may read, and how a user gets it
@@ -82,7 +83,7 @@ class Preset:
     top: ClassVar[float] = MAX_RATIO  # the largest free number a target is solved up to
 
     def make(self, struct: Structure, arch: str, *, value: float | None = None, target: float | None = None,
-             by: str = "flops", exclude=(), criterion: str | None = None, criterion_params: dict | None = None,
+             by: str = TARGET_BY, exclude=(), criterion: str | None = None, criterion_params: dict | None = None,
              model: nn.Module | None = None, scores=None, sensitivity: pd.DataFrame | None = None,
              round_to: int = ROUND_TO, **params: Any) -> Plan:
         """The plan of this preset for the model of ``struct``: at ``value`` (its knob) or solved for ``target``, the
@@ -169,7 +170,7 @@ def _solve(struct: Structure, shape: Callable[[float], dict[str, float]], target
     return shape(hi)
 
 
-_REGISTRY: Registry[Preset] = Registry("preset")
+_REGISTRY: Registry[type[Preset]] = Registry("preset")
 
 
 def register_preset(cls: type[Preset]) -> type[Preset]:
@@ -184,7 +185,7 @@ def list_presets() -> list[str]:
 
 def get_preset(name: str) -> Preset:
     """The preset registered as ``name``; UnknownNameError listing the known ones."""
-    return _REGISTRY.cls(name)()
+    return _REGISTRY.get(name)()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -227,8 +228,8 @@ class Threshold(Preset):
 class Afie(Preset):
     name, label = "afie", "AFIE allocation"
     help = ("AFIE allocation (seed 004, reconstructed): layers whose weights carry less information (low AFIE = "
-            "K_l / C_out) lose more filters, ratio_g proportional to AFIE_max / AFIE_g, capped at 0.95, scaled to "
-            "reach the target. Filters inside a group are picked by the criterion (AFIE's default: l1).")
+            f"K_l / C_out) lose more filters, ratio_g proportional to AFIE_max / AFIE_g, capped at {MAX_RATIO}, "
+            "scaled to reach the target. Filters inside a group are picked by the criterion (AFIE's default: l1).")
     needs = ("model",)
 
     def _prepare(self, ctx):
@@ -265,7 +266,6 @@ class Sensitivity(Preset):
 def _damage_curves(ctx: PresetContext, metric: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """{root: (ratios, damage)} from the sensitivity table (rows at ratio 0 = unpruned), damage a drop of accuracy
     or a rise of loss; exclusions left out."""
-    from prunekit.pruning.sensitivity import check_rounding, check_table
 
     check_table(ctx.sensitivity, metric)
     check_rounding(ctx.sensitivity, ctx.struct, ctx.round_to)
@@ -312,3 +312,54 @@ class Vgg16Published(Preset):
                             f"{expected}); this model's groups have widths {widths}: pick another preset")
         ratios = {g.root: r for g, r in zip(ctx.struct.groups, VGG16_PUBLISHED)}
         return lambda t: ratios
+
+
+# ----------------------------------------------------------------------------------------------
+# The verb
+
+
+def plan(model: nn.Module, arch: str, *, preset: str = Uniform.name, value: float | None = None,
+         target: float | None = None, by: str = TARGET_BY, ratios: dict[str, float] | None = None, scores=None,
+         criterion: str | None = None, exclude=(), round_to: int = ROUND_TO, **options: Any) -> Plan:
+    """A pruning plan for ``model``: made by a preset, or from ``ratios`` written by hand. The entry point; a preset
+    object's :meth:`Preset.make` is the step below it (it takes a traced structure instead of the model).
+
+    Args:
+        model: the model to prune (never modified; traced at ``arch``'s input size (C, H, W), see
+            :func:`prunekit.models.zoo.model_info`).
+        arch: its architecture's name (``"resnet20"``, ``"timm:resnet18@32"``): a plan refuses another model.
+        preset: a name of :func:`list_presets` (default: uniform).
+        value: the preset's knob (uniform's ratio, threshold's threshold), or
+        target: the fraction of ``by`` (``"flops"`` or ``"params"``) to remove, in (0, 1), solved for.
+        ratios: instead of a preset, {group root: ratio in [0, 0.95]} (the roots:
+            :func:`prunekit.pruning.prune.coupled_groups`).
+        scores: per-filter scores, what threshold-like presets read and what names the plan's criterion: the table
+            of :func:`prunekit.score` (columns layer, filter, score) or {conv: float (filters,)}.
+        criterion: the criterion whose scores pick the filters inside each group (default: the scores' own, else l1).
+        exclude: conv names whose groups keep every filter. round_to: kept filters rounded to a multiple of it.
+        options: the preset's further inputs (``sensitivity=`` its table, ``criterion_params=``, its parameters).
+
+    Returns: a :class:`~prunekit.pruning.plan.Plan` checked against the model; UserError for anything missing or
+    out of range.
+
+    >>> model = build_model("resnet20")
+    >>> p = plan(model, "resnet20", value=0.5)                  # every group loses half its filters
+    >>> p.ratios["conv1"]
+    0.5
+    >>> plan(model, "resnet20", target=0.4, by="params")        # 40% of the parameters removed, solved
+    >>> plan(model, "resnet20", preset="threshold", value=0.3, scores=score(model, "fpgm"))
+    >>> plan(model, "resnet20", ratios={"layer1.0.conv1": 0.25})
+    """
+    struct = structure(model, model_info(arch).input_size)
+    if ratios is None:
+        return get_preset(preset).make(struct, arch, value=value, target=target, by=by, exclude=exclude,
+                                       criterion=criterion, model=model, scores=scores, round_to=round_to,
+                                       **options)
+    if value is not None or target is not None or set(options) - {"criterion_params"}:
+        raise UserError("ratios written by hand take no preset value, target or preset parameters")
+    if isinstance(scores, pd.DataFrame):
+        criterion = criterion or scores.attrs.get("criterion")
+    made = Plan(arch, dict(ratios), criterion or "l1", dict(options.get("criterion_params") or {}), list(exclude),
+                signature(struct), {}, round_to)
+    made.check(struct)
+    return made

@@ -296,7 +296,8 @@ def prune_model(
     (:func:`prunekit.pruning.ratios.kept_channels`). -> (smaller model, {root: removed filter indices}).
     The removed filters are the lowest combined scores, ties broken by index. The pruned model is checked against
     the original on a probe input (:func:`prunekit.pruning.verify.check_pruned`); PruneError when Torch-Pruning fails or
-    the check does."""
+    the check does. The step below :func:`prunekit.prune`, which also measures the pruned model and records it as a
+    run."""
     pruned = copy.deepcopy(model).eval()
     graph, opaque = _graph(pruned, input_size)
     groups, frozen, wiring = _groups(pruned, graph, _forward_order(pruned, input_size), opaque)

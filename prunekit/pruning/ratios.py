@@ -1,7 +1,7 @@
 """The one rule for pruning ratios, used by plans, presets, pruning, sensitivity and the dashboard's editor.
 
-A ratio is the share of a coupled group's filters to remove: a number in [0, :data:`MAX_RATIO`] that keeps at least
-one filter. Pruning ``ratio`` of ``c`` filters keeps ``int(c * (1 - ratio))`` (as Torch-Pruning rounds), so the
+A ratio is the share of a coupled group's filters to remove: a number in [0, :data:`prunekit.defaults.MAX_RATIO`]
+that keeps at least one filter. Pruning ``ratio`` of ``c`` filters keeps ``int(c * (1 - ratio))`` (as Torch-Pruning rounds), so the
 largest ratio a group of ``c`` filters takes is :func:`max_ratio` (16 -> 0.9375, 64 -> 0.95).
 
 A plan may also round every pruned group's kept count to a multiple of ``round_to`` (:func:`kept_channels` holds
@@ -15,13 +15,11 @@ import math
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from prunekit.defaults import ROUND_TO
+from prunekit.defaults import MAX_RATIO, ROUND_TO
 from prunekit.errors import PruneError, UnknownNameError, UserError
 
-__all__ = ["MAX_RATIO", "RULE", "kept_channels", "check_round_to", "max_ratio", "ratio_removing", "check_ratio",
-           "validate_ratios"]
+__all__ = ["RULE", "kept_channels", "check_round_to", "max_ratio", "ratio_removing", "check_ratio", "validate_ratios"]
 
-MAX_RATIO = 0.95
 RULE = f"a ratio is a number from 0 to {MAX_RATIO} (the share of a group's filters to remove) and keeps at least " \
        "one filter of its group"
 

@@ -5,7 +5,7 @@ touching a weight, recovers most of it in seconds, and EagleEye shows the recali
 reached after fine-tuning.
 
 >>> model, note = recalibrate_bn(pruned, train_set)       # a new model; ``pruned`` is left as it was
->>> evaluate(model, DeviceLoader(held_out, 256, train=False))
+>>> evaluate(model, DeviceLoader(held_out, EVAL_BATCH, train=False))
 """
 from __future__ import annotations
 

@@ -23,16 +23,16 @@ import pandas as pd
 import torch
 import torch.nn as nn
 
+from prunekit.criteria.scores import to_tensors, weights_hash
 from prunekit.criteria.streaming import Progress, no_progress
-from prunekit.data import ArraySet, DeviceLoader, cache_dir
-from prunekit.defaults import RECALIBRATION, ROUND_TO, SENSITIVITY
+from prunekit.data import ArraySet, cache_dir
+from prunekit.defaults import EVAL_BATCH, RECALIBRATION, ROUND_TO, SENSITIVITY
 from prunekit.errors import UserError
 from prunekit.files import write_text_atomic
-from prunekit.models.metrics import evaluate
+from prunekit.models.metrics import held_out_accuracy
 from prunekit.pruning.prune import prune_model
 from prunekit.pruning.ratios import RULE, check_ratio, check_round_to, kept_channels
 from prunekit.pruning.recalibrate import recalibrate_bn
-from prunekit.criteria.scores import to_tensors, weights_hash
 from prunekit.pruning.structure import Structure, estimate, structure
 
 __all__ = ["sensitivity", "read_sensitivity", "check_table", "check_rounding", "expected_minutes", "COLUMNS",
@@ -60,7 +60,7 @@ def sensitivity(
     recalibrate: ArraySet | None = None,
     round_to: int = ROUND_TO,
     struct: Structure | None = None,
-    batch_size: int = 256,
+    batch_size: int = EVAL_BATCH,
     cache: bool = True,
     progress: Progress | None = None,
 ) -> pd.DataFrame:
@@ -109,10 +109,8 @@ def _curves(model, scores, data, struct, work: dict[str, list[float]], batch_siz
             round_to: int, progress: Progress) -> list[dict]:
     """The rows: per group, the unpruned model (ratio 0), then the group alone pruned at each of its ratios (one
     pruned model per width kept: ratios rounded to the same width share it; the full width is the unpruned one)."""
-    loader = DeviceLoader(data, batch_size, train=False, device=next(model.parameters()).device)
-
     def measure(m: nn.Module) -> dict:
-        return evaluate(m if recal is None else recalibrate_bn(m, recal)[0], loader)
+        return held_out_accuracy(m if recal is None else recalibrate_bn(m, recal)[0], data, batch_size=batch_size)
 
     base, est0 = measure(model), estimate(struct, {})
     input_size = tuple(data.images.shape[1:])

@@ -17,33 +17,40 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from prunekit.defaults import LATENCY_BATCHES
 from prunekit.errors import UserError
 from prunekit.runs.finetune import FINETUNE_DIR
-from prunekit.runs.records import MANIFEST, MODEL_FILE, ort_error, read_manifest
-from prunekit.runs.runtimes import LATENCY_KEYS, RUNTIMES
+from prunekit.runs.records import MANIFEST, MODEL_FILE, list_runs, read_manifest
+from prunekit.runs.runtimes import get_runtime, runtime_labels, runtime_names
 
-__all__ = ["AXES", "COSTS", "STAGES", "axis", "latency_frame", "pareto_front", "comparison", "latency_suspects",
-           "baselines", "channels_frame", "finetune_frame", "run_files", "report_zip"]
+__all__ = ["axes", "COSTS", "STAGES", "axis", "latency_frame", "pareto_front", "compare", "comparison",
+           "latency_suspects", "baselines", "channels_frame", "finetune_frame", "run_files", "report_zip"]
 
-COSTS = {"flops": "FLOPs", "params": "parameters", "latency_b1": "latency, batch 1 (ms)",
-         "latency_b64": "latency, batch 64 (ms)"}
-"""The costs to pick; a latency is then read in one of :data:`prunekit.runs.runtimes.RUNTIMES` (:func:`axis`)."""
+COSTS = {"flops": "FLOPs", "params": "parameters",
+         **{f"latency_b{b}": f"latency, batch {b} (ms)" for b in LATENCY_BATCHES}}
+"""The costs to pick; a latency is then read in one of the registered runtimes (:func:`axis`)."""
 
 
-def axis(cost: str, runtime: str = "eager") -> str:
-    """The :func:`prunekit.runs.records.list_runs` column of ``cost`` (a key of :data:`COSTS`) in ``runtime`` (a key of
-    :data:`prunekit.runs.runtimes.RUNTIMES`): ``latency_b1`` in ONNX Runtime is ``latency_ort_b1``; FLOPs and
-    parameters are the same in every runtime."""
-    if cost not in COSTS or runtime not in RUNTIMES:
-        raise UserError(f"cost must be one of {list(COSTS)} and runtime one of {list(RUNTIMES)}, got {cost!r}, "
+def axis(cost: str, runtime: str | None = None) -> str:
+    """The :func:`prunekit.runs.records.list_runs` column of ``cost`` (a key of :data:`COSTS`) in ``runtime`` (a
+    registered runtime's name; default: the first registered): its latency columns start with the runtime's ``prefix`` (``latency_b1`` in ONNX
+    Runtime is ``latency_ort_b1``); FLOPs and parameters are the same in every runtime."""
+    runtime = runtime_names()[0] if runtime is None else runtime
+    if cost not in COSTS or runtime not in runtime_names():
+        raise UserError(f"cost must be one of {list(COSTS)} and runtime one of {runtime_names()}, got {cost!r}, "
                         f"{runtime!r}")
-    return cost.replace("latency_", "latency_ort_") if runtime == "onnxruntime" else cost
+    return cost.replace("latency_", get_runtime(runtime).prefix, 1)
 
 
-AXES = {"flops": "FLOPs", "params": "parameters",
-        **{axis(cost, runtime): f"{RUNTIMES[runtime]} {COSTS[cost]}" for runtime in RUNTIMES
-           for cost in ("latency_b1", "latency_b64")}}
-"""The x axes: a column of :func:`prunekit.runs.records.list_runs` and its label."""
+def axes() -> dict[str, str]:
+    """The x axes: {a column of :func:`prunekit.runs.records.list_runs`: its label}: FLOPs, parameters and each
+    latency of :data:`COSTS` in each registered runtime."""
+    labels = runtime_labels()
+    return {"flops": "FLOPs", "params": "parameters",
+            **{axis(cost, runtime): f"{labels[runtime]} {COSTS[cost]}" for runtime in labels
+               for cost in COSTS if cost.startswith("latency_")}}
+
+
 STAGES = {"finetuned": "after fine-tuning (else recalibrated, else right after pruning)",
           "recalibrated": "after BN recalibration (else right after pruning)", "pruned": "right after pruning"}
 FALLBACK = {"finetuned": ("finetuned", "recalibrated", "pruned"), "recalibrated": ("recalibrated", "pruned"),
@@ -74,13 +81,13 @@ def latency_frame(manifest: dict) -> pd.DataFrame:
     before, after = manifest.get("before") or {}, manifest.get("after") or {}
     macs_factor = (before.get("macs") or np.nan) / (after.get("macs") or np.nan)
     rows = []
-    for runtime, key in LATENCY_KEYS.items():
-        b, a = before.get(key) or {}, after.get(key) or {}
-        note = None if runtime == "eager" else ort_error(manifest)
+    for runtime in map(get_runtime, runtime_names()):
+        b, a = before.get(runtime.latency_key) or {}, after.get(runtime.latency_key) or {}
+        note = runtime.problem(manifest)
         for batch in sorted(set(b) | set(a), key=int) or ([] if note is None else ["-"]):
             t0, t1 = b.get(batch, np.nan), a.get(batch, np.nan)
             speedup = t0 / t1 if t1 and not np.isnan(t0 + t1) else np.nan
-            rows.append({"runtime": RUNTIMES[runtime], "batch": batch, "before": t0, "after": t1, "speedup": speedup,
+            rows.append({"runtime": runtime.label, "batch": batch, "before": t0, "after": t1, "speedup": speedup,
                          "check": _speedup_check(speedup, macs_factor), "note": note})
     return pd.DataFrame(rows, columns=["runtime", "batch", "before", "after", "speedup", "check", "note"])
 
@@ -105,10 +112,10 @@ def comparison(runs: pd.DataFrame, x: str = "flops", stage: str = "finetuned") -
     pareto (suspect points are never on the front).
     A sweep's points, sorted by x within (sweep, criterion), are its curves.
 
-    x: a key of :data:`AXES`; stage: a key of :data:`STAGES`: the accuracy of that stage where a run has one,
+    x: a key of :func:`axes`; stage: a key of :data:`STAGES`: the accuracy of that stage where a run has one,
     else of the stage before it (:data:`FALLBACK`)."""
-    if x not in AXES or stage not in STAGES:
-        raise UserError(f"x must be one of {list(AXES)} and stage one of {list(STAGES)}, got {x!r}, {stage!r}")
+    if x not in axes() or stage not in STAGES:
+        raise UserError(f"x must be one of {list(axes())} and stage one of {list(STAGES)}, got {x!r}, {stage!r}")
     cols = ["run", "arch", "criterion", "preset", "sweep", "target", "x", "accuracy", "stage", "n", "suspect",
             "pareto"]
     if runs.empty or x not in runs:
@@ -140,7 +147,7 @@ SUSPECT_FACTOR = 5.0
 
 
 def latency_suspects(runs: pd.DataFrame, x: str) -> pd.Series:
-    """Why each run's latency ``x`` (a latency key of :data:`AXES`, in either runtime) is suspect, else None: its
+    """Why each run's latency ``x`` (a latency key of :func:`axes`, in any runtime) is suspect, else None: its
     milliseconds per MAC in that runtime are more than :data:`SUSPECT_FACTOR` times above or below the median of the
     runs of the same architecture in that runtime
     (a timing taken while the machine was busy with other work, e.g. 615 ms where its siblings took 3 ms). Needs
@@ -214,3 +221,34 @@ def report_zip(run_dir: str | os.PathLike, charts: dict[str, str] | None = None)
         for stem, html in (charts or {}).items():
             zf.writestr(f"charts/{Path(stem).name}.html", html)
     return buffer.getvalue()
+
+
+def compare(runs=None, *, x: str = "flops", stage: str = "finetuned",
+            root: str | os.PathLike | None = None) -> pd.DataFrame:
+    """Accuracy against cost, one row per run, with the Pareto front marked: the entry point. :func:`comparison` is
+    the same on a :func:`prunekit.runs.records.list_runs` table (what the Compare page draws from).
+
+    Args:
+        runs: which runs: None (every run under ``root``), a table of :func:`prunekit.list_runs` rows (what
+            :func:`prunekit.sweep` returns), or a list of :class:`~prunekit.runs.records.Run` objects or their
+            directories (what :func:`prunekit.prune` returns).
+        x: the cost, a key of :func:`axes` (``"flops"``, ``"params"``, ``"latency_b1"``, ``"latency_ort_b64"``, ...).
+        stage: the accuracy, a key of :data:`STAGES` (``"finetuned"``, ``"recalibrated"``, ``"pruned"``); a run
+            without it counts the stage before.
+        root: the runs folder for ``runs=None`` (default ``$PRUNEKIT_RUNS``, else ``./runs``).
+
+    Returns: a DataFrame (R rows, one per run with both numbers), columns run, arch, criterion, preset, sweep,
+    target, x, accuracy (%), stage, n (test images), suspect, pareto (bool).
+
+    >>> table = compare([prune(model, plan(model, "resnet20", value=v), data=test) for v in (0.3, 0.5)])
+    >>> table[["criterion", "x", "accuracy", "pareto"]]
+    >>> compare(x="latency_b1", stage="recalibrated", root="runs")     # every run in runs/
+    """
+    if runs is None:
+        runs = list_runs(root)
+    elif not isinstance(runs, pd.DataFrame):
+        paths = [str(getattr(run, "path", run)) for run in runs]
+        tables = [list_runs(folder) for folder in dict.fromkeys(str(Path(p).parent) for p in paths)]
+        runs = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
+        runs = runs[runs["path"].isin(paths)] if not runs.empty else runs
+    return comparison(runs, x, stage)

@@ -6,7 +6,7 @@
 After writing, every file is loaded back and run on a seeded random batch (N, *input_size); an output that
 differs from the module's by more than ``atol`` raises ``RuntimeError``. The safetensors file reloads through
 :func:`prunekit.models.checkpoints.load_checkpoint`; TorchScript through ``torch.jit.load``; ONNX is run by ONNX Runtime on
-the CPU (:mod:`prunekit.runs.runtimes`, which also times it, with the same check). The ONNX graph takes any batch size.
+the CPU (:mod:`prunekit.runs.runtime_onnx`, which also times it, with the same check). The ONNX graph takes any batch size.
 """
 from __future__ import annotations
 
@@ -18,9 +18,9 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from prunekit.models.checkpoints import load_checkpoint, save_checkpoint
 from prunekit.errors import PrunekitError, UserError
-from prunekit.runs.runtimes import ATOL, example_batch, mismatch, onnx_bytes, ort_session, session_outputs
+from prunekit.models.checkpoints import load_checkpoint, save_checkpoint
+from prunekit.runs.runtime_onnx import ATOL, example_batch, mismatch, onnx_bytes, ort_session, session_outputs
 
 __all__ = ["FORMATS", "ExportError", "export_model", "exported_outputs"]
 

@@ -30,16 +30,19 @@ import torch
 import torch.nn as nn
 
 from prunekit import distributed as dist_util
-from prunekit.models.checkpoints import load_checkpoint
+from prunekit.criteria.scores import weights_hash
 from prunekit.data import DataRequest, Splits, make_loaders, resolve_splits
 from prunekit.defaults import FINETUNE_EPOCHS, FINETUNE_RECIPE
 from prunekit.errors import UserError
+from prunekit.models.checkpoints import load_checkpoint
+from prunekit.models.fits import check_model_data
+from prunekit.models.heads import outputs_of, replace_head
 from prunekit.models.metrics import best_device
+from prunekit.models.zoo import model_info
 from prunekit.runs.records import MODEL_FILE, Run, utc_now
-from prunekit.criteria.scores import weights_hash
 from prunekit.training.train import TrainConfig, fit
 
-__all__ = ["FINETUNE_DIR", "finetune_config", "finetune_run", "source_on_disk"]
+__all__ = ["FINETUNE_DIR", "finetune", "finetune_config", "finetune_run", "source_on_disk"]
 
 FINETUNE_DIR = "finetune"
 
@@ -62,7 +65,7 @@ def finetune_run(
     teacher: str | os.PathLike | None = None,
     replace_head: bool = False,
 ) -> Run:
-    """Fine-tune the pruned model of the run in ``run_dir`` and record it in the run; returns the run.
+    """Fine-tune the pruned model of the run in ``run_dir``, recorded in the run (the step below :func:`finetune`).
 
     config: default :func:`finetune_config` (``doconv=True`` trains over-parameterized; files hold plain convs).
     data: a :class:`~prunekit.data.DataRequest` (a data set or an image folder, subsets; its name defaults to the
@@ -126,8 +129,6 @@ def _run_splits(run: Run, request: DataRequest, seed: int) -> Splits:
 def _fit_head(model: nn.Module, arch: str, splits: Splits, replace: bool, *, distilling: bool) -> dict | None:
     """Check the run's model against the data (input size, outputs = classes); with ``replace``, a model whose
     outputs differ gets a fresh head -> what the manifest records of it (None: the head is the model's own)."""
-    from prunekit.models.fits import check_model_data, outputs_of, replace_head
-    from prunekit.models.zoo import model_info
 
     if not replace:
         check_model_data(model, arch, splits, labels=True)
@@ -218,3 +219,29 @@ def _teacher(run: Run, config: TrainConfig, file: str | os.PathLike | None) -> t
                         "teacher trained on the run's classes")
     return model, {"path": str(path), "weights": digest, "unpruned": digest == source.get("weights"),
                    "alpha": config.distill_alpha, "temperature": config.distill_temperature}
+
+
+def finetune(run: Run | str | os.PathLike, epochs: int = FINETUNE_EPOCHS, *, data: DataRequest | Splits | None = None,
+             device: str | torch.device | None = None, teacher: str | os.PathLike | None = None,
+             **config: object) -> Run:
+    """Fine-tune a pruned run's model on its data set (the run's manifest names it) and record it in the run: the
+    entry point. :func:`finetune_run` is the same with a whole :class:`~prunekit.training.train.TrainConfig` and
+    per-batch callbacks (what the command line and the jobs call).
+
+    Args:
+        run: a :class:`~prunekit.runs.records.Run` (what :func:`prunekit.prune` returns) or its directory.
+        epochs: passes over the training images (default :data:`prunekit.defaults.FINETUNE_EPOCHS`); a call again
+            resumes after the last finished epoch.
+        data: another data set or a subset (:class:`~prunekit.data.DataRequest`, e.g. ``DataRequest(subset=5000)``),
+            or :class:`~prunekit.data.Splits` already loaded; images uint8 (N, C, H, W) of the model's input size.
+        device: default the best available. teacher: the file of the model to distil from (default: the run's
+            unpruned model when its file is on disk; ``distill_alpha=0`` turns distillation off).
+        config: :func:`finetune_config` overrides, any TrainConfig field (``lr=``, ``batch_size=``, ``doconv=``).
+
+    Returns: the run; ``run.manifest["finetune"]["accuracy"]`` is the test accuracy (%) after fine-tuning.
+
+    >>> run = finetune(prune(model, plan(model, "resnet20", value=0.5)), epochs=3, distill_alpha=0)
+    >>> run.manifest["finetune"]["accuracy"]
+    """
+    return finetune_run(getattr(run, "path", run), finetune_config(epochs, **config), data=data, device=device,
+                        teacher=teacher)

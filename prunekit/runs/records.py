@@ -33,26 +33,30 @@ from typing import Any
 import pandas as pd
 import torch
 import torch.nn as nn
+import torch_pruning
+import torchvision
 
-from prunekit.models.checkpoints import save_checkpoint
+from prunekit.criteria.scores import score, to_tensors, weights_hash
 from prunekit.criteria.streaming import Progress, no_progress
-from prunekit.data import ArraySet, DeviceLoader
+from prunekit.data import ArraySet
 from prunekit.defaults import LATENCY_BATCHES, LATENCY_REPEAT, RECALIBRATION
 from prunekit.errors import UserError
-from prunekit.version import __version__
 from prunekit.files import write_text_atomic
+from prunekit.models.checkpoints import save_checkpoint
 from prunekit.models.fits import check_model_data
-from prunekit.models.metrics import evaluate
+from prunekit.models.heads import outputs_of
+from prunekit.models.metrics import held_out_accuracy
+from prunekit.models.zoo import model_info
 from prunekit.pruning.plan import Plan
 from prunekit.pruning.prune import prune_model
 from prunekit.pruning.recalibrate import recalibrate_bn
-from prunekit.runs.report import prune_report
-from prunekit.runs.runtimes import LATENCY_KEYS, RUNTIMES
-from prunekit.criteria.scores import weights_hash
 from prunekit.pruning.structure import Structure, structure
+from prunekit.runs.report import prune_report
+from prunekit.runs.runtimes import get_runtime, runtime_names
+from prunekit.version import __version__
 
-__all__ = ["Run", "runs_root", "read_manifest", "manifest_problem", "list_runs", "prune_run", "file_sha256", "versions",
-           "utc_now", "process_gone", "ort_error", "MANIFEST", "MODEL_FILE"]
+__all__ = ["Run", "runs_root", "read_manifest", "manifest_problem", "list_runs", "prune", "prune_run", "file_sha256",
+           "versions", "utc_now", "process_gone", "MANIFEST", "MODEL_FILE"]
 
 RUN_FORMAT = "prunekit-run/1"
 MANIFEST = "manifest.json"
@@ -112,8 +116,6 @@ def process_gone(proc: dict[str, Any] | None) -> bool:
 
 def versions() -> dict[str, str]:
     """Versions of Python and the libraries a run depends on."""
-    import torch_pruning
-    import torchvision
 
 
     return {"python": platform.python_version(), "torch": torch.__version__, "torchvision": torchvision.__version__,
@@ -149,9 +151,7 @@ def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
 
 _OBJECTS = ("model", "data", "recalibration", "sweep", "criterion", "plan", "before", "after", "accuracy", "report",
             "finetune", "process", "versions", "files")  # entries that are a JSON object or null
-_NESTED_OBJECTS = (("before", "latency_ms"), ("after", "latency_ms"), ("before", "latency_ms_onnxruntime"),
-                   ("after", "latency_ms_onnxruntime"), ("before", "onnxruntime"), ("after", "onnxruntime"),
-                   ("accuracy", "before"), ("accuracy", "pruned"),
+_NESTED_OBJECTS = (("accuracy", "before"), ("accuracy", "pruned"),
                    ("accuracy", "recalibrated"), ("plan", "ratios"), ("plan", "preset"), ("report", "channels"))
 _NUMBERS = (("before", "params"), ("before", "macs"), ("before", "flops"), ("after", "params"), ("after", "macs"),
             ("after", "flops"), ("finetune", "accuracy"), ("accuracy", "before", "accuracy"),
@@ -179,7 +179,9 @@ def manifest_problem(manifest: Any) -> str | None:
     for key in ("created", "updated", "finished", "error"):
         if not isinstance(manifest.get(key), (str, type(None))):
             return f"{key!r} must be a string or null, got {_kind(manifest[key])}"
-    for path in [(k,) for k in _OBJECTS] + list(_NESTED_OBJECTS):
+    runtime_entries = [(side, key) for name in runtime_names() for side in ("before", "after")
+                       for key in (get_runtime(name).latency_key, get_runtime(name).record_key) if key]
+    for path in [(k,) for k in _OBJECTS] + runtime_entries + list(_NESTED_OBJECTS):
         value = _at(manifest, path)
         if not isinstance(value, (dict, type(None))):
             return f"{'.'.join(path)!r} must be an object or null, got {_kind(value)}"
@@ -275,17 +277,11 @@ class Run:
                                meta={"run": self.manifest["id"], **(meta or {})})
 
 
-def ort_error(manifest: dict) -> str | None:
-    """Why a run has no ONNX Runtime latency (its export failed or disagreed with the module), else None."""
-    before, after = manifest.get("before") or {}, manifest.get("after") or {}
-    return (after.get("onnxruntime") or before.get("onnxruntime") or {}).get("error")
-
-
 def list_runs(root: str | os.PathLike | None = None) -> pd.DataFrame:
     """One row per run under ``root`` (newest first): run, status, arch, criterion, preset, params / MACs /
     FLOPs / latency (ms, batch 1 and 64: latency_b1, latency_b64 in PyTorch eager, latency_ort_b1, latency_ort_b64
-    in ONNX Runtime on the CPU; None when not measured) before and after, ort_error (why a run has no ONNX Runtime
-    latency, else None), accuracy before, right after pruning, after BN recalibration and after fine-tuning,
+    in ONNX Runtime on the CPU: each runtime's ``prefix``; None when not measured) before and after, ort_error (why a
+    run has no ONNX Runtime latency, else None: a runtime's ``error_column``), accuracy before, right after pruning, after BN recalibration and after fine-tuning,
     test_images (how many test images the accuracies before / after pruning /
     recalibrated are measured on) and test_images_finetuned (the fine-tuned one's), sweep and target (for a
     sweep's point, else None), created, error (why it failed, else None), path. Directories without a
@@ -307,12 +303,12 @@ def list_runs(root: str | os.PathLike | None = None) -> pd.DataFrame:
                "preset": ((m.get("plan") or {}).get("preset") or {}).get("name")}
         for key in ("params", "macs", "flops"):
             row[f"{key}_before"], row[key] = before.get(key), after.get(key)
-        for runtime, key in LATENCY_KEYS.items():
-            prefix = "latency_ort_" if runtime == "onnxruntime" else "latency_"
-            for b in ("1", "64"):
-                row[f"{prefix}b{b}_before"] = (before.get(key) or {}).get(b)
-                row[f"{prefix}b{b}"] = (after.get(key) or {}).get(b)
-        row["ort_error"] = ort_error(m)
+        for runtime in map(get_runtime, runtime_names()):
+            for b in map(str, LATENCY_BATCHES):
+                row[f"{runtime.prefix}b{b}_before"] = (before.get(runtime.latency_key) or {}).get(b)
+                row[f"{runtime.prefix}b{b}"] = (after.get(runtime.latency_key) or {}).get(b)
+            if runtime.error_column:
+                row[runtime.error_column] = runtime.problem(m)
         row["accuracy_before"] = (acc.get("before") or {}).get("accuracy")
         row["accuracy_pruned"] = (acc.get("pruned") or {}).get("accuracy")
         row["accuracy_recalibrated"] = (acc.get("recalibrated") or {}).get("accuracy")
@@ -337,20 +333,21 @@ def prune_run(
     checkpoint: str | os.PathLike | None = None,
     data: ArraySet | None = None,
     recalibrate: ArraySet | None = None,
-    latency_batches=LATENCY_BATCHES, repeat: int = LATENCY_REPEAT, runtimes=tuple(RUNTIMES),
+    latency_batches=LATENCY_BATCHES, repeat: int = LATENCY_REPEAT, runtimes=None,
     struct: Structure | None = None,
     sweep: dict | None = None,
     progress: Progress | None = None,
 ) -> Run:
     """Prune ``model`` (on the device to measure on; never modified) by ``plan`` with the criterion's
-    ``scores`` ({conv: (out_channels,)}), recording everything as a new run under ``root``.
+    ``scores`` ({conv: (out_channels,)}), recording everything as a new run under ``root``: the step below
+    :func:`prune`, the entry point (which reads the classes and input size from the model and the plan).
 
     data: held-out images to measure accuracy and loss before, right after pruning and after recalibration
     (None: not measured). recalibrate: training images (uint8 (N, 3, H, W)) on which the pruned model's
     BatchNorm statistics are re-estimated (:func:`prunekit.pruning.recalibrate.recalibrate_bn`, with
     :data:`prunekit.defaults.RECALIBRATION`); the run's model is then the recalibrated one (what fine-tuning
     starts from and export writes; no weight differs) and the manifest's ``recalibration`` says on what. None:
-    not recalibrated. latency_batches, repeat, runtimes: :mod:`prunekit.runs.runtimes` (a failed ONNX export is recorded,
+    not recalibrated. latency_batches, repeat, runtimes: :mod:`prunekit.runs.runtimes` (None: every one; a failed ONNX export is recorded,
     never fails the run). checkpoint: the weights' file (its SHA-256 is recorded). struct: the traced structure
     (default: traced here). sweep: which sweep point this is (:mod:`prunekit.runs.sweeps`). progress: six steps.
     A refused plan or pruning writes nothing; a later failure marks the run ``failed`` (Ctrl-C: ``interrupted``)."""
@@ -364,17 +361,16 @@ def prune_run(
                      criterion={"name": plan.criterion, "params": plan.criterion_params}, plan=plan.to_dict(),
                      before=None, after=None, accuracy=None, report=None, device=str(next(model.parameters()).device))
     with run.failures_recorded():
-        loader = None if data is None else DeviceLoader(data, 256, train=False, device=next(model.parameters()).device)
-        acc_before = None if loader is None else evaluate(model, loader)
+        acc_before = None if data is None else held_out_accuracy(model, data)
         progress(2, 6)
         report = prune_report(model, pruned, plan.ratios, removed, input_size, latency_batches=latency_batches,
                               repeat=repeat, runtimes=runtimes)
         progress(3, 6)
-        accuracy = {"before": acc_before, "pruned": None if loader is None else evaluate(pruned, loader),
+        accuracy = {"before": acc_before, "pruned": None if data is None else held_out_accuracy(pruned, data),
                     "recalibrated": None}
         progress(4, 6)
         if recalibrate is not None:
-            pruned = _recalibrate(run, pruned, recalibrate, loader, accuracy)
+            pruned = _recalibrate(run, pruned, recalibrate, data, accuracy)
         progress(5, 6)
         run.update(before=report.before, after=report.after, accuracy=accuracy,
                    report={"channels": report.to_dict()["channels"], "groups": report.groups, "combine":
@@ -399,12 +395,14 @@ def _source(model: nn.Module, arch: str, num_classes: int, input_size, checkpoin
             "checkpoint_sha256": file_sha256(checkpoint) if checkpoint else None, "weights": weights_hash(model)}
 
 
-def _recalibrate(run: Run, pruned: nn.Module, images: ArraySet, loader, accuracy: dict) -> nn.Module:
-    """The recalibrated model; its accuracy into ``accuracy``, what it was recalibrated on into the manifest."""
+def _recalibrate(run: Run, pruned: nn.Module, images: ArraySet, held_out: ArraySet | None,
+                 accuracy: dict) -> nn.Module:
+    """The recalibrated model; its accuracy on ``held_out`` (None: not measured) into ``accuracy``, what it was
+    recalibrated on into the manifest."""
     out, note = recalibrate_bn(pruned, images)
     run.update(recalibration={**_images_record(images.subset(RECALIBRATION.n, RECALIBRATION.seed)),
                               "seed": RECALIBRATION.seed, "note": note})
-    accuracy["recalibrated"] = None if loader is None or note else evaluate(out, loader)
+    accuracy["recalibrated"] = None if held_out is None or note else held_out_accuracy(out, held_out)
     return out
 
 
@@ -413,3 +411,46 @@ def _images_record(data: ArraySet | None) -> dict | None:
     return None if data is None else {
         "name": data.name, "n": len(data),
         "sha256": hashlib.sha256(data.images.numpy().tobytes() + data.labels.numpy().tobytes()).hexdigest()[:16]}
+
+
+def prune(model: nn.Module, plan: Plan, scores=None, *, data: ArraySet | None = None,
+          recalibrate: ArraySet | None = None, probe=None, checkpoint: str | os.PathLike | None = None,
+          root: str | os.PathLike | None = None, **options: Any) -> Run:
+    """Prune ``model`` by ``plan`` into a real, smaller model, measured and recorded as a run on disk: the entry
+    point, what :func:`prunekit.finetune` and :func:`prunekit.compare` take next.
+    :func:`prunekit.pruning.prune.prune_model` is the step below it (the smaller model in memory, nothing measured
+    or recorded); :func:`prune_run` is this with the architecture's classes and input size spelt out.
+
+    Args:
+        model: the unpruned model, on the device to measure on; never modified. Its input size (C, H, W) is the
+            plan's architecture's (:func:`prunekit.models.zoo.model_info`), its classes its outputs there.
+        plan: a :class:`~prunekit.pruning.plan.Plan` for this model (:func:`prunekit.plan`).
+        scores: the scores of ``plan.criterion`` that pick the filters: the table of :func:`prunekit.score` or
+            {conv: float (filters,)}; default: scored here (``probe``: the images a data-driven criterion reads).
+        data: held-out images, uint8 (N, C, H, W) with labels (N,): accuracy before, after pruning and after
+            recalibration (None: not measured).
+        recalibrate: training images the pruned model's BatchNorm statistics are re-estimated on (None: not).
+        checkpoint: the file ``model`` was loaded from: recorded with its SHA-256, and the teacher
+            :func:`prunekit.finetune` distils from by default (None: a model never saved needs ``teacher=`` there).
+        root: the runs folder (default ``$PRUNEKIT_RUNS``, else ``./runs``).
+        options: the rest of :func:`prune_run`'s keywords (``runtimes=()`` and ``latency_batches=()`` skip the
+            latency timing; ``progress``).
+
+    Returns: the :class:`Run`; ``run.path / "model.safetensors"`` is the pruned model
+    (:func:`prunekit.load_checkpoint`), ``run.manifest`` what was measured.
+
+    >>> path = "assets/resnet20_cifar10.safetensors"
+    >>> model, header = load_checkpoint(path)
+    >>> run = prune(model, plan(model, header["arch"], value=0.5), data=test_set, checkpoint=path)
+    >>> pruned, header = load_checkpoint(run.path / "model.safetensors")
+    >>> pruned.conv1.out_channels      # 16 filters, half removed
+    8
+    """
+    input_size = model_info(plan.arch).input_size
+    if scores is None:
+        scores = score(model, plan.criterion, probe=probe, **plan.criterion_params)
+    if isinstance(scores, pd.DataFrame):
+        scores = to_tensors(scores)
+    return prune_run(model, plan, scores, arch=plan.arch, num_classes=outputs_of(model, input_size),
+                     input_size=input_size, data=data, recalibrate=recalibrate, checkpoint=checkpoint, root=root,
+                     **options)

@@ -19,10 +19,11 @@ from typing import Any
 import pandas as pd
 import torch.nn as nn
 
+from prunekit.defaults import LATENCY_BATCHES, LATENCY_REPEAT
 from prunekit.models.metrics import count_macs, count_ops_tp
 from prunekit.models.zoo import count_params
 from prunekit.pruning.prune import coupled_groups
-from prunekit.runs.runtimes import RUNTIMES, runtime_latencies
+from prunekit.runs.runtimes import runtime_latencies
 
 __all__ = ["PruneReport", "prune_report", "measure", "COMBINE"]
 
@@ -54,8 +55,8 @@ class PruneReport:
                              for k, (b, a) in self.channels.items()])
 
 
-def measure(model: nn.Module, input_size: tuple[int, int, int], latency_batches=(1, 64),
-            repeat: int = 10, runtimes=tuple(RUNTIMES)) -> dict[str, Any]:
+def measure(model: nn.Module, input_size: tuple[int, int, int], latency_batches=LATENCY_BATCHES,
+            repeat: int = LATENCY_REPEAT, runtimes: tuple[str, ...] | None = None) -> dict[str, Any]:
     """{params, macs, flops, tp_macs, latency_ms: {str(batch): median ms} in PyTorch eager on its device,
     latency_ms_onnxruntime: the same in ONNX Runtime on the CPU, onnxruntime: its session and check (error: why
     there is no ONNX Runtime latency)} of ``model`` (:func:`prunekit.runs.runtimes.runtime_latencies`;
@@ -67,10 +68,11 @@ def measure(model: nn.Module, input_size: tuple[int, int, int], latency_batches=
 
 
 def prune_report(model: nn.Module, pruned: nn.Module, ratios: dict[str, float], removed: dict[str, list[int]],
-                 input_size: tuple[int, int, int], *, latency_batches=(1, 64), repeat: int = 10,
-                 runtimes=tuple(RUNTIMES)) -> PruneReport:
+                 input_size: tuple[int, int, int], *, latency_batches=LATENCY_BATCHES, repeat: int = LATENCY_REPEAT,
+                 runtimes: tuple[str, ...] | None = None) -> PruneReport:
     """Compare ``model`` with ``pruned`` (from :func:`prunekit.pruning.prune.prune_model` with ``ratios``, which
-    returned ``removed``); both on the device to time eager on, timed in each of ``runtimes``."""
+    returned ``removed``); both on the device to time eager on, timed in each of ``runtimes`` (None: every registered
+    runtime)."""
     groups, _ = coupled_groups(model, input_size)
     before_convs = {n: m.out_channels for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
     after_convs = {n: m.out_channels for n, m in pruned.named_modules() if isinstance(m, nn.Conv2d)}

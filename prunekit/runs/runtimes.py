@@ -1,153 +1,93 @@
-"""Latency where users deploy: a model timed in PyTorch eager and in ONNX Runtime on the CPU.
+"""Where latency is timed: one :class:`Runtime` per place a model runs (PyTorch eager:
+:mod:`prunekit.runs.runtime_eager`; ONNX Runtime on the CPU: :mod:`prunekit.runs.runtime_onnx`), each a registry
+entry. A runtime says its name, its label, the report entries it writes (``latency_key``: {str(batch): ms}, and
+``record_key``: its check record, whose ``error`` says why it has no figure), the columns of
+:func:`prunekit.runs.records.list_runs` that hold its latencies, and how it times a model (:meth:`Runtime.measure`).
+Adding one is one file with a :func:`register_runtime` class, imported in :mod:`prunekit.runs`.
 
 >>> runtime_latencies(model, (3, 32, 32), batches=(1, 64))
 {'latency_ms': {'1': 1.9, '64': 40.2}, 'latency_ms_onnxruntime': {'1': 0.7, '64': 31.0},
- 'onnxruntime': {'device': 'cpu', 'threads': 2, 'optimization': 'ORT_ENABLE_ALL', ..., 'error': None}}
-
-PyTorch eager runs the module on its own device (:func:`prunekit.models.metrics.latency_ms`). ONNX Runtime runs the module
-exported in memory by ``torch.onnx``'s exporter (``torch.export`` based, dynamic batch dimension), on the CPU,
-with :data:`SESSION`: as many intra-op threads as torch uses (the same cores eager gets), one inter-op thread,
-sequential execution, and every graph optimisation (constant folding, Conv+BN(+ReLU) fusion, the NCHWc blocked
-layout on AVX2 / AVX-512 CPUs). Before any timing the session's outputs on a seeded random batch (2, C, H, W) are
-checked against the module's (:func:`mismatch`, the tolerance :mod:`prunekit.runs.export` uses): an export that fails or
-disagrees records no ONNX Runtime latency, only the reason; it never raises and never records a wrong number.
+ 'onnxruntime': {'device': 'cpu', 'threads': 2, ..., 'error': None}, 'allocator': '...'}
 """
 from __future__ import annotations
 
-import contextlib
-import copy
-import io
-import math
-import os
-import statistics
-import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
 import torch.nn as nn
 
-from prunekit.models.metrics import latency_ms, steady_allocator
+from prunekit.registry import Registry
 
-__all__ = ["RUNTIMES", "LATENCY_KEYS", "SESSION", "ATOL", "example_batch", "onnx_bytes", "ort_session",
-           "session_outputs", "mismatch", "checked_session", "ort_latency_ms", "runtime_latencies", "vector_block"]
-
-RUNTIMES = {"eager": "PyTorch eager", "onnxruntime": "ONNX Runtime"}
-LATENCY_KEYS = {"eager": "latency_ms", "onnxruntime": "latency_ms_onnxruntime"}
-"""The entry of :func:`runtime_latencies` (and of a run report's before / after) holding each runtime's latencies."""
-SESSION = {"optimization": "ORT_ENABLE_ALL", "inter_op_threads": 1, "execution": "ORT_SEQUENTIAL",
-           "provider": "CPUExecutionProvider"}
-"""ONNX Runtime's session options (intra-op threads: ``torch.get_num_threads()``)."""
-ATOL = 1e-4
-"""An exported model's outputs may differ from the module's by ``ATOL`` x max(1, max |output|)."""
+__all__ = ["Runtime", "register_runtime", "get_runtime", "runtime_names", "runtime_labels", "runtime_latencies",
+           "vector_block"]
 
 
-def example_batch(input_size: tuple[int, int, int], batch: int = 2) -> torch.Tensor:
-    """The seeded random batch (batch, *input_size) exported models are checked on."""
-    return torch.randn(batch, *input_size, generator=torch.Generator().manual_seed(0))
+class Runtime:
+    """One place latency is timed. ``name``: its key (--runtimes, a sweep's runtimes); ``label``: its name in
+    words; ``latency_key``: the entry of a report's before / after holding {str(batch): ms}; ``prefix``: the
+    :func:`~prunekit.runs.records.list_runs` columns of its latencies (prefix + "b1", prefix + "b64");
+    ``record_key``: the entry holding its check record ({..., error: why there is no figure}), or None;
+    ``error_column``: the list_runs column of that error, or None."""
+
+    name: str = ""
+    label: str = ""
+    latency_key: str = ""
+    prefix: str = ""
+    record_key: str | None = None
+    error_column: str | None = None
+
+    def measure(self, model: nn.Module, input_size: tuple[int, int, int], batches, repeat: int) -> dict[str, Any]:
+        """The entries it adds to a report's before / after for ``model`` on (batch, *input_size) inputs, each
+        batch in ``batches`` timed as the median of ``repeat`` runs: {latency_key: {str(batch): ms}, ...};
+        :meth:`empty` when ``batches`` is empty."""
+        raise NotImplementedError
+
+    def empty(self) -> dict[str, Any]:
+        """Its entries when it is not timed: {latency_key: {}, record_key: None}."""
+        return {self.latency_key: {}, **({self.record_key: None} if self.record_key else {})}
+
+    def problem(self, manifest: dict) -> str | None:
+        """Why a run has no figure in this runtime (its record's error, after pruning else before), else None."""
+        if self.record_key is None:
+            return None
+        before, after = manifest.get("before") or {}, manifest.get("after") or {}
+        return (after.get(self.record_key) or before.get(self.record_key) or {}).get("error")
 
 
-def onnx_bytes(model: nn.Module, x: torch.Tensor) -> bytes:
-    """``model`` (on the CPU, eval mode) as a serialised ONNX model traced on x (N, C, H, W), input ``input``
-    (any batch size), output ``logits``; needs the ``onnx`` and ``onnxscript`` packages."""
-    batch = torch.export.Dim("batch", min=1)
-    with contextlib.redirect_stdout(io.StringIO()):  # the exporter prints its progress
-        program = torch.onnx.export(model, (x,), dynamo=True, input_names=["input"], output_names=["logits"],
-                                    dynamic_shapes=({0: batch},), verbose=False)
-    return program.model_proto.SerializeToString()
+_RUNTIMES: Registry[type[Runtime]] = Registry("runtime")
 
 
-def ort_session(model: bytes | str | os.PathLike, threads: int | None = None, profile: str | None = None):
-    """An ONNX Runtime CPU session of ``model`` (serialised bytes or a file) with :data:`SESSION`'s options and
-    ``threads`` intra-op threads (default: ``torch.get_num_threads()``); ``profile``: a file prefix to write ONNX
-    Runtime's per-node profile to (``session.end_profiling()`` names the file)."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    if profile:
-        options.enable_profiling, options.profile_file_prefix = True, profile
-    options.intra_op_num_threads = threads or torch.get_num_threads()
-    options.inter_op_num_threads = SESSION["inter_op_threads"]
-    options.execution_mode = getattr(ort.ExecutionMode, SESSION["execution"])
-    options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, SESSION["optimization"])
-    source = model if isinstance(model, bytes) else str(model)
-    return ort.InferenceSession(source, options, providers=[SESSION["provider"]])
+def register_runtime(cls: type[Runtime]) -> type[Runtime]:
+    """Class decorator: add a :class:`Runtime` subclass to the registry under ``cls.name``."""
+    return _RUNTIMES.register(cls)
 
 
-def session_outputs(session, x: torch.Tensor) -> torch.Tensor:
-    """The session's first output on x (N, C, H, W) (a CPU float tensor) -> tensor (N, ...)."""
-    feed = {session.get_inputs()[0].name: x.detach().cpu().numpy()}
-    return torch.from_numpy(np.asarray(session.run(None, feed)[0]))
+def get_runtime(name: str) -> Runtime:
+    """The runtime registered as ``name``; UnknownNameError listing the known ones."""
+    return _RUNTIMES.get(name)()
 
 
-def mismatch(actual: torch.Tensor, expected: torch.Tensor, atol: float = ATOL) -> float | None:
-    """The largest absolute difference of two outputs of one shape when it passes ``atol`` x max(1, max
-    |expected|) (or the shapes differ: inf), else None."""
-    if actual.shape != expected.shape:
-        return float("inf")
-    diff = (actual.float() - expected.float()).abs().max().item()
-    return diff if not diff <= atol * max(1.0, expected.abs().max().item()) else None
+def runtime_names() -> list[str]:
+    """Every registered runtime, in registration order (eager, onnxruntime, then any other)."""
+    return _RUNTIMES.names()
 
 
-def checked_session(model: nn.Module, input_size: tuple[int, int, int], atol: float = ATOL):
-    """(session or None, record): ``model`` exported in memory and opened in ONNX Runtime, its outputs checked
-    against the module's. record: device, threads, optimization, ..., max_abs_diff, error (None, or why there is
-    no session: the export failed, or its outputs differ)."""
-    record: dict[str, Any] = {"device": "cpu", "threads": torch.get_num_threads(), **SESSION, "max_abs_diff": None,
-                              "error": None}
-    model = copy.deepcopy(model).cpu().eval()
-    x = example_batch(input_size)
-    try:
-        with torch.no_grad():
-            expected = model(x)
-            session = ort_session(onnx_bytes(model, x), record["threads"])
-        actual = session_outputs(session, x)
-    except Exception as exc:  # any exporter or runtime failure: recorded, the run goes on without ORT timing
-        record["error"] = f"export to ONNX Runtime failed: {type(exc).__name__}: {str(exc)[:300]}"
-        return None, record
-    diff = mismatch(actual, expected, atol)
-    found = float((actual - expected).abs().max()) if diff is None else diff
-    record["max_abs_diff"] = found if math.isfinite(found) else None  # JSON has no NaN or inf
-    if diff is not None:
-        record["error"] = (f"ONNX Runtime's outputs differ from the module's by {diff:.3g} (tolerance {atol} x "
-                           "max |output|): not timed")
-        return None, record
-    return session, record
-
-
-def ort_latency_ms(session, input_size: tuple[int, int, int], batch_size: int = 1, *, repeat: int = 20,
-                   warmup: int = 3) -> float:
-    """Median wall time in milliseconds of one ``session.run`` on a (batch_size, *input_size) input, over
-    ``repeat`` timed runs after ``warmup`` untimed ones (the same input as :func:`prunekit.models.metrics.latency_ms`)."""
-    x = example_batch(input_size, batch_size).numpy()
-    feed = {session.get_inputs()[0].name: x}
-    times = []
-    for i in range(warmup + repeat):
-        t0 = time.perf_counter()
-        session.run(None, feed)
-        if i >= warmup:
-            times.append(time.perf_counter() - t0)
-    return 1000 * statistics.median(times)
+def runtime_labels() -> dict[str, str]:
+    """{name: label} of every registered runtime: {"eager": "PyTorch eager", "onnxruntime": "ONNX Runtime"}."""
+    return {name: _RUNTIMES.get(name).label for name in runtime_names()}
 
 
 def runtime_latencies(model: nn.Module, input_size: tuple[int, int, int], batches=(1, 64), repeat: int = 10,
-                      runtimes=tuple(RUNTIMES)) -> dict[str, Any]:
-    """{latency_ms: {str(batch): ms} in eager on the model's device, latency_ms_onnxruntime: {str(batch): ms} in
-    ONNX Runtime on the CPU ({} when not checked equal), onnxruntime: :func:`checked_session`'s record (None when
-    not asked: ``"onnxruntime"`` not in ``runtimes``, or no ``batches``), and, when eager is timed, allocator: the
-    malloc thresholds eager ran under (:func:`prunekit.models.metrics.steady_allocator`)}."""
-    out: dict[str, Any] = {**{key: {} for key in LATENCY_KEYS.values()}, "onnxruntime": None}
-    if "eager" in runtimes and batches:
-        out["allocator"] = steady_allocator()
-    if "eager" in runtimes:
-        out[LATENCY_KEYS["eager"]] = {str(b): round(latency_ms(model, input_size, b, repeat=repeat), 4)
-                                      for b in batches}
-    if "onnxruntime" in runtimes and batches:
-        session, out["onnxruntime"] = checked_session(model, input_size)
-        if session is not None:
-            out[LATENCY_KEYS["onnxruntime"]] = {str(b): round(ort_latency_ms(session, input_size, b, repeat=repeat), 4)
-                                                for b in batches}
+                      runtimes: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """Every registered runtime's entries (:meth:`Runtime.empty`), those of ``runtimes`` (default: every one)
+    measured on ``batches``: {latency_ms: {str(batch): ms}, latency_ms_onnxruntime: {...}, onnxruntime: record or
+    None, allocator: ...}. UnknownNameError for a runtime not registered."""
+    chosen = [get_runtime(name) for name in (runtime_names() if runtimes is None else runtimes)]
+    out: dict[str, Any] = {}
+    for name in runtime_names():
+        out.update(get_runtime(name).empty())
+    for runtime in chosen:
+        out.update(runtime.measure(model, input_size, batches, repeat))
     return out
 
 

@@ -16,25 +16,29 @@ from __future__ import annotations
 import os
 import time
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 
+import pandas as pd
 import torch.nn as nn
 
 from prunekit.criteria import criterion_class
+from prunekit.criteria.probe import ProbeSpec
+from prunekit.criteria.scores import score_model, to_tensors
 from prunekit.criteria.streaming import Progress, no_progress
 from prunekit.data import ArraySet, DataRequest
-from prunekit.defaults import LATENCY_BATCHES, ROUND_TO
+from prunekit.defaults import LATENCY_BATCHES, ROUND_TO, SWEEP, TARGET_BY
 from prunekit.errors import UserError
 from prunekit.models.fits import check_model_data
+from prunekit.models.heads import outputs_of
+from prunekit.models.zoo import model_info
 from prunekit.pruning.presets import BY, get_preset
-from prunekit.criteria.probe import ProbeSpec
 from prunekit.pruning.ratios import check_round_to
-from prunekit.runs.records import Run, prune_run
-from prunekit.runs.runtimes import RUNTIMES
-from prunekit.criteria.scores import score_model, to_tensors
 from prunekit.pruning.structure import structure
+from prunekit.runs.finetune import finetune_config, finetune_run
+from prunekit.runs.records import Run, list_runs, prune_run
+from prunekit.runs.runtimes import runtime_names
 
-__all__ = ["SweepSpec", "run_sweep"]
+__all__ = ["SweepSpec", "run_sweep", "sweep"]
 
 
 @dataclass(frozen=True)
@@ -44,17 +48,17 @@ class SweepSpec:
     threshold, afie); finetune_epochs: a brief fine-tuning of every point (0: none) on ``finetune_subset``
     training images (0: all); round_to: every point's kept filters rounded to a multiple of it
     (:func:`prunekit.pruning.ratios.kept_channels`; the target is solved on the rounded estimate); runtimes: where every
-    point's latency is timed (keys of :data:`prunekit.runs.runtimes.RUNTIMES`; empty: no latency, which saves the
+    point's latency is timed (names of :func:`prunekit.runs.runtimes.runtime_names`, default every one; empty: no latency, which saves the
     export and the timing of every point)."""
 
     criteria: tuple[str, ...]
     targets: tuple[float, ...]
-    preset: str = "uniform"
-    by: str = "flops"
-    finetune_epochs: int = 0
-    finetune_subset: int = 0
+    preset: str = SWEEP.preset
+    by: str = TARGET_BY
+    finetune_epochs: int = SWEEP.finetune_epochs
+    finetune_subset: int = SWEEP.finetune_subset
     round_to: int = ROUND_TO
-    runtimes: tuple[str, ...] = tuple(RUNTIMES)
+    runtimes: tuple[str, ...] = field(default_factory=lambda: tuple(runtime_names()))
 
     @staticmethod
     def allows(preset: str) -> bool:
@@ -81,17 +85,18 @@ class SweepSpec:
             raise UserError(f"by must be one of {BY}, got {self.by!r}")
         if self.finetune_epochs < 0 or self.finetune_subset < 0:
             raise UserError("finetune_epochs and finetune_subset must be >= 0")
-        unknown = [r for r in self.runtimes if r not in RUNTIMES]
+        unknown = [r for r in self.runtimes if r not in runtime_names()]
         if unknown:
             raise UserError(f"unknown runtime {', '.join(map(repr, unknown))}: latency is timed in "
-                            f"{', '.join(RUNTIMES)} (none: no latency)")
+                            f"{', '.join(runtime_names())} (none: no latency)")
 
 
 def run_sweep(model: nn.Module, arch: str, spec: SweepSpec, *, num_classes: int, input_size: tuple[int, int, int],
               held_out: ArraySet | None, train: ArraySet | None, probe: ProbeSpec | None = None,
               finetune_data: DataRequest | None = None, root: str | os.PathLike | None = None,
               checkpoint: str | os.PathLike | None = None, progress: Progress | None = None) -> list[Run]:
-    """Every point of ``spec`` as a run under ``root``, criterion by criterion, targets in increasing order.
+    """Every point of ``spec`` as a run under ``root``, criterion by criterion, targets in increasing order. The
+    path the command line and the jobs sweep through; from Python, :func:`sweep` is the entry point.
 
     held_out: test images each point is evaluated on (before, pruned, recalibrated); train: the images BatchNorm
     is recalibrated on (None: not recalibrated); probe: what data-driven criteria read (scored once each, with
@@ -134,9 +139,41 @@ def _check_data(model: nn.Module, arch: str, input_size, spec: SweepSpec, held_o
 
 
 def _finetune(run: Run, spec: SweepSpec, data: DataRequest | None) -> None:
-    from dataclasses import replace
 
-    from prunekit.runs.finetune import finetune_config, finetune_run
 
     request = replace(data or DataRequest(), subset=spec.finetune_subset)
     finetune_run(run.path, finetune_config(spec.finetune_epochs), data=request, progress=False)
+
+
+def sweep(model: nn.Module, arch: str, spec: SweepSpec, *, held_out: ArraySet | None = None,
+          train: ArraySet | None = None, probe: ProbeSpec | None = None, root: str | os.PathLike | None = None,
+          **options: object) -> pd.DataFrame:
+    """Prune ``model`` at every point of ``spec`` (criteria x targets), each point a run on disk: the entry point.
+    :func:`run_sweep` is the same with the classes and input size spelt out, returning the :class:`Run` objects.
+
+    Args:
+        model: the unpruned model (never modified), on the device to measure on.
+        arch: its architecture's name; the input size (C, H, W) is the architecture's
+            (:func:`prunekit.models.zoo.model_info`), the classes the model's outputs there.
+        spec: a :class:`SweepSpec`: criteria, targets (fractions of FLOPs or params to remove), the preset.
+        held_out: test images, uint8 (N, C, H, W) with labels (N,), every point is evaluated on (None: none).
+        train: images BatchNorm is recalibrated on after pruning (None: not recalibrated).
+        probe: what data-driven criteria read (a :class:`~prunekit.criteria.probe.ProbeSpec`).
+        root: the runs folder (default ``$PRUNEKIT_RUNS``, else ``./runs``).
+        options: the rest of :func:`run_sweep`'s keywords (``finetune_data``, ``checkpoint``, ``progress``).
+
+    Returns: the sweep's rows of :func:`prunekit.list_runs` (one per point, in the order made: criterion by
+    criterion, targets increasing), what :func:`prunekit.compare` takes.
+
+    >>> runs = sweep(model, "resnet20", SweepSpec(criteria=("l1", "fpgm"), targets=(0.3, 0.5)), held_out=test)
+    >>> len(runs)
+    4
+    >>> compare(runs, x="flops", stage="recalibrated")    # one curve per criterion
+    """
+    input_size = model_info(arch).input_size
+    made = run_sweep(model, arch, spec, num_classes=outputs_of(model, input_size), input_size=input_size,
+                     held_out=held_out, train=train, probe=probe, root=root, **options)
+    order = {str(run.path): i for i, run in enumerate(made)}
+    table = list_runs(root)
+    table = table[table["path"].isin(order)]
+    return table.sort_values("path", key=lambda paths: paths.map(order)).reset_index(drop=True)

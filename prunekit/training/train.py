@@ -42,14 +42,17 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from prunekit import distributed as dist_util
-from prunekit.models.checkpoints import save_checkpoint
+from prunekit.criteria.scores import weights_hash
 from prunekit.data import TrainLoader, make_loaders
-from prunekit.defaults import DISTILL_TEMPERATURE
-from prunekit.training.distill import check_distill, distillation_loss
-from prunekit.models.doconv import DOConv2d, fold, overparameterize
+from prunekit.defaults import DISTILL_TEMPERATURE, FINETUNE_EPOCHS, TRAIN_BATCH
 from prunekit.errors import UserError
 from prunekit.files import write_text_atomic
+from prunekit.models.checkpoints import save_checkpoint
+from prunekit.models.doconv import DOConv2d, fold, overparameterize
+from prunekit.models.fits import check_model_data
 from prunekit.models.metrics import evaluate
+from prunekit.models.zoo import create_model
+from prunekit.training.distill import check_distill, distillation_loss
 
 __all__ = ["LR_MAX", "MEMORY_FORMAT", "PRECISIONS", "START_FILE", "TrainConfig", "TrainingDivergedError", "fit",
            "lr_factor", "read_metrics", "start_point", "train_new", "train_step", "uses_bf16", "write_metrics"]
@@ -73,8 +76,8 @@ class TrainConfig:
     "fp32" (float32 everywhere).
     """
 
-    epochs: int = 30
-    batch_size: int = 128
+    epochs: int = FINETUNE_EPOCHS
+    batch_size: int = TRAIN_BATCH
     lr: float = 0.1
     momentum: float = 0.9
     nesterov: bool = True
@@ -433,7 +436,6 @@ def _finish(model, rows, config, out: Path, arch, num_classes, header, ddp, on_f
     final_meta = {**header, "epochs": config.epochs, "test_accuracy": rows[-1]["test_accuracy"] if rows else None}
     fold(model).float()
     if ddp.enabled:
-        from prunekit.criteria.scores import weights_hash
 
         hashes = dist_util.all_gather_object(weights_hash(model))
         final_meta["ddp"] = {"world_size": ddp.world_size, "backend": ddp.backend, "weights_hash_per_rank": hashes,
@@ -480,8 +482,6 @@ def train_new(arch: str, splits, config: TrainConfig, out_dir: str | Path, *, de
     start from the source's downloaded weights (random, and said so, when they cannot be downloaded). UserError
     first when ``arch``'s input size is not the images' (:func:`prunekit.models.fits.check_input_size`). The checkpoint's
     meta records the data (its name), how the weights started (``weights``) and ``meta``."""
-    from prunekit.models.fits import check_model_data
-    from prunekit.models.zoo import create_model
 
     check_model_data(None, arch, splits, labels=False)
     built = create_model(arch, num_classes=len(splits.classes), pretrained=pretrained)

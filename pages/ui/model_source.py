@@ -1,0 +1,103 @@
+"""The sidebar's model sources beyond the bundled default, the registry and uploads: a torchvision or timm model
+picked from a searchable list, or the user's own factory when the app was started with one
+(``streamlit run app.py -- --factory package.module:function``, or ``$PRUNEKIT_FACTORY``), each at an input size
+(default: the data set's image side) and, on request, with downloaded weights. Building is cached per
+(name, classes, weights) and shows a spinner; the package does the work (:mod:`prunekit.models.sources`)."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+import streamlit as st
+
+from prunekit import model_info
+from prunekit.data import image_size, num_classes
+from prunekit.errors import UserError
+from prunekit.models.fits import check_model_data
+from prunekit.models.heads import outputs_of
+from prunekit.models.zoo import create_model
+from prunekit.models.source_factory import enable_factories, enabled_factories
+from prunekit.models.sources import model_catalog
+
+TORCHVISION_SOURCE = "A torchvision model"
+TIMM_SOURCE = "A timm model"
+FACTORY_SOURCE = "Your own model (--factory)"
+SOURCES = {TORCHVISION_SOURCE: "torchvision", TIMM_SOURCE: "timm", FACTORY_SOURCE: "factory"}
+FIRST = {"torchvision": "torchvision:resnet18", "timm": "timm:resnet18"}  # what each list opens on
+
+
+def factories() -> list[str]:
+    """Enable the factories the app was started with (after ``--`` on streamlit's command line, and
+    ``$PRUNEKIT_FACTORY``; a module already imported is not run again) -> their names ("package.module:function").
+    One that cannot be imported is an error in the sidebar."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--factory", action="append", default=[])
+    known, _ = parser.parse_known_args(sys.argv[1:])
+    try:
+        return enable_factories(known.factory)
+    except UserError as exc:
+        st.error(str(exc), icon=":material/code_off:")
+        return enabled_factories()
+
+
+def source_options() -> list[str]:
+    """The sidebar's extra sources: torchvision, timm and, when the app was started with one, the user's factory."""
+    return [TORCHVISION_SOURCE, TIMM_SOURCE, *([FACTORY_SOURCE] if factories() else [])]
+
+
+@st.cache_data(show_spinner="Listing the models...")
+def _catalog(source: str) -> list[str]:
+    return model_catalog(source)
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _built(spec: str, classes: int, pretrained: bool):
+    """(model in eval mode, header) of ``spec``; UserError when it does not run at its input size."""
+    built = create_model(spec, num_classes=classes, pretrained=pretrained)
+    outputs_of(built.model, model_info(spec).input_size)
+    return built.model.eval(), {"arch": spec, "num_classes": classes, "weights": built.weights}
+
+
+def _spec(name: str, side: int) -> str:
+    """``name`` at ``side`` x ``side`` inputs: with an @ suffix only when that differs from the model's default."""
+    _, h, w = model_info(name).input_size
+    return name if (h, w) == (side, side) else f"{name}@{side}"
+
+
+def pick_source_model(source: str, dataset: str):
+    """The sidebar's controls for a torchvision / timm / factory model -> (model, header, arch, label). Its classes
+    are ``dataset``'s; its input size defaults to the data set's image side. UserError for a bad choice."""
+    kind = SOURCES[source]
+    names = _catalog(kind)
+    first = FIRST.get(kind, names[0] if names else None)
+    name = st.selectbox(f"{kind} model", names, index=names.index(first) if first in names else 0,
+                        key=f"{kind}_model", help="Type to search the list.")
+    side = st.number_input("Input size (pixels)", 8, 1024, image_size(dataset)[0], step=8, key="input_side",
+                           help=f"The side of the square images the model takes. {dataset}'s images are "
+                           f"{'x'.join(map(str, image_size(dataset)))} and are not resized, so the model must take "
+                           "that size to score, evaluate or prune on them.")
+    pretrained = st.checkbox("Pretrained weights (download)", key="pretrained",
+                             help="Download the source's pretrained weights (a new head for this data set's classes). "
+                             "Offline, the model starts from random weights and its card says why.")
+    spec = _spec(name, int(side))
+    with st.spinner(f"Building {spec}..."):
+        model, header = _built(spec, num_classes(dataset), bool(pretrained))
+    return model, header, spec, f"{spec} ({'pretrained' if header['weights'].startswith('pretrained') else 'random'}" \
+                                " weights)"
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def _data_problem(_model, key: str, arch: str, dataset: str) -> str | None:
+    try:
+        check_model_data(_model, arch, dataset, labels=True)
+    except UserError as exc:
+        return str(exc)
+    return None
+
+
+def data_problem(model, key: str, arch: str | None, dataset: str) -> str | None:
+    """Why the selected model cannot take ``dataset``'s images or labels (:func:`prunekit.models.fits.check_model_data`),
+    None when it can; computed once per model and data set."""
+    if model is None or not arch:
+        return None
+    return _data_problem(model, key, arch, dataset)

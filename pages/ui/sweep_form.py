@@ -1,0 +1,76 @@
+"""The Compare page's sweep form: criteria x targets queued as one background job on the sidebar's model; its
+points arrive on the chart as curves."""
+from __future__ import annotations
+
+import streamlit as st
+
+from pages.ui.sidebar import selection
+from pages.ui.state import PLAN_ROUND_TO
+from prunekit.criteria import criterion_class, list_criteria
+from prunekit.defaults import HELD_OUT, RECALIBRATION, ROUND_TO, SWEEP
+from prunekit.errors import UserError
+from prunekit.pruning.presets import get_preset, list_presets
+from prunekit.runs import jobs
+from prunekit.runs.runtimes import runtime_labels
+from prunekit.runs.sweeps import SweepSpec
+
+DEFAULT_TARGETS = ", ".join(map(str, SWEEP.targets))
+LAST_SWEEP = "compare_last_sweep"
+
+
+def sweep_form() -> None:
+    """Choose criteria, targets and the allocation; Queue submits a ``sweep`` job (progress and cancel on Jobs)."""
+    sel = selection()
+    with st.expander("Draw new curves: sweep criteria across FLOPs targets (a background job)"):
+        if sel.model is None:
+            st.info(sel.error or "Pick a model in the sidebar first.", icon=":material/info:")
+            return
+        usable = [n for n in list_criteria() if not criterion_class(n).slow]
+        presets = [n for n in list_presets() if SweepSpec.allows(n)]
+        with st.form("sweep"):
+            criteria = st.multiselect("Criteria", usable, default=list(SWEEP.criteria))
+            targets = st.text_input("Fractions of FLOPs to remove", DEFAULT_TARGETS, help="comma-separated, each "
+                                    "in (0, 1)")
+            preset = st.selectbox("Allocation", presets, index=presets.index(SWEEP.preset),
+                                  format_func=lambda n: get_preset(n).label)
+            round_to = st.number_input("Round kept channels to a multiple of", 1, 256,
+                                       int(st.session_state.get(PLAN_ROUND_TO, ROUND_TO)), 1,
+                                       help="as on the Plan page (which it starts from): 1 keeps exactly what the "
+                                            "target asks; 16 or 8 (a CPU's vector block) runs faster on a CPU and "
+                                            "overshoots the target a little")
+            runtimes = st.multiselect("Time each point's latency in", list(runtime_labels()),
+                                      default=list(runtime_labels()), format_func=runtime_labels().get,
+                                      help="batch 1 and 64, as a pruned run records it (ONNX Runtime: the model "
+                                           "exported and checked equal first); a few seconds per point. Empty: no "
+                                           "latency, a faster sweep")
+            go = st.form_submit_button("Queue the sweep", type="primary", icon=":material/play_arrow:")
+        st.caption(f"Each point is pruned, its BatchNorm recalibrated on {RECALIBRATION.n} training images and "
+                   f"evaluated on {HELD_OUT.n} test images, and kept as a run; the chart joins one criterion's "
+                   "points into a curve. Follow it, or cancel it, on the Jobs page.")
+        if go:
+            _submit(sel, criteria, targets, preset, int(round_to), tuple(runtimes))
+        if st.session_state.get(LAST_SWEEP):
+            st.success(f"Sweep queued as job {st.session_state[LAST_SWEEP]}", icon=":material/schedule:")
+            st.page_link("pages/jobs.py", label="Follow it on the Jobs page", icon=":material/pending_actions:")
+
+
+def _submit(sel, criteria: list[str], targets: str, preset: str, round_to: int, runtimes: tuple[str, ...]) -> None:
+    try:
+        values = [float(t) for t in targets.replace(" ", "").split(",") if t]
+    except ValueError:
+        st.error(f"Targets must be numbers separated by commas, got {targets!r}.", icon=":material/error:")
+        return
+    try:
+        spec = SweepSpec(criteria=tuple(criteria), targets=tuple(values), preset=preset, round_to=round_to,
+                         runtimes=runtimes)
+        classes = int(sel.header.get("num_classes") or st.session_state.get("num_classes", 10))
+        job = jobs.submit("sweep", {"criteria": list(spec.criteria), "targets": list(spec.targets),
+                                    "preset": spec.preset, "round_to": spec.round_to,
+                                    "runtimes": list(spec.runtimes), "data": sel.dataset,
+                                    "arch": sel.arch,
+                                    "num_classes": classes, "input_size": list(sel.input_size),
+                                    "probe_n": sel.probe_n}, model=sel.model, arch=sel.arch, num_classes=classes)
+    except (UserError, OSError) as exc:
+        st.error(f"The sweep could not be queued: {exc}", icon=":material/error:")
+        return
+    st.session_state[LAST_SWEEP] = job.id
