@@ -16,6 +16,9 @@ if get_script_run_ctx() is not None:  # inside a Streamlit script run (not a pla
 
 
 def started() -> None:
-    """Take the start-up note away (the slow imports are done)."""
+    """Take the start-up note away (the slow imports are done), once: the note belongs to the first run after the
+    server started, and emptying it from a later run would blank that run's first element (the page's title)."""
+    global STARTING
     if STARTING is not None:
         STARTING.empty()
+        STARTING = None

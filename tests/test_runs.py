@@ -110,7 +110,7 @@ def test_a_refused_pruning_writes_nothing(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="no scores"):
         prune_run(model, plan, {}, arch="resnet20", num_classes=10, input_size=SIZE, root=tmp_path,
                   latency_batches=())
-    monkeypatch.setattr("prunekit.pruning.prune._dropped_inputs", lambda wiring, removed: {})  # a reference with every
+    monkeypatch.setattr("prunekit.pruning.prune.dropped_inputs", lambda wiring, removed: {})  # a reference with every
     with pytest.raises(PruneError, match="went wrong at layer1.0.conv1"):              # channel: the check fails
         prune_run(model, plan, scores, arch="resnet20", num_classes=10, input_size=SIZE, root=tmp_path,
                   latency_batches=())

@@ -17,13 +17,8 @@ from prunekit.models.fits import check_model_data
 from prunekit.models.heads import outputs_of
 from prunekit.models.zoo import create_model
 from prunekit.models.source_factory import enable_factories, enabled_factories
-from prunekit.models.sources import model_catalog
+from prunekit.models.sources import get_source, model_catalog, source_names
 
-TORCHVISION_SOURCE = "A torchvision model"
-TIMM_SOURCE = "A timm model"
-FACTORY_SOURCE = "Your own model (--factory)"
-SOURCES = {TORCHVISION_SOURCE: "torchvision", TIMM_SOURCE: "timm", FACTORY_SOURCE: "factory"}
-FIRST = {"torchvision": "torchvision:resnet18", "timm": "timm:resnet18"}  # what each list opens on
 
 
 def factories() -> list[str]:
@@ -40,9 +35,12 @@ def factories() -> list[str]:
         return enabled_factories()
 
 
-def source_options() -> list[str]:
-    """The sidebar's extra sources: torchvision, timm and, when the app was started with one, the user's factory."""
-    return [TORCHVISION_SOURCE, TIMM_SOURCE, *([FACTORY_SOURCE] if factories() else [])]
+def source_options() -> dict[str, str]:
+    """The sidebar's extra sources, {label: source name}: every registered source that offers itself (torchvision,
+    timm and, when the app was started with one, the user's factory), in registration order."""
+    factories()
+    offered = [get_source(name) for name in source_names()]
+    return {s.label: s.name for s in offered if s.offered()}
 
 
 @st.cache_data(show_spinner="Listing the models...")
@@ -67,9 +65,9 @@ def _spec(name: str, side: int) -> str:
 def pick_source_model(source: str, dataset: str):
     """The sidebar's controls for a torchvision / timm / factory model -> (model, header, arch, label). Its classes
     are ``dataset``'s; its input size defaults to the data set's image side. UserError for a bad choice."""
-    kind = SOURCES[source]
+    kind = source_options()[source]
     names = _catalog(kind)
-    first = FIRST.get(kind, names[0] if names else None)
+    first = get_source(kind).full_name(get_source(kind).first) if get_source(kind).first else None
     name = st.selectbox(f"{kind} model", names, index=names.index(first) if first in names else 0,
                         key=f"{kind}_model", help="Type to search the list.")
     side = st.number_input("Input size (pixels)", 8, 1024, image_size(dataset)[0], step=8, key="input_side",

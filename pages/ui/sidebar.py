@@ -14,7 +14,7 @@ from pathlib import Path
 import streamlit as st
 import torch
 
-from pages.ui.model_source import SOURCES, data_problem, pick_source_model, source_options
+from pages.ui.model_source import data_problem, pick_source_model, source_options
 from pages.ui.router import through_router
 from pages.ui.state import PROBE_N, SELECTION
 from prunekit import CheckpointError, best_device, build_model, list_models, load_checkpoint, model_info
@@ -102,7 +102,7 @@ def _model_choice(source: str, dataset: str):
         classes = st.number_input("Classes", 1, 10000, 10, key="num_classes")
         model, header = _registry_model(arch, int(classes))
         return model, header, arch, f"{arch} (random weights)"
-    if source in SOURCES:
+    if source in source_options():
         return pick_source_model(source, dataset)
     upload = st.file_uploader("Checkpoint", type=["pt", "pth", "safetensors"],
                               help=f"A state dict, read safely (no code is unpickled); at most {MAX_UPLOAD_MB} MB.")

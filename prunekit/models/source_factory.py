@@ -80,9 +80,14 @@ class FactorySource(ModelSource):
 
     name = "factory"
     form = "factory:<package.module>:<function>"
+    label = "Your own model (--factory)"
 
     def catalogue(self) -> list[str]:
         return enabled_factories()
+
+    def offered(self) -> bool:
+        """In the sidebar only when the app was started with a factory."""
+        return bool(enabled_factories())
 
     def check_name(self, spec_text: str, name: str) -> None:
         if not _FACTORY.match(name):

@@ -34,6 +34,8 @@ class TimmSource(ModelSource):
 
     name = "timm"
     form = "timm:<name>"
+    label = "A timm model"
+    first = "resnet18"
 
     def catalogue(self) -> list[str]:
         return list(_names())

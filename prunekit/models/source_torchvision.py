@@ -29,6 +29,8 @@ class TorchvisionSource(ModelSource):
 
     name = "torchvision"
     form = "torchvision:<name>"
+    label = "A torchvision model"
+    first = "resnet18"
 
     def catalogue(self) -> list[str]:
         return list(_names())

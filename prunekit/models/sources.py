@@ -83,11 +83,19 @@ class BuiltModel:
 
 class ModelSource:
     """One way to name models. ``name``: the source's name (its models are "<name>:<model>", unless ``prefixed``
-    is False: the registered names are bare); ``form``: how its models are named, for messages."""
+    is False: the registered names are bare); ``form``: how its models are named, for messages; ``label``: the
+    dashboard sidebar's choice for it ("" keeps it out of the sidebar's list); ``first``: the model its list opens
+    on (default: the first of the catalogue)."""
 
     name: str = ""
     form: str = ""
     prefixed: bool = True
+    label: str = ""
+    first: str = ""
+
+    def offered(self) -> bool:
+        """Whether the dashboard's sidebar offers this source now (it has a label)."""
+        return bool(self.label)
 
     def catalogue(self) -> list[str]:
         """The names of its models (without the source's prefix), sorted."""

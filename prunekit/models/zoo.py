@@ -30,11 +30,12 @@ import torch.nn.functional as F
 import torchvision
 
 from prunekit.errors import UserError
-from prunekit.models import source_factory, source_timm, source_torchvision  # noqa: F401, I001
-
-# the model sources register themselves on import, in this order (the registered names first)
-from prunekit.models.source_registered import list_models, register_model
-from prunekit.models.sources import BuiltModel, ModelInfo, get_source, parse_spec
+# the model sources register themselves on import, in this order (the order of lists and "did you mean" hints)
+from prunekit.models.source_registered import list_models, register_model  # isort: skip
+from prunekit.models import source_torchvision  # noqa: F401  # isort: skip
+from prunekit.models import source_timm  # noqa: F401  # isort: skip
+from prunekit.models import source_factory  # noqa: F401  # isort: skip
+from prunekit.models.sources import BuiltModel, ModelInfo, get_source, parse_spec  # isort: skip
 
 __all__ = ["build_model", "create_model", "model_info", "count_params", "ModelInfo", "BuiltModel", "register_model",
            "list_models"]
