@@ -67,17 +67,25 @@ class PredictionDefaults:
 class SweepDefaults:
     """A sweep (prunekit.runs.sweeps.SweepSpec, ``prunekit sweep``, the Compare page's sweep form): ``criteria``
     the form opens on, ``targets`` fractions of FLOPs to remove, each solved by the ``preset`` allocation;
-    ``finetune_epochs`` of brief fine-tuning of every point (0: none) on ``finetune_subset`` images (0: all)."""
+    ``finetune_epochs`` of brief fine-tuning of every point (0: none) on ``finetune_subset`` images (0: all);
+    ``plain``: also measure each point's accuracy right after pruning, before recalibration (off: one evaluation
+    fewer per point)."""
 
     criteria: tuple[str, ...] = ("l1", "fpgm")
     targets: tuple[float, ...] = (0.1, 0.3, 0.5, 0.7)
     preset: str = "uniform"
     finetune_epochs: int = 0
     finetune_subset: int = 0
+    plain: bool = False
 
 
 PROBE = ProbeDefaults()
 PREDICTION = PredictionDefaults()
+# How the candidate evaluator (prunekit.pruning.evaluator) runs a pruned model: "fp32", or "bf16" (channels_last and
+# bf16 autocast). benchmarks/lecture_loop.py measures both on the bundled ResNet-20; bf16 becomes the default only
+# where its held-out accuracy equals fp32's within 0.1 points.
+EVAL_PRECISIONS = ("fp32", "bf16")
+EVAL_PRECISION = "fp32"
 RECALIBRATION = RecalibrationDefaults()
 HELD_OUT = HeldOutDefaults()
 SENSITIVITY = SensitivityDefaults()

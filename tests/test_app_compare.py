@@ -193,13 +193,15 @@ def test_a_sweep_is_queued_from_the_page_and_its_runs_draw_one_curve_per_criteri
     assert job.args["arch"] == "resnet20" and job.args["input_size"] == [3, 32, 32]
     assert job.args["round_to"] == 1  # the Plan page's rounding (none), which the form starts from
     assert job.args["runtimes"] == ["eager", "onnxruntime"]  # latency timed in both runtimes by default
+    assert job.args["plain"] is False  # the recalibrated accuracy only, unless asked
+    next(c for c in at.checkbox if c.label.startswith("Also measure each point right after pruning")).check()
     next(n for n in at.number_input if n.label == "Round kept channels to a multiple of").set_value(16)
     next(m for m in at.multiselect if m.label == "Time each point's latency in").set_value([])
     at.text_input[0].set_value("0.3")
     next(b for b in at.button if b.label == "Queue the sweep").click()
     at.run()
     queued = jobs.get(at.session_state["compare_last_sweep"]).args
-    assert queued["round_to"] == 16 and queued["runtimes"] == []  # no latency: a faster sweep
+    assert queued["round_to"] == 16 and queued["runtimes"] == [] and queued["plain"] is True  # no latency: faster
     at.text_input[0].set_value("0.5, 2")
     next(b for b in at.button if b.label == "Queue the sweep").click()
     at.run()

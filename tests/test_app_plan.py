@@ -212,6 +212,8 @@ def test_prune_with_l1_records_one_run_and_leaves_the_cached_model_alone(default
     m = json.loads((made[0] / "manifest.json").read_text())
     assert m["status"] == "done" and m["criterion"]["name"] == "l1" and m["plan"]["ratios"] == ratios
     assert m["data"]["n"] == HELD_OUT.n and m["model"]["checkpoint_sha256"]  # the command line's held-out set
+    assert (f"Each accuracy is top-1 on the same {HELD_OUT.n} test images; the recalibrated one after re-estimating "
+            f"BatchNorm on {m['recalibration']['n']} training images.") in [c.value for c in at.caption]
     assert m["after"]["params"] == estimate(struct, ratios).params  # the estimate was exact
     metrics = _metrics(at)
     assert metrics["Accuracy before"][0] == f"{m['accuracy']['before']['accuracy']:.2f}%"

@@ -58,6 +58,8 @@ def test_plan_prune_runs_export_from_the_shell(tmp_path):
     assert out.returncode == 0, out.stderr
     run = json.loads(out.stdout.strip().splitlines()[-1])
     assert run["status"] == "done" and run["flops"][1] <= run["flops"][0] / 2
+    # --n 0: no held-out images, so no accuracy, and the line says so beside the recalibrated one
+    assert run["accuracy_recalibrated"] is None and run["accuracy_pruned"] is None and run["test_images"] is None
     out = _cli("runs", "--json", env=env)
     (row,) = json.loads(out.stdout)
     assert row["path"] == run["run"] and row["preset"] == "uniform" and row["criterion"] == "l1"

@@ -110,7 +110,7 @@ def test_a_refused_pruning_writes_nothing(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="no scores"):
         prune_run(model, plan, {}, arch="resnet20", num_classes=10, input_size=SIZE, root=tmp_path,
                   latency_batches=())
-    monkeypatch.setattr("prunekit.pruning.prune.dropped_inputs", lambda wiring, removed: {})  # a reference with every
+    monkeypatch.setattr("prunekit.pruning.prune._dropped_inputs", lambda wiring, removed: {})  # a reference with every
     with pytest.raises(PruneError, match="went wrong at layer1.0.conv1"):              # channel: the check fails
         prune_run(model, plan, scores, arch="resnet20", num_classes=10, input_size=SIZE, root=tmp_path,
                   latency_batches=())
@@ -227,3 +227,18 @@ def test_a_run_of_a_source_model_gets_a_directory_name_every_file_system_takes(t
     run = Run.create(tmp_path, name="torchvision:densenet121@32", model={"arch": "torchvision:densenet121@32"})
     assert ":" not in run.path.name and "-torchvision_densenet121@32-" in run.path.name
     assert run.manifest["model"]["arch"] == "torchvision:densenet121@32"  # the name itself is kept whole
+
+
+def test_the_accuracy_summary_names_what_each_accuracy_is_measured_on():
+    from prunekit.runs.records import accuracy_summary
+
+    manifest = {"accuracy": {"before": {"accuracy": 88.0, "n": 500}, "pruned": {"accuracy": 16.6, "n": 500},
+                             "recalibrated": {"accuracy": 54.8, "n": 500}},
+                "recalibration": {"name": "cifar10", "n": 1024, "note": None}}
+    assert accuracy_summary(manifest) == {"accuracy_before": 88.0, "accuracy_pruned": 16.6,
+                                          "accuracy_recalibrated": 54.8, "test_images": 500,
+                                          "recalibration_images": 1024}
+    manifest["recalibration"] = {"name": "cifar10", "n": 1024, "note": "the model has no BatchNorm layer"}
+    manifest["accuracy"]["recalibrated"] = None
+    assert accuracy_summary(manifest)["recalibration_images"] is None
+    assert accuracy_summary({"accuracy": None, "recalibration": None})["test_images"] is None

@@ -77,7 +77,7 @@ def test_with_round_to_each_ratio_keeps_what_the_plan_keeps_and_one_width_is_pru
     model, scores = _model_with_dead_filters()
     data = tiny_arrays(24)
     pruned_calls = []
-    monkeypatch.setattr(sys.modules["prunekit.pruning.sensitivity"], "prune_model",
+    monkeypatch.setattr(sys.modules["prunekit.pruning.evaluator"], "prune_model",
                         lambda *a, **k: pruned_calls.append(k) or prune_model(*a, **k))
     df = sensitivity(model, scores, data, ratios=(0.1, 0.2, 0.3, 0.5), groups=["layer3.0.conv1", "layer1.0.conv1"],
                      round_to=16, cache=False)

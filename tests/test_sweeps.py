@@ -72,3 +72,51 @@ def test_a_sweep_from_the_shell_and_as_a_job_times_latency_only_where_asked(tmp_
     assert len(done.result["runs"]) == 2 and len(table) == 2
     assert (table[["latency_b1", "latency_b64"]] > 0).all().all()  # eager timed, ONNX Runtime not
     assert table[["latency_ort_b1", "latency_ort_b64"]].isna().all().all()
+
+
+def test_a_sweep_evaluates_the_unpruned_model_once_and_the_plain_accuracy_only_when_asked(tmp_path, monkeypatch):
+    import prunekit.runs.records as records
+    import prunekit.runs.sweeps as sweeps
+
+    torch.manual_seed(0)
+    model = build_model("resnet20").eval()
+    evaluated = []
+    real = records.held_out_accuracy
+    counting = lambda m, data, **kw: evaluated.append(m is model) or real(m, data, **kw)  # noqa: E731
+    monkeypatch.setattr(records, "held_out_accuracy", counting)
+    monkeypatch.setattr(sweeps, "held_out_accuracy", counting)
+    spec = SweepSpec(criteria=("l1",), targets=(0.2, 0.4, 0.6), runtimes=())
+    run_sweep(model, "resnet20", spec, num_classes=10, input_size=SIZE, held_out=tiny_arrays(16),
+              train=tiny_arrays(24, seed=2), root=tmp_path / "a")
+    # the unpruned model once for the sweep, then one recalibrated evaluation per point (no plain one)
+    assert evaluated == [True, False, False, False]
+    table = list_runs(tmp_path / "a")
+    assert table["accuracy_pruned"].isna().all() and table["accuracy_recalibrated"].notna().all()
+    assert table["accuracy_before"].nunique() == 1
+    evaluated.clear()
+    run_sweep(model, "resnet20", SweepSpec(criteria=("l1",), targets=(0.2, 0.4), runtimes=(), plain=True),
+              num_classes=10, input_size=SIZE, held_out=tiny_arrays(16), train=tiny_arrays(24, seed=2),
+              root=tmp_path / "b")
+    assert evaluated == [True, False, False, False, False]  # with plain: two evaluations per point
+    assert list_runs(tmp_path / "b")["accuracy_pruned"].notna().all()
+
+
+def test_a_stopped_sweep_resumed_under_its_id_keeps_the_points_it_finished(tmp_path):
+    torch.manual_seed(0)
+    model = build_model("resnet20").eval()
+    spec = SweepSpec(criteria=("l1",), targets=(0.2, 0.4, 0.6), runtimes=())
+
+    def stop_after_two(done, total):
+        if done == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(model, "resnet20", spec, num_classes=10, input_size=SIZE, held_out=None, train=None,
+                  root=tmp_path, sweep_id="lecture", progress=stop_after_two)
+    first = list_runs(tmp_path)
+    assert sorted(first["target"]) == [0.2, 0.4] and set(first["status"]) == {"done"}
+    runs = run_sweep(model, "resnet20", spec, num_classes=10, input_size=SIZE, held_out=None, train=None,
+                     root=tmp_path, sweep_id="lecture")
+    table = list_runs(tmp_path)
+    assert len(table) == 3 and sorted(table["target"]) == [0.2, 0.4, 0.6] and set(table["sweep"]) == {"lecture"}
+    assert [str(r.path) for r in runs[:2]] == sorted(first["path"], key=lambda p: read_manifest(p)["sweep"]["target"])

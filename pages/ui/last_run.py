@@ -7,7 +7,7 @@ import streamlit as st
 from pages.ui.sidebar import device_label
 from prunekit.defaults import FINETUNE_RECIPE, HELD_OUT, QUICK_FINETUNE_EPOCHS
 from prunekit.runs.finetune import source_on_disk
-from prunekit.runs.records import read_manifest, runs_root
+from prunekit.runs.records import accuracy_summary, read_manifest, runs_root
 from prunekit.text import human
 
 BATCH = FINETUNE_RECIPE["batch_size"]
@@ -47,6 +47,11 @@ def last_run_ui(sel) -> None:
             col.metric(name, "–", help="not measured: the run stopped before pruning")
             continue
         col.metric(name, human(a), f"{a / b - 1:.1%}", delta_color="inverse", help=f"{b:,} -> {a:,}")
+    summary = accuracy_summary(m)
+    if summary["test_images"]:
+        st.caption(f"Each accuracy is top-1 on the same {summary['test_images']} test images; the recalibrated one "
+                   + (f"after re-estimating BatchNorm on {summary['recalibration_images']} training images."
+                      if summary["recalibration_images"] else "was not measured (no recalibration)."))
     st.page_link("pages/compare.py", label="Compare this run with the others", icon=":material/scatter_plot:")
     if m["status"] == "done":
         finetune_ui(sel, path, m)

@@ -43,18 +43,23 @@ def sweep_form() -> None:
                                       help="batch 1 and 64, as a pruned run records it (ONNX Runtime: the model "
                                            "exported and checked equal first); a few seconds per point. Empty: no "
                                            "latency, a faster sweep")
+            plain = st.checkbox("Also measure each point right after pruning (before recalibration)", SWEEP.plain,
+                                help="one more evaluation per point; the recalibrated accuracy is the one that "
+                                     "ranks plans like fine-tuning does")
             go = st.form_submit_button("Queue the sweep", type="primary", icon=":material/play_arrow:")
         st.caption(f"Each point is pruned, its BatchNorm recalibrated on {RECALIBRATION.n} training images and "
-                   f"evaluated on {HELD_OUT.n} test images, and kept as a run; the chart joins one criterion's "
-                   "points into a curve. Follow it, or cancel it, on the Jobs page.")
+                   f"evaluated on {HELD_OUT.n} test images (the unpruned model once for the whole sweep), and kept "
+                   "as a run; the chart joins one criterion's points into a curve. Follow it, or cancel it, on the "
+                   "Jobs page; a cancelled sweep resumed there keeps the points it finished.")
         if go:
-            _submit(sel, criteria, targets, preset, int(round_to), tuple(runtimes))
+            _submit(sel, criteria, targets, preset, int(round_to), tuple(runtimes), bool(plain))
         if st.session_state.get(LAST_SWEEP):
             st.success(f"Sweep queued as job {st.session_state[LAST_SWEEP]}", icon=":material/schedule:")
             st.page_link("pages/jobs.py", label="Follow it on the Jobs page", icon=":material/pending_actions:")
 
 
-def _submit(sel, criteria: list[str], targets: str, preset: str, round_to: int, runtimes: tuple[str, ...]) -> None:
+def _submit(sel, criteria: list[str], targets: str, preset: str, round_to: int, runtimes: tuple[str, ...],
+            plain: bool) -> None:
     try:
         values = [float(t) for t in targets.replace(" ", "").split(",") if t]
     except ValueError:
@@ -62,11 +67,11 @@ def _submit(sel, criteria: list[str], targets: str, preset: str, round_to: int, 
         return
     try:
         spec = SweepSpec(criteria=tuple(criteria), targets=tuple(values), preset=preset, round_to=round_to,
-                         runtimes=runtimes)
+                         runtimes=runtimes, plain=plain)
         classes = int(sel.header.get("num_classes") or st.session_state.get("num_classes", 10))
         job = jobs.submit("sweep", {"criteria": list(spec.criteria), "targets": list(spec.targets),
                                     "preset": spec.preset, "round_to": spec.round_to,
-                                    "runtimes": list(spec.runtimes), "data": sel.dataset,
+                                    "runtimes": list(spec.runtimes), "plain": spec.plain, "data": sel.dataset,
                                     "arch": sel.arch,
                                     "num_classes": classes, "input_size": list(sel.input_size),
                                     "probe_n": sel.probe_n}, model=sel.model, arch=sel.arch, num_classes=classes)

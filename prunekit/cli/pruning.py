@@ -39,7 +39,7 @@ from prunekit.pruning.presets import BY, get_preset, list_presets
 from prunekit.pruning.sensitivity import read_sensitivity
 from prunekit.pruning.sensitivity import sensitivity as curves
 from prunekit.pruning.structure import estimate, structure
-from prunekit.runs.records import list_runs, prune_run
+from prunekit.runs.records import accuracy_summary, list_runs, prune_run
 from prunekit.runs.runtimes import runtime_labels
 from prunekit.runs.sweeps import SweepSpec, run_sweep
 
@@ -154,8 +154,7 @@ def prune(args: argparse.Namespace) -> int:
     row = list_runs(run.path.parent).set_index("run").loc[run.manifest["id"]]
     return emit({"run": str(run.path), "status": run.status, "round_to": loaded.round_to,
                  "params": [int(row.params_before), int(row.params)],
-                 "flops": [int(row.flops_before), int(row.flops)], "accuracy_before": row.accuracy_before,
-                 "accuracy_pruned": row.accuracy_pruned})
+                 "flops": [int(row.flops_before), int(row.flops)], **accuracy_summary(run.manifest)})
 
 
 def _recalibration(args: argparse.Namespace):
@@ -288,13 +287,14 @@ def sweep(args: argparse.Namespace) -> int:
 
     spec = SweepSpec(criteria=tuple(args.criteria), targets=tuple(args.targets), preset=args.preset, by=args.by,
                      finetune_epochs=args.finetune_epochs, finetune_subset=args.finetune_subset,
-                     round_to=args.round_to, runtimes=() if args.no_latency else tuple(args.runtimes))
+                     round_to=args.round_to, runtimes=() if args.no_latency else tuple(args.runtimes),
+                     plain=args.plain)
     model, arch, classes, notes = load_model(args)
     held_out = held_out_set(args.data, args.n, args.data_root) if args.n else None
     with bar("sweep") as progress:
         runs = run_sweep(model, arch, spec, num_classes=classes, input_size=input_size(arch), held_out=held_out,
                          train=_recalibration(args), probe=probe_spec(args), root=args.runs,
-                         checkpoint=args.checkpoint, progress=progress)
+                         checkpoint=args.checkpoint, progress=progress, sweep_id=args.resume)
     for run in runs if notes else ():  # how the weights were initialised, a replaced head
         run.update(model={**run.manifest["model"], **notes})
     return emit({"sweep": runs[0].manifest["sweep"]["id"], "runs": [str(r.path) for r in runs],
@@ -318,6 +318,11 @@ def register_sweep(sub) -> None:
                    help=f"training images per fine-tuning epoch (default {SWEEP.finetune_subset}; 0: all)")
     add_round_to_arg(p, "(each target is solved on the rounded estimate)")
     add_latency_args(p, repeat=False)
+    p.add_argument("--plain", action="store_true", default=SWEEP.plain,
+                   help="also measure each point's accuracy right after pruning, before BatchNorm recalibration")
+    p.add_argument("--resume", default=None, metavar="SWEEP_ID",
+                   help="continue the sweep of this id (the 'sweep' a stopped run printed or its runs record): the "
+                        "points it finished stay, the others are made")
     p.add_argument("--n", type=int, default=HELD_OUT.n, help=f"held-out test images (default {HELD_OUT.n})")
     p.add_argument("--runs", default=None, help="runs root (default: $PRUNEKIT_RUNS or ./runs)")
     add_probe_args(p, "probe-")

@@ -1,40 +1,65 @@
-"""What a plan would cost in accuracy, before pruning for real: the plan applied to a copy of the model, its
-BatchNorm statistics recalibrated, the result evaluated on held-out images. The Plan page shows it live beside
-the instant cost estimate.
+"""What a plan would cost in accuracy, before pruning for real: the plan judged by a
+:class:`~prunekit.pruning.evaluator.CandidateEvaluator` (its removed channels switched off where they are read, the
+BatchNorm statistics recalibrated, the result evaluated on held-out images: what the physically pruned model gives).
+The Plan page shows it live beside the instant cost estimate; the evaluator is prepared once per model and data and
+kept for the next plan.
 
 >>> predict_accuracy(model, {"layer1.0.conv1": 0.5}, scores, (3, 32, 32), train=train, held_out=test.subset(1000))
-{'accuracy': 81.3, 'loss': 0.61, 'n': 1000, 'recalibrated': True, 'seconds': 1.7}
+{'accuracy': 81.3, 'loss': 0.61, 'n': 1000, 'recalibrated': True, 'seconds': 0.4}
 """
 from __future__ import annotations
 
+import threading
 import time
+from collections import OrderedDict
 
 import torch
 import torch.nn as nn
 
+from prunekit.criteria.scores import weights_hash
 from prunekit.data import ArraySet
-from prunekit.defaults import ROUND_TO
+from prunekit.defaults import RECALIBRATION, ROUND_TO
 from prunekit.models.layers import TRACE_LOCK
-from prunekit.models.metrics import held_out_accuracy
-from prunekit.pruning.prune import prune_model
-from prunekit.pruning.recalibrate import recalibrate_bn
+from prunekit.pruning.evaluator import CandidateEvaluator, images_hash
 
-__all__ = ["predict_accuracy"]
+__all__ = ["predict_accuracy", "evaluator_for"]
+
+_EVALUATORS: OrderedDict[tuple, CandidateEvaluator] = OrderedDict()
+_KEPT = 4  # evaluators kept (one per model, input size, held-out and recalibration images)
+_LOCK = threading.Lock()
+
+
+def evaluator_for(model: nn.Module, input_size: tuple[int, int, int], *, held_out: ArraySet,
+                  train: ArraySet | None) -> CandidateEvaluator:
+    """The :class:`CandidateEvaluator` of ``model`` on these images, prepared once and kept (the last few, keyed
+    by the weights' hash, the input size and the images' hashes). Traces the model when it is new: call it from
+    the thread that may trace, or hold :data:`prunekit.models.layers.TRACE_LOCK`."""
+    recal = None if train is None else train.subset(RECALIBRATION.n, RECALIBRATION.seed)
+    key = (weights_hash(model), tuple(input_size), images_hash(held_out), None if recal is None else images_hash(recal),
+           str(next(model.parameters()).device))
+    with _LOCK:
+        if key in _EVALUATORS:
+            _EVALUATORS.move_to_end(key)
+            return _EVALUATORS[key]
+    ev = CandidateEvaluator(model, input_size, held_out=held_out, train=train)
+    with _LOCK:
+        _EVALUATORS[key] = ev
+        while len(_EVALUATORS) > _KEPT:
+            _EVALUATORS.popitem(last=False)
+    return ev
 
 
 def predict_accuracy(model: nn.Module, ratios: dict[str, float], scores: dict[str, torch.Tensor],
                      input_size: tuple[int, int, int], *, train: ArraySet | None, held_out: ArraySet,
                      round_to: int = ROUND_TO) -> dict[str, float | int | bool]:
-    """Prune a copy of ``model`` by ``ratios`` ({group root: ratio}; kept filters rounded to a multiple of
-    ``round_to``) with ``scores`` ({conv: (filters,)}),
-    recalibrate its BatchNorm statistics on ``train`` (None: not recalibrated) and evaluate it on ``held_out``
-    (uint8 (N, 3, H, W)). -> accuracy (%), loss, n (images), recalibrated, seconds. ``model`` is not modified.
-    Safe in a background thread: it holds :data:`prunekit.models.layers.TRACE_LOCK` while it runs, and traces nothing."""
+    """The accuracy ``model`` would keep pruned by ``ratios`` ({group root: ratio}; kept filters rounded to a
+    multiple of ``round_to``) with ``scores`` ({conv: (filters,)}), its BatchNorm statistics recalibrated on
+    ``train`` (None: not recalibrated), on ``held_out`` (uint8 (N, 3, H, W)).
+    -> accuracy (%), loss, n (images), recalibrated, seconds. ``model`` is not modified.
+    Safe in a background thread: it holds :data:`prunekit.models.layers.TRACE_LOCK` while it runs."""
     t0 = time.perf_counter()
     with TRACE_LOCK:
-        pruned, _ = prune_model(model, ratios, scores, input_size, round_to=round_to)
-        note = "no training images"
-        if train is not None:
-            pruned, note = recalibrate_bn(pruned, train)
-        result = held_out_accuracy(pruned, held_out)
-    return {**result, "recalibrated": note is None, "seconds": time.perf_counter() - t0}
+        ev = evaluator_for(model, input_size, held_out=held_out, train=train)
+        r = ev.evaluate(ratios, scores, round_to=round_to)
+    return {"accuracy": r["accuracy"], "loss": r["loss"], "n": r["n"], "recalibrated": r["recalibrated"],
+            "seconds": time.perf_counter() - t0}

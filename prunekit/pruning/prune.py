@@ -42,7 +42,7 @@ from prunekit.pruning.ratios import check_round_to, validate_ratios
 from prunekit.pruning.selection import removed_filters
 from prunekit.pruning.verify import check_pruned, probe_input, reference_output
 
-__all__ = ["Group", "Wiring", "coupled_groups", "traced_groups", "dropped_inputs", "prune_model"]
+__all__ = ["Group", "coupled_groups", "prune_model"]
 
 
 class _PadShortcutPruner(tp.pruner.function.BasePruningFunc):
@@ -173,16 +173,9 @@ def _forward_order(model: nn.Module, input_size: tuple[int, int, int]) -> list[s
 
 def coupled_groups(model: nn.Module, input_size: tuple[int, int, int]) -> tuple[list[Group], dict[str, str]]:
     """-> (prunable groups in forward order, {conv name: why it cannot be pruned})."""
-    groups, frozen, _ = traced_groups(model, input_size)
-    return groups, frozen
-
-
-def traced_groups(model: nn.Module, input_size: tuple[int, int, int]
-                  ) -> tuple[list[Group], dict[str, str], dict[str, Wiring]]:
-    """-> (prunable groups in forward order, {conv name: why it cannot be pruned}, {root: the group's
-    :data:`Wiring`}): what :func:`dropped_inputs` needs to switch a plan's removed channels off without pruning."""
     graph, opaque = _graph(model, input_size)
-    return _groups(model, graph, _forward_order(model, input_size), opaque)
+    groups, frozen, _ = _groups(model, graph, _forward_order(model, input_size), opaque)
+    return groups, frozen
 
 
 def _groups(model: nn.Module, graph: tp.DependencyGraph, order: list[str], opaque: dict):
@@ -312,7 +305,7 @@ def prune_model(
     removed_per_conv = removed_filters(groups, ratios, scores, round_to=check_round_to(round_to))
     removed = {g.root: removed_per_conv[g.root] for g in groups if g.root in removed_per_conv}
     probe = probe_input(pruned, input_size)
-    dropped = dropped_inputs(wiring, removed)
+    dropped = _dropped_inputs(wiring, removed)
     expected = reference_output(pruned, dropped, probe)
     for g in groups:  # indices refer to the unpruned layer; groups are disjoint
         if g.root in removed:
@@ -321,7 +314,7 @@ def prune_model(
     return pruned, removed
 
 
-def dropped_inputs(wiring: dict[str, Wiring], removed: dict[str, list[int]]) -> dict[str, list[int]]:
+def _dropped_inputs(wiring: dict[str, Wiring], removed: dict[str, list[int]]) -> dict[str, list[int]]:
     """{consumer: its input positions that carry removed channels} (unpruned numbering)."""
     dropped: dict[str, set[int]] = {}
     for root, idxs in removed.items():

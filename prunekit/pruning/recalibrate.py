@@ -10,6 +10,7 @@ reached after fine-tuning.
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterable
 
 import torch
 import torch.nn as nn
@@ -18,7 +19,7 @@ from prunekit.data import ArraySet, DeviceLoader
 from prunekit.defaults import RECALIBRATION
 from prunekit.errors import UserError
 
-__all__ = ["recalibrate_bn", "NO_BN"]
+__all__ = ["recalibrate_bn", "reestimate_bn", "NO_BN"]
 
 NO_BN = "the model has no BatchNorm layer: there are no statistics to recalibrate, so it is returned as it is"
 
@@ -38,16 +39,27 @@ def recalibrate_bn(model: nn.Module, images: ArraySet, *, n: int = RECALIBRATION
         raise UserError(f"recalibration needs a whole number of images >= 1, got {n!r}")
     device = next(model.parameters()).device
     out = copy.deepcopy(model).eval()
-    out_norms = [m for m in out.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    for bn in out_norms:
+    reestimate_bn(out, DeviceLoader(images.subset(n, seed=seed), batch_size, train=False, device=device))
+    return out, None
+
+
+def reestimate_bn(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> None:
+    """:func:`recalibrate_bn`'s recipe, in place on ``model`` (a copy the caller owns): every BN's running statistics
+    reset and recomputed as the cumulative average over ``batches`` of (x (B, C, H, W), y) in training mode, under
+    ``torch.no_grad()``; every other module in eval mode; the BNs' momentum restored and the model left in eval
+    mode."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [bn.momentum for bn in norms]
+    model.eval()
+    for bn in norms:
         if bn.running_mean is None:  # track_running_stats=False: it always uses the batch, nothing to estimate
             continue
         bn.reset_running_stats()
         bn.momentum = None  # cumulative moving average over the batches
         bn.train()
     with torch.no_grad():
-        for x, _ in DeviceLoader(images.subset(n, seed=seed), batch_size, train=False, device=device):
-            out(x)
-    for bn, original in zip(out_norms, norms):
-        bn.momentum = original.momentum
-    return out.eval(), None
+        for x, _ in batches:
+            model(x)
+    for bn, momentum in zip(norms, momenta):
+        bn.momentum = momentum
+    model.eval()

@@ -4,8 +4,8 @@
 >>> df.columns   # group, ratio, kept, accuracy, loss, params, macs
 
 For each prunable group (named by its root, see :func:`prunekit.pruning.prune.coupled_groups`), only that group is
-pruned (physically, by :func:`prunekit.pruning.prune.prune_model` with the criterion's ``scores``) at each ratio, and the
-pruned model is evaluated without fine-tuning on a held-out set. A ratio that would remove every filter of a
+pruned at each ratio with the criterion's ``scores`` (judged by :class:`prunekit.pruning.evaluator.CandidateEvaluator`,
+which gives what the physically pruned model gives), and the pruned model is evaluated without fine-tuning on a held-out set. A ratio that would remove every filter of a
 group is skipped. Each group's curve starts with a row at ratio 0: the unpruned model. With ``round_to`` > 1 each
 ratio keeps what a plan with that rounding keeps (:func:`prunekit.pruning.ratios.kept_channels`), so the curves show what
 the plan will prune; ratios that round to the same width share one pruned model (and a ratio that keeps every
@@ -29,10 +29,8 @@ from prunekit.data import ArraySet, cache_dir
 from prunekit.defaults import EVAL_BATCH, RECALIBRATION, ROUND_TO, SENSITIVITY
 from prunekit.errors import UserError
 from prunekit.files import write_text_atomic
-from prunekit.models.metrics import held_out_accuracy
-from prunekit.pruning.prune import prune_model
+from prunekit.pruning.evaluator import CandidateEvaluator
 from prunekit.pruning.ratios import RULE, check_ratio, check_round_to, kept_channels
-from prunekit.pruning.recalibrate import recalibrate_bn
 from prunekit.pruning.structure import Structure, estimate, structure
 
 __all__ = ["sensitivity", "read_sensitivity", "check_table", "check_rounding", "expected_minutes", "COLUMNS",
@@ -107,13 +105,15 @@ def sensitivity(
 
 def _curves(model, scores, data, struct, work: dict[str, list[float]], batch_size: int, recal: ArraySet | None,
             round_to: int, progress: Progress) -> list[dict]:
-    """The rows: per group, the unpruned model (ratio 0), then the group alone pruned at each of its ratios (one
-    pruned model per width kept: ratios rounded to the same width share it; the full width is the unpruned one)."""
-    def measure(m: nn.Module) -> dict:
-        return held_out_accuracy(m if recal is None else recalibrate_bn(m, recal)[0], data, batch_size=batch_size)
+    """The rows: per group, the unpruned model (ratio 0), then the group alone pruned at each of its ratios, each
+    judged by one :class:`~prunekit.pruning.evaluator.CandidateEvaluator` (prepared once: groups, batches; ratios
+    rounded to the same width share one evaluation; the full width is the unpruned one)."""
+    ev = CandidateEvaluator(model, tuple(data.images.shape[1:]), held_out=data, train=recal, batch_size=batch_size)
 
-    base, est0 = measure(model), estimate(struct, {})
-    input_size = tuple(data.images.shape[1:])
+    def measure(ratios: dict[str, float]) -> dict:
+        return ev.evaluate(ratios, scores, round_to=round_to, recalibrate=recal is not None)
+
+    base, est0 = measure({}), estimate(struct, {})
     total, done, rows = sum(len(v) for v in work.values()), 0, []
     widths = {x.root: x.channels for x in struct.groups}
     for g, group_ratios in work.items():
@@ -123,8 +123,7 @@ def _curves(model, scores, data, struct, work: dict[str, list[float]], batch_siz
         for r in group_ratios:
             kept = kept_channels(channels, r, round_to)
             if kept not in by_width:
-                pruned, _ = prune_model(model, {g: r}, scores, input_size, round_to=round_to)
-                by_width[kept] = measure(pruned), estimate(struct, {g: r}, round_to)
+                by_width[kept] = measure({g: r}), estimate(struct, {g: r}, round_to)
             rows.append(_row(g, r, kept, *by_width[kept]))
             done += 1
             progress(done, total)

@@ -55,8 +55,8 @@ from prunekit.runs.report import prune_report
 from prunekit.runs.runtimes import get_runtime, runtime_names
 from prunekit.version import __version__
 
-__all__ = ["Run", "runs_root", "read_manifest", "manifest_problem", "list_runs", "prune", "prune_run", "file_sha256",
-           "versions", "utc_now", "process_gone", "MANIFEST", "MODEL_FILE"]
+__all__ = ["Run", "accuracy_summary", "runs_root", "read_manifest", "manifest_problem", "list_runs", "prune",
+           "prune_run", "file_sha256", "versions", "utc_now", "process_gone", "MANIFEST", "MODEL_FILE"]
 
 RUN_FORMAT = "prunekit-run/1"
 MANIFEST = "manifest.json"
@@ -322,21 +322,11 @@ def list_runs(root: str | os.PathLike | None = None) -> pd.DataFrame:
 
 
 def prune_run(
-    model: nn.Module,
-    plan: Plan,
-    scores: dict[str, torch.Tensor],
-    *,
-    arch: str,
-    num_classes: int,
-    input_size: tuple[int, int, int],
-    root: str | os.PathLike | None = None,
-    checkpoint: str | os.PathLike | None = None,
-    data: ArraySet | None = None,
-    recalibrate: ArraySet | None = None,
-    latency_batches=LATENCY_BATCHES, repeat: int = LATENCY_REPEAT, runtimes=None,
-    struct: Structure | None = None,
-    sweep: dict | None = None,
-    progress: Progress | None = None,
+    model: nn.Module, plan: Plan, scores: dict[str, torch.Tensor], *, arch: str, num_classes: int,
+    input_size: tuple[int, int, int], root: str | os.PathLike | None = None,
+    checkpoint: str | os.PathLike | None = None, data: ArraySet | None = None, recalibrate: ArraySet | None = None,
+    latency_batches=LATENCY_BATCHES, repeat: int = LATENCY_REPEAT, runtimes=None, struct: Structure | None = None,
+    sweep: dict | None = None, progress: Progress | None = None, before: dict | None = None, plain: bool = True,
 ) -> Run:
     """Prune ``model`` (on the device to measure on; never modified) by ``plan`` with the criterion's
     ``scores`` ({conv: (out_channels,)}), recording everything as a new run under ``root``: the step below
@@ -350,6 +340,8 @@ def prune_run(
     not recalibrated. latency_batches, repeat, runtimes: :mod:`prunekit.runs.runtimes` (None: every one; a failed ONNX export is recorded,
     never fails the run). checkpoint: the weights' file (its SHA-256 is recorded). struct: the traced structure
     (default: traced here). sweep: which sweep point this is (:mod:`prunekit.runs.sweeps`). progress: six steps.
+    before: the unpruned model's accuracy on ``data`` when the caller has it (a sweep measures it once); plain:
+    also the accuracy right after pruning (False: only the recalibrated one, when recalibrating).
     A refused plan or pruning writes nothing; a later failure marks the run ``failed`` (Ctrl-C: ``interrupted``)."""
     progress = progress or no_progress
     source = _source(model, arch, num_classes, input_size, checkpoint, data, recalibrate)
@@ -361,13 +353,13 @@ def prune_run(
                      criterion={"name": plan.criterion, "params": plan.criterion_params}, plan=plan.to_dict(),
                      before=None, after=None, accuracy=None, report=None, device=str(next(model.parameters()).device))
     with run.failures_recorded():
-        acc_before = None if data is None else held_out_accuracy(model, data)
+        accuracy = {"before": before if before is not None or data is None else held_out_accuracy(model, data)}
         progress(2, 6)
         report = prune_report(model, pruned, plan.ratios, removed, input_size, latency_batches=latency_batches,
                               repeat=repeat, runtimes=runtimes)
         progress(3, 6)
-        accuracy = {"before": acc_before, "pruned": None if data is None else held_out_accuracy(pruned, data),
-                    "recalibrated": None}
+        measured = data is not None and (plain or recalibrate is None)
+        accuracy.update(pruned=held_out_accuracy(pruned, data) if measured else None, recalibrated=None)
         progress(4, 6)
         if recalibrate is not None:
             pruned = _recalibrate(run, pruned, recalibrate, data, accuracy)
@@ -404,6 +396,19 @@ def _recalibrate(run: Run, pruned: nn.Module, images: ArraySet, held_out: ArrayS
                               "seed": RECALIBRATION.seed, "note": note})
     accuracy["recalibrated"] = None if held_out is None or note else held_out_accuracy(out, held_out)
     return out
+
+
+def accuracy_summary(manifest: dict) -> dict:
+    """What a run's accuracies are and what they are measured on, for a closing line: accuracy_before,
+    accuracy_pruned (right after pruning), accuracy_recalibrated (after BatchNorm recalibration: the one that tracks
+    fine-tuned accuracy), each in % or None; test_images (the held-out images all three are on) and
+    recalibration_images (the training images BN was re-estimated on, None when it was not)."""
+    acc = manifest.get("accuracy") or {}
+    recal = manifest.get("recalibration") or {}
+    measured = next((v for v in acc.values() if v), None) or {}
+    return {**{f"accuracy_{k}": (acc.get(k) or {}).get("accuracy") for k in ("before", "pruned", "recalibrated")},
+            "test_images": measured.get("n"),
+            "recalibration_images": recal.get("n") if recal and not recal.get("note") else None}
 
 
 def _images_record(data: ArraySet | None) -> dict | None:

@@ -29,6 +29,7 @@ from prunekit.data import ArraySet, DataRequest
 from prunekit.defaults import LATENCY_BATCHES, ROUND_TO, SWEEP, TARGET_BY
 from prunekit.errors import UserError
 from prunekit.models.fits import check_model_data
+from prunekit.models.metrics import held_out_accuracy
 from prunekit.models.heads import outputs_of
 from prunekit.models.zoo import model_info
 from prunekit.pruning.presets import BY, get_preset
@@ -49,7 +50,9 @@ class SweepSpec:
     training images (0: all); round_to: every point's kept filters rounded to a multiple of it
     (:func:`prunekit.pruning.ratios.kept_channels`; the target is solved on the rounded estimate); runtimes: where every
     point's latency is timed (names of :func:`prunekit.runs.runtimes.runtime_names`, default every one; empty: no latency, which saves the
-    export and the timing of every point)."""
+    export and the timing of every point).; plain: also measure every point's accuracy right after pruning,
+    before BatchNorm recalibration (off: one evaluation fewer per point; the recalibrated accuracy is the one that
+    ranks plans like fine-tuning does)"""
 
     criteria: tuple[str, ...]
     targets: tuple[float, ...]
@@ -59,6 +62,7 @@ class SweepSpec:
     finetune_subset: int = SWEEP.finetune_subset
     round_to: int = ROUND_TO
     runtimes: tuple[str, ...] = field(default_factory=lambda: tuple(runtime_names()))
+    plain: bool = SWEEP.plain
 
     @staticmethod
     def allows(preset: str) -> bool:
@@ -94,7 +98,8 @@ class SweepSpec:
 def run_sweep(model: nn.Module, arch: str, spec: SweepSpec, *, num_classes: int, input_size: tuple[int, int, int],
               held_out: ArraySet | None, train: ArraySet | None, probe: ProbeSpec | None = None,
               finetune_data: DataRequest | None = None, root: str | os.PathLike | None = None,
-              checkpoint: str | os.PathLike | None = None, progress: Progress | None = None) -> list[Run]:
+              checkpoint: str | os.PathLike | None = None, progress: Progress | None = None,
+              sweep_id: str | None = None) -> list[Run]:
     """Every point of ``spec`` as a run under ``root``, criterion by criterion, targets in increasing order. The
     path the command line and the jobs sweep through; from Python, :func:`sweep` is the entry point.
 
@@ -102,21 +107,31 @@ def run_sweep(model: nn.Module, arch: str, spec: SweepSpec, *, num_classes: int,
     is recalibrated on (None: not recalibrated); probe: what data-driven criteria read (scored once each, with
     the cache); finetune_data: the data of the brief fine-tunings (default: the run's data set). progress:
     ``progress(done, total)`` after each point (an exception there stops the sweep; finished points stay).
+    sweep_id: the sweep's name in the runs' manifests (default: a new one); a sweep resumed under its id keeps the
+    points it finished and makes only the others. The unpruned model is evaluated once for the whole sweep.
     Returns the runs, in the order made. UserError before any work when the model does not take the images
     (:func:`prunekit.models.fits.check_model_data`)."""
     progress = progress or no_progress
     _check_data(model, arch, input_size, spec, held_out, train, probe)
     struct = structure(model, input_size)
-    sweep_id = f"{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:6]}"
+    sweep_id = sweep_id or f"{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:6]}"
+    finished = _finished_points(sweep_id, root)
+    before = None if held_out is None else held_out_accuracy(model, held_out)  # once for every point
     preset, runs, total = get_preset(spec.preset), [], len(spec.criteria) * len(spec.targets)
     for criterion in spec.criteria:
-        scores = to_tensors(score_model(model, criterion, probe=probe))
+        scores = None
         for target in spec.targets:
+            if (criterion, target) in finished:
+                runs.append(finished[(criterion, target)])
+                progress(len(runs), total)
+                continue
+            scores = scores if scores is not None else to_tensors(score_model(model, criterion, probe=probe))
             plan = preset.make(struct, arch, target=target, by=spec.by, criterion=criterion, model=model,
                                scores=scores, round_to=spec.round_to)
             run = prune_run(model, plan, scores, arch=arch, num_classes=num_classes, input_size=input_size,
                             root=root, checkpoint=checkpoint, data=held_out, recalibrate=train, struct=struct,
                             latency_batches=LATENCY_BATCHES if spec.runtimes else (), runtimes=spec.runtimes,
+                            before=before, plain=spec.plain,
                             sweep={"id": sweep_id, "criterion": criterion, "target": target, "by": spec.by,
                                    "preset": spec.preset, "spec": asdict(spec)})
             if spec.finetune_epochs:
@@ -124,6 +139,20 @@ def run_sweep(model: nn.Module, arch: str, spec: SweepSpec, *, num_classes: int,
             runs.append(run)
             progress(len(runs), total)
     return runs
+
+
+def _finished_points(sweep_id: str, root: str | os.PathLike | None) -> dict[tuple[str, float], Run]:
+    """{(criterion, target): its run} of the points of sweep ``sweep_id`` already done under ``root``."""
+    table = list_runs(root)
+    if table.empty:
+        return {}
+    done = table[(table["sweep"] == sweep_id) & (table["status"] == "done")]
+    points = {}
+    for path in done["path"]:
+        run = Run.open(path)
+        point = run.manifest["sweep"]
+        points[(point["criterion"], float(point["target"]))] = run
+    return points
 
 
 def _check_data(model: nn.Module, arch: str, input_size, spec: SweepSpec, held_out: ArraySet | None,

@@ -241,5 +241,5 @@ class Sweep(JobKind):
         runs = run_sweep(_handed_model(job, ctx), a["arch"], self.spec(a), num_classes=int(a["num_classes"]),
                          input_size=tuple(a["input_size"]), held_out=held_out, train=train,
                          probe=ProbeSpec(a["data"], int(a.get("probe_n") or PROBE.n), data_root=a.get("data_root")),
-                         progress=ctx.steps)
+                         progress=ctx.steps, sweep_id=job.id)  # resumed: the points done stay, the rest are made
         return {"runs": [str(r.path) for r in runs], "sweep": runs[0].manifest["sweep"]["id"] if runs else None}

@@ -1,0 +1,150 @@
+"""One evaluator of candidate plans: what a plan would cost in accuracy, the engine of the predicted accuracy,
+the sensitivity curves and sweeps.
+
+Everything that does not depend on the plan is prepared once per model and data: the traced groups (to check a plan
+and name the filters it removes), the held-out and recalibration images on the model's device, and the unpruned
+model's accuracy (cached by the weights' and the images' hashes, so a sweep evaluates it once). A candidate
+(``ratios`` + ``scores``) is then pruned physically (:func:`prunekit.pruning.prune.prune_model`, checked as every
+pruning is: it costs 0.2 s on ResNet-20, and the smaller model evaluates faster than the masked original would),
+its BatchNorm statistics re-estimated (:func:`prunekit.pruning.recalibrate.reestimate_bn`, the recipe of
+:func:`~prunekit.pruning.recalibrate.recalibrate_bn`) and evaluated on the held-out images. A candidate that removes
+the same filters as one already judged (two targets whose kept widths round alike) is not evaluated again.
+
+>>> ev = CandidateEvaluator(model, (3, 32, 32), held_out=test.subset(1000), train=train)
+>>> ev.baseline()["accuracy"]                          # the unpruned model, evaluated once per weights and images
+>>> ev.evaluate({"layer1.0.conv1": 0.5}, scores)       # {'accuracy': 81.3, 'loss': 0.61, 'n': 1000, ...}
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import hashlib
+import threading
+import time
+from collections import OrderedDict
+
+import torch
+import torch.nn as nn
+
+from prunekit.criteria.scores import weights_hash
+from prunekit.data import ArraySet, DeviceLoader
+from prunekit.defaults import EVAL_BATCH, EVAL_PRECISION, EVAL_PRECISIONS, RECALIBRATION, ROUND_TO
+from prunekit.errors import UserError
+from prunekit.models.metrics import evaluate
+from prunekit.pruning.prune import coupled_groups, prune_model
+from prunekit.pruning.ratios import check_round_to, validate_ratios
+from prunekit.pruning.recalibrate import NO_BN, reestimate_bn
+from prunekit.pruning.selection import removed_filters
+
+__all__ = ["CandidateEvaluator", "images_hash"]
+
+_BASELINES: OrderedDict[tuple, dict] = OrderedDict()  # (weights, images, batch) -> the unpruned model's accuracy
+_BASELINES_KEPT = 32
+_BASELINES_LOCK = threading.Lock()
+
+
+def images_hash(images: ArraySet) -> str:
+    """SHA-256 (16 hex digits) of a set's images (uint8 (N, C, H, W)) and labels (N,): what an accuracy on them
+    is keyed by."""
+    h = hashlib.sha256()
+    h.update(images.images.contiguous().numpy().tobytes() if images.images.device.type == "cpu" else
+             images.images.cpu().contiguous().numpy().tobytes())
+    h.update(torch.as_tensor(images.labels).cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+class CandidateEvaluator:
+    """Judges candidate plans of one model on one held-out set (and one recalibration set).
+
+    model: on the device to evaluate on; copied, never modified. input_size: (C, H, W). held_out: uint8
+    (N, C, H, W) images with labels. train: the images BatchNorm is recalibrated on (``RECALIBRATION.n`` of them
+    drawn with ``RECALIBRATION.seed``, as :func:`prunekit.pruning.recalibrate.recalibrate_bn` draws them); None:
+    candidates are evaluated as pruned. batch_size: the held-out batches. precision: "fp32", or "bf16" (the pruned
+    model in channels_last, its recalibration and evaluation under bf16 autocast: faster on a CPU with bf16 units;
+    benchmarks/lecture_loop.py measures what it changes). Safe to share between threads: one candidate is judged at
+    a time.
+    """
+
+    def __init__(self, model: nn.Module, input_size: tuple[int, int, int], *, held_out: ArraySet,
+                 train: ArraySet | None, batch_size: int = EVAL_BATCH, precision: str = EVAL_PRECISION):
+        if precision not in EVAL_PRECISIONS:
+            raise UserError(f"precision must be one of {EVAL_PRECISIONS}, got {precision!r}")
+        self.precision = precision
+        self.input_size = tuple(input_size)
+        self.model = copy.deepcopy(model).eval()
+        self.groups, self.frozen = coupled_groups(self.model, self.input_size)
+        device = next(self.model.parameters()).device
+        self.n = len(held_out.labels)
+        self._held = DeviceLoader(held_out, batch_size, train=False, device=device)  # uint8 kept, normalised per batch
+        self._norms = [m for m in self.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+                       and m.running_mean is not None]
+        self._recal = None if train is None or not self._norms else DeviceLoader(
+            train.subset(RECALIBRATION.n, seed=RECALIBRATION.seed), RECALIBRATION.batch_size, train=False,
+            device=device)
+        self._key = (weights_hash(model), images_hash(held_out), batch_size)
+        self._results: OrderedDict[tuple, dict] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @property
+    def recalibrates(self) -> bool:
+        """Whether candidates are recalibrated (training images given and the model has BatchNorm)."""
+        return self._recal is not None
+
+    def baseline(self) -> dict[str, float]:
+        """The unpruned model's accuracy (%), loss and n on the held-out images; computed once per weights, images
+        and batch size in this process."""
+        with _BASELINES_LOCK:
+            if self._key in _BASELINES:
+                _BASELINES.move_to_end(self._key)
+                return dict(_BASELINES[self._key])
+        with self._lock:
+            result = evaluate(self.model, self._held)
+        with _BASELINES_LOCK:
+            _BASELINES[self._key] = result
+            while len(_BASELINES) > _BASELINES_KEPT:
+                _BASELINES.popitem(last=False)
+        return dict(result)
+
+    def removed(self, ratios: dict[str, float], scores: dict[str, torch.Tensor], *,
+                round_to: int = ROUND_TO) -> dict[str, list[int]]:
+        """{group root: the filter indices ``ratios`` ({root: ratio}) removes with ``scores`` ({conv: (filters,)})};
+        UserError for a ratio outside the rule or a frozen group (as :func:`prunekit.pruning.prune.prune_model`)."""
+        validate_ratios(ratios, self.groups, self.frozen)
+        per_conv = removed_filters(self.groups, ratios, scores, round_to=check_round_to(round_to))
+        return {g.root: per_conv[g.root] for g in self.groups if g.root in per_conv}
+
+    def evaluate(self, ratios: dict[str, float], scores: dict[str, torch.Tensor], *, round_to: int = ROUND_TO,
+                 recalibrate: bool = True) -> dict:
+        """Judge one candidate -> accuracy (%), loss, n (held-out images), recalibrated (bool), note (why not
+        recalibrated, or None), kept ({root: filters kept}), cached (judged before), seconds."""
+        t0 = time.perf_counter()
+        removed = self.removed(ratios, scores, round_to=round_to)
+        recal = recalibrate and self.recalibrates
+        key = (tuple(sorted((root, tuple(idx)) for root, idx in removed.items() if idx)), recal)
+        kept = {g.root: g.channels - len(removed.get(g.root, ())) for g in self.groups}
+        with self._lock:
+            if key in self._results:
+                self._results.move_to_end(key)
+                return {**self._results[key], "kept": kept, "cached": True, "seconds": time.perf_counter() - t0}
+            pruned = prune_model(self.model, ratios, scores, self.input_size, round_to=round_to)[0] if key[0] else \
+                copy.deepcopy(self.model)  # nothing removed: the unpruned model (recalibrated on a copy)
+            with self._precision(pruned):
+                if recal:
+                    reestimate_bn(pruned, self._recal)
+                result = evaluate(pruned, self._held)
+            self._results[key] = {**result, "recalibrated": recal, "note": None if recal else self._why_not(recalibrate)}
+            while len(self._results) > 256:
+                self._results.popitem(last=False)
+        return {**self._results[key], "kept": kept, "cached": False, "seconds": time.perf_counter() - t0}
+
+    def _precision(self, model: nn.Module):
+        """The context the pruned ``model`` runs in: nothing for fp32; for bf16, channels_last and bf16 autocast."""
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        model.to(memory_format=torch.channels_last)
+        return torch.autocast(next(model.parameters()).device.type, dtype=torch.bfloat16)
+
+    def _why_not(self, asked: bool) -> str:
+        if not asked:
+            return "not asked"
+        return NO_BN if not self._norms else "no training images"
