@@ -171,3 +171,14 @@ def test_a_registered_model_prunes_the_same_through_both_paths_on_random_images(
     got = CandidateEvaluator(model, (3, 32, 32), held_out=held_out, train=train).evaluate(ratios, scores)
     want = _physical(model, ratios, scores, train, held_out)
     assert got["accuracy"] == want["accuracy"] and got["loss"] == pytest.approx(want["loss"], rel=1e-5)
+
+
+def test_bf16_is_a_choice_and_an_unknown_precision_is_refused():
+    model = _warm_bn(Depthwise(), tiny_arrays(64))
+    args = dict(held_out=tiny_arrays(32, seed=5), train=tiny_arrays(64, seed=7))
+    with pytest.raises(UserError, match="'fp16'"):
+        CandidateEvaluator(model, (3, 32, 32), precision="fp16", **args)
+    scores = _scores(model)
+    fp32 = CandidateEvaluator(model, (3, 32, 32), **args).evaluate({"c0": 0.5}, scores)
+    bf16 = CandidateEvaluator(model, (3, 32, 32), precision="bf16", **args).evaluate({"c0": 0.5}, scores)
+    assert bf16["recalibrated"] and bf16["loss"] == pytest.approx(fp32["loss"], rel=0.05)  # bf16's 3 digits
