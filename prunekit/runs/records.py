@@ -359,10 +359,12 @@ def prune_run(
                               repeat=repeat, runtimes=runtimes)
         progress(3, 6)
         measured = data is not None and (plain or recalibrate is None)
+        pruned = pruned.to(memory_format=torch.channels_last)  # faster convolutions, the same accuracy (measured)
         accuracy.update(pruned=held_out_accuracy(pruned, data) if measured else None, recalibrated=None)
         progress(4, 6)
         if recalibrate is not None:
             pruned = _recalibrate(run, pruned, recalibrate, data, accuracy)
+        pruned = pruned.to(memory_format=torch.contiguous_format)  # what the file holds
         progress(5, 6)
         run.update(before=report.before, after=report.after, accuracy=accuracy,
                    report={"channels": report.to_dict()["channels"], "groups": report.groups, "combine":
@@ -391,9 +393,9 @@ def _recalibrate(run: Run, pruned: nn.Module, images: ArraySet, held_out: ArrayS
                  accuracy: dict) -> nn.Module:
     """The recalibrated model; its accuracy on ``held_out`` (None: not measured) into ``accuracy``, what it was
     recalibrated on into the manifest."""
+    images = images.subset(RECALIBRATION.n, RECALIBRATION.seed)  # drawn once: recalibrate_bn takes all of these
     out, note = recalibrate_bn(pruned, images)
-    run.update(recalibration={**_images_record(images.subset(RECALIBRATION.n, RECALIBRATION.seed)),
-                              "seed": RECALIBRATION.seed, "note": note})
+    run.update(recalibration={**_images_record(images), "seed": RECALIBRATION.seed, "note": note})
     accuracy["recalibrated"] = None if held_out is None or note else held_out_accuracy(out, held_out)
     return out
 
