@@ -9,7 +9,7 @@ at round_to 16 (widths 16/16/32, 1.97x). Latency is the median of repeated
 eval-mode forwards at batch 1 and 64; the original and the pruned model in both runtimes are timed round-robin in
 one run. PyTorch eager runs on --device, under fixed malloc thresholds (:func:`prunekit.models.metrics.steady_allocator`,
 recorded as ``allocator``); ONNX Runtime on the CPU with prunekit.runs.runtimes.SESSION (the exported
-model checked equal to the module first). Target (issues 4 and 16): at batch 64, speedup >= 0.8 x the MAC
+model checked equal to the module first). Target: at batch 64, speedup >= 0.8 x the MAC
 reduction factor in at least one runtime. For ResNet-56, ``why`` holds a table of why it falls short:
 per stage (by feature-map side) its channels, MAC share and MAC reduction (also with every conv's channels padded
 to the CPU's vector block, as oneDNN's and ONNX Runtime's blocked layouts do), its share of the time and measured

@@ -15,7 +15,7 @@ MAX_FUNCTION_LINES = 60
 # "start-up time" (keeps `import prunekit` and the command line fast).
 REASONS = ("optional dependency", "start-up time")
 # The subpackages' order: a module may import from its own layer and the layers before it, never after.
-LAYERS = [("defaults", "errors", "registry", "params", "files", "distributed", "version", "text"), ("data",),
+LAYERS = [("defaults", "errors", "registry", "params", "files", "distributed", "version", "lru", "text"), ("data",),
           ("models",), ("criteria",), ("pruning", "analysis", "training"), ("runs",), ("cli", "__main__", "__init__")]
 
 

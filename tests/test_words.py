@@ -1,6 +1,7 @@
-"""The product speaks of the product: no tracked file's name or text refers to a work item by number ("issue 12",
-"Issue #3", "ISSUE13", "issue16_x.py"): a reader does not know what that item was. The word "issues" alone (a
-tool's name) is not such a reference."""
+"""The product speaks of the product: no tracked file's name or text refers to a work item by its number (the
+word for a work item followed by a number, in any case, with or without a space, "#", "_" or "-" between): a
+reader does not know what that item was. The word alone (a tool's name, "an ... with the data") is not such a
+reference. This file builds its examples from parts, so that it passes its own check."""
 from __future__ import annotations
 
 import re
@@ -10,8 +11,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-# "issue" as a word start (not "tissue"), then a number after optional spaces, "_", "#" or "-"
-PROCESS_WORD = re.compile(r"(?<![a-z])issue[ _#-]*[0-9]+", re.IGNORECASE)
+ITEM = "iss" + "ue"  # the word, in parts: this file's own text passes the check
+# the word (or its plural) as a word start (not "tissue"), then a number after optional spaces, "_", "#" or "-"
+PROCESS_WORD = re.compile(rf"(?<![a-z]){ITEM}s?[ _#-]*[0-9]+", re.IGNORECASE)
 
 
 def _tracked() -> list[str]:
@@ -43,16 +45,17 @@ def test_no_process_words_in_tracked_files():
     paths = _tracked()
     if not paths:
         pytest.skip("not a git checkout")
-    me = Path(__file__).resolve().relative_to(ROOT).as_posix()
-    offences = [o for p in paths if p != me for o in _offences(p)]
+    offences = [o for p in paths for o in _offences(p)]
     assert not offences, "process words (say what is meant instead):\n" + "\n".join(offences)
 
 
-@pytest.mark.parametrize("text", ["issue 12", "Issue #3", "ISSUE13", "experiments/issue16_x.py", "see issue-7"])
+@pytest.mark.parametrize("text", [f"{ITEM} 12", f"{ITEM.title()} #3", f"{ITEM.upper()}13",
+                                  f"experiments/{ITEM}16_x.py", f"see {ITEM}-7", f"({ITEM}s 4 and 16)"])
 def test_pattern_catches_process_words(text):
     assert PROCESS_WORD.search(text)
 
 
-@pytest.mark.parametrize("text", ["tissue 3", "issues", "the issues tool lists 12 items", "an issue with the data"])
+@pytest.mark.parametrize("text", [f"t{ITEM} 3", f"{ITEM}s", f"the {ITEM}s tool lists 12 items",
+                                  f"an {ITEM} with the data"])
 def test_pattern_leaves_other_words(text):
     assert not PROCESS_WORD.search(text)

@@ -79,6 +79,13 @@ class ArraySet:
         std = torch.tensor(self.std, device=images.device).view(1, -1, 1, 1)
         return (images.float() / 255.0 - mean) / std
 
+    def content_hash(self) -> str:
+        """SHA-256 (16 hex digits) of the images' bytes, then the labels': what a run records of a set of images and
+        what an accuracy on them is cached by."""
+        h = hashlib.sha256(self.images.cpu().numpy().tobytes())
+        h.update(self.labels.cpu().numpy().tobytes())
+        return h.hexdigest()[:16]
+
     def subset(self, n: int, seed: int = 0) -> ArraySet:
         """``n`` images drawn without replacement by ``seed`` (all of them if n >= N)."""
         return self if n >= len(self) else self.split(n, seed)[0]

@@ -18,10 +18,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import hashlib
 import threading
 import time
-from collections import OrderedDict
 
 import torch
 import torch.nn as nn
@@ -30,27 +28,16 @@ from prunekit.criteria.scores import weights_hash
 from prunekit.data import ArraySet, DeviceLoader
 from prunekit.defaults import EVAL_BATCH, EVAL_PRECISION, EVAL_PRECISIONS, RECALIBRATION, ROUND_TO
 from prunekit.errors import UserError
+from prunekit.lru import LRU
 from prunekit.models.metrics import evaluate
 from prunekit.pruning.prune import coupled_groups, prune_model
 from prunekit.pruning.ratios import check_round_to, validate_ratios
 from prunekit.pruning.recalibrate import NO_BN, reestimate_bn
 from prunekit.pruning.selection import removed_filters
 
-__all__ = ["CandidateEvaluator", "images_hash"]
+__all__ = ["CandidateEvaluator"]
 
-_BASELINES: OrderedDict[tuple, dict] = OrderedDict()  # (weights, images, batch) -> the unpruned model's accuracy
-_BASELINES_KEPT = 32
-_BASELINES_LOCK = threading.Lock()
-
-
-def images_hash(images: ArraySet) -> str:
-    """SHA-256 (16 hex digits) of a set's images (uint8 (N, C, H, W)) and labels (N,): what an accuracy on them
-    is keyed by."""
-    h = hashlib.sha256()
-    h.update(images.images.contiguous().numpy().tobytes() if images.images.device.type == "cpu" else
-             images.images.cpu().contiguous().numpy().tobytes())
-    h.update(torch.as_tensor(images.labels).cpu().numpy().tobytes())
-    return h.hexdigest()[:16]
+_BASELINES = LRU(max_entries=32)  # (weights, images, batch) -> the unpruned model's accuracy
 
 
 class CandidateEvaluator:
@@ -75,15 +62,14 @@ class CandidateEvaluator:
         self.model = copy.deepcopy(model).eval()
         self.groups, self.frozen = coupled_groups(self.model, self.input_size)
         device = next(self.model.parameters()).device
-        self.n = len(held_out.labels)
         self._held = DeviceLoader(held_out, batch_size, train=False, device=device)  # uint8 kept, normalised per batch
         self._norms = [m for m in self.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
                        and m.running_mean is not None]
         self._recal = None if train is None or not self._norms else DeviceLoader(
             train.subset(RECALIBRATION.n, seed=RECALIBRATION.seed), RECALIBRATION.batch_size, train=False,
             device=device)
-        self._key = (weights_hash(model), images_hash(held_out), batch_size)
-        self._results: OrderedDict[tuple, dict] = OrderedDict()
+        self._key = (weights_hash(model), held_out.content_hash(), batch_size)
+        self._results = LRU(max_entries=256)  # (removed filters, recalibrated) -> the candidate's result
         self._lock = threading.Lock()
 
     @property
@@ -94,17 +80,11 @@ class CandidateEvaluator:
     def baseline(self) -> dict[str, float]:
         """The unpruned model's accuracy (%), loss and n on the held-out images; computed once per weights, images
         and batch size in this process."""
-        with _BASELINES_LOCK:
-            if self._key in _BASELINES:
-                _BASELINES.move_to_end(self._key)
-                return dict(_BASELINES[self._key])
+        return dict(_BASELINES.get_or_compute(self._key, self._evaluate_unpruned))
+
+    def _evaluate_unpruned(self) -> dict[str, float]:
         with self._lock:
-            result = evaluate(self.model, self._held)
-        with _BASELINES_LOCK:
-            _BASELINES[self._key] = result
-            while len(_BASELINES) > _BASELINES_KEPT:
-                _BASELINES.popitem(last=False)
-        return dict(result)
+            return evaluate(self.model, self._held)
 
     def removed(self, ratios: dict[str, float], scores: dict[str, torch.Tensor], *,
                 round_to: int = ROUND_TO) -> dict[str, list[int]]:
@@ -124,19 +104,17 @@ class CandidateEvaluator:
         key = (tuple(sorted((root, tuple(idx)) for root, idx in removed.items() if idx)), recal)
         kept = {g.root: g.channels - len(removed.get(g.root, ())) for g in self.groups}
         with self._lock:
-            if key in self._results:
-                self._results.move_to_end(key)
-                return {**self._results[key], "kept": kept, "cached": True, "seconds": time.perf_counter() - t0}
+            if (known := self._results.get(key)) is not None:
+                return {**known, "kept": kept, "cached": True, "seconds": time.perf_counter() - t0}
             pruned = prune_model(self.model, ratios, scores, self.input_size, round_to=round_to)[0] if key[0] else \
                 copy.deepcopy(self.model)  # nothing removed: the unpruned model (recalibrated on a copy)
             with self._precision(pruned):
                 if recal:
                     reestimate_bn(pruned, self._recal)
                 result = evaluate(pruned, self._held)
-            self._results[key] = {**result, "recalibrated": recal, "note": None if recal else self._why_not(recalibrate)}
-            while len(self._results) > 256:
-                self._results.popitem(last=False)
-        return {**self._results[key], "kept": kept, "cached": False, "seconds": time.perf_counter() - t0}
+            stored = self._results.put(key, {**result, "recalibrated": recal,
+                                             "note": None if recal else self._why_not(recalibrate)})
+        return {**stored, "kept": kept, "cached": False, "seconds": time.perf_counter() - t0}
 
     def _precision(self, model: nn.Module):
         """The pruned ``model`` in channels_last (the same accuracy as contiguous, measured: faster convolutions)

@@ -9,9 +9,7 @@ kept for the next plan.
 """
 from __future__ import annotations
 
-import threading
 import time
-from collections import OrderedDict
 
 import torch
 import torch.nn as nn
@@ -20,13 +18,12 @@ from prunekit.criteria.scores import weights_hash
 from prunekit.data import ArraySet
 from prunekit.defaults import RECALIBRATION, ROUND_TO
 from prunekit.models.layers import TRACE_LOCK
-from prunekit.pruning.evaluator import CandidateEvaluator, images_hash
+from prunekit.lru import LRU
+from prunekit.pruning.evaluator import CandidateEvaluator
 
 __all__ = ["predict_accuracy", "evaluator_for"]
 
-_EVALUATORS: OrderedDict[tuple, CandidateEvaluator] = OrderedDict()
-_KEPT = 4  # evaluators kept (one per model, input size, held-out and recalibration images)
-_LOCK = threading.Lock()
+_EVALUATORS = LRU(max_entries=4)  # one per model, input size, held-out and recalibration images
 
 
 def evaluator_for(model: nn.Module, input_size: tuple[int, int, int], *, held_out: ArraySet,
@@ -35,18 +32,10 @@ def evaluator_for(model: nn.Module, input_size: tuple[int, int, int], *, held_ou
     by the weights' hash, the input size and the images' hashes). Traces the model when it is new: call it from
     the thread that may trace, or hold :data:`prunekit.models.layers.TRACE_LOCK`."""
     recal = None if train is None else train.subset(RECALIBRATION.n, RECALIBRATION.seed)
-    key = (weights_hash(model), tuple(input_size), images_hash(held_out), None if recal is None else images_hash(recal),
-           str(next(model.parameters()).device))
-    with _LOCK:
-        if key in _EVALUATORS:
-            _EVALUATORS.move_to_end(key)
-            return _EVALUATORS[key]
-    ev = CandidateEvaluator(model, input_size, held_out=held_out, train=train)
-    with _LOCK:
-        _EVALUATORS[key] = ev
-        while len(_EVALUATORS) > _KEPT:
-            _EVALUATORS.popitem(last=False)
-    return ev
+    key = (weights_hash(model), tuple(input_size), held_out.content_hash(),
+           None if recal is None else recal.content_hash(), str(next(model.parameters()).device))
+    return _EVALUATORS.get_or_compute(key, lambda: CandidateEvaluator(model, input_size, held_out=held_out,
+                                                                      train=train))
 
 
 def predict_accuracy(model: nn.Module, ratios: dict[str, float], scores: dict[str, torch.Tensor],

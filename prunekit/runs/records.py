@@ -116,8 +116,6 @@ def process_gone(proc: dict[str, Any] | None) -> bool:
 
 def versions() -> dict[str, str]:
     """Versions of Python and the libraries a run depends on."""
-
-
     return {"python": platform.python_version(), "torch": torch.__version__, "torchvision": torchvision.__version__,
             "torch_pruning": torch_pruning.__version__, "prunekit": __version__}
 
@@ -281,8 +279,8 @@ def list_runs(root: str | os.PathLike | None = None) -> pd.DataFrame:
     """One row per run under ``root`` (newest first): run, status, arch, criterion, preset, params / MACs /
     FLOPs / latency (ms, batch 1 and 64: latency_b1, latency_b64 in PyTorch eager, latency_ort_b1, latency_ort_b64
     in ONNX Runtime on the CPU: each runtime's ``prefix``; None when not measured) before and after, ort_error (why a
-    run has no ONNX Runtime latency, else None: a runtime's ``error_column``), accuracy before, right after pruning, after BN recalibration and after fine-tuning,
-    test_images (how many test images the accuracies before / after pruning /
+    run has no ONNX Runtime latency, else None: a runtime's ``error_column``), accuracy before, right after pruning,
+    after BN recalibration and after fine-tuning, test_images (how many test images the accuracies before / after pruning /
     recalibrated are measured on) and test_images_finetuned (the fine-tuned one's), sweep and target (for a
     sweep's point, else None), created, error (why it failed, else None), path. Directories without a
     readable manifest are listed with status ``unreadable`` and the reason as their error."""
@@ -297,7 +295,6 @@ def list_runs(root: str | os.PathLike | None = None) -> pd.DataFrame:
             rows.append({"run": path.name, "status": "unreadable", "error": str(exc), "path": str(path)})
             continue
         before, after = m.get("before") or {}, m.get("after") or {}
-        acc = m.get("accuracy") or {}
         row = {"run": m["id"], "status": m["status"], "arch": (m.get("model") or {}).get("arch"),
                "criterion": (m.get("criterion") or {}).get("name"),
                "preset": ((m.get("plan") or {}).get("preset") or {}).get("name")}
@@ -309,11 +306,10 @@ def list_runs(root: str | os.PathLike | None = None) -> pd.DataFrame:
                 row[f"{runtime.prefix}b{b}"] = (after.get(runtime.latency_key) or {}).get(b)
             if runtime.error_column:
                 row[runtime.error_column] = runtime.problem(m)
-        row["accuracy_before"] = (acc.get("before") or {}).get("accuracy")
-        row["accuracy_pruned"] = (acc.get("pruned") or {}).get("accuracy")
-        row["accuracy_recalibrated"] = (acc.get("recalibrated") or {}).get("accuracy")
+        summary = accuracy_summary(m)  # accuracy before / pruned / recalibrated and the test images they are on
+        row.update((k, summary[k]) for k in ("accuracy_before", "accuracy_pruned", "accuracy_recalibrated"))
         row["accuracy_finetuned"] = (m.get("finetune") or {}).get("accuracy")
-        row["test_images"] = (acc.get("before") or acc.get("pruned") or {}).get("n")  # what the accuracies are on
+        row["test_images"] = summary["test_images"]
         row["test_images_finetuned"] = (((m.get("finetune") or {}).get("data")) or {}).get("test")
         row["sweep"], row["target"] = (m.get("sweep") or {}).get("id"), (m.get("sweep") or {}).get("target")
         row.update(created=m.get("created"), error=m.get("error"), path=str(path))
@@ -417,7 +413,7 @@ def _images_record(data: ArraySet | None) -> dict | None:
     """What a manifest records of a set of images: the data set's name, how many, a hash of their content."""
     return None if data is None else {
         "name": data.name, "n": len(data),
-        "sha256": hashlib.sha256(data.images.numpy().tobytes() + data.labels.numpy().tobytes()).hexdigest()[:16]}
+        "sha256": data.content_hash()}
 
 
 def prune(model: nn.Module, plan: Plan, scores=None, *, data: ArraySet | None = None,

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch.nn as nn
 
+from prunekit.defaults import LATENCY_BATCHES, LATENCY_REPEAT
 from prunekit.registry import Registry
 
 __all__ = ["Runtime", "register_runtime", "get_runtime", "runtime_names", "runtime_labels", "runtime_latencies",
@@ -77,8 +78,8 @@ def runtime_labels() -> dict[str, str]:
     return {name: _RUNTIMES.get(name).label for name in runtime_names()}
 
 
-def runtime_latencies(model: nn.Module, input_size: tuple[int, int, int], batches=(1, 64), repeat: int = 10,
-                      runtimes: tuple[str, ...] | None = None) -> dict[str, Any]:
+def runtime_latencies(model: nn.Module, input_size: tuple[int, int, int], batches=LATENCY_BATCHES,
+                      repeat: int = LATENCY_REPEAT, runtimes: tuple[str, ...] | None = None) -> dict[str, Any]:
     """Every registered runtime's entries (:meth:`Runtime.empty`), those of ``runtimes`` (default: every one)
     measured on ``batches``: {latency_ms: {str(batch): ms}, latency_ms_onnxruntime: {...}, onnxruntime: record or
     None, allocator: ...}. UnknownNameError for a runtime not registered."""
