@@ -96,6 +96,15 @@ def test_a_hand_written_plan_prunes_only_its_group(resnet20):
     assert pruned.layer1[1].conv1.out_channels == 16 and len(removed["layer1.0.conv1"]) == 4
 
 
+def test_a_hand_written_plan_is_named_after_its_score_table_as_a_preset_plan_is(resnet20):
+    import pandas as pd
+
+    table = pd.DataFrame({"layer": ["conv1"] * 16, "filter": range(16), "score": [1.0] * 16, "criterion": "fpgm"})
+    by_hand = prunekit.plan(resnet20, "resnet20", ratios={"layer1.0.conv1": 0.25}, scores=table)
+    by_preset = prunekit.plan(resnet20, "resnet20", value=0.25, scores=table)
+    assert by_hand.criterion == by_preset.criterion == "fpgm"  # the table's column (it carries no attrs)
+
+
 def _l1_tensors(model) -> dict[str, torch.Tensor]:
     return {name: m.weight.detach().abs().flatten(1).sum(1) for name, m in model.named_modules()
             if isinstance(m, torch.nn.Conv2d)}

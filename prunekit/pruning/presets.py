@@ -26,7 +26,7 @@ import torch.nn as nn
 
 from prunekit.criteria.afie import afie_entropy, allocate_ratios
 from prunekit.criteria.scores import to_tensors
-from prunekit.defaults import MAX_RATIO, ROUND_TO, TARGET_BY
+from prunekit.defaults import FALLBACK_CRITERION, MAX_RATIO, ROUND_TO, TARGET_BY
 from prunekit.errors import UserError
 from prunekit.models.zoo import VGG16_CFG, model_info
 from prunekit.params import Param
@@ -100,8 +100,7 @@ class Preset:
             if inputs[need] is None:
                 raise UserError(f"the {self.name} preset needs {NEEDS[need]}")
         if isinstance(scores, pd.DataFrame):
-            criterion = criterion or scores.attrs.get("criterion") or str(scores["criterion"].iloc[0])
-            criterion_params = criterion_params or scores.attrs.get("params", {})
+            criterion, criterion_params = _named_by(scores, criterion, criterion_params)
             scores = to_tensors(scores)
         elif "scores" in self.needs and criterion is None:
             raise UserError("name the criterion the scores come from (criterion=...)")
@@ -114,8 +113,8 @@ class Preset:
                   **({"target": target, "by": by} if self.targets else {}), **ctx.params, **ctx.record}
         if target is not None and round_to > 1:
             record["reached"] = round(_reduction(struct, ratios, by, round_to), 4)
-        plan = Plan(arch, {k: v for k, v in ratios.items() if v > 0}, criterion or "l1", dict(criterion_params or {}),
-                    list(exclude), signature(struct), record, round_to)
+        plan = Plan(arch, {k: v for k, v in ratios.items() if v > 0}, criterion or FALLBACK_CRITERION,
+                    dict(criterion_params or {}), list(exclude), signature(struct), record, round_to)
         plan.check(struct)
         return plan
 
@@ -318,6 +317,12 @@ class Vgg16Published(Preset):
 # The verb
 
 
+def _named_by(scores: pd.DataFrame, criterion: str | None, params: dict | None) -> tuple[str, dict]:
+    """(criterion, its parameters) of a :func:`prunekit.score` table: those given, else the table's own."""
+    return (criterion or scores.attrs.get("criterion") or str(scores["criterion"].iloc[0]),
+            params or scores.attrs.get("params", {}))
+
+
 def plan(model: nn.Module, arch: str, *, preset: str = Uniform.name, value: float | None = None,
          target: float | None = None, by: str = TARGET_BY, ratios: dict[str, float] | None = None, scores=None,
          criterion: str | None = None, exclude=(), round_to: int = ROUND_TO, **options: Any) -> Plan:
@@ -357,9 +362,10 @@ def plan(model: nn.Module, arch: str, *, preset: str = Uniform.name, value: floa
                                        **options)
     if value is not None or target is not None or set(options) - {"criterion_params"}:
         raise UserError("ratios written by hand take no preset value, target or preset parameters")
+    criterion_params = options.get("criterion_params")
     if isinstance(scores, pd.DataFrame):
-        criterion = criterion or scores.attrs.get("criterion")
-    made = Plan(arch, dict(ratios), criterion or "l1", dict(options.get("criterion_params") or {}), list(exclude),
+        criterion, criterion_params = _named_by(scores, criterion, criterion_params)
+    made = Plan(arch, dict(ratios), criterion or FALLBACK_CRITERION, dict(criterion_params or {}), list(exclude),
                 signature(struct), {}, round_to)
     made.check(struct)
     return made
