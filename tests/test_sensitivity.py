@@ -68,17 +68,14 @@ def test_with_recalibration_every_point_is_evaluated_after_re_estimating_the_bat
 def test_with_round_to_each_ratio_keeps_what_the_plan_keeps_and_one_width_is_pruned_once(monkeypatch):
     """64 filters, round_to 16: ratios 0.1 / 0.2 / 0.3 / 0.5 keep 57 -> 64 (unpruned), 51 -> 48, 44 -> 48, 32; 16
     filters with round_to 16 are never pruned. Two pruned models in all, each the plan's own."""
-    import sys
-
     from prunekit.data import DeviceLoader
     from prunekit.models.metrics import evaluate
-    from prunekit.pruning.prune import prune_model
+    from prunekit.pruning.prune import Pruner, prune_model
 
     model, scores = _model_with_dead_filters()
     data = tiny_arrays(24)
-    pruned_calls = []
-    monkeypatch.setattr(sys.modules["prunekit.pruning.evaluator"], "prune_model",
-                        lambda *a, **k: pruned_calls.append(k) or prune_model(*a, **k))
+    pruned_calls, prune = [], Pruner.prune
+    monkeypatch.setattr(Pruner, "prune", lambda self, *a, **k: pruned_calls.append(k) or prune(self, *a, **k))
     df = sensitivity(model, scores, data, ratios=(0.1, 0.2, 0.3, 0.5), groups=["layer3.0.conv1", "layer1.0.conv1"],
                      round_to=16, cache=False)
     wide, narrow = df[df["group"] == "layer3.0.conv1"], df[df["group"] == "layer1.0.conv1"]

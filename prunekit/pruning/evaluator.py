@@ -4,8 +4,9 @@ the sensitivity curves and sweeps.
 Everything that does not depend on the plan is prepared once per model and data: the traced groups (to check a plan
 and name the filters it removes), the held-out and recalibration images on the model's device, and the unpruned
 model's accuracy (cached by the weights' and the images' hashes, so a sweep evaluates it once). A candidate
-(``ratios`` + ``scores``) is then pruned physically (:func:`prunekit.pruning.prune.prune_model`, checked as every
-pruning is: it costs 0.2 s on ResNet-20, and the smaller model evaluates faster than the masked original would),
+(``ratios`` + ``scores``) is then pruned physically (:class:`prunekit.pruning.prune.Pruner`, which traces the model
+once and prunes a copy per candidate, checked as every pruning is; the smaller model evaluates faster than the masked
+original would),
 its BatchNorm statistics re-estimated (:func:`prunekit.pruning.recalibrate.reestimate_bn`, the recipe of
 :func:`~prunekit.pruning.recalibrate.recalibrate_bn`) and evaluated on the held-out images. A candidate that removes
 the same filters as one already judged (two targets whose kept widths round alike) is not evaluated again.
@@ -30,10 +31,8 @@ from prunekit.defaults import EVAL_BATCH, EVAL_PRECISION, EVAL_PRECISIONS, RECAL
 from prunekit.errors import UserError
 from prunekit.lru import LRU
 from prunekit.models.metrics import evaluate
-from prunekit.pruning.prune import coupled_groups, prune_model
-from prunekit.pruning.ratios import check_round_to, validate_ratios
+from prunekit.pruning.prune import Pruner
 from prunekit.pruning.recalibrate import NO_BN, reestimate_bn
-from prunekit.pruning.selection import removed_filters
 
 __all__ = ["CandidateEvaluator"]
 
@@ -59,8 +58,8 @@ class CandidateEvaluator:
             raise UserError(f"precision must be one of {EVAL_PRECISIONS}, got {precision!r}")
         self.precision = precision
         self.input_size = tuple(input_size)
-        self.model = copy.deepcopy(model).eval()
-        self.groups, self.frozen = coupled_groups(self.model, self.input_size)
+        self._pruner = Pruner(model, self.input_size)  # traced once; each candidate prunes a copy of its model
+        self.model, self.groups, self.frozen = self._pruner.model, self._pruner.groups, self._pruner.frozen
         device = next(self.model.parameters()).device
         self._held = DeviceLoader(held_out, batch_size, train=False, device=device)  # uint8 kept, normalised per batch
         self._norms = [m for m in self.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
@@ -90,9 +89,7 @@ class CandidateEvaluator:
                 round_to: int = ROUND_TO) -> dict[str, list[int]]:
         """{group root: the filter indices ``ratios`` ({root: ratio}) removes with ``scores`` ({conv: (filters,)})};
         UserError for a ratio outside the rule or a frozen group (as :func:`prunekit.pruning.prune.prune_model`)."""
-        validate_ratios(ratios, self.groups, self.frozen)
-        per_conv = removed_filters(self.groups, ratios, scores, round_to=check_round_to(round_to))
-        return {g.root: per_conv[g.root] for g in self.groups if g.root in per_conv}
+        return self._pruner.removed(ratios, scores, round_to=round_to)
 
     def evaluate(self, ratios: dict[str, float], scores: dict[str, torch.Tensor], *, round_to: int = ROUND_TO,
                  recalibrate: bool = True) -> dict:
@@ -106,7 +103,7 @@ class CandidateEvaluator:
         with self._lock:
             if (known := self._results.get(key)) is not None:
                 return {**known, "kept": kept, "cached": True, "seconds": time.perf_counter() - t0}
-            pruned = prune_model(self.model, ratios, scores, self.input_size, round_to=round_to)[0] if key[0] else \
+            pruned = self._pruner.prune(ratios, scores, round_to=round_to)[0] if key[0] else \
                 copy.deepcopy(self.model)  # nothing removed: the unpruned model (recalibrated on a copy)
             with self._precision(pruned):
                 if recal:

@@ -25,6 +25,7 @@ pruned model that differs is a :class:`prunekit.errors.PruneError` naming the gr
 from __future__ import annotations
 
 import copy
+import threading
 import traceback
 from dataclasses import dataclass
 
@@ -42,7 +43,7 @@ from prunekit.pruning.ratios import check_round_to, validate_ratios
 from prunekit.pruning.selection import removed_filters
 from prunekit.pruning.verify import check_pruned, probe_input, reference_output
 
-__all__ = ["Group", "coupled_groups", "prune_model"]
+__all__ = ["Group", "Pruner", "coupled_groups", "prune_model"]
 
 
 class _PadShortcutPruner(tp.pruner.function.BasePruningFunc):
@@ -287,6 +288,65 @@ def _upstream(node, names: dict) -> str:
     return "the input"
 
 
+class Pruner:
+    """One model traced once for many prunings (the candidate evaluator judges hundreds of plans of one model).
+
+    Holds a pristine deep copy of ``model`` (eval mode) with Torch-Pruning's dependency graph, the groups, the frozen
+    convs and their wiring, and the self-check's probe. Each :meth:`prune` deep-copies the model and its graph
+    together (about 4x cheaper than tracing again) and prunes the copy; the pristine copy never changes. One pruning
+    at a time (a lock): safe to share between threads.
+
+    >>> pruner = Pruner(model, (3, 32, 32))
+    >>> pruned, removed = pruner.prune({"layer1.0.conv1": 0.5}, scores)
+    """
+
+    def __init__(self, model: nn.Module, input_size: tuple[int, int, int]):
+        self.model = copy.deepcopy(model).eval()
+        self.input_size = tuple(input_size)
+        self._graph, opaque = _graph(self.model, self.input_size)
+        self.groups, self.frozen, self._wiring = _groups(self.model, self._graph,
+                                                         _forward_order(self.model, self.input_size), opaque)
+        self._probe = probe_input(self.model, self.input_size)
+        self._lock = threading.Lock()
+
+    def removed(self, ratios: dict[str, float], scores: dict[str, torch.Tensor], *,
+                round_to: int = ROUND_TO) -> dict[str, list[int]]:
+        """{group root: the filter indices ``ratios`` ({root: ratio}) removes with ``scores`` ({conv: (filters,)})},
+        the lowest combined scores, ties broken by index; UserError for a ratio outside the rule or a frozen group."""
+        validate_ratios(ratios, self.groups, self.frozen)
+        per_conv = removed_filters(self.groups, ratios, scores, round_to=check_round_to(round_to))
+        return {g.root: per_conv[g.root] for g in self.groups if g.root in per_conv}
+
+    def prune(self, ratios: dict[str, float], scores: dict[str, torch.Tensor], *,
+              round_to: int = ROUND_TO) -> tuple[nn.Module, dict[str, list[int]]]:
+        """A pruned copy of the model and {root: removed filter indices}, as :func:`prune_model`."""
+        removed = self.removed(ratios, scores, round_to=round_to)
+        dropped = _dropped_inputs(self._wiring, removed)
+        with self._lock:
+            expected = reference_output(self.model, dropped, self._probe)
+            pruned, graph = self._copy()
+        for g in self.groups:  # indices refer to the unpruned layer; groups are disjoint
+            if g.root in removed:
+                _prune_group(graph, pruned, g, removed[g.root])
+        check_pruned(self.model, pruned, self._probe, expected, dropped, self.groups, removed)
+        return pruned, removed
+
+    def _copy(self) -> tuple[nn.Module, tp.DependencyGraph]:
+        """The model and its graph deep-copied together (the graph then points at the copy's layers). Shared, not
+        copied: Torch-Pruning's pruner objects (it matches a dependency's trigger to the pruning function by the
+        pruner it is bound to), the traced autograd nodes and the graph's ops module (nothing reads them again)."""
+        graph = self._graph
+        shared = {id(graph.ops): graph.ops}
+        shared.update((id(node.grad_fn), node.grad_fn) for node in graph.module2node.values())
+        shared.update((id(p), p) for p in (*graph.REGISTERED_PRUNERS.values(), *graph.CUSTOMIZED_PRUNERS.values()))
+        model = copy.deepcopy(self.model, shared)
+        nodes = list(graph.module2node.values())  # copied node by node: following their links recurses too deep
+        shared.update((id(node), copy.copy(node)) for node in nodes)
+        for node in nodes:
+            vars(shared[id(node)]).update(copy.deepcopy(vars(node), shared))
+        return model, copy.deepcopy(graph, shared)
+
+
 def prune_model(
     model: nn.Module, ratios: dict[str, float], scores: dict[str, torch.Tensor], input_size: tuple[int, int, int],
     *, round_to: int = ROUND_TO,
@@ -297,21 +357,8 @@ def prune_model(
     The removed filters are the lowest combined scores, ties broken by index. The pruned model is checked against
     the original on a probe input (:func:`prunekit.pruning.verify.check_pruned`); PruneError when Torch-Pruning fails or
     the check does. The step below :func:`prunekit.prune`, which also measures the pruned model and records it as a
-    run."""
-    pruned = copy.deepcopy(model).eval()
-    graph, opaque = _graph(pruned, input_size)
-    groups, frozen, wiring = _groups(pruned, graph, _forward_order(pruned, input_size), opaque)
-    validate_ratios(ratios, groups, frozen)
-    removed_per_conv = removed_filters(groups, ratios, scores, round_to=check_round_to(round_to))
-    removed = {g.root: removed_per_conv[g.root] for g in groups if g.root in removed_per_conv}
-    probe = probe_input(pruned, input_size)
-    dropped = _dropped_inputs(wiring, removed)
-    expected = reference_output(pruned, dropped, probe)
-    for g in groups:  # indices refer to the unpruned layer; groups are disjoint
-        if g.root in removed:
-            _prune_group(graph, pruned, g, removed[g.root])
-    check_pruned(model, pruned, probe, expected, dropped, groups, removed)
-    return pruned, removed
+    run; :class:`Pruner` prunes one model many times."""
+    return Pruner(model, input_size).prune(ratios, scores, round_to=round_to)
 
 
 def _dropped_inputs(wiring: dict[str, Wiring], removed: dict[str, list[int]]) -> dict[str, list[int]]:

@@ -323,6 +323,7 @@ def prune_run(
     checkpoint: str | os.PathLike | None = None, data: ArraySet | None = None, recalibrate: ArraySet | None = None,
     latency_batches=LATENCY_BATCHES, repeat: int = LATENCY_REPEAT, runtimes=None, struct: Structure | None = None,
     sweep: dict | None = None, progress: Progress | None = None, before: dict | None = None, plain: bool = True,
+    measured: dict | None = None,
 ) -> Run:
     """Prune ``model`` (on the device to measure on; never modified) by ``plan`` with the criterion's
     ``scores`` ({conv: (out_channels,)}), recording everything as a new run under ``root``: the step below
@@ -337,7 +338,10 @@ def prune_run(
     never fails the run). checkpoint: the weights' file (its SHA-256 is recorded). struct: the traced structure
     (default: traced here). sweep: which sweep point this is (:mod:`prunekit.runs.sweeps`). progress: six steps.
     before: the unpruned model's accuracy on ``data`` when the caller has it (a sweep measures it once); plain:
-    also the accuracy right after pruning (False: only the recalibrated one, when recalibrating).
+    also the accuracy right after pruning (False: only the recalibrated one, when recalibrating). measured: the
+    ``accuracy`` entry ({before, pruned, recalibrated}) of an earlier run that removed the same filters from the same
+    model, measured on the same ``data`` and recalibration images (a sweep's targets whose kept widths round alike):
+    recorded as it is instead of evaluating the same model again.
     A refused plan or pruning writes nothing; a later failure marks the run ``failed`` (Ctrl-C: ``interrupted``)."""
     progress = progress or no_progress
     source = _source(model, arch, num_classes, input_size, checkpoint, data, recalibrate)
@@ -354,12 +358,15 @@ def prune_run(
         report = prune_report(model, pruned, plan.ratios, removed, input_size, latency_batches=latency_batches,
                               repeat=repeat, runtimes=runtimes)
         progress(3, 6)
-        measured = data is not None and (plain or recalibrate is None)
+        evaluate = measured is None and data is not None
         pruned = pruned.to(memory_format=torch.channels_last)  # faster convolutions, the same accuracy (measured)
-        accuracy.update(pruned=held_out_accuracy(pruned, data) if measured else None, recalibrated=None)
+        accuracy.update(pruned=held_out_accuracy(pruned, data) if evaluate and (plain or recalibrate is None) else
+                        None, recalibrated=None)
         progress(4, 6)
         if recalibrate is not None:
-            pruned = _recalibrate(run, pruned, recalibrate, data, accuracy)
+            pruned = _recalibrate(run, pruned, recalibrate, data if evaluate else None, accuracy)
+        if measured is not None:
+            accuracy.update(pruned=measured.get("pruned"), recalibrated=measured.get("recalibrated"))
         pruned = pruned.to(memory_format=torch.contiguous_format)  # what the file holds
         progress(5, 6)
         run.update(before=report.before, after=report.after, accuracy=accuracy,

@@ -9,7 +9,9 @@ pruning papers compare methods by.
 
 Every point is an ordinary run (:func:`prunekit.runs.records.prune_run`) whose manifest's ``sweep`` entry names the sweep
 (its id, the criterion, the target, the preset, ``by``), so sweeps are stored, listed, opened and exported like any
-run; a sweep stopped part-way keeps the points it finished.
+run; a sweep stopped part-way keeps the points it finished. Targets whose kept widths round alike (with ``round_to``)
+remove the same filters: the later point records the earlier one's accuracies (``sweep.same_filters_as``) instead
+of evaluating the same model again.
 """
 from __future__ import annotations
 
@@ -34,6 +36,7 @@ from prunekit.models.heads import outputs_of
 from prunekit.models.zoo import model_info
 from prunekit.pruning.presets import BY, get_preset
 from prunekit.pruning.ratios import check_round_to
+from prunekit.pruning.selection import removed_filters
 from prunekit.pruning.structure import structure
 from prunekit.runs.finetune import finetune_config, finetune_run
 from prunekit.runs.records import Run, list_runs, prune_run
@@ -119,7 +122,7 @@ def run_sweep(model: nn.Module, arch: str, spec: SweepSpec, *, num_classes: int,
     before = None if held_out is None else held_out_accuracy(model, held_out)  # once for every point
     preset, runs, total = get_preset(spec.preset), [], len(spec.criteria) * len(spec.targets)
     for criterion in spec.criteria:
-        scores = None
+        scores, judged = None, {}  # {the filters a point removes: its run}
         for target in spec.targets:
             if (criterion, target) in finished:
                 runs.append(finished[(criterion, target)])
@@ -128,17 +131,27 @@ def run_sweep(model: nn.Module, arch: str, spec: SweepSpec, *, num_classes: int,
             scores = scores if scores is not None else to_tensors(score_model(model, criterion, probe=probe))
             plan = preset.make(struct, arch, target=target, by=spec.by, criterion=criterion, model=model,
                                scores=scores, round_to=spec.round_to)
+            removes = _removes(struct, plan, scores)
+            same = judged.get(removes)  # an earlier target whose widths round alike: the same model, not evaluated again
             run = prune_run(model, plan, scores, arch=arch, num_classes=num_classes, input_size=input_size,
                             root=root, checkpoint=checkpoint, data=held_out, recalibrate=train, struct=struct,
                             latency_batches=LATENCY_BATCHES if spec.runtimes else (), runtimes=spec.runtimes,
-                            before=before, plain=spec.plain,
+                            before=before, plain=spec.plain, measured=same and same.manifest["accuracy"],
                             sweep={"id": sweep_id, "criterion": criterion, "target": target, "by": spec.by,
-                                   "preset": spec.preset, "spec": asdict(spec)})
+                                   "preset": spec.preset, "spec": asdict(spec),
+                                   "same_filters_as": same and same.path.name})
+            judged.setdefault(removes, run)
             if spec.finetune_epochs:
                 _finetune(run, spec, finetune_data)
             runs.append(run)
             progress(len(runs), total)
     return runs
+
+
+def _removes(struct, plan, scores: dict) -> tuple:
+    """The filters ``plan`` removes with ``scores``, as a hashable key: ((conv, (indices...)), ...)."""
+    per_conv = removed_filters(struct.groups, plan.ratios, scores, round_to=plan.round_to)
+    return tuple(sorted((conv, tuple(idx)) for conv, idx in per_conv.items() if idx))
 
 
 def _finished_points(sweep_id: str, root: str | os.PathLike | None) -> dict[tuple[str, float], Run]:
