@@ -48,9 +48,10 @@ from prunekit.models.heads import outputs_of
 from prunekit.models.metrics import held_out_accuracy
 from prunekit.models.zoo import model_info
 from prunekit.pruning.plan import Plan
-from prunekit.pruning.prune import prune_model
+from prunekit.pruning.prune import Pruner
 from prunekit.pruning.recalibrate import recalibrate_bn
 from prunekit.pruning.structure import Structure, structure
+from prunekit.runs.latency_model import budget_timing, latency_budget
 from prunekit.runs.report import prune_report
 from prunekit.runs.runtimes import get_runtime, runtime_names
 from prunekit.version import __version__
@@ -323,7 +324,7 @@ def prune_run(
     checkpoint: str | os.PathLike | None = None, data: ArraySet | None = None, recalibrate: ArraySet | None = None,
     latency_batches=LATENCY_BATCHES, repeat: int = LATENCY_REPEAT, runtimes=None, struct: Structure | None = None,
     sweep: dict | None = None, progress: Progress | None = None, before: dict | None = None, plain: bool = True,
-    measured: dict | None = None,
+    measured: dict | None = None, pruner: Pruner | None = None,
 ) -> Run:
     """Prune ``model`` (on the device to measure on; never modified) by ``plan`` with the criterion's
     ``scores`` ({conv: (out_channels,)}), recording everything as a new run under ``root``: the step below
@@ -341,13 +342,14 @@ def prune_run(
     also the accuracy right after pruning (False: only the recalibrated one, when recalibrating). measured: the
     ``accuracy`` entry ({before, pruned, recalibrated}) of an earlier run that removed the same filters from the same
     model, measured on the same ``data`` and recalibration images (a sweep's targets whose kept widths round alike):
-    recorded as it is instead of evaluating the same model again.
+    recorded as it is instead of evaluating the same model again. pruner: ``model`` traced for pruning
+    (:class:`prunekit.pruning.prune.Pruner`; a sweep traces it once for all its points; default: traced here).
     A refused plan or pruning writes nothing; a later failure marks the run ``failed`` (Ctrl-C: ``interrupted``)."""
     progress = progress or no_progress
     source = _source(model, arch, num_classes, input_size, checkpoint, data, recalibrate)
     struct = struct or structure(model, input_size)
     plan.check(struct, arch)
-    pruned, removed = prune_model(model, plan.ratios, scores, input_size, round_to=plan.round_to)
+    pruned, removed = (pruner or Pruner(model, input_size)).prune(plan.ratios, scores, round_to=plan.round_to)
     progress(1, 6)
     run = Run.create(root, name=arch, model=source, data=_images_record(data), recalibration=None, sweep=sweep,
                      criterion={"name": plan.criterion, "params": plan.criterion_params}, plan=plan.to_dict(),
@@ -355,21 +357,14 @@ def prune_run(
     with run.failures_recorded():
         accuracy = {"before": before if before is not None or data is None else held_out_accuracy(model, data)}
         progress(2, 6)
-        report = prune_report(model, pruned, plan.ratios, removed, input_size, latency_batches=latency_batches,
-                              repeat=repeat, runtimes=runtimes)
+        batches, timed = budget_timing(plan, latency_batches, runtimes)  # a latency budget's runtime and batch too
+        report = prune_report(model, pruned, plan.ratios, removed, input_size, latency_batches=batches,
+                              repeat=repeat, runtimes=timed)
         progress(3, 6)
-        evaluate = measured is None and data is not None
-        pruned = pruned.to(memory_format=torch.channels_last)  # faster convolutions, the same accuracy (measured)
-        accuracy.update(pruned=held_out_accuracy(pruned, data) if evaluate and (plain or recalibrate is None) else
-                        None, recalibrated=None)
-        progress(4, 6)
-        if recalibrate is not None:
-            pruned = _recalibrate(run, pruned, recalibrate, data if evaluate else None, accuracy)
-        if measured is not None:
-            accuracy.update(pruned=measured.get("pruned"), recalibrated=measured.get("recalibrated"))
-        pruned = pruned.to(memory_format=torch.contiguous_format)  # what the file holds
+        pruned = _measure(run, pruned, accuracy, data, recalibrate, plain=plain, measured=measured, progress=progress)
         progress(5, 6)
         run.update(before=report.before, after=report.after, accuracy=accuracy,
+                   latency_budget=latency_budget(plan, report.before, report.after),
                    report={"channels": report.to_dict()["channels"], "groups": report.groups, "combine":
                            report.combine, "unprunable": plan.unprunable(struct), "round_to": plan.round_to})
         run.save_model(pruned, arch=arch, num_classes=num_classes, meta={"source_checkpoint": source["checkpoint"],
@@ -390,6 +385,22 @@ def _source(model: nn.Module, arch: str, num_classes: int, input_size, checkpoin
     return {"arch": arch, "num_classes": num_classes, "input_size": list(input_size),
             "checkpoint": str(checkpoint) if checkpoint else None,
             "checkpoint_sha256": file_sha256(checkpoint) if checkpoint else None, "weights": weights_hash(model)}
+
+
+def _measure(run: Run, pruned: nn.Module, accuracy: dict, data: ArraySet | None, recalibrate: ArraySet | None, *,
+             plain: bool, measured: dict | None, progress: Progress) -> nn.Module:
+    """:func:`prune_run`'s accuracies right after pruning (when ``plain``) and after recalibration into ``accuracy``
+    (``measured``'s when given: nothing evaluated); -> the run's model (recalibrated when asked), contiguous."""
+    evaluate = measured is None and data is not None
+    pruned = pruned.to(memory_format=torch.channels_last)  # faster convolutions, the same accuracy (measured)
+    accuracy.update(pruned=held_out_accuracy(pruned, data) if evaluate and (plain or recalibrate is None) else None,
+                    recalibrated=None)
+    progress(4, 6)
+    if recalibrate is not None:
+        pruned = _recalibrate(run, pruned, recalibrate, data if evaluate else None, accuracy)
+    if measured is not None:
+        accuracy.update(pruned=measured.get("pruned"), recalibrated=measured.get("recalibrated"))
+    return pruned.to(memory_format=torch.contiguous_format)  # what the file holds
 
 
 def _recalibrate(run: Run, pruned: nn.Module, images: ArraySet, held_out: ArraySet | None,

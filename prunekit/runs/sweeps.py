@@ -36,6 +36,7 @@ from prunekit.models.heads import outputs_of
 from prunekit.models.zoo import model_info
 from prunekit.pruning.presets import BY, get_preset
 from prunekit.pruning.ratios import check_round_to
+from prunekit.pruning.prune import Pruner
 from prunekit.pruning.selection import removed_filters
 from prunekit.pruning.structure import structure
 from prunekit.runs.finetune import finetune_config, finetune_run
@@ -116,7 +117,7 @@ def run_sweep(model: nn.Module, arch: str, spec: SweepSpec, *, num_classes: int,
     (:func:`prunekit.models.fits.check_model_data`)."""
     progress = progress or no_progress
     _check_data(model, arch, input_size, spec, held_out, train, probe)
-    struct = structure(model, input_size)
+    struct, pruner = structure(model, input_size), Pruner(model, input_size)  # traced once for every point
     sweep_id = sweep_id or f"{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:6]}"
     finished = _finished_points(sweep_id, root)
     before = None if held_out is None else held_out_accuracy(model, held_out)  # once for every point
@@ -136,7 +137,8 @@ def run_sweep(model: nn.Module, arch: str, spec: SweepSpec, *, num_classes: int,
             run = prune_run(model, plan, scores, arch=arch, num_classes=num_classes, input_size=input_size,
                             root=root, checkpoint=checkpoint, data=held_out, recalibrate=train, struct=struct,
                             latency_batches=LATENCY_BATCHES if spec.runtimes else (), runtimes=spec.runtimes,
-                            before=before, plain=spec.plain, measured=same and same.manifest["accuracy"],
+                            before=before, plain=spec.plain, pruner=pruner,
+                            measured=same and same.manifest["accuracy"],
                             sweep={"id": sweep_id, "criterion": criterion, "target": target, "by": spec.by,
                                    "preset": spec.preset, "spec": asdict(spec),
                                    "same_filters_as": same and same.path.name})
