@@ -8,7 +8,7 @@ import torch.nn as nn
 
 from prunekit.criteria.hooks import capture
 from prunekit.criteria.probe import Batch, Probe
-from prunekit.models.layers import ConvLayer
+from prunekit.models.layers import TRACE_LOCK, ConvLayer
 
 __all__ = ["Progress", "no_progress", "Ticker", "model_device", "stream", "per_image_mean"]
 
@@ -45,7 +45,7 @@ def stream(
     def on_fmap(layer: ConvLayer, fmap: torch.Tensor) -> None:
         fn(layer, fmap, current[0])
 
-    with torch.no_grad(), capture(model, layers, on_fmap, reads):
+    with torch.no_grad(), TRACE_LOCK, capture(model, layers, on_fmap, reads):
         for batch in probe.batches(device):
             current[:] = [batch]
             model(batch.x)

@@ -33,7 +33,8 @@ from __future__ import annotations
 
 import operator
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -48,10 +49,61 @@ __all__ = ["ConvLayer", "Site", "ACTIVATIONS", "READS", "conv_layers", "select_l
 READS = ("pre_add", "post_add")
 """Which map of a conv feeding a residual add a criterion reads (see the module docstring)."""
 
-TRACE_LOCK = threading.Lock()
-"""Held while torch.fx traces a model: its patcher replaces ``nn.Module.__call__`` process-wide, so two traces at
-once, or a forward pass in another thread during a trace, break. Work run in a background thread holds it while it
-runs forwards (:func:`prunekit.pruning.predict.predict_accuracy`), so that no trace starts meanwhile."""
+class TraceGate:
+    """Keeps torch.fx's traces apart from forward passes in other threads (the dashboard serves several visitors).
+
+    fx's tracer replaces ``nn.Module.__call__`` for the whole process while it traces: a forward pass in another
+    thread meanwhile is recorded into the trace or breaks it (a visitor got "Unexpected key layer2.0@1", another
+    "cannot trace"). ``with gate:`` marks forward passes: any number run together, re-entrant in a thread; ``with
+    gate.tracing():`` waits for the forwards running, holds new ones off (a waiting trace goes first) and traces
+    alone (a thread inside a forward region steps out of it while it waits and traces)."""
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self._forwards = 0  # threads inside a forward region
+        self._tracing = False
+        self._traces_waiting = 0
+        self._local = threading.local()
+
+    def __enter__(self) -> TraceGate:
+        depth = getattr(self._local, "depth", 0)
+        if depth == 0:
+            with self._cond:
+                self._cond.wait_for(lambda: not self._tracing and not self._traces_waiting)
+                self._forwards += 1
+        self._local.depth = depth + 1
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._local.depth -= 1
+        if self._local.depth == 0:
+            with self._cond:
+                self._forwards -= 1
+                self._cond.notify_all()
+
+    @contextmanager
+    def tracing(self) -> Iterator[None]:
+        """Trace alone: no forward pass of another thread runs meanwhile."""
+        inside = 1 if getattr(self._local, "depth", 0) else 0  # this thread is in a forward region: step out
+        with self._cond:
+            self._forwards -= inside
+            self._traces_waiting += 1
+            self._cond.wait_for(lambda: not self._tracing and self._forwards == 0)
+            self._traces_waiting -= 1
+            self._tracing = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._tracing = False
+                self._forwards += inside
+                self._cond.notify_all()
+
+
+TRACE_LOCK = TraceGate()
+"""The process's :class:`TraceGate`: ``with TRACE_LOCK:`` around forward passes that may run beside a trace (the
+evaluations, recalibrations, scoring passes and pruning checks take it themselves), ``TRACE_LOCK.tracing()`` around
+an fx trace."""
 
 # Element-wise activations prunekit applies functionally (never in place) on the tap output.
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
@@ -171,7 +223,7 @@ def conv_layers(model: nn.Module) -> list[ConvLayer]:
 
 def _trace(model: nn.Module) -> fx.Graph:
     try:
-        with TRACE_LOCK:  # fx's patcher is process-global: two threads tracing at once break each other
+        with TRACE_LOCK.tracing():  # fx's patcher is process-global: nothing else may run a forward meanwhile
             return fx.symbolic_trace(model).graph
     except Exception as exc:  # fx raises TraceError, TypeError, NotImplementedError... depending on the cause
         raise UserError(

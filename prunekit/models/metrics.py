@@ -27,6 +27,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from prunekit.data import ArraySet, DeviceLoader
 from prunekit.defaults import EVAL_BATCH
 from prunekit.errors import UserError
+from prunekit.models.layers import TRACE_LOCK
 
 __all__ = ["best_device", "evaluate", "held_out_accuracy", "count_macs", "count_ops_tp", "latency_ms", "layer_table",
            "output_shapes", "steady_allocator", "MMAP_THRESHOLD", "TRIM_THRESHOLD"]
@@ -78,11 +79,12 @@ def evaluate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tenso
     model.eval()
     correct, loss_sum, n = 0, 0.0, 0
     try:
-        for x, y in batches:
-            logits = model(x).float()
-            loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
-            correct += (logits.argmax(1) == y).sum().item()
-            n += len(y)
+        with TRACE_LOCK:  # no fx trace of another thread meanwhile
+            for x, y in batches:
+                logits = model(x).float()
+                loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
+                correct += (logits.argmax(1) == y).sum().item()
+                n += len(y)
     finally:
         model.train(was_training)
     if n == 0:
@@ -193,7 +195,7 @@ def _forward_zeros(model: nn.Module, input_size: tuple[int, int, int]) -> None:
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), TRACE_LOCK:
             model(torch.zeros(1, *input_size, device=device))
     finally:
         model.train(was_training)

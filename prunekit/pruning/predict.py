@@ -44,11 +44,13 @@ def predict_accuracy(model: nn.Module, ratios: dict[str, float], scores: dict[st
     """The accuracy ``model`` would keep pruned by ``ratios`` ({group root: ratio}; kept filters rounded to a
     multiple of ``round_to``) with ``scores`` ({conv: (filters,)}), its BatchNorm statistics recalibrated on
     ``train`` (None: not recalibrated), on ``held_out`` (uint8 (N, 3, H, W)).
-    -> accuracy (%), loss, n (images), recalibrated, seconds. ``model`` is not modified.
+    -> accuracy (%), loss, n (images), recalibrated, before (the unpruned model's accuracy (%) on the same images,
+    evaluated once per weights and images), seconds. ``model`` is not modified.
     Safe in a background thread: it holds :data:`prunekit.models.layers.TRACE_LOCK` while it runs."""
     t0 = time.perf_counter()
     with TRACE_LOCK:
         ev = evaluator_for(model, input_size, held_out=held_out, train=train)
         r = ev.evaluate(ratios, scores, round_to=round_to)
+        before = ev.baseline()["accuracy"]
     return {"accuracy": r["accuracy"], "loss": r["loss"], "n": r["n"], "recalibrated": r["recalibrated"],
-            "seconds": time.perf_counter() - t0}
+            "before": before, "seconds": time.perf_counter() - t0}

@@ -37,6 +37,7 @@ from torch_pruning.ops import OPTYPE
 
 from prunekit.defaults import ROUND_TO
 from prunekit.errors import PruneError
+from prunekit.models.layers import TRACE_LOCK
 from prunekit.models.metrics import output_shapes
 from prunekit.models.zoo import PadShortcut
 from prunekit.pruning.ratios import check_round_to, validate_ratios
@@ -122,8 +123,9 @@ def _graph(model: nn.Module, input_size: tuple[int, int, int]) -> tuple[tp.Depen
     device = next(model.parameters()).device
     graph = tp.DependencyGraph()
     try:
-        graph.build_dependency(model, example_inputs=torch.zeros(1, *input_size, device=device),
-                               customized_pruners=CUSTOM_PRUNERS)
+        with TRACE_LOCK:  # its trace is a forward pass: no fx trace of another thread meanwhile
+            graph.build_dependency(model, example_inputs=torch.zeros(1, *input_size, device=device),
+                                   customized_pruners=CUSTOM_PRUNERS)
     except Exception as exc:  # Torch-Pruning raises anything from its tracing code
         if not any(f.name == "update_index_mapping" for f in traceback.extract_tb(exc.__traceback__)):
             raise PruneError(f"Torch-Pruning cannot trace {type(model).__name__} ({type(exc).__name__}: {exc}); "

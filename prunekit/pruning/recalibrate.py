@@ -18,6 +18,7 @@ import torch.nn as nn
 from prunekit.data import ArraySet, DeviceLoader
 from prunekit.defaults import RECALIBRATION
 from prunekit.errors import UserError
+from prunekit.models.layers import TRACE_LOCK
 
 __all__ = ["recalibrate_bn", "reestimate_bn", "NO_BN"]
 
@@ -57,7 +58,7 @@ def reestimate_bn(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.
         bn.reset_running_stats()
         bn.momentum = None  # cumulative moving average over the batches
         bn.train()
-    with torch.no_grad():
+    with torch.no_grad(), TRACE_LOCK:  # no fx trace of another thread meanwhile
         for x, _ in batches:
             model(x)
     for bn, momentum in zip(norms, momenta):

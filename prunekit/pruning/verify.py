@@ -26,6 +26,7 @@ import torch
 import torch.nn as nn
 
 from prunekit.errors import PruneError
+from prunekit.models.layers import TRACE_LOCK
 
 __all__ = ["PROBE_BATCH", "PROBE_SEED", "TOLERANCE", "probe_input", "reference_output", "check_pruned"]
 
@@ -53,7 +54,7 @@ def reference_output(model: nn.Module, dropped: dict[str, list[int]], probe: tor
     ({conv / linear / shortcut: input positions (dim 1) to zero}), those positions zeroed."""
     hooks = [model.get_submodule(name).register_forward_pre_hook(_zeroing(idx)) for name, idx in dropped.items()]
     try:
-        with _no_tf32():
+        with _no_tf32(), TRACE_LOCK:
             return _leaves(model(probe))
     finally:
         for h in hooks:
@@ -68,7 +69,7 @@ def check_pruned(original: nn.Module, pruned: nn.Module, probe: torch.Tensor, ex
     the groups (``removed``: {root: filter indices}) it reads or belongs to."""
     model = type(original).__name__
     try:
-        with torch.no_grad(), _no_tf32():
+        with torch.no_grad(), _no_tf32(), TRACE_LOCK:
             got = _leaves(pruned(probe))
     except Exception as exc:  # any failure of the pruned forward (a shape, a split size...) is the pruning's
         where = _failing_module(pruned, probe)

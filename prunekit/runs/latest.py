@@ -1,10 +1,12 @@
 """Latest-wins background work: a dashboard control changes faster than a model evaluates, so only the newest
-request is worth computing. :class:`LatestWins` runs one request at a time in a daemon thread, always the most
-recent one asked for, drops the ones superseded while it worked, and keeps each finished result under its key so
-that a stale result is never taken for the current one.
+request of each visitor is worth computing. :class:`LatestWins` runs one request at a time in one daemon thread
+shared by every visitor (client): each client has at most one request waiting (a newer one replaces it, so work per
+visitor never piles up), waiting clients are served in the order they asked (none waits behind another's stream of
+slider moves, none is lost), a key done or running is never computed again (two visitors on the same plan share the
+work), and each finished result is kept under its key so that a stale result is never taken for the current one.
 
 >>> worker = LatestWins()
->>> worker.ask(("plan", 1), lambda: slow(1)); worker.ask(("plan", 2), lambda: slow(2))   # 1 may be dropped
+>>> worker.ask(("plan", 1), lambda: slow(1), client="tab-a"); worker.ask(("plan", 2), lambda: slow(2), client="tab-a")
 >>> worker.result(("plan", 2))        # None while pending; then the value (or the exception it raised)
 """
 from __future__ import annotations
@@ -26,11 +28,11 @@ class Outcome:
 
 
 class LatestWins:
-    """One daemon thread that computes the newest request; results of the last ``keep`` keys are kept."""
+    """One daemon thread that computes each client's newest request; results of the last ``keep`` keys are kept."""
 
-    def __init__(self, keep: int = 16):
+    def __init__(self, keep: int = 64):
         self._lock = threading.Condition()
-        self._pending: tuple[Hashable, Callable[[], Any]] | None = None
+        self._pending: OrderedDict[Hashable, tuple[Hashable, Callable[[], Any]]] = OrderedDict()  # client -> request
         self._running: Hashable | None = None
         self._done: OrderedDict[Hashable, Outcome] = OrderedDict()
         self._keep = keep
@@ -41,16 +43,17 @@ class LatestWins:
         """At interpreter exit: drop what waits and let the running request end (a daemon thread killed inside
         a torch operation aborts the process)."""
         with self._lock:
-            self._pending = None
+            self._pending.clear()
             self._lock.wait_for(lambda: self._running is None, timeout)
 
-    def ask(self, key: Hashable, work: Callable[[], Any]) -> None:
-        """Request ``work()`` under ``key`` (nothing when it is done or running already); it replaces any request
-        still waiting."""
+    def ask(self, key: Hashable, work: Callable[[], Any], *, client: Hashable = None) -> None:
+        """Request ``work()`` under ``key`` for ``client`` (nothing when the key is done or running already); it
+        replaces the client's request still waiting, and keeps the client's place in the queue."""
         with self._lock:
             if key in self._done or key == self._running:
+                self._pending.pop(client, None)  # what it waited for is no longer its newest request
                 return
-            self._pending = (key, work)
+            self._pending[client] = (key, work)
             self._lock.notify_all()
 
     def result(self, key: Hashable) -> Outcome | None:
@@ -61,7 +64,17 @@ class LatestWins:
     def busy(self) -> bool:
         """Whether a request is running or waiting."""
         with self._lock:
-            return self._running is not None or self._pending is not None
+            return self._running is not None or bool(self._pending)
+
+    def waiting(self) -> int:
+        """How many clients have a request waiting."""
+        with self._lock:
+            return len(self._pending)
+
+    def forget(self, client: Hashable) -> None:
+        """Drop ``client``'s waiting request (it left)."""
+        with self._lock:
+            self._pending.pop(client, None)
 
     def wait(self, key: Hashable, timeout: float) -> Outcome | None:
         """Block until ``key`` is done or ``timeout`` seconds passed (for tests and scripts, never for a page)."""
@@ -72,8 +85,10 @@ class LatestWins:
     def _loop(self) -> None:
         while True:
             with self._lock:
-                self._lock.wait_for(lambda: self._pending is not None)
-                (key, work), self._pending = self._pending, None
+                self._lock.wait_for(lambda: bool(self._pending))
+                _, (key, work) = self._pending.popitem(last=False)  # the client that has waited longest
+                if key in self._done:
+                    continue
                 self._running = key
             try:
                 outcome = Outcome(work())
@@ -84,4 +99,6 @@ class LatestWins:
                 while len(self._done) > self._keep:
                     self._done.popitem(last=False)
                 self._running = None
+                for client in [c for c, (k, _) in self._pending.items() if k == key]:
+                    del self._pending[client]  # another client's same request: done by this one
                 self._lock.notify_all()
