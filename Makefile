@@ -8,7 +8,7 @@ ifneq ($(SHARED_DATA),)
 export PRUNEKIT_DATA ?= $(SHARED_DATA)
 endif
 
-.PHONY: app test install lint clean-venv default-model gpu
+.PHONY: app test install lint clean-venv default-model gpu gpu-bundle
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -19,8 +19,11 @@ $(STAMP): requirements.txt pyproject.toml
 
 install: $(STAMP)
 
+# `make app CLASSROOM=1`: serve a class on this machine's network (README "Serving on a network"): the audience
+# explores, only the presenter (with the key printed in this terminal) prunes and runs jobs.
 app: $(STAMP)
-	$(VENV)/bin/streamlit run app.py --server.address 127.0.0.1 --server.port 8501
+	$(VENV)/bin/streamlit run app.py --server.address $(if $(CLASSROOM),0.0.0.0,127.0.0.1) --server.port 8501 \
+		$(if $(CLASSROOM),-- --classroom)
 
 test: $(STAMP)
 	$(PY) -m pytest
@@ -45,3 +48,9 @@ default-model: $(STAMP)
 # all into OUT (default artifacts/gpu-<time>); `make gpu DRY=1` runs the same steps on the CPU at toy size.
 gpu: $(STAMP)
 	PYTHON=$(PY) bash benchmarks/gpu.sh
+
+# The GPU check where the GPU machine has no package registry (README "On a GPU"): the wheels its image lacks and the
+# CIFAR-10 copy into gpu-bundle/ (git-ignored; refused over the 64 MiB that travel); there, with gpu-bundle carried:
+# `bash benchmarks/gpu_offline.sh`.
+gpu-bundle: $(STAMP)
+	$(PY) benchmarks/gpu_bundle.py

@@ -10,7 +10,7 @@ runs on (64 px where it works). Each model runs in a child process (memory; a ti
     python experiments/zoo_table.py                  # -> experiments/out/zoo_table.json and zoo_table.md
     python experiments/zoo_table.py --only resnet18 regnet_x_400mf
 
-tests/test_zoo.py runs :func:`check` on the same models.
+tests/test_prune_zoo.py runs :func:`check` on the same models.
 """
 from __future__ import annotations
 
@@ -75,15 +75,18 @@ def smallest_input(source: str, name: str) -> tuple[nn.Module, tuple[int, int, i
 
 
 def check(model: nn.Module, input_size: tuple[int, int, int]) -> dict:
-    """Prune every group of ``model`` at :data:`RATIO` -> {groups, frozen, why_frozen ({reason kind: convs}),
-    result ("prunes exactly", "nothing prunable: ..." or "refused: <PrunekitError>"), estimate_exact (None when
-    refused), params / macs before and after}. Any exception other than a PrunekitError propagates."""
+    """Prune every group of ``model`` at :data:`RATIO` -> {groups, grouped (groups pruned by blocks: grouped convs,
+    GroupNorms, chunks), spread (groups with a member carrying channels several times: GhostNet), frozen,
+    why_frozen ({reason kind: convs}), result ("prunes exactly", "nothing prunable: ..." or "refused:
+    <PrunekitError>"), estimate_exact (None when refused), params / macs before and after}. Any exception other
+    than a PrunekitError propagates."""
     try:
         struct = structure(model, input_size)
     except PrunekitError as exc:
         return {"groups": 0, "frozen": 0, "why_frozen": {}, "result": f"refused: {exc}", "estimate_exact": None}
     why = dict(Counter(reason_kind(r) for r in struct.frozen.values()).most_common())
-    row = {"groups": len(struct.groups), "frozen": len(struct.frozen), "why_frozen": why}
+    row = {"groups": len(struct.groups), "grouped": sum(g.blocks > 1 for g in struct.groups),
+           "spread": sum(bool(g.spread) for g in struct.groups), "frozen": len(struct.frozen), "why_frozen": why}
     ratios = {g.root: RATIO for g in struct.groups}
     g = torch.Generator().manual_seed(0)
     scores = {n: torch.rand(m.out_channels, generator=g) for n, m in model.named_modules()
@@ -137,14 +140,15 @@ def run_child(source: str, name: str) -> dict:
 
 
 def markdown(rows: list[dict]) -> str:
-    head = "| model | source | input | groups | frozen | why frozen | result | estimate exact | s |\n" \
-           "|---|---|---|---|---|---|---|---|---|\n"
+    head = "| model | source | input | groups | of which grouped / spread | frozen | why frozen | result | estimate exact " \
+           "| s |\n|---|---|---|---|---|---|---|---|---|---|\n"
     lines = []
     for r in rows:
         why = ", ".join(f"{k} {v}" for k, v in (r.get("why_frozen") or {}).items())
         exact = {True: "yes", False: "**no**", None: "-"}[r.get("estimate_exact")]
         result = r["result"].replace("|", "/")
-        lines.append(f"| {r['model']} | {r['source']} | {r.get('input', '-')} | {r.get('groups', '-')} | "
+        kinds = f"{r['grouped']} / {r['spread']}" if r.get("grouped") or r.get("spread") else ""
+        lines.append(f"| {r['model']} | {r['source']} | {r.get('input', '-')} | {r.get('groups', '-')} | {kinds} | "
                      f"{r.get('frozen', '-')} | {why} | {result} | {exact} | {r['seconds']} |")
     return head + "\n".join(lines) + "\n\n" + totals(rows) + "\n"
 

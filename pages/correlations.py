@@ -1,10 +1,12 @@
 """Correlations: which filters of a layer repeat each other (their weights, or their feature maps over the probe
 images); click a cell to set the two filters side by side."""
+import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
 from pages.ui.cached import probe, split
+from pages.ui.figures import legible
 from pages.ui.scoring import scores_with_progress
 from pages.ui.sidebar import page_with_model
 from pages.ui.state import chosen_criterion
@@ -51,13 +53,13 @@ def correlation(sel, layer: str, source: str):
 
 
 def matrix_figure(corr) -> go.Figure:
-    """The ordered matrix: a scatter of square markers (clickable) or, for wide layers, a heatmap."""
+    """The ordered matrix: a scatter of square markers (clickable) or, for wide layers, a heatmap; |r| from 0
+    (white) to 1 (dark red)."""
     cells, c = corr.cells(), len(corr.order)
     hover = "filter %{customdata[0]} × filter %{customdata[1]}<br>|r| = %{customdata[2]:.3f}<extra></extra>"
-    colors = dict(colorscale="RdBu", reversescale=True, cmid=0, cmin=-1, cmax=1,
-                  colorbar=dict(title="|r|", thickness=12))
+    colors = dict(colorscale="Reds", cmin=0, cmax=1, colorbar=dict(title="|r|", thickness=14))
     if c > CLICKABLE_MAX:
-        fig = go.Figure(go.Heatmap(z=corr.ordered(), zmid=0, zmin=-1, zmax=1, colorscale="RdBu", reversescale=True,
+        fig = go.Figure(go.Heatmap(z=corr.ordered(), zmin=0, zmax=1, colorscale="Reds",
                                    customdata=cells[["i", "j", "r"]].to_numpy().reshape(c, c, 3),
                                    hovertemplate=hover, colorbar=colors["colorbar"]))
     else:
@@ -69,12 +71,11 @@ def matrix_figure(corr) -> go.Figure:
     labels = dict(tickvals=list(range(c)), ticktext=[str(i) for i in corr.order])
     ticks = labels if c <= 32 else dict(showticklabels=False)
     fig.update_xaxes(title="filter (clustering order)", range=[-0.5, c - 0.5], showgrid=False, zeroline=False,
-                     constrain="domain", **ticks)
+                     constrain="domain", tickangle=-90 if c > 16 else 0, **ticks)
     fig.update_yaxes(title="filter (clustering order)", range=[c - 0.5, -0.5], showgrid=False, zeroline=False,
                      scaleanchor="x", constrain="domain", **ticks)
-    fig.update_layout(height=CHART_PX, margin=dict(l=10, r=10, t=10, b=10), plot_bgcolor="white",
-                      clickmode="event+select", dragmode=False)
-    return fig
+    fig.update_layout(height=CHART_PX, plot_bgcolor="white", clickmode="event+select", dragmode=False)
+    return legible(fig)
 
 
 def clicked_pair(event, layer: str, source: str) -> None:
@@ -107,29 +108,34 @@ def pair_scores(sel, criterion: str):
     return table, table.attrs["criterion"]
 
 
-def kernels_figure(kernels, title: str) -> go.Figure:
-    """The filter's mean kernel, then its kernels on the first input channels, as small heatmaps."""
-    names = ["mean over inputs", *(f"input {k}" for k in range(len(kernels) - 1))]
-    fig = make_subplots(rows=1, cols=len(kernels), subplot_titles=names, horizontal_spacing=0.03)
-    for k, w in enumerate(kernels):
-        fig.add_trace(go.Heatmap(z=w, coloraxis="coloraxis", hovertemplate="weight %{z:.4f}<extra></extra>"),
-                      row=1, col=k + 1)
-    fig.update_xaxes(showticklabels=False)
-    fig.update_yaxes(showticklabels=False, autorange="reversed", scaleanchor="x")
-    fig.update_layout(height=170, margin=dict(l=0, r=0, t=40, b=0), title=dict(text=title, font_size=13),
-                      coloraxis=dict(colorscale="RdBu", reversescale=True, cmid=0,
-                                     colorbar=dict(title="weight", thickness=10, len=0.9)))
-    fig.update_annotations(font_size=11)
-    return fig
+def kernels_figure(filters: list[tuple[int, np.ndarray]]) -> go.Figure:
+    """One row per filter (``filters``: (index, :func:`prunekit.analysis.views.filter_kernels`' (1 + m, kh, kw))):
+    its mean kernel, then its kernels on the first input channels, all on one colour scale symmetric about 0 (one
+    colour bar), so that the two filters' weights compare by colour."""
+    cols = len(filters[0][1])
+    names = ["mean over inputs", *(f"input channel {k}" for k in range(cols - 1))]
+    fig = make_subplots(rows=len(filters), cols=cols, subplot_titles=names, horizontal_spacing=0.04,
+                        vertical_spacing=0.08)
+    for row, (f, kernels) in enumerate(filters, start=1):
+        for k, w in enumerate(kernels):
+            fig.add_trace(go.Heatmap(z=w, coloraxis="coloraxis",
+                                     hovertemplate=f"filter {f}: weight %{{z:.4f}}<extra></extra>"), row=row, col=k + 1)
+        fig.update_yaxes(title_text=f"filter {f}", row=row, col=1)
+    top = float(max(np.abs(k).max() for _, k in filters)) or 1.0
+    fig.update_xaxes(showticklabels=False, ticks="", constrain="domain")
+    fig.update_yaxes(showticklabels=False, ticks="", autorange="reversed", scaleanchor="x", constrain="domain")
+    fig.update_layout(height=130 * len(filters) + 60, coloraxis=dict(
+        colorscale="RdBu", reversescale=True, cmin=-top, cmax=top, colorbar=dict(title="weight", thickness=14)))
+    return legible(fig)
 
 
 def map_figure(fmap, title: str) -> go.Figure:
-    fig = go.Figure(go.Heatmap(z=fmap, colorscale="Viridis", colorbar=dict(title="activation", thickness=10),
+    fig = go.Figure(go.Heatmap(z=fmap, colorscale="Viridis", colorbar=dict(title="activation", thickness=14),
                                hovertemplate="x %{x}, y %{y}: %{z:.3f}<extra></extra>"))
-    fig.update_yaxes(autorange="reversed", scaleanchor="x", showticklabels=False)
-    fig.update_xaxes(showticklabels=False)
-    fig.update_layout(height=230, margin=dict(l=0, r=0, t=30, b=0), title=dict(text=title, font_size=13))
-    return fig
+    fig.update_yaxes(autorange="reversed", scaleanchor="x", showticklabels=False, ticks="", constrain="domain")
+    fig.update_xaxes(showticklabels=False, ticks="", constrain="domain")
+    fig.update_layout(height=280, title=dict(text=title))
+    return legible(fig)
 
 
 def filter_metric(col, table, layer: str, f: int, criterion: str) -> None:
@@ -154,20 +160,23 @@ def pair_view(sel, corr, layer: str, i: int, j: int) -> None:
     if i == j:
         st.info("That is one filter with itself (the diagonal, always 1): pick two different filters.")
     test = split(sel.dataset, "test") if sel.data_path is not None else None
-    image_col, *filter_cols = st.columns([1, 3, 3])
+    image_col, right = st.columns([1, 6])
     index = test_image(image_col, test, sel.dataset)
-    for side, (col, f) in enumerate(zip(filter_cols, (i, j))):
-        with col:
-            st.markdown(f"**Filter {f}**")
-            st.plotly_chart(kernels_figure(filter_kernels(sel.model, layer, f), "weights (kernels)"),
-                            width="stretch", key=f"corr_kernels_{side}")
-            if index is not None:
-                maps = _maps(sel.model, sel.key, layer, sel.dataset, index)
-                st.plotly_chart(map_figure(maps[f].numpy(), f"feature map on test image {index}"),
-                                width="stretch", key=f"corr_map_{side}")
+    with right:
+        st.markdown("**Weights (kernels)**, both filters on one colour scale")
+        st.plotly_chart(kernels_figure([(f, filter_kernels(sel.model, layer, f)) for f in (i, j)]), width="stretch",
+                        key="corr_kernels")
+        for side, (col, f) in enumerate(zip(st.columns(2), (i, j))):
+            with col:
+                st.markdown(f"**Filter {f}**")
+                if index is not None:
+                    maps = _maps(sel.model, sel.key, layer, sel.dataset, index)
+                    st.plotly_chart(map_figure(maps[f].numpy(), f"feature map on test image {index}"),
+                                    width="stretch", key=f"corr_map_{side}")
     st.caption("Top: each filter's kernel averaged over its input channels, then its kernels on the first input "
-               "channels (red positive, blue negative). Bottom: what each filter answers on the test image at the "
-               "left; two highly correlated filters draw nearly the same (or the inverted) map, so one could go.")
+               "channels, both filters on one scale (red positive, blue negative, white 0). Bottom: what each "
+               "filter answers on the test image at the left; two highly correlated filters draw nearly the same "
+               "(or the inverted) map, so one could go.")
 
 
 def test_image(col, test, dataset: str) -> int | None:

@@ -8,7 +8,7 @@ import streamlit as st
 import torch
 
 from pages.ui.cached import found, split, structure_of
-from pages.ui.figures import grid_figure
+from pages.ui.figures import grid_figure, legible
 from pages.ui.scoring import scores_with_progress
 from pages.ui.sidebar import page_with_model
 from pages.ui.state import PLAN, PLAN_ROUND_TO, chosen_criterion
@@ -221,11 +221,10 @@ def mapex_ui(sel, layer) -> None:
         fig.add_shape(type="rect", line=dict(color="#ff7f0e", width=3, dash="dash"),
                       x0=max(-0.5, grown[0] - 0.5), y0=max(-0.5, grown[1] - 0.5),
                       x1=min(size - 0.5, grown[2] - 0.5), y1=min(size - 0.5, grown[3] - 0.5))
-    fig.update_layout(height=360, margin=dict(l=0, r=0, t=10, b=10), xaxis=dict(visible=False),
-                      yaxis=dict(visible=False))
+    fig.update_layout(height=360, xaxis=dict(visible=False), yaxis=dict(visible=False))
     left, right = st.columns([1, 1])
     with left:
-        st.plotly_chart(fig, width="stretch", key="fm_mapex")
+        st.plotly_chart(legible(fig), width="stretch", key="fm_mapex")
     with right:
         label = data.classes[int(data.labels[i])] if data.classes else "?"
         st.markdown(f"**{label}** pasted on a {size}x{size} canvas. `{layer.name}`: total stride {layer.stride}, "

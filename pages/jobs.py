@@ -1,4 +1,5 @@
-"""Jobs: the background work (fine-tuning, training, long scoring) with live progress, curves, cancel and resume.
+"""Jobs: the background work (fine-tuning, training, sweeps, long scoring) with live progress, curves, cancel and
+resume.
 
 Everything shown is read from disk (prunekit.runs.jobs), so a refresh or a restart of the dashboard finds it again.
 """
@@ -7,13 +8,17 @@ import datetime as dt
 import pandas as pd
 import streamlit as st
 
+from pages.ui.classroom import classroom, is_presenter
 from pages.ui.figures import training_curves
 from pages.ui.router import through_router
 from pages.ui.sidebar import device_label
 from prunekit.runs import jobs
+from prunekit.runs.records import list_runs
 from prunekit.text import duration
 
 REFRESH_S = 2  # seconds between redraws while a job is queued or running
+KIND_WORDS = {"finetune": "fine-tuning", "train": "training", "score": "scoring", "sensitivity": "sensitivity scans",
+              "sweep": "sweeps"}  # the registered job kinds in words (another kind is named as registered)
 STATUS_ICON = {"queued": ":material/schedule:", "running": ":material/autorenew:", "done": ":material/check_circle:",
                "failed": ":material/error:", "cancelled": ":material/cancel:", "interrupted": ":material/pause_circle:"}
 
@@ -27,7 +32,8 @@ def _progress_text(job: jobs.Job, p: dict) -> str:
         return (f"epoch {p['epoch']}/{p['epochs']} · batch {p['batch']}/{p['batches']} · train loss {p['loss']:.3f}"
                 f" · train accuracy {p['accuracy']:.1f}% · ETA {eta}")
     if "done" in p:
-        return f"step {p['done']}/{p['total']} · ETA {eta}"
+        step = "point" if job.kind == "sweep" else "step"  # a sweep's steps are its points (criterion x target)
+        return f"{step} {p['done']}/{p['total']} · ETA {eta}"
     return "starting (loading the model and the data)..."
 
 
@@ -35,8 +41,8 @@ def active_job(job: jobs.Job) -> None:
     with st.container(border=True):
         head, button = st.columns([5, 1])
         head.markdown(f"{STATUS_ICON[job.status]} **{job.status.capitalize()}** · {job.description}  \n"
-                      f"<small>job `{job.id}` on {job.device}</small>", unsafe_allow_html=True)
-        if button.button("Cancel", key=f"cancel-{job.id}", icon=":material/stop_circle:", width="stretch"):
+                      f"<small>job `{job.id}` on {job.device}, queued by {job.owner}</small>", unsafe_allow_html=True)
+        if is_presenter() and button.button("Cancel", key=f"cancel-{job.id}", icon=":material/stop_circle:", width="stretch"):
             try:
                 jobs.cancel(job.id)
                 st.toast(f"Cancelling {job.id}: it stops at its next batch.")
@@ -53,14 +59,71 @@ def active_job(job: jobs.Job) -> None:
                        "between epochs means the learning rate is too high or the data too few.")
 
 
+def _result(job: jobs.Job) -> str:
+    """A finished job's outcome in a few words: its accuracy, a sweep's points, else its error."""
+    if job.result and job.result.get("accuracy") is not None:
+        return f"test accuracy {job.result['accuracy']:.2f}%"
+    if job.kind == "sweep" and job.result:
+        return f"{len(job.result.get('runs') or [])} points (runs)"
+    return job.error or ""
+
+
+def sweep_points(job: jobs.Job) -> tuple[int, int]:
+    """(points of sweep ``job`` finished on disk, points it asks for): the runs named after it (its sweep id is its
+    job id) that are done, and criteria x targets."""
+    runs = list_runs()
+    done = 0 if runs.empty else int(((runs["sweep"] == job.id) & (runs["status"] == "done")).sum())
+    return done, len(job.args.get("criteria") or ()) * len(job.args.get("targets") or ())
+
+
+def resume_note(job: jobs.Job) -> str:
+    """What Resume does for ``job``, in its kind's words: a sweep keeps its finished points, training continues
+    after its last finished epoch, the rest start again."""
+    if job.kind == "sweep":
+        done, total = sweep_points(job)
+        return (f"Resume continues the same sweep: the {done} of {total} points it finished stay (on the Compare "
+                f"page's chart, dashed until it is complete) and only the other {total - done} are made.")
+    if job.kind in ("finetune", "train"):
+        return "Resume continues after its last finished epoch."
+    return "Resume runs it again from the start."
+
+
+def local_time(stamp: str | None) -> str:
+    """A job's UTC ISO 8601 time in this machine's time zone, minutes only: '2026-12-07 19:03 CET' ('' for
+    none; an unreadable stamp as it is)."""
+    try:
+        return dt.datetime.fromisoformat(stamp).astimezone().strftime("%Y-%m-%d %H:%M %Z") if stamp else ""
+    except (TypeError, ValueError):
+        return str(stamp)
+
+
+def took(job: jobs.Job) -> str:
+    """From the job's start to its end ('' when either is missing), e.g. '3 min 05 s'."""
+    try:
+        start, end = (dt.datetime.fromisoformat(job.spec[k]) for k in ("started", "finished"))
+    except (KeyError, TypeError, ValueError):
+        return ""
+    return duration(max((end - start).total_seconds(), 0.0))
+
+
 def finished_table(done: list[jobs.Job]) -> None:
     table = pd.DataFrame([{
         "job": j.id, "status": j.status, "what": j.description.replace("`", ""), "device": j.device,
-        "started": j.spec.get("started"), "finished": j.spec.get("finished"),
-        "result": (f"test accuracy {j.result['accuracy']:.2f}%" if j.result and j.result.get("accuracy") is not None
-                   else j.error or ""),
+        "finished": local_time(j.spec.get("finished")), "took": took(j), "result": _result(j), "by": j.owner,
     } for j in done])
-    st.dataframe(table, hide_index=True, width="stretch")
+    # px widths that fill the main column at 1280 px; the job's folder name and device last (scroll right)
+    st.dataframe(table, hide_index=True, width="stretch", column_order=[
+        "finished", "status", "what", "took", "result", "by", "job", "device"], column_config={
+        "finished": st.column_config.TextColumn(width=160, help="when it ended, in this machine's time zone"),
+        "status": st.column_config.TextColumn(width=80),
+        "what": st.column_config.TextColumn(width=230, help="the whole description: Details of, below"),
+        "took": st.column_config.TextColumn(width=90, help="from its start to its end"),
+        "result": st.column_config.TextColumn(width=250, help="its accuracy or points, else why it stopped (the "
+                                                              "whole message: Details of, below)"),
+        "job": st.column_config.TextColumn(width=210, help="the job's folder under the jobs root"),
+        "by": st.column_config.TextColumn(width=110, help="who queued it: the presenter, a visitor (classroom "
+                                                          "mode) or the command line"),
+        "device": st.column_config.TextColumn(width=70)})
     ids = [j.id for j in done]  # the last submitted first: the default pick
     seen = st.session_state.get("job_detail_newest")
     if seen is not None and seen != ids[0]:  # a job finished since the last run: open its details, not the old pick
@@ -75,12 +138,11 @@ def finished_table(done: list[jobs.Job]) -> None:
             with st.expander("Technical details (the traceback, for a bug report)"):
                 st.code(job.traceback, language="text")
     elif job.status == "interrupted":
-        st.warning("This job's worker stopped before the end (killed, or the machine restarted). Resume continues "
-                   "after its last finished epoch.", icon=":material/pause_circle:")
+        st.warning("This job's worker stopped before the end (killed, or the machine restarted). "
+                   + resume_note(job), icon=":material/pause_circle:")
     elif job.status == "cancelled":
-        st.info("Cancelled. Resume continues after its last finished epoch.", icon=":material/cancel:")
-    if job.status in ("interrupted", "cancelled", "failed") and st.button("Resume", icon=":material/play_arrow:",
-                                                                          key=f"resume-{job.id}"):
+        st.info("Cancelled. " + resume_note(job), icon=":material/cancel:")
+    if job.status in jobs.RESUMABLE and is_presenter() and st.button("Resume", icon=":material/play_arrow:", key=f"resume-{job.id}"):
         try:
             jobs.resume(job.id)
             st.rerun()
@@ -94,12 +156,15 @@ def finished_table(done: list[jobs.Job]) -> None:
                    "as its fine-tuned accuracy on the Compare page.")
     if job.kind == "finetune":
         st.page_link("pages/compare.py", label="Compare this run with the others", icon=":material/scatter_plot:")
+    elif job.kind == "sweep":
+        st.page_link("pages/compare.py", label="See its curves on the Compare page", icon=":material/scatter_plot:")
 
 
 through_router()
 st.title("Jobs")
-st.caption(f"Fine-tuning and training run in a background process on the {device_label().split(' (')[0]}, one "
-           "job at a time; this page follows them live. Closing or refreshing the browser does not stop them.")
+st.caption(f"Fine-tuning, training, sweeps and long scoring run in a background process on the "
+           f"{device_label().split(' (')[0]}, one job at a time; this page follows them live. Closing or refreshing "
+           "the browser does not stop them.")
 
 try:
     jobs.ensure_workers()  # after a restart, queued jobs get a worker again
@@ -117,11 +182,22 @@ def live() -> None:
     active = [j for j in everything if j.active]
     st.subheader(f"Running and queued ({len(active)})")
     if not active:
-        st.info("Nothing is running. Start a fine-tuning on the **Plan & prune** page after pruning, or from the "
-                "shell: `python -m prunekit jobs submit finetune --arg run=runs/<id> --arg epochs=3`.",
+        st.info("Nothing is running. A fine-tuning starts from a run: on the **Plan & prune** page right after "
+                "pruning, or on the **Compare** page for any run you open there; a sweep (criteria x FLOPs "
+                "targets) starts on the **Compare** page too. Training, sensitivity scans and slow scoring start "
+                "from a terminal, e.g. `python -m prunekit jobs submit sensitivity --arg ...`; every kind of job "
+                f"({', '.join(KIND_WORDS.get(k, k) for k in jobs.KINDS.names())}) is followed here.",
                 icon=":material/hourglass_empty:")
     for job in sorted(active, key=lambda j: (j.status != "running", j.spec.get("order", 0))):
         active_job(job)
+    audience = [j for j in active if j.owner.startswith("visitor")]
+    if classroom() and is_presenter() and audience and st.button(
+            f"Cancel the audience's jobs ({len(audience)})", icon=":material/cleaning_services:",
+            help="Jobs queued by visitors' browsers (before classroom mode, or with the key) are cancelled; yours "
+                 "and the command line's stay."):
+        for job in audience:
+            jobs.cancel(job.id)
+        st.rerun()
     st.caption(f"Updated {dt.datetime.now().strftime('%H:%M:%S')}" + (f", every {REFRESH_S} s" if active else ""))
     if any_active and not active:
         st.rerun()  # the last job just ended: redraw the whole page once, so the finished list shows it

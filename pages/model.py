@@ -2,6 +2,7 @@
 import streamlit as st
 
 from pages.ui.figures import cost_figure
+from pages.ui.last_run import UNPRUNED_ON
 from pages.ui.sidebar import device_label, selection
 from prunekit import model_info
 from prunekit.data import how_to_get
@@ -38,10 +39,13 @@ def model_card(sel) -> None:
     acc = meta.get("test_accuracy")
     cols[3].metric("Test accuracy", f"{acc:.2f}%" if acc is not None else "unknown",
                    help=f"top-1 on the whole {meta.get('data', '?')} test split, measured when the model was "
-                        "trained. The Plan and Compare pages measure on a seeded subset of it and say how many "
-                        "images, so their 'before' can differ from this by a few tenths of a point."
+                        "trained; Plan & prune and Compare measure the unpruned model again on a seeded subset of it "
+                        "and name its images, so their figures differ from this one by a few tenths of a point"
                    if acc is not None else "this checkpoint records no accuracy")
     cols[4].metric("Device", device_label().split(" ")[0].rstrip(":"), help=device_label())
+    if acc is not None:
+        st.caption(f"Test accuracy: {acc:.2f}% on the whole {meta.get('data', '?')} test split, measured when the "
+                   f"model was trained. {UNPRUNED_ON}")
 
     if meta.get("train_config") or meta.get("data"):
         with st.expander("How this model was trained", expanded=False):

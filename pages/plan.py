@@ -6,10 +6,13 @@ import pandas as pd
 import streamlit as st
 
 from pages.ui.cached import held_out, split, structure_of
+from pages.ui.classroom import may
 from pages.ui.figures import filters_figure, mark_ratios, sensitivity_figure
+from pages.ui.frozen import frozen_ui
 from pages.ui.last_run import LAST_RUN, last_run_ui
 from pages.ui.prediction import predicted_ui
 from pages.ui.scoring import scores_with_progress
+from pages.ui.search_view import search_ui
 from pages.ui.sidebar import DEFAULT_SOURCE, page_with_model
 from pages.ui.state import LONG_PLAN, PLAN, PLAN_ROUND_TO, chosen_criterion
 from prunekit import model_info
@@ -126,7 +129,7 @@ def preset_ui(struct, sel, criterion: str, round_to: int) -> None:
     """A preset of the registry and its numbers; Apply fills the editor."""
     st.subheader("Start from a preset")
     cols = st.columns([1.3, 1.2, 1, 1, 0.8], vertical_alignment="bottom")
-    names = list_presets()
+    names = [n for n in list_presets() if not get_preset(n).judges]  # the search has its own view
     preset = get_preset(cols[0].selectbox("Preset", names, format_func=lambda n: get_preset(n).label,
                                           key="preset_kind"))
     modes = (["a target"] if preset.targets else []) + ([f"one {preset.knob.name}"] if preset.knob else [])
@@ -173,11 +176,13 @@ def make_preset(preset, struct, sel, value, target, by: str, criterion: str, rou
 # The editor: sliders and curves side by side, or a table; the estimate beside them.
 
 def group_label(g, family: str) -> str:
-    """'conv1 + layer1.0.conv2 + ... (residual stream, 16 filters)' or 'layer1.0.conv1 (16 filters)'."""
+    """'conv1 + layer1.0.conv2 + ... (residual stream, 16 filters)' or 'layer1.0.conv1 (16 filters)', and how a
+    grouped or spread group is pruned (:attr:`prunekit.pruning.prune.Group.grouping`)."""
+    how = f"; {g.grouping}" if g.grouping else ""
     if not g.coupled:
-        return f"{g.root} ({g.channels} filters)"
+        return f"{g.root} ({g.filters} filters{how})"
     kind = "residual stream" if "resnet" in family else "coupled"
-    return f"{' + '.join(g.members)} ({kind}, {g.channels} filters)"
+    return f"{' + '.join(g.members)} ({kind}, {g.filters} filters{how})"
 
 
 def sliders_ui(struct, ratios: dict, est, family: str) -> None:
@@ -187,12 +192,13 @@ def sliders_ui(struct, ratios: dict, est, family: str) -> None:
         kept = est.channels[g.root][1]
         st.slider(group_label(g, family), 0.0, max_ratio(g.channels), step=0.05, format="%.2f", key=key,
                   on_change=_slider_changed, args=(g.root,),
-                  help=f"Share of the {g.channels} filters to remove (now {g.channels - kept} removed, {kept} "
-                       f"kept); at most {max_ratio(g.channels):.4g}, which keeps at least one filter.")
+                  help=f"Share of the {g.filters} filters to remove (now {g.filters - kept} removed, {kept} "
+                       f"kept); at most {max_ratio(g.channels):.4g}, which keeps at least one filter"
+                       f"{' of each block' if g.blocks > 1 else ''}.")
 
 
 def table_ui(struct, sel, ratios: dict, est, family: str) -> None:
-    rows = [{"group": g.root, "convs": group_label(g, family), "filters": g.channels,
+    rows = [{"group": g.root, "convs": group_label(g, family), "filters": g.filters,
              "ratio": float(ratios.get(g.root, 0.0)), "kept": est.channels[g.root][1]} for g in struct.groups]
     key = f"plan_table_{st.session_state.get(VERSION, 0)}"
     st.data_editor(
@@ -202,7 +208,8 @@ def table_ui(struct, sel, ratios: dict, est, family: str) -> None:
         on_change=_table_changed, args=(key, [g.root for g in struct.groups], struct, sel.arch),
         column_config={
             "group": st.column_config.TextColumn("group (root conv)", width="medium"),
-            "convs": st.column_config.TextColumn("convs pruned together", width="large"),
+            "convs": st.column_config.TextColumn("convs", width="large",
+                                                 help="the convs pruned together: they lose the same filters"),
             "filters": st.column_config.NumberColumn("filters", format="%d"),
             # no min_value / max_value: the editor would clamp a typed 1.5 or -1 to a value the user never typed;
             # the value reaches _table_changed as typed and is refused there, by the package's rule
@@ -241,11 +248,17 @@ def sensitivity_ui(struct, sel, ratios: dict, criterion: str, round_to: int) -> 
     """The button, then one accuracy-vs-ratio curve per group with the current ratio marked (each ratio keeping
     what the plan's rounding keeps)."""
     data = held_out(sel, SENSITIVITY.n)
+    if data is None and sel.data_problem:
+        st.warning(f"Sensitivity curves evaluate the model on {sel.dataset} test images, and {sel.no_images}",
+                   icon=":material/block:")
+        return
     if data is None:
         st.info(f"Sensitivity curves need test images: each group is pruned alone and evaluated on "
                 f"{SENSITIVITY.n} {sel.dataset} test images, and there are none here. The Model & data page says "
                 "how to get them; the sliders, presets (except Sensitivity), the estimate and pruning still work.",
                 icon=":material/folder_off:")
+        return
+    if not may("compute sensitivity curves (dozens of pruned models, minutes of the machine)"):
         return
     key = (sel.key, criterion, round_to)
     table = st.session_state.get(SENS, {}).get(key)
@@ -301,7 +314,9 @@ def prune_ui(struct, sel, ratios: dict, criterion: str, round_to: int) -> None:
                "sidebar is never changed. "
                + (f"Accuracy is measured on {HELD_OUT.n} test images (seed {HELD_OUT.seed}) before, right after "
                   f"pruning and after re-estimating the BatchNorm statistics on {RECALIBRATION.n} training images."
-                  if data is not None else "Without test images accuracy is not measured."))
+                  if data is not None else f"Accuracy is not measured: {sel.no_images}"))
+    if not may("prune for real (each pruning is a new run on disk)"):
+        return
     if not st.button("Prune", type="primary", key="prune_go", icon=":material/content_cut:",
                      disabled=not any(ratios.values()), help="Set a ratio above 0 for at least one group first."):
         return
@@ -338,19 +353,6 @@ INTRO = ("A **coupled group** is a set of convs whose filters must go together. 
          "they are pruned together with one ratio; the other convs form groups of one.")
 
 
-def frozen_ui(frozen: dict[str, str], expanded: bool = False) -> None:
-    """The convs that keep every filter ({conv: why}, from the structure): a count, the list in an expander."""
-    if not frozen:
-        return
-    n = len(frozen)
-    with st.expander(f"Not prunable here: {n} conv{'s' if n > 1 else ''} keep every filter (why)", expanded=expanded,
-                     icon=":material/lock:"):
-        st.caption("Pruning them would break the model or give wrong outputs (each line says why), so they are "
-                   "left whole; every other conv is pruned as planned.")
-        st.dataframe(pd.DataFrame({"conv": list(frozen), "why": list(frozen.values())}), hide_index=True,
-                     width="stretch", height=min(36 * (n + 1) + 3, 400))
-
-
 def main() -> None:
     sel = page_with_model(
         "Plan & prune",
@@ -369,6 +371,7 @@ def main() -> None:
     preset_ui(struct, sel, criterion, round_to)
     ratios = current_plan(struct, sel)
     est = estimate(struct, ratios, round_to)
+    search_ui(struct, sel, ratios, criterion, round_to, load=_set_plan)
 
     st.subheader("Per-group ratios")
     left, right = st.columns([1.1, 1], gap="large")
@@ -385,7 +388,7 @@ def main() -> None:
     st.caption("Filters per conv in forward order: the light bar is the width before pruning, the blue bar what "
                "the plan keeps. Convs of one coupled group always keep the same number.")
     prune_ui(struct, sel, ratios, criterion, round_to)
-    last_run_ui(sel)
+    last_run_ui()
 
 
 main()

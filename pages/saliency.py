@@ -6,8 +6,9 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
-from pages.ui.agreement import agreement_ui, compute, reliability_ui, stability_ui
+from pages.ui.agreement import agreement_ui, compute, reliability_chart, reliability_ui, stability_ui
 from pages.ui.entropy_view import entropy_ui
+from pages.ui.figures import legible
 from pages.ui.scoring import has_scores
 from pages.ui.sidebar import page_with_model
 from pages.ui.state import CRITERION, chosen_criterion
@@ -17,7 +18,8 @@ from prunekit.data import DataNotFoundError
 from prunekit.defaults import BOTTOM_FRACTION as BOTTOM
 from prunekit.errors import UserError
 
-NCOLS = 5  # small multiples per row
+NCOLS = 5  # small multiples per row: about 150 px each in the main column at 1280 px
+PANEL_PX, GAP_PX = 120, 64  # a small multiple's height, and the gap under it (tick labels, the next row's titles)
 WEIGHT_ONLY = ", ".join(n for n in list_criteria() if not criterion_class(n).needs_data)
 
 
@@ -30,6 +32,12 @@ def family(name: str) -> str:
     """'from the papers (seed 00n)' or 'baseline', for the criterion menu."""
     seed = criterion_class(name).seed_doc
     return "baseline" if seed is None else f"from the papers (seed {seed:03d})"
+
+
+def menu_label(name: str) -> str:
+    """'sfm_entropy · paper 000' or 'l1 · baseline': short enough for the menu's box at 1280 px."""
+    seed = criterion_class(name).seed_doc
+    return f"{name} · " + ("baseline" if seed is None else f"paper {seed:03d}")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -67,12 +75,12 @@ def criterion_ui() -> tuple[str, dict]:
     defaults). The name is kept in st.session_state[CRITERION] for the other pages."""
     names = list_criteria()
     current = chosen_criterion()
-    left, right = st.columns([1, 2], gap="large")
+    left, right = st.columns([2, 3], gap="large")
     with left:
         name = st.selectbox("Criterion", names, index=names.index(current) if current in names else 0,
-                            format_func=lambda n: f"{n} · {family(n)}", key="sal_criterion",
-                            help="Criteria 'from the papers' reconstruct the seed documents; baselines are the "
-                                 "standard methods they are compared with.")
+                            format_func=menu_label, key="sal_criterion",
+                            help="'paper 00n': a criterion from the papers, reconstructed from seed document n; "
+                                 "'baseline': a standard method they are compared with.")
         st.session_state[CRITERION] = name
         cls = criterion_class(name)
         st.markdown(needs_line(cls))
@@ -146,19 +154,20 @@ def _small_multiples_figure(key: str, name: str, _df: pd.DataFrame) -> go.Figure
     hist = score_histogram(df, bins=12)
     layers = list(dict.fromkeys(df["layer"]))
     rows = -(-len(layers) // NCOLS)
-    fig = make_subplots(rows=rows, cols=NCOLS, subplot_titles=layers, horizontal_spacing=0.04,
-                        vertical_spacing=0.5 / rows)
+    plot_px = rows * PANEL_PX + (rows - 1) * GAP_PX
+    fig = make_subplots(rows=rows, cols=NCOLS, subplot_titles=layers, horizontal_spacing=0.05,
+                        vertical_spacing=GAP_PX / plot_px,
+                        x_title=f"score ({units(name)}), each panel on its own range")
     for i, layer in enumerate(layers):
         h = hist[hist["layer"] == layer]
         fig.add_bar(x=(h["left"] + h["right"]) / 2, y=h["count"], width=h["right"] - h["left"],
                     marker_color="#2f6fed", name=layer, row=i // NCOLS + 1, col=i % NCOLS + 1,
                     hovertemplate=f"{layer}<br>score %{{x:.3g}}<br>%{{y}} filters<extra></extra>")
-    fig.update_layout(height=130 * rows + 40, margin=dict(l=10, r=10, t=30, b=10), showlegend=False,
-                      bargap=0.05)
-    fig.update_annotations(font_size=11)
-    fig.update_xaxes(tickfont=dict(size=9), nticks=4)
-    fig.update_yaxes(tickfont=dict(size=9), nticks=3)
-    return fig
+    fig.update_layout(height=plot_px + 90, showlegend=False, bargap=0.05)
+    fig.update_xaxes(nticks=4, tickformat=".3~g")
+    fig.update_yaxes(nticks=3)
+    fig.update_yaxes(title_text="filters", col=1)  # each row's; the score's title is the grid's (x_title)
+    return legible(fig)
 
 
 @st.fragment
@@ -185,19 +194,18 @@ def threshold_ui(df: pd.DataFrame, name: str) -> None:
             fig.add_histogram(x=rows["score"][mask], name=label, marker_color=color,
                               xbins=dict(start=lo, end=hi + (hi - lo) / 40, size=(hi - lo) / 20))
         fig.add_vline(x=threshold, line_dash="dash", line_color="#333")
-        fig.update_layout(barmode="stack", height=320, margin=dict(l=10, r=10, t=10, b=10),
-                          xaxis_title=units(name), yaxis_title="filters",
-                          legend=dict(orientation="h", y=1.12, x=0))
-        st.plotly_chart(fig, width="stretch", key="sal_layer_hist")
+        fig.update_layout(barmode="stack", height=340, xaxis_title=units(name), yaxis_title="filters",
+                          legend=dict(orientation="h", y=1.02, yanchor="bottom", x=0))
+        st.plotly_chart(legible(fig), width="stretch", key="sal_layer_hist")
         st.caption("The layer's score distribution; the dashed line is the threshold. Red filters fall below "
                    "it and would go, blue ones stay.")
     with b:
         fig = go.Figure(go.Bar(x=[f"#{f}" for f in rows["filter"]], y=rows["score"], marker_color=colors,
                                hovertemplate="filter %{x}<br>score %{y:.4g}<extra></extra>"))
         fig.add_hline(y=threshold, line_dash="dash", line_color="#333")
-        fig.update_layout(height=320, margin=dict(l=10, r=10, t=10, b=10), yaxis_title=units(name),
-                          xaxis=dict(title="filter, lowest score first", type="category", tickfont=dict(size=9)))
-        st.plotly_chart(fig, width="stretch", key="sal_sorted")
+        fig.update_layout(height=340, yaxis_title=units(name),
+                          xaxis=dict(title="filter, lowest score first", type="category"))
+        st.plotly_chart(legible(fig), width="stretch", key="sal_sorted")
         st.caption("Every filter of the layer as one bar, sorted from the lowest score (pruned first) to the "
                    "highest. A smooth ramp means no natural cut; a step means the criterion sees two kinds of "
                    "filters.")
@@ -228,15 +236,30 @@ if df is None:
     st.stop()
 floor = reliability_ui(sel, criterion, criterion_params)
 
-st.subheader(f"Score distribution of every layer ({len(df)} filters, {df['layer'].nunique()} conv layers)")
-small_multiples(df, criterion)
-st.subheader("One layer, with a threshold")
-threshold_ui(df, criterion)
-st.subheader("What is a filter's entropy?")
-entropy_ui(sel, list(dict.fromkeys(df["layer"])))
-st.subheader("Ranking")
-ranking_table(df)
-st.subheader("Do criteria agree?")
-agreement_ui(sel, criterion, criterion_params, df)
-st.subheader("Rank stability: epoch 1 vs final weights")
-stability_ui(sel, criterion, criterion_params, df, floor)
+# one section at a time (a lecture shows one idea per screen); every tab is drawn on each run, so switching is
+# instant; the key keeps the open tab when a run adds or drops an element above the tabs (a button, a warning)
+(distributions, one_layer, entropy, ranking, reliable, agree, stable) = st.tabs(
+    [":material/bar_chart: Distributions", ":material/tune: One layer", ":material/equalizer: Entropy",
+     ":material/format_list_numbered: Ranking", ":material/verified: Reliability",
+     ":material/compare_arrows: Criteria agree?", ":material/history: Stability"], key="sal_section")
+with distributions:
+    st.subheader(f"Score distribution of every layer ({len(df)} filters, {df['layer'].nunique()} conv layers)")
+    small_multiples(df, criterion)
+with one_layer:
+    st.subheader("One layer, with a threshold")
+    threshold_ui(df, criterion)
+with entropy:
+    st.subheader("What is a filter's entropy?")
+    entropy_ui(sel, list(dict.fromkeys(df["layer"])))
+with ranking:
+    st.subheader("Ranking")
+    ranking_table(df)
+with reliable:
+    st.subheader("Reliability: the ranking on two samples of probe images")
+    reliability_chart(criterion, floor)
+with agree:
+    st.subheader("Do criteria agree?")
+    agreement_ui(sel, criterion, criterion_params, df)
+with stable:
+    st.subheader("Rank stability: epoch 1 vs final weights")
+    stability_ui(sel, criterion, criterion_params, df, floor)

@@ -19,7 +19,7 @@ class Step:
     link: str
     icon: str
     source: str = ""  # the paper behind the idea, and what prunekit reconstructs of it
-    figure: str = ""  # a key of pages.ui.tour_figures.FIGURES: the step's page's chart, small
+    figure: str = ""  # a key of pages.ui.tour_figures.FIGURES: the step's page's chart, full width
 
 
 STEPS = (
@@ -118,13 +118,12 @@ STEPS = (
 
 
 def step_view(k: int, step: Step, key: str) -> None:
-    """One step: its text beside its page's chart, what to try, where the idea comes from, and a link to its page
-    (``key`` tells the current step's chart from the same chart under "Show all steps")."""
+    """One step: its text, its page's chart below at full width (legible on a projector), what to try, where the
+    idea comes from, and a link to its page (``key`` tells the current step's chart from the same chart under "Show
+    all steps")."""
     st.subheader(f"{k + 1}. {step.title}")
-    text, figure = st.columns([3, 2], gap="medium")
-    text.markdown(step.text)
-    with figure:
-        tour_figure(step.figure, key=f"tour_fig_{key}_{k}")
+    st.markdown(step.text)
+    tour_figure(step.figure, key=f"tour_fig_{key}_{k}")
     st.markdown("**What to try**\n" + "\n".join(f"- {t}" for t in step.tries))
     if step.source:
         st.caption(f":material/menu_book: {step.source}")

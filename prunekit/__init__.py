@@ -8,6 +8,7 @@ One verb per step of the pipeline, each defined in the module that holds its con
 >>> test = pk.load_arrays("cifar10", "test").subset(1000)       # uint8 (1000, 3, 32, 32) images + (1000,) labels
 >>> scores = pk.score(model, "l1")                              # one row per filter: layer, filter, score, rank
 >>> plan = pk.plan(model, "resnet20", target=0.5, scores=scores)  # uniform ratios that remove half the FLOPs
+>>> plan = pk.plan(model, "resnet20", preset="search", target=0.5, scores=scores, train=pk.load_arrays("cifar10", "train"))
 >>> run = pk.prune(model, plan, scores, data=test, checkpoint=path)  # the smaller model, measured, kept in ./runs
 >>> run = pk.finetune(run, epochs=3)                            # distilled from `path`, recorded in the same run
 >>> points = pk.sweep(model, "resnet20", pk.SweepSpec(criteria=("l1", "fpgm"), targets=(0.3, 0.5)), held_out=test)
@@ -49,6 +50,7 @@ from prunekit.pruning.sensitivity import sensitivity
 from prunekit.pruning.structure import estimate, structure
 from prunekit.runs.compare import compare
 from prunekit.runs.finetune import finetune, finetune_config, finetune_run
+from prunekit.runs.latency_model import latency_model
 from prunekit.runs.records import Run, list_runs, prune, prune_run
 from prunekit.runs.report import prune_report
 from prunekit.runs.sweeps import SweepSpec, sweep
@@ -68,7 +70,7 @@ __all__ = [
     # scoring
     "list_criteria", "get_criterion", "ProbeSpec", "score_model",
     # planning
-    "Plan", "list_presets", "get_preset", "structure", "estimate", "coupled_groups", "sensitivity",
+    "Plan", "list_presets", "get_preset", "structure", "estimate", "coupled_groups", "sensitivity", "latency_model",
     # pruning
     "Run", "list_runs", "prune_report", "prune_model", "prune_run",
     # training and fine-tuning

@@ -13,7 +13,7 @@ __all__ = ["PROBE", "HELD_OUT", "PREDICTION", "RECALIBRATION", "SENSITIVITY", "F
            "QUICK_FINETUNE_EPOCHS", "DISTILL_ALPHA", "DISTILL_TEMPERATURE", "FALLBACK_CRITERION", "DEFAULT_CRITERION",
            "BOTTOM_FRACTION", "LATENCY_BATCHES", "LATENCY_REPEAT", "SOURCE_INPUT_SIDE", "ROUND_TO", "MAX_RATIO",
            "EVAL_BATCH", "FOLDER_IMAGE_SIDE", "TARGET_BY", "SWEEP",
-           "TRAIN_BATCH"]
+           "TRAIN_BATCH", "SEARCH", "LATENCY_MODEL"]
 
 
 @dataclass(frozen=True)
@@ -65,13 +65,12 @@ class PredictionDefaults:
 
 @dataclass(frozen=True)
 class SweepDefaults:
-    """A sweep (prunekit.runs.sweeps.SweepSpec, ``prunekit sweep``, the Compare page's sweep form): ``criteria``
-    the form opens on, ``targets`` fractions of FLOPs to remove, each solved by the ``preset`` allocation;
+    """A sweep (prunekit.runs.sweeps.SweepSpec, ``prunekit sweep``, the Compare page's sweep form, which opens on the
+    Saliency page's criterion and l1): ``targets`` fractions of FLOPs to remove, each solved by the ``preset`` allocation;
     ``finetune_epochs`` of brief fine-tuning of every point (0: none) on ``finetune_subset`` images (0: all);
     ``plain``: also measure each point's accuracy right after pruning, before recalibration (off: one evaluation
     fewer per point)."""
 
-    criteria: tuple[str, ...] = ("l1", "fpgm")
     targets: tuple[float, ...] = (0.1, 0.3, 0.5, 0.7)
     preset: str = "uniform"
     finetune_epochs: int = 0
@@ -79,7 +78,44 @@ class SweepDefaults:
     plain: bool = False
 
 
+@dataclass(frozen=True)
+class SearchDefaults:
+    """The search preset (prunekit.pruning.search): it stops after ``candidates`` judged plans (the rule that makes
+    a seed reproducible) or ``seconds`` (the outer limit: about a minute for ResNet-20 on the 2-core CPU, where a
+    candidate takes about a second), whichever comes first. Candidates are judged on ``n`` training images drawn by
+    ``seed`` among those the BatchNorm recalibration does not use (the test images never choose a plan).
+    ``method``: how it explores around the best plan so far (``methods``; the search's docstring says why this
+    one); ``sigma``: the spread of a mutation (log of a group's share of the budget); ``population``: the plans
+    evolution breeds from."""
+
+    seconds: float = 60.0
+    candidates: int = 48
+    n: int = 1000
+    seed: int = 0
+    method: str = "greedy"
+    methods: tuple[str, ...] = ("greedy", "evolution", "random")
+    sigma: float = 0.35
+    population: int = 6
+
+
+@dataclass(frozen=True)
+class LatencyModelDefaults:
+    """The latency model (prunekit.pruning.latency): each conv's and linear's latency measured alone at kept widths
+    every ``step`` channels (and every ``round_to`` of a plan that rounds), each point the median of ``repeat``
+    timed runs (a layer takes tens of microseconds: many runs cost little beside an ONNX export, and steady the
+    median on a busy machine), for the ``runtime`` and ``batch`` a latency budget names unless told otherwise. The whole network is
+    timed ``rounds`` times and the least kept (a loaded machine only adds time)."""
+
+    step: int = 8
+    repeat: int = 50
+    rounds: int = 3
+    runtime: str = "onnxruntime"
+    batch: int = 1
+
+
 PROBE = ProbeDefaults()
+SEARCH = SearchDefaults()
+LATENCY_MODEL = LatencyModelDefaults()
 PREDICTION = PredictionDefaults()
 # How the candidate evaluator (prunekit.pruning.evaluator) runs a pruned model (in channels_last either way): "fp32",
 # or "bf16" autocast. benchmarks/lecture_loop.py measures both on the bundled ResNet-20: bf16 about 1.9x faster but

@@ -175,44 +175,192 @@ def test_manifests_of_the_wrong_shape_are_listed_unreadable_and_the_page_stays_u
     assert (table["status"] == "done").sum() == 3  # the good runs are all there
 
 
-def test_a_sweep_is_queued_from_the_page_and_its_runs_draw_one_curve_per_criterion(runs_root, tmp_path,
-                                                                                 monkeypatch):
+def _sweep_point(root, sweep, criterion, target, flops, acc):
+    """One point of sweep ``sweep``, written by hand (its spec not recorded: never marked partial)."""
+    run = Run.create(root, name="resnet20", model={"arch": "resnet20"}, criterion={"name": criterion},
+                     plan={"preset": {"name": "uniform"}}, sweep={"id": sweep, "criterion": criterion, "target": target},
+                     before={"params": 272_474, "flops": 81_100_000}, after={"params": 1, "flops": flops},
+                     accuracy={"before": {"accuracy": 90.0}, "pruned": {"accuracy": 10.0},
+                               "recalibrated": {"accuracy": acc}})
+    run.finish("done")
+
+
+def _queue(at) -> None:
+    next(b for b in at.button if b.label == "Queue the sweep").click()
+    at.run()
+    assert not at.exception
+
+
+def test_a_sweep_is_queued_from_the_page_on_the_saliency_criterion_and_l1_without_latency(runs_root, tmp_path,
+                                                                                         monkeypatch):
     from prunekit.runs import jobs
 
     monkeypatch.setenv("PRUNEKIT_JOBS", str(tmp_path / "jobs"))
     monkeypatch.setenv("PRUNEKIT_JOBS_NO_WORKER", "1")
-    at = _page()  # no runs yet: the form is there before the empty state
-    at.multiselect[0].set_value(["l1", "random"])
+    assert _page().multiselect[0].value == ["sfm_entropy", "l1"]  # the Saliency page's default criterion, and l1
+    at = _page(criterion="fpgm")  # the criterion chosen on the Saliency page
+    assert at.multiselect[0].value == ["fpgm", "l1"]
+    assert at.pills[0].value == []  # no latency unless asked: the quick sweep
     at.text_input[0].set_value("0.5, 0.2")
-    next(b for b in at.button if b.label == "Queue the sweep").click()
-    at.run()
-    assert not at.exception
-    job = jobs.get(at.session_state["compare_last_sweep"])
+    _queue(at)
+    job = jobs.get(at.session_state["compare_last_sweep"][0])
     assert job.kind == "sweep" and job.status == "queued"
-    assert job.args["criteria"] == ["l1", "random"] and job.args["targets"] == [0.2, 0.5]
+    assert job.args["criteria"] == ["fpgm", "l1"] and job.args["targets"] == [0.2, 0.5]
     assert job.args["arch"] == "resnet20" and job.args["input_size"] == [3, 32, 32]
     assert job.args["round_to"] == 1  # the Plan page's rounding (none), which the form starts from
-    assert job.args["runtimes"] == ["eager", "onnxruntime"]  # latency timed in both runtimes by default
-    assert job.args["plain"] is False  # the recalibrated accuracy only, unless asked
+    assert job.args["runtimes"] == [] and job.args["plain"] is False  # no latency, the recalibrated accuracy only
     next(c for c in at.checkbox if c.label.startswith("Also measure each point right after pruning")).check()
     next(n for n in at.number_input if n.label == "Round kept channels to a multiple of").set_value(16)
-    next(m for m in at.multiselect if m.label == "Time each point's latency in").set_value([])
+    at.pills[0].set_value(["eager"])  # one click adds the latency in PyTorch eager
     at.text_input[0].set_value("0.3")
-    next(b for b in at.button if b.label == "Queue the sweep").click()
-    at.run()
-    queued = jobs.get(at.session_state["compare_last_sweep"]).args
-    assert queued["round_to"] == 16 and queued["runtimes"] == [] and queued["plain"] is True  # no latency: faster
+    _queue(at)
+    queued = jobs.get(at.session_state["compare_last_sweep"][0]).args
+    assert queued["round_to"] == 16 and queued["runtimes"] == ["eager"] and queued["plain"] is True
     at.text_input[0].set_value("0.5, 2")
-    next(b for b in at.button if b.label == "Queue the sweep").click()
-    at.run()
+    _queue(at)
     assert any("each in (0, 1)" in e.value for e in at.error)  # refused, with the reason
-    for target, flops, acc in ((0.2, 60e6, 80.0), (0.5, 40e6, 70.0)):  # a sweep's two points, written by hand
-        run = Run.create(runs_root, name="resnet20", model={"arch": "resnet20"}, criterion={"name": "l1"},
-                         plan={"preset": {"name": "uniform"}}, sweep={"id": "s1", "criterion": "l1", "target": target},
-                         before={"params": 272_474, "flops": 81_100_000}, after={"params": 1, "flops": flops},
-                         accuracy={"before": {"accuracy": 90.0}, "pruned": {"accuracy": 10.0},
-                                   "recalibrated": {"accuracy": acc}})
-        run.finish("done")
+
+
+def test_one_legend_entry_and_one_fixed_colour_per_criterion_however_many_sweeps(runs_root):
+    from pages.ui.figures import CRITERION_COLORS
+
+    for sweep in ("s1", "s2"):  # two sweeps of l1: two curves, one legend entry
+        for target, flops, acc in ((0.2, 60e6, 80.0), (0.5, 40e6, 70.0)):
+            _sweep_point(runs_root, sweep, "l1", target, flops, acc)
+    _sweep_point(runs_root, "s3", "fpgm", 0.5, 41e6, 72.0)
+    traces = _traces(_page())
+    legend = [t["name"] for t in traces if t.get("showlegend") is not False and t["name"] != "Pareto front"]
+    assert sorted(legend) == ["fpgm", "l1"]  # not "l1 (sweep)" once per sweep
+    lines = [t for t in traces if t.get("mode") == "lines" and t.get("legendgroup") == "l1"]
+    assert len(lines) == 2 and all(t["showlegend"] is False for t in lines)
+    assert lines[0]["x"] == [40e6, 60e6] and lines[0]["y"] == [70.0, 80.0]  # the recalibrated accuracy
+    colours = {t["legendgroup"]: t.get("marker", {}).get("color") or t["line"]["color"] for t in traces
+               if t.get("legendgroup")}
+    assert colours == {"l1": CRITERION_COLORS["l1"], "fpgm": CRITERION_COLORS["fpgm"]}
+    assert all(t["line"]["dash"] == "solid" for t in lines)  # complete (or of unknown size): not marked partial
+
+
+def test_a_criterion_keeps_its_colour_whichever_others_are_drawn(runs_root):
+    # the colour came from the criterion's place among those drawn: fpgm changed colour when l1 runs appeared
+    _run(runs_root, "fpgm", 30e6, 85.0)
+    alone = {t["name"]: t["marker"]["color"] for t in _traces(_page()) if t.get("mode") == "markers"}
+    _run(runs_root, "l1", 20e6, 80.0)
+    _run(runs_root, "bn_scale", 25e6, 82.0)
+    beside = {t["name"]: t["marker"]["color"] for t in _traces(_page()) if t.get("mode") == "markers"}
+    assert alone["fpgm"] == beside["fpgm"] and len(set(beside.values())) == 3
+
+
+def test_a_run_not_fine_tuned_is_fine_tuned_from_its_own_page(three_runs, cifar_data_root, tmp_path, monkeypatch):
+    from prunekit.runs import jobs
+
+    monkeypatch.setenv("PRUNEKIT_DATA", str(cifar_data_root))
+    monkeypatch.setenv("PRUNEKIT_JOBS", str(tmp_path / "jobs"))
+    monkeypatch.setenv("PRUNEKIT_JOBS_NO_WORKER", "1")
+    at = _page(compare_run=three_runs["b"])
+    message = " ".join(i.value for i in at.info)
+    assert "queue its fine-tuning in the form below" in message and "Jobs page" not in message
+    next(n for n in at.number_input if n.label == "Epochs").set_value(1)
+    next(b for b in at.button if b.label == "Queue fine-tuning").click()
+    at.run()
+    assert not at.exception
+    job = jobs.get(at.session_state["plan_last_job"])
+    assert job.kind == "finetune" and job.args["run"].endswith(three_runs["b"]) and job.args["data"] == "cifar10"
+    assert any(f"Fine-tuning queued as job {job.id}" in s.value for s in at.success)
+
+
+@pytest.fixture
+def fragments(monkeypatch):
+    """The run_every of every st.fragment the page makes (the real fragment still runs)."""
+    import streamlit as st
+
+    made, real = [], st.fragment
+
+    def recording(func=None, *, run_every=None, **kwargs):
+        made.append(run_every)
+        return real(func, run_every=run_every, **kwargs)
+
+    monkeypatch.setattr(st, "fragment", recording)
+    return made
+
+
+def test_the_page_redraws_itself_only_while_a_sweep_of_the_sidebars_model_runs(three_runs, tmp_path, monkeypatch,
+                                                                             fragments):
+    from pages.ui.sweep_form import REFRESH_S
+    from prunekit.models.zoo import build_model
+    from prunekit.runs import jobs
+    from prunekit.runs.records import _this_process
+
+    monkeypatch.setenv("PRUNEKIT_JOBS", str(tmp_path / "jobs"))
+    monkeypatch.setenv("PRUNEKIT_JOBS_NO_WORKER", "1")
+
+    def sweep(arch):
+        return jobs.submit("sweep", {"criteria": ["l1"], "targets": [0.5], "data": "cifar10", "arch": arch,
+                                     "num_classes": 10, "input_size": [3, 32, 32]},
+                           model=build_model("resnet20"), arch=arch, num_classes=10, device="cpu")
+
+    def redraws(at):
+        fragments.clear()
+        at.run()
+        assert not at.exception
+        return fragments
+
     at = _page()
-    lines = [t for t in _traces(at) if t.get("mode") == "lines" and t["name"] == "l1 (sweep)"]
-    assert len(lines) == 1 and lines[0]["x"] == [40e6, 60e6] and lines[0]["y"] == [70.0, 80.0]  # recalibrated
+    assert redraws(at) == [None]  # nothing runs: no timer
+    other = sweep("vgg11_bn")
+    other.save(status="running", process=_this_process())
+    assert redraws(at) == [None]  # another model's sweep: not this chart's
+    mine = sweep("resnet20")
+    mine.save(status="running", process=_this_process())
+    (mine.path / "progress.json").write_text(json.dumps({"fraction": 0.5, "done": 1, "total": 2}))
+    assert redraws(at) == [REFRESH_S]
+    assert any(f"Sweep job `{mine.id}`" in c.value and "point 1 of 2" in c.value for c in at.caption)
+    mine.save(status="done")
+    assert redraws(at) == [None]  # it ended: the timer stops
+
+
+def test_a_cancelled_sweep_is_marked_partial_and_resumed_from_the_page_as_the_same_sweep(runs_root, tmp_path,
+                                                                                        cifar_data_root,
+                                                                                        monkeypatch):
+    from prunekit.runs import jobs
+    from prunekit.runs.records import list_runs
+    from tests.test_sweeps import cancel_after_first_point, submit_sweep_job
+
+    monkeypatch.setenv("PRUNEKIT_DATA", str(cifar_data_root))
+    monkeypatch.setenv("PRUNEKIT_JOBS_NO_WORKER", "1")
+    job = submit_sweep_job(tmp_path, monkeypatch, n=64)  # l1 and random at 0.2 and 0.4: four points
+    with monkeypatch.context() as m:
+        cancel_after_first_point(m)
+        jobs.work("cpu", idle_exit=0.1)
+    (kept,) = list_runs(runs_root)["path"]
+    at = _page(compare_stage="recalibrated")
+    (line,) = [t for t in _traces(at) if t.get("legendgroup") == "l1" and "lines" in t["mode"]]
+    assert line["line"]["dash"] == "dash" and "l1 (partial: 1 of 2 points)" in line["text"]
+    notice = next(i.value for i in at.info if "stopped part-way" in i.value)
+    assert f"Sweep `{job.id}`" in notice and "l1 1 of 2, random 0 of 2" in notice and "epoch" not in notice
+    at.button(key=f"compare_resume_{job.id}").click().run()
+    assert not at.exception
+    assert jobs.get(job.id).status == "queued"  # the same job, so the same sweep id
+    jobs.work("cpu", idle_exit=0.1)
+    table = list_runs(runs_root)
+    assert len(table) == 4 and set(table["sweep"]) == {job.id} and kept in set(table["path"])  # none redone
+    at = _page(compare_stage="recalibrated")
+    lines = [t for t in _traces(at) if t.get("legendgroup") in ("l1", "random") and "lines" in t["mode"]]
+    assert len(lines) == 2 and {t["line"]["dash"] for t in lines} == {"solid"}  # complete: no longer marked
+    assert not any("stopped part-way" in i.value for i in at.info)
+
+
+def test_queueing_a_stopped_sweep_again_resumes_it_rather_than_starting_over(runs_root, tmp_path, monkeypatch):
+    from prunekit.runs import jobs
+
+    monkeypatch.setenv("PRUNEKIT_JOBS", str(tmp_path / "jobs"))
+    monkeypatch.setenv("PRUNEKIT_JOBS_NO_WORKER", "1")
+    at = _page(criterion="l1")
+    _queue(at)
+    first, resumed = at.session_state["compare_last_sweep"]
+    assert not resumed
+    jobs.cancel(first)
+    _queue(at)  # the same form again: the same sweep of the same weights
+    again, resumed = at.session_state["compare_last_sweep"]
+    assert again == first and resumed and jobs.get(first).status == "queued"
+    assert len(jobs.list_jobs()) == 1  # no second sweep under a new id
+    assert any("resumed as job" in s.value and "keeping the points it finished" in s.value for s in at.success)

@@ -107,7 +107,9 @@ def test_the_details_follow_the_job_that_just_finished(root):
 def test_without_jobs_the_page_says_how_to_start_one(root):
     at = _page()
     assert not at.exception
-    assert any("Nothing is running" in i.value for i in at.info)
+    (empty,) = [i.value for i in at.info if "Nothing is running" in i.value]
+    # where fine-tuning starts in the dashboard (the Compare page sent people here, and this page has no form)
+    assert "**Plan & prune** page right after pruning, or on the **Compare** page for any run" in empty
 
 
 def test_bad_job_files_are_listed_as_unreadable_and_the_page_stays_up(root, tmp_path):
@@ -120,3 +122,40 @@ def test_bad_job_files_are_listed_as_unreadable_and_the_page_stays_up(root, tmp_
     table = at.dataframe[0].value.set_index("job")
     for name, (_, words) in BAD_JOBS.items():
         assert table.loc[name, "status"] == "unreadable" and words in table.loc[name, "result"], name
+
+
+def test_a_cancelled_sweep_says_what_resume_keeps_and_resumes_as_the_same_sweep(tmp_path, monkeypatch):
+    from prunekit.runs.records import list_runs
+    from tests.test_sweeps import cancel_after_first_point, submit_sweep_job
+
+    monkeypatch.setenv("PRUNEKIT_JOBS_NO_WORKER", "1")
+    job = submit_sweep_job(tmp_path, monkeypatch)  # l1 and random at 0.2 and 0.4: four points
+    with monkeypatch.context() as m:
+        cancel_after_first_point(m)
+        jobs.work("cpu", idle_exit=0.1)
+    (kept,) = list_runs()["path"]
+    at = _page(job_detail=job.id)
+    assert not at.exception
+    (note,) = [i.value for i in at.info if i.value.startswith("Cancelled.")]
+    assert "the 1 of 4 points it finished stay" in note and "only the other 3 are made" in note
+    assert "epoch" not in note  # a sweep has points, not epochs
+    at.button(key=f"resume-{job.id}").click().run()
+    assert not at.exception
+    assert jobs.get(job.id).status == "queued"
+    jobs.work("cpu", idle_exit=0.1)
+    table = list_runs()
+    assert jobs.get(job.id).status == "done" and len(table) == 4  # four points, four runs: none made twice
+    assert set(table["sweep"]) == {job.id} and kept in set(table["path"])
+
+
+def test_a_running_sweep_counts_its_points(root):
+    from prunekit.models.zoo import build_model
+
+    job = jobs.submit("sweep", {"criteria": ["l1", "fpgm"], "targets": [0.3, 0.5], "data": "cifar10",
+                                "arch": "resnet20", "num_classes": 10, "input_size": [3, 32, 32]},
+                      model=build_model("resnet20"), arch="resnet20", num_classes=10, device="cpu", root=root)
+    job.save(status="running", process=_this_process())
+    (job.path / "progress.json").write_text(json.dumps({"fraction": 0.5, "eta_s": 30, "done": 2, "total": 4}))
+    at = _page()
+    assert not at.exception
+    assert [b.proto.text for b in at.get("progress")] == ["point 2/4 · ETA 30 s"]

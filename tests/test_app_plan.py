@@ -212,8 +212,9 @@ def test_prune_with_l1_records_one_run_and_leaves_the_cached_model_alone(default
     m = json.loads((made[0] / "manifest.json").read_text())
     assert m["status"] == "done" and m["criterion"]["name"] == "l1" and m["plan"]["ratios"] == ratios
     assert m["data"]["n"] == HELD_OUT.n and m["model"]["checkpoint_sha256"]  # the command line's held-out set
-    assert (f"Each accuracy is top-1 on the same {HELD_OUT.n} test images; the recalibrated one after re-estimating "
-            f"BatchNorm on {m['recalibration']['n']} training images.") in [c.value for c in at.caption]
+    assert any(c.value.startswith(f"Each accuracy is top-1 on the same {HELD_OUT.n:,} test images; the recalibrated "
+                                  f"one after re-estimating BatchNorm on {m['recalibration']['n']:,} training images.")
+               for c in at.caption)
     assert m["after"]["params"] == estimate(struct, ratios).params  # the estimate was exact
     metrics = _metrics(at)
     assert metrics["Accuracy before"][0] == f"{m['accuracy']['before']['accuracy']:.2f}%"
@@ -331,7 +332,7 @@ def test_sensitivity_curves_then_the_sensitivity_preset(default, cifar_data_root
 
 
 def test_the_predicted_accuracy_is_the_recalibrated_plan_and_never_stale(default, cifar_data_root, monkeypatch):
-    from pages.ui.prediction import PREDICTOR, prediction_key
+    from pages.ui.prediction import prediction_key, predictor
     from prunekit.data import held_out_set, load_arrays
     from prunekit.defaults import PREDICTION
     from prunekit.pruning.predict import predict_accuracy
@@ -341,7 +342,7 @@ def test_the_predicted_accuracy_is_the_recalibrated_plan_and_never_stale(default
     first = {"layer3.0.conv1": 0.5}
     at = _plan_page(**{CRITERION: "l1", PLAN: first})
     sel = at.session_state["selection"]
-    worker = at.session_state[PREDICTOR]
+    worker = predictor()  # the server's one worker, shared by every visitor
     assert worker.wait(prediction_key(sel, "l1", first, 1), 600).error is None  # the background worker, done
     at.run()
     assert not at.exception
@@ -350,7 +351,7 @@ def test_the_predicted_accuracy_is_the_recalibrated_plan_and_never_stale(default
     expected = predict_accuracy(model, first, l1, SIZE, train=load_arrays("cifar10", "train", cifar_data_root),
                                 held_out=held_out_set("cifar10", PREDICTION.n, cifar_data_root))
     assert _metrics(at)["Predicted accuracy"][0] == f"{expected['accuracy']:.1f}%" and expected["recalibrated"]
-    assert any(f"on {PREDICTION.n} test images" in c.value for c in at.caption)
+    assert any(f"on {PREDICTION.n:,} test images" in c.value for c in at.caption)
     second = {"layer3.0.conv1": 0.5, "layer2.1.conv1": 0.75}
     at.session_state[PLAN] = second
     at.run()
@@ -376,3 +377,37 @@ def test_the_last_run_panel_of_a_run_that_stopped_before_its_report_stays_up(run
     assert not at.exception
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Parameters after"] == "–" and metrics["FLOPs after"] == "–"
+
+
+def test_a_model_at_another_input_size_is_told_why_on_the_plan_page_not_that_images_are_missing(runs):
+    at = _plan_page(model_source="A torchvision model", torchvision_model="torchvision:resnet18", input_side=64,
+                    **{PLAN: {"layer1.0.conv1": 0.5}})
+    why = ("torchvision:resnet18@64 expects 64x64 inputs; cifar10 images are 32x32 and are never resized: set Input "
+           "size (pixels) in the sidebar to 32.")
+    words = " ".join(e.value for e in [*at.caption, *at.info, *at.warning])
+    assert f"No prediction: this model does not fit cifar10's images: {why}" in words  # the prediction
+    assert "Sensitivity curves evaluate the model on cifar10 test images, and this model does not fit" in words
+    assert f"Accuracy is not measured: this model does not fit cifar10's images: {why}" in words  # Prune
+    assert "test images here" not in words  # the wrong cause (the images are there)
+
+
+def test_each_unpruned_accuracy_names_the_images_it_is_measured_on(default, runs, cifar_data_root, monkeypatch):
+    from pages.ui.last_run import UNPRUNED_ON
+    from pages.ui.prediction import prediction_key, predictor
+    from prunekit.defaults import PREDICTION
+
+    monkeypatch.setenv("PRUNEKIT_DATA", str(cifar_data_root))
+    model = open_page()  # the Model page: the whole test split, when it was trained
+    assert any(c.value == f"Test accuracy: 88.23% on the whole cifar10 test split, measured when the model was "
+               f"trained. {UNPRUNED_ON}" for c in model.caption)
+    assert f"{HELD_OUT.n:,} drawn by seed {HELD_OUT.seed}" in UNPRUNED_ON and f"first {PREDICTION.n:,}" in UNPRUNED_ON
+    plan = {"layer3.0.conv1": 0.5}
+    at = _plan_page(**{CRITERION: "l1", PLAN: plan})
+    assert predictor().wait(prediction_key(at.session_state["selection"], "l1", plan, 1), 600)
+    at.button(key="prune_go").click()
+    at.run()
+    captions = [c.value for c in at.caption]
+    assert any(f"on {PREDICTION.n:,} test images (unpruned: " in c and f"on the same {PREDICTION.n:,})" in c
+               for c in captions)  # the prediction's
+    assert any(c.startswith(f"Each accuracy is top-1 on the same {HELD_OUT.n:,} test images") and UNPRUNED_ON in c
+               for c in captions)  # the run's, with why the three differ

@@ -37,7 +37,8 @@ def test_l1_draws_one_histogram_per_conv_layer(l1_page):
     assert len(names) == 19  # ResNet-20: the stem, 3 stages x 3 blocks x 2 convs
     small = _charts(at)[0]
     assert [t["name"] for t in small["data"]] == names
-    assert [a["text"] for a in small["layout"]["annotations"]] == names
+    titles = [a["text"] for a in small["layout"]["annotations"]]
+    assert titles[:-1] == names and "L1 norm of the weights" in titles[-1]  # then the grid's x title, with units
     assert "Score distribution of every layer (688 filters, 19 conv layers)" in [s.value for s in at.subheader]
 
 

@@ -39,13 +39,35 @@ def test_pretrained_weights_that_cannot_be_downloaded_say_so_on_the_card(monkeyp
             "unreachable)") in [i.value for i in at.info]
 
 
+def _sidebar_words(at) -> str:
+    """The sidebar's warnings, checked free of command-line syntax (the sidebar has boxes, not flags)."""
+    words = " ".join(w.value for w in at.sidebar.warning)
+    for flag in ("@ suffix", "--checkpoint", "--model", "--replace-head", "replace_head="):
+        assert flag not in words, words
+    return words
+
+
 def test_a_size_other_than_the_images_is_said_plainly_in_the_sidebar():
     at = open_page(model_source=TORCHVISION, torchvision_model="torchvision:resnet18", input_side=64)
     assert not at.exception
     assert _metrics(at)["Architecture"] == "torchvision:resnet18@64"
-    warnings = [w.value for w in at.sidebar.warning]
-    assert any("torchvision:resnet18@64 expects 64x64 inputs; cifar10 images are 32x32: use torchvision:resnet18@32"
-               in w for w in warnings)
+    assert ("torchvision:resnet18@64 expects 64x64 inputs; cifar10 images are 32x32 and are never resized: set "
+            "Input size (pixels) in the sidebar to 32.") in _sidebar_words(at)
+
+
+def test_a_size_the_model_cannot_run_at_names_the_sidebars_box():
+    at = open_page(model_source=TORCHVISION, torchvision_model="torchvision:squeezenet1_0", input_side=8)
+    assert not at.exception
+    assert ("torchvision:squeezenet1_0 does not run on 8x8 inputs: set Input size (pixels) in the sidebar to a size "
+            "it takes (224 is the one it was made for).") in _sidebar_words(at)
+
+
+def test_outputs_other_than_the_classes_name_the_sidebars_box():
+    at = open_page(model_source="A registered architecture (untrained)", arch="resnet20", num_classes=100)
+    assert not at.exception
+    assert ("resnet20 has 100 outputs and cifar10 has 10 classes: its predictions cannot be scored against these "
+            "labels (the accuracy would be meaningless). Set Classes in the sidebar to 10, or pick the data set it "
+            "was trained on.") in _sidebar_words(at)
 
 
 def test_a_timm_model_is_listed_and_built():
@@ -83,14 +105,14 @@ def test_the_factory_the_app_was_started_with_is_a_source_and_a_page_that_needs_
 
 
 def test_the_convs_that_cannot_be_pruned_are_counted_and_listed_with_why():
-    # timm's RegNetX-200MF: its grouped convs (not depthwise) keep every filter; a wall of reasons used to open
-    # the Plan page, now a count and a table
-    at = open_page("pages/plan.py", model_source="A timm model", timm_model="timm:regnetx_002")
+    # timm's ReXNet-1.0: its partial residuals slice the channels at sizes written in the code, so those convs keep
+    # every filter; a wall of reasons used to open the Plan page, now a count and a table
+    at = open_page("pages/plan.py", model_source="A timm model", timm_model="timm:rexnet_100")
     assert not at.exception
     label = next(e.label for e in at.expander if e.label.startswith("Not prunable here"))
     frame = next(f.value for f in at.dataframe if list(f.value.columns) == ["conv", "why"])
     assert label == f"Not prunable here: {len(frame)} convs keep every filter (why)"
     why = frame.set_index("conv")["why"]
-    assert why["s1.b1.conv2.conv"].startswith("s1.b1.conv2.conv is a grouped conv (groups=")  # by hand: timm's
-    assert why["s1.b1.conv1.conv"].startswith("s1.b1.conv2.conv is a grouped conv")  # ... and the conv feeding it
+    assert why["features.1.conv_pwl.conv"].startswith("its channels go through a channel slice (x[:, a:b]) after "
+                                                      "features.2.conv_pwl.bn, whose sizes are written")  # by hand
     assert not [c for c in at.caption if "Not prunable here" in c.value]  # the old run-on caption

@@ -4,7 +4,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-from prunekit.defaults import MAX_RATIO, SWEEP, TARGET_BY
+from prunekit.defaults import FALLBACK_CRITERION, MAX_RATIO, SWEEP, TARGET_BY
 from prunekit.pruning.presets import BY
 from prunekit.runs.sweeps import SweepSpec
 from tests.conftest import REPO
@@ -66,6 +66,6 @@ def test_the_scan_catches_a_typed_default(tmp_path: Path):
 
 
 def test_sweep_defaults_make_a_sweep():
-    spec = SweepSpec(criteria=SWEEP.criteria, targets=SWEEP.targets)
+    spec = SweepSpec(criteria=(FALLBACK_CRITERION,), targets=SWEEP.targets)
     assert (spec.preset, spec.by, spec.finetune_epochs) == (SWEEP.preset, TARGET_BY, SWEEP.finetune_epochs)
     assert TARGET_BY in BY and 0 < max(SWEEP.targets) < MAX_RATIO

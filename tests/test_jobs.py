@@ -187,6 +187,8 @@ BAD_INPUTS = [  # (kind, arguments, words of its refusal, naming the value)
      "ratio of 'sensitivity' must be a number in [0, 0.95], got 1.5"),
     ("sweep", {**SWEEP_ARGS, "criteria": ["l1", "nope"]}, "unknown criterion 'nope'"),
     ("sweep", {**SWEEP_ARGS, "targets": [0.5, 1.5]}, "each in (0, 1); got [1.5]"),
+    ("search", {"data": "cifar10", "target": 1.5, "scores": "scores.csv"},
+     "target must be a fraction of flops to remove, in (0, 1), got 1.5"),
 ]
 
 
@@ -371,3 +373,22 @@ def test_a_score_job_fills_the_cache_the_dashboard_reads(fake_kinds, monkeypatch
     assert done.result["filters"] == 688
     again = score(model, "l2")
     assert again.attrs["cached"] and again.attrs["key"] == done.result["key"]
+
+
+def test_a_sweeps_points_are_each_written_however_close_together(fake_kinds, monkeypatch):
+    """Progress is throttled for fine steps, but every coarse point is written: a resumed sweep counts off its
+    finished points in a burst, and the Jobs page must not lag a point behind until the next one."""
+    from prunekit.runs.jobs import worker
+    from prunekit.runs.jobs.queue import PROGRESS_FILE
+
+    root, _ = fake_kinds
+    job = jobs.submit("steps", {"n": 1}, device="cpu", root=root)
+    written = []
+    monkeypatch.setattr(worker, "write_text_atomic", lambda path, text: written.append(json.loads(text)["done"])
+                        if path.name == PROGRESS_FILE else None)
+    monkeypatch.setattr(worker.time, "monotonic", lambda: 100.0)  # every report at the same instant
+    ctx = Context(job)
+    for done in (1, 2, 3):
+        ctx.points(done, 6)
+    ctx.steps(4, 6)  # a fine step at that instant: throttled
+    assert written == [1, 2, 3]

@@ -40,7 +40,8 @@ class SplitConcat(nn.Module):
 
 
 class GroupedAdd(nn.Module):
-    """conv -> grouped conv (groups 4, not depthwise) -> add: Torch-Pruning breaks the grouped conv."""
+    """conv -> grouped conv (groups 4, not depthwise) -> add: pruned by the same positions of every group of 4,
+    else Torch-Pruning breaks the grouped conv."""
 
     def __init__(self):
         super().__init__()
@@ -50,6 +51,19 @@ class GroupedAdd(nn.Module):
     def forward(self, x):
         x = self.c1(x)
         return self.fc((x + self.g(x)).mean((2, 3)))
+
+
+class GroupedCat(nn.Module):
+    """Two convs of 8 filters concatenated into a grouped conv (groups 4): each of its groups would have to lose
+    as many channels as the others, across two groups that prune apart."""
+
+    def __init__(self):
+        super().__init__()
+        self.ca, self.cb = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(3, 8, 3, padding=1)
+        self.g, self.fc = nn.Conv2d(16, 16, 3, padding=1, groups=4), nn.Linear(16, 10)
+
+    def forward(self, x):
+        return self.fc(self.g(torch.cat([self.ca(x), self.cb(x)], 1)).mean((2, 3)))
 
 
 class Ghost(nn.Module):
@@ -91,7 +105,6 @@ def _split_reference(model, removed, x):
 
 
 @pytest.mark.parametrize("how, op", [("split", "a split (torch.split / chunk)"),
-                                     ("chunk", "a split (torch.split / chunk)"),
                                      ("slice", "a channel slice (x[:, a:b])")])
 def test_channels_split_in_the_forward_are_frozen_and_the_rest_prunes_exactly(how, op):
     torch.manual_seed(0)
@@ -114,18 +127,22 @@ def test_channels_split_in_the_forward_are_frozen_and_the_rest_prunes_exactly(ho
         prune_model(model, {"c1": 0.3}, _scores(model), SIZE)
 
 
-def test_a_grouped_conv_freezes_its_group_with_the_reason():
+def test_a_grouped_conv_prunes_by_blocks_unless_a_concatenation_mixes_its_groups():
     groups, frozen = coupled_groups(GroupedAdd(), SIZE)
-    reason = "g is a grouped conv (groups=4) that is not depthwise: Torch-Pruning removes its channels one by one, " \
-             "which breaks its groups"
-    assert groups == [] and frozen == {"c1": reason, "g": reason}
+    assert [(g.root, g.members, g.blocks, g.channels) for g in groups] == [("c1", ("c1", "g"), 4, 4)] and not frozen
+    groups, frozen = coupled_groups(GroupedCat(), SIZE)
+    reason = "g (groups=4) reads these channels together with others (a concatenation) or several times: pruning " \
+             "cannot keep its groups equal"
+    assert [g.root for g in groups] == ["g"] and frozen == {"ca": reason, "cb": reason}
 
 
-def test_filters_concatenated_into_a_wider_conv_freeze_their_group():
-    groups, frozen = coupled_groups(Ghost(), SIZE)
-    reason = "its filters are concatenated with others into dw (8 filters): prunekit removes the same filters from " \
-             "every conv of a group"
-    assert [g.root for g in groups] == ["c2"] and frozen == {"c1": reason, "cheap": reason, "dw": reason}
+def test_filters_concatenated_into_a_wider_conv_go_with_every_copy():
+    model = Ghost().eval()
+    groups, frozen = coupled_groups(model, SIZE)
+    assert [(g.root, g.members, dict(g.spread)) for g in groups] == [
+        ("c1", ("c1", "cheap"), {"dw": (0, 1, 2, 3, 0, 1, 2, 3)}), ("c2", ("c2",), {})] and not frozen
+    pruned, removed = prune_model(model, {"c1": 0.5}, _scores(model), SIZE)
+    assert pruned.dw.out_channels == 4 and len(removed["c1"]) == 2
 
 
 def test_without_the_freezing_the_self_check_refuses_the_broken_models_naming_the_layer(monkeypatch):
@@ -134,9 +151,25 @@ def test_without_the_freezing_the_self_check_refuses_the_broken_models_naming_th
     with pytest.raises(PruneError, match=r"the pruned SplitConcat fails to run at cb \(or right after it\) "
                                          r"\(RuntimeError: .*give ratio 0 to the group rooted at c1"):
         prune_model(model, {"c1": 0.3}, _scores(model), SIZE)
+    monkeypatch.setattr(prune_module, "_blocks", lambda *args: (1, (), None))  # filter by filter in a grouped conv
     model = GroupedAdd().eval()
     with pytest.raises(PruneError, match=r"fails to run at g \(or right after it\).*divisible by 4"):
         prune_model(model, {"c1": 0.3}, _scores(model), SIZE)
+
+
+def test_the_self_check_catches_torch_prunings_layernorm_handler(monkeypatch):
+    """Torch-Pruning's own LayerNorm handler keeps the weights in a set's order: keeping 4 of 16 channels it
+    swaps them, and the pruned model differs where the LayerNorm's output is read; prunekit's handler keeps them in
+    order."""
+    from tests.test_structures import ChannelsLast, _randomised
+    from tests.test_structures import _scores as scores
+
+    model = _randomised(ChannelsLast())
+    monkeypatch.setattr(prune_module, "_LayerNormPruner", tp.pruner.function.LayernormPruner)
+    with pytest.raises(PruneError, match=r"pruning ChannelsLast went wrong at dw \(depthwise conv\)"):
+        prune_model(model, {"stem": 0.7}, scores(model), (3, 16, 16))  # keeps channels 0, 3, 10 and 15
+    monkeypatch.undo()
+    prune_model(model, {"stem": 0.7}, scores(model), (3, 16, 16))
 
 
 def _r20():

@@ -1,6 +1,7 @@
 """Beyond the bundled models: every torchvision classifier and a timm sample (random init, 10 classes) either prunes
 at ratio 0.3 with outputs equal to the original's with the same channels zeroed (prune_model's self-check) and an
-exact instant estimate, or is refused with a PrunekitError, never a raw exception. The whole zoo is slow
+exact instant estimate, or is refused with a PrunekitError, never a raw exception; every CNN (all but ViT and Swin)
+has a prunable group, as Torch-Pruning's own pruner prunes them all. The whole zoo is slow
 (`pytest -m slow`; experiments/zoo_table.py writes the same check as a table); a few representatives run by
 default."""
 import pytest
@@ -59,20 +60,38 @@ def test_mobilenet_v3_small_prunes_exactly():
     _prunes_exactly(check(build("torchvision", "mobilenet_v3_small", 64), (3, 64, 64)))
 
 
-def test_regnet_freezes_the_groups_of_its_grouped_convs_and_prunes_the_rest_exactly():
+def test_regnet_prunes_its_grouped_convs_by_blocks_exactly():
+    """Each grouped conv's inner width and the conv feeding it: the same positions of every group removed (as
+    Torch-Pruning's own pruner does); nothing is frozen (44 convs were, when grouped convs froze)."""
     row = check(build("torchvision", "regnet_x_400mf", 64), (3, 64, 64))
     _prunes_exactly(row)
-    assert row["why_frozen"] == {"grouped conv": row["frozen"]} and row["frozen"] == 44
+    assert (row["frozen"], row["groups"]) == (0, 49) and row["grouped"] == 44
 
 
 def test_shufflenet_freezes_what_its_channel_shuffles_mix_and_prunes_the_rest_exactly():
+    """Its chunk(2) is followed now; the channel shuffle (a reshape that interleaves the halves) is not."""
     row = check(build("torchvision", "shufflenet_v2_x0_5", 64), (3, 64, 64))
     _prunes_exactly(row)
-    assert set(row["why_frozen"]) == {"reshape / channel shuffle", "split / slice"} and row["groups"] >= 10
+    assert set(row["why_frozen"]) == {"reshape / channel shuffle"} and row["groups"] >= 10
 
 
 def test_a_timm_model_prunes_exactly():
     _prunes_exactly(check(build("timm", "mobilenetv3_small_050", 64), (3, 64, 64)))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("source, name, grouped, spread", [
+    ("torchvision", "convnext_tiny", 0, 0),  # LayerNorm2d streams, channels-last LayerNorms, linear layers, layer scale
+    ("timm", "convnext_atto", 0, 0),  # LayerNorm2d, a layer scale reshaped to (1, C, 1, 1)
+    ("timm", "regnetx_002", 26, 0), ("torchvision", "resnext50_32x4d", 32, 0),  # grouped convs
+    ("timm", "ghostnet_050", 0, 15),  # a conv and its cheap copy concatenated into wider convs
+])
+def test_what_torch_prunings_own_pruner_prunes_is_prunable_and_exact(source, name, grouped, spread):
+    """ConvNeXt, RegNet, ResNeXt and GhostNet, which Torch-Pruning's BasePruner prunes at 0.3, have no conv left
+    frozen and prune every group exactly (15 models once had no prunable group, others kept their grouped convs)."""
+    row = check(build(source, name, 64), (3, 64, 64))
+    _prunes_exactly(row)
+    assert (row["frozen"], row["grouped"], row["spread"]) == (0, grouped, spread), row
 
 
 def _zoo_row(source, name):
@@ -81,6 +100,8 @@ def _zoo_row(source, name):
     assert row["result"] == "prunes exactly" or row["result"].startswith(("nothing prunable", "refused")), row
     if not row["result"].startswith("refused"):
         assert row["estimate_exact"], row
+    if not name.startswith(("vit_", "swin_")):  # the transformers' reshapes stop every group; every CNN prunes
+        assert row["result"] == "prunes exactly", row
     return row
 
 

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def test_a_sweep_is_one_recalibrated_run_per_point_and_its_flops_fall_as_the_target_rises(tmp_path):
     torch.manual_seed(0)
     model = build_model("resnet20").eval()
-    spec = SweepSpec(criteria=("l1", "random"), targets=(0.6, 0.2, 0.4))
+    spec = SweepSpec(criteria=("l1", "random"), targets=(0.6, 0.2, 0.4), runtimes=())
     runs = run_sweep(model, "resnet20", spec, num_classes=10, input_size=SIZE, held_out=tiny_arrays(16),
                      train=tiny_arrays(24, seed=2), root=tmp_path)
     assert len(runs) == 6 and spec.targets == (0.2, 0.4, 0.6)
@@ -120,3 +120,77 @@ def test_a_stopped_sweep_resumed_under_its_id_keeps_the_points_it_finished(tmp_p
     table = list_runs(tmp_path)
     assert len(table) == 3 and sorted(table["target"]) == [0.2, 0.4, 0.6] and set(table["sweep"]) == {"lecture"}
     assert [str(r.path) for r in runs[:2]] == sorted(first["path"], key=lambda p: read_manifest(p)["sweep"]["target"])
+
+
+SWEEP_JOB = {"criteria": ["l1", "random"], "targets": [0.2, 0.4], "data": "cifar10", "n": 0, "recalibrate": False,
+             "runtimes": [], "arch": "resnet20", "num_classes": 10, "input_size": [3, 32, 32]}
+
+
+def cancel_after_first_point(monkeypatch) -> None:
+    """The sweep job's own cancel flag set (jobs.cancel) when its first point is done: the worker stops it at that
+    point's progress report, deterministically, with one finished run on disk."""
+    from prunekit.runs.jobs.worker import Context
+
+    points = Context.points
+
+    def cancelling(ctx, done, total):
+        if done == 1 and ctx.job.kind == "sweep":
+            jobs.cancel(ctx.job.id)
+        points(ctx, done, total)
+
+    monkeypatch.setattr(Context, "points", cancelling)
+
+
+def submit_sweep_job(tmp_path, monkeypatch, n: int = 0):
+    """SWEEP_JOB queued (no worker) with its jobs in tmp_path/jobs and its runs in tmp_path/runs, evaluating each
+    point on ``n`` cifar10 test images (0: none, no data needed)."""
+    monkeypatch.setenv("PRUNEKIT_JOBS", str(tmp_path / "jobs"))
+    monkeypatch.setenv("PRUNEKIT_RUNS", str(tmp_path / "runs"))
+    torch.manual_seed(0)
+    return jobs.submit("sweep", {**SWEEP_JOB, "n": n}, model=build_model("resnet20").eval(), arch="resnet20",
+                       num_classes=10, device="cpu", start_worker=False)
+
+
+def test_a_cancelled_sweep_job_resumes_as_the_same_sweep_and_never_redoes_a_finished_point(tmp_path, monkeypatch):
+    job = submit_sweep_job(tmp_path, monkeypatch)
+    with monkeypatch.context() as m:
+        cancel_after_first_point(m)
+        assert jobs.work("cpu", idle_exit=0.1) == 0
+    assert jobs.get(job.id).status == "cancelled"
+    first = list_runs(tmp_path / "runs")
+    assert len(first) == 1 and first["sweep"].tolist() == [job.id] and first["status"].tolist() == ["done"]
+    kept = first["path"].iloc[0]
+    assert jobs.resume(job.id, start_worker=False).id == job.id
+    assert jobs.work("cpu", idle_exit=0.1) == 0
+    done = jobs.get(job.id)
+    assert done.status == "done", done.error
+    table = list_runs(tmp_path / "runs")
+    # four points, four runs: the one finished before the cancel kept (the same directory), three made after
+    assert len(table) == 4 and set(table["sweep"]) == {job.id} and set(table["status"]) == {"done"}
+    assert sorted(zip(table["criterion"], table["target"])) == [("l1", 0.2), ("l1", 0.4), ("random", 0.2),
+                                                                ("random", 0.4)]
+    assert kept in table["path"].tolist() and done.result["runs"][0] == kept
+    assert done.result["sweep"] == job.id
+
+
+def test_targets_whose_widths_round_alike_are_evaluated_once(tmp_path, monkeypatch):
+    from prunekit.runs import records
+    evaluations = []
+    counting = records.held_out_accuracy
+
+    def count(model, images, **kw):
+        evaluations.append(len(images))
+        return counting(model, images, **kw)
+
+    monkeypatch.setattr(records, "held_out_accuracy", count)
+    torch.manual_seed(0)
+    model = build_model("resnet20").eval()
+    spec = SweepSpec(criteria=("l1",), targets=(0.05, 0.1), round_to=16, runtimes=())
+    runs = run_sweep(model, "resnet20", spec, num_classes=10, input_size=SIZE, held_out=tiny_arrays(16),
+                     train=tiny_arrays(24, seed=2), root=tmp_path)
+    first, second = (read_manifest(r.path) for r in runs)
+    assert first["report"]["channels"] == second["report"]["channels"]  # the same kept widths...
+    assert evaluations == [16]  # ...so only the first point's recalibrated model is evaluated (the unpruned: by the sweep)
+    assert second["sweep"]["same_filters_as"] == runs[0].path.name and first["sweep"]["same_filters_as"] is None
+    assert second["accuracy"]["recalibrated"] == first["accuracy"]["recalibrated"]
+    assert second["accuracy"]["recalibrated"]["n"] == 16

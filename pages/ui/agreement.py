@@ -6,7 +6,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from pages.ui.figures import agreement_bars
+from pages.ui.figures import agreement_bars, legible
 from pages.ui.scoring import has_scores, progress_bar, reliability_of, scores
 from pages.ui.sidebar import DEFAULT_SOURCE
 from prunekit import load_checkpoint
@@ -19,7 +19,7 @@ from prunekit.defaults import BOTTOM_FRACTION as BOTTOM
 from prunekit.errors import UserError
 from prunekit.models.checkpoints import EARLY_CHECKPOINT
 
-__all__ = ["reliability_ui", "agreement_ui", "stability_ui"]
+__all__ = ["reliability_ui", "reliability_chart", "agreement_ui", "stability_ui"]
 
 
 def compute(sel, name: str, params: dict, label: str) -> pd.DataFrame:
@@ -46,27 +46,44 @@ def reliability(sel, name: str, params: dict) -> pd.DataFrame | None:
         bar.empty()
 
 
+def weight_only_note(name: str) -> None:
+    st.caption(f":material/verified: {name} reads the weights only: its ranking is the same on any probe images "
+               "(reliability 1 by construction).")
+
+
 def reliability_ui(sel, name: str, params: dict) -> pd.DataFrame | None:
-    """Beside the criterion: how reproducible each layer's ranking is (a summary, then per layer)."""
+    """Beside the criterion: how reproducible each layer's ranking is, summed up (per layer:
+    :func:`reliability_chart`); returns the per-layer table, None when there is none."""
     table = reliability(sel, name, params)
     if table is None:
         if not criterion_class(name).needs_data:
-            st.caption(f":material/verified: {name} reads the weights only: its ranking is the same on any probe "
-                       "images (reliability 1 by construction).")
+            weight_only_note(name)
         return None
-    s, a = summarize(table), table.attrs
+    s = summarize(table)
     cols = st.columns(3)
     cols[0].metric("Reliability (median Spearman)", f"{s['median_spearman']:.2f}",
                    help="per layer, the Spearman correlation of the two rankings; the median over layers")
     cols[1].metric("Worst layer", f"{s['min_spearman']:.2f}")
     cols[2].metric(f"Bottom-{BOTTOM:.0%} overlap (median)", f"{s['median_overlap']:.2f}")
-    fig = agreement_bars(table, "Spearman", f"bottom-{BOTTOM:.0%} overlap", "agreement of two samples", 300)
+    return table
+
+
+def reliability_chart(name: str, table: pd.DataFrame | None) -> None:
+    """Per layer, the agreement of the rankings on two probe samples (``table``: :func:`reliability_ui`'s), or
+    why there is none."""
+    if table is None:
+        if criterion_class(name).needs_data:
+            st.info(f"No reliability for {name} here: it could not be measured (said above).", icon=":material/info:")
+        else:
+            weight_only_note(name)
+        return
+    a = table.attrs
+    fig = agreement_bars(table, "Spearman", f"bottom-{BOTTOM:.0%} overlap", "agreement of two samples", 360)
     st.plotly_chart(fig, width="stretch", key="sal_reliability")
     st.caption(f"How reproducible {name}'s ranking is: the same model scored on two disjoint samples of {a['n']} "
                f"probe images (seeds {a['seeds'][0]} and {a['seeds'][1]}), each layer's two rankings compared. "
                "Near 1, the ranking is a property of the filters; near 0, it is sampling noise, and pruning by it "
                "in that layer is a coin toss.")
-    return table
 
 
 def agreement_tables(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
@@ -90,11 +107,11 @@ def heatmap(agree: pd.DataFrame, column: str, zmin: float, title: str, key: str)
         index=list(dict.fromkeys(agree["layer"])), columns=list(dict.fromkeys(agree["pair"])))
     fig = go.Figure(go.Heatmap(z=z.to_numpy(), x=list(z.columns), y=list(z.index), zmin=zmin, zmax=1,
                                colorscale="RdBu" if zmin < 0 else "Blues", texttemplate="%{z:.2f}",
-                               textfont=dict(size=10), colorbar=dict(title=title, thickness=12),
+                               colorbar=dict(title=title, thickness=12),
                                hovertemplate="%{y}<br>%{x}<br>" + title + " %{z:.3f}<extra></extra>"))
-    fig.update_layout(height=max(300, 22 * len(z) + 80), margin=dict(l=10, r=10, t=10, b=10),
-                      yaxis=dict(autorange="reversed", tickfont=dict(size=10)), xaxis=dict(side="top"))
-    st.plotly_chart(fig, width="stretch", key=key)
+    fig.update_layout(height=max(320, 24 * len(z) + 110), yaxis=dict(autorange="reversed", title="conv layer"),
+                      xaxis=dict(side="top", title="criteria compared"))
+    st.plotly_chart(legible(fig), width="stretch", key=key)
 
 
 def agreement_ui(sel, name: str, params: dict, current: pd.DataFrame) -> None:
@@ -170,7 +187,7 @@ def stability_ui(sel, name: str, params: dict, final: pd.DataFrame, floor: pd.Da
         return
     agree = rank_agreement(table, final, bottom=BOTTOM)
     fig = agreement_bars(agree, "Spearman rank correlation", f"bottom-{BOTTOM:.0%} overlap",
-                         "agreement, epoch 1 vs final", 340)
+                         "agreement, epoch 1 vs final", 380)
     if floor is not None:
         fig.add_scatter(x=floor["layer"], y=floor["spearman"], mode="markers", name="noise floor: two probe samples",
                         marker=dict(symbol="line-ew-open", size=18, color="#222", line=dict(width=3, color="#222")))

@@ -9,6 +9,7 @@ import streamlit as st
 from plotly.subplots import make_subplots
 
 from pages.ui.cached import probe
+from pages.ui.figures import legible
 from prunekit.analysis.views import value_histograms
 
 SHOWN = 3  # filters per side
@@ -26,18 +27,18 @@ def entropy_figure(hist: pd.DataFrame, k: int = SHOWN) -> go.Figure:
     ent = hist.groupby("filter")["entropy"].first().sort_values(kind="stable")
     low, high = ent.index[:k].tolist(), ent.index[-k:][::-1].tolist()
     titles = [f"filter #{f}: H = {ent[f]:.2f} nats" for f in (*low, *high)]
-    fig = make_subplots(rows=2, cols=k, subplot_titles=titles, vertical_spacing=0.22, horizontal_spacing=0.06)
+    fig = make_subplots(rows=2, cols=k, subplot_titles=titles, vertical_spacing=0.25, horizontal_spacing=0.07)
     for row, (filters, color) in enumerate(((low, "#d62728"), (high, "#2f6fed")), start=1):
         for col, f in enumerate(filters, start=1):
             h = hist[hist["filter"] == f]
             share = h["count"] / max(int(h["count"].sum()), 1)
             fig.add_bar(x=(h["left"] + h["right"]) / 2, y=share, width=h["right"] - h["left"], marker_color=color,
                         row=row, col=col, hovertemplate="value %{x:.3g}: %{y:.1%} of the values<extra></extra>")
-    fig.update_yaxes(tickformat=".0%", tickfont_size=11)
-    fig.update_xaxes(tickfont_size=11, nticks=4)
-    fig.update_annotations(font_size=13)
-    fig.update_layout(height=460, margin=dict(l=10, r=10, t=40, b=10), showlegend=False, bargap=0.02)
-    return fig
+    fig.update_yaxes(tickformat=".0%", nticks=4)
+    fig.update_yaxes(title_text="share of values", col=1)
+    fig.update_xaxes(nticks=4, tickformat=".3~g", title_text="feature-map value")
+    fig.update_layout(height=540, showlegend=False, bargap=0.02)
+    return legible(fig)
 
 
 def entropy_ui(sel, layers: list[str]) -> None:

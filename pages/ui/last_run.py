@@ -4,17 +4,23 @@ from __future__ import annotations
 
 import streamlit as st
 
-from pages.ui.sidebar import device_label
-from prunekit.defaults import FINETUNE_RECIPE, HELD_OUT, QUICK_FINETUNE_EPOCHS
+from pages.ui.classroom import may, visitor
+from pages.ui.sidebar import device_label, selection
+from prunekit.data import list_datasets, locate
+from prunekit.defaults import FINETUNE_RECIPE, HELD_OUT, PREDICTION, QUICK_FINETUNE_EPOCHS
 from prunekit.runs.finetune import source_on_disk
 from prunekit.runs.records import accuracy_summary, read_manifest, runs_root
 from prunekit.text import human
 
 BATCH = FINETUNE_RECIPE["batch_size"]
-LAST_RUN, LAST_JOB = "last_run", "plan_last_job"
+LAST_RUN, LAST_JOB, LAST_JOB_RUN = "last_run", "plan_last_job", "plan_last_job_run"
+UNPRUNED_ON = (f"The unpruned model's accuracy is measured on three sets of test images: the whole test split (the "
+               f"Model page's, when it was trained), {HELD_OUT.n:,} drawn by seed {HELD_OUT.seed} (every run's "
+               f"'before') and the first {PREDICTION.n:,} of those (the live prediction's); a smaller sample reads a "
+               "few tenths of a point off the whole split, so each figure names its images.")
 
 
-def last_run_ui(sel) -> None:
+def last_run_ui() -> None:
     """The last run of this session: its accuracy and cost, a link to Compare, and the fine-tuning form."""
     run_id = st.session_state.get(LAST_RUN)
     if not run_id:
@@ -30,8 +36,8 @@ def last_run_ui(sel) -> None:
     before = acc.get("before")
     cols = st.columns(5)
     cols[0].metric("Accuracy before", "not measured" if before is None else f"{before:.2f}%",
-                   help=f"top-1 on {(m.get('data') or {}).get('n')} {(m.get('data') or {}).get('name', '')} test "
-                        f"images (seed {HELD_OUT.seed})")
+                   help=f"the unpruned model, top-1 on {(m.get('data') or {}).get('n')} "
+                        f"{(m.get('data') or {}).get('name', '')} test images (seed {HELD_OUT.seed}). {UNPRUNED_ON}")
     recal = m.get("recalibration") or {}
     for col, key, name, why in (
             (cols[1], "pruned", "Accuracy after pruning", "right after pruning, before anything else"),
@@ -49,24 +55,31 @@ def last_run_ui(sel) -> None:
         col.metric(name, human(a), f"{a / b - 1:.1%}", delta_color="inverse", help=f"{b:,} -> {a:,}")
     summary = accuracy_summary(m)
     if summary["test_images"]:
-        st.caption(f"Each accuracy is top-1 on the same {summary['test_images']} test images; the recalibrated one "
-                   + (f"after re-estimating BatchNorm on {summary['recalibration_images']} training images."
-                      if summary["recalibration_images"] else "was not measured (no recalibration)."))
+        st.caption(f"Each accuracy is top-1 on the same {summary['test_images']:,} test images; the recalibrated "
+                   "one " + (f"after re-estimating BatchNorm on {summary['recalibration_images']:,} training images."
+                             if summary["recalibration_images"] else "was not measured (no recalibration).")
+                   + " " + UNPRUNED_ON)
     st.page_link("pages/compare.py", label="Compare this run with the others", icon=":material/scatter_plot:")
     if m["status"] == "done":
-        finetune_ui(sel, path, m)
+        finetune_ui(path, m)
 
 
-def finetune_ui(sel, run_path, manifest: dict) -> None:
-    """The fine-tuning form of the run at ``run_path`` (its ``manifest``: the unpruned model to distil from)."""
+def finetune_ui(run_path, manifest: dict) -> None:
+    """The fine-tuning form of the run at ``run_path`` (its ``manifest``: the data set it was measured on, else the
+    sidebar's; the unpruned model to distil from), on the Plan page after pruning and on Compare for any run."""
+    measured_on = (manifest.get("data") or {}).get("name")
+    dataset = measured_on if measured_on in list_datasets() else selection().dataset
+    data_path = locate(dataset)
     st.subheader("Fine-tune it in the background")
     st.caption(f"Fine-tuning runs as a job on **{device_label()}**; you can leave this page. On a 2-core CPU "
                "with nothing else running, ResNet-20 fine-tunes (distilling) at about 900 images/s, so one CIFAR-10 "
                "epoch (50,000 images) takes about a minute, several when the machine is busy: a train subset "
                "makes a quick demo.")
-    if sel.data_path is None:
-        st.warning(f"Fine-tuning trains on the {sel.dataset} training images, and there are none here: the Model & "
+    if data_path is None:
+        st.warning(f"Fine-tuning trains on the {dataset} training images, and there are none here: the Model & "
                    "data page says how to get them.", icon=":material/folder_off:")
+    if not may("queue a fine-tuning (it holds the machine for minutes)"):
+        return
     with st.form("finetune"):
         cols = st.columns(4)
         epochs = cols[0].number_input("Epochs", 1, 300, QUICK_FINETUNE_EPOCHS)
@@ -87,14 +100,14 @@ def finetune_ui(sel, run_path, manifest: dict) -> None:
                          "always is): about 1.8x the images/s on a CPU with bf16 units (AVX512-BF16, AMX), slower on "
                          "one without; the same accuracy within seed noise in our check (README, CPU training).")
         submitted = st.form_submit_button("Queue fine-tuning", type="primary", icon=":material/play_arrow:",
-                                          disabled=sel.data_path is None)
+                                          disabled=data_path is None)
     if submitted:
         if 0 < subset < BATCH:
             st.error(f"{subset} training images make no batch of {BATCH}: use 0 (all) or at least {BATCH}.")
         else:
-            submit_finetune(run_path, sel.dataset, int(epochs), float(lr), int(subset), int(test_subset),
+            submit_finetune(run_path, dataset, int(epochs), float(lr), int(subset), int(test_subset),
                             float(alpha) if distil else 0.0, float(temperature), "bf16" if bf16 else "auto")
-    if st.session_state.get(LAST_JOB):
+    if st.session_state.get(LAST_JOB) and st.session_state.get(LAST_JOB_RUN) == str(run_path):
         st.success(f"Fine-tuning queued as job {st.session_state[LAST_JOB]}", icon=":material/schedule:")
         st.page_link("pages/jobs.py", label="Follow it on the Jobs page", icon=":material/pending_actions:")
 
@@ -110,8 +123,8 @@ def submit_finetune(run_path, dataset: str, epochs: int, lr: float, subset: int,
         job = jobs.submit("finetune", {"run": str(run_path), "epochs": epochs, "lr": lr, "subset": subset,
                                        "test_subset": test_subset, "batch_size": BATCH, "data": dataset,
                                        "distill_alpha": alpha, "distill_temperature": temperature,
-                                       "precision": precision})
+                                       "precision": precision}, owner=visitor())
     except (ValueError, OSError) as exc:
         st.error(f"The job could not be queued: {exc}")
         return
-    st.session_state[LAST_JOB] = job.id
+    st.session_state[LAST_JOB], st.session_state[LAST_JOB_RUN] = job.id, str(run_path)

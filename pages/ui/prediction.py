@@ -1,19 +1,20 @@
 """The Plan page's live predicted accuracy: each new plan is pruned, recalibrated and evaluated in a background
-thread (:class:`prunekit.runs.latest.LatestWins`: the newest plan wins, the controls never wait), and the number is
+thread shared by every visitor (:class:`prunekit.runs.latest.LatestWins`: each visitor's newest plan wins, the controls
+never wait), and the number is
 shown only for the plan it was computed for."""
 from __future__ import annotations
 
 import streamlit as st
+from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 from pages.ui.cached import held_out, split
+from pages.ui.last_run import UNPRUNED_ON
 from pages.ui.scoring import scores_with_progress
 from prunekit.criteria.scores import to_tensors
 from prunekit.defaults import HELD_OUT, PREDICTION, RECALIBRATION
-from prunekit.models.metrics import held_out_accuracy
 from prunekit.pruning.predict import predict_accuracy
 from prunekit.runs.latest import LatestWins
 
-PREDICTOR = "plan_predictor"
 POLL_S = 0.5  # how often the pending number is looked at while it is computed
 HELP = (f"The plan applied to a copy of the model, its BatchNorm statistics re-estimated on {RECALIBRATION.n} "
         f"training images (no weight changes), evaluated on {PREDICTION.n} test images (seed {HELD_OUT.seed}). "
@@ -21,11 +22,17 @@ HELP = (f"The plan applied to a copy of the model, its BatchNorm statistics re-e
         "pruning (EagleEye, Li et al., ECCV 2020).")
 
 
+@st.cache_resource(show_spinner=False)
 def predictor() -> LatestWins:
-    """This session's background worker."""
-    if PREDICTOR not in st.session_state:
-        st.session_state[PREDICTOR] = LatestWins()
-    return st.session_state[PREDICTOR]
+    """The server's one prediction worker, shared by every visitor: each visitor's newest plan waits its turn (one
+    request per visitor, so nothing piles up and nothing is lost) and the same plan asked twice is measured once."""
+    return LatestWins()
+
+
+def visitor() -> str:
+    """This browser session's id: whose request a prediction is."""
+    ctx = get_script_run_ctx()
+    return ctx.session_id if ctx is not None else "script"
 
 
 def prediction_key(sel, criterion: str, ratios: dict, round_to: int) -> tuple:
@@ -35,34 +42,28 @@ def prediction_key(sel, criterion: str, ratios: dict, round_to: int) -> tuple:
             round_to)
 
 
-@st.cache_data(show_spinner=False, max_entries=8)
-def _unpruned(_model, key: str, dataset: str, _data) -> float:
-    return held_out_accuracy(_model, _data)["accuracy"]
-
-
 def predicted_ui(sel, ratios: dict, criterion: str, round_to: int) -> None:
     """The predicted accuracy of the current plan: asked for in the background, shown when it is there."""
     active = {k: v for k, v in ratios.items() if v > 0}
     data = held_out(sel, PREDICTION.n)
     if data is None or not active:
         st.metric("Predicted accuracy", "-", help=HELP)
-        st.caption(f"No {sel.dataset} test images here: no prediction." if data is None else
+        st.caption(f"No prediction: {sel.no_images}" if data is None else
                    "Set a ratio to see the accuracy the plan would keep (measured in the background).")
         return
     train = split(sel.dataset, "train")
     key = prediction_key(sel, criterion, ratios, round_to)
     tensors = to_tensors(scores_with_progress(sel, criterion))  # here: scoring traces the model (never in a thread)
 
-    def work() -> dict:
+    def work() -> dict:  # in the worker: the unpruned model is evaluated there too, never beside another's trace
         return predict_accuracy(sel.model, active, tensors, sel.input_size, train=train, held_out=data,
                                 round_to=round_to)
 
-    predictor().ask(key, work)
-    before = _unpruned(sel.model, sel.key, sel.dataset, data)
-    _show(key, before)
+    predictor().ask(key, work, client=visitor())
+    _show(key)
 
 
-def _show(key: tuple, before: float) -> None:
+def _show(key: tuple) -> None:
     outcome = predictor().result(key)
     if outcome is None:
         _pending(key)
@@ -71,9 +72,10 @@ def _show(key: tuple, before: float) -> None:
         st.caption(f"The prediction failed: {outcome.error}")
     else:
         r = outcome.value
+        before = r["before"]
         st.metric("Predicted accuracy", f"{r['accuracy']:.1f}%", f"{r['accuracy'] - before:+.1f} pts", help=HELP)
-        st.caption(f"This plan, {'recalibrated, ' if r['recalibrated'] else ''}on {r['n']} test images (unpruned: "
-                   f"{before:.1f}% on the same images); measured in {r['seconds']:.1f} s.")
+        st.caption(f"This plan, {'recalibrated, ' if r['recalibrated'] else ''}on {r['n']:,} test images (unpruned: "
+                   f"{before:.1f}% on the same {r['n']:,}); measured in {r['seconds']:.1f} s.", help=UNPRUNED_ON)
 
 
 @st.fragment(run_every=POLL_S)

@@ -14,7 +14,8 @@ from pathlib import Path
 import streamlit as st
 import torch
 
-from pages.ui.model_source import data_problem, pick_source_model, source_options
+from pages.ui.classroom import is_presenter, presenter_box
+from pages.ui.model_source import CLASSES_BOX, SIZE_BOX, data_problem, pick_source_model, source_options
 from pages.ui.router import through_router
 from pages.ui.state import PROBE_N, SELECTION
 from prunekit import CheckpointError, best_device, build_model, list_models, load_checkpoint, model_info
@@ -51,6 +52,14 @@ class Selection:
     def input_size(self) -> tuple[int, int, int]:
         """(C, H, W) of one input image."""
         return model_info(self.arch).input_size
+
+    @property
+    def no_images(self) -> str:
+        """Why no test images could be had to evaluate on, in a sentence for a page that got none: the model does
+        not fit the data set (checked first), else the images are not on disk."""
+        if self.data_problem:
+            return f"this model does not fit {self.dataset}'s images: {self.data_problem}"
+        return f"there are no {self.dataset} test images here; the Model & data page says how to get them."
 
     @property
     def probe_spec(self) -> ProbeSpec:
@@ -99,11 +108,14 @@ def _model_choice(source: str, dataset: str):
         return model, header, header["arch"], "ResNet-20 · CIFAR-10 (bundled)"
     if source == REGISTRY_SOURCE:
         arch = st.selectbox("Architecture", list_models(), index=list_models().index("resnet20"), key="arch")
-        classes = st.number_input("Classes", 1, 10000, 10, key="num_classes")
+        classes = st.number_input(CLASSES_BOX, 1, 10000, 10, key="num_classes")
         model, header = _registry_model(arch, int(classes))
         return model, header, arch, f"{arch} (random weights)"
     if source in source_options():
         return pick_source_model(source, dataset)
+    if not is_presenter():
+        return ("Classroom mode: only the presenter uploads checkpoints (the Presenter box below takes their key); "
+                "every other model source is open.")
     upload = st.file_uploader("Checkpoint", type=["pt", "pth", "safetensors"],
                               help=f"A state dict, read safely (no code is unpickled); at most {MAX_UPLOAD_MB} MB.")
     hint = st.selectbox("Architecture (if the file does not say)", ["from the file", *list_models()])
@@ -150,10 +162,12 @@ def sidebar() -> Selection:
                                         f"{PROBE.n} is the command line's default too. More is steadier and "
                                         "slower.")
         key = _weights_key(model, label, id(model)) if model is not None else ""
-        problem = data_problem(model, key, arch, dataset)
+        boxes = (SIZE_BOX,) if source in source_options() else (CLASSES_BOX,) if source == REGISTRY_SOURCE else ()
+        problem = data_problem(model, key, arch, dataset, boxes)
         if problem:
             st.warning(problem, icon=":material/block:")
         st.caption(f"Device: {device_label()}")
+        presenter_box()
     selection = Selection(model, arch, header, label, error, dataset, data_path, key, int(probe_n), problem)
     st.session_state[SELECTION] = selection
     return selection

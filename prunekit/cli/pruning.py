@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -26,6 +27,7 @@ from prunekit.data import DataNotFoundError, held_out_set, load_arrays
 from prunekit.defaults import (
     HELD_OUT,
     LATENCY_BATCHES,
+    LATENCY_MODEL,
     LATENCY_REPEAT,
     RECALIBRATION,
     ROUND_TO,
@@ -35,12 +37,14 @@ from prunekit.defaults import (
 )
 from prunekit.errors import UserError
 from prunekit.pruning.plan import Plan
-from prunekit.pruning.presets import BY, get_preset, list_presets
+from prunekit.pruning.presets import BUDGETS, BY, LATENCY, get_preset, list_presets
+from prunekit.pruning.search import candidates_frame
 from prunekit.pruning.sensitivity import read_sensitivity
 from prunekit.pruning.sensitivity import sensitivity as curves
 from prunekit.pruning.structure import estimate, structure
+from prunekit.runs.latency_model import latency_model
 from prunekit.runs.records import accuracy_summary, list_runs, prune_run
-from prunekit.runs.runtimes import runtime_labels
+from prunekit.runs.runtimes import runtime_labels, runtime_names
 from prunekit.runs.sweeps import SweepSpec, run_sweep
 
 __all__ = ["register"]
@@ -110,7 +114,8 @@ def _scores(args: argparse.Namespace, model, arch: str, criterion: str, params: 
 def plan(args: argparse.Namespace) -> int:
 
     preset = get_preset(args.preset)
-    curves = read_sensitivity(args.sensitivity) if "sensitivity" in preset.needs and args.sensitivity else None
+    curves = read_sensitivity(args.sensitivity) if args.sensitivity and ("sensitivity" in preset.needs
+                                                                         or preset.judges) else None
     model, arch, _, _ = load_model(args)
     struct = structure(model, input_size(arch))
     criterion, params = args.criterion, parse_params(args.param)
@@ -121,15 +126,42 @@ def plan(args: argparse.Namespace) -> int:
         inputs["sensitivity"] = curves
     value = getattr(args, preset.knob.name) if preset.knob else None
     options = {p.name: getattr(args, p.name) for p in preset.params if getattr(args, p.name) is not None}
-    result = preset.make(struct, arch, value=value, target=args.target, by=args.by, exclude=args.exclude,
-                         criterion=criterion, criterion_params=params, round_to=args.round_to, **inputs, **options)
+    if "train" in preset.needs:
+        inputs["train"] = load_arrays(args.data, "train", args.data_root)
+    if args.by == LATENCY:
+        with bar(f"latency model ({args.runtime}, batch {args.batch})") as progress:
+            inputs["latency"] = latency_model(model, input_size(arch), runtime=args.runtime, batch=args.batch,
+                                              round_to=args.round_to, struct=struct, progress=progress)
+    with bar(preset.name) if preset.judges else contextlib.nullcontext() as progress:
+        result = preset.make(struct, arch, value=value, target=args.target, by=args.by, exclude=args.exclude,
+                             criterion=criterion, criterion_params=params, round_to=args.round_to, **inputs,
+                             **options, **({"progress": progress} if preset.judges else {}))
     result.save(args.out)
     est = estimate(struct, result.ratios, result.round_to)
     return emit({"preset": args.preset, "arch": arch, "criterion": result.criterion, "groups": len(result.ratios),
                  "round_to": result.round_to,
                  "params": [est.params_before, est.params], "macs": [est.macs_before, est.macs],
                  "params_reduction": round(est.params_reduction, 4), "flops_reduction": round(est.macs_reduction, 4),
+                 **_latency_summary(result.preset), **_search_summary(result.preset, args.out),
                  "unprunable": result.unprunable(struct), "out": args.out})
+
+
+def _latency_summary(record: dict) -> dict:
+    """{"latency_ms": [before, predicted], "runtime", "batch"} of a latency-budgeted plan, else {}."""
+    lat = record.get("latency")
+    return {} if not lat else {"latency_ms": [lat["before_ms"], lat["predicted_ms"]], "runtime": lat["runtime"],
+                               "batch": lat["batch"], "latency_reduction": record.get("reached")}
+
+
+def _search_summary(record: dict, out: str) -> dict:
+    """A searched plan's candidates written beside it (``<out>.candidates.csv``) and its summary, else {}."""
+    found = record.get("search")
+    if not found:
+        return {}
+    table = _write_csv(candidates_frame(found), str(Path(out).with_suffix(".candidates.csv")))
+    return {"search": {"judged": found["judged"], "best": found["best"], "accuracy": found["accuracy"],
+                       "stopped": found["stopped"], "seconds": found["seconds"], "skipped": found["skipped"],
+                       "candidates": str(table)}}
 
 
 def prune(args: argparse.Namespace) -> int:
@@ -275,8 +307,16 @@ def _register_plan(sub) -> None:
         p.add_argument(f"--{param.name}", default=None, choices=param.choices,
                        help=f"{owner}: {param.doc} (default {param.default})")
     p.add_argument("--target", type=float, default=None, help="fraction of FLOPs (or params, --by) to remove")
-    p.add_argument("--by", default=TARGET_BY, choices=BY, help=f"what --target counts (default {TARGET_BY})")
-    p.add_argument("--sensitivity", default=None, help="sensitivity: a CSV written by `sensitivity`")
+    p.add_argument("--by", default=TARGET_BY, choices=BUDGETS,
+                   help=f"what --target counts (default {TARGET_BY}); latency: the latency --runtime predicts at "
+                        "--batch (a latency model of this model, measured once per runtime, batch and --round-to and "
+                        "cached)")
+    p.add_argument("--runtime", default=LATENCY_MODEL.runtime, choices=runtime_names(),
+                   help=f"--by latency: where latency counts (default {LATENCY_MODEL.runtime})")
+    p.add_argument("--batch", type=int, default=LATENCY_MODEL.batch,
+                   help=f"--by latency: the batch size it counts at (default {LATENCY_MODEL.batch})")
+    p.add_argument("--sensitivity", default=None, help="sensitivity (and search, as a start): a CSV written by "
+                   "`sensitivity`")
     p.add_argument("--exclude", nargs="+", default=[], help="convs to leave unpruned (with their coupled group)")
     add_round_to_arg(p, "(a --target is solved on the rounded estimate)")
     p.add_argument("--out", required=True, help="the plan's JSON file")

@@ -11,6 +11,7 @@ import importlib
 import inspect
 import os
 import re
+import traceback
 from collections.abc import Callable
 
 import torch.nn as nn
@@ -39,12 +40,24 @@ def enable_factory(name: str) -> Callable[..., nn.Module]:
     except ImportError as exc:
         raise UserError(f"--factory {name}: cannot import {module_name} ({exc}). Install it, start from the folder "
                         "that holds it, or add that folder to PYTHONPATH") from None
+    except Exception as exc:  # the module's own code failed while it ran: whatever it raised is the user's to fix
+        raise UserError(f"--factory {name}: importing {module_name} raised {type(exc).__name__}: {exc}"
+                        f"{_raised_at(exc)}. Fix that module (its code runs when it is imported), then start "
+                        "again") from None
     fn = getattr(module, attr, None)
     if not callable(fn):
         raise UserError(f"--factory {name}: {module_name} has no function {attr!r}; the factory is a function "
                         "(num_classes: int) -> nn.Module")
     _FACTORIES[name] = fn
     return fn
+
+
+def _raised_at(exc: Exception) -> str:
+    """' (at FILE, line N)', the line of the imported module's own code that raised ``exc`` (the first frame past
+    this function's caller and importlib's), or '' when there is none (a SyntaxError's message says where)."""
+    frames = [f for f in traceback.extract_tb(exc.__traceback__)
+              if not f.filename.startswith("<frozen") and f.filename not in (__file__, importlib.__file__)]
+    return f" (at {frames[0].filename}, line {frames[0].lineno})" if frames else ""
 
 
 def enable_factories(names: list[str] | tuple[str, ...] = (), *, env: bool = True) -> list[str]:

@@ -130,7 +130,8 @@ class Plan:
 
     def unprunable(self, struct: Structure) -> dict[str, str]:
         """{layer: why its filters stay}: convs whose channels are the model's outputs, the user's exclusions
-        and the layers coupled with them, and the linear layers (prunekit removes conv filters only)."""
+        and the layers coupled with them, and the linear layers (prunekit removes conv filters only), each named
+        the classifier head or by the block it is inside."""
         out = dict(struct.frozen)
         by_root = {g.root: g for g in struct.groups}
         excluded = set(self.excluded)
@@ -139,9 +140,11 @@ class Plan:
                 out[m] = "excluded by the user" if m in excluded else \
                     f"coupled with the excluded {sorted(excluded & set(by_root[root].members))[0]!r}"
         for x in struct.layers:
-            if not x.conv:
-                out[x.name] = "linear layer (classifier head): only conv filters are pruned; its inputs shrink " \
-                              "with the convs before it"
+            if not x.conv and x.name not in struct.out_group:  # a linear member (ConvNeXt's) loses outputs
+                block = x.name.rpartition(".")[0] or "the model"
+                where = "classifier head" if x.name == struct.head else f"inside {block}"
+                out[x.name] = f"linear layer ({where}): only conv filters are pruned" + \
+                    ("; its inputs shrink with the convs before it" if x.name in struct.reads else "")
         return out
 
 
@@ -170,7 +173,7 @@ def _check_entries(d: dict[str, Any]) -> None:
 
 def excluded_roots(struct: Structure, exclude) -> set[str]:
     """The roots of the groups holding the convs in ``exclude``; UserError for a name that is not a conv."""
-    member_of = {m: g.root for g in struct.groups for m in g.members}
+    member_of = dict(struct.out_group)  # members, spread members (GhostNet) too
     convs = {x.name for x in struct.layers if x.conv}
     roots = set()
     for name in exclude:

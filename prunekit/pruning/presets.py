@@ -5,13 +5,17 @@ The command line's choices and options, the dashboard's menu and its help text a
 >>> get_preset("uniform").make(struct, "resnet20", target=0.5)            # half the FLOPs, one ratio everywhere
 >>> get_preset("threshold").make(struct, "resnet20", value=0.3, scores=table)
 >>> get_preset("uniform").make(struct, "resnet56", target=0.5, round_to=16)   # widths multiples of 16
->>> list_presets()   # ['uniform', 'threshold', 'afie', 'sensitivity', 'vgg16_published']
+>>> list_presets()   # ['uniform', 'threshold', 'afie', 'sensitivity', 'vgg16_published', 'search']
+>>> get_preset("uniform").make(struct, "resnet20", target=0.4, by="latency", latency=lm)  # -40% predicted latency
 
-A target is the fraction of FLOPs (``by="flops"``) or of parameters (``by="params"``) to remove; it is met by
-bisection on the preset's one free number, each step one :func:`prunekit.pruning.structure.estimate`. A preset with a
-``knob`` (the uniform ratio, the threshold) takes that number instead of a target. Adding a preset is one small
-subclass with :func:`register_preset`: it defines ``_shape(ctx, t)``, the ratios at free number ``t`` (pruning more
-as ``t`` grows).
+A target is the fraction of FLOPs (``by="flops"``), of parameters (``by="params"``) or of the latency a
+:class:`~prunekit.pruning.latency.LatencyModel` predicts (``by="latency"``, ``latency=`` the model) to remove; it
+is met by bisection on the preset's one free number, each step one :func:`prunekit.pruning.structure.estimate` (or
+one prediction). The search preset (:mod:`prunekit.pruning.search`) starts from the others' plans at the target
+and judges candidates by their recalibrated accuracy: seconds to minutes where the others take milliseconds. A
+preset with a ``knob`` (the uniform ratio, the threshold) takes that number instead of a target. Adding a preset is
+one small subclass with :func:`register_preset`: it defines ``_shape(ctx, t)``, the ratios at free number ``t``
+(pruning more as ``t`` grows).
 """
 from __future__ import annotations
 
@@ -26,25 +30,31 @@ import torch.nn as nn
 
 from prunekit.criteria.afie import afie_entropy, allocate_ratios
 from prunekit.criteria.scores import to_tensors
-from prunekit.defaults import FALLBACK_CRITERION, MAX_RATIO, ROUND_TO, TARGET_BY
+from prunekit.defaults import FALLBACK_CRITERION, MAX_RATIO, ROUND_TO, SEARCH, TARGET_BY
 from prunekit.errors import UserError
 from prunekit.models.zoo import VGG16_CFG, model_info
 from prunekit.params import Param
+from prunekit.pruning.latency import LatencyModel
 from prunekit.pruning.plan import Plan, excluded_roots
 from prunekit.pruning.ratios import check_round_to, kept_channels, max_ratio, ratio_removing
+from prunekit.pruning.search import METHODS, check_reachable, search_allocation, training_judge
 from prunekit.pruning.selection import group_scores
 from prunekit.pruning.sensitivity import check_rounding, check_table
 from prunekit.pruning.structure import Structure, estimate, signature, structure
 from prunekit.registry import Registry
 
-__all__ = ["Preset", "PresetContext", "BY", "register_preset", "list_presets", "get_preset", "plan"]
+__all__ = ["Preset", "PresetContext", "BY", "BUDGETS", "LATENCY", "register_preset", "list_presets", "get_preset",
+           "plan"]
 
-BY = ("flops", "params")
+BY = ("flops", "params")  # what the instant estimate counts
+LATENCY = "latency"  # what a latency model predicts
+BUDGETS = (*BY, LATENCY)  # what a preset's target may count
 NEEDS = {  # what a preset may read, and how a user gets it
     "model": "the model itself",
     "scores": "per-filter scores (score the model with a criterion first, or pass a scores CSV)",
     "sensitivity": "sensitivity curves (compute them first: `python -m prunekit sensitivity`, or the button beside "
                    "the sliders)",
+    "train": "training images (the search judges its candidates on some, and recalibrates BatchNorm on others)",
 }
 
 
@@ -62,6 +72,10 @@ class PresetContext:
     params: dict[str, Any] = field(default_factory=dict)
     round_to: int = ROUND_TO  # the plan's rounding of kept filters
     record: dict[str, Any] = field(default_factory=dict)  # what the preset adds to the plan's record
+    target: float | None = None  # the fraction of ``by`` to remove, when solving for one
+    by: str = TARGET_BY
+    latency: LatencyModel | None = None  # what predicts latency, for by="latency"
+    inputs: dict[str, Any] = field(default_factory=dict)  # the preset's further inputs (its ``takes``)
 
     @property
     def channels(self) -> dict[str, int]:
@@ -71,7 +85,9 @@ class PresetContext:
 class Preset:
     """Base class of every preset. Class attributes: ``name`` (registry key), ``label`` (menu text), ``help`` (what it
     does, in a user's words), ``knob`` (the :class:`~prunekit.params.Param` it takes instead of a target, or None),
-    ``targets`` (whether it solves for a target), ``params`` (further options), ``needs`` (keys of :data:`NEEDS`)."""
+    ``targets`` (whether it solves for a target), ``params`` (further options), ``needs`` (keys of :data:`NEEDS`),
+    ``takes`` (further inputs that are objects, not options: handed to ``make`` by keyword, kept in ``ctx.inputs``),
+    ``judges`` (it evaluates candidate plans: seconds to minutes, not an instant)."""
 
     name: ClassVar[str]
     label: ClassVar[str]
@@ -80,22 +96,32 @@ class Preset:
     targets: ClassVar[bool] = True
     params: ClassVar[tuple[Param, ...]] = ()
     needs: ClassVar[tuple[str, ...]] = ()
+    takes: ClassVar[tuple[str, ...]] = ()
+    judges: ClassVar[bool] = False
     top: ClassVar[float] = MAX_RATIO  # the largest free number a target is solved up to
 
     def make(self, struct: Structure, arch: str, *, value: float | None = None, target: float | None = None,
              by: str = TARGET_BY, exclude=(), criterion: str | None = None, criterion_params: dict | None = None,
              model: nn.Module | None = None, scores=None, sensitivity: pd.DataFrame | None = None,
-             round_to: int = ROUND_TO, **params: Any) -> Plan:
+             round_to: int = ROUND_TO, latency: LatencyModel | None = None, **params: Any) -> Plan:
         """The plan of this preset for the model of ``struct``: at ``value`` (its knob) or solved for ``target``, the
-        fraction of ``by`` ("flops" or "params") to remove. criterion: what picks the filters inside each group
-        (default: the scores' own criterion when ``scores`` is a :func:`prunekit.score` table, else l1). exclude:
-        convs whose groups keep every filter. round_to: the plan's rounding of kept filters
-        (:func:`prunekit.pruning.ratios.kept_channels`); a target is solved on the rounded estimate, which moves in steps,
-        so it may be overshot: the plan's record then says what it ``reached``. UserError for anything missing or
+        fraction of ``by`` ("flops", "params", or "latency": predicted by ``latency``, a
+        :class:`~prunekit.pruning.latency.LatencyModel` of this model and rounding) to remove. criterion: what picks
+        the filters inside each group (default: the scores' own criterion when ``scores`` is a
+        :func:`prunekit.score` table, else l1). exclude: convs whose groups keep every filter. round_to: the plan's
+        rounding of kept filters (:func:`prunekit.pruning.ratios.kept_channels`); a target is solved on the rounded
+        estimate, which moves in steps, so it may be overshot: the plan's record then says what it ``reached``
+        (always, for a latency target, with the latency before and predicted). UserError for anything missing or
         out of range."""
         value, target = self._check_numbers(value, target, by)
         round_to = check_round_to(round_to)
-        inputs = {"model": model, "scores": scores, "sensitivity": sensitivity}
+        if by == LATENCY:
+            if latency is None:
+                raise UserError("a latency target needs a latency model (prunekit.runs.latency_model.latency_model; "
+                                "the command line's --by latency --runtime R --batch B measures one)")
+            latency.check(struct, round_to)
+        taken = {k: params.pop(k, None) for k in self.takes}
+        inputs = {"model": model, "scores": scores, "sensitivity": sensitivity, **taken}
         for need in self.needs:
             if inputs[need] is None:
                 raise UserError(f"the {self.name} preset needs {NEEDS[need]}")
@@ -106,13 +132,16 @@ class Preset:
             raise UserError("name the criterion the scores come from (criterion=...)")
         skip = excluded_roots(struct, exclude)
         ctx = PresetContext(struct, [g for g in struct.groups if g.root not in skip], model, scores, sensitivity,
-                            self._check_params(params), round_to=round_to)
+                            self._check_params(params), round_to=round_to, target=target, by=by, latency=latency,
+                            inputs=taken)
         shape = self._prepare(ctx)
-        ratios = shape(value) if target is None else _solve(struct, shape, target, by, self.top, round_to)
+        ratios = shape(value) if target is None else _solve(struct, shape, target, by, self.top, round_to, latency)
         record = {"name": self.name, **({self.knob.name: value} if self.knob else {}),
                   **({"target": target, "by": by} if self.targets else {}), **ctx.params, **ctx.record}
-        if target is not None and round_to > 1:
-            record["reached"] = round(_reduction(struct, ratios, by, round_to), 4)
+        if target is not None and (round_to > 1 or by == LATENCY):
+            record["reached"] = round(_reduction(struct, ratios, by, round_to, latency), 4)
+        if by == LATENCY:
+            record["latency"] = latency.describe(struct, ratios)
         plan = Plan(arch, {k: v for k, v in ratios.items() if v > 0}, criterion or FALLBACK_CRITERION,
                     dict(criterion_params or {}), list(exclude), signature(struct), record, round_to)
         plan.check(struct)
@@ -128,8 +157,8 @@ class Preset:
             raise UserError(f"the {self.name} preset is a fixed budget: it takes no target")
         if self.targets and self.knob is None and target is None:
             raise UserError(f"the {self.name} preset needs a target (a fraction of FLOPs or params to remove)")
-        if by not in BY:
-            raise UserError(f"by must be one of {BY}, got {by!r}")
+        if by not in BUDGETS:
+            raise UserError(f"by must be one of {BUDGETS}, got {by!r}")
         if target is not None and (isinstance(target, bool) or not isinstance(target, (int, float))
                                    or not 0 < target < 1):
             raise UserError(f"target must be a fraction of {by} to remove, in (0, 1), got {target!r}")
@@ -148,16 +177,21 @@ class Preset:
         raise NotImplementedError
 
 
-def _reduction(struct: Structure, ratios: dict[str, float], by: str, round_to: int) -> float:
+def _reduction(struct: Structure, ratios: dict[str, float], by: str, round_to: int,
+               latency: LatencyModel | None = None) -> float:
+    """The fraction of ``by`` that ``ratios`` removes: the instant estimate's FLOPs or params (kept filters rounded
+    to ``round_to``), or the latency ``latency`` predicts (it rounds as it was measured)."""
+    if by == LATENCY:
+        return latency.reduction(struct, ratios)
     est = estimate(struct, ratios, round_to)
     return est.macs_reduction if by == "flops" else est.params_reduction
 
 
 def _solve(struct: Structure, shape: Callable[[float], dict[str, float]], target: float, by: str,
-           hi: float, round_to: int) -> dict[str, float]:
+           hi: float, round_to: int, latency: LatencyModel | None = None) -> dict[str, float]:
     """Ratios ``shape(t)`` for the smallest t in (0, hi] whose estimated reduction of ``by`` (kept filters rounded
-    to ``round_to``) reaches ``target``."""
-    best = _reduction(struct, shape(hi), by, round_to)
+    to ``round_to``; latency as ``latency`` predicts it) reaches ``target``."""
+    best = _reduction(struct, shape(hi), by, round_to, latency)
     if best < target:
         rounded = f", kept filters rounded to multiples of {round_to}" if round_to > 1 else ""
         raise UserError(f"this preset removes at most {best:.1%} of the {by} (ratios capped at {MAX_RATIO}, "
@@ -165,7 +199,7 @@ def _solve(struct: Structure, shape: Callable[[float], dict[str, float]], target
     lo = 0.0
     for _ in range(40):
         mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if _reduction(struct, shape(mid), by, round_to) < target else (lo, mid)
+        lo, hi = (mid, hi) if _reduction(struct, shape(mid), by, round_to, latency) < target else (lo, mid)
     return shape(hi)
 
 
@@ -311,6 +345,66 @@ class Vgg16Published(Preset):
                             f"{expected}); this model's groups have widths {widths}: pick another preset")
         ratios = {g.root: r for g, r in zip(ctx.struct.groups, VGG16_PUBLISHED)}
         return lambda t: ratios
+
+
+START_PRESETS = ("uniform", "afie", "sensitivity", "threshold")  # the search's starts, those that apply
+
+
+@register_preset
+class Search(Preset):
+    name, label = "search", "Search"
+    help = ("Starts from the other presets' plans at the target (uniform, AFIE, threshold, and sensitivity when its "
+            "curves are given), then explores around the best: every candidate is scaled onto the budget, pruned, "
+            f"its BatchNorm recalibrated and judged on {SEARCH.n} training images that the recalibration does not "
+            f"use; the best wins. It stops after {SEARCH.candidates} candidates or {SEARCH.seconds:g} s (about a "
+            "minute for ResNet-20 on a 2-core CPU), with the best found so far.")
+    params = (Param("seed", SEARCH.seed, "the exploration's seed (the same seed, target and candidates give the "
+                    "same plan)", low=0),
+              Param("candidates", SEARCH.candidates, "plans judged at most, the starts included", low=1),
+              Param("seconds", SEARCH.seconds, "the time limit in seconds", low=0, open_low=True),
+              Param("method", SEARCH.method, "how it explores around the best plans", choices=METHODS))
+    needs = ("model", "scores", "train")
+    takes = ("train", "progress", "cancel", "on_candidate")
+    judges = True
+    top = 1.0
+
+    def _prepare(self, ctx):
+        channels = ctx.channels
+
+        def reduction(ratios: dict[str, float]) -> float:
+            return _reduction(ctx.struct, ratios, ctx.by, ctx.round_to, ctx.latency)
+
+        check_reachable(channels, reduction, ctx.target)
+        starts, skipped = _starts(ctx)
+        judge = training_judge(ctx.model, ctx.scores, ctx.inputs["train"], round_to=ctx.round_to)
+        p = ctx.params
+        result = search_allocation(channels, starts, reduction, judge, ctx.target, round_to=ctx.round_to,
+                                   seed=p["seed"], candidates=p["candidates"], seconds=p["seconds"],
+                                   method=p["method"], progress=ctx.inputs.get("progress"),
+                                   cancel=ctx.inputs.get("cancel"), on_candidate=ctx.inputs.get("on_candidate"))
+        ctx.record["search"] = {**result.record(list(channels)), "skipped": skipped}
+        return lambda t: result.best.ratios
+
+
+def _starts(ctx: PresetContext) -> tuple[dict[str, dict[str, float]], dict[str, str]]:
+    """({preset: its ratios at the search's target}, {preset: why it was left out}) for :data:`START_PRESETS`."""
+    starts, skipped = {}, {}
+    for name in START_PRESETS:
+        preset = get_preset(name)
+        missing = [need for need in preset.needs if getattr(ctx, need) is None]
+        if missing:
+            skipped[name] = f"needs {NEEDS[missing[0]]}"
+            continue
+        sub = PresetContext(ctx.struct, ctx.groups, ctx.model, ctx.scores, ctx.sensitivity, preset._check_params({}),
+                            round_to=ctx.round_to, target=ctx.target, by=ctx.by, latency=ctx.latency)
+        try:
+            ratios = _solve(ctx.struct, preset._prepare(sub), ctx.target, ctx.by, preset.top, ctx.round_to,
+                            ctx.latency)
+        except UserError as exc:
+            skipped[name] = str(exc)
+            continue
+        starts[name] = {r: v for r, v in ratios.items() if v > 0}
+    return starts, skipped
 
 
 # ----------------------------------------------------------------------------------------------

@@ -87,7 +87,7 @@ def validate_ratios(ratios: dict[str, float], groups: Sequence[_Group], frozen: 
     (PruneError with the reason for a conv of ``frozen``, {conv: why it cannot be pruned}), or a ratio that breaks
     the rule (:func:`check_ratio`)."""
     by_root = {g.root: g for g in groups}
-    member_of = {m: g.root for g in groups for m in g.members}
+    member_of = {m: g.root for g in groups for m in (*g.members, *dict(getattr(g, "spread", ())))}
     for layer, ratio in ratios.items():
         if layer in (frozen or {}):
             raise PruneError(f"{layer!r} cannot be pruned: {frozen[layer]}; leave it out of the plan")

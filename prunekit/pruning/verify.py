@@ -2,10 +2,12 @@
 original computes with the removed channels switched off, or the pruning is refused (:class:`PruneError`).
 
 The **reference** is the original model in eval mode with a forward pre-hook on every conv, linear layer or
-shortcut that reads removed channels, zeroing those input positions (:func:`reference_output`). BatchNorm,
-activations and pooling act channel by channel, so a channel zeroed where it is read is a channel removed: this
-holds across residual adds, concatenations (DenseNet) and a BN placed before the conv that reads it. Both models
-run on :func:`probe_input`, a seeded random (2, C, H, W) batch.
+shortcut that reads removed channels, zeroing those input positions (:func:`reference_output`; a linear layer's
+inputs are its last dim, channels-last). BatchNorm, activations and pooling act channel by channel, so a channel
+zeroed where it is read is a channel removed: this holds across residual adds, concatenations (DenseNet) and a BN
+placed before the conv that reads it. A LayerNorm or GroupNorm computes statistics over the channels, so there a
+forward hook replaces its output by what it computes on the kept channels alone (the removed ones output as zeros,
+which no consumer reads). Both models run on :func:`probe_input`, a seeded random (2, C, H, W) batch.
 
 **The tolerance**: max|pruned - reference| <= :data:`TOLERANCE` x max(1, max|reference|). Both sides add the same
 products, except exact zeros, in float32 but possibly in other orders (other channel counts pick other kernels),
@@ -40,6 +42,8 @@ class _Group(Protocol):
     members: Sequence[str]
     consumers: Sequence[str]
 
+    def member_filters(self, idxs: list[int]) -> dict[str, list[int]]: ...
+
 
 def probe_input(model: nn.Module, input_size: tuple[int, int, int]) -> torch.Tensor:
     """(PROBE_BATCH, *input_size) standard normal values drawn with seed PROBE_SEED, on the model's device."""
@@ -51,8 +55,9 @@ def probe_input(model: nn.Module, input_size: tuple[int, int, int]) -> torch.Ten
 @torch.no_grad()
 def reference_output(model: nn.Module, dropped: dict[str, list[int]], probe: torch.Tensor) -> list[torch.Tensor]:
     """The output tensors of ``model`` (eval mode) on ``probe`` with, at the input of each layer of ``dropped``
-    ({conv / linear / shortcut: input positions (dim 1) to zero}), those positions zeroed."""
-    hooks = [model.get_submodule(name).register_forward_pre_hook(_zeroing(idx)) for name, idx in dropped.items()]
+    ({conv / linear / shortcut / LayerNorm / GroupNorm: input positions (its channels) to leave out}), those
+    positions zeroed (left out of the statistics of a LayerNorm or GroupNorm)."""
+    hooks = _reference_hooks(model, dropped)
     try:
         with _no_tf32(), TRACE_LOCK:
             return _leaves(model(probe))
@@ -82,15 +87,76 @@ def check_pruned(original: nn.Module, pruned: nn.Module, probe: torch.Tensor, ex
                      f"with the removed channels zeroed; {_advice(layer, groups, removed)}")
 
 
-def _zeroing(idx: list[int]):
+def _reference_hooks(model: nn.Module, dropped: dict[str, list[int]]) -> list:
+    """The hooks of :func:`reference_output` on ``model`` (remove them after use)."""
+    hooks = []
+    for name, idx in dropped.items():
+        module = model.get_submodule(name)
+        if isinstance(module, (nn.LayerNorm, nn.GroupNorm)):
+            hooks.append(module.register_forward_hook(_masked_norm(idx)))
+        else:
+            hooks.append(module.register_forward_pre_hook(_zeroing(idx, last=isinstance(module, nn.Linear))))
+    return hooks
+
+
+def _zeroing(idx: list[int], last: bool = False):
+    """A pre-hook zeroing input positions ``idx`` of dim 1 (``last``: of the last dim, a linear layer's)."""
     positions = torch.tensor(idx)
 
     def hook(module: nn.Module, args: tuple):
         x = args[0].clone()
-        x[:, positions.to(x.device)] = 0
+        if last:
+            x[..., positions.to(x.device)] = 0
+        else:
+            x[:, positions.to(x.device)] = 0
         return (x, *args[1:])
 
     return hook
+
+
+def _masked_norm(idx: list[int]):
+    """A forward hook making a LayerNorm (over the channels) or GroupNorm output what it computes on its input
+    without channels ``idx`` (its weights too), zeros at ``idx``: what the pruned norm computes, in place."""
+    gone = set(idx)
+
+    def hook(module: nn.Module, args: tuple, out: torch.Tensor) -> torch.Tensor:
+        x = args[0]
+        dim = _norm_dim(module, x)
+        keep = torch.tensor([i for i in range(x.shape[dim]) if i not in gone], device=x.device)
+        kept = _pruned_norm(module, keep).forward(x.index_select(dim, keep))  # forward: no hooks
+        return torch.zeros_like(out).index_copy_(dim, keep, kept)
+
+    return hook
+
+
+def _pruned_norm(module: nn.Module, keep: torch.Tensor) -> nn.Module:
+    """A shallow copy of a LayerNorm / GroupNorm over the channels ``keep`` only (``module`` untouched)."""
+    clone = copy.copy(module)
+    clone._parameters = {k: None if p is None else p.detach().index_select(0, keep)
+                         for k, p in module._parameters.items()}
+    if isinstance(module, nn.LayerNorm):
+        clone.normalized_shape = (len(keep),)
+    else:
+        clone.num_channels = len(keep)
+    return clone
+
+
+def _norm_dim(module: nn.Module, x: torch.Tensor) -> int:
+    """The dim of ``x`` holding the channels a LayerNorm (over one dim) or GroupNorm normalises: 1 for a GroupNorm;
+    the last for ``nn.LayerNorm`` itself; for a subclass (timm's and torchvision's channels-first LayerNorm2d) the one
+    of dims 1 and -1 of its width, or, when both are, the one along which adding a constant leaves the output alone
+    (a LayerNorm removes the mean over its dim)."""
+    if isinstance(module, nn.GroupNorm):
+        return 1
+    last = x.dim() - 1
+    if type(module).forward is nn.LayerNorm.forward:
+        return last
+    width = module.normalized_shape[0]
+    fits = [d for d in (1, last) if x.shape[d] == width]
+    if len(fits) == 1:
+        return fits[0]
+    shift = torch.randn(*x.shape[:last], 1, generator=torch.Generator().manual_seed(PROBE_SEED)).to(x)
+    return last if torch.allclose(module.forward(x + shift), module.forward(x), atol=1e-4) else 1
 
 
 _TF32_LOCK = threading.Lock()
@@ -141,10 +207,12 @@ def _first_difference(original, pruned, probe, dropped, groups, removed) -> tupl
     reference = copy.deepcopy(original).eval()
     want = _layer_outputs(reference, probe, dropped)
     got = _layer_outputs(pruned, probe, {})
-    gone = {m: removed[g.root] for g in groups if g.root in removed for m in g.members}
+    gone = {m: idx for g in groups if g.root in removed for m, idx in g.member_filters(removed[g.root]).items()}
     for name, ref in want.items():
         if name in gone:
-            ref = ref[:, [i for i in range(ref.shape[1]) if i not in set(gone[name])]]
+            dim = ref.dim() - 1 if isinstance(original.get_submodule(name), nn.Linear) else 1
+            keep = [i for i in range(ref.shape[dim]) if i not in set(gone[name])]
+            ref = ref.index_select(dim, torch.tensor(keep, device=ref.device))
         how = _mismatch([got[name]], [ref]) if name in got else "it did not run"
         if how is not None:
             return name, _kind(original.get_submodule(name)), f"its output has {how}"
@@ -161,7 +229,7 @@ def _layer_outputs(model: nn.Module, probe: torch.Tensor, dropped: dict[str, lis
 
     hooks = [m.register_forward_hook(record(n)) for n, m in model.named_modules() if isinstance(m, (nn.Conv2d,
                                                                                                    nn.Linear))]
-    hooks += [model.get_submodule(n).register_forward_pre_hook(_zeroing(i)) for n, i in dropped.items()]
+    hooks += _reference_hooks(model, dropped)
     try:
         with _no_tf32():
             model(probe)

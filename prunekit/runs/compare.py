@@ -24,7 +24,7 @@ from prunekit.runs.records import MANIFEST, MODEL_FILE, list_runs, read_manifest
 from prunekit.runs.runtimes import get_runtime, runtime_labels, runtime_names
 
 __all__ = ["axes", "COSTS", "STAGES", "axis", "latency_frame", "pareto_front", "compare", "comparison",
-           "latency_suspects", "baselines", "channels_frame", "finetune_frame", "run_files", "report_zip"]
+           "latency_suspects", "baselines", "sweep_progress", "channels_frame", "finetune_frame", "run_files", "report_zip"]
 
 COSTS = {"flops": "FLOPs", "params": "parameters",
          **{f"latency_b{b}": f"latency, batch {b} (ms)" for b in LATENCY_BATCHES}}
@@ -174,6 +174,40 @@ def baselines(runs: pd.DataFrame, x: str = "flops") -> pd.DataFrame:
     base = base.dropna(subset=["x", "accuracy"])
     base = base.groupby(["arch", "x", "accuracy", "n"], as_index=False).size().rename(columns={"size": "runs"})
     return base.assign(n=base["n"].where(base["n"] >= 0))[cols]
+
+
+def sweep_progress(runs: pd.DataFrame) -> pd.DataFrame:
+    """How far each sweep in :func:`prunekit.runs.records.list_runs`'s table got: one row per (sweep, criterion) its
+    spec asks for, columns sweep, criterion, done (its targets with a finished run), total (the targets its spec
+    asks for; NaN for a sweep whose manifests do not record its spec) and partial (done < total: the sweep was
+    stopped, or still runs). A sweep resumed under its id (:func:`prunekit.runs.sweeps.run_sweep`) fills the same
+    rows."""
+    cols = ["sweep", "criterion", "done", "total", "partial"]
+    if runs.empty or "sweep" not in runs or runs["sweep"].isna().all():
+        return pd.DataFrame(columns=cols)
+    rows = []
+    for sweep_id, group in runs[runs["sweep"].notna()].groupby("sweep", sort=False):
+        spec = _sweep_spec(group["path"])
+        finished = group[group["status"] == "done"]
+        done = finished.groupby("criterion")["target"].nunique().to_dict()
+        for criterion in spec.get("criteria") or sorted(group["criterion"].dropna().unique()):
+            total = len(spec["targets"]) if spec.get("targets") else np.nan
+            rows.append({"sweep": sweep_id, "criterion": criterion, "done": int(done.get(criterion, 0)),
+                         "total": total, "partial": bool(done.get(criterion, 0) < total)})
+    return pd.DataFrame(rows, columns=cols)
+
+
+def _sweep_spec(paths: pd.Series) -> dict:
+    """The spec ({criteria, targets, ...}) a sweep's runs record, from the first readable manifest; {} when none
+    records it (a sweep made before manifests held it)."""
+    for path in paths:
+        try:
+            spec = (read_manifest(path).get("sweep") or {}).get("spec")
+        except ValueError:
+            continue
+        if isinstance(spec, dict):
+            return spec
+    return {}
 
 
 def channels_frame(manifest: dict) -> pd.DataFrame:

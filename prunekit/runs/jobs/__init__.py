@@ -14,6 +14,7 @@ registers the built-in kinds.
 from prunekit.runs.jobs import kinds  # noqa: F401  (registers the built-in kinds)
 from prunekit.runs.jobs.queue import (
     KINDS,
+    RESUMABLE,
     STATUSES,
     Job,
     JobKind,
@@ -24,9 +25,10 @@ from prunekit.runs.jobs.queue import (
     jobs_root,
     list_jobs,
     resume,
+    stopped_twin,
     submit,
 )
 from prunekit.runs.jobs.worker import Cancelled, work
 
-__all__ = ["Job", "JobKind", "KINDS", "STATUSES", "Cancelled", "job_kind", "jobs_root", "submit", "get", "list_jobs",
-           "cancel", "resume", "ensure_workers", "work"]
+__all__ = ["Job", "JobKind", "KINDS", "STATUSES", "RESUMABLE", "Cancelled", "job_kind", "jobs_root", "submit", "get",
+           "list_jobs", "cancel", "resume", "stopped_twin", "ensure_workers", "work"]

@@ -4,7 +4,8 @@
 finetune: a run's pruned model fine-tuned (:func:`prunekit.runs.finetune.finetune_run`); train: a registered
 architecture trained from scratch; score: every filter of the handed model scored by a criterion (it fills the
 score cache); sensitivity: the handed model's sensitivity curves; sweep: criteria x targets, one run per point
-(:func:`prunekit.runs.sweeps.run_sweep`).
+(:func:`prunekit.runs.sweeps.run_sweep`); search: the handed model's allocation searched under a budget (the search
+preset, :mod:`prunekit.pruning.search`), its plan and candidates written into the job.
 """
 from __future__ import annotations
 
@@ -12,25 +13,41 @@ from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import torch.nn as nn
 
 from prunekit.criteria import criterion_class, get_criterion
 from prunekit.criteria.probe import ProbeSpec
 from prunekit.criteria.scores import read_scores, score_model
 from prunekit.data import DataNotFoundError, DataRequest, held_out_set, load_arrays, resolve_splits
-from prunekit.defaults import FINETUNE_RECIPE, HELD_OUT, PROBE, ROUND_TO, SENSITIVITY
+from prunekit.defaults import (
+    FALLBACK_CRITERION,
+    FINETUNE_RECIPE,
+    HELD_OUT,
+    LATENCY_MODEL,
+    PROBE,
+    ROUND_TO,
+    SENSITIVITY,
+    TARGET_BY,
+)
 from prunekit.errors import UserError
 from prunekit.models.checkpoints import load_checkpoint
 from prunekit.models.fits import check_model_data
+from prunekit.models.zoo import model_info
+from prunekit.pruning.presets import BUDGETS, LATENCY, get_preset
 from prunekit.pruning.ratios import check_ratio, check_round_to
-from prunekit.pruning.sensitivity import sensitivity
+from prunekit.pruning.search import candidates_frame
+from prunekit.pruning.sensitivity import read_sensitivity, sensitivity
+from prunekit.pruning.structure import structure
 from prunekit.runs.finetune import FINETUNE_DIR, finetune_config, finetune_run
-from prunekit.runs.jobs.queue import KINDS, MODEL_FILE, Job, JobKind
-from prunekit.runs.jobs.worker import Context
+from prunekit.runs.jobs.queue import CANCEL_FILE, KINDS, MODEL_FILE, Job, JobKind
+from prunekit.runs.jobs.worker import Cancelled, Context
+from prunekit.runs.latency_model import latency_model
+from prunekit.runs.runtimes import get_runtime
 from prunekit.runs.sweeps import SweepSpec, run_sweep
 from prunekit.training.train import TrainConfig, train_new
 
-__all__ = ["Finetune", "Train", "Score", "Sensitivity", "Sweep"]
+__all__ = ["Finetune", "Train", "Score", "Sensitivity", "Sweep", "Search"]
 
 # The training recipe's fields a training job may set (TrainConfig checks every value).
 RECIPE_FIELDS = ("lr", "batch_size", "weight_decay", "seed", "doconv", "label_smoothing", "schedule", "distill_alpha",
@@ -211,7 +228,9 @@ def _spec_defaults() -> dict[str, Any]:
 @KINDS.register
 class Sweep(JobKind):
     """data, arch, num_classes, input_size and the fields of :class:`prunekit.runs.sweeps.SweepSpec` (its
-    defaults for the rest); optional n (held-out images; 0: none), probe_n, recalibrate."""
+    defaults for the rest); optional n (held-out images; 0: none), probe_n, recalibrate, weights_hash (the handed
+    model's, only read by :func:`prunekit.runs.jobs.queue.stopped_twin`: the same sweep of the same weights resumes
+    rather than starts over). The job's id is the sweep's id: resumed, it keeps the points it finished."""
 
     name, requires, needs_model = "sweep", ("data", "arch", "num_classes", "input_size", *_SPEC_REQUIRED), True
 
@@ -241,5 +260,80 @@ class Sweep(JobKind):
         runs = run_sweep(_handed_model(job, ctx), a["arch"], self.spec(a), num_classes=int(a["num_classes"]),
                          input_size=tuple(a["input_size"]), held_out=held_out, train=train,
                          probe=ProbeSpec(a["data"], int(a.get("probe_n") or PROBE.n), data_root=a.get("data_root")),
-                         progress=ctx.steps, sweep_id=job.id)  # resumed: the points done stay, the rest are made
+                         progress=ctx.points, sweep_id=job.id)  # resumed: the points done stay, the rest are made
         return {"runs": [str(r.path) for r in runs], "sweep": runs[0].manifest["sweep"]["id"] if runs else None}
+
+
+@KINDS.register
+class Search(JobKind):
+    """data, target, scores (a CSV of the handed model's filters); optional criterion (default: the CSV's), by
+    (flops, params or latency), runtime and batch (a latency budget's), round_to, exclude, sensitivity (a CSV: one
+    more start), and the search preset's parameters (seed, candidates, seconds, method). Writes plan.json and
+    candidates.csv into the job; cancelled, it writes the best plan found so far before it ends."""
+
+    name, requires, needs_model = "search", ("data", "target", "scores"), True
+
+    def check(self, args: dict[str, Any], model: nn.Module | None) -> None:
+        target, by = args["target"], args.get("by", TARGET_BY)
+        if isinstance(target, bool) or not isinstance(target, (int, float)) or not 0 < target < 1:
+            raise UserError(f"target must be a fraction of {by} to remove, in (0, 1), got {target!r}")
+        if by not in BUDGETS:
+            raise UserError(f"by must be one of {BUDGETS}, got {by!r}")
+        get_runtime(args.get("runtime", LATENCY_MODEL.runtime))
+        _check_whole(args, "batch", "the batch size latency counts at", 1)
+        if args.get("round_to") is not None:
+            check_round_to(args["round_to"])
+        for p in get_preset(self.name).params:
+            if p.name in args:
+                p.validate(args[p.name])
+        if model is not None:
+            read_scores(args["scores"], model)
+
+    def describe(self, args: dict[str, Any]) -> str:
+        return f"Search the allocation removing {args['target']:.0%} of the {args.get('by', TARGET_BY)}"
+
+    def run(self, job: Job, ctx: Context) -> dict[str, Any]:
+        a = job.args
+        model, header = load_checkpoint(job.path / MODEL_FILE)
+        model, arch = model.to(ctx.device).eval(), header["arch"]
+        struct = structure(model, model_info(arch).input_size)
+        inputs = {"scores": read_scores(a["scores"], model), "train": load_arrays(a["data"], "train",
+                                                                                 a.get("data_root"))}
+        if a.get("sensitivity"):
+            inputs["sensitivity"] = read_sensitivity(a["sensitivity"])
+        if a.get("by") == LATENCY:
+            inputs["latency"] = latency_model(model, model_info(arch).input_size, struct=struct,
+                                              runtime=a.get("runtime", LATENCY_MODEL.runtime),
+                                              batch=int(a.get("batch", LATENCY_MODEL.batch)),
+                                              round_to=a.get("round_to", ROUND_TO), progress=ctx.steps)
+        preset = get_preset(self.name)
+        plan = preset.make(struct, arch, target=a["target"], by=a.get("by", TARGET_BY), exclude=a.get("exclude", ()),
+                           criterion=a.get("criterion") or _criterion_of(a["scores"]), model=model,
+                           round_to=a.get("round_to", ROUND_TO), cancel=(job.path / CANCEL_FILE).exists,
+                           progress=_reporting(ctx), **inputs,
+                           **{p.name: a[p.name] for p in preset.params if p.name in a})
+        plan.save(job.path / "plan.json")
+        found = plan.preset["search"]
+        candidates_frame(found).to_csv(job.path / "candidates.csv", index=False)
+        result = {"plan": str(job.path / "plan.json"), "candidates": str(job.path / "candidates.csv"),
+                  "accuracy": found["accuracy"], "judged": found["judged"], "stopped": found["stopped"]}
+        if found["stopped"] == "cancelled":
+            job.save(result=result)
+            raise Cancelled("cancelled by the user: plan.json holds the best plan found before")
+        return result
+
+
+def _reporting(ctx: Context):
+    """ctx.steps, quiet once the job is cancelled (the search sees the flag itself and stops with its best)."""
+    def progress(done: int, total: int) -> None:
+        try:
+            ctx.steps(done, total)
+        except Cancelled:
+            pass
+    return progress
+
+
+def _criterion_of(scores: str) -> str:
+    """The criterion a scores CSV names (its criterion column), else the fallback."""
+    column = pd.read_csv(scores, usecols=lambda c: c == "criterion", nrows=1)
+    return str(column["criterion"].iloc[0]) if "criterion" in column and len(column) else FALLBACK_CRITERION

@@ -38,9 +38,10 @@ from prunekit.runs.records import _kind, _this_process, process_gone, runs_root,
 from prunekit.training.train import read_metrics, start_point
 
 __all__ = ["Job", "JobKind", "KINDS", "STATUSES", "job_kind", "jobs_root", "submit", "get", "list_jobs", "cancel",
-           "resume", "ensure_workers", "worker_lock"]
+           "resume", "stopped_twin", "RESUMABLE", "ensure_workers", "worker_lock"]
 
 STATUSES = ("queued", "running", "done", "failed", "cancelled", "interrupted")
+RESUMABLE = ("interrupted", "cancelled", "failed")  # the statuses resume() queues again
 JOB_FILE, PROGRESS_FILE, CANCEL_FILE, ERROR_FILE, MODEL_FILE = (
     "job.json", "progress.json", "cancel", "error.txt", "model.safetensors")
 
@@ -102,6 +103,11 @@ class Job:
     @property
     def kind(self) -> str:
         return self.spec["kind"]
+
+    @property
+    def owner(self) -> str:
+        """Who queued it: "presenter", "visitor <id>" (the dashboard), or "command line" (no owner recorded)."""
+        return self.spec.get("owner") or "command line"
 
     @property
     def args(self) -> dict[str, Any]:
@@ -204,7 +210,7 @@ def _spec_problem(spec: Any) -> str | None:
         if not ok(spec[key]):
             return f"{key!r} must be {want}, got {spec[key]!r}"
     for key, types in (("process", (dict,)), ("result", (dict,)), ("error", (str,)), ("metrics_file", (str,)),
-                       ("order", (int, float)), ("attempts", (int,))):
+                       ("order", (int, float)), ("attempts", (int,)), ("owner", (str,))):
         if not isinstance(spec.get(key), (*types, type(None))) or isinstance(spec.get(key), bool):
             return f"{key!r} must be {_kind(types[0]())} or null, got {spec[key]!r}"
     return None
@@ -228,6 +234,7 @@ def submit(
     num_classes: int | None = None,
     root: str | os.PathLike | None = None,
     start_worker: bool | None = None,
+    owner: str | None = None,
 ) -> Job:
     """Queue a job of ``kind`` (a name in :data:`KINDS`) with JSON-able ``args``; returns it (``queued``).
 
@@ -241,6 +248,7 @@ def submit(
     :class:`prunekit.runs.sweeps.SweepSpec`; optional n (held-out images), probe_n, recalibrate. score,
     sensitivity and sweep need ``model`` (saved into the job, with ``arch`` and ``num_classes``).
     device: default the best available. start_worker: default True unless ``$PRUNEKIT_JOBS_NO_WORKER`` is set.
+    owner: who queued it (the dashboard's "presenter" or "visitor <id>"; None: the command line or Python).
     UserError, before anything is written, for an unknown kind, a missing argument or one its kind refuses
     (:meth:`JobKind.check`), or the same job already queued or running.
     """
@@ -248,7 +256,7 @@ def submit(
     _check(entry, args, model, arch, num_classes)
     _refuse_twin(kind, args, root)
     job = _create(kind, args, str(torch.device(device) if device else best_device()), jobs_root(root), model, arch,
-                  num_classes)
+                  num_classes, owner)
     if start_worker if start_worker is not None else not os.environ.get("PRUNEKIT_JOBS_NO_WORKER"):
         ensure_workers(root)
     return job
@@ -268,7 +276,7 @@ def _check(entry: JobKind, args: dict[str, Any], model: nn.Module | None, arch: 
 
 
 def _create(kind: str, args: dict[str, Any], device: str, base: Path, model: nn.Module | None, arch: str | None,
-            num_classes: int | None) -> Job:
+            num_classes: int | None, owner: str | None) -> Job:
     """A new ``queued`` job directory under ``base`` (with the model, when one was handed over)."""
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
     job_id = f"{stamp}-{kind}-{uuid.uuid4().hex[:6]}"
@@ -279,7 +287,7 @@ def _create(kind: str, args: dict[str, Any], device: str, base: Path, model: nn.
     now = utc_now()
     return Job(path, {"id": job_id, "kind": kind, "args": args, "device": device, "status": "queued", "created": now,
                       "queued": now, "order": time.time_ns(), "started": None, "finished": None, "attempts": 0,
-                      "error": None, "result": None, "process": None}).save()
+                      "error": None, "result": None, "process": None, "owner": owner}).save()
 
 
 def get(job_id: str, root: str | os.PathLike | None = None) -> Job:
@@ -291,6 +299,15 @@ def get(job_id: str, root: str | os.PathLike | None = None) -> Job:
     if spec is None:
         raise UserError(f"no job {job_id!r} in {jobs_root(root)}")
     return Job(path, spec)
+
+
+def stopped_twin(kind: str, args: dict[str, Any], root: str | os.PathLike | None = None) -> Job | None:
+    """The last submitted interrupted, cancelled or failed job of ``kind`` with the same ``args``, or None: what
+    :func:`resume` continues where a new submission would start the same work over (a sweep's finished points,
+    a fine-tuning's finished epochs)."""
+    same = json.loads(json.dumps(args))
+    return next((job for job in list_jobs(root) if job.kind == kind and job.status in RESUMABLE
+                 and job.spec.get("args") == same), None)
 
 
 def _refuse_twin(kind: str, args: dict[str, Any], root) -> None:
@@ -327,9 +344,10 @@ def cancel(job_id: str, root: str | os.PathLike | None = None) -> Job:
 
 
 def resume(job_id: str, root: str | os.PathLike | None = None, *, start_worker: bool | None = None) -> Job:
-    """Queue an interrupted, cancelled or failed job again (training continues after its last finished epoch)."""
+    """Queue an interrupted, cancelled or failed job again, under its id: training continues after its last finished
+    epoch, a sweep (whose sweep id is its job id) keeps the points it finished and makes only the others."""
     job = get(job_id, root)
-    if job.status not in ("interrupted", "cancelled", "failed"):
+    if job.status not in RESUMABLE:
         raise UserError(f"job {job_id} is {job.status}: only an interrupted, cancelled or failed job resumes")
     (job.path / CANCEL_FILE).unlink(missing_ok=True)
     job.save(status="queued", queued=utc_now(), order=time.time_ns(), finished=None, error=None, process=None)

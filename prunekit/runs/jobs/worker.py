@@ -76,6 +76,11 @@ class Context:
     def steps(self, done: int, total: int) -> None:
         self.report(done / max(total, 1), force=done >= total, stage=self.job.kind, done=done, total=total)
 
+    def points(self, done: int, total: int) -> None:
+        """:meth:`steps` for coarse work (a sweep's points): every one written, none skipped for being too soon
+        after the last (a resumed sweep counts off its finished points in a burst)."""
+        self.report(done / max(total, 1), force=True, stage=self.job.kind, done=done, total=total)
+
     def batch(self, info: dict[str, Any]) -> None:
         step = (info["epoch"] - 1) * info["batches"] + info["batch"]
         self.report(step / (info["epochs"] * info["batches"]), stage="training", **info)
