@@ -39,6 +39,7 @@ def test_the_audience_explores_the_plan_but_cannot_prune_or_compute_sensitivity(
     assert not at.exception
     refused = _refusals(at)
     assert any("prune for real" in r for r in refused) and any("sensitivity curves" in r for r in refused)
+    assert any("run the search" in r for r in refused)
     assert "prune_go" not in [b.key for b in at.button] and "sens_go" not in [b.key for b in at.button]
     assert {"Parameters", "Predicted accuracy"} <= {m.label for m in at.metric}  # the estimate is open to all
     at = _as_presenter("pages/plan.py", **{CRITERION: "l1", PLAN_KEY: PLAN})

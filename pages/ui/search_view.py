@@ -13,6 +13,7 @@ import streamlit as st
 from plotly.subplots import make_subplots
 
 from pages.ui.cached import split
+from pages.ui.classroom import may
 from pages.ui.figures import legible
 from pages.ui.scoring import scores_with_progress
 from prunekit.criteria.scores import to_tensors
@@ -128,6 +129,8 @@ def search_ui(struct, sel, ratios: dict, criterion: str, round_to: int,
                f"each candidate is scaled onto the budget, pruned with **{criterion}**, its BatchNorm recalibrated "
                f"on {RECALIBRATION.n} training images and judged on {SEARCH.n} other training images (the test "
                "images never choose the plan). About a second per candidate for ResNet-20 on a 2-core CPU.")
+    if not may("run the search (a minute of the machine per search)"):
+        return
     settings = _settings()
     key = (sel.key, criterion, round_to)
     if settings is not None:
