@@ -9,15 +9,14 @@ from pathlib import Path
 import torch
 import torch_pruning
 
+from prunekit.pruning.latency import machine
+
 RESULTS = Path(__file__).parent / "results"
 
 
 def cpu_name() -> str:
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-        return next(ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or platform.machine()
+    """The CPU's model name: the one the latency model's cache is keyed by."""
+    return machine()
 
 
 def environment() -> dict:
