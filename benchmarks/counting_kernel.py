@@ -38,7 +38,6 @@ nothing: an option goes into the product only by hand, when it also installs wit
 """
 from __future__ import annotations
 
-import argparse
 import atexit
 import contextlib
 import importlib.util
@@ -50,13 +49,12 @@ import time
 
 import numpy as np
 import torch
-from common import RESULTS, cpu_name, load_average, write_result
-from entropy_speed import TARGET, _forward, _probes, _read, _sfm_pass
+from common import cpu_name, load_average
+from entropy_speed import TARGET, _forward, _probes, _read, _sfm_pass, probe_cli
 
 from prunekit.criteria import get_criterion
 from prunekit.criteria.histograms import (LANES, MAX_COUNTERS, MAX_LANE_COUNTERS, SUB, PooledCounts, _offsets,
                                           count_indices)
-from prunekit.defaults import PROBE
 from prunekit.models.layers import conv_layers
 from prunekit.models.metrics import best_device
 from prunekit.models.zoo import build_model
@@ -483,15 +481,7 @@ def run(n: int, repeat: int) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=PROBE.n)
-    parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
-    parser.add_argument("--out", default=str(RESULTS / "counting_kernel.json"))
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    write_result(run(args.n, args.repeat), args.out)
+    probe_cli(run, "counting_kernel", 5, __doc__)
 
 
 if __name__ == "__main__":

@@ -201,16 +201,22 @@ def run(n: int, repeat: int) -> dict:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def probe_cli(run, name: str, repeat: int, doc: str) -> None:
+    """The command line of a probe benchmark: --n probe images, --repeat, --threads, --out (default
+    benchmarks/results/``name``.json); writes ``run(n, repeat)``'s result there."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--n", type=int, default=PROBE.n)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=repeat)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
-    parser.add_argument("--out", default=str(RESULTS / "entropy_speed.json"))
+    parser.add_argument("--out", default=str(RESULTS / f"{name}.json"))
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     write_result(run(args.n, args.repeat), args.out)
+
+
+def main() -> None:
+    probe_cli(run, "entropy_speed", 3, __doc__)
 
 
 if __name__ == "__main__":

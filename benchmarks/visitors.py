@@ -15,78 +15,22 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from benchmarks.app_server import peak_rss_mb, served  # noqa: E402
 from benchmarks.common import RESULTS, cpu_name, load_average, write_result  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 DEADLINE_S = 150.0  # per prediction: well above the slowest seen before (62 s); keeps a run on a loaded box short
 SETTINGS = {"on": "true", "off": "false"}  # runner.postScriptGC
 DATA = os.environ.get("PRUNEKIT_DATA", "/work/shared/data")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _start(gc: str, work: Path) -> tuple[subprocess.Popen, str]:
-    """``streamlit run app.py`` with postScriptGC ``gc``; returns the process and its URL once it answers."""
-    port = _free_port()
-    env = {**os.environ, "PRUNEKIT_DATA": DATA, "PRUNEKIT_RUNS": str(work / "runs"),
-           "PRUNEKIT_JOBS": str(work / "jobs")}
-    env.pop("PRUNEKIT_APP_RAISE", None)
-    proc = subprocess.Popen([str(REPO / ".venv/bin/streamlit"), "run", "app.py", "--server.headless", "true",
-                             "--server.port", str(port), "--runner.postScriptGC", gc],
-                            cwd=REPO, env=env, stdout=open(work / f"streamlit-{gc}.log", "w"),
-                            stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    end = time.monotonic() + 300
-    while time.monotonic() < end:
-        if proc.poll() is not None:
-            raise RuntimeError(f"streamlit exited with {proc.returncode}; see {work}/streamlit-{gc}.log")
-        try:
-            if urllib.request.urlopen(url + "/_stcore/health", timeout=5).read() == b"ok":
-                return proc, url
-        except OSError:
-            time.sleep(0.2)  # polling the health check, not waiting for a result
-    raise RuntimeError("streamlit did not answer its health check in 300 s")
-
-
-def _tree(pid: int) -> list[int]:
-    """``pid`` and its descendants, from /proc."""
-    pids, i = [pid], 0
-    while i < len(pids):
-        for task in Path(f"/proc/{pids[i]}/task").glob("*"):
-            try:
-                pids += [int(c) for c in (task / "children").read_text().split()]
-            except OSError:
-                pass
-        i += 1
-    return pids
-
-
-def peak_rss_mb(pid: int) -> float:
-    """The peak resident memory (VmHWM) of ``pid`` plus that of its living children, in MB."""
-    total = 0
-    for p in _tree(pid):
-        try:
-            line = next(ln for ln in Path(f"/proc/{p}/status").read_text().splitlines() if ln.startswith("VmHWM"))
-            total += int(line.split()[1])
-        except (OSError, StopIteration):
-            pass
-    return round(total / 1024, 1)
 
 
 async def _idle(page) -> None:
@@ -142,25 +86,17 @@ async def _server(gc: str, work: Path, changes: int) -> dict:
     visitor, then two at once; {visitor count: {"seconds", "lost", "peak_rss_mb"}}."""
     from playwright.async_api import async_playwright  # optional dependency: only this benchmark drives a browser
 
-    proc, url = _start(gc, work)
     out = {}
-    try:
+    with served(work, work / f"streamlit-{gc}.log", {"PRUNEKIT_DATA": DATA}, ["--runner.postScriptGC", gc]) as app:
         async with async_playwright() as p:
             browser = await p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
-            await _visitors(browser, url, [0], 1)  # warm-up, not counted
+            await _visitors(browser, app.url, [0], 1)  # warm-up, not counted
             for n, sliders in ((1, [1]), (2, [2, 3])):
-                seconds, lost = await _visitors(browser, url, sliders, changes)
-                out[n] = {"seconds": seconds, "lost": lost, "peak_rss_mb": peak_rss_mb(proc.pid)}
+                seconds, lost = await _visitors(browser, app.url, sliders, changes)
+                out[n] = {"seconds": seconds, "lost": lost, "peak_rss_mb": peak_rss_mb(app.proc.pid)}
                 print(f"  postScriptGC={gc}, {n} visitor(s): {[round(s, 1) for s in seconds]} s, lost {lost}, "
                       f"peak RSS {out[n]['peak_rss_mb']:.0f} MB")
             await browser.close()
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
     return out
 
 

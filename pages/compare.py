@@ -10,11 +10,12 @@ import streamlit as st
 from pages.ui.figures import CRITERION_COLORS, criterion_color, legible
 from pages.ui.last_run import finetune_ui
 from pages.ui.router import through_router
+from pages.ui.runs_table import runs_table
 from pages.ui.run_charts import channels_chart, finetune_chart
 from pages.ui.state import CRITERION, PLAN
 from pages.ui.sweep_form import REFRESH_S, sweep_form
 from pages.ui.sweep_status import live_note, running_here, stopped_sweeps, sweep_jobs, sweep_marks
-from prunekit.defaults import LATENCY_BATCHES
+from pages.ui.wording import local_time, message
 from prunekit.runs import jobs
 from prunekit.runs.compare import (
     COSTS,
@@ -275,9 +276,9 @@ def run_detail(row: pd.Series) -> None:
     preset = (plan.get("preset") or {}).get("name") or "hand-made"
     criterion = (m.get("criterion") or {}).get("name") or "?"
     st.markdown(f"**{m['id']}** · status **{m['status']}** · {(m.get('model') or {}).get('arch', '?')} · "
-                f"preset **{preset}** · criterion **{criterion}** · created {m.get('created', '?')}")
+                f"preset **{preset}** · criterion **{criterion}** · created {local_time(m.get('created')) or '?'}")
     if m.get("error"):
-        st.error(f"This run {m['status']}: {m['error']}")
+        st.error(f"This run {m['status']}: {message(m['error'])}")
     searched_note(plan.get("preset") or {}, m.get("latency_budget"))
     run_metrics(m)
     latency_table(m)
@@ -313,38 +314,6 @@ def run_detail(row: pd.Series) -> None:
         st.session_state[PLAN] = dict(plan["ratios"])
         st.session_state[CRITERION] = criterion
         st.switch_page("pages/plan.py")
-
-
-def runs_table(runs: pd.DataFrame, points: pd.DataFrame, runtime: str) -> None:
-    """Every run, newest first, with human-readable costs, its batch-1 and batch-64 latencies in ``runtime`` and its
-    error when it failed."""
-    front = dict(zip(points["run"], points["pareto"]))
-    latency = {f"latency b{b} (ms, {runtime_labels()[runtime]})": axis(f"latency_b{b}", runtime)
-               for b in LATENCY_BATCHES}
-
-    def col(name):
-        return runs[name] if name in runs else pd.Series(None, index=runs.index, dtype=object)
-
-    def costs(name):
-        return [None if pd.isna(b) or pd.isna(a) else f"{human(b)} → {human(a)}"
-                for b, a in zip(col(f"{name}_before"), col(name))]
-
-    table = pd.DataFrame({
-        "run": runs["run"], "criterion": col("criterion"), "acc. before (%)": col("accuracy_before"),
-        "acc. pruned (%)": col("accuracy_pruned"), "acc. recalibrated (%)": col("accuracy_recalibrated"),
-        "acc. fine-tuned (%)": col("accuracy_finetuned"), "test images": col("test_images"),
-        "FLOPs": costs("flops"), "params": costs("params"), **{k: col(v) for k, v in latency.items()},
-        "Pareto": [front.get(r, False) for r in runs["run"]], "status": runs["status"], "model": col("arch"),
-        "preset": col("preset"), "created": col("created"), "error": col("error")})
-    accuracies = ("acc. before (%)", "acc. pruned (%)", "acc. recalibrated (%)", "acc. fine-tuned (%)")
-    st.dataframe(table, hide_index=True, width="stretch", column_config={
-        **{c: st.column_config.NumberColumn(format="%.2f") for c in (*latency, *accuracies)},
-        "test images": st.column_config.NumberColumn(format="%d", help="test images the accuracies before, after "
-                                                     "pruning and recalibrated are measured on (the fine-tuned one: "
-                                                     "the run's fine-tuning settings)")})
-    st.caption("One row per run, newest first, accuracies first; costs read before → after pruning. Pareto marks "
-               "the runs on the front of the chart above; failed, interrupted and unreadable runs say why in the "
-               "last column.")
 
 
 def one_run(runs: pd.DataFrame) -> None:

@@ -12,6 +12,7 @@ from pages.ui.classroom import classroom, is_presenter
 from pages.ui.figures import training_curves
 from pages.ui.router import through_router
 from pages.ui.sidebar import device_label
+from pages.ui.wording import HEADLINE_CHARS, WRAPPED_ROW_PX, headline, local_time, message, wrapped_height
 from prunekit.runs import jobs
 from prunekit.runs.records import list_runs
 from prunekit.text import duration
@@ -60,12 +61,13 @@ def active_job(job: jobs.Job) -> None:
 
 
 def _result(job: jobs.Job) -> str:
-    """A finished job's outcome in a few words: its accuracy, a sweep's points, else its error."""
+    """A finished job's outcome in a few words: its accuracy, a sweep's points, else its error's headline (the whole
+    message is in its details)."""
     if job.result and job.result.get("accuracy") is not None:
         return f"test accuracy {job.result['accuracy']:.2f}%"
     if job.kind == "sweep" and job.result:
         return f"{len(job.result.get('runs') or [])} points (runs)"
-    return job.error or ""
+    return headline(job.error, HEADLINE_CHARS)
 
 
 def sweep_points(job: jobs.Job) -> tuple[int, int]:
@@ -88,15 +90,6 @@ def resume_note(job: jobs.Job) -> str:
     return "Resume runs it again from the start."
 
 
-def local_time(stamp: str | None) -> str:
-    """A job's UTC ISO 8601 time in this machine's time zone, minutes only: '2026-12-07 19:03 CET' ('' for
-    none; an unreadable stamp as it is)."""
-    try:
-        return dt.datetime.fromisoformat(stamp).astimezone().strftime("%Y-%m-%d %H:%M %Z") if stamp else ""
-    except (TypeError, ValueError):
-        return str(stamp)
-
-
 def took(job: jobs.Job) -> str:
     """From the job's start to its end ('' when either is missing), e.g. '3 min 05 s'."""
     try:
@@ -107,23 +100,28 @@ def took(job: jobs.Job) -> str:
 
 
 def finished_table(done: list[jobs.Job]) -> None:
+    """The finished jobs, newest first: five columns that fill the main column at 1280 px (818 px) with their text
+    wrapped on up to four lines; the job's folder, who queued it and its device are in its details (and in the
+    table's show/hide columns menu)."""
     table = pd.DataFrame([{
-        "job": j.id, "status": j.status, "what": j.description.replace("`", ""), "device": j.device,
-        "finished": local_time(j.spec.get("finished")), "took": took(j), "result": _result(j), "by": j.owner,
-    } for j in done])
-    # px widths that fill the main column at 1280 px; the job's folder name and device last (scroll right)
-    st.dataframe(table, hide_index=True, width="stretch", column_order=[
-        "finished", "status", "what", "took", "result", "by", "job", "device"], column_config={
-        "finished": st.column_config.TextColumn(width=160, help="when it ended, in this machine's time zone"),
-        "status": st.column_config.TextColumn(width=80),
-        "what": st.column_config.TextColumn(width=230, help="the whole description: Details of, below"),
-        "took": st.column_config.TextColumn(width=90, help="from its start to its end"),
-        "result": st.column_config.TextColumn(width=250, help="its accuracy or points, else why it stopped (the "
-                                                              "whole message: Details of, below)"),
-        "job": st.column_config.TextColumn(width=210, help="the job's folder under the jobs root"),
-        "by": st.column_config.TextColumn(width=110, help="who queued it: the presenter, a visitor (classroom "
-                                                          "mode) or the command line"),
-        "device": st.column_config.TextColumn(width=70)})
+        "finished": local_time(j.spec.get("finished")), "status": j.status, "what": j.description.replace("`", ""),
+        "took": took(j), "result": _result(j), "job": j.id, "by": j.owner, "device": j.device} for j in done])
+    st.dataframe(table, hide_index=True, width="stretch", row_height=WRAPPED_ROW_PX, height=wrapped_height(len(table)),
+                 column_order=["finished", "status", "what", "took", "result"], column_config={
+        "finished": st.column_config.TextColumn(width=150, help="when it ended, in this machine's time zone"),
+        "status": st.column_config.TextColumn(width=90),
+        "what": st.column_config.TextColumn(width=250, help="what the job does (the same in its details, below)"),
+        "took": st.column_config.TextColumn(width=85, help="from its start to its end"),
+        "result": st.column_config.TextColumn(width=240, help="its accuracy or points, else why it stopped (the "
+                                                              "whole message: in its details, below)"),
+        "job": st.column_config.TextColumn(help="the job's folder under the jobs root"),
+        "by": st.column_config.TextColumn(help="who queued it: the presenter, a visitor (classroom mode) or the "
+                                               "command line")})
+
+
+def finished_details(done: list[jobs.Job]) -> None:
+    """The picked finished job (the newest by default, and again whenever another one finishes): what it was, its
+    whole message, Resume, its curves and where its result is."""
     ids = [j.id for j in done]  # the last submitted first: the default pick
     seen = st.session_state.get("job_detail_newest")
     if seen is not None and seen != ids[0]:  # a job finished since the last run: open its details, not the old pick
@@ -132,8 +130,12 @@ def finished_table(done: list[jobs.Job]) -> None:
     what = {j.id: j.description.replace("`", "") for j in done}
     choice = st.selectbox("Details of", ids, key="job_detail", format_func=lambda i: f"{i} · {what[i]}")
     job = next(j for j in done if j.id == choice)
+    st.markdown(f"{STATUS_ICON.get(job.status, '')} **{job.status.capitalize()}** · {what[job.id]}  \n"
+                f"<small>job `{job.id}` on {job.device}, queued by {job.owner}; finished "
+                f"{local_time(job.spec.get('finished'))}" + (f" after {took(job)}" if took(job) else "")
+                + "</small>", unsafe_allow_html=True)
     if job.status == "failed":
-        st.error(f"This job failed: {job.error}", icon=":material/error:")
+        st.error(f"This job failed: {message(job.error)}", icon=":material/error:")
         if job.traceback:
             with st.expander("Technical details (the traceback, for a bug report)"):
                 st.code(job.traceback, language="text")
@@ -208,5 +210,6 @@ finished = [j for j in listed if not j.active]
 st.subheader(f"Finished ({len(finished)})")
 if finished:
     finished_table(finished)
+    finished_details(finished)
 else:
     st.caption("Finished, failed, cancelled and interrupted jobs will be listed here.")

@@ -7,33 +7,32 @@ import streamlit as st
 
 from pages.ui.cached import held_out, split, structure_of
 from pages.ui.classroom import may
-from pages.ui.figures import filters_figure, mark_ratios, sensitivity_figure
+from pages.ui.figures import filters_figure
 from pages.ui.frozen import frozen_ui
 from pages.ui.last_run import LAST_RUN, last_run_ui
 from pages.ui.prediction import predicted_ui
 from pages.ui.scoring import scores_with_progress
 from pages.ui.search_view import search_ui
+from pages.ui.sensitivity_view import SENS, sensitivity_ui
 from pages.ui.sidebar import DEFAULT_SOURCE, page_with_model
 from pages.ui.state import LONG_PLAN, PLAN, PLAN_ROUND_TO, chosen_criterion
+from pages.ui.wording import WRAPPED_ROW_PX
 from prunekit import model_info
 from prunekit.criteria.scores import to_tensors
-from prunekit.defaults import HELD_OUT, MAX_RATIO, RECALIBRATION, ROUND_TO, SENSITIVITY, TARGET_BY
+from prunekit.defaults import HELD_OUT, MAX_RATIO, RECALIBRATION, ROUND_TO, TARGET_BY
 from prunekit.errors import UserError
 from prunekit.models.checkpoints import DEFAULT_CHECKPOINT
 from prunekit.pruning.plan import Plan
 from prunekit.pruning.presets import get_preset, list_presets
 from prunekit.pruning.ratios import RULE, max_ratio, validate_ratios
-from prunekit.pruning.sensitivity import expected_minutes, sensitivity
 from prunekit.pruning.structure import estimate, signature
 from prunekit.runs.records import prune_run
 from prunekit.runs.runtimes import vector_block
-from prunekit.text import duration, human
+from prunekit.text import human
 
 BY_LABEL = {"FLOPs": "flops", "parameters": "params"}
 EDITORS = ("Sliders", "Table")
-VERSION, VALID, ERROR, PRESET, SENS, SENS_FIG, APPLIED = (
-    "plan_version", "plan_valid", "plan_error", "plan_preset", "plan_sensitivity", "plan_sensitivity_figure",
-    "plan_applied")
+VERSION, VALID, ERROR, PRESET, APPLIED = "plan_version", "plan_valid", "plan_error", "plan_preset", "plan_applied"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -197,27 +196,40 @@ def sliders_ui(struct, ratios: dict, est, family: str) -> None:
                        f"{' of each block' if g.blocks > 1 else ''}.")
 
 
+# the table's group column: the px the editor's column (396 px at 1280 px) leaves it, and the longest root conv name
+# that fits it on one line ('layer2.0.downsample'); a model with longer ones gets taller rows, where names wrap
+GROUP_PX, GROUP_CHARS = 150, 19
+
+
 def table_ui(struct, sel, ratios: dict, est, family: str) -> None:
-    rows = [{"group": g.root, "convs": group_label(g, family), "filters": g.filters,
-             "ratio": float(ratios.get(g.root, 0.0)), "kept": est.channels[g.root][1]} for g in struct.groups]
+    """One row per group in columns that fit the editor's column at 1280 px (its convs counted; the groups of
+    several convs spelled out under the table), its ratio typed in and checked as typed."""
+    rows = [{"group": g.root, "ratio": float(ratios.get(g.root, 0.0)), "kept": est.channels[g.root][1],
+             "filters": g.filters, "convs": len(g.members) + len(g.spread)} for g in struct.groups]
     key = f"plan_table_{st.session_state.get(VERSION, 0)}"
+    row_px = WRAPPED_ROW_PX if max(len(g.root) for g in struct.groups) > GROUP_CHARS else 35
     st.data_editor(
-        pd.DataFrame(rows), key=key, hide_index=True, width="stretch",
-        height=36 * (min(len(rows), LONG_PLAN) + 1) + 3,  # the longest plans scroll inside the table
+        pd.DataFrame(rows), key=key, hide_index=True, width="stretch", row_height=row_px,
+        height=(row_px + 1) * min(len(rows), LONG_PLAN) + 39,  # the longest plans scroll inside the table
         column_order=["group", "ratio", "kept", "filters", "convs"], disabled=["group", "convs", "filters", "kept"],
         on_change=_table_changed, args=(key, [g.root for g in struct.groups], struct, sel.arch),
         column_config={
-            "group": st.column_config.TextColumn("group (root conv)", width="medium"),
-            "convs": st.column_config.TextColumn("convs", width="large",
-                                                 help="the convs pruned together: they lose the same filters"),
-            "filters": st.column_config.NumberColumn("filters", format="%d"),
+            "group": st.column_config.TextColumn("group (root conv)", width=GROUP_PX),
             # no min_value / max_value: the editor would clamp a typed 1.5 or -1 to a value the user never typed;
             # the value reaches _table_changed as typed and is refused there, by the package's rule
-            "ratio": st.column_config.NumberColumn("ratio", format="%.3f",
+            "ratio": st.column_config.NumberColumn("ratio", format="%.3f", width=75,
                                                    help=f"share of the group's filters to remove: {RULE}"),
-            "kept": st.column_config.NumberColumn("kept after", format="%d")})
+            "kept": st.column_config.NumberColumn("kept", format="%d", width=55, help="filters kept after pruning"),
+            "filters": st.column_config.NumberColumn("filters", format="%d", width=58, help="filters before"),
+            "convs": st.column_config.NumberColumn("convs", format="%d", width=55,
+                                                   help="convs pruned together: they lose the same filters "
+                                                        "(listed under the table)")})
     st.caption(f"Type a ratio per group ({RULE}); the sliders follow."
                + (f" The table scrolls: {len(rows)} groups." if len(rows) > LONG_PLAN else ""))
+    several = [g for g in struct.groups if g.coupled or g.grouping]
+    if several:
+        with st.expander(f"Convs pruned together ({len(several)} groups)", expanded=len(several) <= 6):
+            st.markdown("\n".join(f"- {group_label(g, family)}" for g in several))
 
 
 def editor_ui(struct, sel, ratios: dict, est, family: str) -> None:
@@ -233,73 +245,15 @@ def editor_ui(struct, sel, ratios: dict, est, family: str) -> None:
 
 
 def estimate_ui(est) -> None:
-    """Params / MACs / FLOPs before -> after, with the reductions."""
-    cols = st.columns(3)
-    for col, name, before, after in ((cols[0], "Parameters", est.params_before, est.params),
-                                     (cols[1], "MACs / image", est.macs_before, est.macs),
-                                     (cols[2], "FLOPs / image", 2 * est.macs_before, 2 * est.macs)):
-        col.metric(name, human(after), f"{after / before - 1:.1%}" if after != before else None, delta_color="inverse",
-                   help=f"{before:,} before pruning -> {after:,} after (instant estimate from layer shapes)")
+    """Params / MACs / FLOPs before -> after, with the reductions: one above the other (three side by side cut a
+    ResNet-56's '125.49M' at 1280 px)."""
+    for name, before, after in (("Parameters", est.params_before, est.params),
+                                ("MACs / image", est.macs_before, est.macs),
+                                ("FLOPs / image", 2 * est.macs_before, 2 * est.macs)):
+        st.metric(name, human(after), f"{after / before - 1:.1%}" if after != before else None, delta_color="inverse",
+                  help=f"{before:,} before pruning -> {after:,} after (instant estimate from layer shapes)")
     st.caption(f"Before → after: parameters {est.params_before:,} → {est.params:,}; MACs {est.macs_before:,} → "
                f"{est.macs:,} (FLOPs = 2 × MACs). Exactly what the pruned model will count.")
-
-
-def sensitivity_ui(struct, sel, ratios: dict, criterion: str, round_to: int) -> None:
-    """The button, then one accuracy-vs-ratio curve per group with the current ratio marked (each ratio keeping
-    what the plan's rounding keeps)."""
-    data = held_out(sel, SENSITIVITY.n)
-    if data is None and sel.data_problem:
-        st.warning(f"Sensitivity curves evaluate the model on {sel.dataset} test images, and {sel.no_images}",
-                   icon=":material/block:")
-        return
-    if data is None:
-        st.info(f"Sensitivity curves need test images: each group is pruned alone and evaluated on "
-                f"{SENSITIVITY.n} {sel.dataset} test images, and there are none here. The Model & data page says "
-                "how to get them; the sliders, presets (except Sensitivity), the estimate and pruning still work.",
-                icon=":material/folder_off:")
-        return
-    if not may("compute sensitivity curves (dozens of pruned models, minutes of the machine)"):
-        return
-    key = (sel.key, criterion, round_to)
-    table = st.session_state.get(SENS, {}).get(key)
-    rounded = (f" Kept filters are rounded to multiples of {round_to}, as the plan rounds them: ratios that round "
-               "to the same width share one point." if round_to > 1 else "")
-    if st.button("Compute sensitivity" if table is None else "Recompute sensitivity", key="sens_go",
-                 help=f"Prunes each group alone at ratios {', '.join(map(str, SENSITIVITY.ratios))} (filters picked "
-                      f"by {criterion}), re-estimates its BatchNorm statistics on {RECALIBRATION.n} training images "
-                      f"and measures accuracy on {SENSITIVITY.n} test images without fine-tuning.{rounded} "
-                      "Cached on disk: a second time is instant."):
-        tensors, _ = score_tensors(sel, criterion)
-        bar = st.progress(0.0, text="Pruning each group alone...")
-        table = sensitivity(sel.model, tensors, data, ratios=SENSITIVITY.ratios, struct=struct,
-                            recalibrate=split(sel.dataset, "train"), round_to=round_to,
-                            progress=lambda d, t: bar.progress(d / t, text=f"Sensitivity: {d}/{t} pruned models"))
-        bar.empty()
-        st.session_state.setdefault(SENS, {})[key] = table
-        st.session_state.setdefault(SENS_FIG, {}).pop(key, None)
-        st.rerun()  # drawn from the top: the button above now reads "Recompute"
-    if table is None:
-        models = len(struct.groups) * len(SENSITIVITY.ratios)
-        expected = duration(60 * expected_minutes(models, estimate(struct, {}).macs), about=True)
-        st.caption("Sensitivity: how much accuracy each group loses when it alone is pruned. Click the button: "
-                   f"{'at most ' if round_to > 1 else ''}{models} pruned models, "
-                   f"{expected} on a 2-core CPU (twice that on a "
-                   "busy one; scaled from ResNet-20's 60 in about a minute by the MACs per image); a progress bar "
-                   "follows it.")
-        return
-    figures = st.session_state.setdefault(SENS_FIG, {})
-    if key not in figures:  # drawn once (about half a second); a slider move only moves the lines
-        family = model_info(sel.arch).family
-        figures[key] = sensitivity_figure(table, struct, {g.root: group_label(g, family) for g in struct.groups})
-    st.plotly_chart(mark_ratios(figures[key], ratios), width="stretch")
-    st.caption(f"Each panel is one group: test accuracy ({SENSITIVITY.n} images; BatchNorm recalibrated, no "
-               "fine-tuning) when only that "
-               "group is pruned, against its ratio; the red line is the ratio you set. All panels share one 0-100% "
-               "scale and the dotted line is the unpruned accuracy: a flat curve can be pruned hard, a curve that "
-               "drops early marks a sensitive group." + rounded)
-    st.warning("Each curve prunes one group alone. Pruning several groups together costs more than any one of them "
-               "alone (the damage adds up, and more): read the curves to compare groups, and the predicted accuracy "
-               "above for what the whole plan costs.", icon=":material/warning:")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -381,7 +335,8 @@ def main() -> None:
         estimate_ui(est)
         predicted_ui(sel, ratios, criterion, round_to)
     st.subheader("Sensitivity of each group")
-    sensitivity_ui(struct, sel, ratios, criterion, round_to)
+    sensitivity_ui(struct, sel, ratios, criterion, round_to, {g.root: group_label(g, family) for g in struct.groups},
+                   lambda: score_tensors(sel, criterion)[0])
 
     st.subheader("Filters kept per conv")
     st.plotly_chart(filters_figure(est), width="stretch")

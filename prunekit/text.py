@@ -1,7 +1,7 @@
 """Numbers and durations as people read them: what the dashboard and the command line print."""
 from __future__ import annotations
 
-__all__ = ["human", "duration"]
+__all__ = ["human", "duration", "count"]
 
 
 def human(n: float) -> str:
@@ -24,3 +24,8 @@ def duration(seconds: float, *, about: bool = False) -> str:
     if s >= 3600:
         return f"{s // 3600} h {s % 3600 // 60:02d} min"
     return f"{s // 60} min {s % 60:02d} s" if s >= 60 else f"{s} s"
+
+
+def count(n: int, noun: str) -> str:
+    """A count with its noun: (1, 'epoch') -> '1 epoch', (3, 'epoch') -> '3 epochs'."""
+    return f"{n} {noun}" + ("" if n == 1 else "s")

@@ -2,12 +2,14 @@
 (known by hand), loading a run's plan into the editor, the empty state and a corrupt manifest."""
 import base64
 import json
+import re
 
 import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from prunekit.runs.records import Run
+from pages.ui.wording import WRAPPED_ROW_PX, local_time
+from prunekit.runs.records import Run, read_manifest
 from tests.apptest_kit import open_page
 
 PLAN_RATIOS = {"conv1": 0.5, "layer2.0.conv1": 0.25}
@@ -73,9 +75,41 @@ def test_the_table_lists_every_run_with_its_pareto_front(three_runs):
     # after fine-tuning: a (20M, 88%) and b (30M, 90%) are on the front; c (25M, 70%) and the failed d are not
     assert {ids[r]: bool(p) for r, p in table["Pareto"].items()} == {"a": True, "b": True, "c": False, "d": False}
     assert table.loc[three_runs["d"], "status"] == "failed"
-    assert table.loc[three_runs["d"], "error"] == "RuntimeError: out of memory"
+    assert table.loc[three_runs["d"], "error"] == "out of memory"  # the message, without the exception class
     assert table.loc[three_runs["a"], "FLOPs"] == "81.10M → 20.00M"
     assert "All runs (4)" in [s.value for s in at.subheader]
+
+
+def test_the_run_header_and_the_table_give_times_as_the_jobs_page_does(runs_root, three_runs):
+    # the header said "created 2026-12-07T21:43:11+00:00"; now minutes in this machine's zone, as on the Jobs page
+    at = _page(compare_run=three_runs["d"])
+    assert not at.exception
+    (header,) = [m.value for m in at.markdown if m.value.startswith(f"**{three_runs['d']}**")]
+    created = read_manifest(runs_root / three_runs["d"])["created"]
+    assert f"created {local_time(created)}" in header and not re.search(r"T\d\d:\d\d:\d\d", header)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d \S+", local_time(created))
+    assert set(_table(at)["created"]) == {local_time(read_manifest(runs_root / r)["created"])
+                                          for r in three_runs.values()}
+    assert [e.value for e in at.error] == ["This run failed: out of memory"]  # no "RuntimeError:"
+
+
+def test_every_view_of_the_runs_table_fits_a_projector(runs_root, three_runs):
+    # the table had 17 columns side by side, cut at 1280 px ("test i..."); each view now fits the main column
+    at, shown = _page(), set()
+    for view in ("accuracy", "cost", "origin and status"):
+        at.segmented_control(key="compare_columns").set_value(view).run()
+        assert not at.exception
+        frame = at.dataframe[-1].proto
+        assert frame.column_order[0] == "run", view
+        assert sum(json.loads(frame.columns)[c]["width"] for c in frame.column_order) <= 818, view
+        shown |= set(frame.column_order)
+    assert shown == set(_table(at).reset_index().columns)  # every column in one view or another
+    assert at.dataframe[-1].proto.row_height == WRAPPED_ROW_PX  # the failed run's message on up to four lines
+    at.segmented_control(key="compare_columns").set_value("accuracy").run()
+    assert not at.dataframe[-1].proto.row_height  # one line a row
+    Run.create(runs_root, name="torchvision:densenet121@32").finish("done")  # an id of 49 characters
+    at.run()
+    assert at.dataframe[-1].proto.row_height == WRAPPED_ROW_PX  # it wraps, never cut
 
 
 def test_after_pruning_only_the_front_moves(three_runs):
@@ -170,8 +204,10 @@ def test_manifests_of_the_wrong_shape_are_listed_unreadable_and_the_page_stays_u
     at = _page()
     assert not at.exception
     table = _table(at)
-    for name, (_, words) in BAD_MANIFESTS.items():
-        assert table.loc[name, "status"] == "unreadable" and words in table.loc[name, "error"], name
+    (why,) = [e for e in at.expander if "cannot be read" in e.label]
+    for name, (_, words) in BAD_MANIFESTS.items():  # the whole reason under the table, its start in the table
+        assert table.loc[name, "status"] == "unreadable" and table.loc[name, "error"].startswith("…/manifest.json")
+        assert any(f"`{name}`: " in m.value and words in m.value for m in why.markdown), name
     assert (table["status"] == "done").sum() == 3  # the good runs are all there
 
 

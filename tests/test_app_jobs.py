@@ -51,7 +51,7 @@ def test_a_running_job_shows_its_progress_curves_and_cancels(root, tmp_path):
     assert not at.exception
     assert any(s.value == "Running and queued (2)" for s in at.subheader)
     texts = " ".join(m.value for m in at.markdown)
-    assert "Fine-tune run `r1` for 3 epochs" in texts and "Fine-tune run `r2` for 1 epochs" in texts
+    assert "Fine-tune run `r1` for 3 epochs" in texts and "Fine-tune run `r2` for 1 epoch " in texts
     bars = [p for p in at.get("progress")]
     assert len(bars) == 2
     assert "epoch 2/3 · batch 30/60 · train loss 0.812 · train accuracy 71.2% · ETA 2 min 05 s" in \
@@ -79,8 +79,10 @@ def test_failed_and_interrupted_jobs_say_why_and_resume(root, tmp_path):
     assert any(s.value == "Finished (2)" for s in at.subheader)
     table = at.dataframe[0].value
     assert dict(zip(table["job"], table["status"])) == {failed.id: "failed", gone.id: "interrupted"}
-    assert any("This job failed: ValueError: run x has no pruned model" in e.value for e in at.error)
-    assert not any("Traceback" in e.value for e in at.error)  # the traceback only inside the expander
+    # the message in the product's voice, in the table and the details: no exception class, no traceback
+    assert table.set_index("job").loc[failed.id, "result"] == "run x has no pruned model"
+    assert any("This job failed: run x has no pruned model" in e.value for e in at.error)
+    assert not any("ValueError" in e.value or "Traceback" in e.value for e in at.error)  # both in the expander
     at = _page(job_detail=gone.id)
     assert any("stopped before the end" in w.value for w in at.warning)
     at.button(key=f"resume-{gone.id}").click().run()
@@ -99,7 +101,7 @@ def test_the_details_follow_the_job_that_just_finished(root):
     at.run()
     assert not at.exception
     assert at.selectbox(key="job_detail").value == new.id
-    assert any("ValueError: the new one" in e.value for e in at.error)
+    assert any("This job failed: the new one" in e.value for e in at.error)
     at.selectbox(key="job_detail").set_value(old.id).run()  # the user's own pick stays while nothing new finishes
     assert at.selectbox(key="job_detail").value == old.id
 
@@ -159,3 +161,22 @@ def test_a_running_sweep_counts_its_points(root):
     at = _page()
     assert not at.exception
     assert [b.proto.text for b in at.get("progress")] == ["point 2/4 · ETA 30 s"]
+
+
+def test_the_finished_table_fits_a_projector_and_the_details_hold_the_rest(root):
+    # the table used to have eight columns (cut at 1280 px) and a failure's raw "ValueError: ..." cut in its cell
+    long = ("ValueError: run gone has no pruned model (model.safetensors): prune it again on the Plan & prune page, "
+            "then queue the fine-tuning from there, or pick another run on the Compare page")
+    failed = jobs.submit("finetune", {"run": "runs/gone", "epochs": 2}, device="cpu", root=root)
+    failed.save(status="failed", started="2026-12-07T18:01:00+00:00", finished="2026-12-07T18:01:04+00:00",
+                error=long)
+    at = _page()
+    assert not at.exception
+    (frame,) = at.dataframe
+    assert list(frame.proto.column_order) == ["finished", "status", "what", "took", "result"]
+    assert sum(json.loads(frame.proto.columns)[c]["width"] for c in frame.proto.column_order) <= 818  # 1280 px
+    result = frame.value.loc[0, "result"]
+    assert result.startswith("run gone has no pruned model") and result.endswith(" …") and len(result) <= 110
+    (details,) = [m.value for m in at.markdown if f"job `{failed.id}`" in m.value]
+    assert "on cpu, queued by" in details and "Fine-tune run gone for 2 epochs" in details and "after 4 s" in details
+    assert any(e.value == f"This job failed: {long.removeprefix('ValueError: ')}" for e in at.error)  # whole

@@ -1,6 +1,7 @@
 # ruff: noqa: F811  (server and page are the fixtures imported from tests.test_browser, as pytest passes them)
-"""Models beyond the registry in a real browser, on a server of its own: a timm RegNet (grouped convs: frozen with
-the reason) and, in the slow suite, torchvision's DenseNet-121 (concatenations) are picked in the sidebar, scored,
+"""Models beyond the registry in a real browser, on a server of its own: a timm RegNet (grouped convs, pruned
+by blocks) and, in the slow suite, torchvision's DenseNet-121 (concatenations) and ConvNeXt-Tiny (LayerNorms over
+the channels) are picked in the sidebar, scored,
 planned, pruned (the self-checked pruning, its run saved) and found on the Compare page; the Feature maps and
 Correlations pages draw for them. Every step waits on a state; screenshots land in artifacts/screenshots/zoo-*."""
 import pytest
@@ -13,6 +14,8 @@ pytestmark = pytest.mark.browser
 MODELS = [
     pytest.param("A timm model", "timm:regnetx_002", id="timm-regnetx_002"),
     pytest.param("A torchvision model", "torchvision:densenet121", id="torchvision-densenet121",
+                 marks=pytest.mark.slow),
+    pytest.param("A torchvision model", "torchvision:convnext_tiny", id="torchvision-convnext_tiny",
                  marks=pytest.mark.slow),
 ]
 

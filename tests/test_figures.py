@@ -4,6 +4,7 @@ all steps") and the figures it sends to the browser are read back; the figures n
 (sensitivity curves, reliability bars, a tile grid with removed filters) come from their builders. Every tick label,
 axis title, subplot title, legend, colour bar and cell text is at least 12 px, and every x / y axis that shows data
 with tick labels has a title (its own; in a grid of small multiples its row's or column's, or the grid's)."""
+import base64
 import json
 import re
 
@@ -146,6 +147,32 @@ def test_the_jobs_table_reads_local_minutes_not_utc_iso_stamps(drawn):
     finished = drawn["jobs table"]["finished"].tolist()
     assert finished and all(re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d \S+", f) for f in finished), finished
     assert set(drawn["jobs table"]["took"]) == {"4 s", "6 min 35 s"}
+
+
+def _xs(values) -> list[float]:
+    """A trace's x values as sent to the browser: a list, or base64 bytes of a typed array."""
+    if isinstance(values, dict):
+        return np.frombuffer(base64.b64decode(values["bdata"]), dtype=values["dtype"]).tolist()
+    return list(values or [])
+
+
+def test_every_epoch_axis_ticks_whole_epochs(drawn):
+    # the Compare page's fine-tuning chart ticked "1 2 2 3 3" (plotly's half-epoch ticks, rounded by its format)
+    found = {}
+    for page in PAGES:
+        for spec in drawn[page]:
+            for key, axis in spec["layout"].items():
+                if AXIS.match(key) and ((axis.get("title") or {}).get("text") or "") == "epoch":
+                    ref = "x" + AXIS.match(key)[2]
+                    last = max(x for t in spec["data"] if t.get("xaxis", "x") == ref for x in _xs(t.get("x")))
+                    found.setdefault(page, []).append((last, axis.get("tickmode"), axis.get("tick0"),
+                                                       axis.get("dtick")))
+    assert set(found) == {"pages/jobs.py", "pages/compare.py", "pages/tour.py"}, found  # Jobs, one run, step 7
+    for page, axes in found.items():
+        for last, mode, tick0, dtick in axes:
+            assert mode == "linear" and tick0 == 0 and float(dtick).is_integer(), (page, axes)
+            assert dtick == 1 if last <= 12 else last / dtick <= 12, (page, axes)  # every epoch, else <= 12 ticks
+    assert {dtick for *_, dtick in found["pages/compare.py"] + found["pages/jobs.py"]} == {1}  # 3 epochs each
 
 
 def test_the_tour_draws_the_pareto_front_and_the_unpruned_line_it_describes(drawn):

@@ -14,7 +14,7 @@ from prunekit.analysis.views import feature_map_grid
 from prunekit.defaults import MAX_RATIO
 
 __all__ = ["legible", "sensitivity_figure", "mark_ratios", "filters_figure", "agreement_bars", "grid_figure", "cost_figure",
-           "training_curves", "CRITERION_COLORS", "criterion_color"]
+           "training_curves", "epoch_axis", "CRITERION_COLORS", "criterion_color"]
 
 REMOVED_COLOR = "#d62728"  # the frame of a filter a plan removes
 TEXT_PX, TICK_PX, TITLE_PX = 14, 13, 14  # projector sizes: body text, tick labels, axis and subplot titles
@@ -177,6 +177,13 @@ def cost_figure(table: pd.DataFrame) -> go.Figure:
     return legible(fig)
 
 
+def epoch_axis(epochs: int) -> dict:
+    """An epoch axis' ticks for a chart of ``epochs`` epochs: whole epochs only, from 0, every epoch up to 12 epochs,
+    then every 2, 5, 10, 20, 50... (at most 12 ticks); plotly's own choice gives half-epoch ticks rounded (1 2 2 3)."""
+    step = next((s for s in (1, 2, 5, 10, 20, 50, 100, 200, 500) if epochs <= 12 * s), 1000)
+    return {"tickmode": "linear", "tick0": 0, "dtick": step, "tickformat": "d"}
+
+
 def training_curves(rows: list[dict], start: dict | None = None) -> go.Figure:
     """Train loss and test accuracy per epoch, side by side; ``start`` (the epoch-0 row: the model before its
     first epoch, e.g. just pruned) puts the accuracy curve's first point at epoch 0."""
@@ -190,8 +197,7 @@ def training_curves(rows: list[dict], start: dict | None = None) -> go.Figure:
     if start:
         fig.add_annotation(x=0, y=start["test_accuracy"], text="before training", showarrow=True, ax=40, ay=-25,
                            row=1, col=2)
-    epochs = int(df["epoch"].max()) if len(df) else 0
-    fig.update_xaxes(title_text="epoch", tickformat="d", dtick=1 if epochs <= 12 else None, nticks=8)
+    fig.update_xaxes(title_text="epoch", **epoch_axis(int(df["epoch"].max()) if len(df) else 1))
     fig.update_yaxes(title_text="loss", row=1, col=1)
     fig.update_yaxes(title_text="accuracy (%)", row=1, col=2)
     fig.update_layout(height=300, showlegend=False)

@@ -35,7 +35,7 @@ def last_run_ui() -> None:
     acc = {k: (v or {}).get("accuracy") for k, v in (m.get("accuracy") or {}).items()}
     before = acc.get("before")
     cols = st.columns(5)
-    cols[0].metric("Accuracy before", "not measured" if before is None else f"{before:.2f}%",
+    cols[0].metric("Accuracy before", "–" if before is None else f"{before:.2f}%",
                    help=f"the unpruned model, top-1 on {(m.get('data') or {}).get('n')} "
                         f"{(m.get('data') or {}).get('name', '')} test images (seed {HELD_OUT.seed}). {UNPRUNED_ON}")
     recal = m.get("recalibration") or {}
@@ -45,7 +45,10 @@ def last_run_ui() -> None:
              f"{recal.get('n')} training images (no weight changed): what fine-tuning starts from, and a far better "
              "predictor of the accuracy after fine-tuning than the plain one")):
         value = acc.get(key)
-        col.metric(name, "not measured" if value is None else f"{value:.2f}%",
+        if value is None:  # a dash: the words would be cut in a metric's width; the help says why
+            why = f"not measured: {recal.get('note') or 'no test images'}" if key == "recalibrated" else \
+                "not measured: no test images"
+        col.metric(name, "–" if value is None else f"{value:.2f}%",
                    None if value is None or before is None else f"{value - before:+.2f} pts", help=why)
     for col, key, name in ((cols[3], "params", "Parameters after"), (cols[4], "flops", "FLOPs after")):
         a, b = (m.get("after") or {}).get(key), (m.get("before") or {}).get(key)
@@ -57,7 +60,8 @@ def last_run_ui() -> None:
     if summary["test_images"]:
         st.caption(f"Each accuracy is top-1 on the same {summary['test_images']:,} test images; the recalibrated "
                    "one " + (f"after re-estimating BatchNorm on {summary['recalibration_images']:,} training images."
-                             if summary["recalibration_images"] else "was not measured (no recalibration).")
+                             if summary["recalibration_images"] else
+                             f"was not measured: {recal.get('note') or 'no recalibration was asked'}.")
                    + " " + UNPRUNED_ON)
     st.page_link("pages/compare.py", label="Compare this run with the others", icon=":material/scatter_plot:")
     if m["status"] == "done":

@@ -2,7 +2,7 @@
 import pandas as pd
 import plotly.graph_objects as go
 
-from pages.ui.figures import legible
+from pages.ui.figures import epoch_axis, legible
 
 
 def channels_chart(channels: pd.DataFrame) -> go.Figure:
@@ -21,5 +21,6 @@ def finetune_chart(epochs: pd.DataFrame) -> go.Figure:
         fig.add_scatter(x=epochs["epoch"], y=epochs["train_accuracy"], name="train accuracy (%)",
                         mode="lines+markers", line=dict(dash="dot"))
     fig.update_layout(height=340, xaxis_title="epoch", yaxis_title="top-1 accuracy (%)",
-                      legend=dict(orientation="h", y=1.02, yanchor="bottom", x=0), xaxis_tickformat="d")
+                      legend=dict(orientation="h", y=1.02, yanchor="bottom", x=0))
+    fig.update_xaxes(**epoch_axis(int(epochs["epoch"].max())))
     return legible(fig)

@@ -7,7 +7,6 @@ first.
 from __future__ import annotations
 
 import hashlib
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from pages.ui.classroom import is_presenter, presenter_box
 from pages.ui.model_source import CLASSES_BOX, SIZE_BOX, data_problem, pick_source_model, source_options
 from pages.ui.router import through_router
 from pages.ui.state import PROBE_N, SELECTION
+from pages.ui.uploads import stored_upload, sweep_gone_sessions
 from prunekit import CheckpointError, best_device, build_model, list_models, load_checkpoint, model_info
 from prunekit.criteria.probe import ProbeSpec
 from prunekit.criteria.scores import weights_hash
@@ -78,11 +78,10 @@ def _registry_model(arch: str, num_classes: int):
 
 
 @st.cache_resource(show_spinner="Loading the checkpoint...", max_entries=4)
-def _uploaded_model(digest: str, name: str, data: bytes, arch: str | None):
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / Path(name).name
-        path.write_bytes(data)
-        return load_checkpoint(path, arch=arch)
+def _uploaded_model(digest: str, arch: str | None, _path: Path):
+    """The model in the upload with SHA-256 ``digest`` (read from ``_path``, this session's copy): shared by every
+    session that uploads the same file."""
+    return load_checkpoint(_path, arch=arch)
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
@@ -124,13 +123,15 @@ def _model_choice(source: str, dataset: str):
     if upload.size > MAX_UPLOAD_MB * 2**20:
         return f"{upload.name} is {upload.size / 2**20:.0f} MB; the limit is {MAX_UPLOAD_MB} MB."
     data = upload.getvalue()
-    model, header = _uploaded_model(hashlib.sha256(data).hexdigest(), upload.name, data,
-                                    None if hint == "from the file" else hint)
+    digest = hashlib.sha256(data).hexdigest()
+    model, header = _uploaded_model(digest, None if hint == "from the file" else hint,
+                                    stored_upload(upload.name, data, digest))
     return model, header, header.get("arch") or hint, upload.name
 
 
 def sidebar() -> Selection:
     """Draw the sidebar and keep its choice in st.session_state['selection']."""
+    sweep_gone_sessions()
     with st.sidebar:
         st.markdown("### :material/content_cut: prunekit")
         st.caption("See inside a CNN's filters, score them by information, prune them for real.")

@@ -8,7 +8,9 @@ model's accuracy (cached by the weights' and the images' hashes, so a sweep eval
 once and prunes a copy per candidate, checked as every pruning is; the smaller model evaluates faster than the masked
 original would),
 its BatchNorm statistics re-estimated (:func:`prunekit.pruning.recalibrate.reestimate_bn`, the recipe of
-:func:`~prunekit.pruning.recalibrate.recalibrate_bn`) and evaluated on the held-out images. A candidate that removes
+:func:`~prunekit.pruning.recalibrate.recalibrate_bn`), each BN that follows a conv folded into it
+(:func:`prunekit.pruning.fold.fold_bn`: the same accuracy up to float rounding, checked on a probe; a third less time)
+and evaluated on the held-out images. A candidate that removes
 the same filters as one already judged (two targets whose kept widths round alike) is not evaluated again.
 
 >>> ev = CandidateEvaluator(model, (3, 32, 32), held_out=test.subset(1000), train=train)
@@ -31,6 +33,7 @@ from prunekit.defaults import EVAL_BATCH, EVAL_PRECISION, EVAL_PRECISIONS, RECAL
 from prunekit.errors import UserError
 from prunekit.lru import LRU
 from prunekit.models.metrics import evaluate
+from prunekit.pruning.fold import fold_bn
 from prunekit.pruning.prune import Pruner
 from prunekit.pruning.recalibrate import NO_BN, reestimate_bn
 
@@ -108,7 +111,8 @@ class CandidateEvaluator:
             with self._precision(pruned):
                 if recal:
                     reestimate_bn(pruned, self._recal)
-                result = evaluate(pruned, self._held)
+                fold_bn(pruned, self._pruner.conv_bn, self._pruner.probe)
+                result = evaluate(pruned.to(memory_format=torch.channels_last), self._held)
             stored = self._results.put(key, {**result, "recalibrated": recal,
                                              "note": None if recal else self._why_not(recalibrate)})
         return {**stored, "kept": kept, "cached": False, "seconds": time.perf_counter() - t0}

@@ -610,7 +610,8 @@ class Pruner:
     """One model traced once for many prunings (the candidate evaluator judges hundreds of plans of one model).
 
     Holds a pristine deep copy of ``model`` (eval mode) with Torch-Pruning's dependency graph, the groups, the frozen
-    convs and their wiring, and the self-check's probe. Each :meth:`prune` deep-copies the model and its graph
+    convs and their wiring, the self-check's ``probe`` ((PROBE_BATCH, C, H, W)) and the ``conv_bn`` pairs a fold may
+    join. Each :meth:`prune` deep-copies the model and its graph
     together (about 4x cheaper than tracing again) and prunes the copy; the pristine copy never changes. One pruning
     at a time (a lock): safe to share between threads.
 
@@ -624,7 +625,8 @@ class Pruner:
         self._graph, ops = _graph(self.model, self.input_size)
         self.groups, self.frozen, self._wiring = _groups(self.model, self._graph,
                                                          _forward_order(self.model, self.input_size), ops)
-        self._probe = probe_input(self.model, self.input_size)
+        self.probe = probe_input(self.model, self.input_size)  # the self-check's input (and the fold's)
+        self.conv_bn = _conv_bn_pairs(self.model, self._graph)
         self._lock = threading.Lock()
 
     def removed(self, ratios: dict[str, float], scores: dict[str, torch.Tensor], *,
@@ -641,12 +643,12 @@ class Pruner:
         removed = self.removed(ratios, scores, round_to=round_to)
         dropped = _dropped_inputs(self._wiring, removed)
         with self._lock:
-            expected = reference_output(self.model, dropped, self._probe)
+            expected = reference_output(self.model, dropped, self.probe)
             pruned, graph = self._copy()
         for g in self.groups:  # indices refer to the unpruned layer; groups are disjoint
             if g.root in removed:
                 _prune_group(graph, pruned, g, removed[g.root])
-        check_pruned(self.model, pruned, self._probe, expected, dropped, self.groups, removed)
+        check_pruned(self.model, pruned, self.probe, expected, dropped, self.groups, removed)
         return pruned, removed
 
     def _copy(self) -> tuple[nn.Module, tp.DependencyGraph]:
@@ -663,6 +665,20 @@ class Pruner:
         for node in nodes:
             vars(shared[id(node)]).update(copy.deepcopy(vars(node), shared))
         return model, copy.deepcopy(graph, shared)
+
+
+def _conv_bn_pairs(model: nn.Module, graph: tp.DependencyGraph) -> list[tuple[str, str]]:
+    """[(conv, BatchNorm2d)] names, in the graph's order, where the BN's only input is the conv's output and the
+    conv's output goes to that BN only (each called once): the pairs :func:`prunekit.pruning.fold.fold_bn` may fold."""
+    names = {m: n for n, m in model.named_modules()}
+    pairs = []
+    for node in graph.module2node.values():
+        if isinstance(node.module, nn.BatchNorm2d) and len(node.inputs) == 1:
+            conv = node.inputs[0]
+            if isinstance(conv.module, nn.Conv2d) and [n.module for n in conv.outputs] == [node.module] and \
+                    conv.module in names and node.module in names:
+                pairs.append((names[conv.module], names[node.module]))
+    return pairs
 
 
 def prune_model(

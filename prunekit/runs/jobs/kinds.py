@@ -46,6 +46,7 @@ from prunekit.runs.latency_model import latency_model
 from prunekit.runs.runtimes import get_runtime
 from prunekit.runs.sweeps import SweepSpec, run_sweep
 from prunekit.training.train import TrainConfig, train_new
+from prunekit.text import count
 
 __all__ = ["Finetune", "Train", "Score", "Sensitivity", "Sweep", "Search"]
 
@@ -102,7 +103,7 @@ class Finetune(_Training):
         return finetune_config(epochs, **overrides)
 
     def describe(self, args: dict[str, Any]) -> str:
-        return (f"Fine-tune run `{_run_name(args['run'])}` for {args['epochs']} epochs "
+        return (f"Fine-tune run `{_run_name(args['run'])}` for {count(args['epochs'], 'epoch')} "
                 f"(lr {args.get('lr', FINETUNE_RECIPE['lr'])}{_distilled(args)})")
 
     def run(self, job: Job, ctx: Context) -> dict[str, Any]:
@@ -140,7 +141,7 @@ class Train(_Training):
         super().check(args, model)
 
     def describe(self, args: dict[str, Any]) -> str:
-        return f"Train {args['model']} on {args.get('data') or args.get('folder')} for {args['epochs']} epochs"
+        return f"Train {args['model']} on {args.get('data') or args.get('folder')} for {count(args['epochs'], 'epoch')}"
 
     def run(self, job: Job, ctx: Context) -> dict[str, Any]:
         a = job.args
