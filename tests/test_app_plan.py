@@ -241,7 +241,8 @@ def test_without_data_prune_works_sensitivity_explains_and_l1_stands_in(default,
     assert m["status"] == "done" and m["data"] is None
     assert m["accuracy"] == {"before": None, "pruned": None, "recalibrated": None} and m["recalibration"] is None
     assert m["criterion"]["name"] == "l1"
-    assert _metrics(at)["Accuracy after pruning"][0] == "not measured"
+    assert _metrics(at)["Accuracy after pruning"][0] == "–"  # a dash that fits; the help says why
+    assert next(m for m in at.metric if m.label == "Accuracy after pruning").help.startswith("not measured: no test")
     assert any("training images" in w.value for w in at.warning)  # fine-tuning needs data: said, not crashed
 
 
@@ -281,10 +282,9 @@ def test_fine_tuning_is_queued_as_a_background_job(runs, cifar_data_root, monkey
 def test_sensitivity_curves_then_the_sensitivity_preset(default, cifar_data_root, monkeypatch):
     """The button hands the page's model, scores and SENSITIVITY.n test images to prunekit.pruning.sensitivity (faked here: the
     real one prunes 48 models); the curves feed the Sensitivity preset."""
-    import sys
-
     import pandas as pd
 
+    from pages.ui import sensitivity_view
     from prunekit.pruning.ratios import kept_channels
 
     model, struct = default
@@ -299,8 +299,7 @@ def test_sensitivity_curves_then_the_sensitivity_preset(default, cifar_data_root
         return pd.DataFrame(rows)
 
     monkeypatch.setenv("PRUNEKIT_DATA", str(cifar_data_root))
-    monkeypatch.setattr(sys.modules["prunekit.pruning.sensitivity"], "sensitivity", fake)  # the package re-exports
-    # a function of the same name, so the module is reached through sys.modules
+    monkeypatch.setattr(sensitivity_view, "sensitivity", fake)  # what the page's sensitivity view calls
     at = _plan_page(**{CRITERION: "l1", PLAN: {"conv1": 0.3}}, preset_kind="sensitivity", preset_target=0.3)
     assert any("60 pruned models, about a minute on a 2-core CPU" in c.value for c in at.caption)  # 12 groups x 5
     at.button(key="sens_go").click()
@@ -411,3 +410,11 @@ def test_each_unpruned_accuracy_names_the_images_it_is_measured_on(default, runs
                for c in captions)  # the prediction's
     assert any(c.startswith(f"Each accuracy is top-1 on the same {HELD_OUT.n:,} test images") and UNPRUNED_ON in c
                for c in captions)  # the run's, with why the three differ
+
+
+def test_a_pending_prediction_says_how_many_plans_wait_before_it():
+    from pages.ui.prediction import _queue_words
+
+    assert _queue_words(None) == _queue_words(0) and _queue_words(0).startswith("Measuring this plan")
+    assert "1 plan of other visitors before it" in _queue_words(1)
+    assert "3 plans of other visitors before it" in _queue_words(3)

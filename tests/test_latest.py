@@ -71,3 +71,22 @@ def test_a_client_that_left_is_forgotten():
     assert worker.waiting() == 0
     release.set()
     assert worker.wait("first", 60) is not None and worker.result("second") is None
+
+
+def test_a_waiting_request_knows_how_many_run_before_it():
+    worker, started, release = LatestWins(), threading.Event(), threading.Event()
+
+    def blocking():
+        started.set()
+        release.wait(60)
+        return 1
+
+    worker.ask("a", blocking, client="A")
+    assert started.wait(60)
+    worker.ask("b", lambda: 2, client="B")
+    worker.ask("c", lambda: 3, client="C")
+    worker.ask("b2", lambda: 2, client="B")  # B's newer plan keeps B's place in the queue
+    assert (worker.ahead("a"), worker.ahead("b2"), worker.ahead("c")) == (0, 1, 2)
+    assert worker.ahead("b") is None and worker.ahead("nobody asked") is None
+    release.set()
+    assert worker.wait("c", 60).value == 3 and worker.ahead("c") is None

@@ -83,6 +83,16 @@ def _pending(key: tuple) -> None:
     """Looks again every POLL_S seconds; when the number is there, the page redraws once with it."""
     if predictor().result(key) is None:
         st.metric("Predicted accuracy", "computing...", help=HELP)
-        st.caption("Measuring this plan in the background: the controls stay free.")
+        st.caption(_queue_words(predictor().ahead(key)))
         return
     st.rerun()
+
+
+def _queue_words(ahead: int | None) -> str:
+    """What the pending number waits for: its own measuring, or other visitors' plans measured before it (one at a
+    time for the whole server)."""
+    if not ahead:
+        return "Measuring this plan in the background: the controls stay free."
+    plans = "1 plan" if ahead == 1 else f"{ahead} plans"
+    return (f"Waiting its turn: {plans} of other visitors before it (the server measures one at a time); the "
+            "controls stay free.")

@@ -71,6 +71,17 @@ class LatestWins:
         with self._lock:
             return len(self._pending)
 
+    def ahead(self, key: Hashable) -> int | None:
+        """How many requests will run before ``key``'s starts: 0 when it is running or next with nothing running,
+        None when nobody waits for it (done, or dropped for a newer request)."""
+        with self._lock:
+            if key == self._running:
+                return 0
+            keys = [k for k, _ in self._pending.values()]
+            if key not in keys:
+                return None
+            return keys.index(key) + (self._running is not None)
+
     def forget(self, client: Hashable) -> None:
         """Drop ``client``'s waiting request (it left)."""
         with self._lock:
