@@ -50,6 +50,7 @@ HOME, PLAN = "Model & data", "Plan & prune"
 PAGES = [HOME, "Saliency", PLAN, "Compare runs"]  # each sidebar link is named as its page's heading
 SLIDER = "Plan & prune: ratio slider"  # the redraw after a slider step, recorded beside the page switches
 STEPS = 6
+VIEWERS_ARE = "websocket clients speaking the app's protocol (benchmarks/st_client.py), drawing nothing"
 THINK_S = 5.0  # a student reads a page for a few seconds before the next click (0.5x-1.5x of it, per click)
 TARGETS = {"p95_redraw_s": 2.0, "new_visitor_s": 5.0}
 DATA = os.environ.get("PRUNEKIT_DATA", "/work/shared/data")
@@ -296,7 +297,8 @@ def main() -> None:
         # where the machine's time went: the server, and the viewers (this process) beside it
         result["cpu_seconds"] = {"wall": round(wall, 1), "server": server_cpu, "viewers": round(viewers_cpu, 1)}
     result = {"benchmark": "classroom_load", "viewers": args.viewers, "seconds": args.seconds,
-              "model": "bundled resnet20 on CIFAR-10", "pages": PAGES, "limits_s": vars(limits), **result,
+              "model": "bundled resnet20 on CIFAR-10", "viewers_are": VIEWERS_ARE, "pages": PAGES,
+              "limits_s": vars(limits), **result,
               "cpu": cpu_name(), "cpu_count": os.cpu_count(), "load_average": load_average(before)}
     write_result(result, args.out)
     for name, t in result["targets"].items():

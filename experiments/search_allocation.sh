@@ -34,6 +34,7 @@ ROUND_TO="${ROUND_TO:-1}"
 # and reordered between layers, which per-layer tables do not see), so no latency target can be met there.
 LAT_ROUND_TO="${LAT_ROUND_TO:-$("$PY" -c 'from prunekit.runs.runtimes import vector_block; print(vector_block())')}"
 PARTS="${PARTS:-flops latency}"                     # which budgets: flops, latency or both
+FLOPS_ORDER="${FLOPS_ORDER:-uniform afie sensitivity search}"  # the FLOPs allocations' fine-tuning order per seed
 read -r -a FT <<< "${FT_ARGS:-}"                    # empty: finetune's defaults
 SCORES="$OUT/scores_final_$C.csv"
 SENS="$OUT/sensitivity_$C.csv"
@@ -132,8 +133,13 @@ fi
 [[ "${FINETUNE:-1}" == 1 ]] || exit 0
 for s in $SEEDS; do
     if has flops; then
-        for a in uniform afie sensitivity; do prune_ft_seed "flops_${a}_s$s" "$OUT/plan_$a.json" "$s" "$a, seed $s"; done
-        prune_ft_seed "flops_search_s$s" "$OUT/plan_search_s$S.json" "$s" "search (seed $S), seed $s"
+        for a in $FLOPS_ORDER; do
+            if [[ "$a" == search ]]; then
+                prune_ft_seed "flops_search_s$s" "$OUT/plan_search_s$S.json" "$s" "search (seed $S), seed $s"
+            else
+                prune_ft_seed "flops_${a}_s$s" "$OUT/plan_$a.json" "$s" "$a, seed $s"
+            fi
+        done
     fi
     if has latency; then
         prune_ft_seed "latency_search_s$s" "$OUT/plan_latency_search_s$S.json" "$s" \
