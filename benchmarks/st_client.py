@@ -41,7 +41,6 @@ class Viewer:
         self.closed: str | None = None  # why the connection ended, if it did
         self._widgets: dict[str, WidgetState] = {}
         self._timers: dict[str, asyncio.Task] = {}  # fragment id -> its rerun timer
-        self._runs = 0  # full runs finished
         self._started_after = 0.0  # when the newest full rerun was asked for
         self._started = 0.0  # when the newest full run started
         self._finished_at: float | None = None  # when a full run that started after that finished
@@ -178,7 +177,5 @@ class Viewer:
                 timer = self._timers.pop(fragment, None)
                 if timer is not None:
                     timer.cancel()
-        elif kind == "script_finished" and msg.script_finished in FINISHED:
-            self._runs += 1
-            if self._started >= self._started_after:
-                self._finished_at = time.perf_counter()
+        elif kind == "script_finished" and msg.script_finished in FINISHED and self._started >= self._started_after:
+            self._finished_at = time.perf_counter()

@@ -23,6 +23,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.common import load_average  # noqa: E402
 from prunekit.models.checkpoints import load_checkpoint  # noqa: E402
 from prunekit.runs.runtime_onnx import checked_session, ort_latency_ms  # noqa: E402
 
@@ -59,8 +60,7 @@ def main() -> None:
         models[name] = {"ms": round(statistics.median(t), 4), "q25_ms": round(q[0], 4), "q75_ms": round(q[2], 4),
                         "checkpoint": sessions[name][1]}
     result = {"batch": args.batch, "rounds": args.rounds, "repeat": args.repeat, "threads": torch.get_num_threads(),
-              "load_average": {"before": [round(x, 2) for x in before],
-                               "after": [round(x, 2) for x in os.getloadavg()]}, "models": models}
+              "load_average": load_average(before), "models": models}
     args.out.write_text(json.dumps(result, indent=1))
     for name, m in models.items():
         print(f"{name}\t{m['ms']} ms (rounds' quartiles {m['q25_ms']}-{m['q75_ms']})")

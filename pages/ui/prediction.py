@@ -14,6 +14,7 @@ from prunekit.criteria.scores import to_tensors
 from prunekit.defaults import HELD_OUT, PREDICTION, RECALIBRATION
 from prunekit.pruning.predict import predict_accuracy
 from prunekit.runs.latest import LatestWins
+from prunekit.text import count
 
 POLL_S = 0.5  # how often the pending number is looked at while it is computed
 HELP = (f"The plan applied to a copy of the model, its BatchNorm statistics re-estimated on {RECALIBRATION.n} "
@@ -93,6 +94,5 @@ def _queue_words(ahead: int | None) -> str:
     time for the whole server)."""
     if not ahead:
         return "Measuring this plan in the background: the controls stay free."
-    plans = "1 plan" if ahead == 1 else f"{ahead} plans"
-    return (f"Waiting its turn: {plans} of other visitors before it (the server measures one at a time); the "
-            "controls stay free.")
+    return (f"Waiting its turn: {count(ahead, 'plan')} of other visitors before it (the server measures one at a "
+            "time); the controls stay free.")
